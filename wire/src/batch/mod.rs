@@ -7,6 +7,8 @@ use crate::generated::{Record, RecordBatch, RecordHeader};
 use crate::WireError;
 
 mod builder;
+#[cfg(test)]
+mod tests;
 
 pub use crate::generated::{BatchHeader, Compression, PayloadFormat};
 pub use builder::{encode_kafka_wrapped, BatchBuilder};
