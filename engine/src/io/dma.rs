@@ -1,0 +1,119 @@
+//! Production storage: glommio DMA files (O_DIRECT, io_uring) on the shard's own ring.
+
+use std::future::Future;
+use std::io;
+use std::ops::Range;
+use std::path::Path;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
+
+use super::{OpenMode, Storage, StorageFile};
+
+/// Files on a real filesystem through glommio. Must be used inside a glommio executor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DmaStorage;
+
+/// An open DMA file, shared by the writer and readers of one segment.
+#[derive(Debug, Clone)]
+pub struct DmaFileHandle(Rc<DmaFile>);
+
+fn to_io(e: glommio::GlommioError<()>) -> io::Error {
+    io::Error::from(e)
+}
+
+impl Storage for DmaStorage {
+    type File = DmaFileHandle;
+
+    async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        // Directory creation is rare (topic creation, segment roll never needs it), so the
+        // blocking call is acceptable; it never runs on the append path.
+        std::fs::create_dir_all(path)
+    }
+
+    async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<DmaFileHandle> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true);
+        if mode == OpenMode::Create {
+            options.create(true);
+        }
+        let file = options.dma_open(path).await.map_err(to_io)?;
+        Ok(DmaFileHandle(Rc::new(file)))
+    }
+
+    async fn remove_file(&self, path: &Path) -> io::Result<()> {
+        glommio::io::remove(path).await.map_err(to_io)
+    }
+
+    async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir_all(path)
+    }
+
+    async fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let dir = glommio::io::Directory::open(path).await.map_err(to_io)?;
+        dir.sync().await.map_err(to_io)?;
+        dir.close().await.map_err(to_io)
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        glommio::io::rename(from, to).await.map_err(to_io)
+    }
+}
+
+impl StorageFile for DmaFileHandle {
+    type ReadBuf = ReadResult;
+    type WriteBuf = DmaBuffer;
+    type WriteFuture = Pin<Box<dyn Future<Output = io::Result<usize>>>>;
+
+    fn alloc_write_buf(&self, len: usize) -> DmaBuffer {
+        self.0.alloc_dma_buffer(len)
+    }
+
+    fn trim_write_buf(buf: &mut DmaBuffer, len: usize) {
+        buf.trim_to_size(len);
+    }
+
+    fn write_at(&self, buf: DmaBuffer, pos: u64) -> Self::WriteFuture {
+        let file = Rc::clone(&self.0);
+        Box::pin(async move { file.write_at(buf, pos).await.map_err(to_io) })
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<ReadResult> {
+        self.0.read_at(pos, len).await.map_err(to_io)
+    }
+
+    fn slice(buf: &ReadResult, range: Range<usize>) -> ReadResult {
+        let len = range.end.saturating_sub(range.start);
+        // An out-of-range slice is a programmer error in the caller's bounds arithmetic.
+        ReadResult::slice(buf, range.start, len).unwrap_or_default()
+    }
+
+    async fn fdatasync(&self) -> io::Result<()> {
+        self.0.fdatasync().await.map_err(to_io)
+    }
+
+    async fn preallocate(&self, len: u64) -> io::Result<()> {
+        self.0.pre_allocate(len, false).await.map_err(to_io)
+    }
+
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        self.0.truncate(len).await.map_err(to_io)
+    }
+
+    async fn size(&self) -> io::Result<u64> {
+        self.0.file_size().await.map_err(to_io)
+    }
+}

@@ -1,0 +1,43 @@
+//! Every bound the engine relies on, as a named constant, with compile-time checks of the
+//! relationships between them. A limit that is not here does not exist.
+
+/// Alignment of every O_DIRECT file position, length and buffer address. 4 KiB covers both
+/// 512-byte and 4 KiB logical-block devices.
+pub const IO_ALIGNMENT: usize = 4096;
+
+/// Size of one segment write buffer. A full buffer is written with one DMA write; this is
+/// also the largest single write the engine issues.
+pub const WRITE_BUFFER_BYTES: usize = 1 << 20;
+
+/// Full-buffer writes that may be in flight at once per partition (queue depth). Writes that
+/// overlap a page already being written are always serialized.
+pub const WRITES_IN_FLIGHT_MAX: usize = 8;
+
+/// Size of one read issued by recovery scans and index rebuilds.
+pub const SCAN_READ_BYTES: usize = 1 << 20;
+
+/// Largest batch the log accepts. Bigger batches are refused before anything is copied.
+pub const BATCH_BYTES_MAX: usize = 16 << 20;
+
+/// A segment can never be smaller than this (it must hold at least one maximal batch).
+pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
+
+/// Segment positions are stored as `u32` in the offset index.
+pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+
+/// Offsets inside a segment are stored relative to its base offset as `u32`.
+pub const SEGMENT_OFFSETS_MAX: u64 = u32::MAX as u64;
+
+/// Bytes reserved with fallocate ahead of the write head in one step.
+pub const PREALLOCATE_STEP_BYTES: u64 = 32 << 20;
+
+/// Largest topic or partition directory name component.
+pub const NAME_BYTES_MAX: usize = 249;
+
+const _: () = {
+    assert!(WRITE_BUFFER_BYTES % IO_ALIGNMENT == 0);
+    assert!(SCAN_READ_BYTES % IO_ALIGNMENT == 0);
+    assert!(PREALLOCATE_STEP_BYTES % IO_ALIGNMENT as u64 == 0);
+    assert!(BATCH_BYTES_MAX as u64 <= SEGMENT_BYTES_MAX);
+    assert!(WRITES_IN_FLIGHT_MAX >= 1);
+};
