@@ -507,3 +507,25 @@ proptest! {
         prop_assert!(verify(&batch[..len], &VerifyLimits::default()).is_err());
     }
 }
+
+/// Writes valid batches as a seed corpus for the `batch_view` fuzz target,
+/// so the fuzzer starts past the CRC check:
+/// `TIDELOG_FUZZ_SEEDS=wire/fuzz/corpus/batch_view cargo test -p tidelog-wire -- --ignored write_fuzz_seeds`
+#[test]
+#[ignore = "writes files; run by hand to seed the fuzz corpus"]
+fn write_fuzz_seeds() {
+    let dir = std::env::var("TIDELOG_FUZZ_SEEDS").expect("set TIDELOG_FUZZ_SEEDS");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut seeds = vec![build(&sample()).to_vec()];
+    let mut b = BatchBuilder::new();
+    b.push(None, b"", 0, &[]);
+    seeds.push(b.finish().to_vec());
+    b.producer(1, 2, 3);
+    b.push(Some(b"key"), b"value", -5, &[("h", b"v")]);
+    b.push(Some(b""), b"x", i64::MAX, &[]);
+    seeds.push(b.finish().to_vec());
+    seeds.push(encode_kafka_wrapped(b"kafka", 1, 0, 0, 0, -1, -1, -1, Compression::Lz4).to_vec());
+    for (i, seed) in seeds.iter().enumerate() {
+        std::fs::write(format!("{dir}/seed-{i}"), seed).unwrap();
+    }
+}
