@@ -69,7 +69,10 @@ impl LogConfig {
         if self.flush_interval_ms <= 0 {
             return fail("flush_interval_ms must be positive".into());
         }
-        if self.preallocate_bytes == 0 || self.preallocate_bytes % limits::IO_ALIGNMENT as u64 != 0
+        if self.preallocate_bytes == 0
+            || !self
+                .preallocate_bytes
+                .is_multiple_of(limits::IO_ALIGNMENT as u64)
         {
             return fail(format!(
                 "preallocate_bytes {} must be a positive multiple of {}",

@@ -35,9 +35,9 @@ pub const PREALLOCATE_STEP_BYTES: u64 = 32 << 20;
 pub const NAME_BYTES_MAX: usize = 249;
 
 const _: () = {
-    assert!(WRITE_BUFFER_BYTES % IO_ALIGNMENT == 0);
-    assert!(SCAN_READ_BYTES % IO_ALIGNMENT == 0);
-    assert!(PREALLOCATE_STEP_BYTES % IO_ALIGNMENT as u64 == 0);
+    assert!(WRITE_BUFFER_BYTES.is_multiple_of(IO_ALIGNMENT));
+    assert!(SCAN_READ_BYTES.is_multiple_of(IO_ALIGNMENT));
+    assert!(PREALLOCATE_STEP_BYTES.is_multiple_of(IO_ALIGNMENT as u64));
     assert!(BATCH_BYTES_MAX as u64 <= SEGMENT_BYTES_MAX);
     assert!(WRITES_IN_FLIGHT_MAX >= 1);
 };

@@ -68,6 +68,9 @@ pub struct Faults {
     pub write_error_ppm: u32,
     /// Chance that an fdatasync fails with EIO.
     pub fsync_error_ppm: u32,
+    /// Times an fdatasync yields to other tasks before completing, as a real one would while
+    /// the device works (lets tests observe group commit).
+    pub fsync_yields: u32,
 }
 
 #[derive(Debug, Default)]
@@ -233,7 +236,7 @@ fn apply_write(content: &mut Vec<u8>, pos: u64, data: &[u8]) {
 }
 
 fn check_aligned(value: u64) -> io::Result<()> {
-    if value % IO_ALIGNMENT as u64 == 0 {
+    if value.is_multiple_of(IO_ALIGNMENT as u64) {
         Ok(())
     } else {
         Err(io::Error::from_raw_os_error(libc::EINVAL))
@@ -398,6 +401,11 @@ impl StorageFile for SimFile {
 
     async fn fdatasync(&self) -> io::Result<()> {
         self.check_live()?;
+        let yields = self.disk.state.borrow().faults.fsync_yields;
+        for _ in 0..yields {
+            futures_lite::future::yield_now().await;
+        }
+        self.check_live()?;
         let mut state = self.disk.state.borrow_mut();
         let fsync_error_ppm = state.faults.fsync_error_ppm;
         let mut data = self.data.borrow_mut();
@@ -438,5 +446,27 @@ impl StorageFile for SimFile {
     async fn size(&self) -> io::Result<u64> {
         self.check_live()?;
         Ok(self.data.borrow().current.len() as u64)
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug, Clone, Default)]
+pub struct SimClock(Rc<std::cell::Cell<i64>>);
+
+impl SimClock {
+    /// A clock reading `now_ms`.
+    pub fn new(now_ms: i64) -> Self {
+        SimClock(Rc::new(std::cell::Cell::new(now_ms)))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, ms: i64) {
+        self.0.set(self.0.get() + ms);
+    }
+}
+
+impl super::Clock for SimClock {
+    fn now_ms(&self) -> i64 {
+        self.0.get()
     }
 }

@@ -7,3 +7,6 @@ pub mod segment;
 mod writer;
 
 pub use partition::{AppendInfo, Durability, LogRead, LogStats, PartitionLog, ReadChunk};
+
+#[cfg(test)]
+mod tests;

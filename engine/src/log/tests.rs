@@ -1,0 +1,635 @@
+//! Partition log tests on the simulated disk: a model-based property test of random
+//! append / read / sync / reopen / crash / cut-the-tail sequences, and focused unit tests.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use futures_lite::future::block_on;
+use proptest::prelude::*;
+use tidelog_wire::batch::{verify, BatchBuilder, VerifyLimits};
+
+use super::*;
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::io::sim::{Faults, SimClock, SimDisk};
+
+type SimLog = PartitionLog<SimDisk, SimClock>;
+
+const T0: i64 = 1_700_000_000_000;
+
+fn dir() -> PathBuf {
+    PathBuf::from("/data/topic/0")
+}
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 256 << 10,
+        index_interval_bytes: 1024,
+        tail_cache_bytes: 64 << 10,
+        preallocate_bytes: 64 << 10,
+        max_batch_bytes: 64 << 10,
+        flush_bytes: 128 << 10,
+        ..LogConfig::default()
+    }
+}
+
+/// A batch whose every record value starts with `seq` and the record index, so content
+/// can be checked without a model.
+fn make_batch(seq: u64, records: usize, value_len: usize, ts: i64) -> BytesMut {
+    let mut builder = BatchBuilder::new();
+    for i in 0..records {
+        let mut value = seq.to_le_bytes().to_vec();
+        value.extend_from_slice(&(i as u32).to_le_bytes());
+        value.resize(value_len.max(12), (seq as u8).wrapping_add(i as u8));
+        builder.push(Some(&seq.to_le_bytes()), &value, ts + i as i64, &[]);
+    }
+    builder.finish()
+}
+
+fn open(disk: &SimDisk, clock: &SimClock, config: LogConfig) -> SimLog {
+    block_on(PartitionLog::open(
+        disk.clone(),
+        clock.clone(),
+        &dir(),
+        config,
+    ))
+    .expect("open")
+}
+
+/// Reads every batch from `from` to the log end, returning (base offset, bytes).
+fn read_all(log: &SimLog, from: u64) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    loop {
+        let read = block_on(log.read(offset, 50_000)).expect("read");
+        if read.is_empty() {
+            assert_eq!(offset, log.log_end());
+            return out;
+        }
+        for chunk in &read.chunks {
+            let mut bytes: &[u8] = chunk;
+            while !bytes.is_empty() {
+                let view = verify(bytes, &VerifyLimits::default()).expect("served batches verify");
+                out.push((view.base_offset() as u64, view.bytes().to_vec()));
+                bytes = &bytes[view.batch_len()..];
+            }
+        }
+        assert!(read.next_offset > offset, "reads make progress");
+        offset = read.next_offset;
+    }
+}
+
+/// What the log must hold: batches with offsets, content without the base offset.
+#[derive(Debug, Default)]
+struct Model {
+    batches: Vec<(u64, u64, Vec<u8>)>,
+    synced: usize,
+}
+
+impl Model {
+    fn end(&self) -> u64 {
+        self.batches.last().map_or(0, |b| b.1)
+    }
+
+    fn check(&self, log: &SimLog) {
+        assert_eq!(log.log_end(), self.end());
+        let all = read_all(log, log.log_start());
+        let skip = self
+            .batches
+            .iter()
+            .take_while(|b| b.0 < log.log_start())
+            .count();
+        assert_eq!(all.len(), self.batches.len() - skip);
+        for ((base, bytes), (m_base, _, m_bytes)) in all.iter().zip(&self.batches[skip..]) {
+            assert_eq!(base, m_base);
+            assert_eq!(&bytes[8..], &m_bytes[8..], "content of batch at {base}");
+        }
+    }
+
+    /// After a crash the log must be a prefix of the model that keeps every synced batch.
+    fn absorb_recovery(&mut self, log: &SimLog) {
+        let end = log.log_end();
+        let kept = self.batches.iter().take_while(|b| b.1 <= end).count();
+        assert!(
+            kept >= self.synced,
+            "lost synced batches: kept {kept} < {}",
+            self.synced
+        );
+        assert_eq!(
+            self.batches.get(kept.wrapping_sub(1)).map_or(0, |b| b.1),
+            end,
+            "recovered end is a batch boundary"
+        );
+        self.batches.truncate(kept);
+        self.synced = kept;
+        self.check(log);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append {
+        records: usize,
+        value_len: usize,
+        synced: bool,
+    },
+    Read {
+        pick: usize,
+        max_bytes: usize,
+    },
+    Sync,
+    Reopen,
+    Crash,
+    CutTail {
+        at: usize,
+    },
+    Tick {
+        ms: i64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (1usize..20, 1usize..3000, any::<bool>())
+            .prop_map(|(records, value_len, synced)| Op::Append { records, value_len, synced }),
+        3 => (any::<usize>(), 1usize..100_000).prop_map(|(pick, max_bytes)| Op::Read { pick, max_bytes }),
+        1 => Just(Op::Sync),
+        1 => Just(Op::Reopen),
+        1 => Just(Op::Crash),
+        1 => any::<usize>().prop_map(|at| Op::CutTail { at }),
+        1 => (0i64..2000).prop_map(|ms| Op::Tick { ms }),
+    ]
+}
+
+fn active_segment(disk: &SimDisk) -> (PathBuf, u64) {
+    let path = disk
+        .file_paths()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .max()
+        .expect("a segment");
+    let base = segment::parse_segment_name(
+        path.file_name().and_then(|n| n.to_str()).unwrap_or(""),
+        "log",
+    )
+    .expect("segment name");
+    (path, base)
+}
+
+fn run_ops(seed: u64, ops: Vec<Op>) {
+    let disk = SimDisk::new(seed);
+    let clock = SimClock::new(T0);
+    let mut log = open(&disk, &clock, small_config());
+    let mut model = Model::default();
+    let mut seq = 0u64;
+    for op in ops {
+        match op {
+            Op::Append {
+                records,
+                value_len,
+                synced,
+            } => {
+                seq += 1;
+                let batch = make_batch(seq, records, value_len, clock.now());
+                let bytes = batch.to_vec();
+                let durability = if synced {
+                    Durability::Synced
+                } else {
+                    Durability::Buffered
+                };
+                let info = block_on(log.append(batch, durability)).expect("append");
+                assert_eq!(info.base_offset, model.end());
+                assert_eq!(info.last_offset, info.base_offset + records as u64 - 1);
+                model
+                    .batches
+                    .push((info.base_offset, info.last_offset + 1, bytes));
+                if synced {
+                    model.synced = model.batches.len();
+                }
+            }
+            Op::Read { pick, max_bytes } => {
+                if model.batches.is_empty() {
+                    continue;
+                }
+                let (base, next, _) = model.batches[pick % model.batches.len()];
+                let offset = base + (pick as u64 % (next - base));
+                let read = block_on(log.read(offset, max_bytes)).expect("read");
+                let first = model
+                    .batches
+                    .iter()
+                    .position(|b| b.1 > offset)
+                    .expect("batch");
+                let mut expected = model.batches[first..].iter();
+                let mut total = 0;
+                for chunk in &read.chunks {
+                    let mut bytes: &[u8] = chunk;
+                    while !bytes.is_empty() {
+                        let view = verify(bytes, &VerifyLimits::default()).expect("verify");
+                        let (m_base, _, m_bytes) = expected.next().expect("no extra batches");
+                        assert_eq!(view.base_offset() as u64, *m_base);
+                        assert_eq!(&view.bytes()[8..], &m_bytes[8..]);
+                        total += view.batch_len();
+                        bytes = &bytes[view.batch_len()..];
+                    }
+                }
+                assert!(total > 0, "at least one batch");
+                let first_len = model.batches[first].2.len();
+                assert!(total <= max_bytes.max(first_len), "byte limit respected");
+            }
+            Op::Sync => {
+                block_on(log.sync()).expect("sync");
+                model.synced = model.batches.len();
+            }
+            Op::Reopen => {
+                block_on(log.close()).expect("close");
+                model.synced = model.batches.len();
+                log = open(&disk, &clock, small_config());
+                model.check(&log);
+            }
+            Op::Crash => {
+                disk.crash();
+                log = open(&disk, &clock, small_config());
+                model.absorb_recovery(&log);
+            }
+            Op::CutTail { at } => {
+                block_on(log.sync()).expect("sync");
+                model.synced = model.batches.len();
+                let (path, base) = active_segment(&disk);
+                let in_active: Vec<_> = model.batches.iter().filter(|b| b.0 >= base).collect();
+                let size: usize = in_active.iter().map(|b| b.2.len()).sum();
+                let cut = at % (size + 1);
+                let mut end = 0;
+                let mut survivors = model.batches.len() - in_active.len();
+                for batch in &in_active {
+                    end += batch.2.len();
+                    if end > cut {
+                        break;
+                    }
+                    survivors += 1;
+                }
+                disk.crash();
+                assert!(disk.set_file_len(&path, cut));
+                log = open(&disk, &clock, small_config());
+                model.batches.truncate(survivors);
+                model.synced = survivors;
+                model.check(&log);
+            }
+            Op::Tick { ms } => clock.advance(ms),
+        }
+    }
+    model.check(&log);
+}
+
+trait Now {
+    fn now(&self) -> i64;
+}
+
+impl Now for SimClock {
+    fn now(&self) -> i64 {
+        crate::io::Clock::now_ms(self)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_operations_match_the_model(seed in any::<u64>(), ops in proptest::collection::vec(op(), 1..120)) {
+        run_ops(seed, ops);
+    }
+}
+
+#[test]
+fn group_commit_shares_fdatasync_between_concurrent_appenders() {
+    let disk = SimDisk::new(7);
+    disk.set_faults(Faults {
+        fsync_yields: 3,
+        ..Faults::default()
+    });
+    let clock = SimClock::new(T0);
+    let log = Rc::new(open(&disk, &clock, small_config()));
+    let appenders = 16;
+    block_on(async {
+        let executor = async_executor::LocalExecutor::new();
+        let tasks: Vec<_> = (0..appenders)
+            .map(|i| {
+                let log = Rc::clone(&log);
+                executor.spawn(async move {
+                    let batch = make_batch(i, 4, 100, T0);
+                    log.append(batch, Durability::Synced).await
+                })
+            })
+            .collect();
+        executor
+            .run(async {
+                for task in tasks {
+                    task.await.expect("append");
+                }
+            })
+            .await;
+    });
+    let fsyncs = log.stats().fsyncs;
+    assert!(
+        fsyncs <= 3,
+        "{appenders} concurrent synced appends took {fsyncs} fdatasyncs"
+    );
+    assert_eq!(log.synced_offset(), log.log_end());
+}
+
+#[test]
+fn failed_fdatasync_poisons_the_partition() {
+    let disk = SimDisk::new(11);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    block_on(log.append(make_batch(1, 3, 100, T0), Durability::Synced)).expect("append");
+    disk.set_faults(Faults {
+        fsync_error_ppm: 1_000_000,
+        ..Faults::default()
+    });
+    let failed = block_on(log.append(make_batch(2, 3, 100, T0), Durability::Synced));
+    assert!(
+        matches!(
+            failed,
+            Err(LogError::Poisoned {
+                op: "fdatasync",
+                ..
+            })
+        ),
+        "{failed:?}"
+    );
+    disk.set_faults(Faults::default());
+    let refused = block_on(log.append(make_batch(3, 3, 100, T0), Durability::Buffered));
+    assert!(
+        matches!(refused, Err(LogError::Poisoned { .. })),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        block_on(log.sync()),
+        Err(LogError::Poisoned { .. })
+    ));
+    assert!(log.poisoned().is_some());
+    // Reopening recovers what was durable before the failure.
+    let reopened = open(&disk, &clock, small_config());
+    assert_eq!(reopened.log_end(), 3);
+    assert_eq!(read_all(&reopened, 0).len(), 1);
+}
+
+#[test]
+fn failed_write_poisons_the_partition() {
+    let disk = SimDisk::new(12);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    disk.set_faults(Faults {
+        write_error_ppm: 1_000_000,
+        ..Faults::default()
+    });
+    let failed = block_on(log.append(make_batch(1, 3, 100, T0), Durability::Synced));
+    assert!(
+        matches!(failed, Err(LogError::Poisoned { op: "write", .. })),
+        "{failed:?}"
+    );
+    let refused = block_on(log.append(make_batch(2, 3, 100, T0), Durability::Buffered));
+    assert!(matches!(refused, Err(LogError::Poisoned { .. })));
+}
+
+#[test]
+fn disk_full_fails_the_append_and_keeps_the_data() {
+    let disk = SimDisk::new(13);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    disk.set_capacity(Some(disk.allocated_bytes() + (200 << 10)));
+    let mut acked = 0;
+    let full = loop {
+        match block_on(log.append(make_batch(acked, 8, 1000, T0), Durability::Synced)) {
+            Ok(_) => acked += 1,
+            Err(e) => break e,
+        }
+        assert!(acked < 1000, "never ran out of space");
+    };
+    assert!(matches!(full, LogError::DiskFull { .. }), "{full:?}");
+    assert!(log.poisoned().is_none());
+    assert_eq!(read_all(&log, 0).len(), acked as usize);
+    disk.set_capacity(None);
+    block_on(log.append(make_batch(99, 1, 10, T0), Durability::Synced))
+        .expect("append after space freed");
+    drop(log);
+    let reopened = open(&disk, &clock, small_config());
+    assert_eq!(read_all(&reopened, 0).len(), acked as usize + 1);
+}
+
+#[test]
+fn reads_outside_the_log_are_out_of_range() {
+    let disk = SimDisk::new(1);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    block_on(log.append(make_batch(1, 5, 10, T0), Durability::Buffered)).expect("append");
+    let past = block_on(log.read(6, 1000));
+    assert!(matches!(
+        past,
+        Err(LogError::OffsetOutOfRange {
+            requested: 6,
+            start: 0,
+            end: 5
+        })
+    ));
+    let at_end = block_on(log.read(5, 1000)).expect("read at end");
+    assert!(at_end.is_empty());
+    assert_eq!(at_end.high_watermark, 5);
+}
+
+#[test]
+fn recent_reads_hit_the_cache_and_old_reads_the_disk() {
+    let disk = SimDisk::new(2);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    for i in 0..100 {
+        block_on(log.append(make_batch(i, 10, 200, T0), Durability::Buffered)).expect("append");
+    }
+    block_on(log.sync()).expect("sync");
+    let before = log.stats();
+    let recent = block_on(log.read(log.log_end() - 1, 1 << 20)).expect("read");
+    assert!(matches!(recent.chunks[0], ReadChunk::Cache(_)));
+    let old = block_on(log.read(0, 1 << 20)).expect("read");
+    assert!(matches!(old.chunks[0], ReadChunk::Disk(_)));
+    let after = log.stats();
+    assert_eq!(after.cache_reads, before.cache_reads + 1);
+    assert_eq!(after.disk_reads, before.disk_reads + 1);
+}
+
+#[test]
+fn segments_roll_by_size_and_by_age() {
+    let disk = SimDisk::new(3);
+    let clock = SimClock::new(T0);
+    let config = LogConfig {
+        segment_ms: 60_000,
+        ..small_config()
+    };
+    let log = open(&disk, &clock, config.clone());
+    for i in 0..40 {
+        block_on(log.append(make_batch(i, 10, 1000, T0), Durability::Buffered)).expect("append");
+    }
+    let by_size = log.segment_count();
+    assert!(
+        by_size >= 2,
+        "400 KB over 256 KiB segments rolled {by_size} times"
+    );
+    clock.advance(60_001);
+    block_on(log.append(make_batch(99, 1, 10, T0), Durability::Buffered)).expect("append");
+    assert_eq!(
+        log.segment_count(),
+        by_size + 1,
+        "an old active segment rolls"
+    );
+    block_on(log.close()).expect("close");
+    let reopened = open(&disk, &clock, config);
+    assert_eq!(reopened.segment_count(), by_size + 1);
+    assert_eq!(read_all(&reopened, 0).len(), 41);
+}
+
+#[test]
+fn retention_deletes_whole_sealed_segments_by_size_and_time() {
+    let disk = SimDisk::new(4);
+    let clock = SimClock::new(T0);
+    let config = LogConfig {
+        retention_bytes: Some(300 << 10),
+        retention_ms: None,
+        ..small_config()
+    };
+    let log = open(&disk, &clock, config);
+    for i in 0..100 {
+        block_on(log.append(make_batch(i, 10, 1000, T0 + i as i64), Durability::Buffered))
+            .expect("append");
+    }
+    let segments = log.segment_count();
+    let deleted = block_on(log.enforce_retention()).expect("retention");
+    assert!(deleted > 0);
+    assert_eq!(log.segment_count(), segments - deleted);
+    assert!(log.size_bytes() <= (300 << 10) + (256 << 10));
+    assert!(log.log_start() > 0);
+    let below = block_on(log.read(0, 1000));
+    assert!(matches!(below, Err(LogError::OffsetOutOfRange { .. })));
+    let remaining = read_all(&log, log.log_start());
+    assert_eq!(remaining.first().map(|b| b.0), Some(log.log_start()));
+    let files = disk
+        .file_paths()
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .count();
+    assert_eq!(files, log.segment_count(), "segment files deleted");
+
+    // By time: every sealed segment is older than the retention.
+    let disk = SimDisk::new(5);
+    let config = LogConfig {
+        retention_bytes: None,
+        retention_ms: Some(1000),
+        ..small_config()
+    };
+    let log = open(&disk, &clock, config);
+    for i in 0..60 {
+        block_on(log.append(make_batch(i, 10, 1000, T0), Durability::Buffered)).expect("append");
+    }
+    clock.advance(10_000);
+    let deleted = block_on(log.enforce_retention()).expect("retention");
+    assert!(deleted >= 1);
+    assert_eq!(log.segment_count(), 1, "only the active segment stays");
+    assert!(log.log_start() > 0);
+}
+
+#[test]
+fn timestamp_lookup_finds_first_batch_at_or_after() {
+    let disk = SimDisk::new(6);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    for i in 0..200u64 {
+        block_on(log.append(
+            make_batch(i, 5, 500, T0 + 1000 * i as i64),
+            Durability::Buffered,
+        ))
+        .expect("append");
+    }
+    // Batch i holds timestamps T0 + 1000 i .. T0 + 1000 i + 4, offsets 5 i .. 5 i + 4.
+    let found = block_on(log.offset_for_timestamp(T0 + 1000 * 37 + 2)).expect("lookup");
+    assert_eq!(found, Some((37 * 5, T0 + 1000 * 37 + 4)));
+    let found = block_on(log.offset_for_timestamp(T0 + 1000 * 37 + 10)).expect("lookup");
+    assert_eq!(found, Some((38 * 5, T0 + 1000 * 38 + 4)));
+    assert_eq!(
+        block_on(log.offset_for_timestamp(0)).expect("lookup"),
+        Some((0, T0 + 4))
+    );
+    assert_eq!(
+        block_on(log.offset_for_timestamp(T0 + 1_000_000)).expect("lookup"),
+        None
+    );
+}
+
+#[test]
+fn damaged_index_is_rebuilt() {
+    let disk = SimDisk::new(8);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    for i in 0..60 {
+        block_on(log.append(make_batch(i, 10, 1000, T0), Durability::Buffered)).expect("append");
+    }
+    block_on(log.close()).expect("close");
+    let index = disk
+        .file_paths()
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "index"))
+        .expect("a sealed segment index");
+    assert!(disk.flip_bit(&index, 20, 3));
+    let reopened = open(&disk, &clock, small_config());
+    assert_eq!(read_all(&reopened, 0).len(), 60);
+}
+
+#[test]
+fn flipped_bit_in_sealed_segment_is_reported_not_served() {
+    let disk = SimDisk::new(9);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    for i in 0..60 {
+        block_on(log.append(make_batch(i, 10, 1000, T0), Durability::Buffered)).expect("append");
+    }
+    block_on(log.close()).expect("close");
+    let first: &Path = &segment::segment_path(&dir(), 0, "log");
+    assert!(disk.flip_bit(first, 5000, 1));
+    let reopened = open(&disk, &clock, small_config());
+    let mut saw_corrupt = false;
+    for offset in 0..20 {
+        match block_on(reopened.read(offset, 100)) {
+            Err(LogError::Corrupt { .. }) => saw_corrupt = true,
+            Ok(read) => {
+                for chunk in &read.chunks {
+                    verify(chunk, &VerifyLimits::default()).expect("served bytes are valid");
+                }
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(saw_corrupt);
+}
+
+#[test]
+fn flush_policy_asks_for_sync_by_bytes_and_interval() {
+    let disk = SimDisk::new(10);
+    let clock = SimClock::new(T0);
+    let config = LogConfig {
+        flush_bytes: 10_000,
+        flush_interval_ms: 50,
+        ..small_config()
+    };
+    let log = open(&disk, &clock, config);
+    let info =
+        block_on(log.append(make_batch(1, 1, 100, T0), Durability::Buffered)).expect("append");
+    assert!(!info.flush_due);
+    clock.advance(50);
+    assert!(log.flush_due());
+    assert!(block_on(log.maybe_flush()).expect("flush"));
+    assert_eq!(log.synced_offset(), log.log_end());
+    let info =
+        block_on(log.append(make_batch(2, 10, 2000, T0), Durability::Buffered)).expect("append");
+    assert!(info.flush_due, "20 KB unsynced is over flush_bytes");
+}
