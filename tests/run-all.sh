@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace: formatting, clippy, unit/property/integration
+# tests (real files, real crashes), benches in test mode, and a short fuzz smoke run.
+# Usage: bash tests/run-all.sh        (TIDELOG_FUZZ_SECONDS=0 skips fuzzing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== cargo test (unit, property, integration, benches once)"
+cargo test --workspace --all-targets
+
+fuzz_seconds=${TIDELOG_FUZZ_SECONDS:-20}
+if ((fuzz_seconds > 0)); then
+  echo "== fuzz smoke (${fuzz_seconds}s per target)"
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked --quiet
+  fi
+  (
+    cd wire/fuzz
+    for target in $(RUSTC_BOOTSTRAP=1 cargo fuzz list); do
+      RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$fuzz_seconds" 2>&1 | tail -n 3
+    done
+  )
+fi
+echo "== all checks passed"
