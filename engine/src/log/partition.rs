@@ -286,12 +286,18 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         let log_end = active.next_offset;
         let end_bytes = active.size;
         let tail_start = align_down(end_bytes);
-        let tail = active
-            .file
-            .read_at(tail_start, (end_bytes - tail_start) as usize)
-            .await
-            .map_err(|e| LogError::io("read", &active.path, e))?;
-        if tail.len() as u64 != end_bytes - tail_start {
+        let tail_len = (end_bytes - tail_start) as usize;
+        let tail = if tail_len == 0 {
+            Vec::new()
+        } else {
+            let page = active
+                .file
+                .read_at(tail_start, tail_len)
+                .await
+                .map_err(|e| LogError::io("read", &active.path, e))?;
+            page.to_vec()
+        };
+        if tail.len() != tail_len {
             return Err(LogError::Corrupt {
                 path: active.path.clone(),
                 position: tail_start,

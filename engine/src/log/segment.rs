@@ -147,6 +147,12 @@ pub(crate) async fn scan<F: StorageFile>(
     file_len: u64,
     index_interval_bytes: u32,
 ) -> io::Result<Scan> {
+    if file_len < HEADER_LEN as u64 {
+        return Ok(Scan {
+            valid_bytes: 0,
+            stopped: None,
+        });
+    }
     let mut chunk_pos = 0u64;
     let mut chunk = segment
         .file
