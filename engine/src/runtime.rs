@@ -1,0 +1,118 @@
+//! Building glommio executors that fit the process's locked-memory limit.
+//!
+//! glommio registers one region of "io memory" with each io_uring ring; the kernel charges it to
+//! `RLIMIT_MEMLOCK`. A request above the limit makes registration fail (glommio then falls back
+//! to unregistered buffers), and below 512 KiB glommio refuses to start at all. Each executor
+//! registers the region with its three rings (main, latency, poll) and each registration is
+//! charged, so we size the region to a quarter of the limit's share per executor, capped at
+//! [`IO_MEMORY_MAX`]. Below [`IO_MEMORY_MIN`] we still ask for the minimum and let glommio fall
+//! back to unregistered buffers: glommio 0.9's smallest pool (64 KiB) makes DMA reads fail with
+//! EOPNOTSUPP on this kernel, while a failed registration falls back cleanly.
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+/// Largest registered io memory per executor.
+pub const IO_MEMORY_MAX: usize = 16 << 20;
+/// Smallest locked-memory limit glommio starts with.
+pub const MEMLOCK_MIN: u64 = 512 << 10;
+/// Smallest io memory we ask for (see the module comment).
+pub const IO_MEMORY_MIN: usize = 1 << 20;
+
+/// The process's soft `RLIMIT_MEMLOCK` in bytes (`u64::MAX` when unlimited).
+pub fn memlock_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    if rc != 0 {
+        return 0;
+    }
+    if limit.rlim_cur == libc::RLIM_INFINITY {
+        u64::MAX
+    } else {
+        limit.rlim_cur
+    }
+}
+
+/// Registered io memory per executor for `executors` executors under `limit` bytes.
+pub fn io_memory_for(limit: u64, executors: usize) -> usize {
+    let share = limit / 4 / executors.max(1) as u64;
+    let share = usize::try_from(share).unwrap_or(usize::MAX);
+    share.clamp(IO_MEMORY_MIN, IO_MEMORY_MAX)
+}
+
+/// Why an executor cannot be built here.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The locked-memory limit is below what glommio needs to start.
+    #[error(
+        "locked-memory limit is {limit} bytes; glommio needs at least {min}: raise it with \
+         `ulimit -l unlimited` or LimitMEMLOCK=infinity in the service unit"
+    )]
+    MemlockTooLow {
+        /// The current soft limit.
+        limit: u64,
+        /// The minimum.
+        min: u64,
+    },
+}
+
+/// A glommio executor builder whose io memory fits the locked-memory limit, for one of
+/// `executors` executors that will run at once.
+///
+/// # Errors
+/// [`RuntimeError::MemlockTooLow`] when glommio would refuse to start.
+pub fn executor_builder(
+    placement: Placement,
+    executors: usize,
+) -> Result<LocalExecutorBuilder, RuntimeError> {
+    let limit = memlock_limit();
+    if limit < MEMLOCK_MIN {
+        return Err(RuntimeError::MemlockTooLow {
+            limit,
+            min: MEMLOCK_MIN,
+        });
+    }
+    Ok(LocalExecutorBuilder::new(placement).io_memory(io_memory_for(limit, executors)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_memory_fits_the_limit() {
+        assert_eq!(io_memory_for(8 << 20, 1), 2 << 20);
+        assert_eq!(io_memory_for(8 << 20, 2), 1 << 20);
+        assert_eq!(io_memory_for(u64::MAX, 16), IO_MEMORY_MAX);
+        assert_eq!(io_memory_for(512 << 10, 64), IO_MEMORY_MIN);
+    }
+
+    #[test]
+    fn executor_runs_dma_io_within_the_limit() {
+        use crate::io::{dma::DmaStorage, OpenMode, Storage, StorageFile};
+        // Beside the test binary: a real filesystem (O_DIRECT does not work on tmpfs).
+        let exe = std::env::current_exe().expect("test binary path");
+        let dir = exe.with_file_name("runtime-smoke");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let builder = executor_builder(Placement::Unbound, 1).expect("memlock sufficient");
+        let handle = builder
+            .spawn(move || async move {
+                let path = dir.join("smoke.bin");
+                let file = DmaStorage
+                    .open(&path, OpenMode::Create)
+                    .await
+                    .expect("open");
+                let mut buf = file.alloc_write_buf(4096);
+                buf.as_mut().fill(7);
+                file.write_at(buf, 0).await.expect("write");
+                file.fdatasync().await.expect("fdatasync");
+                let read = file.read_at(100, 10).await.expect("read");
+                assert_eq!(&read[..], &[7u8; 10]);
+            })
+            .expect("spawn executor");
+        handle.join().expect("executor thread");
+    }
+}
