@@ -147,6 +147,8 @@ enum Op {
     Tick {
         ms: i64,
     },
+    /// The next sync fails; the partition must poison itself and recover on reopen.
+    FailedSync,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -159,6 +161,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Crash),
         1 => any::<usize>().prop_map(|at| Op::CutTail { at }),
         1 => (0i64..2000).prop_map(|ms| Op::Tick { ms }),
+        1 => Just(Op::FailedSync),
     ]
 }
 
@@ -276,6 +279,26 @@ fn run_ops(seed: u64, ops: Vec<Op>) {
                 model.check(&log);
             }
             Op::Tick { ms } => clock.advance(ms),
+            Op::FailedSync => {
+                disk.set_faults(Faults {
+                    fsync_error_ppm: 1_000_000,
+                    ..Faults::default()
+                });
+                let synced = block_on(log.sync());
+                disk.set_faults(Faults::default());
+                if log.synced_offset() < log.log_end() || synced.is_err() {
+                    assert!(
+                        matches!(synced, Err(LogError::Poisoned { .. })),
+                        "{synced:?}"
+                    );
+                    let refused =
+                        block_on(log.append(make_batch(0, 1, 1, 0), Durability::Buffered));
+                    assert!(matches!(refused, Err(LogError::Poisoned { .. })));
+                    disk.crash();
+                    log = open(&disk, &clock, small_config());
+                    model.absorb_recovery(&log);
+                }
+            }
         }
     }
     model.check(&log);
@@ -419,6 +442,23 @@ fn disk_full_fails_the_append_and_keeps_the_data() {
     drop(log);
     let reopened = open(&disk, &clock, small_config());
     assert_eq!(read_all(&reopened, 0).len(), acked as usize + 1);
+}
+
+#[test]
+fn deleting_a_partition_removes_its_files() {
+    let disk = SimDisk::new(14);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    for i in 0..40 {
+        block_on(log.append(make_batch(i, 10, 1000, T0), Durability::Buffered)).expect("append");
+    }
+    assert!(!disk.file_paths().is_empty());
+    block_on(log.delete()).expect("delete");
+    assert!(
+        disk.file_paths().iter().all(|p| !p.starts_with(dir())),
+        "{:?}",
+        disk.file_paths()
+    );
 }
 
 #[test]
