@@ -85,7 +85,10 @@ pub enum LogError {
 impl LogError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         let path = path.into();
-        if source.raw_os_error() == Some(libc::ENOSPC) {
+        // glommio wraps OS errors in its own type: the errno may be gone, the kind is kept.
+        if source.raw_os_error() == Some(libc::ENOSPC)
+            || source.kind() == io::ErrorKind::StorageFull
+        {
             return LogError::DiskFull { path };
         }
         LogError::Io { op, path, source }

@@ -1,8 +1,11 @@
 //! Production storage: glommio DMA files (O_DIRECT, io_uring) on the shard's own ring.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::future::Future;
 use std::io;
 use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -21,6 +24,42 @@ pub struct DmaFileHandle(Rc<DmaFile>);
 
 fn to_io(e: glommio::GlommioError<()>) -> io::Error {
     io::Error::from(e)
+}
+
+thread_local! {
+    /// Devices whose io_uring poll support this thread's glommio reactor has probed correctly.
+    static PROBED_DEVICES: RefCell<HashSet<u64>> = RefCell::new(HashSet::new());
+}
+
+/// Name of the scratch file used by [`ensure_iopoll_probed`].
+const PROBE_FILE: &str = ".tidelog-iopoll-probe";
+
+/// Makes glommio's first DMA open on a device probe a file that holds data.
+///
+/// glommio 0.9 decides, once per thread and device, whether the device supports polled I/O by
+/// reading 4 KiB at offset 0 of the first file it opens there, and caches the answer. When that
+/// file is empty (a new segment) the read ends at end-of-file without reaching the device and
+/// "succeeds", so glommio routes every later read to the poll ring, where a device without poll
+/// queues (virtio, most cloud disks) fails it with EOPNOTSUPP. Opening a file with real data
+/// first gives the probe a truthful answer. Blocking std::fs calls: once per device and thread,
+/// at start-up, never on the data path.
+async fn ensure_iopoll_probed(dir: &Path) -> io::Result<()> {
+    let device = std::fs::metadata(dir)?.dev();
+    if PROBED_DEVICES.with(|d| d.borrow().contains(&device)) {
+        return Ok(());
+    }
+    let probe = dir.join(PROBE_FILE);
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&probe)?;
+        file.write_all(&[0u8; 4096])?;
+        file.sync_all()?;
+    }
+    let opened = DmaFile::open(&probe).await.map_err(to_io);
+    let _ = std::fs::remove_file(&probe);
+    opened?.close().await.map_err(to_io)?;
+    PROBED_DEVICES.with(|d| d.borrow_mut().insert(device));
+    Ok(())
 }
 
 impl Storage for DmaStorage {
@@ -45,6 +84,9 @@ impl Storage for DmaStorage {
     }
 
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<DmaFileHandle> {
+        if let Some(dir) = path.parent() {
+            ensure_iopoll_probed(dir).await?;
+        }
         let mut options = OpenOptions::new();
         options.read(true).write(true);
         if mode == OpenMode::Create {

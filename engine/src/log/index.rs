@@ -37,13 +37,14 @@ impl OffsetIndex {
         self.entries.push((relative_offset, position));
     }
 
-    /// Position of the last indexed batch starting at or below `relative_offset` (0 if none).
-    pub fn lookup(&self, relative_offset: u32) -> u32 {
+    /// The last indexed batch starting at or below `relative_offset`: its relative offset and
+    /// position, or (0, 0), the segment's first batch.
+    pub fn lookup(&self, relative_offset: u32) -> (u32, u32) {
         let index = self.entries.partition_point(|&(o, _)| o <= relative_offset);
         if index == 0 {
-            0
+            (0, 0)
         } else {
-            self.entries[index - 1].1
+            self.entries[index - 1]
         }
     }
 
@@ -187,10 +188,10 @@ mod tests {
         index.push(0, 0);
         index.push(10, 4096);
         index.push(20, 9000);
-        assert_eq!(index.lookup(0), 0);
-        assert_eq!(index.lookup(9), 0);
-        assert_eq!(index.lookup(10), 4096);
-        assert_eq!(index.lookup(25), 9000);
+        assert_eq!(index.lookup(0), (0, 0));
+        assert_eq!(index.lookup(9), (0, 0));
+        assert_eq!(index.lookup(10), (10, 4096));
+        assert_eq!(index.lookup(25), (20, 9000));
     }
 
     #[test]

@@ -759,13 +759,15 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                     state.written_bytes.min(segment.size)
                 };
                 let relative = (offset - segment.base_offset) as u32;
-                let position = u64::from(segment.offset_index.lookup(relative));
+                let (indexed, position) = segment.offset_index.lookup(relative);
+                let position = u64::from(position);
+                let base_offset = segment.base_offset + u64::from(indexed);
                 (
                     segment.file.clone(),
                     segment.path.clone(),
                     position,
                     limit,
-                    segment.base_offset,
+                    base_offset,
                     log_start,
                     log_end,
                 )
@@ -787,7 +789,9 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         let mut first: Option<u64> = None;
         let mut next_offset = offset;
         let mut end = pos;
-        let _ = base_offset;
+        // The base offset is outside the CRC: check it against the offsets walked from the
+        // index entry, so a damaged one is reported instead of served under a wrong offset.
+        let mut expected_offset = base_offset;
         while pos < limit {
             let at = (pos - buf_pos) as usize;
             let header_end = at + tidelog_wire::batch::HEADER_LEN;
@@ -804,7 +808,17 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             }
             let meta = BatchMeta::parse(&buf[at..header_end])
                 .map_err(|e| corrupt(pos, format!("bad batch header: {e}")))?;
-            let batch_next = meta.base_offset as u64 + meta.span();
+            if meta.base_offset != expected_offset as i64 {
+                return Err(corrupt(
+                    pos,
+                    format!(
+                        "batch has offset {}, expected {expected_offset}",
+                        meta.base_offset
+                    ),
+                ));
+            }
+            let batch_next = expected_offset + meta.span();
+            expected_offset = batch_next;
             if batch_next <= offset {
                 pos += meta.len as u64;
                 continue;
