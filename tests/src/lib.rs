@@ -69,10 +69,23 @@ fn mix(a: u64, b: u64) -> u64 {
     SimRng::new(a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64()
 }
 
-/// Value lengths of the records of batch `seq`: one 100-byte record, a few small records,
-/// or a ~200 KiB batch of up to 16 records (spanning write-buffer pages).
-pub fn batch_shape(seed: u64, seq: u64) -> Vec<usize> {
+/// Size profile of test batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One 100-byte record, a few small records, or a ~200 KiB batch of up to 16 records
+    /// (spanning write-buffer pages).
+    Mixed,
+    /// 1 to 8 records of 100 to 1500 bytes (at most ~13 KiB), for tiny segments.
+    Small,
+}
+
+/// Value lengths of the records of batch `seq`.
+pub fn batch_shape(shape: Shape, seed: u64, seq: u64) -> Vec<usize> {
     let mut rng = SimRng::new(mix(seed, seq));
+    if shape == Shape::Small {
+        let n = 1 + rng.below(8) as usize;
+        return (0..n).map(|_| 100 + rng.below(1401) as usize).collect();
+    }
     match rng.below(10) {
         0..=3 => vec![100],
         4..=6 => {
@@ -113,9 +126,14 @@ fn fill_value(seq: u64, index: u32, count: u32, len: usize) -> Vec<u8> {
     value
 }
 
-/// The batch with sequence number `seq` (base offset 0, CRC set).
+/// The [`Shape::Mixed`] batch with sequence number `seq` (base offset 0, CRC set).
 pub fn build_batch(seed: u64, seq: u64) -> BytesMut {
-    let shape = batch_shape(seed, seq);
+    build_batch_of(Shape::Mixed, seed, seq)
+}
+
+/// The batch of the given shape with sequence number `seq` (base offset 0, CRC set).
+pub fn build_batch_of(shape: Shape, seed: u64, seq: u64) -> BytesMut {
+    let shape = batch_shape(shape, seed, seq);
     let count = shape.len() as u32;
     let mut builder = BatchBuilder::new();
     for (index, &len) in shape.iter().enumerate() {
@@ -153,17 +171,29 @@ pub struct BatchInfo {
 #[derive(Debug)]
 pub struct Oracle {
     seed: u64,
+    shape: Shape,
     /// seq -> (batch_len, crc) of batches already compared in full.
     seen: HashMap<u64, (usize, u32)>,
 }
 
 impl Oracle {
-    /// The oracle of the batches made with `seed`.
+    /// The oracle of the [`Shape::Mixed`] batches made with `seed`.
     pub fn new(seed: u64) -> Self {
+        Self::with_shape(seed, Shape::Mixed)
+    }
+
+    /// The oracle of the batches of `shape` made with `seed`.
+    pub fn with_shape(seed: u64, shape: Shape) -> Self {
         Oracle {
             seed,
+            shape,
             seen: HashMap::new(),
         }
+    }
+
+    /// The batch with sequence number `seq`.
+    pub fn build(&self, seq: u64) -> BytesMut {
+        build_batch_of(self.shape, self.seed, seq)
     }
 
     /// Verifies the batch at the start of `bytes` (CRC, structure), checks that its base
@@ -191,7 +221,7 @@ impl Oracle {
                 "batch at offset {expected_base} claims seq {seq} but differs from the batch of that seq"
             ),
             None => {
-                let mut expected = build_batch(self.seed, seq);
+                let mut expected = self.build(seq);
                 stamp_base_offset(&mut expected, expected_base as i64)?;
                 if view.bytes() != &expected[..] {
                     bail!(
@@ -243,6 +273,8 @@ pub struct FileBatch {
     pub len: u64,
     /// Base offset from its header.
     pub base_offset: u64,
+    /// Last offset (base offset plus `last_offset_delta` from its header).
+    pub last_offset: u64,
 }
 
 /// Walks the batch headers of a segment file (raw bytes) until the zero padding or the end.
@@ -259,10 +291,12 @@ pub fn file_batches(file: &[u8]) -> Vec<FileBatch> {
             break;
         }
         let base = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
+        let delta = i32::from_le_bytes(header[24..28].try_into().expect("4 bytes"));
         out.push(FileBatch {
             pos: pos as u64,
             len: len as u64,
             base_offset: base,
+            last_offset: base.wrapping_add(delta as u64),
         });
         pos += len;
     }
