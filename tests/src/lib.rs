@@ -77,6 +77,8 @@ pub enum Shape {
     Mixed,
     /// 1 to 8 records of 100 to 1500 bytes (at most ~13 KiB), for tiny segments.
     Small,
+    /// One record of 64 000 bytes (a batch of about 64 KiB).
+    Fixed64K,
 }
 
 /// Value lengths of the records of batch `seq`.
@@ -85,6 +87,9 @@ pub fn batch_shape(shape: Shape, seed: u64, seq: u64) -> Vec<usize> {
     if shape == Shape::Small {
         let n = 1 + rng.below(8) as usize;
         return (0..n).map(|_| 100 + rng.below(1401) as usize).collect();
+    }
+    if shape == Shape::Fixed64K {
+        return vec![64_000];
     }
     match rng.below(10) {
         0..=3 => vec![100],
