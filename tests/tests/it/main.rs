@@ -1,0 +1,14 @@
+//! Integration tests of the storage engine against real files (glommio, O_DIRECT).
+
+mod storage_corruption;
+mod storage_crash;
+mod storage_disk_full;
+
+/// A fresh directory for test data on the build's real filesystem (O_DIRECT does not work on
+/// tmpfs), removed when dropped.
+pub fn test_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("{name}-"))
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("create test directory")
+}
