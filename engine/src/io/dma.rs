@@ -43,23 +43,43 @@ const PROBE_FILE: &str = ".tidelog-iopoll-probe";
 /// queues (virtio, most cloud disks) fails it with EOPNOTSUPP. Opening a file with real data
 /// first gives the probe a truthful answer. Blocking std::fs calls: once per device and thread,
 /// at start-up, never on the data path.
-async fn ensure_iopoll_probed(dir: &Path) -> io::Result<()> {
-    let device = std::fs::metadata(dir)?.dev();
+async fn ensure_iopoll_probed(path: &Path) {
+    let Some(dir) = path.parent() else {
+        return;
+    };
+    let Ok(device) = std::fs::metadata(dir).map(|m| m.dev()) else {
+        return;
+    };
     if PROBED_DEVICES.with(|d| d.borrow().contains(&device)) {
-        return Ok(());
+        return;
     }
+    // A file that already holds a page of data gives glommio a truthful probe by itself.
+    let has_data = std::fs::metadata(path).is_ok_and(|m| m.len() >= PROBE_BYTES as u64);
+    if !has_data {
+        if let Err(e) = probe_with_scratch_file(dir).await {
+            // Out of space or read-only: nothing better to do than let glommio probe as it will.
+            tracing::warn!(dir = %dir.display(), error = %e, "could not probe polled I/O support");
+        }
+    }
+    PROBED_DEVICES.with(|d| d.borrow_mut().insert(device));
+}
+
+const PROBE_BYTES: usize = 4096;
+
+async fn probe_with_scratch_file(dir: &Path) -> io::Result<()> {
     let probe = dir.join(PROBE_FILE);
-    {
+    let written = (|| {
         use std::io::Write;
         let mut file = std::fs::File::create(&probe)?;
-        file.write_all(&[0u8; 4096])?;
-        file.sync_all()?;
-    }
-    let opened = DmaFile::open(&probe).await.map_err(to_io);
+        file.write_all(&[0u8; PROBE_BYTES])?;
+        file.sync_all()
+    })();
+    let opened = match written {
+        Ok(()) => DmaFile::open(&probe).await.map_err(to_io),
+        Err(e) => Err(e),
+    };
     let _ = std::fs::remove_file(&probe);
-    opened?.close().await.map_err(to_io)?;
-    PROBED_DEVICES.with(|d| d.borrow_mut().insert(device));
-    Ok(())
+    opened?.close().await.map_err(to_io)
 }
 
 impl Storage for DmaStorage {
@@ -84,9 +104,7 @@ impl Storage for DmaStorage {
     }
 
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<DmaFileHandle> {
-        if let Some(dir) = path.parent() {
-            ensure_iopoll_probed(dir).await?;
-        }
+        ensure_iopoll_probed(path).await;
         let mut options = OpenOptions::new();
         options.read(true).write(true);
         if mode == OpenMode::Create {

@@ -818,9 +818,9 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 ));
             }
             let batch_next = expected_offset + meta.span();
-            expected_offset = batch_next;
             if batch_next <= offset {
                 pos += meta.len as u64;
+                expected_offset = batch_next;
                 continue;
             }
             if let Some(start) = first {
@@ -859,6 +859,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             }
             first.get_or_insert(pos);
             pos += meta.len as u64;
+            expected_offset = batch_next;
             end = pos;
             next_offset = batch_next;
         }

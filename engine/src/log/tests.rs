@@ -673,3 +673,55 @@ fn flush_policy_asks_for_sync_by_bytes_and_interval() {
         block_on(log.append(make_batch(2, 10, 2000, T0), Durability::Buffered)).expect("append");
     assert!(info.flush_due, "20 KB unsynced is over flush_bytes");
 }
+
+#[test]
+fn a_batch_larger_than_the_read_window_is_read_whole_from_disk() {
+    let disk = SimDisk::new(15);
+    let clock = SimClock::new(T0);
+    let config = LogConfig {
+        max_batch_bytes: 512 << 10,
+        segment_bytes: 1 << 20,
+        tail_cache_bytes: 1,
+        ..small_config()
+    };
+    let log = open(&disk, &clock, config);
+    block_on(log.append(make_batch(1, 3, 100, T0), Durability::Buffered)).expect("append");
+    let big = make_batch(2, 30, 10_000, T0);
+    let big_len = big.len();
+    block_on(log.append(big, Durability::Buffered)).expect("append");
+    block_on(log.append(make_batch(3, 3, 100, T0), Durability::Buffered)).expect("append");
+    block_on(log.sync()).expect("sync");
+    // Offset 10 lies inside the big batch (offsets 3..33); the window read is ~65 KiB.
+    let read = block_on(log.read(10, 1)).expect("read");
+    assert!(matches!(read.chunks[0], ReadChunk::Disk(_)));
+    assert_eq!(read.len(), big_len);
+    assert_eq!(read.next_offset, 33);
+}
+
+#[test]
+fn damaged_base_offset_on_disk_is_reported_not_served() {
+    let disk = SimDisk::new(16);
+    let clock = SimClock::new(T0);
+    let config = LogConfig {
+        tail_cache_bytes: 1,
+        ..small_config()
+    };
+    let log = open(&disk, &clock, config.clone());
+    let mut sizes = Vec::new();
+    for i in 0..10 {
+        let batch = make_batch(i, 5, 100, T0);
+        sizes.push(batch.len());
+        block_on(log.append(batch, Durability::Buffered)).expect("append");
+    }
+    block_on(log.close()).expect("close");
+    let reopened = open(&disk, &clock, config);
+    // Batch 3 starts after batches 0..3; bit 1 of byte 0 of its base offset flips.
+    let position: usize = sizes[..3].iter().sum();
+    assert!(disk.flip_bit(&segment::segment_path(&dir(), 0, "log"), position, 1));
+    let read = block_on(reopened.read(15, 1 << 20));
+    assert!(matches!(read, Err(LogError::Corrupt { .. })), "{read:?}");
+    assert!(
+        block_on(reopened.read(0, 100)).is_ok(),
+        "batches before it still read"
+    );
+}

@@ -62,8 +62,8 @@ async fn append_seqs(log: &Log, oracle: &Oracle, seqs: std::ops::Range<u64>) {
 }
 
 /// Opens the log in its own executor, appends `seqs` (synced, each landing at the log end)
-/// and closes it. Writing and reading back happen on separate executors: on this kernel a
-/// glommio executor that did DMA writes fails every later DMA read with EOPNOTSUPP.
+/// and closes it. Writing and reading back happen on separate executors, as they would across
+/// a broker restart.
 fn write_phase(dir: &Path, seed: u64, seqs: std::ops::Range<u64>, config: LogConfig) {
     let dir = dir.to_path_buf();
     run_glommio(move || async move {

@@ -128,9 +128,6 @@ fn mount_small_ext4(root: &Path) -> Result<Mount, String> {
 }
 
 #[test]
-#[ignore = "engine bug: ENOSPC from glommio (fallocate/write) reaches LogError::io as a custom \
-            io::Error without raw_os_error, so append returns LogError::Io, not DiskFull \
-            (engine/src/io/dma.rs to_io, engine/src/error.rs LogError::io)"]
 fn disk_full_on_real_ext4() {
     let root = test_dir("disk-full");
     let mount = match mount_small_ext4(root.path()) {
@@ -144,8 +141,7 @@ fn disk_full_on_real_ext4() {
     let dir = mount.0.join("partition");
     let seed = test_seed("disk_full_on_real_ext4");
 
-    // Writes and read-backs run on separate executors: on this kernel a glommio executor
-    // that did DMA writes fails every later DMA read with EOPNOTSUPP.
+    // Writes and read-backs run on separate executors, as they would across a restart.
     let fill_dir = dir.clone();
     let (acked_end, acked) = run_glommio(move || async move {
         let oracle = Oracle::with_shape(seed, Shape::Fixed64K);
