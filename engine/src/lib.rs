@@ -16,6 +16,7 @@ pub mod error;
 pub mod io;
 pub mod limits;
 pub mod log;
+pub mod meta;
 pub mod runtime;
 pub mod sync;
 

@@ -1,0 +1,396 @@
+//! Topic metadata: which topics exist, their partition counts and per-topic configuration, and
+//! where their partitions live.
+//!
+//! The metadata is itself a partition log (`<data-dir>/__meta/0/`), so it inherits the
+//! engine's durability and crash recovery: every change is one record appended with
+//! `Durability::Synced`, keyed by topic name, whose value is the topic's configuration (or
+//! empty for a deletion). Opening the store replays the log; the last record of a topic wins.
+//! One shard owns the store; the broker pushes the resulting table to every other shard.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tidelog_wire::batch::{verify, BatchBuilder, VerifyLimits};
+
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::io::{Clock, Storage};
+use crate::limits::NAME_BYTES_MAX;
+use crate::log::{Durability, PartitionLog};
+
+/// Directory of the metadata log inside the data directory. Topic names cannot start with
+/// "__", so it never collides with a topic.
+pub const META_DIR: &str = "__meta";
+/// Most partitions one topic may have.
+pub const PARTITIONS_MAX: u32 = 10_000;
+const CONFIG_VERSION: u8 = 1;
+const CONFIG_BYTES: usize = 1 + 4 + 8 + 8 + 8 + 8;
+
+/// Errors of topic metadata operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetaError {
+    /// The name breaks the topic naming rules.
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopic {
+        /// The refused name.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A topic of that name exists.
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    /// No topic of that name exists.
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    /// The partition count or another setting is out of bounds.
+    #[error("invalid topic configuration: {0}")]
+    InvalidConfig(String),
+    /// The metadata log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A stored metadata record does not decode.
+    #[error("corrupt metadata record for topic {topic:?}")]
+    CorruptRecord {
+        /// The record's key.
+        topic: String,
+    },
+}
+
+/// Per-topic configuration; unset values fall back to the broker's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Retention by age.
+    pub retention_ms: Option<i64>,
+    /// Retention by size, per partition.
+    pub retention_bytes: Option<u64>,
+    /// Segment size.
+    pub segment_bytes: Option<u64>,
+    /// Segment age.
+    pub segment_ms: Option<i64>,
+}
+
+impl TopicConfig {
+    /// A topic with `partitions` partitions and default settings.
+    pub fn with_partitions(partitions: u32) -> Self {
+        TopicConfig {
+            partitions,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: None,
+            segment_ms: None,
+        }
+    }
+
+    /// The log configuration of this topic's partitions on top of the broker's defaults.
+    pub fn log_config(&self, defaults: &LogConfig) -> LogConfig {
+        LogConfig {
+            retention_ms: self.retention_ms.or(defaults.retention_ms),
+            retention_bytes: self.retention_bytes.or(defaults.retention_bytes),
+            segment_bytes: self.segment_bytes.unwrap_or(defaults.segment_bytes),
+            segment_ms: self.segment_ms.unwrap_or(defaults.segment_ms),
+            ..defaults.clone()
+        }
+    }
+
+    fn encode(&self) -> [u8; CONFIG_BYTES] {
+        let mut out = [0u8; CONFIG_BYTES];
+        out[0] = CONFIG_VERSION;
+        out[1..5].copy_from_slice(&self.partitions.to_le_bytes());
+        out[5..13].copy_from_slice(&self.retention_ms.unwrap_or(-1).to_le_bytes());
+        let retention_bytes = self.retention_bytes.map_or(-1, |b| b as i64);
+        out[13..21].copy_from_slice(&retention_bytes.to_le_bytes());
+        let segment_bytes = self.segment_bytes.map_or(-1, |b| b as i64);
+        out[21..29].copy_from_slice(&segment_bytes.to_le_bytes());
+        out[29..37].copy_from_slice(&self.segment_ms.unwrap_or(-1).to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != CONFIG_BYTES || bytes[0] != CONFIG_VERSION {
+            return None;
+        }
+        let i64_at = |at: usize| bytes[at..at + 8].try_into().ok().map(i64::from_le_bytes);
+        let optional = |v: i64| (v >= 0).then_some(v);
+        Some(TopicConfig {
+            partitions: u32::from_le_bytes(bytes[1..5].try_into().ok()?),
+            retention_ms: optional(i64_at(5)?),
+            retention_bytes: optional(i64_at(13)?).map(|v| v as u64),
+            segment_bytes: optional(i64_at(21)?).map(|v| v as u64),
+            segment_ms: optional(i64_at(29)?),
+        })
+    }
+
+    fn validate(&self, defaults: &LogConfig) -> Result<(), MetaError> {
+        if self.partitions == 0 || self.partitions > PARTITIONS_MAX {
+            return Err(MetaError::InvalidConfig(format!(
+                "partitions {} not in [1, {PARTITIONS_MAX}]",
+                self.partitions
+            )));
+        }
+        self.log_config(defaults)
+            .validate()
+            .map_err(|e| MetaError::InvalidConfig(e.to_string()))
+    }
+}
+
+/// Checks a topic name against Kafka's rules: 1 to 249 characters of `[a-zA-Z0-9._-]`, not
+/// `.` or `..`; and Tidelog's: no leading `__` (reserved for internal logs).
+///
+/// # Errors
+/// [`MetaError::InvalidTopic`] naming the broken rule.
+pub fn validate_topic_name(name: &str) -> Result<(), MetaError> {
+    let fail = |reason| {
+        Err(MetaError::InvalidTopic {
+            name: name.chars().take(NAME_BYTES_MAX).collect(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return fail("empty");
+    }
+    if name.len() > NAME_BYTES_MAX {
+        return fail("longer than 249 characters");
+    }
+    if name == "." || name == ".." {
+        return fail("'.' and '..' are not allowed");
+    }
+    if name.starts_with("__") {
+        return fail("names starting with '__' are reserved");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return fail("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+/// The shard that owns a partition. Deterministic and stable for a given shard count; the
+/// partitions of one topic go round-robin over the shards from a start picked by the name.
+pub fn shard_for(topic: &str, partition: u32, shards: usize) -> usize {
+    let start = crc32c::crc32c(topic.as_bytes()) as usize;
+    (start.wrapping_add(partition as usize)) % shards.max(1)
+}
+
+/// Directory of one partition's log.
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
+    data_dir.join(topic).join(partition.to_string())
+}
+
+/// The persisted topic table.
+pub struct TopicStore<S: Storage, C: Clock> {
+    log: PartitionLog<S, C>,
+    defaults: LogConfig,
+    topics: RefCell<BTreeMap<String, TopicConfig>>,
+}
+
+impl<S: Storage, C: Clock> TopicStore<S, C> {
+    /// Opens the metadata log under `data_dir` and replays it.
+    ///
+    /// # Errors
+    /// Errors of the metadata log, or a record that does not decode.
+    pub async fn open(
+        storage: S,
+        clock: C,
+        data_dir: &Path,
+        defaults: LogConfig,
+    ) -> Result<Self, MetaError> {
+        let meta_config = LogConfig {
+            segment_bytes: 16 << 20,
+            retention_ms: None,
+            retention_bytes: None,
+            preallocate_bytes: 1 << 20,
+            ..LogConfig::default()
+        };
+        let dir = data_dir.join(META_DIR).join("0");
+        let log = PartitionLog::open(storage, clock, &dir, meta_config).await?;
+        let mut topics = BTreeMap::new();
+        let mut offset = log.log_start();
+        while offset < log.log_end() {
+            let read = log.read(offset, 1 << 20).await?;
+            for chunk in &read.chunks {
+                let mut bytes: &[u8] = chunk;
+                while !bytes.is_empty() {
+                    let view = verify(bytes, &VerifyLimits::default()).map_err(LogError::from)?;
+                    for record in view.records().map_err(LogError::from)? {
+                        let name =
+                            String::from_utf8_lossy(record.key.unwrap_or_default()).into_owned();
+                        if record.value.is_empty() {
+                            topics.remove(&name);
+                        } else {
+                            let config = TopicConfig::decode(record.value).ok_or_else(|| {
+                                MetaError::CorruptRecord {
+                                    topic: name.clone(),
+                                }
+                            })?;
+                            topics.insert(name, config);
+                        }
+                    }
+                    bytes = &bytes[view.batch_len()..];
+                }
+            }
+            offset = read.next_offset;
+        }
+        Ok(TopicStore {
+            log,
+            defaults,
+            topics: RefCell::new(topics),
+        })
+    }
+
+    /// All topics, by name.
+    pub fn topics(&self) -> BTreeMap<String, TopicConfig> {
+        self.topics.borrow().clone()
+    }
+
+    /// One topic's configuration.
+    pub fn topic(&self, name: &str) -> Option<TopicConfig> {
+        self.topics.borrow().get(name).copied()
+    }
+
+    /// Creates a topic; durable when this returns.
+    ///
+    /// # Errors
+    /// [`MetaError::InvalidTopic`], [`MetaError::InvalidConfig`], [`MetaError::TopicExists`],
+    /// or a failure of the metadata log.
+    pub async fn create(&self, name: &str, config: TopicConfig) -> Result<(), MetaError> {
+        validate_topic_name(name)?;
+        config.validate(&self.defaults)?;
+        if self.topics.borrow().contains_key(name) {
+            return Err(MetaError::TopicExists(name.to_owned()));
+        }
+        self.append(name, &config.encode()).await?;
+        // Two creations of one name may race across the append's await: the first wins.
+        let mut topics = self.topics.borrow_mut();
+        if topics.contains_key(name) {
+            return Err(MetaError::TopicExists(name.to_owned()));
+        }
+        topics.insert(name.to_owned(), config);
+        Ok(())
+    }
+
+    /// Deletes a topic from the table; durable when this returns. Removing the partitions'
+    /// files is the owning shards' job.
+    ///
+    /// # Errors
+    /// [`MetaError::UnknownTopic`] or a failure of the metadata log.
+    pub async fn delete(&self, name: &str) -> Result<TopicConfig, MetaError> {
+        let config = self
+            .topic(name)
+            .ok_or_else(|| MetaError::UnknownTopic(name.to_owned()))?;
+        self.append(name, &[]).await?;
+        self.topics.borrow_mut().remove(name);
+        Ok(config)
+    }
+
+    async fn append(&self, name: &str, value: &[u8]) -> Result<(), MetaError> {
+        let mut builder = BatchBuilder::new();
+        builder.push(Some(name.as_bytes()), value, 0, &[]);
+        self.log
+            .append(builder.finish(), Durability::Synced)
+            .await?;
+        Ok(())
+    }
+
+    /// Flushes and closes the metadata log.
+    ///
+    /// # Errors
+    /// As [`PartitionLog::close`].
+    pub async fn close(&self) -> Result<(), MetaError> {
+        Ok(self.log.close().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::sim::{SimClock, SimDisk};
+    use futures_lite::future::block_on;
+
+    fn open(disk: &SimDisk) -> TopicStore<SimDisk, SimClock> {
+        block_on(TopicStore::open(
+            disk.clone(),
+            SimClock::new(0),
+            Path::new("/data"),
+            LogConfig::default(),
+        ))
+        .expect("open")
+    }
+
+    #[test]
+    fn topics_survive_a_crash_once_created() {
+        let disk = SimDisk::new(1);
+        let store = open(&disk);
+        let config = TopicConfig {
+            retention_ms: Some(1000),
+            ..TopicConfig::with_partitions(3)
+        };
+        block_on(store.create("orders", config)).expect("create");
+        block_on(store.create("logs", TopicConfig::with_partitions(1))).expect("create");
+        block_on(store.delete("logs")).expect("delete");
+        disk.crash();
+        let reopened = open(&disk);
+        assert_eq!(reopened.topic("orders"), Some(config));
+        assert_eq!(reopened.topic("logs"), None);
+        assert_eq!(reopened.topics().len(), 1);
+    }
+
+    #[test]
+    fn creation_is_refused_for_bad_names_counts_and_duplicates() {
+        let disk = SimDisk::new(2);
+        let store = open(&disk);
+        for bad in ["", ".", "..", "__meta", "a b", "ä", &"x".repeat(250)] {
+            let result = block_on(store.create(bad, TopicConfig::with_partitions(1)));
+            assert!(
+                matches!(result, Err(MetaError::InvalidTopic { .. })),
+                "{bad:?}: {result:?}"
+            );
+        }
+        let zero = block_on(store.create("t", TopicConfig::with_partitions(0)));
+        assert!(matches!(zero, Err(MetaError::InvalidConfig(_))));
+        block_on(store.create("t", TopicConfig::with_partitions(2))).expect("create");
+        let again = block_on(store.create("t", TopicConfig::with_partitions(2)));
+        assert!(matches!(again, Err(MetaError::TopicExists(_))));
+        let missing = block_on(store.delete("nope"));
+        assert!(matches!(missing, Err(MetaError::UnknownTopic(_))));
+    }
+
+    #[test]
+    fn placement_is_stable_and_spreads_partitions() {
+        let shards = 4;
+        let owners: Vec<usize> = (0..8).map(|p| shard_for("orders", p, shards)).collect();
+        assert_eq!(
+            owners,
+            (0..8)
+                .map(|p| shard_for("orders", p, shards))
+                .collect::<Vec<_>>()
+        );
+        for shard in 0..shards {
+            assert_eq!(
+                owners.iter().filter(|&&s| s == shard).count(),
+                2,
+                "{owners:?}"
+            );
+        }
+        assert!((0..100).all(|p| shard_for("t", p, 3) < 3));
+    }
+
+    #[test]
+    fn config_round_trips() {
+        let config = TopicConfig {
+            partitions: 12,
+            retention_ms: Some(5),
+            retention_bytes: None,
+            segment_bytes: Some(1 << 20),
+            segment_ms: None,
+        };
+        assert_eq!(TopicConfig::decode(&config.encode()), Some(config));
+        assert_eq!(TopicConfig::decode(&[0; 3]), None);
+    }
+}
