@@ -175,12 +175,13 @@ fn sequential_appends(
     name: &str,
     template: &BytesMut,
     durability: Durability,
+    config: &LogConfig,
     iters: u64,
     totals: &Totals,
 ) -> Duration {
     let dir = fresh_dir(name);
     run(async {
-        let log = open(&dir, LogConfig::default()).await;
+        let log = open(&dir, config.clone()).await;
         let mut elapsed = Duration::ZERO;
         let mut left = iters;
         while left > 0 {
@@ -245,13 +246,23 @@ fn appends(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5))
         .sampling_mode(SamplingMode::Flat)
         .throughput(Throughput::Bytes(len));
-    for (name, durability) in [
-        ("no_sync", Durability::Buffered),
-        ("fdatasync_each", Durability::Synced),
+    // `no_sync_prealloc_1GiB` is `no_sync` with one fallocate for the whole segment instead
+    // of one per 32 MiB (`LogConfig::preallocate_bytes`): it measures what the preallocation
+    // step costs the write pipeline (see the report in `storage-report.sh`'s output).
+    let whole_segment = LogConfig {
+        preallocate_bytes: LogConfig::default().segment_bytes,
+        ..LogConfig::default()
+    };
+    for (name, durability, config) in [
+        ("no_sync", Durability::Buffered, LogConfig::default()),
+        ("fdatasync_each", Durability::Synced, LogConfig::default()),
+        ("no_sync_prealloc_1GiB", Durability::Buffered, whole_segment),
     ] {
         let totals = Totals::default();
         group.bench_function(format!("64KiB_batches_1KiB_records/{name}"), |b| {
-            b.iter_custom(|iters| sequential_appends(name, &template, durability, iters, &totals))
+            b.iter_custom(|iters| {
+                sequential_appends(name, &template, durability, &config, iters, &totals)
+            })
         });
         totals.report(&format!("append/64KiB_batches_1KiB_records/{name}"));
     }
