@@ -51,5 +51,6 @@ extern crate alloc;
 pub mod batch;
 mod error;
 mod generated;
+pub mod native;
 
 pub use error::WireError;
