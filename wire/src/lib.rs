@@ -39,8 +39,9 @@
 //! The native protocol's frames (a flatbuffers header followed by raw
 //! batches) live in [`native`].
 //!
-//! The schemas live in `wire/schema/tidelog.fbs` and `wire/schema/native.fbs`; the flatc output is
-//! committed under `src/generated/` (regenerate with `wire/schema/generate.sh`).
+//! The schemas live in `wire/schema/tidelog.fbs` and `wire/schema/native.fbs`;
+//! the flatc output is committed under `src/generated/` (regenerate with
+//! `wire/schema/generate.sh`).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -2,14 +2,16 @@
 //! a raw body of record batches.
 //!
 //! ```text
-//!  byte 0            4             8                    8 + header_len        4 + frame_len
-//!       +------------+-------------+--------------------+---------------------+
-//!       | frame_len  | header_len  | header             | body                |
-//!       |  u32 LE    |  u32 LE     | flatbuffers        | raw bytes           |
-//!       |            |             | `Message` "TLG1"   | (record batches)    |
-//!       +------------+-------------+--------------------+---------------------+
-//!       |<- prefix (FRAME_PREFIX_LEN = 8) ->|
-//!                    |<----------- frame_len = 4 + header_len + body_len ---------->|
+//!  byte 0           4            8                  8 + header_len       4 + frame_len
+//!       +-----------+------------+------------------+--------------------+
+//!       | frame_len | header_len | header           | body               |
+//!       |  u32 LE   |  u32 LE    | flatbuffers      | raw bytes          |
+//!       |           |            | Message "TLG1"   | (record batches)   |
+//!       +-----------+------------+------------------+--------------------+
+//!       |<- prefix (8 bytes) --->|
+//!                   |<---- frame_len = 4 + header_len + body_len ------->|
+//!                                |<- header_len --->|<- body_len ------->|
+//!                                                   ^ BodyRef.offset 0
 //! ```
 //!
 //! * `frame_len` counts the bytes after itself, so a reader needs 4 bytes to
@@ -243,7 +245,9 @@ pub fn decode_frame<'a>(
             max: limits.max_header_bytes,
         });
     }
-    let header_end = FRAME_PREFIX_LEN + header_len as usize;
+    // Saturating: on 32-bit targets a huge header_len must fail the bounds
+    // check below, not overflow.
+    let header_end = FRAME_PREFIX_LEN.saturating_add(header_len as usize);
     let (header, body) = match (
         frame.get(FRAME_PREFIX_LEN..header_end),
         frame.get(header_end..),
