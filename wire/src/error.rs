@@ -117,4 +117,69 @@ pub enum WireError {
         /// The batch's format.
         found: PayloadFormat,
     },
+
+    /// A native frame's `frame_len` is smaller than the `header_len` field
+    /// that must follow it.
+    #[error("bad frame length {frame_len} (minimum 4)")]
+    BadFrameLength {
+        /// The `frame_len` field.
+        frame_len: u32,
+    },
+    /// A native frame (`4 + frame_len` bytes) exceeds
+    /// [`FrameLimits::max_frame_bytes`](crate::native::FrameLimits).
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    FrameTooLarge {
+        /// Total frame size, `4 + frame_len` (or, when encoding, the size
+        /// that would not fit the `u32` length field).
+        len: u64,
+        /// The configured limit.
+        max: usize,
+    },
+    /// `header_len` exceeds [`FrameLimits::max_header_bytes`](crate::native::FrameLimits).
+    #[error("frame header of {len} bytes exceeds the limit of {max}")]
+    HeaderTooLarge {
+        /// The `header_len` field.
+        len: u32,
+        /// The configured limit.
+        max: usize,
+    },
+    /// `header_len` does not fit in the frame.
+    #[error("frame header of {header_len} bytes does not fit in frame_len {frame_len}")]
+    HeaderOutOfBounds {
+        /// The `header_len` field.
+        header_len: u32,
+        /// The `frame_len` field.
+        frame_len: usize,
+    },
+    /// The frame header lacks the `"TLG1"` file identifier.
+    #[error("frame header lacks the TLG1 identifier")]
+    BadIdentifier,
+    /// The frame header is not a valid flatbuffers `Message`.
+    #[error("invalid frame header: {0}")]
+    InvalidHeader(flatbuffers::InvalidFlatbuffer),
+    /// The frame header's body is absent or of a kind this crate does not
+    /// know. Carries the correlation id so that the server can answer.
+    #[error("unknown message type {message_type} (correlation id {correlation_id})")]
+    UnknownMessageType {
+        /// The `Body` union discriminant.
+        message_type: u8,
+        /// The header's correlation id.
+        correlation_id: u32,
+    },
+    /// A `BodyRef` points outside the frame body.
+    #[error("body ref [{offset}, +{len}) out of bounds of a {body_len}-byte body")]
+    BodyRefOutOfBounds {
+        /// The `BodyRef`'s offset.
+        offset: u32,
+        /// The `BodyRef`'s length.
+        len: u32,
+        /// Length of the frame body.
+        body_len: usize,
+    },
+    /// A produce partition has no `BodyRef` to its batches.
+    #[error("produce partition {index} has no batches")]
+    MissingBody {
+        /// Index of the partition in the request.
+        index: usize,
+    },
 }

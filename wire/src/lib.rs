@@ -36,13 +36,22 @@
 //! Decoding: [`batch::peek_header`] (header only, cheap) and [`batch::verify`]
 //! (full check, returns a zero-copy [`batch::BatchView`]).
 //!
-//! The schema lives in `wire/schema/tidelog.fbs`; the flatc output is
-//! committed under `src/generated/` (regenerate with `wire/schema/generate.sh`).
+//! The native protocol's frames (a flatbuffers header followed by raw
+//! batches) live in [`native`].
+//!
+//! The schemas live in `wire/schema/tidelog.fbs` and `wire/schema/native.fbs`;
+//! the flatc output is committed under `src/generated/` (regenerate with
+//! `wire/schema/generate.sh`).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+
+// The flatc object API names `alloc::` paths from nested modules, which only
+// resolve when the crate root links `alloc` into the extern prelude.
+extern crate alloc;
 
 pub mod batch;
 mod error;
 mod generated;
+pub mod native;
 
 pub use error::WireError;
