@@ -29,7 +29,7 @@ pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
 pub const SEGMENT_OFFSETS_MAX: u64 = u32::MAX as u64;
 
 /// Bytes reserved with fallocate ahead of the write head in one step.
-pub const PREALLOCATE_STEP_BYTES: u64 = 32 << 20;
+pub const PREALLOCATE_STEP_BYTES: u64 = 256 << 20;
 
 /// Largest topic or partition directory name component.
 pub const NAME_BYTES_MAX: usize = 249;
