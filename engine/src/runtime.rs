@@ -115,4 +115,102 @@ mod tests {
             .expect("spawn executor");
         handle.join().expect("executor thread");
     }
+
+    #[test]
+    fn housekeeping_flushes_buffered_appends_by_interval() {
+        use crate::io::{dma::DmaStorage, SystemClock};
+        use crate::log::{Durability, PartitionLog};
+        use crate::LogConfig;
+        use std::rc::Rc;
+        let exe = std::env::current_exe().expect("test binary path");
+        let dir = exe.with_file_name("housekeeping-flush");
+        let _ = std::fs::remove_dir_all(&dir);
+        let builder = executor_builder(Placement::Unbound, 1).expect("memlock sufficient");
+        let handle = builder
+            .spawn(move || async move {
+                let config = LogConfig {
+                    flush_interval_ms: 20,
+                    preallocate_bytes: 1 << 20,
+                    ..LogConfig::default()
+                };
+                let log = PartitionLog::open(DmaStorage, SystemClock, &dir, config)
+                    .await
+                    .expect("open");
+                let log = Rc::new(log);
+                let mut builder = tidelog_wire::batch::BatchBuilder::new();
+                builder.push(None, b"buffered", 0, &[]);
+                log.append(builder.finish(), Durability::Buffered)
+                    .await
+                    .expect("append");
+                assert_eq!(
+                    log.synced_offset(),
+                    0,
+                    "a buffered append is not synced at once"
+                );
+                let every = Housekeeping {
+                    flush_check: std::time::Duration::from_millis(5),
+                    ..Housekeeping::default()
+                };
+                let task = spawn_housekeeping(Rc::clone(&log), every);
+                glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+                assert_eq!(log.synced_offset(), 1, "the interval policy synced it");
+                log.close().await.expect("close");
+                task.await;
+            })
+            .expect("spawn executor");
+        handle.join().expect("executor thread");
+    }
+}
+
+/// How often a partition's background housekeeping runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Housekeeping {
+    /// Check the flush policy (bytes or interval) this often.
+    pub flush_check: std::time::Duration,
+    /// Enforce retention this often.
+    pub retention_check: std::time::Duration,
+}
+
+impl Default for Housekeeping {
+    fn default() -> Self {
+        Housekeeping {
+            flush_check: std::time::Duration::from_millis(10),
+            retention_check: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// Runs a partition's background duties on the current glommio executor until the log is
+/// closed: makes buffered appends durable when the flush policy asks for it, and deletes
+/// segments past retention. Errors are logged (a poisoned log stops the task: it refuses all
+/// further writes anyway).
+pub fn spawn_housekeeping<S, C>(
+    log: std::rc::Rc<crate::log::PartitionLog<S, C>>,
+    every: Housekeeping,
+) -> glommio::task::JoinHandle<()>
+where
+    S: crate::io::Storage,
+    C: crate::io::Clock,
+{
+    glommio::spawn_local(async move {
+        let mut since_retention = std::time::Duration::ZERO;
+        loop {
+            glommio::timer::sleep(every.flush_check).await;
+            if log.is_closed() {
+                return;
+            }
+            if let Err(e) = log.maybe_flush().await {
+                tracing::error!(dir = %log.dir().display(), error = %e, "background flush failed");
+                return;
+            }
+            since_retention += every.flush_check;
+            if since_retention >= every.retention_check {
+                since_retention = std::time::Duration::ZERO;
+                if let Err(e) = log.enforce_retention().await {
+                    tracing::warn!(dir = %log.dir().display(), error = %e, "retention failed");
+                }
+            }
+        }
+    })
+    .detach()
 }

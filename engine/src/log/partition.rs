@@ -374,6 +374,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         state.segments.values().map(|s| s.size).sum()
     }
 
+    /// True once [`close`](Self::close) or [`delete`](Self::delete) ran.
+    pub fn is_closed(&self) -> bool {
+        self.state.borrow().closed
+    }
+
     /// Why the partition refuses writes, if it does.
     pub fn poisoned(&self) -> Option<String> {
         let state = self.state.borrow();
