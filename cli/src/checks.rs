@@ -1,0 +1,142 @@
+//! Start-up checks that turn the usual ways a broker fails to start into one actionable line.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+/// io_uring must be available to this process.
+pub fn io_uring() -> Result<()> {
+    if let Ok(text) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        match text.trim() {
+            "0" => {}
+            "1" => {
+                // 1 allows only processes in the io_uring group or with CAP_SYS_ADMIN.
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                if unsafe { libc::geteuid() } != 0 {
+                    bail!(
+                        "io_uring is restricted on this host (kernel.io_uring_disabled = 1): run \
+                         as root, join the io_uring group, or `sysctl kernel.io_uring_disabled=0`"
+                    );
+                }
+            }
+            other => bail!(
+                "io_uring is disabled on this host (kernel.io_uring_disabled = {other}): \
+                 enable it with `sysctl kernel.io_uring_disabled=0`"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Raises the soft locked-memory limit to the hard one when that is allowed, so glommio can
+/// register its I/O buffers; the engine sizes them to whatever limit remains.
+pub fn raise_memlock() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// The data directory must exist (it is created) and live on a filesystem with O_DIRECT.
+pub fn data_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let probe = dir.join(".tidelog-odirect-probe");
+    let opened = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe);
+    let result = match opened {
+        Ok(mut file) => file
+            .write_all(&[])
+            .with_context(|| format!("cannot write in {}", dir.display())),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(anyhow::anyhow!(
+            "the filesystem of {} does not support O_DIRECT (tmpfs or overlayfs?): put \
+             --data-dir on ext4 or xfs",
+            dir.display()
+        )),
+        Err(e) => Err(e).with_context(|| format!("cannot write in {}", dir.display())),
+    };
+    let _ = std::fs::remove_file(&probe);
+    result
+}
+
+/// The shared port must be free. Shards bind it with SO_REUSEPORT, which would let a second
+/// broker share it silently; a plain bind fails if anyone holds it.
+pub fn port_free(addr: std::net::SocketAddr) -> Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "{addr} is already in use (another broker running?): stop it or pick another port \
+             with --native-addr"
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot bind {addr}")),
+    }
+}
+
+/// Explains a failure to bind, the commonest start-up error.
+pub fn explain_startup(error: &str, native_addr: &str) -> String {
+    if error.contains("Address already in use") || error.contains("os error 98") {
+        format!(
+            "{native_addr} is already in use (another broker running?): stop it or pick another \
+             port with --native-addr"
+        )
+    } else if error.contains("locked-memory") {
+        error.to_string()
+    } else {
+        format!("broker failed to start: {error}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_dir_on_a_real_filesystem_passes() {
+        let exe = std::env::current_exe().expect("test binary path");
+        let dir = exe.with_file_name("checks-data-dir");
+        data_dir(&dir).expect("target/ is on a real filesystem");
+        assert!(dir.is_dir());
+    }
+
+    #[test]
+    fn a_held_port_is_reported_in_use() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = held.local_addr().expect("addr");
+        let error = port_free(addr).expect_err("port is held");
+        assert!(error.to_string().contains("--native-addr"), "{error}");
+        drop(held);
+        port_free(addr).expect("free again");
+    }
+
+    #[test]
+    fn port_in_use_gets_an_actionable_message() {
+        let text = explain_startup(
+            "bind 127.0.0.1:9292: Address already in use (os error 98)",
+            "127.0.0.1:9292",
+        );
+        assert!(text.contains("--native-addr"), "{text}");
+    }
+}
