@@ -1,0 +1,15 @@
+//! The Tidelog native client: connections, admin, producer and consumer on glommio.
+//!
+//! Everything here is `!Send` and runs on the glommio executor that created it, like the
+//! broker's shards: one client per thread.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod connection;
+mod error;
+pub mod limits;
+mod sync;
+
+pub use connection::{ConnectOptions, Connection, HandshakeInfo, PendingResponse, Response};
+pub use error::{ClientError, Result};
