@@ -13,3 +13,12 @@ mod sync;
 
 pub use connection::{ConnectOptions, Connection, HandshakeInfo, PendingResponse, Response};
 pub use error::{ClientError, Result};
+
+mod client;
+pub mod kafka;
+mod partitioner;
+
+pub use client::{
+    Client, ClientConfig, CommittedOffset, Endpoint, Metadata, TopicInfo, EARLIEST, LATEST,
+};
+pub use partitioner::Partitioner;
