@@ -359,6 +359,18 @@ impl Connection {
         self.request(&msg).await
     }
 
+    /// Writes a request built with the object API; the returned [`PendingResponse`] waits
+    /// for its answer.
+    ///
+    /// # Errors
+    /// As [`start_request`](Self::start_request).
+    pub async fn start_call(&self, body: BodyT) -> Result<PendingResponse> {
+        let mut msg = MessageT::default();
+        msg.body = body;
+        self.start_request(|cid, enc, out| encode_owned(&msg, cid, enc, out), &[])
+            .await
+    }
+
     /// Sends an owned message (its correlation id is replaced) and waits for the response.
     ///
     /// # Errors

@@ -22,3 +22,7 @@ pub use client::{
     Client, ClientConfig, CommittedOffset, Endpoint, Metadata, TopicInfo, EARLIEST, LATEST,
 };
 pub use partitioner::Partitioner;
+mod producer;
+pub use producer::{Acks, Delivery, Producer, ProducerConfig, RecordMetadata};
+mod consumer;
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, StartAt};

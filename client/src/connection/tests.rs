@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use glommio::Placement;
 use tidelog_wire::native::{
-    decode_frame, BodyT, ErrorCode, ErrorResponseT, FrameEncoder, HandshakeResponseT,
-    ListOffsetsRequestT, MessageT, MetadataRequestT, MetadataResponseT, TopicMetadataT,
+    decode_frame, BodyT, ErrorCode, ErrorResponseT, FrameEncoder, HandshakeResponseT, MessageT,
+    MetadataRequestT, MetadataResponseT, TopicMetadataT,
 };
 
 use super::*;
@@ -219,7 +219,7 @@ fn in_flight_requests_are_bounded() {
     let addr = server(|_, _, body| matches!(body, BodyT::ListOffsetsRequest(_)));
     run(move || async move {
         let conn = Connection::connect(addr, "test").await.expect("connect");
-        let list = || BodyT::ListOffsetsRequest(Box::new(ListOffsetsRequestT::default()));
+        let list = || BodyT::ListOffsetsRequest(Box::default());
         let mut held = Vec::new();
         for _ in 0..IN_FLIGHT_MAX {
             held.push(
