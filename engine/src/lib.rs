@@ -11,6 +11,7 @@
 //! All file I/O and time go through [`io`], so the simulator in [`io::sim`] can replace the
 //! disk with seeded faults and crashes.
 
+pub mod broker;
 pub mod config;
 pub mod error;
 pub mod io;

@@ -41,3 +41,9 @@ const _: () = {
     assert!(BATCH_BYTES_MAX as u64 <= SEGMENT_BYTES_MAX);
     assert!(WRITES_IN_FLIGHT_MAX >= 1);
 };
+
+/// Most shards (executors) one broker runs.
+pub const SHARDS_MAX: usize = 1024;
+
+/// Messages queued from one shard to another before the sender waits.
+pub const SHARD_CHANNEL_DEPTH: usize = 1024;

@@ -1,0 +1,611 @@
+//! Native-protocol connections: framing, bounds, and request handling on the owning shard.
+//!
+//! A connection's requests are handled in arrival order (as Kafka does), so responses keep
+//! the order of requests; a client may pipeline several. Every frame is bounded before it is
+//! buffered: the 4-byte length prefix is checked against [`ServerLimits::max_frame_bytes`]
+//! first, and a frame that fails any check gets an `ErrorResponse` and the connection is
+//! closed; other connections never notice.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use tidelog_wire::batch::peek_header;
+use tidelog_wire::native::{
+    self, Body, BodyT, EndpointT, ErrorCode, FetchResponsePartition, FrameEncoder, FrameLimits,
+    HandshakeResponseT, ListOffsetsResponseT, ListOffsetsResultT, MessageT, MetadataResponseT,
+    PartitionMetadataT, ProducePartitionResultT, ProduceResponseT, TopicMetadataT, TopicResultT,
+};
+use tidelog_wire::WireError;
+
+use super::shard::{Log, Shard};
+use crate::error::LogError;
+use crate::log::{Durability, ReadChunk};
+use crate::meta::TopicConfig;
+
+/// Bounds of the native listener, per shard and per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Largest frame accepted (whole frame, prefix included).
+    pub max_frame_bytes: usize,
+    /// Connections a shard serves at once; more are answered `TooManyConnections` and closed.
+    pub max_connections_per_shard: usize,
+    /// Largest total of batch bytes one fetch response carries.
+    pub max_fetch_bytes: usize,
+    /// Longest a fetch may wait for `min_bytes`.
+    pub max_fetch_wait_ms: u32,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_frame_bytes: 64 << 20,
+            max_connections_per_shard: 10_000,
+            max_fetch_bytes: 64 << 20,
+            max_fetch_wait_ms: 30_000,
+        }
+    }
+}
+
+/// Accepts connections until the shard stops.
+pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.stopping.listen().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if shard.stopped.get() {
+            return;
+        }
+        let shard = Rc::clone(&shard);
+        glommio::spawn_local(async move {
+            shard.connections.set(shard.connections.get() + 1);
+            let mut connection = Connection::new(Rc::clone(&shard), stream);
+            if shard.connections.get() > shard.config.limits.max_connections_per_shard {
+                let _ = connection
+                    .send_error(0, ErrorCode::TooManyConnections, "connection limit reached")
+                    .await;
+            } else if let Err(e) = connection.serve().await {
+                tracing::debug!(shard = shard.id, error = %e, "connection closed");
+            }
+            shard.connections.set(shard.connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad frame: {0}")]
+    Frame(#[from] WireError),
+    #[error("peer closed")]
+    Closed,
+}
+
+struct Connection {
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    encoder: FrameEncoder,
+    out: BytesMut,
+    limits: FrameLimits,
+}
+
+impl Connection {
+    fn new(shard: Rc<Shard>, stream: TcpStream) -> Self {
+        let _ = stream.set_nodelay(true);
+        let limits = FrameLimits {
+            max_frame_bytes: shard.config.limits.max_frame_bytes,
+            ..FrameLimits::default()
+        };
+        Connection {
+            shard,
+            stream,
+            encoder: FrameEncoder::new(),
+            out: BytesMut::with_capacity(4096),
+            limits,
+        }
+    }
+
+    async fn serve(&mut self) -> Result<(), ConnectionError> {
+        loop {
+            let frame = match self.read_frame().await {
+                Ok(frame) => frame,
+                Err(ConnectionError::Frame(e)) => {
+                    let code = ErrorCode::from(&e);
+                    let _ = self.send_error(0, code, &e.to_string()).await;
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e),
+            };
+            if self.shard.stopped.get() {
+                return Ok(());
+            }
+            self.handle(frame).await?;
+        }
+    }
+
+    /// Reads one whole frame, refusing an oversized one from its length prefix alone.
+    async fn read_frame(&mut self) -> Result<BytesMut, ConnectionError> {
+        let mut prefix = [0u8; 4];
+        match self.stream.read_exact(&mut prefix).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(ConnectionError::Closed)
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let total = native::peek_frame_len(&prefix, &self.limits)?
+            .ok_or(WireError::Truncated { need: 4, have: 0 })?;
+        let mut frame = BytesMut::zeroed(total);
+        frame[..4].copy_from_slice(&prefix);
+        self.stream.read_exact(&mut frame[4..]).await?;
+        Ok(frame)
+    }
+
+    async fn send_error(
+        &mut self,
+        correlation_id: u32,
+        error: ErrorCode,
+        message: &str,
+    ) -> Result<(), ConnectionError> {
+        self.out.clear();
+        self.encoder
+            .encode_error_response(correlation_id, error, message, &mut self.out)?;
+        self.stream.write_all(&self.out).await?;
+        Ok(())
+    }
+
+    async fn send_message(&mut self, message: &MessageT) -> Result<(), ConnectionError> {
+        self.out.clear();
+        self.encoder.encode_message(message, 0, &mut self.out)?;
+        self.stream.write_all(&self.out).await?;
+        Ok(())
+    }
+
+    async fn handle(&mut self, frame: BytesMut) -> Result<(), ConnectionError> {
+        let decoded = match native::decode_frame(&frame, &self.limits) {
+            Ok(decoded) => decoded,
+            Err(WireError::UnknownMessageType { correlation_id, .. }) => {
+                return self
+                    .send_error(
+                        correlation_id,
+                        ErrorCode::InvalidRequest,
+                        "unknown message type",
+                    )
+                    .await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let correlation_id = decoded.correlation_id();
+        match decoded.body_type() {
+            Body::ProduceRequest => {
+                let plan = produce_plan(&decoded)?;
+                self.produce(correlation_id, frame, plan).await
+            }
+            Body::FetchRequest => {
+                let request = decoded.unpack();
+                self.fetch(correlation_id, request).await
+            }
+            _ => {
+                let request = decoded.unpack();
+                let body = self.admin(request.body).await;
+                match body {
+                    Some(body) => {
+                        let mut message = MessageT::default();
+                        message.correlation_id = correlation_id;
+                        message.body = body;
+                        self.send_message(&message).await
+                    }
+                    None => {
+                        self.send_error(
+                            correlation_id,
+                            ErrorCode::InvalidRequest,
+                            "consumer-group offsets are not implemented yet",
+                        )
+                        .await
+                    }
+                }
+            }
+        }
+    }
+
+    async fn admin(&self, body: BodyT) -> Option<BodyT> {
+        let shard = &self.shard;
+        Some(match body {
+            BodyT::HandshakeRequest(request) => {
+                let mut response = HandshakeResponseT::default();
+                match native::negotiate_version(request.min_version, request.max_version) {
+                    Some(version) => response.version = version,
+                    None => response.error = ErrorCode::UnsupportedVersion,
+                }
+                response.shard = shard.id as u16;
+                response.shard_count = shard.shards as u16;
+                BodyT::HandshakeResponse(Box::new(response))
+            }
+            BodyT::MetadataRequest(request) => {
+                let mut response = MetadataResponseT::default();
+                let endpoints = shard
+                    .endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(i, addr)| {
+                        let mut endpoint = EndpointT::default();
+                        endpoint.shard = i as u16;
+                        endpoint.host = Some(shard.config.advertised_host.clone());
+                        endpoint.port = addr.port();
+                        endpoint
+                    })
+                    .collect();
+                response.endpoints = Some(endpoints);
+                let topics = shard.topics.borrow();
+                let wanted: Vec<String> = match request.topics {
+                    Some(names) if !names.is_empty() => names,
+                    _ => topics.keys().cloned().collect(),
+                };
+                let metadata = wanted
+                    .into_iter()
+                    .map(|name| {
+                        let mut topic = TopicMetadataT::default();
+                        match topics.get(&name) {
+                            Some(config) => {
+                                topic.partitions = Some(
+                                    (0..config.partitions)
+                                        .map(|p| {
+                                            let mut partition = PartitionMetadataT::default();
+                                            partition.partition = p as i32;
+                                            partition.shard = shard.owner(&name, p) as u16;
+                                            partition
+                                        })
+                                        .collect(),
+                                );
+                                topic.retention_ms = config.retention_ms.unwrap_or(-1);
+                                topic.retention_bytes =
+                                    config.retention_bytes.map_or(-1, |b| b as i64);
+                                topic.segment_bytes = config.segment_bytes.map_or(-1, |b| b as i64);
+                            }
+                            None => topic.error = ErrorCode::UnknownTopicOrPartition,
+                        }
+                        topic.name = Some(name);
+                        topic
+                    })
+                    .collect();
+                response.topics = Some(metadata);
+                BodyT::MetadataResponse(Box::new(response))
+            }
+            BodyT::CreateTopicsRequest(request) => {
+                let mut results = Vec::new();
+                for spec in request.topics.unwrap_or_default() {
+                    let name = spec.name.unwrap_or_default();
+                    let partitions = if spec.partitions <= 0 {
+                        shard.config.default_partitions
+                    } else {
+                        spec.partitions as u32
+                    };
+                    let config = TopicConfig {
+                        partitions,
+                        retention_ms: (spec.retention_ms >= 0).then_some(spec.retention_ms),
+                        retention_bytes: (spec.retention_bytes >= 0)
+                            .then_some(spec.retention_bytes as u64),
+                        segment_bytes: (spec.segment_bytes >= 0)
+                            .then_some(spec.segment_bytes as u64),
+                        segment_ms: None,
+                    };
+                    let (error, message) = shard.create_topic(&name, config).await;
+                    let mut result = TopicResultT::default();
+                    result.name = Some(name);
+                    result.error = error;
+                    result.message = Some(message);
+                    results.push(result);
+                }
+                let mut response = native::CreateTopicsResponseT::default();
+                response.results = Some(results);
+                BodyT::CreateTopicsResponse(Box::new(response))
+            }
+            BodyT::DeleteTopicsRequest(request) => {
+                let mut results = Vec::new();
+                for name in request.names.unwrap_or_default() {
+                    let (error, message) = shard.delete_topic(&name).await;
+                    let mut result = TopicResultT::default();
+                    result.name = Some(name);
+                    result.error = error;
+                    result.message = Some(message);
+                    results.push(result);
+                }
+                let mut response = native::DeleteTopicsResponseT::default();
+                response.results = Some(results);
+                BodyT::DeleteTopicsResponse(Box::new(response))
+            }
+            BodyT::ListOffsetsRequest(request) => {
+                let mut results = Vec::new();
+                for wanted in request.partitions.unwrap_or_default() {
+                    let topic = wanted.topic.unwrap_or_default();
+                    let mut result = ListOffsetsResultT::default();
+                    match partition_index(wanted.partition).and_then(|p| shard.partition(&topic, p))
+                    {
+                        Err(code) => result.error = code,
+                        Ok(log) => match list_offset(&log, wanted.timestamp).await {
+                            Ok((offset, timestamp)) => {
+                                result.offset = offset;
+                                result.timestamp = timestamp;
+                            }
+                            Err(e) => result.error = log_error_code(&e),
+                        },
+                    }
+                    result.topic = Some(topic);
+                    result.partition = wanted.partition;
+                    results.push(result);
+                }
+                let mut response = ListOffsetsResponseT::default();
+                response.partitions = Some(results);
+                BodyT::ListOffsetsResponse(Box::new(response))
+            }
+            _ => return None,
+        })
+    }
+
+    async fn produce(
+        &mut self,
+        correlation_id: u32,
+        frame: BytesMut,
+        plan: ProducePlan,
+    ) -> Result<(), ConnectionError> {
+        let durability = if plan.acks == -1 {
+            Durability::Synced
+        } else {
+            Durability::Buffered
+        };
+        let mut rest = frame;
+        let mut cursor = 0usize;
+        let mut results = Vec::with_capacity(plan.partitions.len());
+        for part in plan.partitions {
+            rest.advance(part.range.start - cursor);
+            let mut region = rest.split_to(part.range.len());
+            cursor = part.range.end;
+            let mut result = ProducePartitionResultT::default();
+            match partition_index(part.partition).and_then(|p| self.shard.partition(&part.topic, p))
+            {
+                Err(code) => result.error = code,
+                Ok(log) => match append_all(&log, &mut region, durability).await {
+                    Ok(base_offset) => {
+                        result.base_offset = base_offset as i64;
+                        result.log_start = log.log_start() as i64;
+                    }
+                    Err(code) => result.error = code,
+                },
+            }
+            self.shard.appended.notify();
+            result.topic = Some(part.topic);
+            result.partition = part.partition;
+            results.push(result);
+        }
+        if plan.acks == 0 {
+            return Ok(());
+        }
+        let mut response = ProduceResponseT::default();
+        response.partitions = Some(results);
+        let mut message = MessageT::default();
+        message.correlation_id = correlation_id;
+        message.body = BodyT::ProduceResponse(Box::new(response));
+        self.send_message(&message).await
+    }
+
+    async fn fetch(
+        &mut self,
+        correlation_id: u32,
+        request: MessageT,
+    ) -> Result<(), ConnectionError> {
+        let BodyT::FetchRequest(request) = request.body else {
+            return Err(WireError::Truncated { need: 0, have: 0 }.into());
+        };
+        let limits = self.shard.config.limits;
+        let wait = Duration::from_millis(
+            request
+                .max_wait_ms
+                .clamp(0, limits.max_fetch_wait_ms as i32) as u64,
+        );
+        let deadline = Instant::now() + wait;
+        let max_bytes = (request.max_bytes.max(0) as usize).min(limits.max_fetch_bytes);
+        let min_bytes = request.min_bytes.max(0) as usize;
+        let wanted = request.partitions.unwrap_or_default();
+        loop {
+            let listener = self.shard.appended.listen();
+            let mut parts = Vec::with_capacity(wanted.len());
+            let mut total = 0usize;
+            let mut errors = false;
+            for want in &wanted {
+                let topic = want.topic.clone().unwrap_or_default();
+                let budget = (want.max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
+                let mut part = FetchPart {
+                    topic,
+                    partition: want.partition,
+                    error: ErrorCode::None,
+                    high_watermark: -1,
+                    log_start: -1,
+                    chunks: Vec::new(),
+                };
+                match partition_index(want.partition)
+                    .and_then(|p| self.shard.partition(&part.topic, p))
+                {
+                    Err(code) => part.error = code,
+                    Ok(log) => {
+                        part.high_watermark = log.high_watermark() as i64;
+                        part.log_start = log.log_start() as i64;
+                        let offset = u64::try_from(want.offset).unwrap_or(u64::MAX);
+                        // Past the budget only a partition that has returned nothing yet may
+                        // still return its first batch (at least one batch overall).
+                        if budget > 0 || total == 0 {
+                            match log.read(offset, budget.max(1)).await {
+                                Ok(read) => {
+                                    total += read.len();
+                                    part.chunks = read.chunks;
+                                }
+                                Err(e) => part.error = log_error_code(&e),
+                            }
+                        }
+                    }
+                }
+                errors |= part.error != ErrorCode::None;
+                parts.push(part);
+            }
+            let now = Instant::now();
+            if total >= min_bytes.max(1) || errors || now >= deadline || self.shard.stopped.get() {
+                return self.send_fetch(correlation_id, parts).await;
+            }
+            let timeout = glommio::timer::sleep(deadline - now);
+            futures_lite::future::or(listener, timeout_unit(timeout)).await;
+        }
+    }
+
+    async fn send_fetch(
+        &mut self,
+        correlation_id: u32,
+        parts: Vec<FetchPart>,
+    ) -> Result<(), ConnectionError> {
+        let header: Vec<FetchResponsePartition<'_>> = parts
+            .iter()
+            .map(|p| FetchResponsePartition {
+                topic: &p.topic,
+                partition: p.partition,
+                error: p.error,
+                high_watermark: p.high_watermark,
+                log_start: p.log_start,
+                batches_len: p.chunks.iter().map(|c| c.len()).sum(),
+            })
+            .collect();
+        self.out.clear();
+        self.encoder
+            .encode_fetch_response(correlation_id, &header, &mut self.out)?;
+        self.stream.write_all(&self.out).await?;
+        // The batches go out exactly as stored: cache buffers and DMA read buffers, uncopied.
+        for part in &parts {
+            for chunk in &part.chunks {
+                self.stream.write_all(chunk).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn timeout_unit(sleep: impl std::future::Future<Output = ()>) {
+    sleep.await;
+}
+
+struct FetchPart {
+    topic: String,
+    partition: i32,
+    error: ErrorCode,
+    high_watermark: i64,
+    log_start: i64,
+    chunks: Vec<ReadChunk<glommio::io::ReadResult>>,
+}
+
+struct ProducePart {
+    topic: String,
+    partition: i32,
+    /// Bytes of this partition's batches within the frame.
+    range: std::ops::Range<usize>,
+}
+
+struct ProducePlan {
+    acks: i8,
+    partitions: Vec<ProducePart>,
+}
+
+/// Where each partition's batches lie in the frame, in frame order, so the frame can be
+/// split into per-partition buffers without copying.
+fn produce_plan(decoded: &native::DecodedFrame<'_>) -> Result<ProducePlan, WireError> {
+    let request = decoded
+        .message
+        .body_as_produce_request()
+        .ok_or(WireError::Truncated { need: 0, have: 0 })?;
+    let body_start = decoded.frame_len - decoded.body.len();
+    let mut partitions = Vec::new();
+    for part in request.partitions().iter().flatten() {
+        let bytes = decoded.batches(part.batches())?;
+        let start = body_start + part.batches().map_or(0, |r| r.offset() as usize);
+        partitions.push(ProducePart {
+            topic: part.topic().unwrap_or_default().to_owned(),
+            partition: part.partition(),
+            range: start..start + bytes.len(),
+        });
+    }
+    partitions.sort_by_key(|p| p.range.start);
+    if partitions
+        .windows(2)
+        .any(|w| w[0].range.end > w[1].range.start)
+    {
+        return Err(WireError::BodyRefOutOfBounds {
+            offset: 0,
+            len: 0,
+            body_len: decoded.body.len(),
+        });
+    }
+    Ok(ProducePlan {
+        acks: request.acks(),
+        partitions,
+    })
+}
+
+/// Appends every batch of a region; returns the first batch's base offset.
+async fn append_all(
+    log: &Log,
+    region: &mut BytesMut,
+    durability: Durability,
+) -> Result<u64, ErrorCode> {
+    let mut base = None;
+    while !region.is_empty() {
+        let header = peek_header(region).map_err(|_| ErrorCode::CorruptBatch)?;
+        let len = header.batch_len() as usize;
+        if len > region.len() {
+            return Err(ErrorCode::CorruptBatch);
+        }
+        let batch = region.split_to(len);
+        let info = log
+            .append(batch, durability)
+            .await
+            .map_err(|e| log_error_code(&e))?;
+        base.get_or_insert(info.base_offset);
+    }
+    base.ok_or(ErrorCode::InvalidRequest)
+}
+
+async fn list_offset(log: &Log, timestamp: i64) -> Result<(i64, i64), LogError> {
+    match timestamp {
+        -1 => Ok((log.log_end() as i64, -1)),
+        -2 => Ok((log.log_start() as i64, -1)),
+        ts => Ok(match log.offset_for_timestamp(ts).await? {
+            Some((offset, found)) => (offset as i64, found),
+            None => (log.log_end() as i64, -1),
+        }),
+    }
+}
+
+fn partition_index(partition: i32) -> Result<u32, ErrorCode> {
+    u32::try_from(partition).map_err(|_| ErrorCode::UnknownTopicOrPartition)
+}
+
+fn log_error_code(error: &LogError) -> ErrorCode {
+    match error {
+        LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        LogError::InvalidBatch(_) | LogError::BatchLengthMismatch { .. } => ErrorCode::CorruptBatch,
+        LogError::BatchTooLarge { .. } => ErrorCode::RecordTooLarge,
+        LogError::DiskFull { .. } => ErrorCode::DiskFull,
+        LogError::Closed => ErrorCode::ShuttingDown,
+        _ => ErrorCode::StorageError,
+    }
+}

@@ -1,0 +1,241 @@
+//! The broker: one shard per core, each with its own glommio executor, io_uring ring,
+//! listeners and partitions.
+//!
+//! ```text
+//!            shared native port (SO_REUSEPORT: the kernel spreads connections)
+//!      ┌────────────────┬────────────────┐
+//!   shard 0          shard 1    ...   shard N-1      each: own port too (shard-aware endpoint)
+//!   TopicStore ──push──▶ topic table copy on every shard
+//!   partitions p with shard_for(topic, p, N) == shard
+//! ```
+//!
+//! Shard state is `!Send` and lives on its thread. Shards talk only through bounded glommio
+//! channel meshes carrying [`shard::ShardMessage`]s: topic-table changes go from shard 0 to
+//! all, admin requests from any shard to shard 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use crate::config::LogConfig;
+
+mod conn;
+mod shard;
+
+pub use conn::ServerLimits;
+
+/// Everything `tidelog serve` needs.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Where partitions and metadata live.
+    pub data_dir: PathBuf,
+    /// The shared native port (port 0: any free port).
+    pub native_addr: SocketAddr,
+    /// Host advertised in metadata for shard endpoints.
+    pub advertised_host: String,
+    /// Number of shards (executors).
+    pub shards: usize,
+    /// Pin shard i to CPU i.
+    pub pin_cpus: bool,
+    /// Log settings for topics that do not override them.
+    pub log_defaults: LogConfig,
+    /// Partitions of a topic created without a count.
+    pub default_partitions: u32,
+    /// Bounds of the native listener.
+    pub limits: ServerLimits,
+}
+
+impl BrokerConfig {
+    /// Defaults that work on a laptop: data in `data_dir`, loopback, port 9292, one shard per
+    /// CPU the process may use.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        BrokerConfig {
+            data_dir: data_dir.into(),
+            native_addr: SocketAddr::from(([127, 0, 0, 1], 9292)),
+            advertised_host: "127.0.0.1".into(),
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pin_cpus: true,
+            log_defaults: LogConfig::default(),
+            default_partitions: 1,
+            limits: ServerLimits::default(),
+        }
+    }
+}
+
+/// Why the broker failed to start or stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// A shard could not start.
+    #[error("shard {shard} failed to start: {reason}")]
+    Startup {
+        /// The shard.
+        shard: usize,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A shard thread panicked or failed while stopping.
+    #[error("shard {shard} failed: {reason}")]
+    Shard {
+        /// The shard.
+        shard: usize,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The configuration is unusable.
+    #[error("invalid broker configuration: {0}")]
+    Config(String),
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct BrokerHandle {
+    native_addr: SocketAddr,
+    shard_addrs: Vec<SocketAddr>,
+    stop: Vec<glommio::channels::shared_channel::SharedSender<()>>,
+    threads: Vec<glommio::ExecutorJoinHandle<Result<(), String>>>,
+}
+
+impl BrokerHandle {
+    /// The shared native address.
+    pub fn native_addr(&self) -> SocketAddr {
+        self.native_addr
+    }
+
+    /// Each shard's own native address, by shard.
+    pub fn shard_addrs(&self) -> Vec<SocketAddr> {
+        self.shard_addrs.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, flushes every partition and waits for
+    /// the shards to exit.
+    ///
+    /// # Errors
+    /// The first shard that failed.
+    pub fn shutdown(self) -> Result<(), BrokerError> {
+        drop(self.stop);
+        let mut result = Ok(());
+        for (shard, thread) in self.threads.into_iter().enumerate() {
+            let outcome = match thread.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(reason)) => Err(reason),
+                Err(e) => Err(format!("{e}")),
+            };
+            if let (Err(reason), Ok(())) = (outcome, &result) {
+                result = Err(BrokerError::Shard { shard, reason });
+            }
+        }
+        result
+    }
+
+    /// Blocks until every shard exits (after a signal handler called for a stop).
+    ///
+    /// # Errors
+    /// As [`shutdown`](Self::shutdown).
+    pub fn wait(self) -> Result<(), BrokerError> {
+        self.shutdown()
+    }
+}
+
+/// Starts the shards and returns once every one of them is listening.
+///
+/// # Errors
+/// [`BrokerError::Startup`] naming the first shard that failed (bind, recovery, memlock).
+pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
+    if config.shards == 0 || config.shards > crate::limits::SHARDS_MAX {
+        return Err(BrokerError::Config(format!(
+            "shards {} not in [1, {}]",
+            config.shards,
+            crate::limits::SHARDS_MAX
+        )));
+    }
+    config
+        .log_defaults
+        .validate()
+        .map_err(|e| BrokerError::Config(e.to_string()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| BrokerError::Startup {
+        shard: 0,
+        reason: format!("create {}: {e}", config.data_dir.display()),
+    })?;
+    let mesh = glommio::channels::channel_mesh::MeshBuilder::full(
+        config.shards,
+        crate::limits::SHARD_CHANNEL_DEPTH,
+    );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Shard 0 binds the shared port first (it may be port 0), the others bind what it got.
+    let mut native_addr = config.native_addr;
+    let mut shard_addrs = Vec::with_capacity(config.shards);
+    let mut threads = Vec::with_capacity(config.shards);
+    let mut stop = Vec::with_capacity(config.shards);
+    let mut go = Vec::with_capacity(config.shards);
+    let (serving_tx, serving_rx) = mpsc::sync_channel(config.shards);
+    for shard in 0..config.shards {
+        let placement = if config.pin_cpus && config.shards <= cpus {
+            glommio::Placement::Fixed(shard)
+        } else {
+            glommio::Placement::Unbound
+        };
+        let builder = crate::runtime::executor_builder(placement, config.shards)
+            .map_err(|e| BrokerError::Startup {
+                shard,
+                reason: e.to_string(),
+            })?
+            .name(&format!("tidelog-shard-{shard}"));
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let (go_tx, go_rx) = mpsc::sync_channel(1);
+        let (stop_tx, stop_rx) = glommio::channels::shared_channel::new_bounded(1);
+        let shard_config = shard::ShardConfig {
+            shard,
+            shards: config.shards,
+            broker: config.clone(),
+            native_addr,
+        };
+        let mesh = mesh.clone();
+        let serving = serving_tx.clone();
+        let thread = builder
+            .spawn(move || shard::run(shard_config, mesh, ready_tx, go_rx, serving, stop_rx))
+            .map_err(|e| BrokerError::Startup {
+                shard,
+                reason: e.to_string(),
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(addrs)) => {
+                native_addr = addrs.shared;
+                shard_addrs.push(addrs.own);
+            }
+            Ok(Err(reason)) => return Err(BrokerError::Startup { shard, reason }),
+            Err(_) => {
+                return Err(BrokerError::Startup {
+                    shard,
+                    reason: "shard exited during start-up".into(),
+                })
+            }
+        }
+        threads.push(thread);
+        stop.push(stop_tx);
+        go.push(go_tx);
+    }
+    for go in go {
+        let _ = go.send(shard_addrs.clone());
+    }
+    for _ in 0..config.shards {
+        match serving_rx.recv() {
+            Ok(shard::Ready::Serving) => {}
+            Ok(shard::Ready::Failed(reason)) => {
+                return Err(BrokerError::Startup { shard: 0, reason });
+            }
+            Err(_) => {
+                return Err(BrokerError::Startup {
+                    shard: 0,
+                    reason: "a shard exited during start-up".into(),
+                })
+            }
+        }
+    }
+    Ok(BrokerHandle {
+        native_addr,
+        shard_addrs,
+        stop,
+        threads,
+    })
+}
