@@ -645,4 +645,4 @@ async fn read_frames(mut stream: Half, shared: &Shared) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -23,6 +23,7 @@ pub use client::{
 };
 pub use partitioner::Partitioner;
 mod producer;
+
 pub use producer::{Acks, Delivery, Producer, ProducerConfig, RecordMetadata};
 mod consumer;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, StartAt};

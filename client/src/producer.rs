@@ -633,3 +633,6 @@ impl Inner {
         self.changed.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,7 +14,7 @@ use tidelog_wire::native::{
 use super::*;
 
 /// Runs `f` on a fresh glommio executor that fits the locked-memory limit.
-fn run<F, Fut>(f: F)
+pub(crate) fn run<F, Fut>(f: F)
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
@@ -37,7 +37,7 @@ fn read_frame(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
     Some(frame)
 }
 
-fn write_msg(s: &mut std::net::TcpStream, cid: u32, body: BodyT) {
+pub(crate) fn write_msg(s: &mut std::net::TcpStream, cid: u32, body: BodyT) {
     let mut msg = MessageT::default();
     msg.correlation_id = cid;
     msg.body = body;
@@ -58,9 +58,9 @@ fn handshake_response() -> BodyT {
 
 /// Serves one connection: answers the handshake, then hands each later request to `serve`
 /// (which may answer, hold, or return `false` to close the connection).
-fn server<S>(mut serve: S) -> SocketAddr
+pub(crate) fn server<S>(mut serve: S) -> SocketAddr
 where
-    S: FnMut(&mut std::net::TcpStream, u32, BodyT) -> bool + Send + 'static,
+    S: FnMut(&mut std::net::TcpStream, u32, BodyT, &[u8]) -> bool + Send + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -72,7 +72,7 @@ where
                 .unpack();
             if let BodyT::HandshakeRequest(_) = msg.body {
                 write_msg(&mut s, msg.correlation_id, handshake_response());
-            } else if !serve(&mut s, msg.correlation_id, msg.body) {
+            } else if !serve(&mut s, msg.correlation_id, msg.body, &frame) {
                 return;
             }
         }
@@ -119,7 +119,7 @@ fn encode_call(
 fn handshake_reports_the_shard_and_responses_route_by_correlation_id() {
     // Holds the first metadata request and answers both in reverse order.
     let mut held: Option<(u32, String)> = None;
-    let addr = server(move |s, cid, body| {
+    let addr = server(move |s, cid, body, _| {
         let BodyT::MetadataRequest(m) = body else {
             return false;
         };
@@ -156,7 +156,7 @@ fn handshake_reports_the_shard_and_responses_route_by_correlation_id() {
 
 #[test]
 fn error_response_becomes_a_protocol_error() {
-    let addr = server(|s, cid, _| {
+    let addr = server(|s, cid, _, _| {
         let mut e = ErrorResponseT::default();
         e.error = ErrorCode::InvalidRequest;
         e.message = Some("nope".into());
@@ -179,7 +179,7 @@ fn error_response_becomes_a_protocol_error() {
 
 #[test]
 fn server_closing_fails_requests_in_flight() {
-    let addr = server(|_, _, _| false);
+    let addr = server(|_, _, _, _| false);
     run(move || async move {
         let conn = Connection::connect(addr, "test").await.expect("connect");
         let err = conn.call(metadata_request("x")).await.expect_err("closed");
@@ -193,7 +193,7 @@ fn server_closing_fails_requests_in_flight() {
 
 #[test]
 fn oversized_frame_from_the_server_closes_the_connection() {
-    let addr = server(|s, _, _| {
+    let addr = server(|s, _, _, _| {
         let huge = u32::try_from(FRAME_BYTES_MAX).expect("fits");
         s.write_all(&huge.to_le_bytes()).expect("write");
         std::thread::sleep(Duration::from_millis(200));
@@ -216,7 +216,7 @@ fn oversized_frame_from_the_server_closes_the_connection() {
 #[test]
 fn in_flight_requests_are_bounded() {
     // Never answers list-offsets requests.
-    let addr = server(|_, _, body| matches!(body, BodyT::ListOffsetsRequest(_)));
+    let addr = server(|_, _, body, _| matches!(body, BodyT::ListOffsetsRequest(_)));
     run(move || async move {
         let conn = Connection::connect(addr, "test").await.expect("connect");
         let list = || BodyT::ListOffsetsRequest(Box::default());
@@ -251,7 +251,7 @@ fn in_flight_requests_are_bounded() {
 
 #[test]
 fn request_times_out_and_forgets_its_entry() {
-    let addr = server(|_, _, _| true);
+    let addr = server(|_, _, _, _| true);
     run(move || async move {
         let options = ConnectOptions {
             request_timeout: Duration::from_millis(100),
