@@ -176,11 +176,18 @@ async fn consume(a: ConsumeArgs, stop: Arc<AtomicBool>) -> Result<()> {
     let mut last_record = Instant::now();
     let mut last_commit = Instant::now();
     let mut uncommitted = false;
+    let mut flowing = false;
     'outer: loop {
         if stop.load(Ordering::Relaxed) || a.count.is_some_and(|n| printed >= n) {
             break;
         }
-        let mut wait = POLL_WAIT_MAX;
+        // A poll waits for every shard's answer, and a shard with nothing new holds its
+        // answer for the whole wait: while records flow, ask without waiting.
+        let mut wait = if flowing {
+            Duration::ZERO
+        } else {
+            POLL_WAIT_MAX
+        };
         if let Some(t) = timeout {
             let left = t.saturating_sub(last_record.elapsed());
             if left.is_zero() {
@@ -189,7 +196,8 @@ async fn consume(a: ConsumeArgs, stop: Arc<AtomicBool>) -> Result<()> {
             wait = wait.min(left);
         }
         let records = consumer.poll(wait).await.map_err(|e| explain(e, &broker))?;
-        if !records.is_empty() {
+        flowing = !records.is_empty();
+        if flowing {
             last_record = Instant::now();
         }
         for r in &records {

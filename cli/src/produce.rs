@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use tidelog_client::{Acks, ClientError, Delivery, Partitioner, Producer, ProducerConfig};
+use tidelog_client::{Acks, Client, ClientError, Delivery, Partitioner, Producer, ProducerConfig};
 
 use crate::connect::{explain, on_executor, BrokerArgs};
 
@@ -21,6 +21,8 @@ const CHUNK_BYTES: usize = 1 << 20;
 const PENDING_BYTES_MAX: usize = 16 << 20;
 /// Records sent and not yet settled.
 const PENDING_RECORDS_MAX: usize = 200_000;
+/// Metadata lookups after the first before giving up on a topic the producer forgot.
+const REFRESH_RETRIES: u32 = 5;
 
 /// `--acks` values.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -205,7 +207,7 @@ async fn produce(a: ProduceArgs) -> Result<()> {
         }
     }
     let producer = Producer::new(
-        client,
+        client.clone(),
         ProducerConfig {
             acks: a.acks.into(),
             linger: Duration::from_millis(a.linger_ms),
@@ -225,9 +227,11 @@ async fn produce(a: ProduceArgs) -> Result<()> {
             .then(|| std::io::BufWriter::with_capacity(1 << 16, std::io::stdout())),
     };
     let read_next = |state| glommio::executor().spawn_blocking(move || read_chunk(state));
+    // Why reading stdin stopped before its end, if it did.
+    let mut gave_up: Option<ClientError> = None;
     let mut stopped_early = false;
     let mut next = Some(read_next(ReaderState { carry: Vec::new() }));
-    while let Some(reading) = next.take() {
+    'reading: while let Some(reading) = next.take() {
         let chunk = reading.await?;
         if !chunk.eof {
             next = Some(read_next(chunk.state));
@@ -254,6 +258,15 @@ async fn produce(a: ProduceArgs) -> Result<()> {
             {
                 tally.settle_one().await?;
             }
+            if client.cached_topic(&a.topic).is_none() {
+                // The producer forgot the topic after an error. Records sent now would wait in
+                // its backlog, where each one retries the metadata lookup on its own: with the
+                // broker gone that takes minutes. Look it up here, once.
+                if let Err(e) = refresh(&client, &a.topic).await {
+                    gave_up = Some(e);
+                    break 'reading;
+                }
+            }
             let delivery = producer.send(&a.topic, key, value, a.partition);
             tally.sent += 1;
             tally.pending_bytes += bytes;
@@ -278,20 +291,40 @@ async fn produce(a: ProduceArgs) -> Result<()> {
     if let Some(out) = tally.out.as_mut() {
         out.flush()?;
     }
-    if let Some(e) = tally.first_error {
-        let stopped = if stopped_early {
-            "; stopped reading stdin at the first failure"
-        } else {
-            ""
-        };
-        bail!(
+    let stopped = if stopped_early || gave_up.is_some() {
+        "; stopped reading stdin at the first failure"
+    } else {
+        ""
+    };
+    match (tally.first_error, gave_up) {
+        (Some(e), _) => bail!(
             "{} of {} records failed{stopped}: {:#}",
             tally.failed,
             tally.sent,
             explain(e, &broker)
-        );
+        ),
+        (None, Some(e)) => bail!(
+            "stopped reading stdin after {} records: {:#}",
+            tally.sent,
+            explain(e, &broker)
+        ),
+        (None, None) => Ok(()),
     }
-    Ok(())
+}
+
+/// Fetches `topic`'s metadata again, retrying a few times over about 1.5 s.
+async fn refresh(client: &Client, topic: &str) -> Result<(), ClientError> {
+    let mut attempt = 0u32;
+    loop {
+        match client.topic(topic).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_retriable() && attempt < REFRESH_RETRIES => {
+                attempt += 1;
+                glommio::timer::sleep(Duration::from_millis(100) * attempt).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

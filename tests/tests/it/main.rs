@@ -1,5 +1,6 @@
 //! Integration tests of the storage engine against real files (glommio, O_DIRECT).
 
+mod cli;
 mod native_broker;
 mod storage_corruption;
 mod storage_crash;

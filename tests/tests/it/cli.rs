@@ -1,0 +1,607 @@
+//! The `tidelog` command end to end: real `tidelog serve` processes, topic administration,
+//! parallel producers feeding stdin, consumers checking every record, a clean restart, a
+//! kill -9 during an `--acks all` produce, and the one-line error messages.
+//!
+//! The binary is `tidelog-under-test`, a binary of this package built from `cli/src/main.rs`
+//! (see `tests/Cargo.toml`), so cargo builds it from the current source before these tests.
+//!
+//! `TIDELOG_E2E_RECORDS` sets how many records the big produce/consume round trip moves
+//! (default 1,000,000).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidelog-under-test");
+const PRODUCERS: usize = 3;
+
+/// These tests each run a broker with two shards plus several client processes; on a small
+/// machine they are much faster one at a time than interleaved.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn records_wanted() -> usize {
+    std::env::var("TIDELOG_E2E_RECORDS")
+        .ok()
+        .map(|v| v.parse().expect("TIDELOG_E2E_RECORDS is a number"))
+        .unwrap_or(1_000_000)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A `tidelog serve` child process.
+struct Broker {
+    child: Child,
+    dir: PathBuf,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Broker {
+    fn start(dir: &Path, run: usize) -> Broker {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = dir.with_extension(format!("serve-{run}.log"));
+        let child = Command::new(BIN)
+            .args([
+                "serve",
+                "--shards",
+                "2",
+                "--native-addr",
+                &addr,
+                "--data-dir",
+            ])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn tidelog serve");
+        let mut broker = Broker {
+            child,
+            dir: dir.to_owned(),
+            addr,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(&broker.addr).is_err() {
+            if let Some(status) = broker.child.try_wait().expect("try_wait") {
+                panic!("broker exited with {status}: {}", broker.stderr());
+            }
+            assert!(Instant::now() < deadline, "broker did not listen in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        broker
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill only sends a signal to our own child process.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+
+    fn wait(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "broker did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, and the broker must say it stopped cleanly and exit 0.
+    fn stop(mut self) -> PathBuf {
+        self.signal(libc::SIGTERM);
+        let status = self.wait(Duration::from_secs(60));
+        let stderr = self.stderr();
+        assert!(status.success(), "broker exited with {status}: {stderr}");
+        assert!(stderr.contains("stopped cleanly"), "{stderr}");
+        self.dir.clone()
+    }
+
+    fn kill_9(mut self) -> PathBuf {
+        self.signal(libc::SIGKILL);
+        self.wait(Duration::from_secs(30));
+        self.dir.clone()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn tidelog(broker: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args).args(["--broker", broker]);
+    c
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}: {}",
+        out.status,
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn run_ok(broker: &str, args: &[&str]) -> String {
+    let out = tidelog(broker, args).output().expect("run tidelog");
+    ok(out, &args.join(" "))
+}
+
+/// One row of `topic describe`.
+#[derive(Debug)]
+struct PartitionRow {
+    partition: i32,
+    shard: u16,
+    endpoint: String,
+    start: i64,
+    end: i64,
+}
+
+fn describe(broker: &str, topic: &str) -> (String, Vec<PartitionRow>) {
+    let out = run_ok(broker, &["topic", "describe", topic]);
+    let mut lines = out.lines();
+    let summary = lines.next().expect("summary line").to_owned();
+    let header = lines.next().expect("header line");
+    assert!(header.starts_with("partition"), "{out}");
+    let rows = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 5, "{l}");
+            PartitionRow {
+                partition: f[0].parse().expect("partition"),
+                shard: f[1].parse().expect("shard"),
+                endpoint: f[2].to_owned(),
+                start: f[3].parse().expect("start"),
+                end: f[4].parse().expect("end"),
+            }
+        })
+        .collect();
+    (summary, rows)
+}
+
+/// Runs `tidelog produce topic <args>` fed `input` on stdin; returns its output.
+fn produce(broker: &str, topic: &str, args: &[&str], input: Vec<u8>) -> Output {
+    let mut cmd = tidelog(broker, &[&["produce", topic][..], args].concat());
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn produce");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().expect("produce output");
+    writer.join().expect("writer").expect("stdin written");
+    out
+}
+
+/// A consumed record: (offset, key, value).
+type Rec = (i64, String, String);
+
+/// Reads `count` records of one partition from the beginning with every field printed.
+fn consume_partition(broker: &str, topic: &str, partition: i32, count: i64) -> Vec<Rec> {
+    if count == 0 {
+        return Vec::new();
+    }
+    let p = partition.to_string();
+    let n = count.to_string();
+    let out = run_ok(
+        broker,
+        &[
+            "consume",
+            topic,
+            "--from-beginning",
+            "--partition",
+            &p,
+            "--count",
+            &n,
+            "--print-partition",
+            "--print-offset",
+            "--print-key",
+            "--timeout-ms",
+            "30000",
+        ],
+    );
+    out.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(4, '\t').collect();
+            assert_eq!(f.len(), 4, "{l:?}");
+            assert_eq!(f[0], p, "partition field");
+            (
+                f[1].parse().expect("offset"),
+                f[2].to_owned(),
+                f[3].to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Every partition read whole, in parallel, from the end offsets `topic describe` shows.
+fn consume_all(broker: &str, topic: &str) -> BTreeMap<i32, Vec<Rec>> {
+    let (_, rows) = describe(broker, topic);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                assert_eq!(r.start, 0, "nothing was deleted");
+                let (p, end) = (r.partition, r.end);
+                (p, s.spawn(move || consume_partition(broker, topic, p, end)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(p, h)| (p, h.join().expect("consumer thread")))
+            .collect()
+    })
+}
+
+/// Checks dense in-order offsets, keys matching values, and per-producer order; returns
+/// every value once (panics on a duplicate).
+fn check_partitions(parts: &BTreeMap<i32, Vec<Rec>>) -> HashSet<String> {
+    let mut all = HashSet::new();
+    for (p, records) in parts {
+        let mut last_seq: HashMap<String, u64> = HashMap::new();
+        for (i, (offset, key, value)) in records.iter().enumerate() {
+            assert_eq!(
+                *offset, i as i64,
+                "partition {p}: offsets dense and in order"
+            );
+            let (producer, seq) = value.split_once('-').expect("value is producer-seq");
+            let seq: u64 = seq.parse().expect("seq");
+            assert_eq!(key, &format!("k{seq}"), "partition {p} offset {offset}");
+            if let Some(prev) = last_seq.insert(producer.to_owned(), seq) {
+                assert!(
+                    prev < seq,
+                    "partition {p}: producer {producer} wrote {prev} before {seq}"
+                );
+            }
+            assert!(all.insert(value.clone()), "duplicate record {value}");
+        }
+    }
+    all
+}
+
+/// Lines `k<seq>:<producer>-<seq>` for `seqs`; returns the input and the values.
+fn lines(producer: &str, seqs: std::ops::Range<usize>) -> (Vec<u8>, Vec<String>) {
+    let mut input = Vec::with_capacity(seqs.len() * 24);
+    let mut values = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        let value = format!("{producer}-{seq}");
+        writeln!(input, "k{seq}:{value}").expect("write to Vec");
+        values.push(value);
+    }
+    (input, values)
+}
+
+#[test]
+fn admin_million_records_and_clean_restart() {
+    let _one = serial();
+    let tmp = crate::test_dir("cli-e2e");
+    let dir = tmp.path().join("data");
+    let broker = Broker::start(&dir, 0);
+    let b = broker.addr.clone();
+
+    // 1. Topic administration.
+    run_ok(&b, &["topic", "create", "events", "--partitions", "3"]);
+    run_ok(
+        &b,
+        &[
+            "topic",
+            "create",
+            "small",
+            "--partitions",
+            "1",
+            "--retention-ms",
+            "60000",
+            "--retention-bytes",
+            "1048576",
+        ],
+    );
+    let listed = run_ok(&b, &["topic", "list"]);
+    assert_eq!(listed, "events\nsmall\n");
+    let (summary, rows) = describe(&b, "events");
+    assert!(summary.contains("partitions 3"), "{summary}");
+    assert_eq!(rows.len(), 3);
+    assert_eq!(
+        rows.iter().map(|r| r.partition).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    let shards: HashSet<u16> = rows.iter().map(|r| r.shard).collect();
+    assert_eq!(shards.len(), 2, "3 partitions over both shards: {rows:?}");
+    for r in &rows {
+        assert!(
+            r.endpoint.starts_with("127.0.0.1:"),
+            "endpoint {}",
+            r.endpoint
+        );
+        assert_ne!(r.endpoint, b, "a shard's own endpoint, not the shared port");
+        assert_eq!((r.start, r.end), (0, 0));
+    }
+    let endpoints: HashSet<&str> = rows.iter().map(|r| r.endpoint.as_str()).collect();
+    assert_eq!(endpoints.len(), 2, "one endpoint per shard");
+    let (small, _) = describe(&b, "small");
+    assert!(
+        small.contains("retention.ms 60000") && small.contains("retention.bytes 1048576"),
+        "{small}"
+    );
+    run_ok(&b, &["topic", "delete", "small"]);
+    assert_eq!(run_ok(&b, &["topic", "list"]), "events\n");
+
+    // 2. Parallel producers, then every record read back.
+    let total = records_wanted();
+    let started = Instant::now();
+    let mut expected: HashSet<String> = HashSet::with_capacity(total);
+    let mut inputs = Vec::new();
+    for j in 0..PRODUCERS {
+        let from = total * j / PRODUCERS;
+        let to = total * (j + 1) / PRODUCERS;
+        let (input, values) = lines(&format!("p{j}"), from..to);
+        expected.extend(values);
+        inputs.push(input);
+    }
+    let outputs: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = inputs
+            .into_iter()
+            .map(|input| {
+                let b = &b;
+                s.spawn(move || {
+                    produce(b, "events", &["--acks", "1", "--key-separator", ":"], input)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("producer"))
+            .collect()
+    });
+    for out in outputs {
+        let stdout = ok(out, "produce");
+        assert!(stdout.is_empty(), "produce prints nothing: {stdout}");
+    }
+    let produced_in = started.elapsed();
+    let (_, rows) = describe(&b, "events");
+    assert_eq!(
+        rows.iter().map(|r| r.end).sum::<i64>(),
+        total as i64,
+        "{rows:?}"
+    );
+    let consumed = consume_all(&b, "events");
+    let values = check_partitions(&consumed);
+    assert_eq!(values.len(), total);
+    assert!(values == expected, "consumed values differ from produced");
+    eprintln!(
+        "cli e2e: {total} records produced by {PRODUCERS} processes in {produced_in:?}, \
+         read back in {:?}",
+        started.elapsed() - produced_in
+    );
+
+    // 3. Clean restart on the same directory, more records, everything still there.
+    let dir = broker.stop();
+    let broker = Broker::start(&dir, 1);
+    let b = broker.addr.clone();
+    assert_eq!(run_ok(&b, &["topic", "list"]), "events\n");
+    let (input, more) = lines("r", 0..30_000);
+    ok(
+        produce(
+            &b,
+            "events",
+            &["--acks", "all", "--key-separator", ":"],
+            input,
+        ),
+        "produce after restart",
+    );
+    expected.extend(more);
+    let consumed = consume_all(&b, "events");
+    let values = check_partitions(&consumed);
+    assert_eq!(values.len(), total + 30_000);
+    assert!(values == expected, "old and new records after the restart");
+    broker.stop();
+}
+
+#[test]
+fn kill_9_keeps_every_acknowledged_record() {
+    let _one = serial();
+    let tmp = crate::test_dir("cli-kill9");
+    let dir = tmp.path().join("data");
+    let broker = Broker::start(&dir, 0);
+    let b = broker.addr.clone();
+    run_ok(&b, &["topic", "create", "acked", "--partitions", "3"]);
+
+    let mut child = tidelog(
+        &b,
+        &[
+            "produce",
+            "acked",
+            "--acks",
+            "all",
+            "--verbose",
+            "--key-separator",
+            ":",
+        ],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn produce");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // Feeds lines until the producer stops reading (it exits after the broker dies).
+    let writer = std::thread::spawn(move || {
+        for chunk in 0..1_000 {
+            let (input, _) = lines("a", chunk * 2_000..(chunk + 1) * 2_000);
+            if stdin.write_all(&input).is_err() {
+                return;
+            }
+        }
+    });
+    let acked = Arc::new(AtomicUsize::new(0));
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = {
+        let acked = Arc::clone(&acked);
+        std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                lines.push(line.expect("utf8 line"));
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+            lines
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.load(Ordering::Relaxed) < 20_000 {
+        assert!(Instant::now() < deadline, "no acknowledgements");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let dir = broker.kill_9();
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("producer did not give up after the broker died");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    writer.join().expect("writer");
+    let ok_lines = reader.join().expect("reader");
+    assert_eq!(status.code(), Some(1), "producer fails: {stderr}");
+    assert!(stderr.starts_with("tidelog: "), "{stderr}");
+    assert!(
+        stderr.contains("records failed") || stderr.contains("stopped reading stdin"),
+        "{stderr}"
+    );
+
+    let broker = Broker::start(&dir, 1);
+    let b = broker.addr.clone();
+    let consumed = consume_all(&b, "acked");
+    let stored: HashMap<(i32, i64), &str> = consumed
+        .iter()
+        .flat_map(|(p, recs)| recs.iter().map(move |(o, _, v)| ((*p, *o), v.as_str())))
+        .collect();
+    for line in &ok_lines {
+        let f: Vec<&str> = line.splitn(4, ' ').collect();
+        assert_eq!(f.len(), 4, "{line}");
+        assert_eq!(f[0], "OK", "{line}");
+        let key = (
+            f[1].parse::<i32>().expect("partition"),
+            f[2].parse::<i64>().expect("offset"),
+        );
+        assert_eq!(
+            stored.get(&key).copied(),
+            Some(f[3]),
+            "acknowledged record {line} after kill -9"
+        );
+    }
+    eprintln!(
+        "cli kill -9: {} acknowledged records all present ({} stored)",
+        ok_lines.len(),
+        stored.len()
+    );
+    broker.stop();
+}
+
+#[test]
+fn errors_are_one_actionable_line() {
+    let _one = serial();
+    let out = Command::new(BIN)
+        .args(["topic", "list", "--broker", "127.0.0.1:1"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "tidelog: cannot reach the broker at 127.0.0.1:1: connection refused — is tidelog \
+         serve running?\n"
+    );
+
+    let tmp = crate::test_dir("cli-errors");
+    let broker = Broker::start(&tmp.path().join("data"), 0);
+    let b = broker.addr.clone();
+    for args in [
+        &[
+            "consume",
+            "nosuchtopic",
+            "--count",
+            "1",
+            "--timeout-ms",
+            "500",
+        ][..],
+        &["topic", "describe", "nosuchtopic"],
+        &["topic", "delete", "nosuchtopic"],
+    ] {
+        let out = tidelog(&b, args).output().expect("run");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            text(&out.stderr),
+            "tidelog: topic nosuchtopic does not exist\n",
+            "{args:?}"
+        );
+    }
+    let out = produce(&b, "nosuchtopic", &[], b"x\n".to_vec());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "tidelog: topic nosuchtopic does not exist\n"
+    );
+
+    run_ok(&b, &["topic", "create", "t", "--partitions", "2"]);
+    let out = tidelog(&b, &["topic", "create", "t"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "tidelog: topic t already exists\n");
+    let out = tidelog(&b, &["consume", "t", "--partition", "5", "--count", "1"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no partition 5"), "{out:?}");
+    // A consumer that reaches --timeout-ms without records exits 0 with nothing printed.
+    let out = run_ok(&b, &["consume", "t", "--timeout-ms", "300"]);
+    assert!(out.is_empty());
+
+    let out = tidelog(&b, &["consume", "t", "--no-such-flag"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "clap's usage error");
+    assert!(text(&out.stderr).contains("--no-such-flag"), "{out:?}");
+    broker.stop();
+}
