@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 
-use tidelog_wire::batch::{verify, BatchBuilder, VerifyLimits};
+use tidelog_wire::batch::BatchBuilder;
 
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -78,34 +78,22 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
         let dir = data_dir.join(OFFSETS_DIR).join(slot.to_string());
         let log = PartitionLog::open(storage, clock, &dir, config).await?;
         let mut offsets = HashMap::new();
-        let mut offset = log.log_start();
-        while offset < log.log_end() {
-            let read = log.read(offset, 1 << 20).await?;
-            for chunk in &read.chunks {
-                let mut bytes: &[u8] = chunk;
-                while !bytes.is_empty() {
-                    let view = verify(bytes, &VerifyLimits::default())?;
-                    for record in view.records()? {
-                        let (Some(key), Some(head)) =
-                            (record.key.and_then(decode_key), record.value.get(..8))
-                        else {
-                            continue;
-                        };
-                        let value = i64::from_le_bytes(head.try_into().unwrap_or([0; 8]));
-                        let metadata = String::from_utf8_lossy(&record.value[8..]).into_owned();
-                        offsets.insert(
-                            key,
-                            Committed {
-                                offset: value,
-                                metadata,
-                            },
-                        );
-                    }
-                    bytes = &bytes[view.batch_len()..];
-                }
-            }
-            offset = read.next_offset;
-        }
+        log.replay(|record| {
+            let (Some(key), Some(head)) = (record.key.and_then(decode_key), record.value.get(..8))
+            else {
+                return;
+            };
+            let value = i64::from_le_bytes(head.try_into().unwrap_or([0; 8]));
+            let metadata = String::from_utf8_lossy(&record.value[8..]).into_owned();
+            offsets.insert(
+                key,
+                Committed {
+                    offset: value,
+                    metadata,
+                },
+            );
+        })
+        .await?;
         Ok(OffsetStore {
             log,
             offsets: RefCell::new(offsets),
