@@ -149,9 +149,20 @@ impl Connection {
         }
         let total = native::peek_frame_len(&prefix, &self.limits)?
             .ok_or(WireError::Truncated { need: 4, have: 0 })?;
-        let mut frame = BytesMut::zeroed(total);
-        frame[..4].copy_from_slice(&prefix);
-        self.stream.read_exact(&mut frame[4..]).await?;
+        // Grow the buffer with the bytes that actually arrive, never by what the length field
+        // claims: a peer announcing 64 MiB and sending nothing costs one small chunk.
+        let mut frame = BytesMut::with_capacity(total.min(FRAME_RESERVE_BYTES));
+        frame.extend_from_slice(&prefix);
+        while frame.len() < total {
+            let filled = frame.len();
+            let chunk = (total - filled).min(READ_CHUNK_BYTES);
+            frame.resize(filled + chunk, 0);
+            let read = self.stream.read(&mut frame[filled..]).await?;
+            if read == 0 {
+                return Err(ConnectionError::Closed);
+            }
+            frame.truncate(filled + read);
+        }
         Ok(frame)
     }
 
@@ -571,6 +582,13 @@ impl Connection {
 async fn timeout_unit(sleep: impl std::future::Future<Output = ()>) {
     sleep.await;
 }
+
+/// Most bytes a frame buffer grows by per socket read.
+const READ_CHUNK_BYTES: usize = 256 << 10;
+
+/// Bytes reserved for a frame before its bytes arrive: typical frames (produce batches up to
+/// 1 MiB) land in one allocation, larger ones grow as they are received.
+const FRAME_RESERVE_BYTES: usize = 1 << 20;
 
 /// How often a long-polling fetch re-reads partitions owned by other shards.
 const REMOTE_POLL: Duration = Duration::from_millis(5);
