@@ -1,6 +1,7 @@
-//! `tidelog`: run the broker.
+//! `tidelog`: run the broker, manage topics, produce and consume.
 //!
-//! Topic administration, produce and consume commands arrive with the native client.
+//! Client commands (`topic`, `produce`, `consume`) run the native client on one glommio
+//! executor of their own and print errors as one line, `tidelog: <message>`, exit status 1.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -13,6 +14,10 @@ use clap::{Parser, Subcommand};
 use tidelog_engine::broker::{self, BrokerConfig};
 
 mod checks;
+mod connect;
+mod consume;
+mod produce;
+mod topic;
 
 /// Tidelog: a persistent, partitioned log broker.
 #[derive(Debug, Parser)]
@@ -26,6 +31,13 @@ struct Cli {
 enum Command {
     /// Run the broker in the foreground until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Write each line of stdin as a record.
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic, one per line.
+    Consume(consume::ConsumeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,6 +69,9 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Topic(command) => topic::run(command),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
     }
 }
 
