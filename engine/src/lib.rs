@@ -14,6 +14,7 @@
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod groups;
 pub mod io;
 pub mod limits;
 pub mod log;

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use tidelog_wire::batch::{verify, BatchBuilder, VerifyLimits};
+use tidelog_wire::batch::BatchBuilder;
 
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -211,31 +211,23 @@ impl<S: Storage, C: Clock> TopicStore<S, C> {
         let dir = data_dir.join(META_DIR).join("0");
         let log = PartitionLog::open(storage, clock, &dir, meta_config).await?;
         let mut topics = BTreeMap::new();
-        let mut offset = log.log_start();
-        while offset < log.log_end() {
-            let read = log.read(offset, 1 << 20).await?;
-            for chunk in &read.chunks {
-                let mut bytes: &[u8] = chunk;
-                while !bytes.is_empty() {
-                    let view = verify(bytes, &VerifyLimits::default()).map_err(LogError::from)?;
-                    for record in view.records().map_err(LogError::from)? {
-                        let name =
-                            String::from_utf8_lossy(record.key.unwrap_or_default()).into_owned();
-                        if record.value.is_empty() {
-                            topics.remove(&name);
-                        } else {
-                            let config = TopicConfig::decode(record.value).ok_or_else(|| {
-                                MetaError::CorruptRecord {
-                                    topic: name.clone(),
-                                }
-                            })?;
-                            topics.insert(name, config);
-                        }
+        let mut corrupt = None;
+        log.replay(|record| {
+            let name = String::from_utf8_lossy(record.key.unwrap_or_default()).into_owned();
+            if record.value.is_empty() {
+                topics.remove(&name);
+            } else {
+                match TopicConfig::decode(record.value) {
+                    Some(config) => {
+                        topics.insert(name, config);
                     }
-                    bytes = &bytes[view.batch_len()..];
+                    None => corrupt = corrupt.take().or(Some(name)),
                 }
             }
-            offset = read.next_offset;
+        })
+        .await?;
+        if let Some(topic) = corrupt {
+            return Err(MetaError::CorruptRecord { topic });
         }
         Ok(TopicStore {
             log,

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
-use tidelog_wire::batch::peek_header;
 use tidelog_wire::native::{
     self, Body, BodyT, EndpointT, ErrorCode, FetchResponsePartition, FrameEncoder, FrameLimits,
     HandshakeResponseT, ListOffsetsResponseT, ListOffsetsResultT, MessageT, MetadataResponseT,
@@ -20,8 +19,7 @@ use tidelog_wire::native::{
 };
 use tidelog_wire::WireError;
 
-use super::shard::{Log, Shard};
-use crate::error::LogError;
+use super::shard::Shard;
 use crate::log::{Durability, ReadChunk};
 use crate::meta::TopicConfig;
 
@@ -151,9 +149,20 @@ impl Connection {
         }
         let total = native::peek_frame_len(&prefix, &self.limits)?
             .ok_or(WireError::Truncated { need: 4, have: 0 })?;
-        let mut frame = BytesMut::zeroed(total);
-        frame[..4].copy_from_slice(&prefix);
-        self.stream.read_exact(&mut frame[4..]).await?;
+        // Grow the buffer with the bytes that actually arrive, never by what the length field
+        // claims: a peer announcing 64 MiB and sending nothing costs one small chunk.
+        let mut frame = BytesMut::with_capacity(total.min(FRAME_RESERVE_BYTES));
+        frame.extend_from_slice(&prefix);
+        while frame.len() < total {
+            let filled = frame.len();
+            let chunk = (total - filled).min(READ_CHUNK_BYTES);
+            frame.resize(filled + chunk, 0);
+            let read = self.stream.read(&mut frame[filled..]).await?;
+            if read == 0 {
+                return Err(ConnectionError::Closed);
+            }
+            frame.truncate(filled + read);
+        }
         Ok(frame)
     }
 
@@ -212,12 +221,8 @@ impl Connection {
                         self.send_message(&message).await
                     }
                     None => {
-                        self.send_error(
-                            correlation_id,
-                            ErrorCode::InvalidRequest,
-                            "consumer-group offsets are not implemented yet",
-                        )
-                        .await
+                        self.send_error(correlation_id, ErrorCode::InvalidRequest, "not a request")
+                            .await
                     }
                 }
             }
@@ -335,16 +340,16 @@ impl Connection {
                 for wanted in request.partitions.unwrap_or_default() {
                     let topic = wanted.topic.unwrap_or_default();
                     let mut result = ListOffsetsResultT::default();
-                    match partition_index(wanted.partition).and_then(|p| shard.partition(&topic, p))
-                    {
+                    let listed = match partition_index(wanted.partition) {
+                        Ok(p) => shard.list_offset(&topic, p, wanted.timestamp).await,
+                        Err(code) => Err(code),
+                    };
+                    match listed {
+                        Ok((offset, timestamp)) => {
+                            result.offset = offset;
+                            result.timestamp = timestamp;
+                        }
                         Err(code) => result.error = code,
-                        Ok(log) => match list_offset(&log, wanted.timestamp).await {
-                            Ok((offset, timestamp)) => {
-                                result.offset = offset;
-                                result.timestamp = timestamp;
-                            }
-                            Err(e) => result.error = log_error_code(&e),
-                        },
                     }
                     result.topic = Some(topic);
                     result.partition = wanted.partition;
@@ -353,6 +358,67 @@ impl Connection {
                 let mut response = ListOffsetsResponseT::default();
                 response.partitions = Some(results);
                 BodyT::ListOffsetsResponse(Box::new(response))
+            }
+            BodyT::OffsetCommitRequest(request) => {
+                let group = request.group.unwrap_or_default();
+                let mut codes = Vec::new();
+                let mut valid = Vec::new();
+                for o in request.offsets.unwrap_or_default() {
+                    let topic = o.topic.unwrap_or_default();
+                    let exists =
+                        partition_index(o.partition).and_then(|p| shard.check_exists(&topic, p));
+                    codes.push((topic.clone(), o.partition, exists.err()));
+                    if exists.is_ok() {
+                        valid.push((topic, o.partition, o.offset, o.metadata.unwrap_or_default()));
+                    }
+                }
+                let committed = shard.commit_offsets(&group, valid).await;
+                let results = codes
+                    .into_iter()
+                    .map(|(topic, partition, error)| {
+                        let mut result = native::PartitionErrorT::default();
+                        result.topic = Some(topic);
+                        result.partition = partition;
+                        result.error = error.unwrap_or(committed);
+                        result
+                    })
+                    .collect();
+                let mut response = native::OffsetCommitResponseT::default();
+                response.results = Some(results);
+                BodyT::OffsetCommitResponse(Box::new(response))
+            }
+            BodyT::OffsetFetchRequest(request) => {
+                let group = request.group.unwrap_or_default();
+                let partitions: Vec<(String, i32)> = request
+                    .partitions
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| (p.topic.unwrap_or_default(), p.partition))
+                    .collect();
+                let fetched = shard.fetch_offsets(&group, partitions.clone()).await;
+                let offsets = partitions
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (topic, partition))| {
+                        let mut result = native::FetchedOffsetT::default();
+                        result.topic = Some(topic);
+                        result.partition = partition;
+                        result.offset = -1;
+                        match &fetched {
+                            Ok(found) => {
+                                if let Some(Some(committed)) = found.get(i) {
+                                    result.offset = committed.offset;
+                                    result.metadata = Some(committed.metadata.clone());
+                                }
+                            }
+                            Err(code) => result.error = *code,
+                        }
+                        result
+                    })
+                    .collect();
+                let mut response = native::OffsetFetchResponseT::default();
+                response.offsets = Some(offsets);
+                BodyT::OffsetFetchResponse(Box::new(response))
             }
             _ => return None,
         })
@@ -374,21 +440,20 @@ impl Connection {
         let mut results = Vec::with_capacity(plan.partitions.len());
         for part in plan.partitions {
             rest.advance(part.range.start - cursor);
-            let mut region = rest.split_to(part.range.len());
+            let region = rest.split_to(part.range.len());
             cursor = part.range.end;
             let mut result = ProducePartitionResultT::default();
-            match partition_index(part.partition).and_then(|p| self.shard.partition(&part.topic, p))
-            {
+            let produced = match partition_index(part.partition) {
+                Ok(p) => self.shard.produce(&part.topic, p, region, durability).await,
+                Err(code) => Err(code),
+            };
+            match produced {
+                Ok((base_offset, log_start)) => {
+                    result.base_offset = base_offset as i64;
+                    result.log_start = log_start as i64;
+                }
                 Err(code) => result.error = code,
-                Ok(log) => match append_all(&log, &mut region, durability).await {
-                    Ok(base_offset) => {
-                        result.base_offset = base_offset as i64;
-                        result.log_start = log.log_start() as i64;
-                    }
-                    Err(code) => result.error = code,
-                },
             }
-            self.shard.appended.notify();
             result.topic = Some(part.topic);
             result.partition = part.partition;
             results.push(result);
@@ -427,6 +492,7 @@ impl Connection {
             let mut parts = Vec::with_capacity(wanted.len());
             let mut total = 0usize;
             let mut errors = false;
+            let mut remote = false;
             for want in &wanted {
                 let topic = want.topic.clone().unwrap_or_default();
                 let budget = (want.max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
@@ -438,26 +504,33 @@ impl Connection {
                     log_start: -1,
                     chunks: Vec::new(),
                 };
-                match partition_index(want.partition)
-                    .and_then(|p| self.shard.partition(&part.topic, p))
-                {
-                    Err(code) => part.error = code,
-                    Ok(log) => {
-                        part.high_watermark = log.high_watermark() as i64;
-                        part.log_start = log.log_start() as i64;
-                        let offset = u64::try_from(want.offset).unwrap_or(u64::MAX);
-                        // Past the budget only a partition that has returned nothing yet may
-                        // still return its first batch (at least one batch overall).
-                        if budget > 0 || total == 0 {
-                            match log.read(offset, budget.max(1)).await {
-                                Ok(read) => {
-                                    total += read.len();
-                                    part.chunks = read.chunks;
-                                }
-                                Err(e) => part.error = log_error_code(&e),
-                            }
-                        }
+                let offset = u64::try_from(want.offset).unwrap_or(u64::MAX);
+                // Past the budget a partition may still return its first batch while nothing
+                // has been returned yet (at least one batch overall).
+                let budget = if budget > 0 || total == 0 {
+                    budget.max(1)
+                } else {
+                    0
+                };
+                let fetched = match partition_index(want.partition) {
+                    Ok(p) if budget > 0 => self.shard.fetch(&part.topic, p, offset, budget).await,
+                    Ok(p) => self
+                        .shard
+                        .check_exists(&part.topic, p)
+                        .map(|()| (0, 0, Vec::new())),
+                    Err(code) => Err(code),
+                };
+                if let Ok(p) = partition_index(want.partition) {
+                    remote |= self.shard.owner(&part.topic, p) != self.shard.id;
+                }
+                match fetched {
+                    Ok((high_watermark, log_start, chunks)) => {
+                        part.high_watermark = high_watermark as i64;
+                        part.log_start = log_start as i64;
+                        total += chunks.iter().map(|c| c.len()).sum::<usize>();
+                        part.chunks = chunks;
                     }
+                    Err(code) => part.error = code,
                 }
                 errors |= part.error != ErrorCode::None;
                 parts.push(part);
@@ -466,8 +539,13 @@ impl Connection {
             if total >= min_bytes.max(1) || errors || now >= deadline || self.shard.stopped.get() {
                 return self.send_fetch(correlation_id, parts).await;
             }
-            let timeout = glommio::timer::sleep(deadline - now);
-            futures_lite::future::or(listener, timeout_unit(timeout)).await;
+            // Appends on other shards do not wake this one: poll forwarded partitions briefly.
+            let nap = if remote {
+                (deadline - now).min(REMOTE_POLL)
+            } else {
+                deadline - now
+            };
+            futures_lite::future::or(listener, timeout_unit(glommio::timer::sleep(nap))).await;
         }
     }
 
@@ -504,6 +582,16 @@ impl Connection {
 async fn timeout_unit(sleep: impl std::future::Future<Output = ()>) {
     sleep.await;
 }
+
+/// Most bytes a frame buffer grows by per socket read.
+const READ_CHUNK_BYTES: usize = 256 << 10;
+
+/// Bytes reserved for a frame before its bytes arrive: typical frames (produce batches up to
+/// 1 MiB) land in one allocation, larger ones grow as they are received.
+const FRAME_RESERVE_BYTES: usize = 1 << 20;
+
+/// How often a long-polling fetch re-reads partitions owned by other shards.
+const REMOTE_POLL: Duration = Duration::from_millis(5);
 
 struct FetchPart {
     topic: String,
@@ -561,51 +649,6 @@ fn produce_plan(decoded: &native::DecodedFrame<'_>) -> Result<ProducePlan, WireE
     })
 }
 
-/// Appends every batch of a region; returns the first batch's base offset.
-async fn append_all(
-    log: &Log,
-    region: &mut BytesMut,
-    durability: Durability,
-) -> Result<u64, ErrorCode> {
-    let mut base = None;
-    while !region.is_empty() {
-        let header = peek_header(region).map_err(|_| ErrorCode::CorruptBatch)?;
-        let len = header.batch_len() as usize;
-        if len > region.len() {
-            return Err(ErrorCode::CorruptBatch);
-        }
-        let batch = region.split_to(len);
-        let info = log
-            .append(batch, durability)
-            .await
-            .map_err(|e| log_error_code(&e))?;
-        base.get_or_insert(info.base_offset);
-    }
-    base.ok_or(ErrorCode::InvalidRequest)
-}
-
-async fn list_offset(log: &Log, timestamp: i64) -> Result<(i64, i64), LogError> {
-    match timestamp {
-        -1 => Ok((log.log_end() as i64, -1)),
-        -2 => Ok((log.log_start() as i64, -1)),
-        ts => Ok(match log.offset_for_timestamp(ts).await? {
-            Some((offset, found)) => (offset as i64, found),
-            None => (log.log_end() as i64, -1),
-        }),
-    }
-}
-
 fn partition_index(partition: i32) -> Result<u32, ErrorCode> {
     u32::try_from(partition).map_err(|_| ErrorCode::UnknownTopicOrPartition)
-}
-
-fn log_error_code(error: &LogError) -> ErrorCode {
-    match error {
-        LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-        LogError::InvalidBatch(_) | LogError::BatchLengthMismatch { .. } => ErrorCode::CorruptBatch,
-        LogError::BatchTooLarge { .. } => ErrorCode::RecordTooLarge,
-        LogError::DiskFull { .. } => ErrorCode::DiskFull,
-        LogError::Closed => ErrorCode::ShuttingDown,
-        _ => ErrorCode::StorageError,
-    }
 }

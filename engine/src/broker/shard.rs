@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::mpsc;
 
+use bytes::{Bytes, BytesMut};
 use futures_lite::StreamExt;
 use glommio::channels::channel_mesh::{MeshBuilder, Senders};
 use glommio::channels::shared_channel::SharedReceiver;
@@ -18,9 +19,11 @@ use glommio::net::TcpListener;
 use tidelog_wire::native::ErrorCode;
 
 use super::BrokerConfig;
+use crate::error::LogError;
+use crate::groups::{self, Committed, OffsetStore, OFFSETS_DIR, OFFSET_SLOTS};
 use crate::io::dma::DmaStorage;
 use crate::io::SystemClock;
-use crate::log::PartitionLog;
+use crate::log::{Durability, PartitionLog, ReadChunk};
 use crate::meta::{partition_dir, shard_for, MetaError, TopicConfig, TopicStore};
 use crate::runtime::{spawn_housekeeping, Housekeeping};
 use crate::sync::Event;
@@ -49,40 +52,90 @@ pub(crate) enum Ready {
     Failed(String),
 }
 
-/// Messages between shards. Small and `Send`; data never travels this way.
+/// Messages between shards. `Send`; a forwarded request carries its batch bytes as `Bytes`.
 #[derive(Debug)]
 pub(crate) enum ShardMessage {
-    /// Shard 0 → all: a topic exists with this configuration; answer with `Ack`.
+    /// Shard 0 → all: a topic exists with this configuration; answered with `Ack`.
     TopicUpsert {
         id: u64,
         name: String,
         config: TopicConfig,
     },
-    /// Shard 0 → all: a topic is gone; delete the partitions you own; answer with `Ack`.
+    /// Shard 0 → all: a topic is gone; delete the partitions you own; answered with `Ack`.
     TopicRemoved { id: u64, name: String },
-    /// Any → shard 0: create a topic; answered with `AdminReply`.
-    CreateTopic {
+    /// A request for the shard that owns what it is about.
+    Request {
         from: usize,
         id: u64,
+        request: Forwarded,
+    },
+    /// The answer to a `Request` or a push.
+    Reply { id: u64, reply: Reply },
+    /// Start-up marker from shard 0: the initial topic table is complete.
+    TableComplete,
+}
+
+/// Requests one shard forwards to another.
+#[derive(Debug)]
+pub(crate) enum Forwarded {
+    CreateTopic {
         name: String,
         config: TopicConfig,
     },
-    /// Any → shard 0: delete a topic; answered with `AdminReply`.
-    DeleteTopic { from: usize, id: u64, name: String },
-    /// Reply to an admin request.
-    AdminReply {
-        id: u64,
-        error: i16,
-        message: String,
+    DeleteTopic {
+        name: String,
     },
-    /// Reply to a topic-table push.
-    Ack { id: u64 },
+    Produce {
+        topic: String,
+        partition: u32,
+        durability: Durability,
+        batches: Bytes,
+    },
+    Fetch {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    },
+    ListOffset {
+        topic: String,
+        partition: u32,
+        timestamp: i64,
+    },
+    CommitOffsets {
+        group: String,
+        offsets: Vec<(String, i32, i64, String)>,
+    },
+    FetchOffsets {
+        group: String,
+        partitions: Vec<(String, i32)>,
+    },
+}
+
+/// Answers between shards.
+#[derive(Debug, Clone)]
+pub(crate) enum Reply {
+    Ack,
+    Admin(ErrorCode, String),
+    Produced(Result<(u64, u64), ErrorCode>),
+    Fetched(Result<FetchedData, ErrorCode>),
+    Listed(Result<(i64, i64), ErrorCode>),
+    Committed(ErrorCode),
+    Offsets(Vec<Option<Committed>>),
+}
+
+/// A fetch answered by another shard: the batches copied once into `Bytes` to cross threads.
+#[derive(Debug, Clone)]
+pub(crate) struct FetchedData {
+    pub high_watermark: u64,
+    pub log_start: u64,
+    pub bytes: Bytes,
 }
 
 /// Replies awaited by this shard's tasks, by request id.
 #[derive(Default)]
 struct Pending {
-    replies: RefCell<HashMap<u64, Option<(i16, String)>>>,
+    replies: RefCell<HashMap<u64, Reply>>,
     arrived: Event,
 }
 
@@ -101,6 +154,7 @@ pub(crate) struct Shard {
     pub stopped: Cell<bool>,
     pub connections: Cell<usize>,
     store: Option<TopicStore<DmaStorage, SystemClock>>,
+    offsets: HashMap<u32, Rc<OffsetStore<DmaStorage, SystemClock>>>,
     senders: Senders<ShardMessage>,
     pending: Pending,
     next_id: Cell<u64>,
@@ -149,10 +203,7 @@ pub(crate) async fn run(
                 // Replies complete waiting tasks at once. Anything else may itself wait for
                 // replies arriving on this very channel, so it runs as its own task.
                 match message {
-                    ShardMessage::AdminReply { id, error, message } => {
-                        shard.deliver(id, (error, message));
-                    }
-                    ShardMessage::Ack { id } => shard.deliver(id, (0, String::new())),
+                    ShardMessage::Reply { id, reply } => shard.deliver(id, reply),
                     request => {
                         let shard = Rc::clone(&shard);
                         glommio::spawn_local(async move { shard.on_message(request).await })
@@ -211,6 +262,15 @@ async fn start_shard(
         None
     };
     let topics = store.as_ref().map(|s| s.topics()).unwrap_or_default();
+    let mut offsets = HashMap::new();
+    for slot in 0..OFFSET_SLOTS {
+        if shard_for(OFFSETS_DIR, slot, config.shards) == config.shard {
+            let store = OffsetStore::open(DmaStorage, SystemClock, &data_dir, slot)
+                .await
+                .map_err(|e| format!("offsets slot {slot}: {e}"))?;
+            offsets.insert(slot, Rc::new(store));
+        }
+    }
     let shard = Shard {
         id: config.shard,
         shards: config.shards,
@@ -223,6 +283,7 @@ async fn start_shard(
         stopped: Cell::new(false),
         connections: Cell::new(0),
         store,
+        offsets,
         senders,
         pending: Pending::default(),
         next_id: Cell::new(0),
@@ -250,7 +311,7 @@ async fn start_shard(
             }
             shard
                 .senders
-                .send_to(peer, ShardMessage::Ack { id: u64::MAX })
+                .send_to(peer, ShardMessage::TableComplete)
                 .await
                 .map_err(|_| format!("shard {peer} unreachable"))?;
         }
@@ -265,7 +326,7 @@ async fn start_shard(
                         ShardMessage::TopicUpsert { name, config, .. } => {
                             shard.apply_upsert(&name, config).await?;
                         }
-                        ShardMessage::Ack { id: u64::MAX } => break,
+                        ShardMessage::TableComplete => break,
                         other => return Err(format!("unexpected start-up message {other:?}")),
                     }
                 }
@@ -281,6 +342,14 @@ impl Shard {
     /// The shard owning a partition.
     pub fn owner(&self, topic: &str, partition: u32) -> usize {
         shard_for(topic, partition, self.shards)
+    }
+
+    /// Checks that a topic and partition exist (every shard holds the whole table).
+    pub fn check_exists(&self, topic: &str, partition: u32) -> Result<(), ErrorCode> {
+        match self.topics.borrow().get(topic) {
+            Some(config) if partition < config.partitions => Ok(()),
+            _ => Err(ErrorCode::UnknownTopicOrPartition),
+        }
     }
 
     /// The log of a partition this shard owns.
@@ -354,37 +423,46 @@ impl Shard {
         id
     }
 
-    async fn await_reply(&self, id: u64) -> (i16, String) {
+    async fn await_reply(&self, id: u64) -> Reply {
         loop {
-            if let Some(Some(reply)) = self.pending.replies.borrow_mut().remove(&id) {
+            if let Some(reply) = self.pending.replies.borrow_mut().remove(&id) {
                 return reply;
             }
-            self.pending.replies.borrow_mut().entry(id).or_insert(None);
             let listener = self.pending.arrived.listen();
             listener.await;
         }
     }
 
-    fn deliver(&self, id: u64, reply: (i16, String)) {
-        self.pending.replies.borrow_mut().insert(id, Some(reply));
+    fn deliver(&self, id: u64, reply: Reply) {
+        self.pending.replies.borrow_mut().insert(id, reply);
         self.pending.arrived.notify();
+    }
+
+    /// Sends a request to another shard and waits for its answer.
+    async fn forward(&self, to: usize, request: Forwarded) -> Option<Reply> {
+        let id = self.request_id();
+        let message = ShardMessage::Request {
+            from: self.id,
+            id,
+            request,
+        };
+        if self.senders.send_to(to, message).await.is_err() {
+            return None;
+        }
+        Some(self.await_reply(id).await)
     }
 
     /// Creates a topic (on shard 0, forwarding if needed); returns once every shard knows it.
     pub async fn create_topic(&self, name: &str, config: TopicConfig) -> (ErrorCode, String) {
         if self.id != 0 {
-            let id = self.request_id();
-            let message = ShardMessage::CreateTopic {
-                from: self.id,
-                id,
+            let request = Forwarded::CreateTopic {
                 name: name.to_owned(),
                 config,
             };
-            if self.senders.send_to(0, message).await.is_err() {
-                return (ErrorCode::ShuttingDown, "shard 0 unreachable".into());
-            }
-            let (code, text) = self.await_reply(id).await;
-            return (ErrorCode(code), text);
+            return match self.forward(0, request).await {
+                Some(Reply::Admin(code, text)) => (code, text),
+                _ => (ErrorCode::ShuttingDown, "shard 0 unreachable".into()),
+            };
         }
         let Some(store) = &self.store else {
             return (ErrorCode::Unknown, "no topic store on shard 0".into());
@@ -407,17 +485,13 @@ impl Shard {
     /// Deletes a topic (on shard 0, forwarding if needed) and its partitions everywhere.
     pub async fn delete_topic(&self, name: &str) -> (ErrorCode, String) {
         if self.id != 0 {
-            let id = self.request_id();
-            let message = ShardMessage::DeleteTopic {
-                from: self.id,
-                id,
+            let request = Forwarded::DeleteTopic {
                 name: name.to_owned(),
             };
-            if self.senders.send_to(0, message).await.is_err() {
-                return (ErrorCode::ShuttingDown, "shard 0 unreachable".into());
-            }
-            let (code, text) = self.await_reply(id).await;
-            return (ErrorCode(code), text);
+            return match self.forward(0, request).await {
+                Some(Reply::Admin(code, text)) => (code, text),
+                _ => (ErrorCode::ShuttingDown, "shard 0 unreachable".into()),
+            };
         }
         let Some(store) = &self.store else {
             return (ErrorCode::Unknown, "no topic store on shard 0".into());
@@ -451,43 +525,261 @@ impl Shard {
         }
     }
 
+    /// Appends one or more whole batches to a partition, on this shard or its owner's.
+    /// Returns the first batch's base offset and the log start.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: BytesMut,
+        durability: Durability,
+    ) -> Result<(u64, u64), ErrorCode> {
+        self.check_exists(topic, partition)?;
+        let owner = self.owner(topic, partition);
+        if owner == self.id {
+            let log = self.partition(topic, partition)?;
+            let result = append_all(&log, batches, durability).await;
+            self.appended.notify();
+            return result.map(|base| (base, log.log_start()));
+        }
+        let request = Forwarded::Produce {
+            topic: topic.to_owned(),
+            partition,
+            durability,
+            batches: batches.freeze(),
+        };
+        match self.forward(owner, request).await {
+            Some(Reply::Produced(result)) => result,
+            _ => Err(ErrorCode::ShuttingDown),
+        }
+    }
+
+    /// Reads a partition on this shard (zero-copy chunks) or on its owner's (one copy to
+    /// cross threads). Returns (high watermark, log start, chunks).
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<(u64, u64, Vec<ReadChunk<glommio::io::ReadResult>>), ErrorCode> {
+        self.check_exists(topic, partition)?;
+        let owner = self.owner(topic, partition);
+        if owner == self.id {
+            let log = self.partition(topic, partition)?;
+            let read = log
+                .read(offset, max_bytes)
+                .await
+                .map_err(|e| log_error_code(&e))?;
+            return Ok((read.high_watermark, read.log_start, read.chunks));
+        }
+        let request = Forwarded::Fetch {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            max_bytes,
+        };
+        match self.forward(owner, request).await {
+            Some(Reply::Fetched(Ok(data))) => {
+                let chunks = if data.bytes.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![ReadChunk::Cache(data.bytes)]
+                };
+                Ok((data.high_watermark, data.log_start, chunks))
+            }
+            Some(Reply::Fetched(Err(code))) => Err(code),
+            _ => Err(ErrorCode::ShuttingDown),
+        }
+    }
+
+    async fn fetch_copied(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<FetchedData, ErrorCode> {
+        let (high_watermark, log_start, chunks) =
+            self.fetch(topic, partition, offset, max_bytes).await?;
+        let total = chunks.iter().map(|c| c.len()).sum();
+        let mut bytes = BytesMut::with_capacity(total);
+        for chunk in &chunks {
+            bytes.extend_from_slice(chunk);
+        }
+        Ok(FetchedData {
+            high_watermark,
+            log_start,
+            bytes: bytes.freeze(),
+        })
+    }
+
+    /// Resolves a ListOffsets timestamp (-1 latest, -2 earliest) to (offset, timestamp).
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<(i64, i64), ErrorCode> {
+        self.check_exists(topic, partition)?;
+        let owner = self.owner(topic, partition);
+        if owner != self.id {
+            let request = Forwarded::ListOffset {
+                topic: topic.to_owned(),
+                partition,
+                timestamp,
+            };
+            return match self.forward(owner, request).await {
+                Some(Reply::Listed(result)) => result,
+                _ => Err(ErrorCode::ShuttingDown),
+            };
+        }
+        let log = self.partition(topic, partition)?;
+        match timestamp {
+            -1 => Ok((log.log_end() as i64, -1)),
+            -2 => Ok((log.log_start() as i64, -1)),
+            ts => match log.offset_for_timestamp(ts).await {
+                Ok(Some((offset, found))) => Ok((offset as i64, found)),
+                Ok(None) => Ok((log.log_end() as i64, -1)),
+                Err(e) => Err(log_error_code(&e)),
+            },
+        }
+    }
+
+    fn group_owner(&self, group: &str) -> usize {
+        shard_for(OFFSETS_DIR, groups::slot_of(group), self.shards)
+    }
+
+    /// Commits a group's positions on the group's coordinator shard.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<(String, i32, i64, String)>,
+    ) -> ErrorCode {
+        if group.is_empty() || group.len() > groups::GROUP_BYTES_MAX {
+            return ErrorCode::InvalidRequest;
+        }
+        let owner = self.group_owner(group);
+        if owner != self.id {
+            let request = Forwarded::CommitOffsets {
+                group: group.to_owned(),
+                offsets,
+            };
+            return match self.forward(owner, request).await {
+                Some(Reply::Committed(code)) => code,
+                _ => ErrorCode::ShuttingDown,
+            };
+        }
+        let Some(store) = self.offsets.get(&groups::slot_of(group)) else {
+            return ErrorCode::NotOwner;
+        };
+        match store.commit(group, &offsets).await {
+            Ok(()) => ErrorCode::None,
+            Err(e) => log_error_code(&e),
+        }
+    }
+
+    /// A group's committed positions, from its coordinator shard.
+    pub async fn fetch_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<Option<Committed>>, ErrorCode> {
+        if group.is_empty() || group.len() > groups::GROUP_BYTES_MAX {
+            return Err(ErrorCode::InvalidRequest);
+        }
+        let owner = self.group_owner(group);
+        if owner != self.id {
+            let request = Forwarded::FetchOffsets {
+                group: group.to_owned(),
+                partitions,
+            };
+            return match self.forward(owner, request).await {
+                Some(Reply::Offsets(offsets)) => Ok(offsets),
+                _ => Err(ErrorCode::ShuttingDown),
+            };
+        }
+        let store = self
+            .offsets
+            .get(&groups::slot_of(group))
+            .ok_or(ErrorCode::NotOwner)?;
+        Ok(partitions
+            .iter()
+            .map(|(topic, partition)| store.fetch(group, topic, *partition))
+            .collect())
+    }
+
     async fn on_message(&self, message: ShardMessage) {
-        match message {
+        let (to, id, reply) = match message {
             ShardMessage::TopicUpsert { id, name, config } => {
                 if let Err(e) = self.apply_upsert(&name, config).await {
                     tracing::error!(shard = self.id, topic = %name, error = %e, "opening partitions failed");
                 }
-                let _ = self.senders.send_to(0, ShardMessage::Ack { id }).await;
+                (0, id, Reply::Ack)
             }
             ShardMessage::TopicRemoved { id, name } => {
                 self.apply_removal(&name).await;
-                let _ = self.senders.send_to(0, ShardMessage::Ack { id }).await;
+                (0, id, Reply::Ack)
             }
-            ShardMessage::CreateTopic {
-                from,
-                id,
-                name,
-                config,
+            ShardMessage::Request { from, id, request } => {
+                (from, id, self.serve_forwarded(request).await)
+            }
+            ShardMessage::Reply { id, reply } => {
+                self.deliver(id, reply);
+                return;
+            }
+            ShardMessage::TableComplete => return,
+        };
+        let _ = self
+            .senders
+            .send_to(to, ShardMessage::Reply { id, reply })
+            .await;
+    }
+
+    async fn serve_forwarded(&self, request: Forwarded) -> Reply {
+        match request {
+            Forwarded::CreateTopic { name, config } => {
+                let (code, text) = self.create_topic(&name, config).await;
+                Reply::Admin(code, text)
+            }
+            Forwarded::DeleteTopic { name } => {
+                let (code, text) = self.delete_topic(&name).await;
+                Reply::Admin(code, text)
+            }
+            Forwarded::Produce {
+                topic,
+                partition,
+                durability,
+                batches,
             } => {
-                let (error, message) = self.create_topic(&name, config).await;
-                let reply = ShardMessage::AdminReply {
-                    id,
-                    error: error.0,
-                    message,
-                };
-                let _ = self.senders.send_to(from, reply).await;
+                // Unique after the hop, so this is the sender's buffer, not a copy.
+                let batches = batches
+                    .try_into_mut()
+                    .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+                Reply::Produced(self.produce(&topic, partition, batches, durability).await)
             }
-            ShardMessage::DeleteTopic { from, id, name } => {
-                let (error, message) = self.delete_topic(&name).await;
-                let reply = ShardMessage::AdminReply {
-                    id,
-                    error: error.0,
-                    message,
-                };
-                let _ = self.senders.send_to(from, reply).await;
+            Forwarded::Fetch {
+                topic,
+                partition,
+                offset,
+                max_bytes,
+            } => Reply::Fetched(
+                self.fetch_copied(&topic, partition, offset, max_bytes)
+                    .await,
+            ),
+            Forwarded::ListOffset {
+                topic,
+                partition,
+                timestamp,
+            } => Reply::Listed(self.list_offset(&topic, partition, timestamp).await),
+            Forwarded::CommitOffsets { group, offsets } => {
+                Reply::Committed(self.commit_offsets(&group, offsets).await)
             }
-            ShardMessage::AdminReply { id, error, message } => self.deliver(id, (error, message)),
-            ShardMessage::Ack { id } => self.deliver(id, (0, String::new())),
+            Forwarded::FetchOffsets { group, partitions } => Reply::Offsets(
+                self.fetch_offsets(&group, partitions)
+                    .await
+                    .unwrap_or_default(),
+            ),
         }
     }
 
@@ -500,6 +792,11 @@ impl Shard {
         for log in logs {
             if let Err(e) = log.close().await {
                 result = Err(format!("closing {}: {e}", log.dir().display()));
+            }
+        }
+        for store in self.offsets.values() {
+            if let Err(e) = store.close().await {
+                result = Err(format!("closing offsets: {e}"));
             }
         }
         if let Some(store) = &self.store {
@@ -519,4 +816,40 @@ fn meta_error(error: &MetaError) -> (ErrorCode, String) {
         _ => ErrorCode::StorageError,
     };
     (code, error.to_string())
+}
+
+/// Appends every whole batch of `region`; returns the first batch's base offset.
+async fn append_all(
+    log: &Log,
+    mut region: BytesMut,
+    durability: Durability,
+) -> Result<u64, ErrorCode> {
+    let mut base = None;
+    while !region.is_empty() {
+        let header =
+            tidelog_wire::batch::peek_header(&region).map_err(|_| ErrorCode::CorruptBatch)?;
+        let len = header.batch_len() as usize;
+        if len > region.len() {
+            return Err(ErrorCode::CorruptBatch);
+        }
+        let batch = region.split_to(len);
+        let info = log
+            .append(batch, durability)
+            .await
+            .map_err(|e| log_error_code(&e))?;
+        base.get_or_insert(info.base_offset);
+    }
+    base.ok_or(ErrorCode::InvalidRequest)
+}
+
+/// The native error code for an engine error.
+pub(crate) fn log_error_code(error: &LogError) -> ErrorCode {
+    match error {
+        LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        LogError::InvalidBatch(_) | LogError::BatchLengthMismatch { .. } => ErrorCode::CorruptBatch,
+        LogError::BatchTooLarge { .. } => ErrorCode::RecordTooLarge,
+        LogError::DiskFull { .. } => ErrorCode::DiskFull,
+        LogError::Closed => ErrorCode::ShuttingDown,
+        _ => ErrorCode::StorageError,
+    }
 }

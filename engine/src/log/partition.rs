@@ -932,6 +932,34 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         }
     }
 
+    /// Calls `apply` with every record of the log, in offset order (native batches only), e.g.
+    /// to rebuild a table kept in an internal log.
+    ///
+    /// # Errors
+    /// Read errors, or a stored batch that fails verification.
+    pub async fn replay(
+        &self,
+        mut apply: impl FnMut(tidelog_wire::batch::RecordView<'_>),
+    ) -> Result<()> {
+        let limits = tidelog_wire::batch::VerifyLimits::default();
+        let mut offset = self.log_start();
+        while offset < self.log_end() {
+            let read = self.read(offset, 1 << 20).await?;
+            for chunk in &read.chunks {
+                let mut bytes: &[u8] = chunk;
+                while !bytes.is_empty() {
+                    let view = tidelog_wire::batch::verify(bytes, &limits)?;
+                    for record in view.records()? {
+                        apply(record);
+                    }
+                    bytes = &bytes[view.batch_len()..];
+                }
+            }
+            offset = read.next_offset;
+        }
+        Ok(())
+    }
+
     /// Deletes the oldest sealed segments beyond the retention limits (size, then age) and
     /// moves the log start. The active segment is never deleted. Returns how many went.
     ///
@@ -1120,17 +1148,12 @@ async fn open_sealed<S: Storage>(
             ),
         });
     }
-    let seal_path = segment.path.clone();
-    let io = |e| LogError::io("seal", &seal_path, e);
     if file_len > scanned.valid_bytes {
         // A roll was interrupted after the next segment was created: cut the zeros.
-        segment
-            .file
-            .truncate(scanned.valid_bytes)
-            .await
-            .map_err(io)?;
-        segment.file.fdatasync().await.map_err(io)?;
+        cut_file(&segment, scanned.valid_bytes).await?;
     }
+    let seal_path = segment.path.clone();
+    let io = |e| LogError::io("seal", &seal_path, e);
     segment.finish_time_index();
     write_index_file(storage, &index_path, &segment.offset_index.encode())
         .await
@@ -1163,15 +1186,15 @@ async fn open_active<S: Storage>(
         );
     }
     if file_len != scanned.valid_bytes {
-        let truncate_path = segment.path.clone();
-        let io = |e| LogError::io("truncate", &truncate_path, e);
-        segment
-            .file
-            .truncate(scanned.valid_bytes)
-            .await
-            .map_err(io)?;
-        segment.file.fdatasync().await.map_err(io)?;
+        cut_file(&segment, scanned.valid_bytes).await?;
     }
     let _ = storage;
     Ok(segment)
+}
+
+/// Truncates a segment file to `len` bytes and makes the new size durable.
+async fn cut_file<F: StorageFile>(segment: &Segment<F>, len: u64) -> Result<()> {
+    let io = |e| LogError::io("truncate", &segment.path, e);
+    segment.file.truncate(len).await.map_err(io)?;
+    segment.file.fdatasync().await.map_err(io)
 }

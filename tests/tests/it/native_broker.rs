@@ -244,26 +244,84 @@ fn produce_and_fetch_through_shard_endpoints_survive_restart() {
             assert_eq!(result.error, ErrorCode::None);
             assert_eq!(result.base_offset, i64::from(round) * 2);
         }
-        // The other shard does not own the partition and says so.
+        // The other shard does not own the partition: it forwards to the owner and answers.
         let other = broker
             .shard_addrs()
             .into_iter()
             .find(|a| a != endpoint)
             .expect("other shard");
         let mut stranger = Peer::connect(other);
-        let (error, _) = fetch(&mut stranger, "events", partition as i32, 0, 0);
-        assert_eq!(error, ErrorCode::NotOwner);
+        let (error, bytes) = fetch(&mut stranger, "events", partition as i32, 0, 0);
+        assert_eq!(error, ErrorCode::None);
+        let forwarded = values_of(&bytes);
+        assert_eq!(forwarded[0], (0, format!("p{partition}-r0").into_bytes()));
+        let response = stranger
+            .produce(
+                "events",
+                partition as i32,
+                -1,
+                &batch(&[b"via the other shard", b"x"]),
+            )
+            .expect("acked");
+        let BodyT::ProduceResponse(produced) = response.body else {
+            panic!("not a produce response");
+        };
+        let result = &produced.partitions.expect("partitions")[0];
+        assert_eq!((result.error, result.base_offset), (ErrorCode::None, 40));
+    }
+    // Commit group offsets through shard 0's and shard 1's endpoints alike.
+    for (i, addr) in broker.shard_addrs().into_iter().enumerate() {
+        let mut peer = Peer::connect(addr);
+        let mut commit = native::OffsetCommitRequestT::default();
+        commit.group = Some(format!("group-{i}"));
+        let mut offset = native::CommitOffsetT::default();
+        offset.topic = Some("events".into());
+        offset.partition = 1;
+        offset.offset = 17 + i as i64;
+        offset.metadata = Some("m".into());
+        let mut unknown = native::CommitOffsetT::default();
+        unknown.topic = Some("nope".into());
+        commit.offsets = Some(vec![offset, unknown]);
+        let (response, _) = peer.call(BodyT::OffsetCommitRequest(Box::new(commit)));
+        let BodyT::OffsetCommitResponse(response) = response.body else {
+            panic!("not a commit response");
+        };
+        let results = response.results.expect("results");
+        assert_eq!(results[0].error, ErrorCode::None);
+        assert_eq!(results[1].error, ErrorCode::UnknownTopicOrPartition);
     }
     broker.shutdown().expect("clean shutdown");
 
     let broker = start(dir.path());
+    for i in 0..2 {
+        let mut peer = Peer::connect(broker.native_addr());
+        let mut request = native::OffsetFetchRequestT::default();
+        request.group = Some(format!("group-{i}"));
+        let mut wanted = native::TopicPartitionT::default();
+        wanted.topic = Some("events".into());
+        wanted.partition = 1;
+        let mut never = native::TopicPartitionT::default();
+        never.topic = Some("events".into());
+        never.partition = 2;
+        request.partitions = Some(vec![wanted, never]);
+        let (response, _) = peer.call(BodyT::OffsetFetchRequest(Box::new(request)));
+        let BodyT::OffsetFetchResponse(response) = response.body else {
+            panic!("not an offset fetch response");
+        };
+        let offsets = response.offsets.expect("offsets");
+        assert_eq!(
+            (offsets[0].offset, offsets[0].metadata.as_deref()),
+            (17 + i, Some("m"))
+        );
+        assert_eq!(offsets[1].offset, -1, "nothing committed there");
+    }
     let mut bootstrap = Peer::connect(broker.native_addr());
     let endpoints = owners(&mut bootstrap, "events");
     for (partition, endpoint) in endpoints.iter().enumerate() {
         let mut owner = Peer::connect(*endpoint);
         let mut offset = 0i64;
         let mut seen = Vec::new();
-        while offset < 40 {
+        while offset < 42 {
             let (error, bytes) = fetch(&mut owner, "events", partition as i32, offset, 100);
             assert_eq!(error, ErrorCode::None);
             let records = values_of(&bytes);
@@ -271,16 +329,17 @@ fn produce_and_fetch_through_shard_endpoints_survive_restart() {
             offset = records.last().expect("records").0 + 1;
             seen.extend(records);
         }
-        assert_eq!(seen.len(), 40);
+        assert_eq!(seen.len(), 42);
         for (i, (offset, value)) in seen.iter().enumerate() {
             assert_eq!(*offset, i as i64);
-            if i % 2 == 0 {
+            if i % 2 == 0 && i < 40 {
                 assert_eq!(value, format!("p{partition}-r{}", i / 2).as_bytes());
             }
         }
+        assert_eq!(seen[40].1, b"via the other shard");
         // Fetching at the end long-polls until a produce arrives.
         let started = Instant::now();
-        let (error, bytes) = fetch(&mut owner, "events", partition as i32, 40, 200);
+        let (error, bytes) = fetch(&mut owner, "events", partition as i32, 42, 200);
         assert_eq!(error, ErrorCode::None);
         assert!(bytes.is_empty());
         assert!(

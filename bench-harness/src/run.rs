@@ -1,0 +1,612 @@
+//! Running a plan: glommio executors (one per core), each with its own clients, producers and
+//! consumers, started together behind a barrier.
+//!
+//! ```text
+//!  main thread: setup executor (topic exists? create) ─▶ N worker executors ─▶ merge results
+//!  worker k:    producers i ≡ k (mod N), one Client shared by them
+//!               consumers j ≡ k (mod N), one Client each (a consumer's long poll holds its
+//!               shard connection, so it must not share one with a producer)
+//!  producer i:  send loop ─▶ per-partition channel of (Delivery, send time) ─▶ collector task
+//!               closed loop: the channel's bound is the in-flight window, its back-pressure
+//!               paces the send loop; open loop (--rate): unbounded, paced by the clock,
+//!               latency measured from the intended send time (no coordinated omission)
+//!  consumer j:  partitions p ≡ j (mod consumers), poll until the end offsets
+//! ```
+//!
+//! A partition's records are acknowledged in order (its batches are written in order), so a
+//! collector awaiting its channel's deliveries front to back sees each ack when it happens.
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::Placement;
+use tidelog_client::{
+    Client, ClientError, Consumer, ConsumerConfig, Delivery, Partitioner, Producer, ProducerConfig,
+    StartAt, LATEST,
+};
+
+use crate::args::{Mode, Plan};
+use crate::payload::{self, Payloads};
+use crate::stats::{now_ns, Errors, Latency, Live};
+
+/// What a phase (produce or consume) did, over all executors.
+#[derive(Debug, Clone, Default)]
+pub struct Phase {
+    pub records: u64,
+    pub bytes: u64,
+    /// From the common start to the last executor's end (produce: after its final flush).
+    pub elapsed: Duration,
+    /// Produce: send → ack; consume: empty.
+    pub latency: Latency,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The topic's partition count as the broker has it.
+    pub partitions: u32,
+    pub produce: Option<Phase>,
+    pub consume: Option<Phase>,
+    /// Send → consumption (e2e only).
+    pub e2e: Option<Latency>,
+    pub errors: Errors,
+    /// Records between the consumers' start and end offsets: what they had to read.
+    pub consume_expected: u64,
+}
+
+/// State shared by the executors and the progress line.
+#[derive(Debug)]
+pub struct Shared {
+    pub plan: Plan,
+    pub live: Live,
+    partitions: AtomicUsize,
+    barrier: Barrier,
+    start: OnceLock<(Instant, u64)>,
+    /// Producers still sending; e2e consumers look for the end once it is 0.
+    producers_left: AtomicUsize,
+    /// Set when an executor failed to set up; the others leave at the barrier.
+    failed: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(plan: Plan) -> Arc<Self> {
+        let executors = plan.executors.len();
+        Arc::new(Shared {
+            producers_left: AtomicUsize::new(plan.producers),
+            plan,
+            live: Live::default(),
+            partitions: AtomicUsize::new(0),
+            barrier: Barrier::new(executors),
+            start: OnceLock::new(),
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    /// The common start: the first executor past the barrier sets it.
+    fn start(&self) -> (Instant, u64) {
+        *self.start.get_or_init(|| (Instant::now(), now_ns()))
+    }
+
+    /// When the run started, once it has.
+    pub fn started(&self) -> Option<Instant> {
+        self.start.get().map(|s| s.0)
+    }
+}
+
+/// Runs the plan to the end.
+///
+/// # Errors
+/// Setup failures (connect, topic), executor failures, a consumer that stalls.
+pub fn run(shared: &Arc<Shared>) -> Result<Outcome> {
+    let plan = &shared.plan;
+    let partitions = setup(plan)?;
+    shared
+        .partitions
+        .store(partitions as usize, Ordering::Relaxed);
+    let executors = plan.executors.len();
+    let mut handles = Vec::with_capacity(executors);
+    for (k, cpu) in plan.executors.iter().enumerate() {
+        let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
+        let builder = tidelog_engine::runtime::executor_builder(placement, executors)?
+            .name(&format!("tidelog-bench-{k}"));
+        let shared = Arc::clone(shared);
+        let handle = builder
+            .spawn(move || async move { worker(shared, k).await })
+            .map_err(|e| anyhow!("cannot start executor {k}: {e}"))?;
+        handles.push(handle);
+    }
+    let mut results = Vec::with_capacity(executors);
+    let mut first_error = None;
+    for (k, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(r)) => results.push(r),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e.context(format!("executor {k}")));
+            }
+            Err(e) => {
+                first_error.get_or_insert(anyhow!("executor {k} failed: {e}"));
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(merge(shared, partitions, results))
+}
+
+/// Makes sure the topic exists (creating it for produce and e2e); returns its partition count.
+fn setup(asked: &Plan) -> Result<u32> {
+    let plan = asked.clone();
+    let handle = tidelog_engine::runtime::executor_builder(Placement::Unbound, 1)?
+        .name("tidelog-bench-setup")
+        .spawn(move || async move {
+            let client = Client::connect(plan.broker)
+                .await
+                .with_context(|| format!("cannot connect to {}", plan.broker))?;
+            let info = match client.topic(&plan.topic).await {
+                Ok(info) => info,
+                Err(ClientError::UnknownTopic { .. }) if plan.mode.produces() => {
+                    match client
+                        .create_topic(&plan.topic, plan.partitions, -1, -1)
+                        .await
+                    {
+                        Ok(()) => {}
+                        // Another run created it meanwhile: use it.
+                        Err(ClientError::Protocol { code, .. })
+                            if format!("{code:?}") == "TopicAlreadyExists" => {}
+                        Err(e) => return Err(e).context("cannot create the topic"),
+                    }
+                    client.topic(&plan.topic).await?
+                }
+                Err(ClientError::UnknownTopic { .. }) => {
+                    bail!("topic {} does not exist; produce to it first", plan.topic)
+                }
+                Err(e) => return Err(e).context("cannot read metadata"),
+            };
+            Ok::<_, anyhow::Error>(u32::try_from(info.partition_count()).unwrap_or(u32::MAX))
+        })
+        .map_err(|e| anyhow!("cannot start the setup executor: {e}"))?;
+    let partitions = handle
+        .join()
+        .map_err(|e| anyhow!("setup executor failed: {e}"))??;
+    let plan = asked;
+    if partitions == 0 {
+        bail!("topic {} has no partitions", plan.topic);
+    }
+    if partitions != plan.partitions {
+        eprintln!(
+            "tidelog-bench: topic {} exists with {partitions} partitions (asked for {}); using {partitions}",
+            plan.topic, plan.partitions
+        );
+    }
+    Ok(partitions)
+}
+
+/// The partitions producer `i` of `producers` writes: its own share when there are at least as
+/// many partitions as producers, otherwise one partition shared with other producers.
+pub fn producer_partitions(i: usize, producers: usize, partitions: u32) -> Vec<i32> {
+    let n = partitions as usize;
+    if producers >= n {
+        vec![(i % n) as i32]
+    } else {
+        (0..n)
+            .filter(|p| p % producers == i)
+            .map(|p| p as i32)
+            .collect()
+    }
+}
+
+/// The partitions consumer `j` of `consumers` reads (empty when there are more consumers than
+/// partitions).
+pub fn consumer_partitions(j: usize, consumers: usize, partitions: u32) -> Vec<i32> {
+    (0..partitions as usize)
+        .filter(|p| p % consumers == j)
+        .map(|p| p as i32)
+        .collect()
+}
+
+/// Records producer `i` sends when `total` are asked for.
+fn records_for(i: usize, producers: usize, total: u64) -> u64 {
+    let p = producers as u64;
+    total / p + u64::from((i as u64) < total % p)
+}
+
+/// What one executor measured.
+#[derive(Debug, Default)]
+struct WorkerResult {
+    produced: u64,
+    produced_bytes: u64,
+    produce_latency: Latency,
+    produce_end: Option<Instant>,
+    consumed: u64,
+    consumed_bytes: u64,
+    e2e_latency: Latency,
+    consume_end: Option<Instant>,
+    consume_expected: u64,
+    errors: Errors,
+}
+
+impl WorkerResult {
+    fn add(&mut self, o: WorkerResult) {
+        self.produced += o.produced;
+        self.produced_bytes += o.produced_bytes;
+        self.produce_latency.merge(&o.produce_latency);
+        self.produce_end = self.produce_end.max(o.produce_end);
+        self.consumed += o.consumed;
+        self.consumed_bytes += o.consumed_bytes;
+        self.e2e_latency.merge(&o.e2e_latency);
+        self.consume_end = self.consume_end.max(o.consume_end);
+        self.consume_expected += o.consume_expected;
+        self.errors.merge(&o.errors);
+    }
+}
+
+fn merge(shared: &Shared, partitions: u32, results: Vec<WorkerResult>) -> Outcome {
+    let mut all = WorkerResult::default();
+    for r in results {
+        all.add(r);
+    }
+    let start = shared.started().unwrap_or_else(Instant::now);
+    let plan = &shared.plan;
+    let since = |end: Option<Instant>| end.map_or(Duration::ZERO, |e| e.duration_since(start));
+    Outcome {
+        partitions,
+        produce: plan.mode.produces().then(|| Phase {
+            records: all.produced,
+            bytes: all.produced_bytes,
+            elapsed: since(all.produce_end),
+            latency: all.produce_latency,
+        }),
+        consume: plan.mode.consumes().then(|| Phase {
+            records: all.consumed,
+            bytes: all.consumed_bytes,
+            elapsed: since(all.consume_end),
+            latency: Latency::default(),
+        }),
+        e2e: (plan.mode == Mode::E2e).then_some(all.e2e_latency),
+        errors: all.errors,
+        consume_expected: all.consume_expected,
+    }
+}
+
+/// A consumer set up and positioned, waiting for the start.
+struct ReadyConsumer {
+    /// The consumer's own client, for offset lookups.
+    client: Client,
+    consumer: Consumer,
+    partitions: Vec<i32>,
+    /// Consume mode: the end offsets taken at start.
+    ends: Option<Vec<i64>>,
+}
+
+async fn worker(shared: Arc<Shared>, k: usize) -> Result<WorkerResult> {
+    let setup = worker_setup(&shared, k).await;
+    if setup.is_err() {
+        shared.failed.store(true, Ordering::SeqCst);
+    }
+    // Blocking this executor's thread is fine here: nothing of the run has started yet.
+    shared.barrier.wait();
+    let (producer_client, consumers) = setup?;
+    if shared.failed.load(Ordering::SeqCst) {
+        return Ok(WorkerResult::default());
+    }
+    let (start, _) = shared.start();
+    let plan = &shared.plan;
+    let executors = plan.executors.len();
+    let mut producer_tasks = Vec::new();
+    if let Some(client) = producer_client {
+        for i in (k..plan.producers).step_by(executors) {
+            let task = produce(Rc::new(client.clone()), Arc::clone(&shared), i, start);
+            producer_tasks.push(glommio::spawn_local(task).detach());
+        }
+    }
+    let mut consumer_tasks = Vec::new();
+    for c in consumers {
+        let task = consume(Arc::clone(&shared), c, start);
+        consumer_tasks.push(glommio::spawn_local(task).detach());
+    }
+    let mut result = WorkerResult::default();
+    for t in producer_tasks {
+        let r = t
+            .await
+            .ok_or_else(|| anyhow!("producer task cancelled"))??;
+        result.add(r);
+    }
+    for t in consumer_tasks {
+        let r = t
+            .await
+            .ok_or_else(|| anyhow!("consumer task cancelled"))??;
+        result.add(r);
+    }
+    Ok(result)
+}
+
+type WorkerSetup = (Option<Client>, Vec<ReadyConsumer>);
+
+/// Connects this executor's clients and positions its consumers, before the start.
+async fn worker_setup(shared: &Shared, k: usize) -> Result<WorkerSetup> {
+    let plan = &shared.plan;
+    let executors = plan.executors.len();
+    let partitions = shared.partitions.load(Ordering::Relaxed) as u32;
+    let producer_client = if (k..plan.producers).step_by(executors).next().is_some() {
+        let client = Client::connect(plan.broker).await?;
+        // Warm the metadata cache so that the first sends need no lookup.
+        client.topic(&plan.topic).await?;
+        Some(client)
+    } else {
+        None
+    };
+    let mut consumers = Vec::new();
+    for j in (k..plan.consumers).step_by(executors) {
+        let parts = consumer_partitions(j, plan.consumers, partitions);
+        if parts.is_empty() {
+            continue;
+        }
+        let client = Client::connect(plan.broker).await?;
+        let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default())?;
+        let start = match plan.mode {
+            Mode::Consume => StartAt::Earliest,
+            _ => StartAt::Latest,
+        };
+        let assignment: Vec<(&str, i32, StartAt)> = parts
+            .iter()
+            .map(|p| (plan.topic.as_str(), *p, start.clone()))
+            .collect();
+        consumer.assign(&assignment).await?;
+        let ends = if plan.mode == Mode::Consume {
+            let mut ends = Vec::with_capacity(parts.len());
+            for p in &parts {
+                ends.push(client.list_offsets(&plan.topic, *p, LATEST).await?);
+            }
+            Some(ends)
+        } else {
+            None
+        };
+        consumers.push(ReadyConsumer {
+            client,
+            consumer,
+            partitions: parts,
+            ends,
+        });
+    }
+    Ok((producer_client, consumers))
+}
+
+/// A send waiting for its ack: the delivery and the time it counts from.
+type InFlight = (Delivery, u64);
+
+/// Producer `i`: sends its share, then flushes; one collector task per partition records the
+/// acks.
+async fn produce(
+    client: Rc<Client>,
+    shared: Arc<Shared>,
+    i: usize,
+    start: Instant,
+) -> Result<WorkerResult> {
+    let plan = &shared.plan;
+    let partitions = shared.partitions.load(Ordering::Relaxed) as u32;
+    let parts = producer_partitions(i, plan.producers, partitions);
+    let producer = Producer::new(
+        (*client).clone(),
+        ProducerConfig {
+            acks: plan.acks,
+            linger: plan.linger,
+            batch_bytes: plan.batch_bytes,
+            max_in_flight: plan.max_in_flight,
+            partitioner: Partitioner::RoundRobin,
+            ..ProducerConfig::default()
+        },
+    )?;
+    // Closed loop: per partition, the records of `max_in_flight` batches in flight plus one
+    // being filled. Open loop: no bound (the producer's own backlog limit reports overload).
+    let batch_records = (plan.batch_bytes / plan.record_size).max(1);
+    let window = batch_records * (plan.max_in_flight + 1);
+    let mut senders: Vec<LocalSender<InFlight>> = Vec::with_capacity(parts.len());
+    let mut collectors = Vec::with_capacity(parts.len());
+    for _ in &parts {
+        let (tx, rx) = if plan.rate.is_some() {
+            local_channel::new_unbounded()
+        } else {
+            local_channel::new_bounded(window)
+        };
+        senders.push(tx);
+        collectors.push(glommio::spawn_local(collect(Arc::clone(&shared), rx)).detach());
+    }
+    let quota = plan
+        .records
+        .map_or(u64::MAX, |n| records_for(i, plan.producers, n));
+    let deadline = plan.duration.map(|d| start + d);
+    // Open loop: this producer's share of the rate, as an interval between intended sends.
+    let interval_ns = plan
+        .rate
+        .map(|r| (1e9 * plan.producers as f64 / r).max(1.0) as u64);
+    let start_ns = now_ns();
+    let seed = plan.seed.wrapping_add(i as u64);
+    let mut payloads = Payloads::new(seed, plan.record_size);
+    let mut sent = 0u64;
+    while sent < quota {
+        let t0 = match interval_ns {
+            Some(interval) => {
+                let intended = start_ns + sent * interval;
+                let now = now_ns();
+                if deadline.is_some_and(|d| start + Duration::from_nanos(intended - start_ns) >= d)
+                {
+                    break;
+                }
+                if intended > now {
+                    glommio::timer::sleep(Duration::from_nanos(intended - now)).await;
+                }
+                intended
+            }
+            None => {
+                if sent.is_multiple_of(64) {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
+                    }
+                    glommio::yield_if_needed().await;
+                }
+                now_ns()
+            }
+        };
+        let index = (sent % parts.len() as u64) as usize;
+        let value = payloads.next(t0);
+        let delivery = producer.send(&plan.topic, None, value, Some(parts[index]));
+        if senders[index].send((delivery, t0)).await.is_err() {
+            bail!("a collector stopped early");
+        }
+        sent += 1;
+    }
+    producer.flush().await;
+    drop(senders);
+    let mut result = WorkerResult::default();
+    for c in collectors {
+        let r = c.await.ok_or_else(|| anyhow!("collector cancelled"))?;
+        result.add(r);
+    }
+    result.produce_end = Some(Instant::now());
+    shared.producers_left.fetch_sub(1, Ordering::SeqCst);
+    Ok(result)
+}
+
+/// Awaits a partition's deliveries in order and records each ack.
+async fn collect(shared: Arc<Shared>, rx: LocalReceiver<InFlight>) -> WorkerResult {
+    let size = shared.plan.record_size as u64;
+    let live = &shared.live;
+    let mut r = WorkerResult::default();
+    while let Some((delivery, t0)) = rx.recv().await {
+        match delivery.await {
+            Ok(_) => {
+                r.produce_latency.record_ns(t0, now_ns());
+                r.produced += 1;
+                r.produced_bytes += size;
+                Live::add(&live.produced, 1);
+                Live::add(&live.produced_bytes, size);
+            }
+            Err(e) => {
+                r.errors.client(&e);
+                Live::add(&live.errors, 1);
+            }
+        }
+    }
+    r
+}
+
+/// How long e2e consumers wait without a record, once the producers are done, before they
+/// report a stall.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Long-poll wait of a consumer's fetch.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+
+/// A consumer: reads its partitions to the end offsets (consume: taken at start; e2e: taken
+/// once the producers are done).
+async fn consume(
+    shared: Arc<Shared>,
+    ready: ReadyConsumer,
+    start: Instant,
+) -> Result<WorkerResult> {
+    let plan = &shared.plan;
+    let live = &shared.live;
+    let ReadyConsumer {
+        client,
+        mut consumer,
+        partitions,
+        mut ends,
+    } = ready;
+    let starts: Vec<i64> = partitions
+        .iter()
+        .map(|p| consumer.position(&plan.topic, *p).unwrap_or(0))
+        .collect();
+    let deadline = match plan.mode {
+        Mode::Consume => plan.duration.map(|d| start + d),
+        _ => None,
+    };
+    let mut r = WorkerResult::default();
+    let mut last_progress = Instant::now();
+    loop {
+        if ends.is_none() && shared.producers_left.load(Ordering::SeqCst) == 0 {
+            let mut e = Vec::with_capacity(partitions.len());
+            for p in &partitions {
+                e.push(client.list_offsets(&plan.topic, *p, LATEST).await?);
+            }
+            ends = Some(e);
+            last_progress = Instant::now();
+        }
+        if let Some(ends) = &ends {
+            let done = partitions
+                .iter()
+                .zip(ends)
+                .all(|(p, end)| consumer.position(&plan.topic, *p).unwrap_or(0) >= *end);
+            if done {
+                break;
+            }
+            if plan.mode == Mode::E2e && last_progress.elapsed() > STALL_TIMEOUT {
+                bail!("consumer stalled: no record for {STALL_TIMEOUT:?} before the end offsets");
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d)
+            || plan
+                .records
+                .is_some_and(|n| plan.mode == Mode::Consume && Live::get(&live.consumed) >= n)
+        {
+            break;
+        }
+        let records = match consumer.poll(POLL_WAIT).await {
+            Ok(records) => records,
+            Err(e) if e.is_retriable() => {
+                r.errors.client(&e);
+                Live::add(&live.errors, 1);
+                continue;
+            }
+            Err(e) => return Err(e).context("poll"),
+        };
+        if records.is_empty() {
+            continue;
+        }
+        last_progress = Instant::now();
+        let now = now_ns();
+        let mut bytes = 0u64;
+        for rec in &records {
+            bytes += (rec.value.len() + rec.key.as_ref().map_or(0, |k| k.len())) as u64;
+            if plan.mode == Mode::E2e {
+                if let Some(sent) = payload::timestamp_ns(&rec.value) {
+                    r.e2e_latency.record_ns(sent, now);
+                }
+            }
+        }
+        let n = records.len() as u64;
+        r.consumed += n;
+        r.consumed_bytes += bytes;
+        Live::add(&live.consumed, n);
+        Live::add(&live.consumed_bytes, bytes);
+    }
+    r.consume_end = Some(Instant::now());
+    if let Some(ends) = &ends {
+        r.consume_expected = ends
+            .iter()
+            .zip(&starts)
+            .map(|(e, s)| u64::try_from(e - s).unwrap_or(0))
+            .sum();
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_spread_without_overlap() {
+        assert_eq!(producer_partitions(0, 2, 3), [0, 2]);
+        assert_eq!(producer_partitions(1, 2, 3), [1]);
+        assert_eq!(producer_partitions(4, 6, 3), [1], "more producers share");
+        assert_eq!(consumer_partitions(1, 2, 5), [1, 3]);
+        assert!(consumer_partitions(3, 4, 2).is_empty());
+        let total: u64 = (0..3).map(|i| records_for(i, 3, 10)).sum();
+        assert_eq!(total, 10);
+        assert_eq!(records_for(0, 3, 10), 4);
+    }
+}

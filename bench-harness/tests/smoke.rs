@@ -1,0 +1,49 @@
+//! Runs `tidelog-bench --smoke` (in-process broker, ~20,000 records end to end, every one
+//! checked) so that `cargo test --workspace` keeps the load generator from rotting.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[test]
+fn smoke_run_consumes_every_record() {
+    let json = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tidelog-bench-smoke-{}.json", std::process::id()));
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_tidelog-bench"))
+        .arg("--smoke")
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run tidelog-bench");
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "tidelog-bench --smoke failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("smoke: ok"), "{stdout}");
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "smoke took {elapsed:?}; it must stay short to run in every test pass"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON report written"))
+            .expect("valid JSON");
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(report["produce"]["records"], 20_000);
+    assert_eq!(report["consume"]["records"], 20_000);
+    assert_eq!(report["e2e"]["latency_us"]["count"], 20_000);
+    for key in ["records_per_s", "mb_per_s"] {
+        assert!(report["produce"][key].as_f64().expect(key) > 0.0, "{key}");
+        assert!(report["consume"][key].as_f64().expect(key) > 0.0, "{key}");
+    }
+    for p in ["p50", "p99", "p999", "max"] {
+        assert!(report["produce"]["latency_us"][p].as_u64().is_some(), "{p}");
+        assert!(report["e2e"]["latency_us"][p].as_u64().is_some(), "{p}");
+    }
+    assert_eq!(report["params"]["mode"], "e2e");
+    assert!(report["hardware"]["kernel"].is_string());
+    assert!(report["errors"].as_object().expect("errors").is_empty());
+}
