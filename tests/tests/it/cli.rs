@@ -605,3 +605,126 @@ fn errors_are_one_actionable_line() {
     assert!(text(&out.stderr).contains("--no-such-flag"), "{out:?}");
     broker.stop();
 }
+
+/// `consume --group`: (partition, offset) of each record printed.
+fn consume_group(broker: &str, topic: &str, extra: &[&str]) -> Vec<(i32, i64)> {
+    let out = run_ok(
+        broker,
+        &[
+            &[
+                "consume",
+                topic,
+                "--group",
+                "g",
+                "--print-partition",
+                "--print-offset",
+            ][..],
+            extra,
+        ]
+        .concat(),
+    );
+    out.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(3, '\t').collect();
+            assert_eq!(f.len(), 3, "{l:?}");
+            (
+                f[0].parse().expect("partition"),
+                f[1].parse().expect("offset"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn group_offsets_resume_and_survive_a_restart() {
+    let _one = serial();
+    let tmp = crate::test_dir("cli-group");
+    let dir = tmp.path().join("data");
+    let broker = Broker::start(&dir, 0);
+    let b = broker.addr.clone();
+    run_ok(&b, &["topic", "create", "grouped", "--partitions", "3"]);
+    let (input, _) = lines("g", 0..3_000);
+    ok(
+        produce(&b, "grouped", &["--key-separator", ":"], input),
+        "produce",
+    );
+
+    // Where each run must start: the next offset after the previous runs, per partition.
+    let mut next: BTreeMap<i32, i64> = (0..3).map(|p| (p, 0)).collect();
+    let mut seen = HashSet::new();
+    let mut check_run = |run: &[(i32, i64)], next: &mut BTreeMap<i32, i64>| {
+        assert_eq!(run.len(), 1_000);
+        for &(p, o) in run {
+            assert_eq!(
+                o, next[&p],
+                "partition {p} resumes after the last committed record"
+            );
+            next.insert(p, o + 1);
+            assert!(seen.insert((p, o)), "record {p}/{o} read twice");
+        }
+    };
+    let first = consume_group(
+        &b,
+        "grouped",
+        &[
+            "--from-beginning",
+            "--count",
+            "1000",
+            "--timeout-ms",
+            "30000",
+        ],
+    );
+    check_run(&first, &mut next);
+    let second = consume_group(&b, "grouped", &["--count", "1000", "--timeout-ms", "30000"]);
+    check_run(&second, &mut next);
+
+    let dir = broker.stop();
+    let broker = Broker::start(&dir, 1);
+    let b = broker.addr.clone();
+    let third = consume_group(&b, "grouped", &["--count", "1000", "--timeout-ms", "30000"]);
+    check_run(&third, &mut next);
+    assert_eq!(seen.len(), 3_000, "every record once across the three runs");
+    assert!(
+        consume_group(&b, "grouped", &["--timeout-ms", "300"]).is_empty(),
+        "nothing left for the group"
+    );
+
+    // A new group without --from-beginning starts at the end, and remembers that.
+    let out = run_ok(
+        &b,
+        &[
+            "consume",
+            "grouped",
+            "--group",
+            "fresh",
+            "--timeout-ms",
+            "300",
+        ],
+    );
+    assert!(out.is_empty(), "{out}");
+    let (input, values) = lines("n", 0..10);
+    ok(
+        produce(&b, "grouped", &["--key-separator", ":"], input),
+        "produce",
+    );
+    let out = run_ok(
+        &b,
+        &[
+            "consume",
+            "grouped",
+            "--group",
+            "fresh",
+            "--count",
+            "10",
+            "--timeout-ms",
+            "30000",
+        ],
+    );
+    let got: HashSet<&str> = out.lines().collect();
+    let want: HashSet<&str> = values.iter().map(String::as_str).collect();
+    assert_eq!(
+        got, want,
+        "only the records produced after the group first ran"
+    );
+    broker.stop();
+}
