@@ -94,9 +94,13 @@ impl Peer {
 }
 
 fn start(dir: &std::path::Path) -> BrokerHandle {
+    start_with_shards(dir, 2)
+}
+
+fn start_with_shards(dir: &std::path::Path, shards: usize) -> BrokerHandle {
     let mut config = BrokerConfig::new(dir);
     config.native_addr = "127.0.0.1:0".parse().expect("addr");
-    config.shards = 2;
+    config.shards = shards;
     config.pin_cpus = false;
     config.log_defaults.preallocate_bytes = 1 << 20;
     broker::start(config).expect("broker starts")
@@ -346,6 +350,18 @@ fn produce_and_fetch_through_shard_endpoints_survive_restart() {
             started.elapsed() >= Duration::from_millis(150),
             "fetch waited for data"
         );
+    }
+    broker.shutdown().expect("clean shutdown");
+
+    // Three shards now: the same files get new owners, and everything is still there.
+    let broker = start_with_shards(dir.path(), 3);
+    let mut bootstrap = Peer::connect(broker.native_addr());
+    let endpoints = owners(&mut bootstrap, "events");
+    for (partition, endpoint) in endpoints.iter().enumerate() {
+        let mut owner = Peer::connect(*endpoint);
+        let (error, bytes) = fetch(&mut owner, "events", partition as i32, 40, 0);
+        assert_eq!(error, ErrorCode::None);
+        assert_eq!(values_of(&bytes)[0], (40, b"via the other shard".to_vec()));
     }
     broker.shutdown().expect("clean shutdown");
 }
