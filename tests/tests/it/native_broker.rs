@@ -370,7 +370,9 @@ fn produce_and_fetch_through_shard_endpoints_survive_restart() {
 fn hostile_frames_close_only_their_connection() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
     let broker = start(dir.path());
-    let mut good = Peer::connect(broker.native_addr());
+    // Everyone talks to shard 0's own port, so the hostile clients share the good one's shard.
+    let shard0 = broker.shard_addrs()[0];
+    let mut good = Peer::connect(shard0);
     assert_eq!(create_topic(&mut good, "t", 1), ErrorCode::None);
 
     let hostile: [&[u8]; 4] = [
@@ -380,7 +382,7 @@ fn hostile_frames_close_only_their_connection() {
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", // another protocol
     ];
     for bytes in hostile {
-        let mut bad = Peer::connect(broker.native_addr());
+        let mut bad = Peer::connect(shard0);
         bad.stream.write_all(bytes).expect("send");
         let mut sink = Vec::new();
         // The broker answers with an error frame or nothing, then closes: EOF within the timeout.
@@ -398,7 +400,7 @@ fn hostile_frames_close_only_their_connection() {
         );
     }
     // A truncated frame followed by a hang-up does not disturb anyone either.
-    let mut truncated = Peer::connect(broker.native_addr());
+    let mut truncated = Peer::connect(shard0);
     truncated
         .stream
         .write_all(b"\x00\x01\x00\x00\x00\x00")
