@@ -488,12 +488,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         let position = lease.writer().end();
         let segment_bytes = self.config.segment_bytes;
         let step = self.config.preallocate_bytes;
-        let active_path = self.active_path();
         lease
             .writer()
             .reserve(position + len as u64, step, segment_bytes)
             .await
-            .map_err(|e| LogError::io("preallocate", &active_path, e))?;
+            .map_err(|e| LogError::io("preallocate", self.active_path(), e))?;
         lease.dirty = true;
         if let Err(e) = lease.writer().append(&batch, next_offset).await {
             return Err(self.poison("write", &e));
