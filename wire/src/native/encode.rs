@@ -143,18 +143,13 @@ impl FrameEncoder {
         partitions: &[ProduceRequestPartition<'_>],
         out: &mut BytesMut,
     ) -> Result<usize, WireError> {
+        let body_len = body_len(partitions.iter().map(|p| p.batches_len))?;
         self.produce_parts.clear();
-        let mut offset = 0usize;
-        let mut result = Ok(());
+        let mut offset = 0u32;
         for p in partitions {
-            let batches = match body_ref(offset, p.batches_len) {
-                Ok(r) => r,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            };
-            offset += p.batches_len;
+            // In range: body_len checked that the whole body fits u32.
+            let batches = BodyRef::new(offset, p.batches_len as u32);
+            offset += p.batches_len as u32;
             let topic = self.fbb.create_string(p.topic);
             let part = ProducePartition::create(
                 &mut self.fbb,
@@ -165,10 +160,6 @@ impl FrameEncoder {
                 },
             );
             self.produce_parts.push(part);
-        }
-        if let Err(e) = result {
-            self.fbb.reset();
-            return Err(e);
         }
         let parts = self.fbb.create_vector(&self.produce_parts);
         let req = ProduceRequest::create(
@@ -187,8 +178,8 @@ impl FrameEncoder {
                 body: Some(req.as_union_value()),
             },
         );
-        self.finish_frame(root, offset, out)?;
-        Ok(offset)
+        self.finish_frame(root, body_len, out)?;
+        Ok(body_len)
     }
 
     /// Encodes a fetch response whose partitions' batches follow in the body
@@ -204,18 +195,13 @@ impl FrameEncoder {
         partitions: &[FetchResponsePartition<'_>],
         out: &mut BytesMut,
     ) -> Result<usize, WireError> {
+        let body_len = body_len(partitions.iter().map(|p| p.batches_len))?;
         self.fetch_parts.clear();
-        let mut offset = 0usize;
-        let mut result = Ok(());
+        let mut offset = 0u32;
         for p in partitions {
-            let batches = match body_ref(offset, p.batches_len) {
-                Ok(r) => r,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            };
-            offset += p.batches_len;
+            // In range: body_len checked that the whole body fits u32.
+            let batches = BodyRef::new(offset, p.batches_len as u32);
+            offset += p.batches_len as u32;
             let topic = self.fbb.create_string(p.topic);
             let part = FetchPartitionResult::create(
                 &mut self.fbb,
@@ -229,10 +215,6 @@ impl FrameEncoder {
                 },
             );
             self.fetch_parts.push(part);
-        }
-        if let Err(e) = result {
-            self.fbb.reset();
-            return Err(e);
         }
         let parts = self.fbb.create_vector(&self.fetch_parts);
         let resp = FetchResponse::create(
@@ -249,8 +231,8 @@ impl FrameEncoder {
                 body: Some(resp.as_union_value()),
             },
         );
-        self.finish_frame(root, offset, out)?;
-        Ok(offset)
+        self.finish_frame(root, body_len, out)?;
+        Ok(body_len)
     }
 
     /// Encodes an `ErrorResponse` (the answer to a frame that could not be
@@ -287,16 +269,17 @@ impl FrameEncoder {
 }
 
 /// A `BodyRef` for `[offset, offset + len)`, if both ends fit in `u32`.
-fn body_ref(offset: usize, len: usize) -> Result<BodyRef, WireError> {
-    let too_large = || WireError::FrameTooLarge {
-        len: (offset as u64).saturating_add(len as u64),
-        max: u32::MAX as usize,
-    };
-    let end = offset.checked_add(len).ok_or_else(too_large)?;
-    u32::try_from(end).map_err(|_| too_large())?;
-    let offset = u32::try_from(offset).map_err(|_| too_large())?;
-    let len = u32::try_from(len).map_err(|_| too_large())?;
-    Ok(BodyRef::new(offset, len))
+/// Total length of a body made of these pieces back to back, which every `BodyRef` (u32
+/// offset and length) must be able to address.
+fn body_len(pieces: impl Iterator<Item = usize>) -> Result<usize, WireError> {
+    let total = pieces.fold(0u64, |sum, len| sum.saturating_add(len as u64));
+    if total > u64::from(u32::MAX) {
+        return Err(WireError::FrameTooLarge {
+            len: total,
+            max: u32::MAX as usize,
+        });
+    }
+    Ok(total as usize)
 }
 
 /// Appends `frame_len | header_len | header` to `out`.
