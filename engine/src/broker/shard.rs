@@ -146,7 +146,8 @@ pub(crate) struct Shard {
     pub config: BrokerConfig,
     pub endpoints: Vec<SocketAddr>,
     pub topics: RefCell<BTreeMap<String, TopicConfig>>,
-    pub partitions: RefCell<HashMap<(String, u32), Rc<Log>>>,
+    /// Owned partition logs by topic, then partition (looked up by `&str`, no allocation).
+    pub partitions: RefCell<HashMap<String, BTreeMap<u32, Rc<Log>>>>,
     /// Notified after every append on this shard (wakes long-polling fetches).
     pub appended: Event,
     /// Notified when the shard starts shutting down.
@@ -366,7 +367,8 @@ impl Shard {
         }
         self.partitions
             .borrow()
-            .get(&(topic.to_owned(), partition))
+            .get(topic)
+            .and_then(|logs| logs.get(&partition))
             .cloned()
             .ok_or(ErrorCode::UnknownTopicOrPartition)
     }
@@ -378,8 +380,12 @@ impl Shard {
             if self.owner(name, partition) != self.id {
                 continue;
             }
-            let key = (name.to_owned(), partition);
-            if self.partitions.borrow().contains_key(&key) {
+            let opened = self
+                .partitions
+                .borrow()
+                .get(name)
+                .is_some_and(|logs| logs.contains_key(&partition));
+            if opened {
                 continue;
             }
             let dir = partition_dir(&self.config.data_dir, name, partition);
@@ -388,24 +394,23 @@ impl Shard {
                 .map_err(|e| format!("open {}: {e}", dir.display()))?;
             let log = Rc::new(log);
             spawn_housekeeping(Rc::clone(&log), Housekeeping::default());
-            self.partitions.borrow_mut().insert(key, log);
+            self.partitions
+                .borrow_mut()
+                .entry(name.to_owned())
+                .or_default()
+                .insert(partition, log);
         }
         Ok(())
     }
 
     async fn apply_removal(&self, name: &str) {
         self.topics.borrow_mut().remove(name);
-        let doomed: Vec<Rc<Log>> = {
-            let mut partitions = self.partitions.borrow_mut();
-            let keys: Vec<_> = partitions
-                .keys()
-                .filter(|(t, _)| t == name)
-                .cloned()
-                .collect();
-            keys.into_iter()
-                .filter_map(|k| partitions.remove(&k))
-                .collect()
-        };
+        let doomed: Vec<Rc<Log>> = self
+            .partitions
+            .borrow_mut()
+            .remove(name)
+            .map(|logs| logs.into_values().collect())
+            .unwrap_or_default();
         for log in doomed {
             let _ = log.close().await;
             let dir = log.dir().to_path_buf();
@@ -787,7 +792,12 @@ impl Shard {
         self.stopped.set(true);
         self.stopping.notify();
         self.appended.notify();
-        let logs: Vec<Rc<Log>> = self.partitions.borrow().values().cloned().collect();
+        let logs: Vec<Rc<Log>> = self
+            .partitions
+            .borrow()
+            .values()
+            .flat_map(|logs| logs.values().cloned())
+            .collect();
         let mut result = Ok(());
         for log in logs {
             if let Err(e) = log.close().await {
