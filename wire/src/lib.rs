@@ -53,5 +53,7 @@ pub mod batch;
 mod error;
 mod generated;
 pub mod native;
+/// The Kafka protocol codec (generated from Kafka's JSON message specs).
+pub mod kafka;
 
 pub use error::WireError;
