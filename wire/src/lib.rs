@@ -3,7 +3,8 @@
 //! The unit of storage and transfer is the *batch*: a fixed 64-byte
 //! little-endian [`BatchHeader`](batch::BatchHeader) followed by a payload.
 //! The broker appends batches to the log verbatim; it only ever rewrites
-//! `base_offset`, which is why the CRC starts after it.
+//! `base_offset` (and, for Kafka payloads, the Kafka batch's own big-endian
+//! `baseOffset` at bytes 64..72), which is why the CRC skips them.
 //!
 //! ```text
 //!  byte  0        8        12          16  17  18  19  20             24                 28       30
@@ -25,10 +26,14 @@
 //!
 //!       |<- not  ->|<-------------- CRC-32C (Castagnoli) over [12 .. batch_len) ---------------->|
 //!       | covered  |
+//!
+//!       Kafka payloads: CRC over [12 .. 64) ++ [72 .. batch_len); bytes 64..72 are the
+//!       Kafka baseOffset, stamped with the same offset as base_offset.
 //! ```
 //!
 //! * `base_offset` is assigned by the broker on append ([`batch::stamp_base_offset`]).
-//! * `crc` covers everything from `batch_len` to the end of the payload.
+//! * `crc` covers everything from `batch_len` to the end of the payload, except
+//!   the Kafka `baseOffset` of a Kafka payload ([`batch::compute_crc`]).
 //! * Native records store `offset_delta` (relative to `base_offset`) and
 //!   `timestamp_delta` (relative to `first_timestamp`).
 //!

@@ -15,7 +15,8 @@ pub use builder::{encode_kafka_wrapped, BatchBuilder};
 
 /// Size of the fixed [`BatchHeader`] in bytes.
 pub const HEADER_LEN: usize = 64;
-/// First byte covered by the CRC; the CRC covers `[CRC_START .. batch_len)`.
+/// First byte covered by the CRC; the CRC covers `[CRC_START .. batch_len)`,
+/// except the Kafka `baseOffset` of Kafka payloads (see [`compute_crc`]).
 pub const CRC_START: usize = 12;
 /// The only `format_version` this crate reads and writes.
 pub const FORMAT_VERSION: u8 = 1;
@@ -90,18 +91,57 @@ pub fn peek_header(buf: &[u8]) -> Result<BatchHeader, WireError> {
     Ok(h)
 }
 
-/// CRC-32C (Castagnoli) of `batch[CRC_START..]`.
-///
-/// The caller passes exactly one batch (`batch.len() == batch_len`). A slice
-/// shorter than [`CRC_START`] yields the CRC of the empty string.
-pub fn compute_crc(batch: &[u8]) -> u32 {
-    crc32c::crc32c(batch.get(CRC_START..).unwrap_or_default())
+/// Byte range of a Kafka payload's own `baseOffset` (big-endian i64) inside a
+/// stored batch: payload bytes `0..8`. Like the Tidelog `base_offset`, it is
+/// stamped at append and therefore excluded from the Tidelog CRC.
+pub const KAFKA_BASE_OFFSET_RANGE: std::ops::Range<usize> = HEADER_LEN..HEADER_LEN + 8;
+
+/// Whether the bytes of `batch` are a Kafka-format batch long enough to hold
+/// the Kafka `baseOffset` field (only then is that field stamped and skipped by
+/// the CRC; a shorter Kafka payload is covered whole).
+fn has_kafka_base_offset(batch: &[u8]) -> bool {
+    batch.get(PAYLOAD_FORMAT_AT) == Some(&PayloadFormat::Kafka.0)
+        && batch.len() >= KAFKA_BASE_OFFSET_RANGE.end
 }
 
-/// Writes `base_offset` into bytes `0..8` (little-endian). The CRC stays valid
-/// because it does not cover these bytes.
+/// Position of the `payload_format` byte.
+const PAYLOAD_FORMAT_AT: usize = 17;
+
+/// CRC-32C (Castagnoli) of the bytes of `batch` that the broker never rewrites.
+///
+/// * Native payloads (and anything that is not a Kafka payload): `batch[CRC_START..]`.
+/// * Kafka payloads of at least 8 bytes: `batch[CRC_START..64]` followed by
+///   `batch[72..]`, i.e. the embedded Kafka `baseOffset`
+///   ([`KAFKA_BASE_OFFSET_RANGE`]) is skipped, so that [`stamp_base_offset`]
+///   can write it without a recompute and fetches can send the stored Kafka
+///   bytes unmodified.
+///
+/// The format is read from the `payload_format` byte (17), which is itself
+/// covered. The caller passes exactly one batch (`batch.len() == batch_len`).
+/// A slice shorter than [`CRC_START`] yields the CRC of the empty string.
+pub fn compute_crc(batch: &[u8]) -> u32 {
+    if has_kafka_base_offset(batch) {
+        let head = batch
+            .get(CRC_START..KAFKA_BASE_OFFSET_RANGE.start)
+            .unwrap_or_default();
+        let tail = batch.get(KAFKA_BASE_OFFSET_RANGE.end..).unwrap_or_default();
+        crc32c::crc32c_append(crc32c::crc32c(head), tail)
+    } else {
+        crc32c::crc32c(batch.get(CRC_START..).unwrap_or_default())
+    }
+}
+
+/// Writes `base_offset` into bytes `0..8` (little-endian) and, for a Kafka
+/// payload, also into the Kafka batch's own `baseOffset` (bytes `64..72`,
+/// big-endian). The Tidelog CRC stays valid because it covers neither, and the
+/// Kafka CRC stays valid because Kafka's starts at `attributes`.
+///
+/// # Errors
+///
+/// [`WireError::Truncated`] when `batch` is shorter than [`HEADER_LEN`].
 pub fn stamp_base_offset(batch: &mut [u8], base_offset: i64) -> Result<(), WireError> {
     let have = batch.len();
+    let kafka = has_kafka_base_offset(batch);
     let dst = batch
         .get_mut(BASE_OFFSET_RANGE)
         .filter(|_| have >= HEADER_LEN)
@@ -110,6 +150,11 @@ pub fn stamp_base_offset(batch: &mut [u8], base_offset: i64) -> Result<(), WireE
             have,
         })?;
     dst.copy_from_slice(&base_offset.to_le_bytes());
+    if kafka {
+        if let Some(dst) = batch.get_mut(KAFKA_BASE_OFFSET_RANGE) {
+            dst.copy_from_slice(&base_offset.to_be_bytes());
+        }
+    }
     Ok(())
 }
 

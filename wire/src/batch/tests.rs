@@ -154,6 +154,41 @@ fn stamping_base_offset_keeps_crc_valid() {
 }
 
 #[test]
+fn stamping_kafka_payload_writes_both_offsets() {
+    let kafka: Vec<u8> = (0u8..80).collect();
+    let mut batch = encode_kafka_wrapped(&kafka, 2, 1, 0, 0, -1, -1, -1, Compression::None);
+    let crc_before = peek_header(&batch).unwrap().crc();
+    stamp_base_offset(&mut batch, 0x0102_0304_0506_0708).unwrap();
+    assert_eq!(compute_crc(&batch), crc_before);
+    assert_eq!(&batch[0..8], &0x0102_0304_0506_0708i64.to_le_bytes());
+    assert_eq!(&batch[KAFKA_BASE_OFFSET_RANGE], &[1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(&batch[72..], &kafka[8..]);
+    let view = verify(&batch, &VerifyLimits::default()).unwrap();
+    assert_eq!(view.base_offset(), 0x0102_0304_0506_0708);
+
+    // A Kafka payload too short to hold a baseOffset is covered whole and left alone.
+    let mut short = encode_kafka_wrapped(b"abc", 1, 0, 0, 0, -1, -1, -1, Compression::None);
+    stamp_base_offset(&mut short, 7).unwrap();
+    assert_eq!(&short[HEADER_LEN..], b"abc");
+    verify(&short, &VerifyLimits::default()).unwrap();
+    short[HEADER_LEN] ^= 1;
+    assert!(verify(&short, &VerifyLimits::default()).is_err());
+}
+
+#[test]
+fn kafka_crc_skips_only_the_kafka_base_offset() {
+    let kafka: Vec<u8> = (0u8..40).collect();
+    let batch = encode_kafka_wrapped(&kafka, 1, 0, 0, 0, -1, -1, -1, Compression::None);
+    let mut expected = crc32c::crc32c(&batch[CRC_START..HEADER_LEN]);
+    expected = crc32c::crc32c_append(expected, &batch[HEADER_LEN + 8..]);
+    assert_eq!(peek_header(&batch).unwrap().crc(), expected);
+    // The same bytes as a native batch are covered from byte 12 to the end.
+    let mut native = batch.to_vec();
+    native[17] = PayloadFormat::Native.0;
+    assert_eq!(compute_crc(&native), crc32c::crc32c(&native[CRC_START..]));
+}
+
+#[test]
 fn null_key_empty_key_empty_value() {
     let mut b = BatchBuilder::new();
     b.push(None, b"", 0, &[]);
@@ -498,6 +533,46 @@ proptest! {
         let at = 8 + pos.index(batch.len() - 8);
         b[at] ^= 1 << bit;
         prop_assert!(verify(&b, &limits).is_err(), "flip at byte {} bit {} not detected", at, bit);
+    }
+
+    #[test]
+    fn prop_stamping_keeps_batches_valid(
+        records in arb_records(),
+        kafka in proptest::collection::vec(any::<u8>(), 0..256),
+        base in any::<i64>(),
+    ) {
+        let limits = VerifyLimits::default();
+        let mut native = build(&records);
+        stamp_base_offset(&mut native, base).unwrap();
+        prop_assert_eq!(verify(&native, &limits).unwrap().base_offset(), base);
+        let mut wrapped = encode_kafka_wrapped(&kafka, 1, 0, 0, 0, -1, -1, -1, Compression::None);
+        stamp_base_offset(&mut wrapped, base).unwrap();
+        let view = verify(&wrapped, &limits).unwrap();
+        prop_assert_eq!(view.base_offset(), base);
+        if kafka.len() >= 8 {
+            prop_assert_eq!(&wrapped[KAFKA_BASE_OFFSET_RANGE], &base.to_be_bytes());
+        } else {
+            prop_assert_eq!(view.payload(), &kafka[..]);
+        }
+    }
+
+    #[test]
+    fn prop_kafka_bit_flips(
+        kafka in proptest::collection::vec(any::<u8>(), 8..256),
+        pos in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+    ) {
+        let batch = encode_kafka_wrapped(&kafka, 1, 0, 0, 0, -1, -1, -1, Compression::None);
+        let limits = VerifyLimits::default();
+        let at = pos.index(batch.len());
+        let mut b = batch.to_vec();
+        b[at] ^= 1 << bit;
+        let excluded = BASE_OFFSET_RANGE.contains(&at) || KAFKA_BASE_OFFSET_RANGE.contains(&at);
+        if excluded {
+            prop_assert!(verify(&b, &limits).is_ok(), "flip at byte {} bit {} rejected", at, bit);
+        } else {
+            prop_assert!(verify(&b, &limits).is_err(), "flip at byte {} bit {} not detected", at, bit);
+        }
     }
 
     #[test]

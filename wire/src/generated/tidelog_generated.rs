@@ -30,7 +30,8 @@ pub struct PayloadFormat(pub u8);
 impl PayloadFormat {
   /// A flatbuffers `RecordBatch` (this schema).
   pub const Native: Self = Self(0);
-  /// A Kafka RecordBatch v2, stored verbatim.
+  /// A Kafka RecordBatch v2, stored verbatim except for its baseOffset
+  /// (stamped on append, outside the CRC) and partitionLeaderEpoch (0).
   pub const Kafka: Self = Self(1);
 
   pub const ENUM_MIN: u8 = 0;
