@@ -1,0 +1,521 @@
+//! Kafka RecordBatch v2 (magic 2) on the broker's hot path: validating the
+//! `records` of a Produce request, wrapping an accepted batch for the log,
+//! locating the Kafka bytes of a stored batch for Fetch, and converting
+//! native batches to Kafka batches.
+//!
+//! ```text
+//!  0 baseOffset i64 | 8 batchLength i32 | 12 partitionLeaderEpoch i32 | 16 magic i8 (=2)
+//! 17 crc u32 (CRC-32C of [21..]) | 21 attributes i16 | 23 lastOffsetDelta i32
+//! 27 baseTimestamp i64 | 35 maxTimestamp i64 | 43 producerId i64 | 51 producerEpoch i16
+//! 53 baseSequence i32 | 57 recordCount i32 | 61 records...        (all big-endian)
+//!
+//! record: length varint | attributes i8 | timestampDelta varlong | offsetDelta varint
+//!         keyLength varint (-1: null) | key | valueLength varint | value
+//!         headerCount varint | { keyLength varint | key | valueLength varint | value }*
+//! ```
+//!
+//! Everything here works on borrowed bytes and allocates nothing but the
+//! output buffer. Kafka batches are stored verbatim after a 64-byte Tidelog
+//! header ([`PayloadFormat::Kafka`]); only `baseOffset` (stamped at append,
+//! outside both CRCs) and `partitionLeaderEpoch` (set to 0 by [`wrap_for_log`],
+//! outside the Kafka CRC) differ from what the producer sent.
+
+use std::ops::Range;
+
+use bytes::{BufMut, BytesMut};
+
+use crate::batch::{
+    compute_crc, peek_header, BatchHeader, BatchView, Compression, PayloadFormat, FORMAT_VERSION,
+    HEADER_LEN,
+};
+use crate::WireError;
+
+#[cfg(test)]
+mod tests;
+
+/// Bytes of a Kafka RecordBatch v2 before its first record
+/// (`RECORD_BATCH_OVERHEAD` in Kafka).
+pub const BATCH_OVERHEAD: usize = 61;
+/// Bytes of a batch not counted by `batchLength` (`baseOffset` and `batchLength` itself).
+pub const LOG_OVERHEAD: usize = 12;
+/// The only magic byte accepted.
+pub const MAGIC_V2: i8 = 2;
+/// First byte covered by the Kafka CRC (`attributes`).
+pub const KAFKA_CRC_START: usize = 21;
+/// First Produce version allowed to carry zstd batches (KIP-110).
+pub const ZSTD_MIN_PRODUCE_VERSION: i16 = 7;
+
+/// Byte positions of the Kafka batch header fields (`baseOffset` is at 0).
+mod at {
+    pub(super) const BATCH_LENGTH: usize = 8;
+    pub(super) const LEADER_EPOCH: usize = 12;
+    pub(super) const MAGIC: usize = 16;
+    pub(super) const CRC: usize = 17;
+    pub(super) const ATTRIBUTES: usize = 21;
+    pub(super) const LAST_OFFSET_DELTA: usize = 23;
+    pub(super) const BASE_TIMESTAMP: usize = 27;
+    pub(super) const MAX_TIMESTAMP: usize = 35;
+    pub(super) const PRODUCER_ID: usize = 43;
+    pub(super) const PRODUCER_EPOCH: usize = 51;
+    pub(super) const BASE_SEQUENCE: usize = 53;
+    pub(super) const RECORD_COUNT: usize = 57;
+}
+
+/// `attributes` bits 0-2: the compression codec.
+const CODEC_MASK: i16 = 0x07;
+/// `attributes` bit 3: timestamps are the broker's append time.
+const LOG_APPEND_TIME: i16 = 1 << 3;
+/// `attributes` bit 4: part of a transaction.
+const TRANSACTIONAL: i16 = 1 << 4;
+/// `attributes` bit 5: a control batch (transaction marker).
+const CONTROL: i16 = 1 << 5;
+
+/// Kafka error code `CORRUPT_MESSAGE`.
+pub const CORRUPT_MESSAGE: i16 = 2;
+/// Kafka error code `MESSAGE_TOO_LARGE`.
+pub const MESSAGE_TOO_LARGE: i16 = 10;
+/// Kafka error code `INVALID_TIMESTAMP`.
+pub const INVALID_TIMESTAMP: i16 = 32;
+/// Kafka error code `UNSUPPORTED_COMPRESSION_TYPE`.
+pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+/// Kafka error code `INVALID_RECORD`.
+pub const INVALID_RECORD: i16 = 87;
+
+/// Why a Produce partition's `records` were refused. [`kafka_code`](Self::kafka_code)
+/// gives the error code to answer with; `Display` gives the error message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KafkaBatchError {
+    /// Fewer bytes than one batch header (including no bytes at all).
+    #[error("records must hold exactly one record batch: {len} bytes is less than a batch header")]
+    NoBatch {
+        /// Bytes present.
+        len: usize,
+    },
+    /// Not a RecordBatch v2.
+    #[error(
+        "produce requests are only allowed to contain record batches with magic version 2, got {0}"
+    )]
+    BadMagic(i8),
+    /// `batchLength + 12` is not the number of bytes present: a truncated
+    /// batch, or more than one batch.
+    #[error("records must hold exactly one record batch: batchLength {batch_length} + 12 != {len} bytes")]
+    NotOneBatch {
+        /// The `batchLength` field.
+        batch_length: i32,
+        /// Bytes present.
+        len: usize,
+    },
+    /// The batch exceeds the topic's maximum batch size.
+    #[error("record batch of {len} bytes exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// Bytes of the batch.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The CRC-32C does not match the bytes from `attributes` to the end.
+    #[error("record batch crc mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch {
+        /// The `crc` field.
+        stored: u32,
+        /// CRC computed over the batch.
+        computed: u32,
+    },
+    /// `recordCount` is not positive or disagrees with `lastOffsetDelta`.
+    #[error("inconsistent batch offset range: recordCount {record_count}, lastOffsetDelta {last_offset_delta}")]
+    InconsistentOffsets {
+        /// The `recordCount` field.
+        record_count: i32,
+        /// The `lastOffsetDelta` field.
+        last_offset_delta: i32,
+    },
+    /// Clients may not write control batches.
+    #[error("clients are not allowed to write control records")]
+    ControlBatch,
+    /// Transactions are not supported.
+    #[error("transactional record batches are not supported")]
+    Transactional,
+    /// An idempotent batch (`producerId >= 0`) without a sequence number.
+    #[error("producer id {producer_id} with invalid base sequence {base_sequence}")]
+    MissingSequence {
+        /// The `producerId` field.
+        producer_id: i64,
+        /// The `baseSequence` field.
+        base_sequence: i32,
+    },
+    /// Codec id 5-7: no such compression.
+    #[error("unknown compression codec {0}")]
+    UnknownCompression(u8),
+    /// zstd before Produce v7.
+    #[error("zstd compression requires produce version 7 or later, got {0}")]
+    ZstdNeedsV7(i16),
+    /// The producer set the LogAppendTime timestamp type.
+    #[error("producers may not set the LogAppendTime timestamp type")]
+    LogAppendTime,
+}
+
+impl KafkaBatchError {
+    /// The Kafka error code to put in the partition's Produce response.
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            Self::NoBatch { .. }
+            | Self::BadMagic(_)
+            | Self::NotOneBatch { .. }
+            | Self::InconsistentOffsets { .. }
+            | Self::ControlBatch
+            | Self::Transactional
+            | Self::MissingSequence { .. } => INVALID_RECORD,
+            Self::TooLarge { .. } => MESSAGE_TOO_LARGE,
+            Self::CrcMismatch { .. } => CORRUPT_MESSAGE,
+            Self::UnknownCompression(_) | Self::ZstdNeedsV7(_) => UNSUPPORTED_COMPRESSION_TYPE,
+            Self::LogAppendTime => INVALID_TIMESTAMP,
+        }
+    }
+}
+
+/// The header fields of a validated Kafka batch that the Tidelog header repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KafkaBatchInfo {
+    /// Number of records (at least 1).
+    pub record_count: i32,
+    /// `recordCount - 1`.
+    pub last_offset_delta: i32,
+    /// `baseTimestamp`: the first record's timestamp, ms since the epoch.
+    pub base_timestamp: i64,
+    /// `maxTimestamp`, as sent by the producer.
+    pub max_timestamp: i64,
+    /// `producerId`; -1 when the producer is not idempotent.
+    pub producer_id: i64,
+    /// `producerEpoch`.
+    pub producer_epoch: i16,
+    /// `baseSequence`; at least 0 when `producer_id >= 0`.
+    pub base_sequence: i32,
+    /// Codec of the records.
+    pub compression: Compression,
+}
+
+fn be_array<const N: usize>(b: &[u8], pos: usize) -> [u8; N] {
+    // Callers only read inside the fixed header, whose length was checked first;
+    // a short slice reads as zeros instead of panicking.
+    b.get(pos..pos + N)
+        .and_then(|s| s.try_into().ok())
+        .unwrap_or([0; N])
+}
+
+fn be_i16(b: &[u8], pos: usize) -> i16 {
+    i16::from_be_bytes(be_array(b, pos))
+}
+
+fn be_i32(b: &[u8], pos: usize) -> i32 {
+    i32::from_be_bytes(be_array(b, pos))
+}
+
+fn be_i64(b: &[u8], pos: usize) -> i64 {
+    i64::from_be_bytes(be_array(b, pos))
+}
+
+/// Checks one partition's `records` of a Produce v3+ request against the
+/// broker validation checklist (docs/KAFKA.md §2) and returns its header fields.
+///
+/// In order: at least a batch header, magic 2, exactly one batch
+/// (`batchLength + 12 == records.len()`), size `<= max_batch_bytes`, CRC-32C,
+/// `recordCount > 0` and `lastOffsetDelta + 1 == recordCount`, not a control
+/// batch, not transactional, `producerId >= 0` ⇒ `baseSequence >= 0`, codec
+/// 0..=4 with zstd only from Produce v7, and no LogAppendTime bit.
+///
+/// Records are not decompressed or parsed (optional in Kafka's checklist).
+///
+/// # Errors
+/// The first failed check, as a [`KafkaBatchError`].
+pub fn validate_produce_batch(
+    records: &[u8],
+    produce_version: i16,
+    max_batch_bytes: usize,
+) -> Result<KafkaBatchInfo, KafkaBatchError> {
+    let len = records.len();
+    if len < BATCH_OVERHEAD {
+        return Err(KafkaBatchError::NoBatch { len });
+    }
+    let magic = i8::from_be_bytes(be_array(records, at::MAGIC));
+    if magic != MAGIC_V2 {
+        return Err(KafkaBatchError::BadMagic(magic));
+    }
+    let batch_length = be_i32(records, at::BATCH_LENGTH);
+    let framed = usize::try_from(batch_length)
+        .ok()
+        .and_then(|l| l.checked_add(LOG_OVERHEAD));
+    if framed != Some(len) {
+        return Err(KafkaBatchError::NotOneBatch { batch_length, len });
+    }
+    if len > max_batch_bytes {
+        return Err(KafkaBatchError::TooLarge {
+            len,
+            max: max_batch_bytes,
+        });
+    }
+    let stored = u32::from_be_bytes(be_array(records, at::CRC));
+    let computed = crc32c::crc32c(records.get(KAFKA_CRC_START..).unwrap_or_default());
+    if stored != computed {
+        return Err(KafkaBatchError::CrcMismatch { stored, computed });
+    }
+    let record_count = be_i32(records, at::RECORD_COUNT);
+    let last_offset_delta = be_i32(records, at::LAST_OFFSET_DELTA);
+    if record_count <= 0 || i64::from(last_offset_delta) + 1 != i64::from(record_count) {
+        return Err(KafkaBatchError::InconsistentOffsets {
+            record_count,
+            last_offset_delta,
+        });
+    }
+    let attributes = be_i16(records, at::ATTRIBUTES);
+    if attributes & CONTROL != 0 {
+        return Err(KafkaBatchError::ControlBatch);
+    }
+    if attributes & TRANSACTIONAL != 0 {
+        return Err(KafkaBatchError::Transactional);
+    }
+    let producer_id = be_i64(records, at::PRODUCER_ID);
+    let base_sequence = be_i32(records, at::BASE_SEQUENCE);
+    if producer_id >= 0 && base_sequence < 0 {
+        return Err(KafkaBatchError::MissingSequence {
+            producer_id,
+            base_sequence,
+        });
+    }
+    // The mask keeps 3 bits, so the cast is lossless.
+    let codec = (attributes & CODEC_MASK) as u8;
+    let compression = Compression(codec);
+    if compression.variant_name().is_none() {
+        return Err(KafkaBatchError::UnknownCompression(codec));
+    }
+    if compression == Compression::Zstd && produce_version < ZSTD_MIN_PRODUCE_VERSION {
+        return Err(KafkaBatchError::ZstdNeedsV7(produce_version));
+    }
+    if attributes & LOG_APPEND_TIME != 0 {
+        return Err(KafkaBatchError::LogAppendTime);
+    }
+    Ok(KafkaBatchInfo {
+        record_count,
+        last_offset_delta,
+        base_timestamp: be_i64(records, at::BASE_TIMESTAMP),
+        max_timestamp: be_i64(records, at::MAX_TIMESTAMP),
+        producer_id,
+        producer_epoch: be_i16(records, at::PRODUCER_EPOCH),
+        base_sequence,
+        compression,
+    })
+}
+
+/// Puts a Tidelog header ([`PayloadFormat::Kafka`], `base_offset` 0, CRC
+/// filled in) in front of a copy of `records`, ready for the partition log's
+/// append, which stamps both base offsets.
+///
+/// The copy's `partitionLeaderEpoch` is set to 0: there is one replica and no
+/// leader election, and the field is outside the Kafka CRC. Nothing else of
+/// the Kafka batch changes.
+///
+/// `records` and `info` must come from [`validate_produce_batch`]; for other
+/// input the result is still a well-formed allocation but may be refused by
+/// the log (e.g. more than `u32::MAX` bytes yields a wrong `batch_len`).
+pub fn wrap_for_log(records: &[u8], info: &KafkaBatchInfo) -> BytesMut {
+    let total = HEADER_LEN + records.len();
+    let header = BatchHeader::new(
+        0,
+        0,
+        u32::try_from(total).unwrap_or(u32::MAX),
+        FORMAT_VERSION,
+        PayloadFormat::Kafka,
+        info.compression,
+        0,
+        info.record_count,
+        info.last_offset_delta,
+        info.producer_epoch,
+        0,
+        info.base_timestamp,
+        info.max_timestamp,
+        info.producer_id,
+        info.base_sequence,
+        0,
+    );
+    let mut out = BytesMut::with_capacity(total);
+    out.put_slice(&header.0);
+    out.put_slice(records);
+    let epoch = HEADER_LEN + at::LEADER_EPOCH;
+    if let Some(dst) = out.get_mut(epoch..epoch + 4) {
+        dst.copy_from_slice(&0i32.to_be_bytes());
+    }
+    let crc = compute_crc(&out);
+    if let Some(dst) = out.get_mut(8..12) {
+        dst.copy_from_slice(&crc.to_le_bytes());
+    }
+    out
+}
+
+/// Byte range of the Kafka RecordBatch inside a stored Kafka-format batch
+/// (`HEADER_LEN..batch_len`), e.g. to slice a fetched chunk without copying.
+///
+/// Checks the header ([`peek_header`]) but not the CRC: batches read back from
+/// the log were CRC-checked by the log.
+///
+/// # Errors
+/// Header errors, [`WireError::Truncated`] when `stored_batch` is shorter than
+/// `batch_len`, [`WireError::WrongPayloadFormat`] for a native batch.
+pub fn kafka_payload_range(stored_batch: &[u8]) -> Result<Range<usize>, WireError> {
+    let header = peek_header(stored_batch)?;
+    if header.payload_format() != PayloadFormat::Kafka {
+        return Err(WireError::WrongPayloadFormat {
+            expected: PayloadFormat::Kafka,
+            found: header.payload_format(),
+        });
+    }
+    let batch_len = header.batch_len() as usize;
+    if stored_batch.len() < batch_len {
+        return Err(WireError::Truncated {
+            need: batch_len,
+            have: stored_batch.len(),
+        });
+    }
+    Ok(HEADER_LEN..batch_len)
+}
+
+/// The Kafka RecordBatch bytes of the stored Kafka-format batch at the start
+/// of `stored_batch`: exactly what a Fetch response carries for it.
+///
+/// # Errors
+/// As [`kafka_payload_range`].
+pub fn kafka_payload(stored_batch: &[u8]) -> Result<&[u8], WireError> {
+    let range = kafka_payload_range(stored_batch)?;
+    stored_batch.get(range).ok_or(WireError::Truncated {
+        need: HEADER_LEN,
+        have: stored_batch.len(),
+    })
+}
+
+/// Bytes of `value` as a zigzag varint.
+fn varint_len(value: i64) -> usize {
+    let mut raw = zigzag(value);
+    let mut n = 1;
+    while raw >= 0x80 {
+        raw >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+fn put_varint(out: &mut BytesMut, value: i64) {
+    let mut raw = zigzag(value);
+    while raw >= 0x80 {
+        out.put_u8((raw as u8 & 0x7f) | 0x80);
+        raw >>= 7;
+    }
+    out.put_u8(raw as u8);
+}
+
+/// Length prefix plus bytes of a Kafka `bytes`/`string` field.
+fn field_len(bytes_len: usize) -> usize {
+    varint_len(bytes_len as i64) + bytes_len
+}
+
+/// Converts a stored native batch into an uncompressed Kafka RecordBatch v2
+/// appended to `out`: `baseOffset` is the stored base offset, leader epoch 0,
+/// CreateTime, the producer fields and timestamps of the Tidelog header, and
+/// every record with its key (null stays null), value and headers.
+///
+/// Native batches cannot express a null value or a null header value; both
+/// become empty. Native batches are never compressed ([`crate::batch::verify`]
+/// refuses compressed ones), so the output is always uncompressed.
+///
+/// # Errors
+/// [`WireError::WrongPayloadFormat`] for a Kafka-format batch (serve its bytes
+/// with [`kafka_payload`] instead); [`WireError::TooLarge`] when the Kafka
+/// batch would exceed `i32::MAX` bytes, or a field `i32::MAX` bytes. On error
+/// `out` is left as it was.
+pub fn native_to_kafka(view: &BatchView<'_>, out: &mut BytesMut) -> Result<(), WireError> {
+    let records = view.records()?;
+    let header = view.header();
+    let base_offset = view.base_offset();
+    let base_timestamp = header.first_timestamp();
+    let too_large = |len: usize| WireError::TooLarge {
+        batch_len: len,
+        max: i32::MAX as usize,
+    };
+
+    // First pass: sizes, so the output is reserved once and every length is
+    // known before it is written.
+    let mut total = BATCH_OVERHEAD;
+    for r in records.clone() {
+        let body = record_body_len(&r, base_offset, base_timestamp);
+        if body > i32::MAX as usize {
+            return Err(too_large(body));
+        }
+        total = total.saturating_add(varint_len(body as i64) + body);
+    }
+    if total > i32::MAX as usize {
+        return Err(too_large(total));
+    }
+    out.reserve(total);
+    let start = out.len();
+    out.put_i64(base_offset);
+    out.put_i32((total - LOG_OVERHEAD) as i32);
+    out.put_i32(0); // partitionLeaderEpoch
+    out.put_i8(MAGIC_V2);
+    out.put_u32(0); // crc, filled in below
+    out.put_i16(0); // attributes: no codec, CreateTime, not transactional
+    out.put_i32(header.last_offset_delta());
+    out.put_i64(base_timestamp);
+    out.put_i64(header.max_timestamp());
+    out.put_i64(header.producer_id());
+    out.put_i16(header.producer_epoch());
+    out.put_i32(header.base_sequence());
+    out.put_i32(header.record_count());
+    for r in records {
+        let body = record_body_len(&r, base_offset, base_timestamp);
+        put_varint(out, body as i64);
+        out.put_i8(0); // record attributes (unused)
+        put_varint(out, r.timestamp.wrapping_sub(base_timestamp));
+        put_varint(out, r.offset.wrapping_sub(base_offset));
+        match r.key {
+            Some(key) => {
+                put_varint(out, key.len() as i64);
+                out.put_slice(key);
+            }
+            None => put_varint(out, -1),
+        }
+        put_varint(out, r.value.len() as i64);
+        out.put_slice(r.value);
+        put_varint(out, r.headers.len() as i64);
+        for (key, value) in r.headers.iter() {
+            put_varint(out, key.len() as i64);
+            out.put_slice(key.as_bytes());
+            put_varint(out, value.len() as i64);
+            out.put_slice(value);
+        }
+    }
+    debug_assert_eq!(out.len() - start, total);
+    let crc = crc32c::crc32c(out.get(start + KAFKA_CRC_START..).unwrap_or_default());
+    if let Some(dst) = out.get_mut(start + at::CRC..start + at::CRC + 4) {
+        dst.copy_from_slice(&crc.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// Bytes of a record after its length prefix.
+fn record_body_len(r: &crate::batch::RecordView<'_>, base_offset: i64, base_ts: i64) -> usize {
+    let mut n = 1 // attributes
+        + varint_len(r.timestamp.wrapping_sub(base_ts))
+        + varint_len(r.offset.wrapping_sub(base_offset));
+    n += match r.key {
+        Some(key) => field_len(key.len()),
+        None => varint_len(-1),
+    };
+    n += field_len(r.value.len());
+    n += varint_len(r.headers.len() as i64);
+    for (key, value) in r.headers.iter() {
+        n += field_len(key.len()) + field_len(value.len());
+    }
+    n
+}

@@ -1,0 +1,408 @@
+use super::*;
+use crate::batch::{stamp_base_offset, verify, BatchBuilder, VerifyLimits};
+use proptest::prelude::*;
+
+type OwnedRecord = (Option<Vec<u8>>, Vec<u8>, i64, Vec<(String, Vec<u8>)>);
+
+/// A Kafka batch decoded by a reader written independently of the encoder.
+#[derive(Debug, PartialEq)]
+struct Decoded {
+    base_offset: i64,
+    leader_epoch: i32,
+    attributes: i16,
+    last_offset_delta: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    /// `(offset, record)`.
+    records: Vec<(i64, OwnedRecord)>,
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> &[u8] {
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        head
+    }
+    fn i8(&mut self) -> i8 {
+        self.take(1)[0] as i8
+    }
+    fn i16(&mut self) -> i16 {
+        i16::from_be_bytes(self.take(2).try_into().unwrap())
+    }
+    fn i32(&mut self) -> i32 {
+        i32::from_be_bytes(self.take(4).try_into().unwrap())
+    }
+    fn i64(&mut self) -> i64 {
+        i64::from_be_bytes(self.take(8).try_into().unwrap())
+    }
+    fn varlong(&mut self) -> i64 {
+        let mut raw = 0u64;
+        for shift in (0..70).step_by(7) {
+            let b = self.take(1)[0];
+            raw |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return ((raw >> 1) as i64) ^ -((raw & 1) as i64);
+            }
+        }
+        panic!("varint too long");
+    }
+    fn bytes(&mut self) -> Option<Vec<u8>> {
+        let len = self.varlong();
+        (len >= 0).then(|| self.take(len as usize).to_vec())
+    }
+}
+
+fn decode_kafka(batch: &[u8]) -> Decoded {
+    let mut r = Reader(batch);
+    let base_offset = r.i64();
+    let batch_length = r.i32();
+    assert_eq!(batch_length as usize + 12, batch.len());
+    let leader_epoch = r.i32();
+    assert_eq!(r.i8(), 2);
+    let crc = r.i32() as u32;
+    assert_eq!(crc, crc32c::crc32c(&batch[21..]));
+    let attributes = r.i16();
+    let last_offset_delta = r.i32();
+    let base_timestamp = r.i64();
+    let max_timestamp = r.i64();
+    let producer_id = r.i64();
+    let producer_epoch = r.i16();
+    let base_sequence = r.i32();
+    let count = r.i32();
+    let mut records = Vec::new();
+    for _ in 0..count {
+        let len = r.varlong() as usize;
+        let before = r.0.len();
+        assert_eq!(r.i8(), 0);
+        let ts = base_timestamp.wrapping_add(r.varlong());
+        let offset = base_offset.wrapping_add(r.varlong());
+        let key = r.bytes();
+        let value = r.bytes().unwrap();
+        let headers = (0..r.varlong())
+            .map(|_| {
+                let k = String::from_utf8(r.bytes().unwrap()).unwrap();
+                (k, r.bytes().unwrap())
+            })
+            .collect();
+        assert_eq!(before - r.0.len(), len, "record length prefix");
+        records.push((offset, (key, value, ts, headers)));
+    }
+    assert!(r.0.is_empty(), "bytes after the last record");
+    Decoded {
+        base_offset,
+        leader_epoch,
+        attributes,
+        last_offset_delta,
+        base_timestamp,
+        max_timestamp,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        records,
+    }
+}
+
+/// The test encoder: records through a native batch and [`native_to_kafka`].
+fn encode(records: &[OwnedRecord], base: i64, producer: (i64, i16, i32)) -> BytesMut {
+    let mut b = BatchBuilder::new();
+    for (k, v, ts, hs) in records {
+        let hs: Vec<(&str, &[u8])> = hs.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        b.push(k.as_deref(), v, *ts, &hs);
+    }
+    b.producer(producer.0, producer.1, producer.2);
+    let mut native = b.finish();
+    stamp_base_offset(&mut native, base).unwrap();
+    let view = verify(&native, &VerifyLimits::default()).unwrap();
+    let mut out = BytesMut::from(&b"prefix"[..]);
+    native_to_kafka(&view, &mut out).unwrap();
+    assert_eq!(&out[..6], b"prefix", "appends after existing bytes");
+    let _ = out.split_to(6);
+    out
+}
+
+fn simple() -> BytesMut {
+    encode(
+        &[
+            (Some(b"k".to_vec()), b"v1".to_vec(), 10, vec![]),
+            (None, b"v2".to_vec(), 12, vec![("h".into(), b"x".to_vec())]),
+        ],
+        0,
+        (7, 1, 0),
+    )
+}
+
+fn set_i16(b: &mut [u8], pos: usize, v: i16) {
+    b[pos..pos + 2].copy_from_slice(&v.to_be_bytes());
+}
+fn set_i32(b: &mut [u8], pos: usize, v: i32) {
+    b[pos..pos + 4].copy_from_slice(&v.to_be_bytes());
+}
+fn set_i64(b: &mut [u8], pos: usize, v: i64) {
+    b[pos..pos + 8].copy_from_slice(&v.to_be_bytes());
+}
+/// Recomputes the Kafka CRC after a header field was changed.
+fn reseal(b: &mut [u8]) {
+    let crc = crc32c::crc32c(&b[KAFKA_CRC_START..]);
+    b[at::CRC..at::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+fn with_attributes(b: &mut [u8], attributes: i16) {
+    set_i16(b, at::ATTRIBUTES, attributes);
+    reseal(b);
+}
+
+const MAX: usize = 1 << 20;
+
+#[test]
+fn accepts_a_valid_batch() {
+    let b = simple();
+    let info = validate_produce_batch(&b, 9, MAX).unwrap();
+    assert_eq!(
+        info,
+        KafkaBatchInfo {
+            record_count: 2,
+            last_offset_delta: 1,
+            base_timestamp: 10,
+            max_timestamp: 12,
+            producer_id: 7,
+            producer_epoch: 1,
+            base_sequence: 0,
+            compression: Compression::None,
+        }
+    );
+    // Exactly at the size limit is fine.
+    validate_produce_batch(&b, 3, b.len()).unwrap();
+}
+
+#[test]
+fn rejects_each_checklist_item() {
+    let good = simple();
+    let v = |b: &[u8]| validate_produce_batch(b, 9, MAX).unwrap_err();
+
+    assert_eq!(v(&[]), KafkaBatchError::NoBatch { len: 0 });
+    assert_eq!(v(&good[..60]).kafka_code(), INVALID_RECORD);
+
+    let mut b = good.to_vec();
+    b[at::MAGIC] = 1;
+    assert_eq!(v(&b), KafkaBatchError::BadMagic(1));
+
+    let mut two = good.to_vec();
+    two.extend_from_slice(&good);
+    assert!(matches!(v(&two), KafkaBatchError::NotOneBatch { .. }));
+    assert!(matches!(
+        v(&good[..good.len() - 1]),
+        KafkaBatchError::NotOneBatch { .. }
+    ));
+    let mut b = good.to_vec();
+    set_i32(&mut b, at::BATCH_LENGTH, -1);
+    assert!(matches!(v(&b), KafkaBatchError::NotOneBatch { .. }));
+
+    let e = validate_produce_batch(&good, 9, good.len() - 1).unwrap_err();
+    assert_eq!(e.kafka_code(), MESSAGE_TOO_LARGE);
+
+    let mut b = good.to_vec();
+    *b.last_mut().unwrap() ^= 1;
+    assert_eq!(v(&b).kafka_code(), CORRUPT_MESSAGE);
+
+    for (count, delta) in [(0, -1), (3, 1), (-1, -2), (i32::MIN, i32::MAX)] {
+        let mut b = good.to_vec();
+        set_i32(&mut b, at::RECORD_COUNT, count);
+        set_i32(&mut b, at::LAST_OFFSET_DELTA, delta);
+        reseal(&mut b);
+        assert!(
+            matches!(v(&b), KafkaBatchError::InconsistentOffsets { .. }),
+            "{count} {delta}"
+        );
+    }
+
+    let mut b = good.to_vec();
+    with_attributes(&mut b, CONTROL);
+    assert_eq!(v(&b), KafkaBatchError::ControlBatch);
+    with_attributes(&mut b, TRANSACTIONAL);
+    assert_eq!(v(&b), KafkaBatchError::Transactional);
+    for codec in 5..8 {
+        with_attributes(&mut b, codec);
+        assert_eq!(v(&b), KafkaBatchError::UnknownCompression(codec as u8));
+        assert_eq!(v(&b).kafka_code(), UNSUPPORTED_COMPRESSION_TYPE);
+    }
+    with_attributes(&mut b, 4);
+    assert_eq!(
+        validate_produce_batch(&b, 6, MAX),
+        Err(KafkaBatchError::ZstdNeedsV7(6))
+    );
+    assert_eq!(
+        validate_produce_batch(&b, 7, MAX).unwrap().compression,
+        Compression::Zstd
+    );
+    for codec in 1..4 {
+        with_attributes(&mut b, codec);
+        assert_eq!(
+            validate_produce_batch(&b, 3, MAX).unwrap().compression,
+            Compression(codec as u8)
+        );
+    }
+    with_attributes(&mut b, LOG_APPEND_TIME);
+    assert_eq!(v(&b), KafkaBatchError::LogAppendTime);
+    assert_eq!(v(&b).kafka_code(), INVALID_TIMESTAMP);
+
+    let mut b = good.to_vec();
+    set_i32(&mut b, at::BASE_SEQUENCE, -1);
+    reseal(&mut b);
+    assert!(matches!(v(&b), KafkaBatchError::MissingSequence { .. }));
+    set_i64(&mut b, at::PRODUCER_ID, -1);
+    reseal(&mut b);
+    validate_produce_batch(&b, 3, MAX).unwrap();
+}
+
+#[test]
+fn wrap_stamp_and_serve() {
+    let mut kafka = simple();
+    set_i32(&mut kafka, at::LEADER_EPOCH, 99);
+    let info = validate_produce_batch(&kafka, 9, MAX).unwrap();
+    let mut stored = wrap_for_log(&kafka, &info);
+    let view = verify(&stored, &VerifyLimits::default()).unwrap();
+    let h = view.header();
+    assert_eq!(h.payload_format(), PayloadFormat::Kafka);
+    assert_eq!((h.record_count(), h.last_offset_delta()), (2, 1));
+    assert_eq!((h.first_timestamp(), h.max_timestamp()), (10, 12));
+    assert_eq!(
+        (h.producer_id(), h.producer_epoch(), h.base_sequence()),
+        (7, 1, 0)
+    );
+    stamp_base_offset(&mut stored, 1234).unwrap();
+    verify(&stored, &VerifyLimits::default()).unwrap();
+    let served = kafka_payload(&stored).unwrap();
+    let decoded = decode_kafka(served);
+    assert_eq!(decoded.base_offset, 1234);
+    assert_eq!(decoded.leader_epoch, 0);
+    assert_eq!(decoded.records[1].0, 1235);
+    // The served bytes are themselves a valid produce batch.
+    validate_produce_batch(served, 9, MAX).unwrap();
+    assert_eq!(&served[16..], &kafka[16..]);
+
+    // Native batches have no Kafka payload; Kafka batches convert to nothing.
+    let mut b = BatchBuilder::new();
+    b.push(None, b"x", 0, &[]);
+    let native = b.finish();
+    assert!(matches!(
+        kafka_payload(&native),
+        Err(WireError::WrongPayloadFormat { .. })
+    ));
+    assert!(matches!(
+        kafka_payload(&stored[..stored.len() - 1]),
+        Err(WireError::Truncated { .. })
+    ));
+    let view = verify(&stored, &VerifyLimits::default()).unwrap();
+    let mut out = BytesMut::new();
+    assert!(native_to_kafka(&view, &mut out).is_err());
+    assert!(out.is_empty());
+}
+
+#[test]
+fn varints_match_kafka() {
+    for (v, bytes) in [
+        (0i64, &[0u8][..]),
+        (-1, &[1]),
+        (1, &[2]),
+        (63, &[0x7e]),
+        (-64, &[0x7f]),
+        (64, &[0x80, 0x01]),
+        (i64::MIN, &[0xff; 9][..]),
+    ] {
+        let mut out = BytesMut::new();
+        put_varint(&mut out, v);
+        if v == i64::MIN {
+            assert_eq!(out.len(), 10);
+        } else {
+            assert_eq!(&out[..], bytes, "{v}");
+        }
+        assert_eq!(varint_len(v), out.len());
+        assert_eq!(Reader(&out).varlong(), v);
+    }
+}
+
+fn arb_records() -> impl Strategy<Value = Vec<OwnedRecord>> {
+    let bytes = proptest::collection::vec(any::<u8>(), 0..40);
+    let header = ("[a-z]{0,6}", proptest::collection::vec(any::<u8>(), 0..10));
+    let record = (
+        proptest::option::of(bytes.clone()),
+        bytes,
+        any::<i64>(),
+        proptest::collection::vec(header, 0..3),
+    );
+    proptest::collection::vec(record, 1..20)
+}
+
+proptest! {
+    #[test]
+    fn prop_native_to_kafka_round_trips(
+        records in arb_records(),
+        base in 0i64..i64::MAX / 2,
+        producer_id in -1i64..1000,
+        producer_epoch in any::<i16>(),
+        base_sequence in 0i32..i32::MAX,
+    ) {
+        let kafka = encode(&records, base, (producer_id, producer_epoch, base_sequence));
+        let d = decode_kafka(&kafka);
+        prop_assert_eq!(d.base_offset, base);
+        prop_assert_eq!(d.leader_epoch, 0);
+        prop_assert_eq!(d.attributes, 0);
+        prop_assert_eq!(d.last_offset_delta as usize, records.len() - 1);
+        prop_assert_eq!(d.base_timestamp, records[0].2);
+        prop_assert_eq!(d.max_timestamp, records.iter().map(|r| r.2).max().unwrap());
+        prop_assert_eq!((d.producer_id, d.producer_epoch, d.base_sequence),
+            (producer_id, producer_epoch, base_sequence));
+        for (i, (offset, record)) in d.records.iter().enumerate() {
+            prop_assert_eq!(*offset, base + i as i64);
+            prop_assert_eq!(record, &records[i]);
+        }
+        // What the converter writes, the validator accepts, and survives the log round trip.
+        let info = validate_produce_batch(&kafka, 9, MAX).unwrap();
+        let mut stored = wrap_for_log(&kafka, &info);
+        stamp_base_offset(&mut stored, base + 1).unwrap();
+        verify(&stored, &VerifyLimits::default()).unwrap();
+        let served = kafka_payload(&stored).unwrap();
+        prop_assert_eq!(&served[8..], &kafka[8..]);
+        prop_assert_eq!(decode_kafka(served).base_offset, base + 1);
+    }
+
+    /// Every single-bit flip in the CRC-covered range is caught; flips outside it
+    /// (baseOffset, batchLength, leader epoch, magic) are caught by framing or ignored.
+    #[test]
+    fn prop_bit_flips(records in arb_records(), pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let kafka = encode(&records, 0, (-1, -1, -1));
+        let at = pos.index(kafka.len());
+        let mut b = kafka.to_vec();
+        b[at] ^= 1 << bit;
+        let result = validate_produce_batch(&b, 9, MAX);
+        match at {
+            0..=7 | 12..=15 => prop_assert!(result.is_ok()),
+            8..=11 => prop_assert_eq!(result.unwrap_err().kafka_code(), INVALID_RECORD),
+            16 => prop_assert!(matches!(result, Err(KafkaBatchError::BadMagic(_)))),
+            _ => prop_assert!(result.is_err(), "flip at {} bit {} accepted", at, bit),
+        }
+    }
+
+    #[test]
+    fn prop_arbitrary_bytes_never_panic(
+        mut buf in proptest::collection::vec(any::<u8>(), 0..200),
+        version in any::<i16>(),
+        fix_framing in any::<bool>(),
+    ) {
+        if fix_framing && buf.len() >= BATCH_OVERHEAD {
+            let len = buf.len() as i32 - 12;
+            set_i32(&mut buf, at::BATCH_LENGTH, len);
+            buf[at::MAGIC] = 2;
+            reseal(&mut buf);
+        }
+        if let Ok(info) = validate_produce_batch(&buf, version, MAX) {
+            let stored = wrap_for_log(&buf, &info);
+            verify(&stored, &VerifyLimits::default()).unwrap();
+            prop_assert_eq!(kafka_payload(&stored).unwrap().len(), buf.len());
+        }
+    }
+}
