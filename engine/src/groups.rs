@@ -139,6 +139,20 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
         self.offsets.borrow().get(&key).cloned()
     }
 
+    /// Every partition a group has committed, with its position, sorted by topic and
+    /// partition (OffsetFetch with `topics = null`).
+    pub fn committed_by(&self, group: &str) -> Vec<(String, i32, Committed)> {
+        let mut found: Vec<(String, i32, Committed)> = self
+            .offsets
+            .borrow()
+            .iter()
+            .filter(|((g, _, _), _)| g == group)
+            .map(|((_, topic, partition), committed)| (topic.clone(), *partition, committed.clone()))
+            .collect();
+        found.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        found
+    }
+
     /// Flushes and closes the slot.
     ///
     /// # Errors
