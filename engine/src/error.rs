@@ -77,6 +77,30 @@ pub enum LogError {
         #[source]
         source: io::Error,
     },
+    /// An idempotent producer wrote with an epoch older than the partition has seen (a
+    /// zombie producer instance). Kafka: `INVALID_PRODUCER_EPOCH` (47).
+    #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        /// The batch's producer id.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The producer's current epoch in this partition.
+        current: i16,
+    },
+    /// An idempotent producer's batch does not continue its sequence (a lost batch, or a
+    /// new epoch not starting at 0). Kafka: `OUT_OF_ORDER_SEQUENCE_NUMBER` (45).
+    #[error("producer {producer_id} epoch {epoch}: sequence {sequence}, expected {expected}")]
+    OutOfOrderSequence {
+        /// The batch's producer id.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The batch's first sequence.
+        sequence: i32,
+        /// The sequence the partition expected.
+        expected: i32,
+    },
     /// The log was closed or deleted.
     #[error("partition log is closed")]
     Closed,

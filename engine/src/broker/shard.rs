@@ -860,6 +860,11 @@ pub(crate) fn log_error_code(error: &LogError) -> ErrorCode {
         LogError::BatchTooLarge { .. } => ErrorCode::RecordTooLarge,
         LogError::DiskFull { .. } => ErrorCode::DiskFull,
         LogError::Closed => ErrorCode::ShuttingDown,
+        // The native protocol has no idempotence codes yet (adding them means regenerating
+        // native.fbs); the Kafka listener maps these to 47 and 45 itself.
+        LogError::InvalidProducerEpoch { .. } | LogError::OutOfOrderSequence { .. } => {
+            ErrorCode::InvalidRequest
+        }
         _ => ErrorCode::StorageError,
     }
 }

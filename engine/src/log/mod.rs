@@ -3,10 +3,13 @@
 mod cache;
 pub mod index;
 mod partition;
+mod producers;
 pub mod segment;
 mod writer;
 
-pub use partition::{AppendInfo, Durability, LogRead, LogStats, PartitionLog, ReadChunk};
+pub use partition::{
+    AppendInfo, Durability, LogRead, LogStats, PartitionLog, ReadChunk, PRODUCER_STATE_SEGMENTS,
+};
 
 #[cfg(test)]
 mod tests;

@@ -24,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 use tidelog_wire::batch::{compute_crc, stamp_base_offset};
 
 use super::cache::TailCache;
+use super::producers::{ProducerStates, Verdict};
 use super::segment::{
     parse_segment_name, read_whole, scan, segment_path, write_index_file, BatchMeta, Segment,
     INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
@@ -54,7 +55,17 @@ pub struct AppendInfo {
     pub last_offset: u64,
     /// The flush policy wants a [`PartitionLog::sync`] now.
     pub flush_due: bool,
+    /// The batch was a retry of an idempotent producer's batch already in the log: nothing
+    /// was appended, and the offsets are those of the original.
+    pub duplicate: bool,
 }
+
+/// Sealed segments (besides the active one) whose batch headers are scanned at open to
+/// rebuild the idempotent producer state. Bounded so that opening a partition costs a
+/// fixed amount of I/O however long its log is: a producer silent for longer than this
+/// many segments loses its state and is then accepted at any sequence, which is Kafka's
+/// behaviour for a producer whose batches were removed by retention.
+pub const PRODUCER_STATE_SEGMENTS: usize = 2;
 
 /// Bytes handed out by a read: one or more whole batches.
 #[derive(Debug, Clone)]
@@ -151,6 +162,8 @@ struct State<F: StorageFile> {
     oldest_unsynced_ms: Option<i64>,
     cache: TailCache,
     poison: Option<(&'static str, String)>,
+    /// Idempotent producers: read and updated only under the write gate.
+    producers: ProducerStates,
     sync_running: bool,
     closed: bool,
 }
@@ -318,10 +331,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             oldest_unsynced_ms: None,
             cache: TailCache::new(config.tail_cache_bytes),
             poison: None,
+            producers: ProducerStates::default(),
             sync_running: false,
             closed: false,
         };
-        Ok(PartitionLog {
+        let log = PartitionLog {
             dir: dir.to_path_buf(),
             storage,
             clock,
@@ -330,7 +344,83 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             gate: Gate::default(),
             synced: Event::default(),
             counters: Counters::default(),
-        })
+        };
+        log.rebuild_producer_state().await?;
+        Ok(log)
+    }
+
+    /// Rebuilds the idempotent producer state from the batch headers of the log tail (the
+    /// active segment and up to [`PRODUCER_STATE_SEGMENTS`] sealed ones before it). Runs at
+    /// open, after recovery cut the log, so the state covers exactly the surviving batches.
+    async fn rebuild_producer_state(&self) -> Result<()> {
+        let from = {
+            let state = self.state.borrow();
+            let from = state
+                .segments
+                .keys()
+                .rev()
+                .nth(PRODUCER_STATE_SEGMENTS)
+                .copied()
+                .unwrap_or(state.log_start);
+            from.max(state.log_start)
+        };
+        let mut producers = ProducerStates::default();
+        let mut offset = from;
+        while offset < self.log_end() {
+            let read = match self.read(offset, 1 << 20).await {
+                Ok(read) => read,
+                Err(LogError::Corrupt {
+                    path,
+                    position,
+                    reason,
+                }) => {
+                    // Damaged bytes are reported when read, not fatal at open. What was
+                    // learnt before them may be stale (the producers' later batches are
+                    // unreadable), so forget it: unknown producers are accepted at any
+                    // sequence, whereas stale state would refuse their next batch.
+                    tracing::warn!(path = %path.display(), position, %reason,
+                        "skipping a damaged segment while rebuilding producer state");
+                    producers = ProducerStates::default();
+                    let next = self
+                        .state
+                        .borrow()
+                        .segments
+                        .range(offset + 1..)
+                        .next()
+                        .map(|(b, _)| *b);
+                    match next {
+                        Some(next) => {
+                            offset = next;
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            if read.is_empty() {
+                break;
+            }
+            for chunk in &read.chunks {
+                let mut bytes: &[u8] = chunk;
+                while !bytes.is_empty() {
+                    let meta = BatchMeta::parse(bytes)?;
+                    if let Some(batch) = meta.producer() {
+                        let first = meta.base_offset as u64;
+                        producers.record(&batch, first, first + meta.span() - 1);
+                    }
+                    bytes = bytes.get(meta.len..).unwrap_or_default();
+                }
+            }
+            offset = read.next_offset;
+        }
+        self.state.borrow_mut().producers = producers;
+        Ok(())
+    }
+
+    /// Number of idempotent producers whose state this partition keeps.
+    pub fn producer_count(&self) -> usize {
+        self.state.borrow().producers.len()
     }
 
     /// The partition's directory.
@@ -446,7 +536,15 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// offset is stamped in place (it is outside the CRC), then the batch is copied once into
     /// the write buffer and shared with the tail cache.
     ///
+    /// Idempotent producers (`producer_id >= 0` in the header) are checked under the same
+    /// write gate that assigns offsets: a retry of one of the producer's last 5 batches (same
+    /// epoch, same first and last sequence) is not appended again; the original's offsets
+    /// come back with [`AppendInfo::duplicate`] set (after the original is durable, for
+    /// [`Durability::Synced`]).
+    ///
     /// # Errors
+    /// [`LogError::InvalidProducerEpoch`] / [`LogError::OutOfOrderSequence`] when the
+    /// producer's epoch or sequence does not follow its state (nothing is written);
     /// [`LogError::InvalidBatch`] / [`LogError::BatchTooLarge`] for a bad batch (nothing is
     /// written); [`LogError::DiskFull`] when the segment cannot grow (nothing is written, the
     /// log stays usable); [`LogError::Poisoned`] after a failed write or fdatasync.
@@ -475,6 +573,26 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         }
         let now_ms = self.clock.now_ms();
         let mut lease = self.lease().await?;
+        let producer = meta.producer();
+        if let Some(producer) = &producer {
+            let verdict = self.state.borrow().producers.check(producer)?;
+            if let Verdict::Duplicate {
+                first_offset,
+                last_offset,
+            } = verdict
+            {
+                drop(lease);
+                if durability == Durability::Synced {
+                    self.sync_to(last_offset + 1).await?;
+                }
+                return Ok(AppendInfo {
+                    base_offset: first_offset,
+                    last_offset,
+                    flush_due: false,
+                    duplicate: true,
+                });
+            }
+        }
         if self.needs_roll(len as u64, meta.span(), now_ms) {
             self.roll(&mut lease).await?;
         }
@@ -512,6 +630,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             state.appended_bytes_total += len as u64;
             state.oldest_unsynced_ms.get_or_insert(now_ms);
             state.cache.push(base_offset, next_offset, batch.freeze());
+            if let Some(producer) = &producer {
+                state
+                    .producers
+                    .record(producer, base_offset, next_offset - 1);
+            }
             self.flush_due_locked(state, now_ms)
         };
         lease.publish_progress();
@@ -525,6 +648,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             base_offset,
             last_offset: next_offset - 1,
             flush_due: flush_due && durability == Durability::Buffered,
+            duplicate: false,
         })
     }
 

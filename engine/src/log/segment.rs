@@ -45,6 +45,10 @@ pub(crate) struct BatchMeta {
     pub last_offset_delta: u32,
     pub first_timestamp: i64,
     pub max_timestamp: i64,
+    /// -1 when the batch has no idempotent producer.
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
 }
 
 impl BatchMeta {
@@ -58,11 +62,24 @@ impl BatchMeta {
             last_offset_delta: u32::try_from(header.last_offset_delta()).unwrap_or(0),
             first_timestamp: header.first_timestamp(),
             max_timestamp: header.max_timestamp(),
+            producer_id: header.producer_id(),
+            producer_epoch: header.producer_epoch(),
+            base_sequence: header.base_sequence(),
         })
     }
 
     pub(crate) fn span(&self) -> u64 {
         u64::from(self.last_offset_delta) + 1
+    }
+
+    /// The batch's idempotent-producer fields; `None` without a producer.
+    pub(crate) fn producer(&self) -> Option<super::producers::ProducerBatch> {
+        super::producers::ProducerBatch::new(
+            self.producer_id,
+            self.producer_epoch,
+            self.base_sequence,
+            self.last_offset_delta,
+        )
     }
 }
 

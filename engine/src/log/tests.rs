@@ -37,7 +37,21 @@ fn small_config() -> LogConfig {
 /// A batch whose every record value starts with `seq` and the record index, so content
 /// can be checked without a model.
 fn make_batch(seq: u64, records: usize, value_len: usize, ts: i64) -> BytesMut {
+    make_idempotent_batch(seq, records, value_len, ts, None)
+}
+
+/// [`make_batch`] with the idempotent producer fields `(producer_id, epoch, first_seq)`.
+fn make_idempotent_batch(
+    seq: u64,
+    records: usize,
+    value_len: usize,
+    ts: i64,
+    producer: Option<(i64, i16, i32)>,
+) -> BytesMut {
     let mut builder = BatchBuilder::new();
+    if let Some((id, epoch, first_seq)) = producer {
+        builder.producer(id, epoch, first_seq);
+    }
     for i in 0..records {
         let mut value = seq.to_le_bytes().to_vec();
         value.extend_from_slice(&(i as u32).to_le_bytes());
@@ -149,6 +163,12 @@ enum Op {
     },
     /// The next sync fails; the partition must poison itself and recover on reopen.
     FailedSync,
+    /// The idempotent producer re-sends one of its batches: one of the last two is a
+    /// duplicate (always within the scanned tail), one older than five is out of order.
+    Retry {
+        pick: usize,
+        old: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -157,6 +177,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(records, value_len, synced)| Op::Append { records, value_len, synced }),
         3 => (any::<usize>(), 1usize..100_000).prop_map(|(pick, max_bytes)| Op::Read { pick, max_bytes }),
         1 => Just(Op::Sync),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, old)| Op::Retry { pick, old }),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
         1 => any::<usize>().prop_map(|at| Op::CutTail { at }),
@@ -186,7 +207,11 @@ fn run_ops(seed: u64, ops: Vec<Op>) {
     let mut log = open(&disk, &clock, small_config());
     let mut model = Model::default();
     let mut seq = 0u64;
+    // Every append comes from idempotent producer 1, epoch 0: first sequence of each model
+    // batch, kept aligned with `model.batches`.
+    let mut first_seqs: Vec<i32> = Vec::new();
     for op in ops {
+        first_seqs.truncate(model.batches.len());
         match op {
             Op::Append {
                 records,
@@ -194,7 +219,17 @@ fn run_ops(seed: u64, ops: Vec<Op>) {
                 synced,
             } => {
                 seq += 1;
-                let batch = make_batch(seq, records, value_len, clock.now());
+                let first_seq = match (model.batches.last(), first_seqs.last()) {
+                    (Some((base, next, _)), Some(first)) => first + (next - base) as i32,
+                    _ => 0,
+                };
+                let batch = make_idempotent_batch(
+                    seq,
+                    records,
+                    value_len,
+                    clock.now(),
+                    Some((1, 0, first_seq)),
+                );
                 let bytes = batch.to_vec();
                 let durability = if synced {
                     Durability::Synced
@@ -202,6 +237,8 @@ fn run_ops(seed: u64, ops: Vec<Op>) {
                     Durability::Buffered
                 };
                 let info = block_on(log.append(batch, durability)).expect("append");
+                assert!(!info.duplicate);
+                first_seqs.push(first_seq);
                 assert_eq!(info.base_offset, model.end());
                 assert_eq!(info.last_offset, info.base_offset + records as u64 - 1);
                 model
@@ -279,6 +316,31 @@ fn run_ops(seed: u64, ops: Vec<Op>) {
                 model.check(&log);
             }
             Op::Tick { ms } => clock.advance(ms),
+            Op::Retry { pick, old } => {
+                let n = model.batches.len();
+                let index = match (old, n) {
+                    (true, 6..) => pick % (n - 5),
+                    (false, 1..) => n - 1 - pick % n.min(2),
+                    _ => continue,
+                };
+                let (base, next, bytes) = &model.batches[index];
+                let (base, next) = (*base, *next);
+                let end = log.log_end();
+                let retried = block_on(log.append(BytesMut::from(&bytes[..]), Durability::Synced));
+                assert_eq!(log.log_end(), end, "a retry appends nothing");
+                if old {
+                    assert!(
+                        matches!(retried, Err(LogError::OutOfOrderSequence { .. })),
+                        "{retried:?}"
+                    );
+                } else {
+                    let info = retried.expect("duplicate");
+                    assert!(info.duplicate);
+                    assert_eq!((info.base_offset, info.last_offset), (base, next - 1));
+                    assert!(log.synced_offset() >= next);
+                    model.synced = model.synced.max(index + 1);
+                }
+            }
             Op::FailedSync => {
                 disk.set_faults(Faults {
                     fsync_error_ppm: 1_000_000,
@@ -724,4 +786,67 @@ fn damaged_base_offset_on_disk_is_reported_not_served() {
         block_on(reopened.read(0, 100)).is_ok(),
         "batches before it still read"
     );
+}
+
+#[test]
+fn duplicate_after_reopen_returns_the_original_offsets() {
+    let disk = SimDisk::new(7);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    block_on(log.append(make_batch(1, 3, 10, T0), Durability::Buffered)).expect("plain");
+    let first = make_idempotent_batch(2, 2, 10, T0, Some((9, 0, 0)));
+    let info = block_on(log.append(first.clone(), Durability::Buffered)).expect("first");
+    assert_eq!(
+        (info.base_offset, info.last_offset, info.duplicate),
+        (3, 4, false)
+    );
+    let second = make_idempotent_batch(3, 1, 10, T0, Some((9, 0, 2)));
+    block_on(log.append(second, Durability::Synced)).expect("second");
+    assert_eq!(log.producer_count(), 1);
+    block_on(log.close()).expect("close");
+
+    let log = open(&disk, &clock, small_config());
+    assert_eq!(log.producer_count(), 1);
+    let info = block_on(log.append(first, Durability::Synced)).expect("retry");
+    assert_eq!(
+        (info.base_offset, info.last_offset, info.duplicate),
+        (3, 4, true)
+    );
+    assert_eq!(log.log_end(), 6);
+    let gap = make_idempotent_batch(4, 1, 10, T0, Some((9, 0, 4)));
+    assert!(matches!(
+        block_on(log.append(gap, Durability::Buffered)),
+        Err(LogError::OutOfOrderSequence { expected: 3, .. })
+    ));
+    let zombie = make_idempotent_batch(5, 1, 10, T0, Some((9, -1, 3)));
+    assert!(matches!(
+        block_on(log.append(zombie, Durability::Buffered)),
+        Err(LogError::InvalidProducerEpoch { current: 0, .. })
+    ));
+    let bumped = make_idempotent_batch(6, 1, 10, T0, Some((9, 1, 0)));
+    let info = block_on(log.append(bumped, Durability::Buffered)).expect("new epoch");
+    assert_eq!((info.base_offset, info.duplicate), (6, false));
+    assert_eq!(log.log_end(), 7);
+}
+
+#[test]
+fn producer_state_is_rebuilt_from_a_bounded_tail() {
+    let disk = SimDisk::new(8);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    // Producer 5 writes once, then enough other data follows to push its batch out of the
+    // scanned tail.
+    let early = make_idempotent_batch(1, 1, 10, T0, Some((5, 0, 0)));
+    block_on(log.append(early.clone(), Durability::Buffered)).expect("early");
+    for i in 0..40 {
+        block_on(log.append(make_batch(i, 10, 6000, T0), Durability::Buffered)).expect("fill");
+    }
+    assert!(log.segment_count() > PRODUCER_STATE_SEGMENTS + 1);
+    block_on(log.close()).expect("close");
+    let log = open(&disk, &clock, small_config());
+    assert_eq!(log.producer_count(), 0);
+    // Without state any sequence is accepted, so the retry is appended again (Kafka
+    // behaves the same once retention removed the producer's batches).
+    let info = block_on(log.append(early, Durability::Buffered)).expect("retry");
+    assert!(!info.duplicate);
 }

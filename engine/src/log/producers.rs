@@ -1,0 +1,277 @@
+//! Idempotent producer state of one partition (Kafka's `ProducerStateManager`, reduced).
+//!
+//! Per producer id: the current epoch and the last [`BATCHES_RETAINED`] batches'
+//! sequence and offset ranges. [`ProducerStates::check`] decides, before an append,
+//! whether a batch is new, a retried duplicate, or out of order; [`ProducerStates::record`]
+//! remembers a batch once it is in the log. The partition calls both under its write gate,
+//! so the check and the append are one atomic step.
+//!
+//! The state lives in memory only. It is rebuilt at open from the batch headers of the log
+//! tail (see `PRODUCER_STATE_SEGMENTS` in the partition), so it always describes exactly the
+//! batches that survived recovery.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::error::LogError;
+
+/// Batches remembered per producer: clients keep at most 5 requests in flight
+/// (Kafka's `NUM_BATCHES_TO_RETAIN`), so a retry always matches one of these.
+pub(crate) const BATCHES_RETAINED: usize = 5;
+
+/// The producer fields of a batch header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProducerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_seq: i32,
+    /// Sequence of the last record (`first_seq + last_offset_delta`, wrapping past
+    /// `i32::MAX` to 0).
+    pub last_seq: i32,
+}
+
+impl ProducerBatch {
+    /// `None` for batches without a producer (`producer_id < 0`).
+    pub(crate) fn new(
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+        last_offset_delta: u32,
+    ) -> Option<Self> {
+        (producer_id >= 0).then(|| ProducerBatch {
+            producer_id,
+            epoch,
+            first_seq,
+            last_seq: add_sequence(first_seq, last_offset_delta),
+        })
+    }
+}
+
+/// `seq + delta` with Kafka's wrap from `i32::MAX` to 0.
+fn add_sequence(seq: i32, delta: u32) -> i32 {
+    let sum = i64::from(seq.max(0)) + i64::from(delta);
+    let wrapped = sum % (i64::from(i32::MAX) + 1);
+    // The modulus keeps it within 0..=i32::MAX.
+    i32::try_from(wrapped).unwrap_or(0)
+}
+
+/// The sequence after `seq`.
+fn next_sequence(seq: i32) -> i32 {
+    add_sequence(seq, 1)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CachedBatch {
+    first_seq: i32,
+    last_seq: i32,
+    first_offset: u64,
+    last_offset: u64,
+}
+
+#[derive(Debug)]
+struct ProducerEntry {
+    epoch: i16,
+    /// Oldest first, at most [`BATCHES_RETAINED`].
+    batches: VecDeque<CachedBatch>,
+}
+
+/// What [`ProducerStates::check`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Append the batch.
+    Append,
+    /// The batch was appended before at these offsets: do not append it again.
+    Duplicate { first_offset: u64, last_offset: u64 },
+}
+
+/// Producer state of one partition.
+#[derive(Debug, Default)]
+pub(crate) struct ProducerStates {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+impl ProducerStates {
+    /// Decides what to do with `batch`, without changing any state.
+    ///
+    /// # Errors
+    /// [`LogError::InvalidProducerEpoch`] for an epoch older than the producer's current
+    /// one; [`LogError::OutOfOrderSequence`] for a sequence that does not follow the last
+    /// batch of the same epoch, or a new epoch not starting at 0.
+    pub(crate) fn check(&self, batch: &ProducerBatch) -> Result<Verdict, LogError> {
+        if batch.first_seq < 0 {
+            // An idempotent batch must carry a sequence (Kafka refuses it as INVALID_RECORD).
+            return Err(LogError::OutOfOrderSequence {
+                producer_id: batch.producer_id,
+                epoch: batch.epoch,
+                sequence: batch.first_seq,
+                expected: 0,
+            });
+        }
+        let Some(entry) = self.producers.get(&batch.producer_id) else {
+            // No state (new producer, or forgotten after a restart beyond the scanned tail):
+            // accept any sequence, as Kafka does.
+            return Ok(Verdict::Append);
+        };
+        if batch.epoch < entry.epoch {
+            return Err(LogError::InvalidProducerEpoch {
+                producer_id: batch.producer_id,
+                epoch: batch.epoch,
+                current: entry.epoch,
+            });
+        }
+        let out_of_order = |expected: i32| LogError::OutOfOrderSequence {
+            producer_id: batch.producer_id,
+            epoch: batch.epoch,
+            sequence: batch.first_seq,
+            expected,
+        };
+        if batch.epoch > entry.epoch {
+            return if batch.first_seq == 0 {
+                Ok(Verdict::Append)
+            } else {
+                Err(out_of_order(0))
+            };
+        }
+        let duplicate = entry
+            .batches
+            .iter()
+            .find(|c| c.first_seq == batch.first_seq && c.last_seq == batch.last_seq);
+        if let Some(c) = duplicate {
+            return Ok(Verdict::Duplicate {
+                first_offset: c.first_offset,
+                last_offset: c.last_offset,
+            });
+        }
+        match entry.batches.back() {
+            Some(last) if batch.first_seq != next_sequence(last.last_seq) => {
+                Err(out_of_order(next_sequence(last.last_seq)))
+            }
+            _ => Ok(Verdict::Append),
+        }
+    }
+
+    /// Remembers `batch`, appended at `first_offset..=last_offset`. A newer epoch replaces
+    /// the producer's cached batches; an older one (only possible for a corrupt log) is
+    /// ignored.
+    pub(crate) fn record(&mut self, batch: &ProducerBatch, first_offset: u64, last_offset: u64) {
+        let entry = self
+            .producers
+            .entry(batch.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: batch.epoch,
+                batches: VecDeque::with_capacity(BATCHES_RETAINED),
+            });
+        if batch.epoch < entry.epoch {
+            return;
+        }
+        if batch.epoch > entry.epoch {
+            entry.epoch = batch.epoch;
+            entry.batches.clear();
+        }
+        if entry.batches.len() == BATCHES_RETAINED {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(CachedBatch {
+            first_seq: batch.first_seq,
+            last_seq: batch.last_seq,
+            first_offset,
+            last_offset,
+        });
+    }
+
+    /// Number of producers with state.
+    pub(crate) fn len(&self) -> usize {
+        self.producers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(epoch: i16, first_seq: i32, records: u32) -> ProducerBatch {
+        ProducerBatch::new(7, epoch, first_seq, records - 1).unwrap()
+    }
+
+    #[test]
+    fn sequences_wrap_at_i32_max() {
+        assert_eq!(add_sequence(i32::MAX, 0), i32::MAX);
+        assert_eq!(add_sequence(i32::MAX, 1), 0);
+        assert_eq!(add_sequence(i32::MAX - 1, 3), 1);
+        assert_eq!(next_sequence(5), 6);
+        assert!(ProducerBatch::new(-1, 0, 0, 0).is_none());
+    }
+
+    #[test]
+    fn epoch_and_sequence_rules() {
+        let mut s = ProducerStates::default();
+        // Unknown producer: any sequence.
+        assert_eq!(s.check(&batch(3, 40, 2)).ok(), Some(Verdict::Append));
+        s.record(&batch(3, 40, 2), 100, 101);
+        // Next in order.
+        assert_eq!(s.check(&batch(3, 42, 1)).ok(), Some(Verdict::Append));
+        // Gap and rewind.
+        assert!(matches!(
+            s.check(&batch(3, 43, 1)),
+            Err(LogError::OutOfOrderSequence { expected: 42, .. })
+        ));
+        assert!(matches!(
+            s.check(&batch(3, 41, 1)),
+            Err(LogError::OutOfOrderSequence { .. })
+        ));
+        // Exact retry.
+        assert_eq!(
+            s.check(&batch(3, 40, 2)).ok(),
+            Some(Verdict::Duplicate {
+                first_offset: 100,
+                last_offset: 101
+            })
+        );
+        // Old epoch.
+        assert!(matches!(
+            s.check(&batch(2, 42, 1)),
+            Err(LogError::InvalidProducerEpoch { current: 3, .. })
+        ));
+        // New epoch must start at 0.
+        assert!(matches!(
+            s.check(&batch(4, 42, 1)),
+            Err(LogError::OutOfOrderSequence { expected: 0, .. })
+        ));
+        assert_eq!(s.check(&batch(4, 0, 1)).ok(), Some(Verdict::Append));
+        s.record(&batch(4, 0, 1), 102, 102);
+        // The old epoch's batches are forgotten.
+        assert!(matches!(
+            s.check(&batch(3, 40, 2)),
+            Err(LogError::InvalidProducerEpoch { .. })
+        ));
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn only_the_last_five_batches_are_duplicates() {
+        let mut s = ProducerStates::default();
+        for i in 0..7u64 {
+            s.record(&batch(0, i as i32, 1), 10 + i, 10 + i);
+        }
+        assert!(matches!(
+            s.check(&batch(0, 1, 1)),
+            Err(LogError::OutOfOrderSequence { .. })
+        ));
+        for i in 2..7u64 {
+            assert_eq!(
+                s.check(&batch(0, i as i32, 1)).ok(),
+                Some(Verdict::Duplicate {
+                    first_offset: 10 + i,
+                    last_offset: 10 + i
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn sequence_wraps_to_zero() {
+        let mut s = ProducerStates::default();
+        s.record(&batch(0, i32::MAX - 1, 2), 0, 1);
+        assert_eq!(s.check(&batch(0, 0, 1)).ok(), Some(Verdict::Append));
+        assert!(s.check(&batch(0, i32::MAX, 1)).is_err());
+    }
+}
