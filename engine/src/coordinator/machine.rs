@@ -265,7 +265,8 @@ impl Group {
             out.push((ticket, Outcome::Sync(SyncResponse::error(code))));
         }
         if self.leader.as_deref() == Some(member_id) {
-            self.leader = None;
+            // Kafka hands leadership on at once; `complete_join` re-checks it is a joiner.
+            self.leader = self.members.keys().next().cloned();
         }
         true
     }
