@@ -64,7 +64,7 @@ mod service;
 mod tests;
 
 pub use machine::Coordinator;
-pub use service::GroupService;
+pub use service::{GroupService, TIMER_INTERVAL_MAX};
 
 /// Kafka error codes the coordinator answers with.
 pub mod codes {

@@ -569,6 +569,11 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Client 3 is a static member (KIP-345); the others are dynamic.
+fn instance(member: usize) -> Option<String> {
+    (member == 3).then(|| "static-3".to_owned())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -593,6 +598,7 @@ proptest! {
                         ids[member].clear();
                     }
                     let mut request = join_req(&ids[member], &format!("c{member}"), 4);
+                    request.group_instance_id = instance(member);
                     if proto == 1 {
                         request.protocols.reverse();
                     } else if proto == 2 {
@@ -612,15 +618,18 @@ proptest! {
                     let ticket = Ticket(next_ticket);
                     next_ticket += 1;
                     issued = Some((ticket, member));
-                    ready = c.sync(now, ticket, sync_req(&ids[member], generations[member], assignments));
+                    let mut request = sync_req(&ids[member], generations[member], assignments);
+                    request.group_instance_id = instance(member);
+                    ready = c.sync(now, ticket, request);
                 }
                 Op::Heartbeat { member } => {
-                    let _ = c.heartbeat(now, GROUP, generations[member], &ids[member], None);
+                    let instance = instance(member);
+                    let _ = c.heartbeat(now, GROUP, generations[member], &ids[member], instance.as_deref());
                 }
                 Op::Leave { member } => {
                     let result = c.leave(now, GROUP, &[LeaveMember {
                         member_id: ids[member].clone(),
-                        group_instance_id: None,
+                        group_instance_id: instance(member),
                     }]);
                     ready = result.ready;
                 }
