@@ -6,6 +6,12 @@
 //! `Durability::Synced`, keyed by topic name, whose value is the topic's configuration (or
 //! empty for a deletion). Opening the store replays the log; the last record of a topic wins.
 //! One shard owns the store; the broker pushes the resulting table to every other shard.
+//!
+//! The same log also persists the idempotent producer id high-water mark, under the key
+//! [`PRODUCER_IDS_KEY`] (reserved: topic names cannot start with "__"). Ids are handed out
+//! from an in-memory block of [`PRODUCER_ID_BLOCK`]; the block's end is made durable before
+//! its first id is handed out, so after a restart (even `kill -9`) allocation resumes above
+//! every id ever given, at the cost of skipping the rest of the last block.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -24,6 +30,14 @@ use crate::log::{Durability, PartitionLog};
 pub const META_DIR: &str = "__meta";
 /// Most partitions one topic may have.
 pub const PARTITIONS_MAX: u32 = 10_000;
+/// Key of the metadata records that persist the producer id high-water mark. Starts with
+/// "__", so no topic can have it.
+pub const PRODUCER_IDS_KEY: &str = "__producer_ids";
+/// Producer ids reserved by one durable metadata record. Larger blocks cost fewer synced
+/// appends and skip more ids at each restart; ids are i64, so skipping is harmless.
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
+const PRODUCER_IDS_VERSION: u8 = 1;
+const PRODUCER_IDS_BYTES: usize = 1 + 8;
 const CONFIG_VERSION: u8 = 1;
 const CONFIG_BYTES: usize = 1 + 4 + 8 + 8 + 8 + 8;
 
@@ -51,6 +65,9 @@ pub enum MetaError {
     /// The metadata log failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// Every producer id up to `i64::MAX` has been handed out.
+    #[error("producer ids exhausted")]
+    ProducerIdsExhausted,
     /// A stored metadata record does not decode.
     #[error("corrupt metadata record for topic {topic:?}")]
     CorruptRecord {
@@ -183,11 +200,38 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
     data_dir.join(topic).join(partition.to_string())
 }
 
+/// The producer ids that may be handed out without another metadata append:
+/// `next..end`, where `end` is durable.
+#[derive(Debug, Clone, Copy)]
+struct ProducerIdBlock {
+    next: i64,
+    end: i64,
+}
+
+fn encode_producer_ids(high_water: i64) -> [u8; PRODUCER_IDS_BYTES] {
+    let mut out = [0u8; PRODUCER_IDS_BYTES];
+    out[0] = PRODUCER_IDS_VERSION;
+    out[1..].copy_from_slice(&high_water.to_le_bytes());
+    out
+}
+
+fn decode_producer_ids(bytes: &[u8]) -> Option<i64> {
+    match bytes {
+        [PRODUCER_IDS_VERSION, rest @ ..] if bytes.len() == PRODUCER_IDS_BYTES => rest
+            .try_into()
+            .ok()
+            .map(i64::from_le_bytes)
+            .filter(|&v| v >= 0),
+        _ => None,
+    }
+}
+
 /// The persisted topic table.
 pub struct TopicStore<S: Storage, C: Clock> {
     log: PartitionLog<S, C>,
     defaults: LogConfig,
     topics: RefCell<BTreeMap<String, TopicConfig>>,
+    producer_ids: RefCell<ProducerIdBlock>,
 }
 
 impl<S: Storage, C: Clock> TopicStore<S, C> {
@@ -212,9 +256,15 @@ impl<S: Storage, C: Clock> TopicStore<S, C> {
         let log = PartitionLog::open(storage, clock, &dir, meta_config).await?;
         let mut topics = BTreeMap::new();
         let mut corrupt = None;
+        let mut producer_high_water = 0i64;
         log.replay(|record| {
             let name = String::from_utf8_lossy(record.key.unwrap_or_default()).into_owned();
-            if record.value.is_empty() {
+            if name == PRODUCER_IDS_KEY {
+                match decode_producer_ids(record.value) {
+                    Some(high) => producer_high_water = producer_high_water.max(high),
+                    None => corrupt = corrupt.take().or(Some(name)),
+                }
+            } else if record.value.is_empty() {
                 topics.remove(&name);
             } else {
                 match TopicConfig::decode(record.value) {
@@ -233,7 +283,42 @@ impl<S: Storage, C: Clock> TopicStore<S, C> {
             log,
             defaults,
             topics: RefCell::new(topics),
+            // Nothing of the last persisted block is known to be unused: start a new one.
+            producer_ids: RefCell::new(ProducerIdBlock {
+                next: producer_high_water,
+                end: producer_high_water,
+            }),
         })
+    }
+
+    /// Hands out a producer id never handed out before by this store, across restarts and
+    /// crashes. Usually in memory; once per [`PRODUCER_ID_BLOCK`] ids it first appends the
+    /// new high-water mark with [`Durability::Synced`].
+    ///
+    /// # Errors
+    /// A failure of the metadata log (no id is handed out), or
+    /// [`MetaError::ProducerIdsExhausted`].
+    pub async fn allocate_producer_id(&self) -> Result<i64, MetaError> {
+        loop {
+            let end = {
+                let mut block = self.producer_ids.borrow_mut();
+                if block.next < block.end {
+                    let id = block.next;
+                    block.next += 1;
+                    return Ok(id);
+                }
+                block.end
+            };
+            let new_end = end
+                .checked_add(PRODUCER_ID_BLOCK)
+                .ok_or(MetaError::ProducerIdsExhausted)?;
+            self.append(PRODUCER_IDS_KEY, &encode_producer_ids(new_end))
+                .await?;
+            // Concurrent callers may have persisted the same or a later end meanwhile; ids
+            // below any persisted end are safe, and `next` only ever moves up.
+            let mut block = self.producer_ids.borrow_mut();
+            block.end = block.end.max(new_end);
+        }
     }
 
     /// All topics, by name.
@@ -371,6 +456,29 @@ mod tests {
             );
         }
         assert!((0..100).all(|p| shard_for("t", p, 3) < 3));
+    }
+
+    #[test]
+    fn producer_ids_never_repeat_across_restarts_and_crashes() {
+        let disk = SimDisk::new(3);
+        let store = open(&disk);
+        let first: Vec<i64> = (0..PRODUCER_ID_BLOCK + 5)
+            .map(|_| block_on(store.allocate_producer_id()).expect("allocate"))
+            .collect();
+        assert!(first.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
+        assert_eq!(first[0], 0);
+        block_on(store.close()).expect("close");
+        let store = open(&disk);
+        assert!(store.topics().is_empty(), "the reserved key is not a topic");
+        let after_reopen = block_on(store.allocate_producer_id()).expect("allocate");
+        assert!(after_reopen > *first.last().unwrap());
+        // kill -9: nothing but the synced metadata survives.
+        disk.crash();
+        let store = open(&disk);
+        let after_crash = block_on(store.allocate_producer_id()).expect("allocate");
+        assert!(after_crash > after_reopen);
+        assert_eq!(decode_producer_ids(&encode_producer_ids(7)), Some(7));
+        assert_eq!(decode_producer_ids(&[1, 2]), None);
     }
 
     #[test]
