@@ -89,7 +89,7 @@ pub fn port_free(addr: std::net::SocketAddr) -> Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
             "{addr} is already in use (another broker running?): stop it or pick another port \
-             with --native-addr"
+             (--native-addr, --kafka-addr)"
         ),
         Err(e) => Err(e).with_context(|| format!("cannot bind {addr}")),
     }

@@ -58,9 +58,20 @@ struct ServeArgs {
     /// Number of shards, one per core (default: every CPU this process may use).
     #[arg(long)]
     shards: Option<usize>,
-    /// Partitions of topics created without a count.
+    /// Partitions of topics created without a count (also Kafka auto-created topics).
     #[arg(long, default_value_t = 1)]
     default_partitions: u32,
+    /// Kafka-protocol bootstrap address ("off" disables the Kafka listener). The default
+    /// listens on IPv6 and IPv4 alike, so `localhost:9092` works however it resolves.
+    #[arg(long, default_value = "[::]:9092")]
+    kafka_addr: String,
+    /// Port of Kafka node 0 (shard 0's own endpoint); shard i listens on this + i
+    /// (default: the bootstrap port + 1).
+    #[arg(long)]
+    kafka_node_port_base: Option<u16>,
+    /// How long a new consumer group waits for more members before its first rebalance.
+    #[arg(long, default_value_t = 300)]
+    group_initial_rebalance_delay_ms: u64,
 }
 
 /// The `tidelog` command: parses the arguments, runs the command, and on failure prints
@@ -88,6 +99,23 @@ fn resolve(addr: &str) -> Result<SocketAddr> {
         .ok_or_else(|| anyhow!("{addr} resolves to no address"))
 }
 
+/// The Kafka bootstrap address: "off" disables it; an IPv6 wildcard falls back to the IPv4
+/// wildcard where IPv6 is unavailable.
+fn kafka_addr(text: &str) -> Result<Option<SocketAddr>> {
+    if text == "off" {
+        return Ok(None);
+    }
+    let addr = resolve(text)?;
+    if addr.ip().is_unspecified() && addr.is_ipv6() {
+        let probe = std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0));
+        if probe.is_err() {
+            return Ok(Some(SocketAddr::from(([0, 0, 0, 0], addr.port()))));
+        }
+    }
+    checks::port_free(addr)?;
+    Ok(Some(addr))
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
     checks::io_uring()?;
     let memlock = checks::raise_memlock();
@@ -96,9 +124,13 @@ fn serve(args: ServeArgs) -> Result<()> {
     checks::port_free(native_addr)?;
     let mut config = BrokerConfig::new(&args.data_dir);
     config.native_addr = native_addr;
+    config.kafka_advertised_host = args.advertised_host.clone();
     config.advertised_host = args
         .advertised_host
         .unwrap_or_else(|| native_addr.ip().to_string());
+    config.kafka_addr = kafka_addr(&args.kafka_addr)?;
+    config.kafka_node_port_base = args.kafka_node_port_base;
+    config.coordinator.initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms;
     if let Some(shards) = args.shards {
         config.shards = shards;
     }
@@ -118,6 +150,17 @@ fn serve(args: ServeArgs) -> Result<()> {
         endpoints.join(", "),
         memlock / 1024
     );
+    if let Some(kafka) = handle.kafka_addr() {
+        let nodes: Vec<String> = handle
+            .kafka_node_addrs()
+            .iter()
+            .map(|a| a.port().to_string())
+            .collect();
+        eprintln!(
+            "tidelog: Kafka protocol on {kafka} (node ports {})",
+            nodes.join(", ")
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))

@@ -147,7 +147,9 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
             .borrow()
             .iter()
             .filter(|((g, _, _), _)| g == group)
-            .map(|((_, topic, partition), committed)| (topic.clone(), *partition, committed.clone()))
+            .map(|((_, topic, partition), committed)| {
+                (topic.clone(), *partition, committed.clone())
+            })
             .collect();
         found.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         found

@@ -57,9 +57,9 @@ extern crate alloc;
 pub mod batch;
 mod error;
 mod generated;
-pub mod kafka_records;
-pub mod native;
 /// The Kafka protocol codec (generated from Kafka's JSON message specs).
 pub mod kafka;
+pub mod kafka_records;
+pub mod native;
 
 pub use error::WireError;

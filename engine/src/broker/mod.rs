@@ -20,9 +20,11 @@ use std::sync::mpsc;
 use crate::config::LogConfig;
 
 mod conn;
+mod kafka;
 mod shard;
 
 pub use conn::ServerLimits;
+pub use kafka::{KafkaLimits, ADVERTISED as KAFKA_ADVERTISED_APIS};
 
 /// Everything `tidelog serve` needs.
 #[derive(Debug, Clone)]
@@ -43,6 +45,19 @@ pub struct BrokerConfig {
     pub default_partitions: u32,
     /// Bounds of the native listener.
     pub limits: ServerLimits,
+    /// The Kafka bootstrap address every shard accepts on (SO_REUSEPORT); `None` turns the
+    /// Kafka listener off.
+    pub kafka_addr: Option<SocketAddr>,
+    /// Port of shard 0's own Kafka endpoint (node 0); shard i listens on this + i. `None`:
+    /// the bootstrap port + 1 (any free ports when the bootstrap port is 0).
+    pub kafka_node_port_base: Option<u16>,
+    /// Host advertised to Kafka clients; `None`: the address each client reached us at
+    /// (`localhost` for loopback).
+    pub kafka_advertised_host: Option<String>,
+    /// Bounds of the Kafka listener.
+    pub kafka_limits: KafkaLimits,
+    /// Consumer-group coordinator settings (timeouts, initial rebalance delay, bounds).
+    pub coordinator: crate::coordinator::CoordinatorConfig,
 }
 
 impl BrokerConfig {
@@ -58,6 +73,11 @@ impl BrokerConfig {
             log_defaults: LogConfig::default(),
             default_partitions: 1,
             limits: ServerLimits::default(),
+            kafka_addr: None,
+            kafka_node_port_base: None,
+            kafka_advertised_host: None,
+            kafka_limits: KafkaLimits::default(),
+            coordinator: crate::coordinator::CoordinatorConfig::default(),
         }
     }
 }
@@ -92,6 +112,8 @@ pub enum BrokerError {
 pub struct BrokerHandle {
     native_addr: SocketAddr,
     shard_addrs: Vec<SocketAddr>,
+    kafka_addr: Option<SocketAddr>,
+    kafka_node_addrs: Vec<SocketAddr>,
     stop: Vec<glommio::channels::shared_channel::SharedSender<()>>,
     threads: Vec<glommio::ExecutorJoinHandle<Result<(), String>>>,
 }
@@ -105,6 +127,16 @@ impl BrokerHandle {
     /// Each shard's own native address, by shard.
     pub fn shard_addrs(&self) -> Vec<SocketAddr> {
         self.shard_addrs.clone()
+    }
+
+    /// The Kafka bootstrap address, when the Kafka listener is on.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka_addr
+    }
+
+    /// Each shard's own Kafka endpoint (node id = index).
+    pub fn kafka_node_addrs(&self) -> Vec<SocketAddr> {
+        self.kafka_node_addrs.clone()
     }
 
     /// Stops accepting, lets in-flight requests finish, flushes every partition and waits for
@@ -165,6 +197,8 @@ pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     // Shard 0 binds the shared port first (it may be port 0), the others bind what it got.
     let mut native_addr = config.native_addr;
     let mut shard_addrs = Vec::with_capacity(config.shards);
+    let mut kafka_addr = config.kafka_addr;
+    let mut kafka_node_addrs = Vec::with_capacity(config.shards);
     let mut threads = Vec::with_capacity(config.shards);
     let mut stop = Vec::with_capacity(config.shards);
     let mut go = Vec::with_capacity(config.shards);
@@ -184,11 +218,21 @@ pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let (go_tx, go_rx) = mpsc::sync_channel(1);
         let (stop_tx, stop_rx) = glommio::channels::shared_channel::new_bounded(1);
+        let kafka = kafka_addr.map(|bootstrap| {
+            let base = match config.kafka_node_port_base {
+                Some(base) => Some(base),
+                None if bootstrap.port() == 0 => None,
+                None => bootstrap.port().checked_add(1),
+            };
+            let port = base.map_or(0, |b| b.saturating_add(shard as u16));
+            (bootstrap, SocketAddr::new(bootstrap.ip(), port))
+        });
         let shard_config = shard::ShardConfig {
             shard,
             shards: config.shards,
             broker: config.clone(),
             native_addr,
+            kafka,
         };
         let mesh = mesh.clone();
         let serving = serving_tx.clone();
@@ -202,6 +246,10 @@ pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
             Ok(Ok(addrs)) => {
                 native_addr = addrs.shared;
                 shard_addrs.push(addrs.own);
+                if let (Some(shared), Some(own)) = (addrs.kafka_shared, addrs.kafka_own) {
+                    kafka_addr = Some(shared);
+                    kafka_node_addrs.push(own);
+                }
             }
             Ok(Err(reason)) => return Err(BrokerError::Startup { shard, reason }),
             Err(_) => {
@@ -216,7 +264,10 @@ pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         go.push(go_tx);
     }
     for go in go {
-        let _ = go.send(shard_addrs.clone());
+        let _ = go.send(shard::Endpoints {
+            native: shard_addrs.clone(),
+            kafka: kafka_node_addrs.clone(),
+        });
     }
     for _ in 0..config.shards {
         match serving_rx.recv() {
@@ -235,6 +286,8 @@ pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     Ok(BrokerHandle {
         native_addr,
         shard_addrs,
+        kafka_addr,
+        kafka_node_addrs,
         stop,
         threads,
     })

@@ -19,6 +19,7 @@ use glommio::net::TcpListener;
 use tidelog_wire::native::ErrorCode;
 
 use super::BrokerConfig;
+use crate::coordinator::GroupService;
 use crate::error::LogError;
 use crate::groups::{self, Committed, OffsetStore, OFFSETS_DIR, OFFSET_SLOTS};
 use crate::io::dma::DmaStorage;
@@ -36,6 +37,9 @@ pub(crate) struct ShardConfig {
     pub shards: usize,
     pub broker: BrokerConfig,
     pub native_addr: SocketAddr,
+    /// The shared Kafka bootstrap address (as bound by shard 0) and this shard's own Kafka
+    /// address; `None` when the Kafka listener is off.
+    pub kafka: Option<(SocketAddr, SocketAddr)>,
 }
 
 /// Addresses a shard listens on.
@@ -43,6 +47,15 @@ pub(crate) struct ShardConfig {
 pub(crate) struct ShardAddrs {
     pub shared: SocketAddr,
     pub own: SocketAddr,
+    pub kafka_shared: Option<SocketAddr>,
+    pub kafka_own: Option<SocketAddr>,
+}
+
+/// Every shard's endpoints, sent to each shard once all have bound.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoints {
+    pub native: Vec<SocketAddr>,
+    pub kafka: Vec<SocketAddr>,
 }
 
 /// Start-up reports from a shard to [`super::start`].
@@ -110,6 +123,8 @@ pub(crate) enum Forwarded {
         group: String,
         partitions: Vec<(String, i32)>,
     },
+    /// A new idempotent-producer id, from shard 0's metadata log.
+    AllocateProducerId,
 }
 
 /// Answers between shards.
@@ -122,6 +137,7 @@ pub(crate) enum Reply {
     Listed(Result<(i64, i64), ErrorCode>),
     Committed(ErrorCode),
     Offsets(Vec<Option<Committed>>),
+    ProducerId(Result<i64, ErrorCode>),
 }
 
 /// A fetch answered by another shard: the batches copied once into `Bytes` to cross threads.
@@ -154,6 +170,12 @@ pub(crate) struct Shard {
     pub stopping: Event,
     pub stopped: Cell<bool>,
     pub connections: Cell<usize>,
+    /// Every shard's own Kafka endpoint, by shard (node id); empty when Kafka is off.
+    pub kafka_endpoints: Vec<SocketAddr>,
+    /// Open Kafka connections on this shard.
+    pub kafka_connections: Cell<usize>,
+    /// The consumer groups this shard coordinates.
+    pub groups: GroupService<SystemClock>,
     store: Option<TopicStore<DmaStorage, SystemClock>>,
     offsets: HashMap<u32, Rc<OffsetStore<DmaStorage, SystemClock>>>,
     senders: Senders<ShardMessage>,
@@ -166,21 +188,30 @@ pub(crate) async fn run(
     config: ShardConfig,
     mesh: MeshBuilder<ShardMessage, glommio::channels::channel_mesh::Full>,
     ready: mpsc::SyncSender<Result<ShardAddrs, String>>,
-    go: mpsc::Receiver<Vec<SocketAddr>>,
+    go: mpsc::Receiver<Endpoints>,
     serving: mpsc::SyncSender<Ready>,
     stop: SharedReceiver<()>,
 ) -> Result<(), String> {
     let bound = bind(&config);
-    let (shared, own) = match bound {
+    let (shared, own, kafka) = match bound {
         Ok(listeners) => listeners,
         Err(e) => {
             let _ = ready.send(Err(e.clone()));
             return Err(e);
         }
     };
+    let kafka_addrs = match &kafka {
+        Some((shared, own)) => (
+            Some(shared.local_addr().map_err(|e| e.to_string())?),
+            Some(own.local_addr().map_err(|e| e.to_string())?),
+        ),
+        None => (None, None),
+    };
     let addrs = ShardAddrs {
         shared: shared.local_addr().map_err(|e| e.to_string())?,
         own: own.local_addr().map_err(|e| e.to_string())?,
+        kafka_shared: kafka_addrs.0,
+        kafka_own: kafka_addrs.1,
     };
     let _ = ready.send(Ok(addrs));
     // Start-up only: wait (blocking this thread) until every shard has bound its ports.
@@ -220,18 +251,45 @@ pub(crate) async fn run(
         glommio::spawn_local(async move { super::conn::accept_loop(shard, listener).await })
             .detach();
     }
+    if let Some((shared, own)) = kafka {
+        for listener in [shared, own] {
+            let shard = Rc::clone(&shard);
+            glommio::spawn_local(async move { super::kafka::accept_loop(shard, listener).await })
+                .detach();
+        }
+    }
+    {
+        let shard = Rc::clone(&shard);
+        glommio::spawn_local(async move {
+            let stopping = shard.stopping.listen();
+            shard.groups.run_timers(stopping).await;
+        })
+        .detach();
+    }
     let stop = stop.connect().await;
     // Nothing is ever sent: the handle dropping its sender is the stop signal.
     let _ = stop.recv().await;
     shard.shutdown().await
 }
 
-fn bind(config: &ShardConfig) -> Result<(TcpListener, TcpListener), String> {
+type Listeners = (TcpListener, TcpListener, Option<(TcpListener, TcpListener)>);
+
+fn bind(config: &ShardConfig) -> Result<Listeners, String> {
     let shared = TcpListener::bind(config.native_addr)
         .map_err(|e| format!("bind {}: {e}", config.native_addr))?;
     let own_addr = SocketAddr::new(config.native_addr.ip(), 0);
     let own = TcpListener::bind(own_addr).map_err(|e| format!("bind {own_addr}: {e}"))?;
-    Ok((shared, own))
+    let kafka = match config.kafka {
+        None => None,
+        Some((shared_addr, own_addr)) => {
+            let shared = TcpListener::bind(shared_addr)
+                .map_err(|e| format!("bind Kafka address {shared_addr}: {e}"))?;
+            let own = TcpListener::bind(own_addr)
+                .map_err(|e| format!("bind Kafka node address {own_addr}: {e}"))?;
+            Some((shared, own))
+        }
+    };
+    Ok((shared, own, kafka))
 }
 
 type Receivers = Vec<(
@@ -242,7 +300,7 @@ type Receivers = Vec<(
 async fn start_shard(
     config: ShardConfig,
     mesh: MeshBuilder<ShardMessage, glommio::channels::channel_mesh::Full>,
-    endpoints: Vec<SocketAddr>,
+    endpoints: Endpoints,
 ) -> Result<(Shard, Receivers), String> {
     let (senders, mut receivers) = mesh
         .join()
@@ -272,11 +330,15 @@ async fn start_shard(
             offsets.insert(slot, Rc::new(store));
         }
     }
+    let groups = GroupService::new(config.broker.coordinator.clone(), SystemClock);
     let shard = Shard {
         id: config.shard,
         shards: config.shards,
         config: config.broker,
-        endpoints,
+        endpoints: endpoints.native,
+        kafka_endpoints: endpoints.kafka,
+        kafka_connections: Cell::new(0),
+        groups,
         topics: RefCell::new(BTreeMap::new()),
         partitions: RefCell::new(HashMap::new()),
         appended: Event::default(),
@@ -651,7 +713,8 @@ impl Shard {
         }
     }
 
-    fn group_owner(&self, group: &str) -> usize {
+    /// The shard coordinating a group: the owner of its offset slot.
+    pub fn group_owner(&self, group: &str) -> usize {
         shard_for(OFFSETS_DIR, groups::slot_of(group), self.shards)
     }
 
@@ -712,6 +775,32 @@ impl Shard {
             .iter()
             .map(|(topic, partition)| store.fetch(group, topic, *partition))
             .collect())
+    }
+
+    /// Every partition a group this shard coordinates has committed.
+    pub fn group_committed(&self, group: &str) -> Result<Vec<(String, i32, Committed)>, ErrorCode> {
+        let store = self
+            .offsets
+            .get(&groups::slot_of(group))
+            .ok_or(ErrorCode::NotOwner)?;
+        Ok(store.committed_by(group))
+    }
+
+    /// A new idempotent-producer id, unique across restarts (allocated by shard 0).
+    pub async fn allocate_producer_id(&self) -> Result<i64, ErrorCode> {
+        if self.id != 0 {
+            return match self.forward(0, Forwarded::AllocateProducerId).await {
+                Some(Reply::ProducerId(result)) => result,
+                _ => Err(ErrorCode::ShuttingDown),
+            };
+        }
+        let Some(store) = &self.store else {
+            return Err(ErrorCode::Unknown);
+        };
+        store.allocate_producer_id().await.map_err(|e| {
+            tracing::error!(error = %e, "allocating a producer id failed");
+            ErrorCode::StorageError
+        })
     }
 
     async fn on_message(&self, message: ShardMessage) {
@@ -780,6 +869,7 @@ impl Shard {
             Forwarded::CommitOffsets { group, offsets } => {
                 Reply::Committed(self.commit_offsets(&group, offsets).await)
             }
+            Forwarded::AllocateProducerId => Reply::ProducerId(self.allocate_producer_id().await),
             Forwarded::FetchOffsets { group, partitions } => Reply::Offsets(
                 self.fetch_offsets(&group, partitions)
                     .await

@@ -41,7 +41,9 @@ pub enum DecodeError {
         remaining: usize,
     },
     /// An array count cannot fit in what remains.
-    #[error("array of {count} elements (at least {min} bytes each) exceeds the {remaining} bytes left")]
+    #[error(
+        "array of {count} elements (at least {min} bytes each) exceeds the {remaining} bytes left"
+    )]
     CountTooLarge {
         /// The declared count.
         count: u64,
@@ -326,7 +328,12 @@ pub fn put_uvarint(e: &mut BytesMut, mut value: u32) {
     e.put_u8(value as u8);
 }
 
-fn put_len(e: &mut BytesMut, len: Option<usize>, flexible: bool, classic_i16: bool) -> Result<(), EncodeError> {
+fn put_len(
+    e: &mut BytesMut,
+    len: Option<usize>,
+    flexible: bool,
+    classic_i16: bool,
+) -> Result<(), EncodeError> {
     match (len, flexible) {
         (None, true) => put_uvarint(e, 0),
         (Some(n), true) => {
@@ -351,7 +358,11 @@ pub fn put_string(e: &mut BytesMut, s: &str, flexible: bool) -> Result<(), Encod
 }
 
 /// Writes a nullable string.
-pub fn put_nullable_string(e: &mut BytesMut, s: Option<&str>, flexible: bool) -> Result<(), EncodeError> {
+pub fn put_nullable_string(
+    e: &mut BytesMut,
+    s: Option<&str>,
+    flexible: bool,
+) -> Result<(), EncodeError> {
     match s {
         Some(s) => put_string(e, s, flexible),
         None => put_len(e, None, flexible, true),
@@ -366,7 +377,11 @@ pub fn put_bytes(e: &mut BytesMut, b: &[u8], flexible: bool) -> Result<(), Encod
 }
 
 /// Writes nullable bytes.
-pub fn put_nullable_bytes(e: &mut BytesMut, b: Option<&[u8]>, flexible: bool) -> Result<(), EncodeError> {
+pub fn put_nullable_bytes(
+    e: &mut BytesMut,
+    b: Option<&[u8]>,
+    flexible: bool,
+) -> Result<(), EncodeError> {
     match b {
         Some(b) => put_bytes(e, b, flexible),
         None => put_len(e, None, flexible, false),
@@ -374,7 +389,11 @@ pub fn put_nullable_bytes(e: &mut BytesMut, b: Option<&[u8]>, flexible: bool) ->
 }
 
 /// Writes an array length (`None`: null).
-pub fn put_array_len(e: &mut BytesMut, len: Option<usize>, flexible: bool) -> Result<(), EncodeError> {
+pub fn put_array_len(
+    e: &mut BytesMut,
+    len: Option<usize>,
+    flexible: bool,
+) -> Result<(), EncodeError> {
     put_len(e, len, flexible, false)
 }
 
@@ -407,11 +426,16 @@ impl SampleRng {
     }
     pub(crate) fn string(&mut self) -> String {
         let n = self.next() % 12;
-        (0..n).map(|_| (b'a' + (self.next() % 26) as u8) as char).collect()
+        (0..n)
+            .map(|_| (b'a' + (self.next() % 26) as u8) as char)
+            .collect()
     }
     pub(crate) fn bytes(&mut self) -> Bytes {
         let n = self.next() % 40;
-        (0..n).map(|_| self.next() as u8).collect::<Vec<u8>>().into()
+        (0..n)
+            .map(|_| self.next() as u8)
+            .collect::<Vec<u8>>()
+            .into()
     }
 }
 

@@ -1,0 +1,363 @@
+//! Metadata, topics, offsets lookups and producer ids over the Kafka protocol.
+
+use tidelog_wire::kafka::generated::{
+    create_topics_request::CreateTopicsRequest,
+    create_topics_response::{CreatableTopicResult, CreateTopicsResponse},
+    delete_topics_request::DeleteTopicsRequest,
+    delete_topics_response::{DeletableTopicResult, DeleteTopicsResponse},
+    init_producer_id_request::InitProducerIdRequest,
+    init_producer_id_response::InitProducerIdResponse,
+    list_offsets_request::ListOffsetsRequest,
+    list_offsets_response::{
+        ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
+    },
+    metadata_request::MetadataRequest,
+    metadata_response::{
+        MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+    },
+    offset_for_leader_epoch_request::OffsetForLeaderEpochRequest,
+    offset_for_leader_epoch_response::{
+        EpochEndOffset, OffsetForLeaderEpochResponse, OffsetForLeaderTopicResult,
+    },
+};
+use tidelog_wire::native::ErrorCode;
+
+use super::{code, kafka_code, KafkaConnError, KafkaConnection, RequestMeta};
+use crate::meta::TopicConfig;
+
+/// The cluster id every node reports.
+const CLUSTER_ID: &str = "tidelog";
+
+impl KafkaConnection {
+    pub(super) async fn metadata(
+        &mut self,
+        meta: &RequestMeta,
+        request: MetadataRequest,
+    ) -> Result<(), KafkaConnError> {
+        let shard = std::rc::Rc::clone(&self.shard);
+        let wanted: Option<Vec<String>> = match request.topics {
+            None => None,
+            Some(topics) if topics.is_empty() && meta.version == 0 => None,
+            Some(topics) => Some(topics.into_iter().filter_map(|t| t.name).collect()),
+        };
+        // Unknown topics are created when the client allows it (v4+ asks; before, always).
+        let mut create_errors = std::collections::HashMap::new();
+        if let Some(names) = &wanted {
+            let auto = meta.version < 4 || request.allow_auto_topic_creation;
+            for name in names {
+                if shard.topics.borrow().contains_key(name) {
+                    continue;
+                }
+                if !auto {
+                    continue;
+                }
+                let config = TopicConfig::with_partitions(shard.config.default_partitions);
+                let (error, _) = shard.create_topic(name, config).await;
+                if error != ErrorCode::None && error != ErrorCode::TopicAlreadyExists {
+                    create_errors.insert(name.clone(), kafka_code(error));
+                }
+            }
+        }
+        let mut response = MetadataResponse::default();
+        response.brokers = (0..shard.shards)
+            .map(|node| {
+                let (host, port) = self.node(node);
+                MetadataResponseBroker {
+                    node_id: node as i32,
+                    host,
+                    port,
+                    rack: None,
+                }
+            })
+            .collect();
+        response.cluster_id = Some(CLUSTER_ID.into());
+        response.controller_id = 0;
+        let topics = shard.topics.borrow();
+        let names: Vec<String> = match wanted {
+            Some(names) => names,
+            None => topics.keys().cloned().collect(),
+        };
+        response.topics = names
+            .into_iter()
+            .map(|name| {
+                let mut topic = MetadataResponseTopic::default();
+                match topics.get(&name) {
+                    Some(config) => {
+                        topic.partitions = (0..config.partitions)
+                            .map(|p| {
+                                let leader = shard.owner(&name, p) as i32;
+                                MetadataResponsePartition {
+                                    error_code: code::NONE,
+                                    partition_index: p as i32,
+                                    leader_id: leader,
+                                    leader_epoch: 0,
+                                    replica_nodes: vec![leader],
+                                    isr_nodes: vec![leader],
+                                    offline_replicas: Vec::new(),
+                                }
+                            })
+                            .collect();
+                    }
+                    None => {
+                        topic.error_code = create_errors
+                            .get(&name)
+                            .copied()
+                            .unwrap_or(code::UNKNOWN_TOPIC_OR_PARTITION);
+                    }
+                }
+                topic.name = Some(name);
+                topic
+            })
+            .collect();
+        drop(topics);
+        self.respond(meta, |out, v| response.encode(out, v)).await
+    }
+
+    pub(super) async fn list_offsets(
+        &mut self,
+        meta: &RequestMeta,
+        request: ListOffsetsRequest,
+    ) -> Result<(), KafkaConnError> {
+        let shard = std::rc::Rc::clone(&self.shard);
+        let mut response = ListOffsetsResponse::default();
+        for topic in request.topics {
+            let mut result = ListOffsetsTopicResponse {
+                name: topic.name.clone(),
+                partitions: Vec::with_capacity(topic.partitions.len()),
+            };
+            for p in topic.partitions {
+                let mut out = ListOffsetsPartitionResponse {
+                    partition_index: p.partition_index,
+                    timestamp: -1,
+                    offset: -1,
+                    leader_epoch: 0,
+                    ..Default::default()
+                };
+                let listed = match u32::try_from(p.partition_index) {
+                    Err(_) => Err(ErrorCode::UnknownTopicOrPartition),
+                    Ok(index) => match shard.partition(&topic.name, index) {
+                        Err(e) => Err(e),
+                        // -3 (max timestamp, v7): the last offset stands in for it.
+                        Ok(log) if p.timestamp == -3 => Ok(((log.log_end() as i64 - 1).max(0), -1)),
+                        Ok(_) => shard.list_offset(&topic.name, index, p.timestamp).await,
+                    },
+                };
+                match listed {
+                    Ok((offset, timestamp)) => {
+                        out.offset = offset;
+                        out.timestamp = timestamp;
+                        if meta.version == 0 {
+                            out.old_style_offsets = vec![offset];
+                        }
+                    }
+                    Err(e) => out.error_code = kafka_code(e),
+                }
+                result.partitions.push(out);
+            }
+            response.topics.push(result);
+        }
+        self.respond(meta, |out, v| response.encode(out, v)).await
+    }
+
+    pub(super) async fn init_producer_id(
+        &mut self,
+        meta: &RequestMeta,
+        request: InitProducerIdRequest,
+    ) -> Result<(), KafkaConnError> {
+        let mut response = InitProducerIdResponse {
+            producer_id: -1,
+            producer_epoch: -1,
+            ..Default::default()
+        };
+        if request
+            .transactional_id
+            .as_deref()
+            .is_some_and(|t| !t.is_empty())
+        {
+            // Transactions are not supported (and their APIs are not advertised).
+            response.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        } else if request.producer_id >= 0 && request.producer_epoch >= 0 {
+            // KIP-360 epoch bump of a known producer; a new id once the epoch is exhausted.
+            if request.producer_epoch < i16::MAX - 1 {
+                response.producer_id = request.producer_id;
+                response.producer_epoch = request.producer_epoch + 1;
+            } else {
+                match self.shard.allocate_producer_id().await {
+                    Ok(id) => {
+                        response.producer_id = id;
+                        response.producer_epoch = 0;
+                    }
+                    Err(e) => response.error_code = kafka_code(e),
+                }
+            }
+        } else {
+            match self.shard.allocate_producer_id().await {
+                Ok(id) => {
+                    response.producer_id = id;
+                    response.producer_epoch = 0;
+                }
+                Err(e) => response.error_code = kafka_code(e),
+            }
+        }
+        self.respond(meta, |out, v| response.encode(out, v)).await
+    }
+
+    pub(super) async fn create_topics(
+        &mut self,
+        meta: &RequestMeta,
+        request: CreateTopicsRequest,
+    ) -> Result<(), KafkaConnError> {
+        let shard = std::rc::Rc::clone(&self.shard);
+        let mut response = CreateTopicsResponse::default();
+        for topic in request.topics {
+            let mut result = CreatableTopicResult {
+                name: topic.name.clone(),
+                num_partitions: -1,
+                replication_factor: -1,
+                ..Default::default()
+            };
+            match topic_config(&shard.config.default_partitions, &topic) {
+                Err((error, message)) => {
+                    result.error_code = error;
+                    result.error_message = Some(message);
+                }
+                Ok(config) if request.validate_only => {
+                    result.num_partitions = config.partitions as i32;
+                    result.replication_factor = 1;
+                }
+                Ok(config) => {
+                    let (error, message) = shard.create_topic(&topic.name, config).await;
+                    result.error_code = kafka_code(error);
+                    if error == ErrorCode::None {
+                        result.num_partitions = config.partitions as i32;
+                        result.replication_factor = 1;
+                    } else {
+                        result.error_message = Some(message);
+                    }
+                }
+            }
+            if meta.version >= 5 {
+                result.configs = Some(Vec::new());
+            }
+            response.topics.push(result);
+        }
+        self.respond(meta, |out, v| response.encode(out, v)).await
+    }
+
+    pub(super) async fn delete_topics(
+        &mut self,
+        meta: &RequestMeta,
+        request: DeleteTopicsRequest,
+    ) -> Result<(), KafkaConnError> {
+        let shard = std::rc::Rc::clone(&self.shard);
+        let names: Vec<Option<String>> = if meta.version >= 6 {
+            request.topics.into_iter().map(|t| t.name).collect()
+        } else {
+            request.topic_names.into_iter().map(Some).collect()
+        };
+        let mut response = DeleteTopicsResponse::default();
+        for name in names {
+            let mut result = DeletableTopicResult {
+                name: name.clone(),
+                ..Default::default()
+            };
+            match name {
+                // Deletion by topic id: topic ids are not supported (all zero).
+                None => result.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(name) => {
+                    let (error, message) = shard.delete_topic(&name).await;
+                    result.error_code = kafka_code(error);
+                    if error != ErrorCode::None {
+                        result.error_message = Some(message);
+                    }
+                }
+            }
+            response.responses.push(result);
+        }
+        self.respond(meta, |out, v| response.encode(out, v)).await
+    }
+
+    pub(super) async fn offset_for_leader_epoch(
+        &mut self,
+        meta: &RequestMeta,
+        request: OffsetForLeaderEpochRequest,
+    ) -> Result<(), KafkaConnError> {
+        // One leader epoch (0) per partition: its end is the log end.
+        let mut response = OffsetForLeaderEpochResponse::default();
+        for topic in request.topics {
+            let mut result = OffsetForLeaderTopicResult {
+                topic: topic.topic.clone(),
+                partitions: Vec::new(),
+            };
+            for p in topic.partitions {
+                let mut out = EpochEndOffset {
+                    partition: p.partition,
+                    leader_epoch: -1,
+                    end_offset: -1,
+                    ..Default::default()
+                };
+                let log = u32::try_from(p.partition)
+                    .map_err(|_| ErrorCode::UnknownTopicOrPartition)
+                    .and_then(|index| self.shard.partition(&topic.topic, index));
+                match log {
+                    Ok(log) => {
+                        out.leader_epoch = 0;
+                        out.end_offset = log.log_end() as i64;
+                    }
+                    Err(e) => out.error_code = kafka_code(e),
+                }
+                result.partitions.push(out);
+            }
+            response.topics.push(result);
+        }
+        self.respond(meta, |out, v| response.encode(out, v)).await
+    }
+}
+
+/// A CreateTopics entry as a topic configuration, or (error code, message).
+fn topic_config(
+    default_partitions: &u32,
+    topic: &tidelog_wire::kafka::generated::create_topics_request::CreatableTopic,
+) -> Result<TopicConfig, (i16, String)> {
+    let partitions = match topic.num_partitions {
+        -1 => *default_partitions,
+        n if n >= 1 => n as u32,
+        n => return Err((code::INVALID_PARTITIONS, format!("{n} partitions"))),
+    };
+    if !topic.assignments.is_empty() {
+        return Err((
+            code::INVALID_REQUEST,
+            "manual replica assignment is not supported".into(),
+        ));
+    }
+    if topic.replication_factor != -1 && topic.replication_factor != 1 {
+        return Err((
+            code::INVALID_REPLICATION_FACTOR,
+            format!(
+                "replication factor {} is not available: Tidelog keeps one copy",
+                topic.replication_factor
+            ),
+        ));
+    }
+    let mut config = TopicConfig::with_partitions(partitions);
+    for entry in &topic.configs {
+        let value = entry.value.as_deref().unwrap_or_default();
+        let bad = || (code::INVALID_CONFIG, format!("{} = {value:?}", entry.name));
+        match entry.name.as_str() {
+            "retention.ms" => config.retention_ms = Some(value.parse().map_err(|_| bad())?),
+            "retention.bytes" => {
+                let bytes: i64 = value.parse().map_err(|_| bad())?;
+                config.retention_bytes = u64::try_from(bytes).ok();
+            }
+            "segment.bytes" => config.segment_bytes = Some(value.parse().map_err(|_| bad())?),
+            "segment.ms" => config.segment_ms = Some(value.parse().map_err(|_| bad())?),
+            other => {
+                return Err((
+                    code::INVALID_CONFIG,
+                    format!("unsupported topic config {other:?}"),
+                ))
+            }
+        }
+    }
+    Ok(config)
+}

@@ -1,0 +1,418 @@
+//! The data path over the Kafka protocol: Produce and Fetch, on the owning shard only.
+//!
+//! Produce validates each partition's single RecordBatch v2 (KAFKA.md §2) and stores it
+//! verbatim behind a Tidelog header; the log stamps the Kafka base offset in place. Fetch
+//! writes the response's header bytes, then the stored Kafka batches themselves: tail-cache
+//! `Bytes` and DMA read buffers sliced past each 64-byte Tidelog header, never copied.
+//! Batches written with the native protocol are converted to Kafka v2 on the way out (the
+//! one copy on this path, and only for them).
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_lite::AsyncWriteExt;
+use tidelog_wire::batch::{peek_header, verify, PayloadFormat, VerifyLimits};
+use tidelog_wire::kafka::codec::{put_array_len, put_string, put_uvarint, EncodeError};
+use tidelog_wire::kafka::generated::{
+    fetch_request::FetchRequest,
+    produce_request::ProduceRequest,
+    produce_response::{PartitionProduceResponse, ProduceResponse, TopicProduceResponse},
+};
+use tidelog_wire::kafka_records::{native_to_kafka, validate_produce_batch, wrap_for_log};
+use tidelog_wire::native::ErrorCode;
+
+use super::{code, kafka_code, KafkaConnError, KafkaConnection, RequestMeta};
+use crate::broker::shard::Log;
+use crate::error::LogError;
+use crate::log::{Durability, ReadChunk};
+
+/// How far into a fetch's wait appends are re-checked even without a wake-up.
+const FETCH_RECHECK: Duration = Duration::from_millis(100);
+
+/// The Kafka error code of a log error.
+pub(crate) fn log_error_kafka(error: &LogError) -> i16 {
+    match error {
+        LogError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
+        LogError::InvalidBatch(_) | LogError::BatchLengthMismatch { .. } => code::CORRUPT_MESSAGE,
+        LogError::BatchTooLarge { .. } => code::MESSAGE_TOO_LARGE,
+        LogError::InvalidProducerEpoch { .. } => code::INVALID_PRODUCER_EPOCH,
+        LogError::OutOfOrderSequence { .. } => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        LogError::Closed => code::NOT_LEADER_OR_FOLLOWER,
+        _ => code::KAFKA_STORAGE_ERROR,
+    }
+}
+
+/// One partition's produce outcome.
+struct Produced {
+    error: i16,
+    base_offset: i64,
+    log_start: i64,
+    message: Option<String>,
+}
+
+async fn append_one(log: Rc<Log>, batch: BytesMut, durability: Durability) -> Produced {
+    match log.append(batch, durability).await {
+        Ok(info) => Produced {
+            error: code::NONE,
+            base_offset: info.base_offset as i64,
+            log_start: log.log_start() as i64,
+            message: None,
+        },
+        Err(e) => Produced {
+            error: log_error_kafka(&e),
+            base_offset: -1,
+            log_start: -1,
+            message: Some(e.to_string()),
+        },
+    }
+}
+
+/// A piece of record data sent after the response bytes before it.
+enum Piece {
+    Cache(Bytes),
+    Disk(glommio::io::ReadResult),
+    Owned(Bytes),
+}
+
+impl std::ops::Deref for Piece {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Piece::Cache(b) | Piece::Owned(b) => b,
+            Piece::Disk(r) => r,
+        }
+    }
+}
+
+struct FetchedPartition {
+    partition: i32,
+    error: i16,
+    high_watermark: i64,
+    log_start: i64,
+    pieces: Vec<Piece>,
+    bytes: usize,
+}
+
+impl KafkaConnection {
+    pub(super) async fn produce(
+        &mut self,
+        meta: &RequestMeta,
+        request: ProduceRequest,
+    ) -> Result<(), KafkaConnError> {
+        let shard = Rc::clone(&self.shard);
+        let acks = request.acks;
+        let durability = if acks == -1 {
+            Durability::Synced
+        } else {
+            Durability::Buffered
+        };
+        let max_batch = shard.config.kafka_limits.max_batch_bytes;
+        let mut response = ProduceResponse::default();
+        // Appends run concurrently, so the fdatasyncs of acks=all partitions overlap.
+        let mut pending = Vec::new();
+        for topic in request.topic_data {
+            let topic_index = response.responses.len();
+            let mut results = Vec::with_capacity(topic.partition_data.len());
+            for part in topic.partition_data {
+                let mut result = PartitionProduceResponse {
+                    index: part.index,
+                    base_offset: -1,
+                    log_append_time_ms: -1,
+                    log_start_offset: -1,
+                    ..Default::default()
+                };
+                if !matches!(acks, -1 | 0 | 1) {
+                    result.error_code = code::INVALID_REQUIRED_ACKS;
+                    results.push(result);
+                    continue;
+                }
+                let log = u32::try_from(part.index)
+                    .map_err(|_| ErrorCode::UnknownTopicOrPartition)
+                    .and_then(|index| shard.partition(&topic.name, index));
+                let log = match log {
+                    Ok(log) => log,
+                    Err(e) => {
+                        result.error_code = kafka_code(e);
+                        results.push(result);
+                        continue;
+                    }
+                };
+                let records = part.records.unwrap_or_default();
+                match validate_produce_batch(&records, meta.version, max_batch) {
+                    Ok(info) => {
+                        let batch = wrap_for_log(&records, &info);
+                        let task =
+                            glommio::spawn_local(append_one(log, batch, durability)).detach();
+                        pending.push((topic_index, results.len(), task));
+                    }
+                    Err(e) => {
+                        result.error_code = e.kafka_code();
+                        result.error_message = Some(e.to_string());
+                    }
+                }
+                results.push(result);
+            }
+            response.responses.push(TopicProduceResponse {
+                name: topic.name,
+                partition_responses: results,
+            });
+        }
+        let mut appended = false;
+        for (topic_index, partition_index, task) in pending {
+            let produced = task.await.unwrap_or(Produced {
+                error: code::NOT_LEADER_OR_FOLLOWER,
+                base_offset: -1,
+                log_start: -1,
+                message: Some("shard stopping".into()),
+            });
+            appended |= produced.error == code::NONE;
+            if let Some(result) = response
+                .responses
+                .get_mut(topic_index)
+                .and_then(|t| t.partition_responses.get_mut(partition_index))
+            {
+                result.error_code = produced.error;
+                result.base_offset = produced.base_offset;
+                result.log_start_offset = produced.log_start;
+                result.error_message = produced.message;
+            }
+        }
+        if appended {
+            shard.appended.notify();
+        }
+        if acks == 0 {
+            // acks=0 gets no response at all.
+            return Ok(());
+        }
+        self.respond(meta, |out, v| response.encode(out, v)).await
+    }
+
+    pub(super) async fn fetch(
+        &mut self,
+        meta: &RequestMeta,
+        request: FetchRequest,
+    ) -> Result<(), KafkaConnError> {
+        let shard = Rc::clone(&self.shard);
+        let limits = shard.config.kafka_limits;
+        let wait = Duration::from_millis(
+            request
+                .max_wait_ms
+                .clamp(0, limits.max_fetch_wait_ms as i32) as u64,
+        );
+        let deadline = Instant::now() + wait;
+        let max_bytes = (request.max_bytes.max(0) as usize).min(limits.max_fetch_bytes);
+        let min_bytes = request.min_bytes.max(0) as usize;
+        loop {
+            let listener = shard.appended.listen();
+            let mut topics = Vec::with_capacity(request.topics.len());
+            let mut total = 0usize;
+            let mut errors = false;
+            for topic in &request.topics {
+                let mut parts = Vec::with_capacity(topic.partitions.len());
+                for want in &topic.partitions {
+                    let budget = (want.partition_max_bytes.max(0) as usize)
+                        .min(max_bytes.saturating_sub(total));
+                    // At least one batch overall, even past the limits (KIP-74).
+                    let budget = if total == 0 { budget.max(1) } else { budget };
+                    let part = read_partition(
+                        &shard,
+                        &topic.topic,
+                        want.partition,
+                        want.fetch_offset,
+                        budget,
+                    )
+                    .await;
+                    total += part.bytes;
+                    errors |= part.error != code::NONE;
+                    parts.push(part);
+                }
+                topics.push((topic.topic.as_str(), parts));
+            }
+            let now = Instant::now();
+            if total >= min_bytes.max(1) || errors || now >= deadline || shard.stopped.get() {
+                return self.send_fetch(meta, topics).await;
+            }
+            drop(topics);
+            let nap = (deadline - now).min(FETCH_RECHECK);
+            futures_lite::future::or(listener, async {
+                glommio::timer::sleep(nap).await;
+            })
+            .await;
+        }
+    }
+
+    async fn send_fetch(
+        &mut self,
+        meta: &RequestMeta,
+        topics: Vec<(&str, Vec<FetchedPartition>)>,
+    ) -> Result<(), KafkaConnError> {
+        let version = meta.version;
+        let flexible = version >= 12;
+        self.begin(meta);
+        let out = &mut self.out;
+        out.put_i32(0); // throttle_time_ms
+        if version >= 7 {
+            out.put_i16(code::NONE);
+            out.put_i32(0); // session_id: sessionless
+        }
+        put_array_len(out, Some(topics.len()), flexible)?;
+        // (position in `out` after which they go, pieces)
+        let mut sends: Vec<(usize, Vec<Piece>)> = Vec::new();
+        let mut extra = 0usize;
+        for (name, parts) in topics {
+            put_string(out, name, flexible)?;
+            put_array_len(out, Some(parts.len()), flexible)?;
+            for part in parts {
+                out.put_i32(part.partition);
+                out.put_i16(part.error);
+                out.put_i64(part.high_watermark);
+                // No transactions: the last stable offset is the high watermark.
+                out.put_i64(part.high_watermark);
+                if version >= 5 {
+                    out.put_i64(part.log_start);
+                }
+                put_array_len(out, Some(0), flexible)?; // aborted_transactions
+                if version >= 11 {
+                    out.put_i32(-1); // preferred_read_replica
+                }
+                let len = part.bytes;
+                if flexible {
+                    let n = u32::try_from(len + 1).map_err(|_| EncodeError::TooLong(len))?;
+                    put_uvarint(out, n);
+                } else {
+                    out.put_i32(i32::try_from(len).map_err(|_| EncodeError::TooLong(len))?);
+                }
+                if !part.pieces.is_empty() {
+                    extra += len;
+                    sends.push((out.len(), part.pieces));
+                }
+                if flexible {
+                    out.put_u8(0); // partition tagged fields
+                }
+            }
+            if flexible {
+                out.put_u8(0); // topic tagged fields
+            }
+        }
+        if flexible {
+            out.put_u8(0); // response tagged fields
+        }
+        let size = self.out.len() - 4 + extra;
+        let size = i32::try_from(size).map_err(|_| EncodeError::TooLong(size))?;
+        self.out[..4].copy_from_slice(&size.to_be_bytes());
+        let mut sent = 0usize;
+        for (at, pieces) in sends {
+            self.stream.write_all(&self.out[sent..at]).await?;
+            sent = at;
+            for piece in &pieces {
+                self.stream.write_all(piece).await?;
+            }
+        }
+        self.stream.write_all(&self.out[sent..]).await?;
+        Ok(())
+    }
+}
+
+/// Reads one partition for a fetch and cuts its stored batches into Kafka record data.
+async fn read_partition(
+    shard: &super::super::shard::Shard,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    budget: usize,
+) -> FetchedPartition {
+    let mut part = FetchedPartition {
+        partition,
+        error: code::NONE,
+        high_watermark: -1,
+        log_start: -1,
+        pieces: Vec::new(),
+        bytes: 0,
+    };
+    let log = u32::try_from(partition)
+        .map_err(|_| ErrorCode::UnknownTopicOrPartition)
+        .and_then(|index| shard.partition(topic, index));
+    let log = match log {
+        Ok(log) => log,
+        Err(e) => {
+            part.error = kafka_code(e);
+            return part;
+        }
+    };
+    part.high_watermark = log.log_end() as i64;
+    part.log_start = log.log_start() as i64;
+    let Ok(offset) = u64::try_from(offset) else {
+        part.error = code::OFFSET_OUT_OF_RANGE;
+        return part;
+    };
+    if budget == 0 || offset == log.log_end() {
+        return part;
+    }
+    let read = match log.read(offset, budget).await {
+        Ok(read) => read,
+        Err(e) => {
+            part.error = log_error_kafka(&e);
+            return part;
+        }
+    };
+    part.high_watermark = read.high_watermark as i64;
+    part.log_start = read.log_start as i64;
+    for chunk in read.chunks {
+        if let Err(e) = cut_chunk(chunk, &mut part) {
+            tracing::warn!(topic, partition, error = %e, "unservable stored batch");
+            if part.pieces.is_empty() {
+                part.error = code::CORRUPT_MESSAGE;
+            }
+            break;
+        }
+    }
+    part
+}
+
+/// Splits a chunk of whole stored batches into Kafka record data: Kafka batches as slices
+/// past their Tidelog header (no copy), native batches converted.
+fn cut_chunk(
+    chunk: ReadChunk<glommio::io::ReadResult>,
+    part: &mut FetchedPartition,
+) -> Result<(), tidelog_wire::WireError> {
+    let mut at = 0usize;
+    let len = chunk.len();
+    while at < len {
+        let header = peek_header(&chunk[at..])?;
+        let batch_len = header.batch_len() as usize;
+        let end = at.checked_add(batch_len).filter(|&e| e <= len).ok_or(
+            tidelog_wire::WireError::Truncated {
+                need: batch_len,
+                have: len - at,
+            },
+        )?;
+        if header.payload_format() == PayloadFormat::Kafka {
+            let start = at + tidelog_wire::batch::HEADER_LEN;
+            let piece = match &chunk {
+                ReadChunk::Cache(bytes) => Piece::Cache(bytes.slice(start..end)),
+                ReadChunk::Disk(result) => {
+                    match glommio::io::ReadResult::slice(result, start, end - start) {
+                        Some(slice) => Piece::Disk(slice),
+                        None => {
+                            return Err(tidelog_wire::WireError::Truncated {
+                                need: end,
+                                have: len,
+                            })
+                        }
+                    }
+                }
+            };
+            part.bytes += piece.len();
+            part.pieces.push(piece);
+        } else {
+            let view = verify(&chunk[at..end], &VerifyLimits::default())?;
+            let mut converted = BytesMut::new();
+            native_to_kafka(&view, &mut converted)?;
+            part.bytes += converted.len();
+            part.pieces.push(Piece::Owned(converted.freeze()));
+        }
+        at = end;
+    }
+    Ok(())
+}
