@@ -2,8 +2,16 @@
 # Runs every check and test of the workspace: formatting, clippy, unit/property/integration
 # tests (real files, real crashes), benches in test mode, and a short fuzz smoke run.
 # Usage: bash tests/run-all.sh        (TIDELOG_FUZZ_SECONDS=0 skips fuzzing)
+# The Kafka compatibility tests run real Kafka clients (kafka-python, confluent-kafka, kcat);
+# tests/kafka/setup.sh provisions them first (a no-op when already done).
+# TIDELOG_SKIP_KAFKA_CLIENTS=1 skips provisioning and those tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [[ ${TIDELOG_SKIP_KAFKA_CLIENTS:-} != 1 ]]; then
+  echo "== kafka clients (tests/kafka/setup.sh)"
+  bash tests/kafka/setup.sh
+fi
 
 echo "== cargo fmt"
 cargo fmt --all -- --check

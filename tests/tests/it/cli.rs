@@ -2,137 +2,27 @@
 //! parallel producers feeding stdin, consumers checking every record, a clean restart, a
 //! kill -9 during an `--acks all` produce, and the one-line error messages.
 //!
-//! The binary is `tidelog-under-test`, a binary of this package built from `cli/src/main.rs`
-//! (see `tests/Cargo.toml`), so cargo builds it from the current source before these tests.
+//! The broker process is [`crate::broker_process::Broker`].
 //!
 //! `TIDELOG_E2E_RECORDS` sets how many records the big produce/consume round trip moves
 //! (default 1,000,000).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tidelog-under-test");
+use crate::broker_process::{serial, Broker, BIN};
+
 const PRODUCERS: usize = 3;
-
-/// These tests each run a broker with two shards plus several client processes; on a small
-/// machine they are much faster one at a time than interleaved.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn records_wanted() -> usize {
     std::env::var("TIDELOG_E2E_RECORDS")
         .ok()
         .map(|v| v.parse().expect("TIDELOG_E2E_RECORDS is a number"))
         .unwrap_or(1_000_000)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// A `tidelog serve` child process.
-struct Broker {
-    child: Child,
-    dir: PathBuf,
-    addr: String,
-    log: PathBuf,
-}
-
-impl Broker {
-    fn start(dir: &Path, run: usize) -> Broker {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let log = dir.with_extension(format!("serve-{run}.log"));
-        let child = Command::new(BIN)
-            .args([
-                "serve",
-                "--shards",
-                "2",
-                "--native-addr",
-                &addr,
-                "--data-dir",
-            ])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn tidelog serve");
-        let mut broker = Broker {
-            child,
-            dir: dir.to_owned(),
-            addr,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(&broker.addr).is_err() {
-            if let Some(status) = broker.child.try_wait().expect("try_wait") {
-                panic!("broker exited with {status}: {}", broker.stderr());
-            }
-            assert!(Instant::now() < deadline, "broker did not listen in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        broker
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
-        // SAFETY: kill only sends a signal to our own child process.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill({pid}, {signal})");
-    }
-
-    fn wait(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "broker did not exit in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, and the broker must say it stopped cleanly and exit 0.
-    fn stop(mut self) -> PathBuf {
-        self.signal(libc::SIGTERM);
-        let status = self.wait(Duration::from_secs(60));
-        let stderr = self.stderr();
-        assert!(status.success(), "broker exited with {status}: {stderr}");
-        assert!(stderr.contains("stopped cleanly"), "{stderr}");
-        self.dir.clone()
-    }
-
-    fn kill_9(mut self) -> PathBuf {
-        self.signal(libc::SIGKILL);
-        self.wait(Duration::from_secs(30));
-        self.dir.clone()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 fn tidelog(broker: &str, args: &[&str]) -> Command {

@@ -1,6 +1,9 @@
-//! Integration tests of the storage engine against real files (glommio, O_DIRECT).
+//! Integration tests of the storage engine against real files (glommio, O_DIRECT), of the
+//! `tidelog` command as real processes, and of real Kafka clients against `tidelog serve`.
 
+mod broker_process;
 mod cli;
+mod kafka_clients;
 mod native_broker;
 mod storage_corruption;
 mod storage_crash;
