@@ -439,6 +439,8 @@ fn kcat_lists_produces_consumes_and_joins_a_group() {
     let mut cmd = kcat(
         &b,
         &[
+            // Unbuffered: kcat keeps running, so block-buffered output would never arrive.
+            "-u",
             "-G",
             "kcat-group",
             "-X",
