@@ -58,8 +58,7 @@ impl KafkaConnection {
                 }
             }
         }
-        let mut response = MetadataResponse::default();
-        response.brokers = (0..shard.shards)
+        let brokers = (0..shard.shards)
             .map(|node| {
                 let (host, port) = self.node(node);
                 MetadataResponseBroker {
@@ -70,46 +69,52 @@ impl KafkaConnection {
                 }
             })
             .collect();
-        response.cluster_id = Some(CLUSTER_ID.into());
-        response.controller_id = 0;
-        let topics = shard.topics.borrow();
-        let names: Vec<String> = match wanted {
-            Some(names) => names,
-            None => topics.keys().cloned().collect(),
+        let topics = {
+            let topics = shard.topics.borrow();
+            let names: Vec<String> = match wanted {
+                Some(names) => names,
+                None => topics.keys().cloned().collect(),
+            };
+            names
+                .into_iter()
+                .map(|name| {
+                    let mut topic = MetadataResponseTopic::default();
+                    match topics.get(&name) {
+                        Some(config) => {
+                            topic.partitions = (0..config.partitions)
+                                .map(|p| {
+                                    let leader = shard.owner(&name, p) as i32;
+                                    MetadataResponsePartition {
+                                        error_code: code::NONE,
+                                        partition_index: p as i32,
+                                        leader_id: leader,
+                                        leader_epoch: 0,
+                                        replica_nodes: vec![leader],
+                                        isr_nodes: vec![leader],
+                                        offline_replicas: Vec::new(),
+                                    }
+                                })
+                                .collect();
+                        }
+                        None => {
+                            topic.error_code = create_errors
+                                .get(&name)
+                                .copied()
+                                .unwrap_or(code::UNKNOWN_TOPIC_OR_PARTITION);
+                        }
+                    }
+                    topic.name = Some(name);
+                    topic
+                })
+                .collect()
         };
-        response.topics = names
-            .into_iter()
-            .map(|name| {
-                let mut topic = MetadataResponseTopic::default();
-                match topics.get(&name) {
-                    Some(config) => {
-                        topic.partitions = (0..config.partitions)
-                            .map(|p| {
-                                let leader = shard.owner(&name, p) as i32;
-                                MetadataResponsePartition {
-                                    error_code: code::NONE,
-                                    partition_index: p as i32,
-                                    leader_id: leader,
-                                    leader_epoch: 0,
-                                    replica_nodes: vec![leader],
-                                    isr_nodes: vec![leader],
-                                    offline_replicas: Vec::new(),
-                                }
-                            })
-                            .collect();
-                    }
-                    None => {
-                        topic.error_code = create_errors
-                            .get(&name)
-                            .copied()
-                            .unwrap_or(code::UNKNOWN_TOPIC_OR_PARTITION);
-                    }
-                }
-                topic.name = Some(name);
-                topic
-            })
-            .collect();
-        drop(topics);
+        let response = MetadataResponse {
+            brokers,
+            cluster_id: Some(CLUSTER_ID.into()),
+            controller_id: 0,
+            topics,
+            ..Default::default()
+        };
         self.respond(meta, |out, v| response.encode(out, v)).await
     }
 

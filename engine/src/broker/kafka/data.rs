@@ -122,7 +122,7 @@ impl KafkaConnection {
                     log_start_offset: -1,
                     ..Default::default()
                 };
-                if !matches!(acks, -1 | 0 | 1) {
+                if !(-1..=1).contains(&acks) {
                     result.error_code = code::INVALID_REQUIRED_ACKS;
                     results.push(result);
                     continue;

@@ -181,8 +181,7 @@ impl KafkaConnection {
         meta: &RequestMeta,
         request: HeartbeatRequest,
     ) -> Result<(), KafkaConnError> {
-        let mut response = HeartbeatResponse::default();
-        response.error_code = if self.coordinates(&request.group_id) {
+        let error_code = if self.coordinates(&request.group_id) {
             self.shard.groups.heartbeat(
                 &request.group_id,
                 request.generation_id,
@@ -191,6 +190,10 @@ impl KafkaConnection {
             )
         } else {
             code::NOT_COORDINATOR
+        };
+        let response = HeartbeatResponse {
+            error_code,
+            ..Default::default()
         };
         self.respond(meta, |out, v| response.encode(out, v)).await
     }
@@ -503,8 +506,7 @@ impl KafkaConnection {
         meta: &RequestMeta,
         request: ListGroupsRequest,
     ) -> Result<(), KafkaConnError> {
-        let mut response = ListGroupsResponse::default();
-        response.groups = self
+        let groups = self
             .shard
             .groups
             .list()
@@ -523,6 +525,10 @@ impl KafkaConnection {
                 group_type: "classic".into(),
             })
             .collect();
+        let response = ListGroupsResponse {
+            groups,
+            ..Default::default()
+        };
         self.respond(meta, |out, v| response.encode(out, v)).await
     }
 }

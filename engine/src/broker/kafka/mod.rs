@@ -357,8 +357,7 @@ impl KafkaConnection {
 
     async fn api_versions(&mut self, meta: &RequestMeta) -> Result<(), KafkaConnError> {
         use generated::api_versions_response::{ApiVersion, ApiVersionsResponse};
-        let mut response = ApiVersionsResponse::default();
-        response.api_keys = ADVERTISED
+        let api_keys = ADVERTISED
             .iter()
             .map(|&(api_key, min_version, max_version)| ApiVersion {
                 api_key,
@@ -366,6 +365,10 @@ impl KafkaConnection {
                 max_version,
             })
             .collect();
+        let response = ApiVersionsResponse {
+            api_keys,
+            ..Default::default()
+        };
         self.respond(meta, |out, v| response.encode(out, v)).await
     }
 
