@@ -4,6 +4,7 @@
 mod broker_process;
 mod cli;
 mod kafka_clients;
+mod kafka_protocol;
 mod native_broker;
 mod storage_corruption;
 mod storage_crash;
