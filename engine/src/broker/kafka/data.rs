@@ -107,7 +107,14 @@ impl KafkaConnection {
         } else {
             Durability::Buffered
         };
-        let max_batch = shard.config.kafka_limits.max_batch_bytes;
+        // A Kafka batch is stored behind a Tidelog header, within the log's batch limit.
+        let max_batch = shard.config.kafka_limits.max_batch_bytes.min(
+            shard
+                .config
+                .log_defaults
+                .max_batch_bytes
+                .saturating_sub(tidelog_wire::batch::HEADER_LEN),
+        );
         let mut response = ProduceResponse::default();
         // Appends run concurrently, so the fdatasyncs of acks=all partitions overlap.
         let mut pending = Vec::new();

@@ -46,7 +46,8 @@ pub struct KafkaLimits {
     pub max_fetch_bytes: usize,
     /// Longest a fetch waits for `min_bytes`.
     pub max_fetch_wait_ms: u32,
-    /// Largest batch a producer may send (`max.message.bytes`).
+    /// Largest batch a producer may send (`max.message.bytes`); the log's
+    /// `max_batch_bytes` minus the 64-byte Tidelog header caps it too.
     pub max_batch_bytes: usize,
 }
 
