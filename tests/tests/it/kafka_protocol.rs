@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tidelog_wire::kafka::generated::{
+    fetch_request::{FetchPartition, FetchRequest, FetchTopic},
+    fetch_response::FetchResponse,
     init_producer_id_request::InitProducerIdRequest,
     init_producer_id_response::InitProducerIdResponse,
     list_offsets_request::{ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic},
@@ -25,6 +27,7 @@ const INIT_PRODUCER_ID: i16 = 22;
 const PRODUCE: i16 = 0;
 const METADATA: i16 = 3;
 const LIST_OFFSETS: i16 = 2;
+const FETCH: i16 = 1;
 
 /// A blocking Kafka connection speaking through the generated codec.
 struct Conn {
@@ -137,6 +140,57 @@ impl Conn {
         let response = ProduceResponse::decode(&mut Decoder::new(&body), 9).expect("decode");
         let p = &response.responses[0].partition_responses[0];
         (p.error_code, p.base_offset)
+    }
+
+    /// Fetches partition 0 from `offset` with `max_bytes` per partition and no wait; returns
+    /// (error, high watermark, records bytes).
+    fn fetch(&mut self, topic: &str, offset: i64, max_bytes: i32) -> (i16, i64, Bytes) {
+        let request = FetchRequest {
+            replica_id: -1,
+            max_wait_ms: 0,
+            min_bytes: 0,
+            max_bytes,
+            session_epoch: -1,
+            topics: vec![FetchTopic {
+                topic: topic.into(),
+                partitions: vec![FetchPartition {
+                    partition: 0,
+                    fetch_offset: offset,
+                    partition_max_bytes: max_bytes,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let body = self.call(FETCH, 12, |b| request.encode(b, 12).expect("encode"));
+        let response = FetchResponse::decode(&mut Decoder::new(&body), 12).expect("decode");
+        let p = &response.responses[0].partitions[0];
+        (
+            p.error_code,
+            p.high_watermark,
+            p.records.clone().unwrap_or_default(),
+        )
+    }
+
+    /// ListOffsets of partition 0 at `timestamp` (-1 latest, -2 earliest).
+    fn offset_at(&mut self, topic: &str, timestamp: i64) -> (i16, i64) {
+        let request = ListOffsetsRequest {
+            replica_id: -1,
+            topics: vec![ListOffsetsTopic {
+                name: topic.into(),
+                partitions: vec![ListOffsetsPartition {
+                    partition_index: 0,
+                    timestamp,
+                    ..Default::default()
+                }],
+            }],
+            ..Default::default()
+        };
+        let body = self.call(LIST_OFFSETS, 7, |b| request.encode(b, 7).expect("encode"));
+        let response = ListOffsetsResponse::decode(&mut Decoder::new(&body), 7).expect("decode");
+        let p = &response.topics[0].partitions[0];
+        (p.error_code, p.offset)
     }
 
     fn latest(&mut self, topic: &str) -> i64 {
@@ -277,4 +331,82 @@ fn idempotent_producers_survive_kill_9_and_ids_never_repeat() {
     );
     assert_eq!(c.latest("idem"), 13);
     second.stop();
+}
+
+/// The Kafka batches in fetched record bytes: (base offset, record count, length).
+fn batches_in(records: &[u8]) -> Vec<(i64, i32, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 61 <= records.len() {
+        let base = i64::from_be_bytes(records[at..at + 8].try_into().expect("8 bytes"));
+        let len =
+            i32::from_be_bytes(records[at + 8..at + 12].try_into().expect("4 bytes")) as usize + 12;
+        let count = i32::from_be_bytes(records[at + 57..at + 61].try_into().expect("4 bytes"));
+        assert!(at + len <= records.len(), "only whole batches are returned");
+        out.push((base, count, len));
+        at += len;
+    }
+    assert_eq!(at, records.len(), "no partial batch at the end");
+    out
+}
+
+#[test]
+fn fetch_serves_whole_batches_the_first_even_past_the_limit() {
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-fetch");
+    let kafka = format!("127.0.0.1:{}", free_port());
+    let b = broker(&tmp.path().join("data"), 0, &kafka);
+    let mut c = Conn::open(&kafka);
+    c.create_by_metadata("fetch");
+    // Three batches: 3, 400 and 2 records (no producer id).
+    assert_eq!(c.produce("fetch", batch(-1, -1, -1, 3)), (0, 0));
+    assert_eq!(c.produce("fetch", batch(-1, -1, -1, 400)), (0, 3));
+    assert_eq!(c.produce("fetch", batch(-1, -1, -1, 2)), (0, 403));
+
+    // Everything: three whole batches with the broker-assigned base offsets.
+    let (error, hw, records) = c.fetch("fetch", 0, 1 << 20);
+    assert_eq!((error, hw), (0, 405));
+    let found = batches_in(&records);
+    assert_eq!(
+        found.iter().map(|b| (b.0, b.1)).collect::<Vec<_>>(),
+        vec![(0, 3), (3, 400), (403, 2)]
+    );
+    // Each served batch still has a valid Kafka CRC.
+    let mut at = 0;
+    for (_, _, len) in &found {
+        let b = &records[at..at + len];
+        let crc = u32::from_be_bytes(b[17..21].try_into().expect("4 bytes"));
+        assert_eq!(crc, crc32c::crc32c(&b[21..]), "CRC of the batch at {at}");
+        at += len;
+    }
+    // A fetch from inside the big batch, with a limit far below its size, still gets it whole
+    // (KIP-74), starting below the fetch offset.
+    let big = found[1].2;
+    assert!(big > 1000);
+    let (error, _, records) = c.fetch("fetch", 100, 100);
+    assert_eq!(error, 0);
+    let got = batches_in(&records);
+    assert_eq!(got.first().map(|b| (b.0, b.1)), Some((3, 400)));
+    assert_eq!(got.len(), 1, "nothing past the limit after the first batch");
+    // At the end: nothing, no error. Past it: OFFSET_OUT_OF_RANGE.
+    assert_eq!(c.fetch("fetch", 405, 1 << 20).0, 0);
+    assert!(c.fetch("fetch", 405, 1 << 20).2.is_empty());
+    assert_eq!(c.fetch("fetch", 406, 1 << 20).0, 1);
+    // ListOffsets: earliest, latest, and by timestamp (all records carry 1_700_000_000_000).
+    assert_eq!(c.offset_at("fetch", -2), (0, 0));
+    assert_eq!(c.offset_at("fetch", -1), (0, 405));
+    assert_eq!(c.offset_at("fetch", 1_700_000_000_000), (0, 0));
+    assert_eq!(c.offset_at("fetch", 1_700_000_000_001), (0, 405));
+
+    // After a restart the tail cache is empty: the same bytes come from disk (DMA buffers
+    // sliced past each Tidelog header).
+    let (_, _, from_cache) = c.fetch("fetch", 0, 1 << 20);
+    drop(c);
+    let data = b.stop();
+    let b = broker(&data, 1, &kafka);
+    let mut c = Conn::open(&kafka);
+    let (error, hw, from_disk) = c.fetch("fetch", 0, 1 << 20);
+    assert_eq!((error, hw), (0, 405));
+    assert_eq!(from_disk, from_cache, "disk and cache serve identical bytes");
+    b.stop();
 }
