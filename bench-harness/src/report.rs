@@ -445,7 +445,7 @@ pub fn compare_table(first: &Run, second: &Run) -> String {
         v.map_or_else(
             || "-".to_owned(),
             |v| {
-                if v.abs() >= 100.0 {
+                if v.abs() >= 100.0 || v.fract() == 0.0 {
                     format!("{v:.0}")
                 } else {
                     format!("{v:.2}")
