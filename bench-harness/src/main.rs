@@ -4,8 +4,10 @@
 //! * [`run`]: executors, producers, consumers;
 //! * [`payload`]: seeded values stamped with their send time;
 //! * [`stats`]: histograms, error kinds, live counters;
-//! * [`report`]: progress line, summary table, JSON report;
-//! * [`smoke`]: `--smoke`, an in-process broker and a self-checking short run.
+//! * [`report`]: progress line and per-second series, summary and --compare tables, JSON report;
+//! * [`smoke`]: `--smoke`, an in-process broker and a self-checking short run;
+//! * [`procfs`]: the broker's CPU time and RSS for `--broker-pid`;
+//! * [`html`]: `--html`, a self-contained page with the charts.
 #![deny(unsafe_code)]
 
 mod args;
@@ -15,11 +17,16 @@ mod run;
 mod smoke;
 mod stats;
 
-use anyhow::Result;
+// Reports beyond the summary table.
+mod html;
+mod procfs;
+
+use anyhow::{Context, Result};
 use clap::Parser;
 
 use crate::args::{Args, Plan};
-use crate::run::{Outcome, Shared};
+use crate::report::Run;
+use crate::run::Shared;
 
 fn main() {
     let args = Args::parse();
@@ -30,23 +37,54 @@ fn main() {
 }
 
 fn main_with(args: &Args) -> Result<()> {
-    let mut plan_run = None;
-    let outcome = if args.smoke {
+    let runs = if args.smoke {
+        let mut run = None;
         smoke::smoke(|plan| {
-            let o = execute(&plan);
-            plan_run = Some(plan);
-            o
-        })?
+            let r = execute(&plan, plan.broker.to_string())?;
+            let outcome = r.outcome.clone();
+            run = Some(r);
+            Ok(outcome)
+        })?;
+        vec![run.ok_or_else(|| anyhow::anyhow!("the smoke run did not run"))?]
     } else {
+        // Both plans first, so that a bad second target fails before the first run.
         let plan = Plan::from_args(args)?;
-        let o = execute(&plan)?;
-        plan_run = Some(plan);
-        o
+        let second = match args.compare_args() {
+            Some(second_args) => {
+                let label = args.compare.as_ref().map(ToString::to_string);
+                let plan =
+                    Plan::from_args(&second_args).map_err(|e| e.context("--compare target"))?;
+                Some((plan, label.unwrap_or_default()))
+            }
+            None => None,
+        };
+        let first = execute(&plan, args.broker.clone())?;
+        print!("{}", report::table(&first));
+        let mut runs = vec![first];
+        if let Some((plan, label)) = second {
+            let second = execute(&plan, label)?;
+            print!("{}", report::table(&second));
+            runs.push(second);
+        }
+        runs
     };
-    let plan = plan_run.expect("a run has a plan");
-    print!("{}", report::table(&plan, &outcome));
+    if args.smoke {
+        print!("{}", report::table(&runs[0]));
+    }
+    if let [first, second] = &runs[..] {
+        print!("{}", report::compare_table(first, second));
+    }
     if let Some(path) = &args.json {
-        report::write_json(path, &report::json(&plan, &outcome))?;
+        let mut value = report::json(&runs[0]);
+        if let [first, second] = &runs[..] {
+            value["compare"] = report::compare_json(first, second);
+        }
+        report::write_json(path, &value)?;
+    }
+    if let Some(path) = &args.html {
+        let refs: Vec<&Run> = runs.iter().collect();
+        std::fs::write(path, html::page(&refs))
+            .with_context(|| format!("write {}", path.display()))?;
     }
     if args.smoke {
         println!("smoke: ok, every record was consumed");
@@ -54,10 +92,16 @@ fn main_with(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn execute(plan: &Plan) -> Result<Outcome> {
+/// Runs one plan with the progress line; `label` names its target in reports.
+fn execute(plan: &Plan, label: String) -> Result<Run> {
     let shared = Shared::new(plan.clone());
     let progress = report::Progress::start(std::sync::Arc::clone(&shared));
     let outcome = run::run(&shared);
-    drop(progress);
-    outcome
+    let telemetry = progress.finish();
+    Ok(Run {
+        label,
+        plan: plan.clone(),
+        outcome: outcome?,
+        telemetry,
+    })
 }

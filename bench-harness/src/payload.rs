@@ -1,8 +1,11 @@
-//! Record values: seeded pseudo-random bytes with the send timestamp in the first 8.
+//! Record values: seeded pseudo-random bytes with the send timestamp in the first 8; and keys.
 //!
 //! Each producer fills one pool of `record_size + POOL_SLACK` bytes from its seed at start and
 //! cuts every value from it at a moving offset, so values differ from record to record without
-//! spending time on randomness per record, and the same `--seed` gives the same bytes.
+//! spending time on randomness per record, and the same `--seed` gives the same bytes. With a
+//! size range each value's length is drawn from the same seeded stream.
+
+use crate::args::KeyMode;
 
 /// Extra pool bytes beyond one record: the number of distinct value offsets.
 const POOL_SLACK: usize = 4096;
@@ -31,12 +34,23 @@ pub struct Payloads {
     pool: Vec<u8>,
     value: Vec<u8>,
     next: usize,
+    /// Smallest value; `value.len()` is the largest.
+    min: usize,
+    rng: SplitMix64,
 }
 
 impl Payloads {
     /// Values of `record_size` bytes (≥ 8) from the stream of `seed`.
+    // Kept for fixed-size callers beside run.rs (the tests; other protocols' producers).
+    #[allow(dead_code)]
     pub fn new(seed: u64, record_size: usize) -> Self {
-        assert!(record_size >= 8, "a value carries an 8-byte timestamp");
+        Self::ranged(seed, record_size, record_size)
+    }
+
+    /// Values of `min..=max` bytes (`8 <= min <= max`), each length drawn uniformly.
+    pub fn ranged(seed: u64, min: usize, record_size: usize) -> Self {
+        assert!(min >= 8, "a value carries an 8-byte timestamp");
+        assert!(min <= record_size, "an empty size range");
         let mut rng = SplitMix64::new(seed);
         let mut pool = vec![0u8; record_size + POOL_SLACK];
         for chunk in pool.chunks_mut(8) {
@@ -47,17 +61,74 @@ impl Payloads {
             pool,
             value: vec![0u8; record_size],
             next: 0,
+            min,
+            rng,
         }
     }
 
     /// The next value, stamped with `timestamp_ns`.
     pub fn next(&mut self, timestamp_ns: u64) -> &[u8] {
-        let size = self.value.len();
+        let max = self.value.len();
+        let size = if self.min == max {
+            max
+        } else {
+            self.min + (self.rng.next_u64() % (max - self.min + 1) as u64) as usize
+        };
         let start = self.next;
         self.next = (self.next + 1) % POOL_SLACK;
-        self.value.copy_from_slice(&self.pool[start..start + size]);
+        self.value[..size].copy_from_slice(&self.pool[start..start + size]);
         self.value[..8].copy_from_slice(&timestamp_ns.to_le_bytes());
-        &self.value
+        &self.value[..size]
+    }
+}
+
+/// Bytes of every key.
+pub const KEY_BYTES: usize = 16;
+/// Distinct keys of [`KeyMode::RoundRobin`].
+pub const ROUND_ROBIN_KEYS: u64 = 1024;
+
+/// Makes the keys of one producer.
+#[derive(Debug)]
+pub struct Keys {
+    mode: KeyMode,
+    rng: SplitMix64,
+    /// Round robin: the seeded first 8 bytes shared by every key of this producer.
+    prefix: [u8; 8],
+    key: [u8; KEY_BYTES],
+    sent: u64,
+}
+
+impl Keys {
+    /// Keys of `mode` from the stream of `seed`.
+    pub fn new(mode: KeyMode, seed: u64) -> Self {
+        // Another stream than the values' one, so the keys do not repeat value bytes.
+        let mut rng = SplitMix64::new(seed ^ 0x6b65_7973_6b65_7973);
+        let prefix = rng.next_u64().to_le_bytes();
+        Self {
+            mode,
+            rng,
+            prefix,
+            key: [0; KEY_BYTES],
+            sent: 0,
+        }
+    }
+
+    /// The next key (`None` for [`KeyMode::None`]).
+    pub fn next(&mut self) -> Option<&[u8]> {
+        let n = self.sent;
+        self.sent += 1;
+        match self.mode {
+            KeyMode::None => return None,
+            KeyMode::Random => {
+                self.key[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+                self.key[8..].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+            }
+            KeyMode::RoundRobin => {
+                self.key[..8].copy_from_slice(&self.prefix);
+                self.key[8..].copy_from_slice(&(n % ROUND_ROBIN_KEYS).to_be_bytes());
+            }
+        }
+        Some(&self.key)
     }
 }
 
@@ -86,5 +157,42 @@ mod tests {
             "other seed, other bytes"
         );
         assert_eq!(timestamp_ns(b"short"), None);
+    }
+
+    #[test]
+    fn ranged_sizes_stay_in_range_and_are_seeded() {
+        let mut a = Payloads::ranged(3, 16, 64);
+        let mut b = Payloads::ranged(3, 16, 64);
+        let sizes: Vec<usize> = (0..1000).map(|t| a.next(t).len()).collect();
+        assert!(sizes.iter().all(|n| (16..=64).contains(n)));
+        assert!(
+            sizes.contains(&16) && sizes.contains(&64),
+            "both ends are drawn"
+        );
+        let again: Vec<usize> = (0..1000).map(|t| b.next(t).len()).collect();
+        assert_eq!(sizes, again, "same seed, same sizes");
+        assert_eq!(timestamp_ns(a.next(99)), Some(99));
+    }
+
+    #[test]
+    fn keys_by_mode() {
+        assert_eq!(Keys::new(KeyMode::None, 1).next(), None);
+        let mut rr = Keys::new(KeyMode::RoundRobin, 1);
+        let first = rr.next().expect("a key").to_vec();
+        assert_eq!(first.len(), KEY_BYTES);
+        let distinct: std::collections::HashSet<Vec<u8>> = (1..ROUND_ROBIN_KEYS)
+            .map(|_| rr.next().expect("a key").to_vec())
+            .collect();
+        assert_eq!(distinct.len() as u64, ROUND_ROBIN_KEYS - 1);
+        assert!(!distinct.contains(&first));
+        assert_eq!(rr.next().expect("a key"), &first[..], "wraps around");
+        let mut r1 = Keys::new(KeyMode::Random, 5);
+        let mut r2 = Keys::new(KeyMode::Random, 5);
+        let (k1, k2) = (
+            r1.next().expect("a key").to_vec(),
+            r1.next().expect("a key").to_vec(),
+        );
+        assert_ne!(k1, k2);
+        assert_eq!(r2.next().expect("a key"), &k1[..], "seeded");
     }
 }

@@ -95,6 +95,19 @@ impl Shared {
     pub fn started(&self) -> Option<Instant> {
         self.start.get().map(|s| s.0)
     }
+
+    /// When the results start counting: the start plus the warm-up.
+    pub fn measured_from(&self) -> Option<Instant> {
+        self.started().map(|s| s + self.plan.warmup)
+    }
+
+    /// Whether an event at `ns` ([`now_ns`]) is past the warm-up and counts in the results.
+    pub fn measuring(&self, ns: u64) -> bool {
+        let warmup = u64::try_from(self.plan.warmup.as_nanos()).unwrap_or(u64::MAX);
+        self.start
+            .get()
+            .is_some_and(|(_, start)| ns >= start.saturating_add(warmup))
+    }
 }
 
 /// Runs the plan to the end.
@@ -250,9 +263,10 @@ fn merge(shared: &Shared, partitions: u32, results: Vec<WorkerResult>) -> Outcom
     for r in results {
         all.add(r);
     }
-    let start = shared.started().unwrap_or_else(Instant::now);
+    let start = shared.measured_from().unwrap_or_else(Instant::now);
     let plan = &shared.plan;
-    let since = |end: Option<Instant>| end.map_or(Duration::ZERO, |e| e.duration_since(start));
+    let since =
+        |end: Option<Instant>| end.map_or(Duration::ZERO, |e| e.saturating_duration_since(start));
     Outcome {
         partitions,
         produce: plan.mode.produces().then(|| Phase {
@@ -376,8 +390,9 @@ async fn worker_setup(shared: &Shared, k: usize) -> Result<WorkerSetup> {
     Ok((producer_client, consumers))
 }
 
-/// A send waiting for its ack: the delivery and the time it counts from.
-type InFlight = (Delivery, u64);
+/// A send waiting for its ack: the delivery, the time it counts from, and its key and value
+/// bytes.
+type InFlight = (Delivery, u64, u64);
 
 /// Producer `i`: sends its share, then flushes; one collector task per partition records the
 /// acks.
@@ -403,7 +418,7 @@ async fn produce(
     )?;
     // Closed loop: per partition, the records of `max_in_flight` batches in flight plus one
     // being filled. Open loop: no bound (the producer's own backlog limit reports overload).
-    let batch_records = (plan.batch_bytes / plan.record_size).max(1);
+    let batch_records = (plan.batch_bytes / plan.record_size_mean()).max(1);
     let window = batch_records * (plan.max_in_flight + 1);
     let mut senders: Vec<LocalSender<InFlight>> = Vec::with_capacity(parts.len());
     let mut collectors = Vec::with_capacity(parts.len());
@@ -419,14 +434,15 @@ async fn produce(
     let quota = plan
         .records
         .map_or(u64::MAX, |n| records_for(i, plan.producers, n));
-    let deadline = plan.duration.map(|d| start + d);
+    let deadline = plan.duration.map(|d| start + plan.warmup + d);
     // Open loop: this producer's share of the rate, as an interval between intended sends.
     let interval_ns = plan
         .rate
         .map(|r| (1e9 * plan.producers as f64 / r).max(1.0) as u64);
     let start_ns = now_ns();
     let seed = plan.seed.wrapping_add(i as u64);
-    let mut payloads = Payloads::new(seed, plan.record_size);
+    let mut payloads = Payloads::ranged(seed, plan.record_size_min, plan.record_size);
+    let mut keys = payload::Keys::new(plan.keys, seed);
     let mut sent = 0u64;
     while sent < quota {
         let t0 = match interval_ns {
@@ -454,8 +470,10 @@ async fn produce(
         };
         let index = (sent % parts.len() as u64) as usize;
         let value = payloads.next(t0);
-        let delivery = producer.send(&plan.topic, None, value, Some(parts[index]));
-        if senders[index].send((delivery, t0)).await.is_err() {
+        let key = keys.next();
+        let size = (value.len() + key.map_or(0, <[u8]>::len)) as u64;
+        let delivery = producer.send(&plan.topic, key, value, Some(parts[index]));
+        if senders[index].send((delivery, t0, size)).await.is_err() {
             bail!("a collector stopped early");
         }
         sent += 1;
@@ -474,15 +492,17 @@ async fn produce(
 
 /// Awaits a partition's deliveries in order and records each ack.
 async fn collect(shared: Arc<Shared>, rx: LocalReceiver<InFlight>) -> WorkerResult {
-    let size = shared.plan.record_size as u64;
     let live = &shared.live;
     let mut r = WorkerResult::default();
-    while let Some((delivery, t0)) = rx.recv().await {
+    while let Some((delivery, t0, size)) = rx.recv().await {
         match delivery.await {
             Ok(_) => {
-                r.produce_latency.record_ns(t0, now_ns());
-                r.produced += 1;
-                r.produced_bytes += size;
+                let now = now_ns();
+                if shared.measuring(now) {
+                    r.produce_latency.record_ns(t0, now);
+                    r.produced += 1;
+                    r.produced_bytes += size;
+                }
                 Live::add(&live.produced, 1);
                 Live::add(&live.produced_bytes, size);
             }
@@ -521,7 +541,7 @@ async fn consume(
         .map(|p| consumer.position(&plan.topic, *p).unwrap_or(0))
         .collect();
     let deadline = match plan.mode {
-        Mode::Consume => plan.duration.map(|d| start + d),
+        Mode::Consume => plan.duration.map(|d| start + plan.warmup + d),
         _ => None,
     };
     let mut r = WorkerResult::default();
@@ -568,18 +588,21 @@ async fn consume(
         }
         last_progress = Instant::now();
         let now = now_ns();
+        let measuring = shared.measuring(now);
         let mut bytes = 0u64;
         for rec in &records {
             bytes += (rec.value.len() + rec.key.as_ref().map_or(0, |k| k.len())) as u64;
-            if plan.mode == Mode::E2e {
+            if plan.mode == Mode::E2e && measuring {
                 if let Some(sent) = payload::timestamp_ns(&rec.value) {
                     r.e2e_latency.record_ns(sent, now);
                 }
             }
         }
         let n = records.len() as u64;
-        r.consumed += n;
-        r.consumed_bytes += bytes;
+        if measuring {
+            r.consumed += n;
+            r.consumed_bytes += bytes;
+        }
         Live::add(&live.consumed, n);
         Live::add(&live.consumed_bytes, bytes);
     }

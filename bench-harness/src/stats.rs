@@ -55,8 +55,30 @@ impl Latency {
             p90: q(0.90),
             p99: q(0.99),
             p999: q(0.999),
+            p9999: q(0.9999),
             max: self.0.max(),
         }
+    }
+
+    /// The percentile curve as HdrHistogram plots it: points `(x, percentile, µs)` where
+    /// `percentile = 100 · (1 − 10^−x)`, so x = 1, 2, 3 are p90, p99, p99.9; `steps` points per
+    /// decade, up to the decade that holds the last sample (at least 1). Empty without samples.
+    pub fn percentile_curve(&self, steps: u32) -> Vec<(f64, f64, u64)> {
+        let n = self.0.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        // Beyond log10(n) decades every point is the max.
+        let decades = (n as f64).log10().ceil().max(1.0);
+        let steps = steps.max(1);
+        let last = (decades * f64::from(steps)) as u32;
+        (0..=last)
+            .map(|i| {
+                let x = f64::from(i) / f64::from(steps);
+                let quantile = 1.0 - 10f64.powf(-x);
+                (x, 100.0 * quantile, self.0.value_at_quantile(quantile))
+            })
+            .collect()
     }
 }
 
@@ -68,6 +90,7 @@ pub struct LatencySummary {
     pub p90: u64,
     pub p99: u64,
     pub p999: u64,
+    pub p9999: u64,
     pub max: u64,
 }
 
@@ -75,7 +98,7 @@ impl LatencySummary {
     pub fn to_json(self) -> serde_json::Value {
         serde_json::json!({
             "count": self.count, "p50": self.p50, "p90": self.p90, "p99": self.p99,
-            "p999": self.p999, "max": self.max,
+            "p999": self.p999, "p9999": self.p9999, "max": self.max,
         })
     }
 }
@@ -167,6 +190,23 @@ mod tests {
         assert!((495..=505).contains(&s.p50), "{s:?}");
         assert!((985..=995).contains(&s.p99), "{s:?}");
         assert!(s.max >= 1_999_000_000, "{s:?}");
+        assert!(s.p9999 >= s.p999 && s.p9999 <= s.max, "{s:?}");
+    }
+
+    #[test]
+    fn percentile_curve_is_monotonic_and_log_spaced() {
+        assert!(Latency::default().percentile_curve(4).is_empty());
+        let mut l = Latency::default();
+        for us in 1..=10_000u64 {
+            l.record_ns(0, us * 1000);
+        }
+        let curve = l.percentile_curve(2);
+        // 10,000 samples: 4 decades, 2 points each, plus x = 0.
+        assert_eq!(curve.len(), 9);
+        assert_eq!(curve[0].0, 0.0);
+        assert!((curve[2].1 - 90.0).abs() < 1e-9, "{curve:?}");
+        assert!((curve[4].1 - 99.0).abs() < 1e-9, "{curve:?}");
+        assert!(curve.windows(2).all(|w| w[0].2 <= w[1].2), "{curve:?}");
     }
 
     #[test]

@@ -39,11 +39,14 @@ fn smoke_run_consumes_every_record() {
         assert!(report["produce"][key].as_f64().expect(key) > 0.0, "{key}");
         assert!(report["consume"][key].as_f64().expect(key) > 0.0, "{key}");
     }
-    for p in ["p50", "p99", "p999", "max"] {
+    for p in ["p50", "p90", "p99", "p999", "p9999", "max"] {
         assert!(report["produce"]["latency_us"][p].as_u64().is_some(), "{p}");
         assert!(report["e2e"]["latency_us"][p].as_u64().is_some(), "{p}");
     }
     assert_eq!(report["params"]["mode"], "e2e");
     assert!(report["hardware"]["kernel"].is_string());
+    assert!(report["git_rev"].is_string());
+    assert!(report["series"].is_array());
+    assert!(report["broker"].is_null(), "no --broker-pid");
     assert!(report["errors"].as_object().expect("errors").is_empty());
 }
