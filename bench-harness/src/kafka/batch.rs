@@ -42,7 +42,7 @@ pub fn put_varlong(out: &mut BytesMut, v: i64) {
 pub fn varlong_len(v: i64) -> usize {
     let z = ((v << 1) ^ (v >> 63)) as u64;
     // 1 byte per started group of 7 bits; 0 takes one byte.
-    ((64 - (z | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Builds one uncompressed RecordBatch v2 of null-key, header-less records.
