@@ -19,8 +19,10 @@ pub struct Args {
     /// Wire protocol of the broker.
     #[arg(long, value_enum, default_value_t = Protocol::Native)]
     pub protocol: Protocol,
-    /// Broker address (any shard; usually the shared native port).
-    #[arg(long, default_value = "127.0.0.1:9292")]
+    /// Broker address, HOST:PORT. Native: any shard (usually the shared native port).
+    /// Kafka: the bootstrap broker (Tidelog's --kafka-addr); left at the default, it becomes
+    /// 127.0.0.1:9092.
+    #[arg(long, default_value = BROKER_DEFAULT)]
     pub broker: String,
     /// Topic to write and read; created with --partitions if missing.
     #[arg(long, default_value = "tidelog-bench")]
@@ -265,9 +267,23 @@ impl Mode {
 pub enum Protocol {
     /// Tidelog's own flatbuffers protocol.
     Native,
-    /// The Kafka wire protocol (not implemented yet).
+    /// The Kafka wire protocol: Tidelog's Kafka listener or any Kafka-compatible broker.
     Kafka,
 }
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Native => "native",
+            Protocol::Kafka => "kafka",
+        }
+    }
+}
+
+/// Default of --broker (the native port).
+pub const BROKER_DEFAULT: &str = "127.0.0.1:9292";
+/// The broker used for --protocol kafka when --broker is left at its default.
+pub const KAFKA_BROKER_DEFAULT: &str = "127.0.0.1:9092";
 
 /// CPUs named on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,6 +333,7 @@ fn parse_cpus(s: &str) -> Result<CpuList, String> {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub mode: Mode,
+    pub protocol: Protocol,
     pub broker: SocketAddr,
     pub topic: String,
     pub partitions: u32,
@@ -353,11 +370,8 @@ impl Plan {
     /// Checks `args` and fills in defaults.
     ///
     /// # Errors
-    /// Values out of range, an unresolvable broker, the Kafka protocol.
+    /// Values out of range, an unresolvable broker.
     pub fn from_args(args: &Args) -> Result<Self> {
-        if args.protocol == Protocol::Kafka {
-            bail!("--protocol kafka is not implemented yet; use --protocol native");
-        }
         if args.record_size < RECORD_SIZE_MIN {
             bail!(
                 "--record-size {} is below {RECORD_SIZE_MIN} (the send timestamp)",
@@ -384,12 +398,27 @@ impl Plan {
         if args.duration == Some(0) {
             bail!("--duration must be at least 1 second");
         }
-        let broker = args
-            .broker
+        if args.protocol == Protocol::Kafka {
+            // The Kafka producer writes fixed-size, keyless records and counts from the start.
+            if args.record_size.min != args.record_size.max {
+                bail!("--record-size MIN-MAX is not supported with --protocol kafka yet");
+            }
+            if args.keys != KeyMode::None {
+                bail!("--keys is not supported with --protocol kafka yet");
+            }
+            if args.warmup > 0 {
+                bail!("--warmup is not supported with --protocol kafka yet");
+            }
+        }
+        let broker = match args.protocol {
+            Protocol::Kafka if args.broker == BROKER_DEFAULT => KAFKA_BROKER_DEFAULT,
+            _ => args.broker.as_str(),
+        };
+        let broker = broker
             .to_socket_addrs()
-            .with_context(|| format!("cannot resolve --broker {}", args.broker))?
+            .with_context(|| format!("cannot resolve --broker {broker}"))?
             .next()
-            .ok_or_else(|| anyhow!("--broker {} resolves to no address", args.broker))?;
+            .ok_or_else(|| anyhow!("--broker {broker} resolves to no address"))?;
         let executors = match &args.cores {
             Some(CpuList(cpus)) => cpus.iter().map(|c| Some(*c)).collect(),
             None => {
@@ -405,6 +434,7 @@ impl Plan {
         };
         Ok(Plan {
             mode: args.mode,
+            protocol: args.protocol,
             broker,
             topic: args.topic.clone(),
             partitions: args.partitions,
@@ -439,7 +469,7 @@ impl Plan {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "mode": self.mode.name(),
-            "protocol": "native",
+            "protocol": self.protocol.name(),
             "broker": self.broker.to_string(),
             "topic": self.topic,
             "partitions": self.partitions,
@@ -503,10 +533,16 @@ mod tests {
     }
 
     #[test]
-    fn kafka_is_parsed_but_refused() {
+    fn kafka_defaults_to_the_kafka_port() {
         let a = parse("--protocol kafka").expect("parses");
-        let e = Plan::from_args(&a).expect_err("refused").to_string();
-        assert!(e.contains("not implemented yet"), "{e}");
+        let plan = Plan::from_args(&a).expect("valid");
+        assert_eq!(plan.protocol, Protocol::Kafka);
+        assert_eq!(plan.broker.to_string(), KAFKA_BROKER_DEFAULT);
+        assert_eq!(plan.to_json()["protocol"], "kafka");
+        let a = parse("--protocol kafka --broker 127.0.0.1:19092").expect("parses");
+        assert_eq!(Plan::from_args(&a).expect("valid").broker.port(), 19092);
+        let native = Plan::from_args(&parse("").expect("parses")).expect("valid");
+        assert_eq!(native.broker.to_string(), BROKER_DEFAULT);
     }
 
     #[test]

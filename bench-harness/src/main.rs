@@ -2,6 +2,7 @@
 //!
 //! * [`args`]: the command line (a stable contract) and the checked [`args::Plan`];
 //! * [`run`]: executors, producers, consumers;
+//! * [`kafka`]: `--protocol kafka`: a Kafka client on glommio and its producers and consumers;
 //! * [`payload`]: seeded values stamped with their send time;
 //! * [`stats`]: histograms, error kinds, live counters;
 //! * [`report`]: progress line and per-second series, summary and --compare tables, JSON report;
@@ -11,6 +12,7 @@
 #![deny(unsafe_code)]
 
 mod args;
+mod kafka;
 mod payload;
 mod report;
 mod run;

@@ -29,7 +29,8 @@ use tidelog_client::{
     StartAt, LATEST,
 };
 
-use crate::args::{Mode, Plan};
+use crate::args::{Mode, Plan, Protocol};
+use crate::kafka;
 use crate::payload::{self, Payloads};
 use crate::stats::{now_ns, Errors, Latency, Live};
 
@@ -108,6 +109,21 @@ impl Shared {
             .get()
             .is_some_and(|(_, start)| ns >= start.saturating_add(warmup))
     }
+
+    /// The topic's partition count, as set up.
+    pub(crate) fn partition_count(&self) -> u32 {
+        self.partitions.load(Ordering::Relaxed) as u32
+    }
+
+    /// Producers still sending.
+    pub(crate) fn producers_running(&self) -> usize {
+        self.producers_left.load(Ordering::SeqCst)
+    }
+
+    /// A producer has sent its share and seen every ack.
+    pub(crate) fn producer_done(&self) {
+        self.producers_left.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Runs the plan to the end.
@@ -157,6 +173,9 @@ fn setup(asked: &Plan) -> Result<u32> {
     let handle = tidelog_engine::runtime::executor_builder(Placement::Unbound, 1)?
         .name("tidelog-bench-setup")
         .spawn(move || async move {
+            if plan.protocol == Protocol::Kafka {
+                return kafka_setup(&plan).await;
+            }
             let client = Client::connect(plan.broker)
                 .await
                 .with_context(|| format!("cannot connect to {}", plan.broker))?;
@@ -199,6 +218,26 @@ fn setup(asked: &Plan) -> Result<u32> {
     Ok(partitions)
 }
 
+/// The Kafka flavour of [`setup`]'s task: bootstrap, topic (created when producing), its
+/// partition count.
+async fn kafka_setup(plan: &Plan) -> Result<u32> {
+    let client = kafka::client::KafkaClient::connect(plan.broker, &plan.topic)
+        .await
+        .with_context(|| format!("Kafka bootstrap {}", plan.broker))?;
+    let n = match client
+        .ensure_topic(plan.partitions, plan.mode.produces())
+        .await
+    {
+        Ok(n) => n,
+        Err(kafka::KafkaError::Code {
+            code: kafka::code::UNKNOWN_TOPIC_OR_PARTITION,
+            ..
+        }) => bail!("topic {} does not exist; produce to it first", plan.topic),
+        Err(e) => return Err(e).context("cannot set up the topic"),
+    };
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
 /// The partitions producer `i` of `producers` writes: its own share when there are at least as
 /// many partitions as producers, otherwise one partition shared with other producers.
 pub fn producer_partitions(i: usize, producers: usize, partitions: u32) -> Vec<i32> {
@@ -223,24 +262,24 @@ pub fn consumer_partitions(j: usize, consumers: usize, partitions: u32) -> Vec<i
 }
 
 /// Records producer `i` sends when `total` are asked for.
-fn records_for(i: usize, producers: usize, total: u64) -> u64 {
+pub(crate) fn records_for(i: usize, producers: usize, total: u64) -> u64 {
     let p = producers as u64;
     total / p + u64::from((i as u64) < total % p)
 }
 
-/// What one executor measured.
+/// What one executor (or one producer or consumer of it) measured.
 #[derive(Debug, Default)]
-struct WorkerResult {
-    produced: u64,
-    produced_bytes: u64,
-    produce_latency: Latency,
-    produce_end: Option<Instant>,
-    consumed: u64,
-    consumed_bytes: u64,
-    e2e_latency: Latency,
-    consume_end: Option<Instant>,
-    consume_expected: u64,
-    errors: Errors,
+pub(crate) struct WorkerResult {
+    pub produced: u64,
+    pub produced_bytes: u64,
+    pub produce_latency: Latency,
+    pub produce_end: Option<Instant>,
+    pub consumed: u64,
+    pub consumed_bytes: u64,
+    pub e2e_latency: Latency,
+    pub consume_end: Option<Instant>,
+    pub consume_expected: u64,
+    pub errors: Errors,
 }
 
 impl WorkerResult {
@@ -312,16 +351,30 @@ async fn worker(shared: Arc<Shared>, k: usize) -> Result<WorkerResult> {
     let plan = &shared.plan;
     let executors = plan.executors.len();
     let mut producer_tasks = Vec::new();
-    if let Some(client) = producer_client {
-        for i in (k..plan.producers).step_by(executors) {
-            let task = produce(Rc::new(client.clone()), Arc::clone(&shared), i, start);
-            producer_tasks.push(glommio::spawn_local(task).detach());
+    match producer_client {
+        Some(ProducerClient::Native(client)) => {
+            for i in (k..plan.producers).step_by(executors) {
+                let task = produce(Rc::new(client.clone()), Arc::clone(&shared), i, start);
+                producer_tasks.push(glommio::spawn_local(task).detach());
+            }
         }
+        Some(ProducerClient::Kafka(client)) => {
+            for i in (k..plan.producers).step_by(executors) {
+                let task = kafka::load::produce(Rc::clone(&client), Arc::clone(&shared), i, start);
+                producer_tasks.push(glommio::spawn_local(task).detach());
+            }
+        }
+        None => {}
     }
     let mut consumer_tasks = Vec::new();
     for c in consumers {
-        let task = consume(Arc::clone(&shared), c, start);
-        consumer_tasks.push(glommio::spawn_local(task).detach());
+        let task = match c {
+            AnyConsumer::Native(c) => glommio::spawn_local(consume(Arc::clone(&shared), c, start)),
+            AnyConsumer::Kafka(c) => {
+                glommio::spawn_local(kafka::load::consume(Arc::clone(&shared), c, start))
+            }
+        };
+        consumer_tasks.push(task.detach());
     }
     let mut result = WorkerResult::default();
     for t in producer_tasks {
@@ -339,10 +392,25 @@ async fn worker(shared: Arc<Shared>, k: usize) -> Result<WorkerResult> {
     Ok(result)
 }
 
-type WorkerSetup = (Option<Client>, Vec<ReadyConsumer>);
+/// An executor's producer client: shared by its producers.
+enum ProducerClient {
+    Native(Client),
+    Kafka(Rc<kafka::client::KafkaClient>),
+}
+
+/// A consumer ready to start, of either protocol.
+enum AnyConsumer {
+    Native(ReadyConsumer),
+    Kafka(kafka::load::ReadyConsumer),
+}
+
+type WorkerSetup = (Option<ProducerClient>, Vec<AnyConsumer>);
 
 /// Connects this executor's clients and positions its consumers, before the start.
 async fn worker_setup(shared: &Shared, k: usize) -> Result<WorkerSetup> {
+    if shared.plan.protocol == Protocol::Kafka {
+        return kafka_worker_setup(shared, k).await;
+    }
     let plan = &shared.plan;
     let executors = plan.executors.len();
     let partitions = shared.partitions.load(Ordering::Relaxed) as u32;
@@ -380,12 +448,40 @@ async fn worker_setup(shared: &Shared, k: usize) -> Result<WorkerSetup> {
         } else {
             None
         };
-        consumers.push(ReadyConsumer {
+        consumers.push(AnyConsumer::Native(ReadyConsumer {
             client,
             consumer,
             partitions: parts,
             ends,
-        });
+        }));
+    }
+    Ok((producer_client.map(ProducerClient::Native), consumers))
+}
+
+/// [`worker_setup`] over Kafka: one client for the executor's producers (metadata warmed),
+/// one per consumer (a fetch's long poll holds its connections' response order).
+async fn kafka_worker_setup(shared: &Shared, k: usize) -> Result<WorkerSetup> {
+    let plan = &shared.plan;
+    let executors = plan.executors.len();
+    let partitions = shared.partition_count();
+    let producer_client = if (k..plan.producers).step_by(executors).next().is_some() {
+        let client = kafka::client::KafkaClient::connect(plan.broker, &plan.topic).await?;
+        client.refresh(false).await?;
+        // Connect to every leader now so that the first batches wait for no handshake.
+        for p in 0..partitions as i32 {
+            client.leader(p).await?;
+        }
+        Some(ProducerClient::Kafka(Rc::new(client)))
+    } else {
+        None
+    };
+    let mut consumers = Vec::new();
+    for j in (k..plan.consumers).step_by(executors) {
+        let parts = consumer_partitions(j, plan.consumers, partitions);
+        if !parts.is_empty() {
+            let ready = kafka::load::ready_consumer(shared, parts).await?;
+            consumers.push(AnyConsumer::Kafka(ready));
+        }
     }
     Ok((producer_client, consumers))
 }
@@ -517,9 +613,9 @@ async fn collect(shared: Arc<Shared>, rx: LocalReceiver<InFlight>) -> WorkerResu
 
 /// How long e2e consumers wait without a record, once the producers are done, before they
 /// report a stall.
-const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Long-poll wait of a consumer's fetch.
-const POLL_WAIT: Duration = Duration::from_millis(100);
+pub(crate) const POLL_WAIT: Duration = Duration::from_millis(100);
 
 /// A consumer: reads its partitions to the end offsets (consume: taken at start; e2e: taken
 /// once the producers are done).

@@ -1,6 +1,7 @@
-//! `--smoke`: an in-process broker, a short e2e run, and a check that every record came back.
-//! It runs in `cargo test` (tests/smoke.rs), so the tool cannot rot unnoticed (TigerBeetle's
-//! "no benchmark bitrot").
+//! `--smoke`: an in-process broker with its native and Kafka listeners, a short e2e run over
+//! each protocol (Kafka first, then native), and a check that every record came back. It runs
+//! in `cargo test` (tests/smoke.rs), so neither target can rot unnoticed (TigerBeetle's "no
+//! benchmark bitrot").
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,21 +11,24 @@ use clap::Parser;
 use tidelog_engine::broker::{self, BrokerConfig};
 
 use crate::args::{Args, Plan};
+use crate::report;
 use crate::run::Outcome;
 
 /// Records of the smoke run.
 pub const SMOKE_RECORDS: u64 = 20_000;
 
-/// Starts a broker with its data in a fresh directory, runs the smoke plan through `run`, and
-/// checks the outcome.
+/// Starts a broker with its data in a fresh directory, runs the smoke plan through `run` over
+/// Kafka (its table printed here) and then over the native protocol, checks both outcomes, and
+/// returns the native one (whose plan `run` saw last).
 ///
 /// # Errors
-/// Broker start-up, the run, or a record that was not consumed.
-pub fn smoke(run: impl FnOnce(Plan) -> Result<Outcome>) -> Result<Outcome> {
+/// Broker start-up, a run, or a record that was not consumed.
+pub fn smoke(mut run: impl FnMut(Plan) -> Result<Outcome>) -> Result<Outcome> {
     let dir = smoke_dir()?.join(format!("tidelog-bench-smoke-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = BrokerConfig::new(&dir);
     config.native_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.kafka_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     config.shards = 1;
     config.pin_cpus = false;
     // The default preallocation is sized for production disks.
@@ -35,13 +39,32 @@ pub fn smoke(run: impl FnOnce(Plan) -> Result<Outcome>) -> Result<Outcome> {
         broker.native_addr(),
         dir.display()
     );
-    let line = format!(
-        "tidelog-bench e2e --broker {} --topic smoke --partitions 3 --producers 2 --consumers 2 \
-         --record-size 64 --acks 1 --records {SMOKE_RECORDS} --batch-bytes 16384 --linger-ms 1",
-        broker.native_addr()
-    );
-    let plan = Plan::from_args(&Args::parse_from(line.split_whitespace()));
-    let outcome = plan.and_then(run);
+    let plan = |protocol: &str, addr: SocketAddr| {
+        let line = format!(
+            "tidelog-bench e2e --protocol {protocol} --broker {addr} --topic smoke-{protocol} \
+             --partitions 3 --producers 2 --consumers 2 --record-size 64 --acks 1 \
+             --records {SMOKE_RECORDS} --batch-bytes 16384 --linger-ms 1"
+        );
+        Plan::from_args(&Args::parse_from(line.split_whitespace()))
+    };
+    let kafka = broker
+        .kafka_addr()
+        .ok_or_else(|| anyhow!("the smoke broker has no Kafka listener"))
+        .and_then(|addr| plan("kafka", addr))
+        .and_then(|plan| {
+            let outcome = run(plan.clone())?;
+            let finished = report::Run {
+                label: format!("kafka://{}", plan.broker),
+                plan,
+                outcome: outcome.clone(),
+                telemetry: report::Telemetry::default(),
+            };
+            print!("{}", report::table(&finished));
+            check(&outcome).context("over Kafka")?;
+            println!("smoke: kafka ok, every record was consumed");
+            Ok(())
+        });
+    let outcome = kafka.and_then(|()| plan("native", broker.native_addr()).and_then(&mut run));
     let stopped = broker.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
     let outcome = outcome?;

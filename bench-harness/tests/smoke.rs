@@ -1,5 +1,6 @@
-//! Runs `tidelog-bench --smoke` (in-process broker, ~20,000 records end to end, every one
-//! checked) so that `cargo test --workspace` keeps the load generator from rotting.
+//! Runs `tidelog-bench --smoke` (in-process broker, ~20,000 records end to end over Kafka and
+//! then over the native protocol, every one checked) so that `cargo test --workspace` keeps
+//! the load generator, both targets included, from rotting.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,6 +23,10 @@ fn smoke_run_consumes_every_record() {
         out.status.success(),
         "tidelog-bench --smoke failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
+    );
+    assert!(
+        stdout.contains("smoke: kafka ok"),
+        "the Kafka target ran: {stdout}"
     );
     assert!(stdout.contains("smoke: ok"), "{stdout}");
     assert!(
