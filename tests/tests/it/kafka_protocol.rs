@@ -407,6 +407,9 @@ fn fetch_serves_whole_batches_the_first_even_past_the_limit() {
     let mut c = Conn::open(&kafka);
     let (error, hw, from_disk) = c.fetch("fetch", 0, 1 << 20);
     assert_eq!((error, hw), (0, 405));
-    assert_eq!(from_disk, from_cache, "disk and cache serve identical bytes");
+    assert_eq!(
+        from_disk, from_cache,
+        "disk and cache serve identical bytes"
+    );
     b.stop();
 }
