@@ -933,3 +933,34 @@ fn hostile_bytes_get_an_error_or_a_closed_connection_and_the_broker_lives() {
     broker.assert_alive("the clients afterwards");
     broker.stop();
 }
+
+#[test]
+fn a_member_killed_without_leaving_expires_and_its_partitions_move() {
+    let Some(c) = clients() else { return };
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-expiry");
+    let broker = kafka_broker(&tmp.path().join("data"));
+    let ran = run_bounded(
+        python(
+            c,
+            "kp_session_expiry.py",
+            &[
+                "--bootstrap",
+                broker.kafka(),
+                "--topic",
+                "expiry",
+                "--group",
+                "expiry-group",
+                "--session-ms",
+                "6000",
+            ],
+        ),
+        None,
+        Duration::from_secs(100),
+        tmp.path(),
+    );
+    let out = ok(ran, "kp_session_expiry.py", &broker);
+    assert!(out.starts_with("kp_session_expiry:"), "{out}");
+    eprintln!("{}", out.trim());
+    broker.stop();
+}
