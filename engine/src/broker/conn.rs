@@ -204,7 +204,10 @@ impl Connection {
             // Grow the buffer with the bytes that actually arrive, never by what the length
             // field claims: a peer announcing 64 MiB and sending nothing costs one chunk.
             let filled = self.inbuf.len();
-            let need = announced.map_or(4 - filled, |total| total - filled);
+            let need = match announced {
+                Some(total) => total - filled,
+                None => 4 - filled,
+            };
             self.inbuf.reserve(need.min(FRAME_RESERVE_BYTES));
             let chunk = need.max(MIN_READ_BYTES).min(READ_CHUNK_BYTES);
             self.inbuf.resize(filled + chunk, 0);
