@@ -209,7 +209,7 @@ impl Connection {
                 None => 4 - filled,
             };
             self.inbuf.reserve(need.min(FRAME_RESERVE_BYTES));
-            let chunk = need.max(MIN_READ_BYTES).min(READ_CHUNK_BYTES);
+            let chunk = need.clamp(MIN_READ_BYTES, READ_CHUNK_BYTES);
             self.inbuf.resize(filled + chunk, 0);
             let woke = {
                 let Self {

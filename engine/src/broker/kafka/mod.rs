@@ -313,7 +313,7 @@ impl KafkaConnection {
                 None => 4 - filled,
             };
             self.inbuf.reserve(need.min(REQUEST_RESERVE_BYTES));
-            let chunk = need.max(MIN_READ_BYTES).min(READ_CHUNK_BYTES);
+            let chunk = need.clamp(MIN_READ_BYTES, READ_CHUNK_BYTES);
             self.inbuf.resize(filled + chunk, 0);
             let woke = {
                 let Self {
