@@ -1,17 +1,34 @@
 //! Native-protocol connections: framing, bounds, and request handling on the owning shard.
 //!
-//! A connection's requests are handled in arrival order (as Kafka does), so responses keep
-//! the order of requests; a client may pipeline several. Every frame is bounded before it is
-//! buffered: the 4-byte length prefix is checked against [`ServerLimits::max_frame_bytes`]
-//! first, and a frame that fails any check gets an `ErrorResponse` and the connection is
-//! closed; other connections never notice.
+//! A connection's requests take effect in arrival order and responses keep the order of
+//! requests (as Kafka does); a client may pipeline several. Produce requests are pipelined
+//! on the broker too: their batches are appended in request order, and an `acks=all`
+//! response waits for its fdatasync in a spawned task, queued behind earlier responses, while
+//! the connection reads on, so one connection's produces share the log's group commit. At
+//! most [`ServerLimits::max_pending_produces`] responses wait per connection (at the limit
+//! the oldest is awaited); any other request first waits until every queued response is
+//! written. Produces to partitions owned by another shard complete before the next request
+//! is read (forwarding does not promise order).
+//!
+//! One task per connection alternates reading and writing, with a persistent read buffer:
+//! when no whole frame is buffered and responses are pending, it races one socket read into
+//! that buffer against the oldest pending completion. glommio 0.9's `TcpStream` has no
+//! lock-free split; its unbuffered reads copy bytes only inside a poll that returns `Ready`,
+//! so dropping the losing read loses nothing (see the Kafka listener's module docs).
+//!
+//! Every frame is bounded before it is buffered: the 4-byte length prefix is checked against
+//! [`ServerLimits::max_frame_bytes`] first, and a frame that fails any check gets an
+//! `ErrorResponse` (after the responses already pending) and the connection is closed;
+//! other connections never notice.
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
+use glommio::task::JoinHandle;
 use tidelog_wire::native::{
     self, Body, BodyT, EndpointT, ErrorCode, FetchResponsePartition, FrameEncoder, FrameLimits,
     HandshakeResponseT, ListOffsetsResponseT, ListOffsetsResultT, MessageT, MetadataResponseT,
@@ -19,7 +36,7 @@ use tidelog_wire::native::{
 };
 use tidelog_wire::WireError;
 
-use super::shard::Shard;
+use super::shard::{ProduceStarted, Shard};
 use crate::log::{Durability, ReadChunk};
 use crate::meta::TopicConfig;
 
@@ -34,6 +51,9 @@ pub struct ServerLimits {
     pub max_fetch_bytes: usize,
     /// Longest a fetch may wait for `min_bytes`.
     pub max_fetch_wait_ms: u32,
+    /// Produce responses one connection may have queued (appended, waiting for their
+    /// `acks=all` fdatasync or for earlier responses) before it stops reading requests.
+    pub max_pending_produces: usize,
 }
 
 impl Default for ServerLimits {
@@ -43,6 +63,7 @@ impl Default for ServerLimits {
             max_connections_per_shard: 10_000,
             max_fetch_bytes: 64 << 20,
             max_fetch_wait_ms: 30_000,
+            max_pending_produces: 64,
         }
     }
 }
@@ -93,6 +114,20 @@ enum ConnectionError {
     Frame(#[from] WireError),
     #[error("peer closed")]
     Closed,
+    #[error("shard stopping")]
+    Stopping,
+}
+
+/// A queued produce response: complete, or still waiting for its fdatasyncs.
+enum Pending {
+    Ready(MessageT),
+    Waiting(JoinHandle<MessageT>),
+}
+
+/// What woke a connection waiting for frame bytes.
+enum Woke {
+    Read(std::io::Result<usize>),
+    Done(Option<MessageT>),
 }
 
 struct Connection {
@@ -101,6 +136,12 @@ struct Connection {
     encoder: FrameEncoder,
     out: BytesMut,
     limits: FrameLimits,
+    /// Bytes received and not yet handled: whole frames and the start of the next one. It
+    /// persists across reads, so an interrupted read loses nothing.
+    inbuf: BytesMut,
+    /// Produce responses not yet written, oldest first; at most
+    /// [`ServerLimits::max_pending_produces`].
+    pending: VecDeque<Pending>,
 }
 
 impl Connection {
@@ -116,54 +157,146 @@ impl Connection {
             encoder: FrameEncoder::new(),
             out: BytesMut::with_capacity(4096),
             limits,
+            inbuf: BytesMut::new(),
+            pending: VecDeque::new(),
         }
     }
 
     async fn serve(&mut self) -> Result<(), ConnectionError> {
         loop {
-            let frame = match self.read_frame().await {
+            let frame = match self.next_frame().await {
                 Ok(frame) => frame,
                 Err(ConnectionError::Frame(e)) => {
                     let code = ErrorCode::from(&e);
+                    self.flush_pending().await?;
                     let _ = self.send_error(0, code, &e.to_string()).await;
                     return Err(e.into());
+                }
+                Err(ConnectionError::Closed) => {
+                    // The peer may only have closed its sending side: answer what it sent.
+                    self.flush_pending().await?;
+                    return Err(ConnectionError::Closed);
                 }
                 Err(e) => return Err(e),
             };
             if self.shard.stopped.get() {
                 return Ok(());
             }
-            self.handle(frame).await?;
+            if let Err(e) = self.handle(frame).await {
+                if matches!(e, ConnectionError::Frame(_)) {
+                    self.flush_pending().await?;
+                }
+                return Err(e);
+            }
         }
     }
 
-    /// Reads one whole frame, refusing an oversized one from its length prefix alone.
-    async fn read_frame(&mut self) -> Result<BytesMut, ConnectionError> {
-        let mut prefix = [0u8; 4];
-        match self.stream.read_exact(&mut prefix).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(ConnectionError::Closed)
+    /// The next whole frame (prefix included), refusing an oversized one from its length
+    /// prefix alone. While waiting for its bytes, writes the pending responses that
+    /// complete, oldest first.
+    async fn next_frame(&mut self) -> Result<BytesMut, ConnectionError> {
+        loop {
+            let announced = self.announced_total()?;
+            if let Some(total) = announced.filter(|&total| self.inbuf.len() >= total) {
+                return Ok(self.inbuf.split_to(total));
             }
-            Err(e) => return Err(e.into()),
+            self.write_completed().await?;
+            // Grow the buffer with the bytes that actually arrive, never by what the length
+            // field claims: a peer announcing 64 MiB and sending nothing costs one chunk.
+            let filled = self.inbuf.len();
+            let need = match announced {
+                Some(total) => total - filled,
+                None => 4 - filled,
+            };
+            self.inbuf.reserve(need.min(FRAME_RESERVE_BYTES));
+            let chunk = need.clamp(MIN_READ_BYTES, READ_CHUNK_BYTES);
+            self.inbuf.resize(filled + chunk, 0);
+            let woke = {
+                let Self {
+                    stream,
+                    inbuf,
+                    pending,
+                    ..
+                } = self;
+                let read = async { Woke::Read(stream.read(&mut inbuf[filled..]).await) };
+                match pending.front_mut() {
+                    // Cancel-safe: see the module docs.
+                    Some(Pending::Waiting(oldest)) => {
+                        futures_lite::future::or(read, async { Woke::Done(oldest.await) }).await
+                    }
+                    _ => read.await,
+                }
+            };
+            match woke {
+                Woke::Read(Ok(0)) => {
+                    self.inbuf.truncate(filled);
+                    return Err(ConnectionError::Closed);
+                }
+                Woke::Read(Ok(read)) => self.inbuf.truncate(filled + read),
+                Woke::Read(Err(e)) => return Err(e.into()),
+                Woke::Done(message) => {
+                    self.inbuf.truncate(filled);
+                    self.pending.pop_front();
+                    let message = message.ok_or(ConnectionError::Stopping)?;
+                    self.send_message(&message).await?;
+                }
+            }
         }
-        let total = native::peek_frame_len(&prefix, &self.limits)?
+    }
+
+    /// The total size the buffered frame announces, checked against the frame limit; `None`
+    /// before its prefix has arrived.
+    fn announced_total(&self) -> Result<Option<usize>, ConnectionError> {
+        let Some(prefix) = self.inbuf.get(..4) else {
+            return Ok(None);
+        };
+        let total = native::peek_frame_len(prefix, &self.limits)?
             .ok_or(WireError::Truncated { need: 4, have: 0 })?;
-        // Grow the buffer with the bytes that actually arrive, never by what the length field
-        // claims: a peer announcing 64 MiB and sending nothing costs one small chunk.
-        let mut frame = BytesMut::with_capacity(total.min(FRAME_RESERVE_BYTES));
-        frame.extend_from_slice(&prefix);
-        while frame.len() < total {
-            let filled = frame.len();
-            let chunk = (total - filled).min(READ_CHUNK_BYTES);
-            frame.resize(filled + chunk, 0);
-            let read = self.stream.read(&mut frame[filled..]).await?;
-            if read == 0 {
-                return Err(ConnectionError::Closed);
-            }
-            frame.truncate(filled + read);
+        Ok(Some(total))
+    }
+
+    /// Writes the pending responses that are complete, oldest first, without waiting.
+    async fn write_completed(&mut self) -> Result<(), ConnectionError> {
+        while let Some(front) = self.pending.front_mut() {
+            let completed = match front {
+                Pending::Ready(_) => None,
+                Pending::Waiting(task) => match futures_lite::future::poll_once(&mut *task).await {
+                    Some(message) => Some(message.ok_or(ConnectionError::Stopping)?),
+                    None => return Ok(()),
+                },
+            };
+            self.write_front(completed).await?;
         }
-        Ok(frame)
+        Ok(())
+    }
+
+    /// Waits for every pending response and writes them in order.
+    async fn flush_pending(&mut self) -> Result<(), ConnectionError> {
+        while !self.pending.is_empty() {
+            self.write_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest pending response and writes it.
+    async fn write_oldest(&mut self) -> Result<(), ConnectionError> {
+        let completed = match self.pending.front_mut() {
+            None => return Ok(()),
+            Some(Pending::Ready(_)) => None,
+            Some(Pending::Waiting(task)) => Some(task.await.ok_or(ConnectionError::Stopping)?),
+        };
+        self.write_front(completed).await
+    }
+
+    /// Pops the oldest pending response and writes it (`completed`: its finished message
+    /// when it was waiting).
+    async fn write_front(&mut self, completed: Option<MessageT>) -> Result<(), ConnectionError> {
+        let message = match (self.pending.pop_front(), completed) {
+            (None, _) => return Ok(()),
+            (_, Some(message)) | (Some(Pending::Ready(message)), None) => message,
+            (Some(Pending::Waiting(_)), None) => return Err(ConnectionError::Stopping),
+        };
+        self.send_message(&message).await
     }
 
     async fn send_error(
@@ -190,6 +323,7 @@ impl Connection {
         let decoded = match native::decode_frame(&frame, &self.limits) {
             Ok(decoded) => decoded,
             Err(WireError::UnknownMessageType { correlation_id, .. }) => {
+                self.flush_pending().await?;
                 return self
                     .send_error(
                         correlation_id,
@@ -201,6 +335,10 @@ impl Connection {
             Err(e) => return Err(e.into()),
         };
         let correlation_id = decoded.correlation_id();
+        if decoded.body_type() != Body::ProduceRequest {
+            // Everything but Produce runs after every earlier response is out.
+            self.flush_pending().await?;
+        }
         match decoded.body_type() {
             Body::ProduceRequest => {
                 let plan = produce_plan(&decoded)?;
@@ -437,36 +575,44 @@ impl Connection {
         };
         let mut rest = frame;
         let mut cursor = 0usize;
-        let mut results = Vec::with_capacity(plan.partitions.len());
+        // Started one after another, so each partition gets this request's batches before
+        // the next request's; only the fdatasync waits are left for later.
+        let mut started = Vec::with_capacity(plan.partitions.len());
+        let mut waiting = false;
         for part in plan.partitions {
             rest.advance(part.range.start - cursor);
             let region = rest.split_to(part.range.len());
             cursor = part.range.end;
-            let mut result = ProducePartitionResultT::default();
             let produced = match partition_index(part.partition) {
-                Ok(p) => self.shard.produce(&part.topic, p, region, durability).await,
+                Ok(p) => {
+                    self.shard
+                        .produce_unsynced(&part.topic, p, region, durability)
+                        .await
+                }
                 Err(code) => Err(code),
             };
-            match produced {
-                Ok((base_offset, log_start)) => {
-                    result.base_offset = base_offset as i64;
-                    result.log_start = log_start as i64;
-                }
-                Err(code) => result.error = code,
-            }
-            result.topic = Some(part.topic);
-            result.partition = part.partition;
-            results.push(result);
+            waiting |= matches!(produced, Ok(ProduceStarted::Unsynced { .. }));
+            started.push((part.topic, part.partition, produced));
         }
         if plan.acks == 0 {
             return Ok(());
         }
-        let mut response = ProduceResponseT::default();
-        response.partitions = Some(results);
-        let mut message = MessageT::default();
-        message.correlation_id = correlation_id;
-        message.body = BodyT::ProduceResponse(Box::new(response));
-        self.send_message(&message).await
+        let response = if waiting {
+            Pending::Waiting(
+                glommio::spawn_local(complete_produce(correlation_id, started)).detach(),
+            )
+        } else {
+            let message = complete_produce(correlation_id, started).await;
+            if self.pending.is_empty() {
+                return self.send_message(&message).await;
+            }
+            Pending::Ready(message)
+        };
+        if self.pending.len() >= self.shard.config.limits.max_pending_produces.max(1) {
+            self.write_oldest().await?;
+        }
+        self.pending.push_back(response);
+        Ok(())
     }
 
     async fn fetch(
@@ -579,12 +725,58 @@ impl Connection {
     }
 }
 
+/// Waits for every started partition of one produce (each in its own task, so their
+/// fdatasyncs overlap) and builds the response.
+async fn complete_produce(
+    correlation_id: u32,
+    started: Vec<(String, i32, Result<ProduceStarted, ErrorCode>)>,
+) -> MessageT {
+    let finishing: Vec<_> = started
+        .into_iter()
+        .map(|(topic, partition, started)| {
+            let finish = match started {
+                Ok(ProduceStarted::Done { base, log_start }) => Err(Ok((base, log_start))),
+                Ok(started) => Ok(glommio::spawn_local(started.finish()).detach()),
+                Err(code) => Err(Err(code)),
+            };
+            (topic, partition, finish)
+        })
+        .collect();
+    let mut results = Vec::with_capacity(finishing.len());
+    for (topic, partition, finish) in finishing {
+        let mut result = ProducePartitionResultT::default();
+        let finished = match finish {
+            Ok(task) => task.await.unwrap_or(Err(ErrorCode::ShuttingDown)),
+            Err(done) => done,
+        };
+        match finished {
+            Ok((base_offset, log_start)) => {
+                result.base_offset = base_offset as i64;
+                result.log_start = log_start as i64;
+            }
+            Err(code) => result.error = code,
+        }
+        result.topic = Some(topic);
+        result.partition = partition;
+        results.push(result);
+    }
+    let mut response = ProduceResponseT::default();
+    response.partitions = Some(results);
+    let mut message = MessageT::default();
+    message.correlation_id = correlation_id;
+    message.body = BodyT::ProduceResponse(Box::new(response));
+    message
+}
+
 async fn timeout_unit(sleep: impl std::future::Future<Output = ()>) {
     sleep.await;
 }
 
 /// Most bytes a frame buffer grows by per socket read.
 const READ_CHUNK_BYTES: usize = 256 << 10;
+
+/// Fewest bytes asked for per socket read, so small pipelined frames arrive together.
+const MIN_READ_BYTES: usize = 16 << 10;
 
 /// Bytes reserved for a frame before its bytes arrive: typical frames (produce batches up to
 /// 1 MiB) land in one allocation, larger ones grow as they are received.

@@ -24,7 +24,7 @@ use crate::error::LogError;
 use crate::groups::{self, Committed, OffsetStore, OFFSETS_DIR, OFFSET_SLOTS};
 use crate::io::dma::DmaStorage;
 use crate::io::SystemClock;
-use crate::log::{Durability, PartitionLog, ReadChunk};
+use crate::log::{AppendInfo, Durability, PartitionLog, ReadChunk};
 use crate::meta::{partition_dir, shard_for, MetaError, TopicConfig, TopicStore};
 use crate::runtime::{spawn_housekeeping, Housekeeping};
 use crate::sync::Event;
@@ -621,6 +621,31 @@ impl Shard {
         }
     }
 
+    /// The first half of a pipelined produce: on this shard, an `acks=all` produce returns
+    /// once its batches are in the log, and [`ProduceStarted::finish`] waits for the
+    /// fdatasync; anything else (other durabilities, partitions owned elsewhere) completes
+    /// here, so starting produces in order appends them in order.
+    pub async fn produce_unsynced(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: BytesMut,
+        durability: Durability,
+    ) -> Result<ProduceStarted, ErrorCode> {
+        self.check_exists(topic, partition)?;
+        if durability != Durability::Synced || self.owner(topic, partition) != self.id {
+            return self
+                .produce(topic, partition, batches, durability)
+                .await
+                .map(|(base, log_start)| ProduceStarted::Done { base, log_start });
+        }
+        let log = self.partition(topic, partition)?;
+        let result = append_all_unsynced(&log, batches).await;
+        self.appended.notify();
+        let (base, last) = result?;
+        Ok(ProduceStarted::Unsynced { log, base, last })
+    }
+
     /// Reads a partition on this shard (zero-copy chunks) or on its owner's (one copy to
     /// cross threads). Returns (high watermark, log start, chunks).
     pub async fn fetch(
@@ -918,13 +943,52 @@ fn meta_error(error: &MetaError) -> (ErrorCode, String) {
     (code, error.to_string())
 }
 
+/// A produce started by [`Shard::produce_unsynced`].
+pub(crate) enum ProduceStarted {
+    /// Complete: (first base offset, log start).
+    Done { base: u64, log_start: u64 },
+    /// In the log; `last` (the last batch appended) is not yet known durable.
+    Unsynced {
+        log: Rc<Log>,
+        base: u64,
+        last: AppendInfo,
+    },
+}
+
+impl ProduceStarted {
+    /// Waits until the produce is durable; returns (first base offset, log start).
+    pub async fn finish(self) -> Result<(u64, u64), ErrorCode> {
+        match self {
+            ProduceStarted::Done { base, log_start } => Ok((base, log_start)),
+            ProduceStarted::Unsynced { log, base, last } => {
+                log.wait_durable(&last)
+                    .await
+                    .map_err(|e| log_error_code(&e))?;
+                Ok((base, log.log_start()))
+            }
+        }
+    }
+}
+
 /// Appends every whole batch of `region`; returns the first batch's base offset.
-async fn append_all(
+async fn append_all(log: &Log, region: BytesMut, durability: Durability) -> Result<u64, ErrorCode> {
+    let (base, last) = append_all_unsynced(log, region).await?;
+    if durability == Durability::Synced {
+        log.wait_durable(&last)
+            .await
+            .map_err(|e| log_error_code(&e))?;
+    }
+    Ok(base)
+}
+
+/// Appends every whole batch of `region` without waiting for durability; returns the first
+/// batch's base offset and where the last one landed.
+async fn append_all_unsynced(
     log: &Log,
     mut region: BytesMut,
-    durability: Durability,
-) -> Result<u64, ErrorCode> {
-    let mut base = None;
+) -> Result<(u64, AppendInfo), ErrorCode> {
+    let mut first = None;
+    let mut last = None;
     while !region.is_empty() {
         let header =
             tidelog_wire::batch::peek_header(&region).map_err(|_| ErrorCode::CorruptBatch)?;
@@ -934,12 +998,16 @@ async fn append_all(
         }
         let batch = region.split_to(len);
         let info = log
-            .append(batch, durability)
+            .append_unsynced(batch)
             .await
             .map_err(|e| log_error_code(&e))?;
-        base.get_or_insert(info.base_offset);
+        first.get_or_insert(info.base_offset);
+        last = Some(info);
     }
-    base.ok_or(ErrorCode::InvalidRequest)
+    match (first, last) {
+        (Some(first), Some(last)) => Ok((first, last)),
+        _ => Err(ErrorCode::InvalidRequest),
+    }
 }
 
 /// The native error code for an engine error.

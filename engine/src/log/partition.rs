@@ -548,7 +548,26 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// [`LogError::InvalidBatch`] / [`LogError::BatchTooLarge`] for a bad batch (nothing is
     /// written); [`LogError::DiskFull`] when the segment cannot grow (nothing is written, the
     /// log stays usable); [`LogError::Poisoned`] after a failed write or fdatasync.
-    pub async fn append(&self, mut batch: BytesMut, durability: Durability) -> Result<AppendInfo> {
+    pub async fn append(&self, batch: BytesMut, durability: Durability) -> Result<AppendInfo> {
+        let info = self.append_unsynced(batch).await?;
+        if durability == Durability::Synced {
+            self.wait_durable(&info).await?;
+        }
+        Ok(AppendInfo {
+            flush_due: info.flush_due && durability == Durability::Buffered,
+            ..info
+        })
+    }
+
+    /// The first half of [`append`](Self::append) for `acks=all` pipelining: assigns the
+    /// offsets and puts the batch in the log (visible to readers) but does not wait for it to
+    /// be durable; [`wait_durable`](Self::wait_durable) does that. Callers that start appends
+    /// in a given order get offsets in that order when each awaits this before starting the
+    /// next, which the write gate alone (not FIFO) does not promise for concurrent callers.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append), except the fdatasync ones.
+    pub async fn append_unsynced(&self, mut batch: BytesMut) -> Result<AppendInfo> {
         let len = batch.len();
         if len > self.config.max_batch_bytes {
             return Err(LogError::BatchTooLarge {
@@ -582,9 +601,6 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             } = verdict
             {
                 drop(lease);
-                if durability == Durability::Synced {
-                    self.sync_to(last_offset + 1).await?;
-                }
                 return Ok(AppendInfo {
                     base_offset: first_offset,
                     last_offset,
@@ -641,15 +657,23 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         drop(lease);
         bump(&self.counters.appends, 1);
         bump(&self.counters.appended_bytes, len as u64);
-        if durability == Durability::Synced {
-            self.sync_to(next_offset).await?;
-        }
         Ok(AppendInfo {
             base_offset,
             last_offset: next_offset - 1,
-            flush_due: flush_due && durability == Durability::Buffered,
+            flush_due,
             duplicate: false,
         })
+    }
+
+    /// Waits until the batch [`append_unsynced`](Self::append_unsynced) returned `info` for
+    /// is durable (group commit: concurrent waiters share fdatasyncs). For a duplicate, the
+    /// original is what becomes durable.
+    ///
+    /// # Errors
+    /// [`LogError::Poisoned`] when a write or fdatasync failed; [`LogError::Closed`] when the
+    /// log closed first.
+    pub async fn wait_durable(&self, info: &AppendInfo) -> Result<()> {
+        self.sync_to(info.last_offset + 1).await
     }
 
     fn active_path(&self) -> PathBuf {

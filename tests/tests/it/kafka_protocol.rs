@@ -1,6 +1,7 @@
 //! The Kafka listener at the protocol level, with requests built by our generated codec over
 //! a plain TCP socket: idempotent-producer semantics across a `kill -9`, producer ids that
-//! never repeat after a restart, and acks=0 getting no response at all.
+//! never repeat after a restart, acks=0 getting no response at all, and pipelined produces
+//! answered in request order.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -411,5 +412,138 @@ fn fetch_serves_whole_batches_the_first_even_past_the_limit() {
         from_disk, from_cache,
         "disk and cache serve identical bytes"
     );
+    b.stop();
+}
+
+/// Decodes a Produce v9 response body: (error, base offset) of its one partition.
+fn produce_result(body: &Bytes) -> (i16, i64) {
+    let response = ProduceResponse::decode(&mut Decoder::new(body), 9).expect("decode");
+    let p = &response.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+#[test]
+fn pipelined_acks_all_produces_answer_in_order_and_all_land() {
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-pipeline");
+    let kafka = format!("127.0.0.1:{}", free_port());
+    let b = broker(&tmp.path().join("data"), 0, &kafka);
+    let mut c = Conn::open(&kafka);
+    c.create_by_metadata("pipe");
+    // An idempotent producer: a batch appended out of request order would be refused with
+    // OUT_OF_ORDER_SEQUENCE_NUMBER.
+    let id = c.init_producer_id(-1, -1);
+    assert_eq!(id.error_code, 0);
+    const REQUESTS: i32 = 20;
+    const PER_BATCH: i32 = 3;
+    let mut sent = Vec::new();
+    for i in 0..REQUESTS {
+        let request = Conn::produce_request(
+            "pipe",
+            -1,
+            batch(id.producer_id, id.producer_epoch, i * PER_BATCH, PER_BATCH),
+        );
+        sent.push(c.send(PRODUCE, 9, |b| request.encode(b, 9).expect("encode")));
+    }
+    for (i, correlation) in sent.iter().enumerate() {
+        let (got, body) = c.receive(PRODUCE, 9);
+        assert_eq!(got, *correlation, "response {i} in request order");
+        assert_eq!(
+            produce_result(&body),
+            (0, i64::from(i as i32 * PER_BATCH)),
+            "request {i}: no error, consecutive base offsets"
+        );
+    }
+    let (error, hw, records) = c.fetch("pipe", 0, 1 << 20);
+    assert_eq!((error, hw), (0, i64::from(REQUESTS * PER_BATCH)));
+    let found: Vec<(i64, i32)> = batches_in(&records).iter().map(|b| (b.0, b.1)).collect();
+    let expected: Vec<(i64, i32)> = (0..REQUESTS)
+        .map(|i| (i64::from(i * PER_BATCH), PER_BATCH))
+        .collect();
+    assert_eq!(found, expected, "every batch readable, in request order");
+    drop(c);
+    b.stop();
+}
+
+#[test]
+fn requests_after_pipelined_produces_see_them_and_bad_requests_close_after_them() {
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-pipeline-reads");
+    let kafka = format!("127.0.0.1:{}", free_port());
+    let b = broker(&tmp.path().join("data"), 0, &kafka);
+    let mut c = Conn::open(&kafka);
+    c.create_by_metadata("seen");
+    // Ten acks=all produces, then ListOffsets and Fetch, all sent before reading anything.
+    let mut produces = Vec::new();
+    for _ in 0..10 {
+        let request = Conn::produce_request("seen", -1, batch(-1, -1, -1, 2));
+        produces.push(c.send(PRODUCE, 9, |b| request.encode(b, 9).expect("encode")));
+    }
+    let list = ListOffsetsRequest {
+        replica_id: -1,
+        topics: vec![ListOffsetsTopic {
+            name: "seen".into(),
+            partitions: vec![ListOffsetsPartition {
+                partition_index: 0,
+                timestamp: -1,
+                ..Default::default()
+            }],
+        }],
+        ..Default::default()
+    };
+    let list_id = c.send(LIST_OFFSETS, 7, |b| list.encode(b, 7).expect("encode"));
+    let fetch = FetchRequest {
+        replica_id: -1,
+        max_bytes: 1 << 20,
+        session_epoch: -1,
+        topics: vec![FetchTopic {
+            topic: "seen".into(),
+            partitions: vec![FetchPartition {
+                partition: 0,
+                partition_max_bytes: 1 << 20,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let fetch_id = c.send(FETCH, 12, |b| fetch.encode(b, 12).expect("encode"));
+    for (i, correlation) in produces.iter().enumerate() {
+        let (got, body) = c.receive(PRODUCE, 9);
+        assert_eq!(got, *correlation);
+        assert_eq!(produce_result(&body), (0, i as i64 * 2));
+    }
+    let (got, body) = c.receive(LIST_OFFSETS, 7);
+    assert_eq!(got, list_id);
+    let listed = ListOffsetsResponse::decode(&mut Decoder::new(&body), 7).expect("decode");
+    assert_eq!(
+        listed.topics[0].partitions[0].offset, 20,
+        "ListOffsets sees every produce"
+    );
+    let (got, body) = c.receive(FETCH, 12);
+    assert_eq!(got, fetch_id);
+    let fetched = FetchResponse::decode(&mut Decoder::new(&body), 12).expect("decode");
+    let p = &fetched.responses[0].partitions[0];
+    assert_eq!(p.high_watermark, 20);
+    let records = p.records.clone().unwrap_or_default();
+    assert_eq!(batches_in(&records).len(), 10, "Fetch sees every produce");
+
+    // Produces followed by a request that closes the connection (an unknown API): the
+    // produces are still answered, then the connection closes.
+    let mut produces = Vec::new();
+    for _ in 0..5 {
+        let request = Conn::produce_request("seen", -1, batch(-1, -1, -1, 1));
+        produces.push(c.send(PRODUCE, 9, |b| request.encode(b, 9).expect("encode")));
+    }
+    c.send(999, 0, |_| {});
+    for (i, correlation) in produces.iter().enumerate() {
+        let (got, body) = c.receive(PRODUCE, 9);
+        assert_eq!(got, *correlation);
+        assert_eq!(produce_result(&body), (0, 20 + i as i64));
+    }
+    let mut rest = Vec::new();
+    let read = c.stream.read_to_end(&mut rest).expect("clean close");
+    assert_eq!(read, 0, "closed after the pending responses");
+    drop(c);
     b.stop();
 }

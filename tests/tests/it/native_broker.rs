@@ -64,6 +64,24 @@ impl Peer {
         (response, body)
     }
 
+    /// Sends a produce request without reading its response; returns its correlation id.
+    fn send_produce(&mut self, topic: &str, partition: i32, acks: i8, batches: &[u8]) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut out = BytesMut::new();
+        let parts = [ProduceRequestPartition {
+            topic,
+            partition,
+            batches_len: batches.len(),
+        }];
+        self.encoder
+            .encode_produce_request(id, acks, 5000, &parts, &mut out)
+            .expect("encode");
+        out.extend_from_slice(batches);
+        self.stream.write_all(&out).expect("send");
+        id
+    }
+
     fn produce(
         &mut self,
         topic: &str,
@@ -412,5 +430,76 @@ fn hostile_frames_close_only_their_connection() {
         .produce("t", 0, -1, &batch(&[b"still alive"]))
         .expect("acked");
     assert!(matches!(response.body, BodyT::ProduceResponse(_)));
+    broker.shutdown().expect("clean shutdown");
+}
+
+#[test]
+fn pipelined_produces_answer_in_order_and_a_fetch_after_them_sees_them() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
+    let broker = start(dir.path());
+    let mut bootstrap = Peer::connect(broker.native_addr());
+    assert_eq!(create_topic(&mut bootstrap, "piped", 1), ErrorCode::None);
+    let owner = owners(&mut bootstrap, "piped")[0];
+    let mut peer = Peer::connect(owner);
+    // Twenty produces (acks=all, some acks=1, one acks=0) sent before reading anything,
+    // then a fetch: responses come back in request order, offsets in request order.
+    let mut sent = Vec::new();
+    for i in 0..20u32 {
+        let acks = match i % 5 {
+            3 => 1,
+            4 if i == 9 => 0,
+            _ => -1,
+        };
+        let value = format!("r{i}");
+        let id = peer.send_produce("piped", 0, acks, &batch(&[value.as_bytes(), b"x"]));
+        if acks != 0 {
+            sent.push((id, i));
+        }
+    }
+    let mut part = FetchPartitionT::default();
+    part.topic = Some("piped".into());
+    part.partition = 0;
+    part.max_bytes = 1 << 20;
+    let mut request = FetchRequestT::default();
+    request.max_bytes = 4 << 20;
+    request.partitions = Some(vec![part]);
+    let mut message = MessageT::default();
+    message.correlation_id = peer.next_id;
+    message.body = BodyT::FetchRequest(Box::new(request));
+    let mut out = BytesMut::new();
+    peer.encoder
+        .encode_message(&message, 0, &mut out)
+        .expect("encode");
+    peer.stream.write_all(&out).expect("send fetch");
+    for (id, i) in sent {
+        let (response, _) = peer.read().expect("produce response");
+        assert_eq!(response.correlation_id, id, "request order");
+        let BodyT::ProduceResponse(produced) = response.body else {
+            panic!("not a produce response");
+        };
+        let result = &produced.partitions.expect("partitions")[0];
+        assert_eq!(
+            (result.error, result.base_offset),
+            (ErrorCode::None, i64::from(i) * 2)
+        );
+    }
+    let (response, body) = peer.read().expect("fetch response");
+    assert_eq!(response.correlation_id, message.correlation_id);
+    let BodyT::FetchResponse(fetched) = response.body else {
+        panic!("not a fetch response");
+    };
+    let result = &fetched.partitions.expect("partitions")[0];
+    assert_eq!(result.high_watermark, 40, "the fetch sees every produce");
+    let bytes = match &result.batches {
+        Some(r) => &body[r.offset as usize..(r.offset + r.len) as usize],
+        None => &[][..],
+    };
+    let values = values_of(bytes);
+    assert_eq!(values.len(), 40);
+    for i in 0..20 {
+        assert_eq!(values[i * 2], (i as i64 * 2, format!("r{i}").into_bytes()));
+    }
+    drop(peer);
+    drop(bootstrap);
     broker.shutdown().expect("clean shutdown");
 }

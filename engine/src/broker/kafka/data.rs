@@ -22,10 +22,12 @@ use tidelog_wire::kafka::generated::{
 use tidelog_wire::kafka_records::{native_to_kafka, validate_produce_batch, wrap_for_log};
 use tidelog_wire::native::ErrorCode;
 
-use super::{code, kafka_code, KafkaConnError, KafkaConnection, RequestMeta};
+use super::{
+    code, kafka_code, KafkaConnError, KafkaConnection, PendingProduce, PendingResponse, RequestMeta,
+};
 use crate::broker::shard::Log;
 use crate::error::LogError;
-use crate::log::{Durability, ReadChunk};
+use crate::log::{AppendInfo, Durability, ReadChunk};
 
 /// How far into a fetch's wait appends are re-checked even without a wake-up.
 const FETCH_RECHECK: Duration = Duration::from_millis(100);
@@ -43,29 +45,48 @@ pub(crate) fn log_error_kafka(error: &LogError) -> i16 {
     }
 }
 
-/// One partition's produce outcome.
-struct Produced {
-    error: i16,
-    base_offset: i64,
-    log_start: i64,
-    message: Option<String>,
+/// An `acks=all` append that is in the log and waits for its fdatasync.
+struct Unsynced {
+    topic_index: usize,
+    partition_index: usize,
+    log: Rc<Log>,
+    info: AppendInfo,
 }
 
-async fn append_one(log: Rc<Log>, batch: BytesMut, durability: Durability) -> Produced {
-    match log.append(batch, durability).await {
-        Ok(info) => Produced {
-            error: code::NONE,
-            base_offset: info.base_offset as i64,
-            log_start: log.log_start() as i64,
-            message: None,
-        },
-        Err(e) => Produced {
-            error: log_error_kafka(&e),
-            base_offset: -1,
-            log_start: -1,
-            message: Some(e.to_string()),
-        },
+/// Waits for every unsynced append of one request at once (each in its own task, so the
+/// partitions' fdatasyncs overlap) and completes the response.
+async fn complete_synced(
+    mut response: ProduceResponse,
+    unsynced: Vec<Unsynced>,
+) -> ProduceResponse {
+    let waits: Vec<_> = unsynced
+        .into_iter()
+        .map(|u| {
+            let task = glommio::spawn_local(async move {
+                let synced = u.log.wait_durable(&u.info).await;
+                (u.topic_index, u.partition_index, synced)
+            });
+            task.detach()
+        })
+        .collect();
+    for wait in waits {
+        let Some((topic_index, partition_index, synced)) = wait.await else {
+            continue;
+        };
+        if let Err(e) = synced {
+            if let Some(result) = response
+                .responses
+                .get_mut(topic_index)
+                .and_then(|t| t.partition_responses.get_mut(partition_index))
+            {
+                result.error_code = log_error_kafka(&e);
+                result.base_offset = -1;
+                result.log_start_offset = -1;
+                result.error_message = Some(e.to_string());
+            }
+        }
     }
+    response
 }
 
 /// A piece of record data sent after the response bytes before it.
@@ -116,8 +137,12 @@ impl KafkaConnection {
                 .saturating_sub(tidelog_wire::batch::HEADER_LEN),
         );
         let mut response = ProduceResponse::default();
-        // Appends run concurrently, so the fdatasyncs of acks=all partitions overlap.
-        let mut pending = Vec::new();
+        // Appends are started here, one after another, so every partition gets this
+        // request's batches before the next request's (the write gate is not FIFO). They
+        // return once the batch is in the log; the `acks=all` fdatasyncs are awaited by a
+        // task whose response is queued behind earlier ones (module docs of `kafka`).
+        let mut unsynced = Vec::new();
+        let mut appended = false;
         for topic in request.topic_data {
             let topic_index = response.responses.len();
             let mut results = Vec::with_capacity(topic.partition_data.len());
@@ -146,16 +171,34 @@ impl KafkaConnection {
                     }
                 };
                 let records = part.records.unwrap_or_default();
-                match validate_produce_batch(&records, meta.version, max_batch) {
+                let info = validate_produce_batch(&records, meta.version, max_batch)
+                    .map_err(|e| (e.kafka_code(), e.to_string()));
+                let appended_at = match info {
                     Ok(info) => {
                         let batch = wrap_for_log(&records, &info);
-                        let task =
-                            glommio::spawn_local(append_one(log, batch, durability)).detach();
-                        pending.push((topic_index, results.len(), task));
+                        log.append_unsynced(batch)
+                            .await
+                            .map_err(|e| (log_error_kafka(&e), e.to_string()))
                     }
-                    Err(e) => {
-                        result.error_code = e.kafka_code();
-                        result.error_message = Some(e.to_string());
+                    Err(e) => Err(e),
+                };
+                match appended_at {
+                    Ok(info) => {
+                        appended = true;
+                        result.base_offset = info.base_offset as i64;
+                        result.log_start_offset = log.log_start() as i64;
+                        if durability == Durability::Synced {
+                            unsynced.push(Unsynced {
+                                topic_index,
+                                partition_index: results.len(),
+                                log,
+                                info,
+                            });
+                        }
+                    }
+                    Err((error, message)) => {
+                        result.error_code = error;
+                        result.error_message = Some(message);
                     }
                 }
                 results.push(result);
@@ -165,34 +208,31 @@ impl KafkaConnection {
                 partition_responses: results,
             });
         }
-        let mut appended = false;
-        for (topic_index, partition_index, task) in pending {
-            let produced = task.await.unwrap_or(Produced {
-                error: code::NOT_LEADER_OR_FOLLOWER,
-                base_offset: -1,
-                log_start: -1,
-                message: Some("shard stopping".into()),
-            });
-            appended |= produced.error == code::NONE;
-            if let Some(result) = response
-                .responses
-                .get_mut(topic_index)
-                .and_then(|t| t.partition_responses.get_mut(partition_index))
-            {
-                result.error_code = produced.error;
-                result.base_offset = produced.base_offset;
-                result.log_start_offset = produced.log_start;
-                result.error_message = produced.message;
-            }
-        }
         if appended {
             shard.appended.notify();
         }
         if acks == 0 {
-            // acks=0 gets no response at all.
+            // acks=0 gets no response at all (its appends are not waited for either).
             return Ok(());
         }
-        self.respond(meta, |out, v| response.encode(out, v)).await
+        let response = if unsynced.is_empty() {
+            if self.pending.is_empty() {
+                return self.respond(meta, |out, v| response.encode(out, v)).await;
+            }
+            PendingResponse::Ready(response)
+        } else {
+            PendingResponse::Waiting(
+                glommio::spawn_local(complete_synced(response, unsynced)).detach(),
+            )
+        };
+        if self.pending.len() >= shard.config.kafka_limits.max_pending_produces.max(1) {
+            self.write_oldest().await?;
+        }
+        self.pending.push_back(PendingProduce {
+            meta: meta.clone(),
+            response,
+        });
+        Ok(())
     }
 
     pub(super) async fn fetch(

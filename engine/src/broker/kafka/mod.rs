@@ -8,10 +8,29 @@
 //! forwarded. The shared bootstrap port (SO_REUSEPORT) lands on any shard and answers
 //! ApiVersions and Metadata there.
 //!
-//! A connection handles its requests in order, one at a time, as Kafka does (responses must
-//! keep request order). Bounds: the request size is checked from its 4-byte prefix before
-//! anything is buffered ([`KafkaLimits::max_request_bytes`]), the buffer grows only with bytes
-//! that arrive, and the generated codec checks every length and count against the bytes left.
+//! Requests on a connection take effect in request order and their responses go out in
+//! request order, as Kafka promises. Produce requests are pipelined: once a Produce is read,
+//! its batches are appended (offsets assigned, in request order) and, instead of waiting for
+//! the `acks=all` fdatasync, its response is queued and the next request is read, so the
+//! produces of one connection share the log's group commit. At most
+//! [`KafkaLimits::max_pending_produces`] responses wait per connection; at the limit the
+//! oldest is awaited. Any other request first waits until every queued response is written,
+//! then runs as before (so a Fetch or ListOffsets sees all earlier produces).
+//!
+//! Structure: one task per connection that alternates between reading and writing, not a
+//! reader and a writer task. glommio 0.9's `TcpStream` cannot be split into halves (only
+//! `futures_lite::io::split`, which locks), and every handler writes to the socket itself
+//! (fetch streams record pieces uncopied), so the task keeps a persistent read buffer and,
+//! when no whole request is buffered and responses are pending, races one socket read into
+//! that buffer against the oldest pending completion. That race loses nothing: glommio's
+//! unbuffered stream copies bytes into the caller's slice only inside a poll that returns
+//! `Ready`, the buffer is trimmed back to the bytes received whichever side wins, and a
+//! partially received request simply stays buffered. Completions are spawned tasks, so the
+//! fdatasyncs progress while the connection reads.
+//!
+//! Bounds: the request size is checked from its 4-byte prefix before the request is
+//! buffered ([`KafkaLimits::max_request_bytes`]), the buffer grows only with bytes that
+//! arrive, and the generated codec checks every length and count against the bytes left.
 //! A request that does not decode, an unknown API key or an unadvertised version closes the
 //! connection (as Kafka does); ApiVersions at an unknown version gets the v0 error answer
 //! clients use to downgrade.
@@ -20,14 +39,17 @@ mod admin;
 mod data;
 mod groups;
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
+use glommio::task::JoinHandle;
 use tidelog_wire::kafka::codec::EncodeError;
+use tidelog_wire::kafka::generated::produce_response::ProduceResponse;
 use tidelog_wire::kafka::generated::{self, RequestBody};
 use tidelog_wire::kafka::{self as kwire, DecodeError, Decoder};
 use tidelog_wire::native::ErrorCode;
@@ -49,6 +71,9 @@ pub struct KafkaLimits {
     /// Largest batch a producer may send (`max.message.bytes`); the log's
     /// `max_batch_bytes` minus the 64-byte Tidelog header caps it too.
     pub max_batch_bytes: usize,
+    /// Produce responses one connection may have queued (appended, waiting for their
+    /// `acks=all` fdatasync or for earlier responses) before it stops reading requests.
+    pub max_pending_produces: usize,
 }
 
 impl Default for KafkaLimits {
@@ -59,6 +84,7 @@ impl Default for KafkaLimits {
             max_fetch_bytes: 64 << 20,
             max_fetch_wait_ms: 30_000,
             max_batch_bytes: 8 << 20,
+            max_pending_produces: 64,
         }
     }
 }
@@ -116,6 +142,9 @@ pub const ADVERTISED: &[(i16, i16, i16)] = &[
 
 /// Lowest Produce version actually served (v3: RecordBatch v2 only).
 const PRODUCE_MIN_SERVED: i16 = 3;
+
+/// The Produce API key.
+const PRODUCE_KEY: i16 = 0;
 
 fn advertised(api_key: i16) -> Option<(i16, i16)> {
     ADVERTISED
@@ -177,6 +206,20 @@ pub(crate) enum KafkaConnError {
     Unsupported { api_key: i16, version: i16 },
     #[error("peer closed")]
     Closed,
+    #[error("shard stopping")]
+    Stopping,
+}
+
+/// A produce response queued behind earlier ones.
+pub(crate) struct PendingProduce {
+    pub meta: RequestMeta,
+    pub response: PendingResponse,
+}
+
+/// A queued produce response: complete, or still waiting for its fdatasyncs.
+pub(crate) enum PendingResponse {
+    Ready(ProduceResponse),
+    Waiting(JoinHandle<ProduceResponse>),
 }
 
 /// The parts of a request header handlers need.
@@ -192,6 +235,12 @@ pub(crate) struct KafkaConnection {
     pub shard: Rc<Shard>,
     stream: TcpStream,
     pub out: BytesMut,
+    /// Bytes received and not yet handled: whole requests and the start of the next one.
+    /// It persists across reads, so an interrupted read loses nothing.
+    inbuf: BytesMut,
+    /// Produce responses not yet written, oldest first; at most
+    /// [`KafkaLimits::max_pending_produces`].
+    pub(crate) pending: VecDeque<PendingProduce>,
     /// Host advertised to this client for every node.
     pub advertised_host: String,
     /// The client's address (for group member descriptions).
@@ -216,14 +265,31 @@ impl KafkaConnection {
             shard,
             stream,
             out: BytesMut::with_capacity(4096),
+            inbuf: BytesMut::new(),
+            pending: VecDeque::new(),
             advertised_host,
             client_host,
         }
     }
 
     async fn serve(&mut self) -> Result<(), KafkaConnError> {
+        let result = self.serve_requests().await;
+        if let Err(
+            KafkaConnError::Closed
+            | KafkaConnError::Decode(_)
+            | KafkaConnError::Size(_)
+            | KafkaConnError::Unsupported { .. },
+        ) = &result
+        {
+            // The requests before the bad one (or the peer's half-close) are still answered.
+            self.flush_pending().await?;
+        }
+        result
+    }
+
+    async fn serve_requests(&mut self) -> Result<(), KafkaConnError> {
         loop {
-            let request = self.read_request().await?;
+            let request = self.next_request().await?;
             if self.shard.stopped.get() {
                 return Ok(());
             }
@@ -231,46 +297,155 @@ impl KafkaConnection {
         }
     }
 
-    /// Reads one request (without its size prefix), refusing an oversized one from the
-    /// prefix alone and growing the buffer only with bytes that arrive.
-    async fn read_request(&mut self) -> Result<Bytes, KafkaConnError> {
-        let mut prefix = [0u8; 4];
-        match self.stream.read_exact(&mut prefix).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(KafkaConnError::Closed)
+    /// The next whole request (without its size prefix). While waiting for its bytes, writes
+    /// the pending responses that complete, oldest first.
+    async fn next_request(&mut self) -> Result<Bytes, KafkaConnError> {
+        loop {
+            if let Some(request) = self.take_buffered_request()? {
+                return Ok(request);
             }
-            Err(e) => return Err(e.into()),
+            self.write_completed().await?;
+            // Read what the current request still needs (at least a prefix's worth), so one
+            // read may also bring the next small requests; grow only with what arrives.
+            let filled = self.inbuf.len();
+            let need = match self.announced_total()? {
+                Some(total) => total - filled,
+                None => 4 - filled,
+            };
+            self.inbuf.reserve(need.min(REQUEST_RESERVE_BYTES));
+            let chunk = need.clamp(MIN_READ_BYTES, READ_CHUNK_BYTES);
+            self.inbuf.resize(filled + chunk, 0);
+            let woke = {
+                let Self {
+                    stream,
+                    inbuf,
+                    pending,
+                    ..
+                } = self;
+                let read = async { Woke::Read(stream.read(&mut inbuf[filled..]).await) };
+                match pending.front_mut() {
+                    // Cancel-safe: see the module docs.
+                    Some(PendingProduce {
+                        response: PendingResponse::Waiting(oldest),
+                        ..
+                    }) => futures_lite::future::or(read, async { Woke::Done(oldest.await) }).await,
+                    _ => read.await,
+                }
+            };
+            match woke {
+                Woke::Read(Ok(0)) => {
+                    self.inbuf.truncate(filled);
+                    return Err(KafkaConnError::Closed);
+                }
+                Woke::Read(Ok(read)) => self.inbuf.truncate(filled + read),
+                Woke::Read(Err(e)) => return Err(e.into()),
+                Woke::Done(response) => {
+                    self.inbuf.truncate(filled);
+                    let done = self.pending.pop_front();
+                    let response = response.ok_or(KafkaConnError::Stopping)?;
+                    if let Some(done) = done {
+                        self.respond(&done.meta, |out, v| response.encode(out, v))
+                            .await?;
+                    }
+                }
+            }
         }
-        let size = i32::from_be_bytes(prefix);
-        let max = self.shard.config.kafka_limits.max_request_bytes;
-        let total = match usize::try_from(size) {
-            Ok(n) if (8..=max).contains(&n) => n,
-            _ => return Err(KafkaConnError::Size(i64::from(size))),
+    }
+
+    /// The total size (prefix included) the buffered request announces, checked against
+    /// [`KafkaLimits::max_request_bytes`]; `None` before its prefix has arrived.
+    fn announced_total(&self) -> Result<Option<usize>, KafkaConnError> {
+        let Some(prefix) = self.inbuf.get(..4) else {
+            return Ok(None);
         };
-        let mut buf = BytesMut::with_capacity(total.min(REQUEST_RESERVE_BYTES));
-        while buf.len() < total {
-            let filled = buf.len();
-            let chunk = (total - filled).min(READ_CHUNK_BYTES);
-            buf.resize(filled + chunk, 0);
-            let read = self.stream.read(&mut buf[filled..]).await?;
-            if read == 0 {
-                return Err(KafkaConnError::Closed);
-            }
-            buf.truncate(filled + read);
+        let size = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+        let max = self.shard.config.kafka_limits.max_request_bytes;
+        match usize::try_from(size) {
+            Ok(n) if (8..=max).contains(&n) => Ok(Some(n + 4)),
+            _ => Err(KafkaConnError::Size(i64::from(size))),
         }
-        Ok(buf.freeze())
+    }
+
+    /// Takes one whole request off the read buffer, if one is there.
+    fn take_buffered_request(&mut self) -> Result<Option<Bytes>, KafkaConnError> {
+        match self.announced_total()? {
+            Some(total) if self.inbuf.len() >= total => {
+                self.inbuf.advance(4);
+                Ok(Some(self.inbuf.split_to(total - 4).freeze()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes the pending responses that are complete, oldest first, without waiting.
+    async fn write_completed(&mut self) -> Result<(), KafkaConnError> {
+        while let Some(front) = self.pending.front_mut() {
+            let response = match &mut front.response {
+                PendingResponse::Ready(_) => None,
+                PendingResponse::Waiting(task) => {
+                    match futures_lite::future::poll_once(&mut *task).await {
+                        Some(response) => Some(response.ok_or(KafkaConnError::Stopping)?),
+                        None => return Ok(()),
+                    }
+                }
+            };
+            self.write_front(response).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every pending response and writes them in order.
+    pub(crate) async fn flush_pending(&mut self) -> Result<(), KafkaConnError> {
+        while !self.pending.is_empty() {
+            self.write_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest pending response and writes it.
+    pub(crate) async fn write_oldest(&mut self) -> Result<(), KafkaConnError> {
+        let Some(front) = self.pending.front_mut() else {
+            return Ok(());
+        };
+        let response = match &mut front.response {
+            PendingResponse::Ready(_) => None,
+            PendingResponse::Waiting(task) => Some(task.await.ok_or(KafkaConnError::Stopping)?),
+        };
+        self.write_front(response).await
+    }
+
+    /// Pops the oldest pending response and writes it (`completed`: its finished body when
+    /// it was waiting).
+    async fn write_front(
+        &mut self,
+        completed: Option<ProduceResponse>,
+    ) -> Result<(), KafkaConnError> {
+        let Some(front) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        let response = match (front.response, completed) {
+            (_, Some(response)) | (PendingResponse::Ready(response), None) => response,
+            (PendingResponse::Waiting(_), None) => return Err(KafkaConnError::Stopping),
+        };
+        self.respond(&front.meta, |out, v| response.encode(out, v))
+            .await
     }
 
     async fn handle(&mut self, request: Bytes) -> Result<(), KafkaConnError> {
         let Some((api_key, version, correlation_id)) = kwire::peek_request_ids(&request) else {
             return Err(KafkaConnError::Size(request.len() as i64));
         };
+        if api_key != PRODUCE_KEY {
+            // Everything but Produce runs after every earlier response is out.
+            self.flush_pending().await?;
+        }
         if api_key == kwire::API_VERSIONS_KEY && !(0..=4).contains(&version) {
             return self.api_versions_unsupported(correlation_id).await;
         }
         let served = match advertised(api_key) {
-            Some((lo, hi)) if api_key == 0 => (lo.max(PRODUCE_MIN_SERVED)..=hi).contains(&version),
+            Some((lo, hi)) if api_key == PRODUCE_KEY => {
+                (lo.max(PRODUCE_MIN_SERVED)..=hi).contains(&version)
+            }
             Some((lo, hi)) => (lo..=hi).contains(&version),
             None => false,
         };
@@ -423,5 +598,13 @@ pub(crate) fn kafka_code(error: ErrorCode) -> i16 {
 
 /// Most bytes a request buffer grows by per socket read.
 const READ_CHUNK_BYTES: usize = 256 << 10;
+/// Fewest bytes asked for per socket read, so small pipelined requests arrive together.
+const MIN_READ_BYTES: usize = 16 << 10;
+
+/// What woke a connection waiting for request bytes.
+enum Woke {
+    Read(std::io::Result<usize>),
+    Done(Option<ProduceResponse>),
+}
 /// Bytes reserved for a request before its bytes arrive.
 const REQUEST_RESERVE_BYTES: usize = 1 << 20;
