@@ -6,33 +6,35 @@
 //!  worker k:    producers i ≡ k (mod N), one Client shared by them
 //!               consumers j ≡ k (mod N), one Client each (a consumer's long poll holds its
 //!               shard connection, so it must not share one with a producer)
-//!  producer i:  send loop ─▶ per-partition channel of (Delivery, send time) ─▶ collector task
-//!               closed loop: the channel's bound is the in-flight window, its back-pressure
-//!               paces the send loop; open loop (--rate): unbounded, paced by the clock,
-//!               latency measured from the intended send time (no coordinated omission)
+//!  producer i:  send loop ─▶ Producer::send_nowait, (send time, bytes) kept per partition
+//!               ─▶ per-batch report (on_batch) ─▶ latency of the batch's records
+//!               closed loop: a per-partition window of records not yet acknowledged paces
+//!               the send loop; open loop (--rate): unbounded, paced by the clock, latency
+//!               measured from the intended send time (no coordinated omission)
 //!  consumer j:  partitions p ≡ j (mod consumers), poll until the end offsets
 //! ```
 //!
-//! A partition's records are acknowledged in order (its batches are written in order), so a
-//! collector awaiting its channel's deliveries front to back sees each ack when it happens.
+//! The producer numbers each partition's records in send order and reports which ones a batch
+//! holds, so the send times need no per-record future or channel.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::sync::Semaphore;
 use glommio::Placement;
 use tidelog_client::{
-    Client, ClientError, Consumer, ConsumerConfig, Delivery, Partitioner, Producer, ProducerConfig,
-    StartAt, LATEST,
+    BatchReport, Client, ClientError, Consumer, ConsumerConfig, Partitioner, Producer,
+    ProducerConfig, StartAt, LATEST,
 };
 
 use crate::args::{Mode, Plan, Protocol};
 use crate::kafka;
 use crate::payload::{self, Payloads};
-use crate::stats::{now_ns, Errors, Latency, Live};
+use crate::stats::{error_kind, now_ns, Errors, Latency, Live};
 
 /// What a phase (produce or consume) did, over all executors.
 #[derive(Debug, Clone, Default)]
@@ -486,12 +488,84 @@ async fn kafka_worker_setup(shared: &Shared, k: usize) -> Result<WorkerSetup> {
     Ok((producer_client, consumers))
 }
 
-/// A send waiting for its ack: the delivery, the time it counts from, and its key and value
-/// bytes.
-type InFlight = (Delivery, u64, u64);
+/// Marks a record of [`Pending`] as acknowledged.
+const ACKED: u64 = u64::MAX;
 
-/// Producer `i`: sends its share, then flushes; one collector task per partition records the
-/// acks.
+/// A partition's records sent and not yet acknowledged, by the producer's per-partition record
+/// index: `times[i - base]` is record `i`'s (send time, bytes), [`ACKED`] once reported. Batches
+/// are reported in order except after retries, so acked records leave from the front.
+#[derive(Default)]
+struct Pending {
+    base: u64,
+    times: std::collections::VecDeque<(u64, u32)>,
+}
+
+/// What a producer's batch listener updates.
+struct Acks {
+    shared: Arc<Shared>,
+    result: WorkerResult,
+    /// By slot (the position of the partition in the producer's list).
+    pending: Vec<Pending>,
+}
+
+impl Acks {
+    /// Records the latency of every record of an acknowledged batch, or its error.
+    fn batch(&mut self, slot: Option<usize>, b: &BatchReport<'_>) {
+        let live = &self.shared.live;
+        let n = b.records as u64;
+        let now = now_ns();
+        let measuring = self.shared.measuring(now);
+        let (Some(slot), Some(first)) = (slot, b.first_index) else {
+            if let Err(e) = b.result {
+                self.result.errors.add(error_kind(e), n);
+                Live::add(&live.errors, n);
+            }
+            return;
+        };
+        let Some(p) = self.pending.get_mut(slot) else {
+            return;
+        };
+        let mut bytes = 0u64;
+        let from = first.saturating_sub(p.base) as usize;
+        let to = (first + n).saturating_sub(p.base) as usize;
+        for entry in p
+            .times
+            .range_mut(from.min(p.times.len())..to.min(p.times.len()))
+        {
+            let (t0, size) = *entry;
+            if t0 == ACKED {
+                continue;
+            }
+            if b.result.is_ok() && measuring {
+                self.result.produce_latency.record_ns(t0, now);
+            }
+            bytes += u64::from(size);
+            entry.0 = ACKED;
+        }
+        while p.times.front().is_some_and(|e| e.0 == ACKED) {
+            p.times.pop_front();
+            p.base += 1;
+        }
+        match b.result {
+            Ok(_) => {
+                if measuring {
+                    self.result.produced += n;
+                    self.result.produced_bytes += bytes;
+                }
+                Live::add(&live.produced, n);
+                Live::add(&live.produced_bytes, bytes);
+            }
+            Err(e) => {
+                self.result.errors.add(error_kind(e), n);
+                Live::add(&live.errors, n);
+            }
+        }
+    }
+}
+
+/// Producer `i`: sends its share with [`Producer::send_nowait`], then flushes. The producer
+/// reports each acknowledged batch; the listener takes the batch's send times from this
+/// producer's own per-partition list, so nothing is allocated or awaited per record.
 async fn produce(
     client: Rc<Client>,
     shared: Arc<Shared>,
@@ -516,17 +590,43 @@ async fn produce(
     // being filled. Open loop: no bound (the producer's own backlog limit reports overload).
     let batch_records = (plan.batch_bytes / plan.record_size_mean()).max(1);
     let window = batch_records * (plan.max_in_flight + 1);
-    let mut senders: Vec<LocalSender<InFlight>> = Vec::with_capacity(parts.len());
-    let mut collectors = Vec::with_capacity(parts.len());
-    for _ in &parts {
-        let (tx, rx) = if plan.rate.is_some() {
-            local_channel::new_unbounded()
-        } else {
-            local_channel::new_bounded(window)
-        };
-        senders.push(tx);
-        collectors.push(glommio::spawn_local(collect(Arc::clone(&shared), rx)).detach());
+    let windows: Rc<Vec<Semaphore>> = Rc::new(
+        parts
+            .iter()
+            .map(|_| Semaphore::new(window as u64))
+            .collect(),
+    );
+    let mut slot_of = vec![None; partitions as usize];
+    for (slot, p) in parts.iter().enumerate() {
+        if let Some(s) = slot_of.get_mut(*p as usize) {
+            *s = Some(slot);
+        }
     }
+    let acks = Rc::new(RefCell::new(Acks {
+        shared: Arc::clone(&shared),
+        result: WorkerResult::default(),
+        pending: parts
+            .iter()
+            .map(|_| Pending {
+                base: 0,
+                times: std::collections::VecDeque::with_capacity(window),
+            })
+            .collect(),
+    }));
+    {
+        let acks = Rc::clone(&acks);
+        let windows = Rc::clone(&windows);
+        producer.on_batch(move |b| {
+            let slot = usize::try_from(b.partition)
+                .ok()
+                .and_then(|p| slot_of.get(p).copied().flatten());
+            acks.borrow_mut().batch(slot, b);
+            if let Some(w) = slot.and_then(|s| windows.get(s)) {
+                w.signal(b.records as u64);
+            }
+        });
+    }
+    let open_loop = plan.rate.is_some();
     let quota = plan
         .records
         .map_or(u64::MAX, |n| records_for(i, plan.producers, n));
@@ -536,6 +636,12 @@ async fn produce(
         .rate
         .map(|r| (1e9 * plan.producers as f64 / r).max(1.0) as u64);
     let start_ns = now_ns();
+    // Record timestamps (ms since the epoch) follow the monotonic clock from here: no second
+    // clock read per record.
+    let wall_ms_at_start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let wall_ms = |t: u64| wall_ms_at_start + (t.saturating_sub(start_ns) / 1_000_000) as i64;
     let seed = plan.seed.wrapping_add(i as u64);
     let mut payloads = Payloads::ranged(seed, plan.record_size_min, plan.record_size);
     let mut keys = payload::Keys::new(plan.keys, seed);
@@ -565,50 +671,39 @@ async fn produce(
             }
         };
         let index = (sent % parts.len() as u64) as usize;
+        sent += 1;
+        if !open_loop {
+            let w = &windows[index];
+            if !w.try_acquire(1).unwrap_or(false) && w.acquire(1).await.is_err() {
+                bail!("producer window closed");
+            }
+        }
         let value = payloads.next(t0);
         let key = keys.next();
-        let size = (value.len() + key.map_or(0, <[u8]>::len)) as u64;
-        let delivery = producer.send(&plan.topic, key, value, Some(parts[index]));
-        if senders[index].send((delivery, t0, size)).await.is_err() {
-            bail!("a collector stopped early");
+        let size = (value.len() + key.map_or(0, <[u8]>::len)) as u32;
+        match producer.send_nowait(
+            &plan.topic,
+            key,
+            value,
+            Some(parts[index]),
+            Some(wall_ms(t0)),
+        ) {
+            Ok(()) => acks.borrow_mut().pending[index].times.push_back((t0, size)),
+            Err(e) => {
+                let mut a = acks.borrow_mut();
+                a.result.errors.client(&e);
+                Live::add(&shared.live.errors, 1);
+                if !open_loop {
+                    windows[index].signal(1);
+                }
+            }
         }
-        sent += 1;
     }
     producer.flush().await;
-    drop(senders);
-    let mut result = WorkerResult::default();
-    for c in collectors {
-        let r = c.await.ok_or_else(|| anyhow!("collector cancelled"))?;
-        result.add(r);
-    }
+    let mut result = std::mem::take(&mut acks.borrow_mut().result);
     result.produce_end = Some(Instant::now());
     shared.producers_left.fetch_sub(1, Ordering::SeqCst);
     Ok(result)
-}
-
-/// Awaits a partition's deliveries in order and records each ack.
-async fn collect(shared: Arc<Shared>, rx: LocalReceiver<InFlight>) -> WorkerResult {
-    let live = &shared.live;
-    let mut r = WorkerResult::default();
-    while let Some((delivery, t0, size)) = rx.recv().await {
-        match delivery.await {
-            Ok(_) => {
-                let now = now_ns();
-                if shared.measuring(now) {
-                    r.produce_latency.record_ns(t0, now);
-                    r.produced += 1;
-                    r.produced_bytes += size;
-                }
-                Live::add(&live.produced, 1);
-                Live::add(&live.produced_bytes, size);
-            }
-            Err(e) => {
-                r.errors.client(&e);
-                Live::add(&live.errors, 1);
-            }
-        }
-    }
-    r
 }
 
 /// How long e2e consumers wait without a record, once the producers are done, before they

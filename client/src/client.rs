@@ -1,7 +1,7 @@
 //! [`Client`]: metadata, routing of partitions to their shard's connection, retries, and the
 //! admin and offset operations.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -109,6 +109,9 @@ struct Inner {
     bootstrap: SocketAddr,
     config: ClientConfig,
     metadata: RefCell<Metadata>,
+    /// Bumped whenever cached topic metadata changes, so users of it (the producer's
+    /// partition tables) can tell their copy is current with one load.
+    generation: Cell<u64>,
     /// Resolved endpoint addresses, by shard.
     endpoint_addrs: RefCell<HashMap<u16, SocketAddr>>,
     /// One connection per address, opened lazily.
@@ -158,6 +161,7 @@ impl Client {
                 bootstrap,
                 config,
                 metadata: RefCell::new(Metadata::default()),
+                generation: Cell::new(0),
                 endpoint_addrs: RefCell::new(HashMap::new()),
                 conns: RefCell::new(HashMap::new()),
                 connecting: Semaphore::new(1),
@@ -235,6 +239,12 @@ impl Client {
     /// # Errors
     /// [`ClientError::UnknownTopic`] if metadata does not list it.
     pub async fn owner(&self, topic: &str, partition: i32) -> Result<u16> {
+        // Cached: a lookup without cloning the topic's partition map (once per produce request).
+        if let Some(t) = self.inner.metadata.borrow().topics.get(topic) {
+            if let Some(shard) = t.partitions.get(&partition) {
+                return Ok(*shard);
+            }
+        }
         let info = self.topic(topic).await?;
         info.partitions
             .get(&partition)
@@ -268,9 +278,33 @@ impl Client {
         self.inner.metadata.borrow().topics.get(topic).cloned()
     }
 
+    /// The partition count of `topic` per cached metadata, if cached; unlike
+    /// [`cached_topic`](Self::cached_topic) it copies nothing.
+    pub fn cached_partition_count(&self, topic: &str) -> Option<usize> {
+        self.inner
+            .metadata
+            .borrow()
+            .topics
+            .get(topic)
+            .map(TopicInfo::partition_count)
+    }
+
+    /// Changes whenever cached topic metadata changes (a fetch or an invalidation): a copy of
+    /// [`cached_partition_count`](Self::cached_partition_count) taken at one generation is
+    /// current while the generation is the same.
+    pub fn metadata_generation(&self) -> u64 {
+        self.inner.generation.get()
+    }
+
+    fn bump_generation(&self) {
+        let g = &self.inner.generation;
+        g.set(g.get().wrapping_add(1));
+    }
+
     /// Forgets cached metadata of `topic`, so the next use fetches it.
     pub fn invalidate(&self, topic: &str) {
         self.inner.metadata.borrow_mut().topics.remove(topic);
+        self.bump_generation();
     }
 
     /// Fetches metadata of `topics` (all topics if empty) and merges it into the cache.
@@ -301,6 +335,7 @@ impl Client {
                 cache.topics.insert(name.clone(), t.clone());
             }
         }
+        self.bump_generation();
         Ok(md)
     }
 

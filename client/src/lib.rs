@@ -38,6 +38,6 @@ pub use client::{
 pub use partitioner::Partitioner;
 mod producer;
 
-pub use producer::{Acks, Delivery, Producer, ProducerConfig, RecordMetadata};
+pub use producer::{Acks, BatchReport, Delivery, Producer, ProducerConfig, RecordMetadata};
 mod consumer;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, StartAt};

@@ -4,8 +4,15 @@
 //!  send() ─▶ [backlog: FIFO, ≤ backlog_bytes] ─▶ per-partition BatchBuilder (≤ buffer_bytes in total)
 //!        ─▶ sealed when ≥ batch_bytes or linger expired ─▶ partition queue
 //!        ─▶ pump: ≤ max_in_flight produce requests per partition, written in order
-//!        ─▶ ProduceResponse base_offset + record index ─▶ each record's Delivery
+//!        ─▶ ProduceResponse base_offset + record index ─▶ each `send` record's Delivery,
+//!                                                   and one BatchReport per batch (on_batch)
 //! ```
+//!
+//! Hot path: [`Producer::send_nowait`] costs no allocation but the record's bytes in the
+//! batch: the topic's partition table is a `Vec` indexed by partition, found by comparing the
+//! name with the last topic used, and its partition count is re-read only when the client's
+//! metadata generation changes. Callers that account per batch (load generators) take the
+//! [`BatchReport`]s instead of a future per record.
 //!
 //! `send` never blocks: a record whose partition is known and that fits in the buffer is
 //! appended at once; otherwise it waits in the backlog (records never overtake it), and once
@@ -130,15 +137,41 @@ impl Future for Delivery {
     }
 }
 
+/// One acknowledged (or failed) batch, as a [`Producer::on_batch`] listener sees it.
+///
+/// Every record a producer accepts (from [`Producer::send`] or [`Producer::send_nowait`]) is
+/// covered by exactly one report. Records of a partition are numbered in the order they were
+/// sent, from 0 per producer: a report covers `first_index .. first_index + records`.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchReport<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The partition (-1 if the record never got one).
+    pub partition: i32,
+    /// Index of the batch's first record among the records sent to this partition; `None` for
+    /// a record that failed before it got a place in one (its partition was never known to
+    /// this producer).
+    pub first_index: Option<u64>,
+    /// Records in the batch.
+    pub records: usize,
+    /// Key plus value bytes of those records.
+    pub bytes: usize,
+    /// The offset of the first record (-1 with [`Acks::None`]), or why the batch failed.
+    pub result: std::result::Result<i64, &'a ClientError>,
+}
+
+type Listener = Rc<dyn Fn(&BatchReport<'_>)>;
 type Waiter = Sender<Result<RecordMetadata>>;
-type PartKey = (Rc<str>, i32);
+/// A partition: index in `Inner::topics`, partition number.
+type PartKey = (usize, i32);
 
 struct Queued {
     topic: Rc<str>,
     partition: Option<i32>,
     key: Option<Bytes>,
     value: Bytes,
-    waiter: Waiter,
+    timestamp_ms: Option<i64>,
+    waiter: Option<Waiter>,
 }
 
 impl Queued {
@@ -149,14 +182,19 @@ impl Queued {
 
 struct Sealed {
     batch: Bytes,
-    waiters: Vec<Waiter>,
+    /// Per-record waiters of `send` records: (index in the batch, waiter).
+    waiters: Vec<(u32, Waiter)>,
     bytes: usize,
+    records: usize,
+    first_index: u64,
 }
 
 struct Part {
     builder: BatchBuilder,
-    waiters: Vec<Waiter>,
+    waiters: Vec<(u32, Waiter)>,
     bytes: usize,
+    /// Index (per partition) of the next record appended.
+    next_index: u64,
     /// Bumped at every seal, so a linger timer armed for an earlier batch does nothing.
     generation: u64,
     queue: VecDeque<Sealed>,
@@ -164,10 +202,22 @@ struct Part {
     in_flight: Rc<Semaphore>,
 }
 
+/// A topic this producer sent to: its partition count as of a metadata generation, and its
+/// partitions' state indexed by partition number (created on first use).
+struct Topic {
+    name: Rc<str>,
+    partitions: usize,
+    generation: u64,
+    parts: Vec<Option<Part>>,
+}
+
 struct Inner {
     client: Client,
     config: ProducerConfig,
-    parts: RefCell<HashMap<PartKey, Part>>,
+    topics: RefCell<Vec<Topic>>,
+    /// Index in `topics` by name; looked up only when the last topic used is another one.
+    topic_index: RefCell<HashMap<Rc<str>, usize>>,
+    last_topic: Cell<usize>,
     buffered_bytes: Cell<usize>,
     backlog: RefCell<VecDeque<Queued>>,
     backlog_bytes: Cell<usize>,
@@ -177,6 +227,7 @@ struct Inner {
     outstanding: Cell<usize>,
     /// Notified when buffer bytes are released or records resolve.
     changed: Notify,
+    listener: RefCell<Option<Listener>>,
 }
 
 /// A batching producer. Cheap to clone; clones share buffers.
@@ -223,7 +274,9 @@ impl Producer {
             inner: Rc::new(Inner {
                 client,
                 config,
-                parts: RefCell::new(HashMap::new()),
+                topics: RefCell::new(Vec::new()),
+                topic_index: RefCell::new(HashMap::new()),
+                last_topic: Cell::new(0),
                 buffered_bytes: Cell::new(0),
                 backlog: RefCell::new(VecDeque::new()),
                 backlog_bytes: Cell::new(0),
@@ -231,6 +284,7 @@ impl Producer {
                 round_robin: Cell::new(0),
                 outstanding: Cell::new(0),
                 changed: Notify::default(),
+                listener: RefCell::new(None),
             }),
         })
     }
@@ -246,52 +300,38 @@ impl Producer {
         partition: Option<i32>,
     ) -> Delivery {
         let (tx, rx) = oneshot();
-        let delivery = Delivery { rx };
-        let size = key.map_or(0, <[u8]>::len) + value.len();
-        let inner = &self.inner;
-        if size > inner.config.buffer_bytes {
-            tx.send(Err(ClientError::RecordTooLarge {
-                size,
-                max: inner.config.buffer_bytes,
-            }));
-            return delivery;
-        }
-        inner.outstanding.set(inner.outstanding.get() + 1);
-        if inner.backlog.borrow().is_empty() && inner.fits(size) {
-            if let Some(partitions) = inner
-                .client
-                .cached_topic(topic)
-                .map(|t| t.partition_count())
-            {
-                match inner.pick(partition, key, partitions, topic) {
-                    Ok(p) => inner.append(&Rc::from(topic), p, key, value, tx),
-                    Err(e) => inner.resolve(tx, Err(e)),
-                }
-                return delivery;
-            }
-        }
-        let backlog = inner.backlog_bytes.get();
-        if backlog + size > inner.config.backlog_bytes {
-            inner.resolve(
-                tx,
-                Err(ClientError::BufferFull {
-                    backlog_bytes: backlog,
-                }),
-            );
-            return delivery;
-        }
-        inner.backlog_bytes.set(backlog + size);
-        inner.backlog.borrow_mut().push_back(Queued {
-            topic: Rc::from(topic),
-            partition,
-            key: key.map(Bytes::copy_from_slice),
-            value: Bytes::copy_from_slice(value),
-            waiter: tx,
-        });
-        if !inner.draining.replace(true) {
-            glommio::spawn_local(drain(Rc::clone(inner))).detach();
-        }
-        delivery
+        // An error is already in the Delivery.
+        let _ = self
+            .inner
+            .enqueue(topic, key, value, partition, None, Some(tx));
+        Delivery { rx }
+    }
+
+    /// Queues a record like [`send`](Self::send) without a per-record future: its outcome is
+    /// reported per batch to the [`on_batch`](Self::on_batch) listener. `timestamp_ms` (ms
+    /// since the epoch) defaults to now.
+    ///
+    /// # Errors
+    /// Failures known at once, which the listener does not see: the record is larger than the
+    /// buffer ([`ClientError::RecordTooLarge`]), the backlog is full
+    /// ([`ClientError::BufferFull`]), or the cached metadata lacks the partition.
+    pub fn send_nowait(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        partition: Option<i32>,
+        timestamp_ms: Option<i64>,
+    ) -> Result<()> {
+        self.inner
+            .enqueue(topic, key, value, partition, timestamp_ms, None)
+    }
+
+    /// Calls `listener` once per batch when the batch is acknowledged or fails, after the
+    /// `Delivery`s of its records resolve. Replaces an earlier listener. The listener runs on
+    /// the producer's tasks and must not block.
+    pub fn on_batch(&self, listener: impl Fn(&BatchReport<'_>) + 'static) {
+        *self.inner.listener.borrow_mut() = Some(Rc::new(listener));
     }
 
     /// Sends every buffered record now and waits until all records sent so far are resolved.
@@ -331,8 +371,16 @@ async fn drain(inner: Rc<Inner>) {
             inner.draining.set(false);
             return;
         };
-        let client = inner.client.clone();
-        let info = client.retrying(&[&topic], || client.topic(&topic)).await;
+        let slot = match inner.topic_slot(&topic) {
+            Some(t) => Ok(Some(t)),
+            None => {
+                let client = inner.client.clone();
+                client
+                    .retrying(&[&topic], || client.topic(&topic))
+                    .await
+                    .map(|_| inner.topic_slot(&topic))
+            }
+        };
         loop {
             let changed = inner.changed.notified();
             if inner.fits(size) {
@@ -346,22 +394,122 @@ async fn drain(inner: Rc<Inner>) {
         inner
             .backlog_bytes
             .set(inner.backlog_bytes.get().saturating_sub(size));
-        let picked = info.and_then(|info| {
-            inner.pick(
-                q.partition,
-                q.key.as_deref(),
-                info.partition_count(),
-                &q.topic,
-            )
+        let picked = slot.and_then(|t| {
+            let t = t.ok_or_else(|| ClientError::UnknownTopic {
+                topic: q.topic.to_string(),
+                partition: q.partition,
+            })?;
+            let count = inner.topics.borrow().get(t).map_or(0, |t| t.partitions);
+            Ok((
+                t,
+                inner.pick(q.partition, q.key.as_deref(), count, &q.topic)?,
+            ))
         });
         match picked {
-            Ok(p) => inner.append(&q.topic, p, q.key.as_deref(), &q.value, q.waiter),
-            Err(e) => inner.resolve(q.waiter, Err(e)),
+            Ok((t, p)) => inner.append(t, p, q.key.as_deref(), &q.value, q.timestamp_ms, q.waiter),
+            Err(e) => inner.fail_unplaced(q, e),
         }
     }
 }
 
 impl Inner {
+    /// Appends the record at once when it can, else queues it in the backlog.
+    fn enqueue(
+        self: &Rc<Self>,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        partition: Option<i32>,
+        timestamp_ms: Option<i64>,
+        waiter: Option<Waiter>,
+    ) -> Result<()> {
+        let fail = |waiter: Option<Waiter>, e: ClientError| {
+            if let Some(w) = waiter {
+                w.send(Err(e.clone()));
+            }
+            Err(e)
+        };
+        let size = key.map_or(0, <[u8]>::len) + value.len();
+        if size > self.config.buffer_bytes {
+            let max = self.config.buffer_bytes;
+            return fail(waiter, ClientError::RecordTooLarge { size, max });
+        }
+        if self.backlog.borrow().is_empty() && self.fits(size) {
+            if let Some(t) = self.topic_slot(topic) {
+                let count = self.topics.borrow().get(t).map_or(0, |t| t.partitions);
+                return match self.pick(partition, key, count, topic) {
+                    Ok(p) => {
+                        self.outstanding.set(self.outstanding.get() + 1);
+                        self.append(t, p, key, value, timestamp_ms, waiter);
+                        Ok(())
+                    }
+                    Err(e) => fail(waiter, e),
+                };
+            }
+        }
+        let backlog = self.backlog_bytes.get();
+        if backlog + size > self.config.backlog_bytes {
+            let e = ClientError::BufferFull {
+                backlog_bytes: backlog,
+            };
+            return fail(waiter, e);
+        }
+        self.outstanding.set(self.outstanding.get() + 1);
+        self.backlog_bytes.set(backlog + size);
+        self.backlog.borrow_mut().push_back(Queued {
+            topic: Rc::from(topic),
+            partition,
+            key: key.map(Bytes::copy_from_slice),
+            value: Bytes::copy_from_slice(value),
+            timestamp_ms,
+            waiter,
+        });
+        if !self.draining.replace(true) {
+            glommio::spawn_local(drain(Rc::clone(self))).detach();
+        }
+        Ok(())
+    }
+
+    /// The index in `topics` of `topic` with its partition count current, if metadata of it
+    /// is cached. Costs a string compare when the topic is the last one used.
+    fn topic_slot(&self, topic: &str) -> Option<usize> {
+        let generation = self.client.metadata_generation();
+        let mut topics = self.topics.borrow_mut();
+        let last = self.last_topic.get();
+        let index = match topics.get(last) {
+            Some(t) if &*t.name == topic => last,
+            _ => {
+                let found = self.topic_index.borrow().get(topic).copied();
+                match found {
+                    Some(i) => i,
+                    None => {
+                        let partitions = self.client.cached_partition_count(topic)?;
+                        let name: Rc<str> = Rc::from(topic);
+                        topics.push(Topic {
+                            name: Rc::clone(&name),
+                            partitions,
+                            generation,
+                            parts: Vec::new(),
+                        });
+                        let i = topics.len() - 1;
+                        self.topic_index.borrow_mut().insert(name, i);
+                        i
+                    }
+                }
+            }
+        };
+        self.last_topic.set(index);
+        let t = topics.get_mut(index)?;
+        if t.generation != generation {
+            t.partitions = self.client.cached_partition_count(topic)?;
+            t.generation = generation;
+        }
+        if t.parts.len() < t.partitions {
+            t.parts.resize_with(t.partitions, || None);
+        }
+        Some(index)
+    }
+
     /// Whether `size` more bytes fit the buffer. A record always fits an empty buffer, so a
     /// record as large as the buffer still goes out.
     fn fits(&self, size: usize) -> bool {
@@ -396,54 +544,110 @@ impl Inner {
         }
     }
 
-    fn resolve(&self, waiter: Waiter, result: Result<RecordMetadata>) {
-        waiter.send(result);
+    /// Runs `f` on the state of partition `key`, creating it on first use. `None` if the
+    /// partition is outside the topic's table (never for a partition `pick` returned).
+    fn with_part<T>(&self, (t, p): PartKey, f: impl FnOnce(&mut Part) -> T) -> Option<T> {
+        let mut topics = self.topics.borrow_mut();
+        let slot = topics.get_mut(t)?.parts.get_mut(usize::try_from(p).ok()?)?;
+        let part = slot.get_or_insert_with(|| Part {
+            builder: BatchBuilder::new(),
+            waiters: Vec::new(),
+            bytes: 0,
+            next_index: 0,
+            generation: 0,
+            queue: VecDeque::new(),
+            pumping: false,
+            in_flight: Rc::new(Semaphore::new(self.config.max_in_flight as u64)),
+        });
+        Some(f(part))
+    }
+
+    fn topic_name(&self, t: usize) -> Rc<str> {
+        self.topics
+            .borrow()
+            .get(t)
+            .map_or_else(|| Rc::from(""), |t| Rc::clone(&t.name))
+    }
+
+    /// A record that failed before it got a place in a partition: it still takes the next
+    /// index of its partition when that partition is known, so indices stay dense.
+    fn fail_unplaced(&self, mut q: Queued, e: ClientError) {
+        let partition = q.partition.unwrap_or(-1);
+        let first_index = self.topic_index.borrow().get(&*q.topic).and_then(|&t| {
+            self.with_part((t, partition), |part| {
+                part.next_index += 1;
+                part.next_index - 1
+            })
+        });
+        if let Some(w) = q.waiter.take() {
+            w.send(Err(e.clone()));
+        }
+        self.report(&BatchReport {
+            topic: &q.topic,
+            partition,
+            first_index,
+            records: 1,
+            bytes: q.size(),
+            result: Err(&e),
+        });
         self.outstanding
             .set(self.outstanding.get().saturating_sub(1));
         self.changed.notify_all();
     }
 
+    fn report(&self, report: &BatchReport<'_>) {
+        let listener = self.listener.borrow().clone();
+        if let Some(l) = listener {
+            l(report);
+        }
+    }
+
     fn append(
         self: &Rc<Self>,
-        topic: &Rc<str>,
+        t: usize,
         partition: i32,
         key: Option<&[u8]>,
         value: &[u8],
-        waiter: Waiter,
+        timestamp_ms: Option<i64>,
+        waiter: Option<Waiter>,
     ) {
         let size = key.map_or(0, <[u8]>::len) + value.len();
         self.buffered_bytes.set(self.buffered_bytes.get() + size);
-        let part_key = (Rc::clone(topic), partition);
-        let (full, first, generation) = {
-            let mut parts = self.parts.borrow_mut();
-            let part = parts.entry(part_key.clone()).or_insert_with(|| Part {
-                builder: BatchBuilder::new(),
-                waiters: Vec::new(),
-                bytes: 0,
-                generation: 0,
-                queue: VecDeque::new(),
-                pumping: false,
-                in_flight: Rc::new(Semaphore::new(self.config.max_in_flight as u64)),
-            });
-            part.builder.push(key, value, now_ms(), &[]);
-            part.waiters.push(waiter);
+        let part_key = (t, partition);
+        let batch_bytes = self.config.batch_bytes;
+        let appended = self.with_part(part_key, |part| {
+            let index = u32::try_from(part.builder.len()).unwrap_or(u32::MAX);
+            part.builder
+                .push(key, value, timestamp_ms.unwrap_or_else(now_ms), &[]);
+            if let Some(w) = waiter {
+                part.waiters.push((index, w));
+            }
             part.bytes += size;
+            part.next_index += 1;
             (
-                part.builder.estimated_size() >= self.config.batch_bytes,
-                part.waiters.len() == 1,
+                part.builder.estimated_size() >= batch_bytes,
+                index == 0,
                 part.generation,
             )
+        });
+        let Some((full, first, generation)) = appended else {
+            // `pick` only returns partitions of the table; keep the books straight anyway.
+            self.buffered_bytes
+                .set(self.buffered_bytes.get().saturating_sub(size));
+            self.outstanding
+                .set(self.outstanding.get().saturating_sub(1));
+            return;
         };
         if full {
-            self.seal(&part_key);
+            self.seal(part_key);
         } else if first {
             let me = Rc::clone(self);
             let linger = self.config.linger;
             glommio::spawn_local(async move {
                 glommio::timer::sleep(linger).await;
-                let current = me.parts.borrow().get(&part_key).map(|p| p.generation);
+                let current = me.with_part(part_key, |p| p.generation);
                 if current == Some(generation) {
-                    me.seal(&part_key);
+                    me.seal(part_key);
                 }
             })
             .detach();
@@ -452,38 +656,42 @@ impl Inner {
 
     fn seal_all(self: &Rc<Self>) {
         let keys: Vec<PartKey> = self
-            .parts
+            .topics
             .borrow()
             .iter()
-            .filter(|(_, p)| !p.builder.is_empty())
-            .map(|(k, _)| k.clone())
+            .enumerate()
+            .flat_map(|(t, topic)| {
+                topic.parts.iter().enumerate().filter_map(move |(p, part)| {
+                    let open = part.as_ref().is_some_and(|p| !p.builder.is_empty());
+                    open.then(|| (t, i32::try_from(p).unwrap_or(i32::MAX)))
+                })
+            })
             .collect();
         for k in keys {
-            self.seal(&k);
+            self.seal(k);
         }
     }
 
     /// Closes the partition's open batch and makes sure its pump runs.
-    fn seal(self: &Rc<Self>, key: &PartKey) {
-        let start_pump = {
-            let mut parts = self.parts.borrow_mut();
-            let Some(part) = parts.get_mut(key) else {
-                return;
-            };
+    fn seal(self: &Rc<Self>, key: PartKey) {
+        let start_pump = self.with_part(key, |part| {
             if part.builder.is_empty() {
-                return;
+                return false;
             }
             part.generation = part.generation.wrapping_add(1);
+            let records = part.builder.len();
             let sealed = Sealed {
                 batch: part.builder.finish().freeze(),
                 waiters: std::mem::take(&mut part.waiters),
                 bytes: std::mem::take(&mut part.bytes),
+                records,
+                first_index: part.next_index - records as u64,
             };
             part.queue.push_back(sealed);
             !std::mem::replace(&mut part.pumping, true)
-        };
-        if start_pump {
-            glommio::spawn_local(pump(Rc::clone(self), key.clone())).detach();
+        });
+        if start_pump == Some(true) {
+            glommio::spawn_local(pump(Rc::clone(self), key)).detach();
         }
     }
 
@@ -544,34 +752,32 @@ fn base_offset(resp: crate::Response, topic: &str, partition: i32) -> Result<i64
 
 /// Writes a partition's sealed batches in order, at most `max_in_flight` awaiting answers.
 async fn pump(inner: Rc<Inner>, key: PartKey) {
+    let topic = inner.topic_name(key.0);
     loop {
-        let next = {
-            let mut parts = inner.parts.borrow_mut();
-            let Some(part) = parts.get_mut(&key) else {
-                return;
-            };
-            match part.queue.pop_front() {
+        let next = inner
+            .with_part(key, |part| match part.queue.pop_front() {
                 Some(s) => Some((s, Rc::clone(&part.in_flight))),
                 None => {
                     part.pumping = false;
                     None
                 }
-            }
-        };
+            })
+            .flatten();
         let Some((sealed, in_flight)) = next else {
             return;
         };
         let permit = match in_flight.acquire_static_permit(1).await {
             Ok(p) => p,
             Err(_) => {
-                inner.complete(sealed, key.1, Err(ClientError::Closed));
+                inner.complete(sealed, &topic, key.1, Err(ClientError::Closed));
                 continue;
             }
         };
-        let started = inner.start(&key.0, key.1, &sealed.batch).await;
+        let started = inner.start(&topic, key.1, &sealed.batch).await;
         glommio::spawn_local(finish(
             Rc::clone(&inner),
-            key.clone(),
+            Rc::clone(&topic),
+            key.1,
             sealed,
             started,
             permit,
@@ -582,7 +788,8 @@ async fn pump(inner: Rc<Inner>, key: PartKey) {
 
 async fn finish(
     inner: Rc<Inner>,
-    (topic, partition): PartKey,
+    topic: Rc<str>,
+    partition: i32,
     sealed: Sealed,
     started: Result<Option<PendingResponse>>,
     _permit: StaticPermit,
@@ -609,18 +816,18 @@ async fn finish(
         }
         other => other,
     };
-    inner.complete(sealed, partition, result);
+    inner.complete(sealed, &topic, partition, result);
 }
 
 impl Inner {
-    fn complete(&self, sealed: Sealed, partition: i32, result: Result<i64>) {
+    fn complete(&self, sealed: Sealed, topic: &str, partition: i32, result: Result<i64>) {
         self.buffered_bytes
             .set(self.buffered_bytes.get().saturating_sub(sealed.bytes));
-        for (index, waiter) in sealed.waiters.into_iter().enumerate() {
+        for (index, waiter) in sealed.waiters {
             let r = match &result {
                 Ok(base) if *base >= 0 => Ok(RecordMetadata {
                     partition,
-                    offset: base + index as i64,
+                    offset: base + i64::from(index),
                 }),
                 Ok(_) => Ok(RecordMetadata {
                     partition,
@@ -628,8 +835,18 @@ impl Inner {
                 }),
                 Err(e) => Err(e.clone()),
             };
-            self.resolve(waiter, r);
+            waiter.send(r);
         }
+        self.outstanding
+            .set(self.outstanding.get().saturating_sub(sealed.records));
+        self.report(&BatchReport {
+            topic,
+            partition,
+            first_index: Some(sealed.first_index),
+            records: sealed.records,
+            bytes: sealed.bytes,
+            result: result.as_ref().copied(),
+        });
         self.changed.notify_all();
     }
 }

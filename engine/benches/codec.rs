@@ -13,7 +13,11 @@ const RECORD_BYTES: usize = 1024;
 const INDEX_ENTRIES: u32 = 100_000;
 
 fn encode(builder: &mut BatchBuilder, value: &[u8]) -> bytes::BytesMut {
-    for i in 0..RECORDS {
+    encode_n(builder, value, RECORDS)
+}
+
+fn encode_n(builder: &mut BatchBuilder, value: &[u8], records: usize) -> bytes::BytesMut {
+    for i in 0..records {
         builder.push(None, value, 1_700_000_000_000 + i as i64, &[]);
     }
     builder.finish()
@@ -45,6 +49,14 @@ fn codec(c: &mut Criterion) {
     group.bench_function("encode/64x1KiB", |b| {
         b.iter(|| encode(&mut builder, black_box(&value)))
     });
+
+    // The producer's 100 B case: per-record encoding cost rather than copying dominates.
+    let small = vec![0x5a; 100];
+    group.throughput(Throughput::Elements(2048));
+    group.bench_function("encode/2048x100B", |b| {
+        b.iter(|| encode_n(&mut builder, black_box(&small), 2048))
+    });
+    group.throughput(Throughput::Bytes(batch.len() as u64));
 
     let limits = VerifyLimits::default();
     group.bench_function("verify/64x1KiB", |b| {

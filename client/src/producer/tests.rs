@@ -207,3 +207,48 @@ fn buffer_bounds_are_enforced() {
         .is_err());
     });
 }
+
+#[test]
+fn send_nowait_reports_each_batch_once_with_dense_indices() {
+    type Reports = std::rc::Rc<std::cell::RefCell<Vec<(i32, Option<u64>, usize, i64)>>>;
+    let seen = Seen::default();
+    let addr = fake_broker(Arc::clone(&seen));
+    run(move || async move {
+        let p = producer(
+            addr,
+            ProducerConfig {
+                linger: Duration::from_secs(3600),
+                batch_bytes: 300, // a few records per batch
+                ..ProducerConfig::default()
+            },
+        )
+        .await;
+        let reports = Reports::default();
+        let r = std::rc::Rc::clone(&reports);
+        p.on_batch(move |b| {
+            let base = b.result.expect("acked");
+            r.borrow_mut()
+                .push((b.partition, b.first_index, b.records, base));
+        });
+        for i in 0..20u8 {
+            p.send_nowait("t", None, &[i; 10], Some(i32::from(i % 2)), Some(7))
+                .expect("queued");
+        }
+        // A per-record send in the same stream takes the next index and also resolves.
+        let d = p.send("t", None, b"x", Some(0));
+        assert!(p.send_nowait("t", None, b"x", Some(9), None).is_err());
+        p.flush().await;
+        assert_eq!(d.await.expect("acked").offset, 10);
+        let mut per_part = [0u64; 2];
+        let mut reports = reports.borrow().clone();
+        reports.sort_unstable();
+        for (part, first, records, base) in reports {
+            let slot = &mut per_part[part as usize];
+            assert_eq!(first, Some(*slot), "dense, in order");
+            assert_eq!(base, *slot as i64, "offsets follow indices here");
+            *slot += records as u64;
+        }
+        assert_eq!(per_part, [11, 10]);
+        assert_eq!(p.outstanding(), 0);
+    });
+}

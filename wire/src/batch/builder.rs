@@ -10,52 +10,32 @@ use crate::generated::{
     Record, RecordArgs, RecordBatch, RecordBatchArgs, RecordHeader, RecordHeaderArgs,
 };
 
-/// Upper bound of the flatbuffers bytes a record costs besides its data:
-/// table (soffset, 5 fields, alignment), vtable, vector length prefixes and
-/// their padding, and its slot in the records vector.
-const RECORD_OVERHEAD: usize = 96;
-/// Same for one record header.
-const HEADER_OVERHEAD: usize = 48;
+/// Bytes a record adds at finish: its slot in the records vector (its own
+/// table and data are encoded at push).
+const RECORD_SLOT: usize = 4;
 /// Root table, its vtable, the records vector prefix, root offset, alignment.
 const BATCH_OVERHEAD: usize = 64;
 
-/// A byte range in the builder's arena.
-#[derive(Debug, Clone, Copy)]
-struct Span {
-    start: usize,
-    end: usize,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct PendingRecord {
-    key: Option<Span>,
-    value: Span,
-    timestamp: i64,
-    /// Range in `BatchBuilder::headers`.
-    headers_start: usize,
-    headers_end: usize,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct PendingHeader {
-    key: Span,
-    value: Span,
-}
-
 /// Reusable encoder of native batches.
 ///
-/// Records are buffered (metadata in a small `Vec`, all bytes in one arena)
-/// and encoded on [`finish`](Self::finish), once the first and max timestamps
-/// are known. All internal buffers, including the `FlatBufferBuilder`, keep
-/// their capacity across batches, so steady-state encoding only allocates the
-/// returned `BytesMut`.
+/// Each [`push`](Self::push) writes the record's flatbuffers table (and its
+/// key, value and headers) straight into the `FlatBufferBuilder`: the bytes
+/// are copied once, and the record's vtable is deduplicated against the
+/// previous records' by the builder. Timestamps are stored relative to the
+/// first record's, which is known at the first push. Flatbuffers builds back
+/// to front, so record tables lie in the buffer in reverse order; the records
+/// vector lists them in push order, which is all a reader sees.
+/// [`finish`](Self::finish) adds the records vector and the root. All
+/// internal buffers, including the `FlatBufferBuilder`, keep their capacity
+/// across batches, so steady-state encoding only allocates the returned
+/// `BytesMut`.
 pub struct BatchBuilder {
     fbb: FlatBufferBuilder<'static>,
-    arena: Vec<u8>,
-    records: Vec<PendingRecord>,
-    headers: Vec<PendingHeader>,
     record_offsets: Vec<WIPOffset<Record<'static>>>,
     header_offsets: Vec<WIPOffset<RecordHeader<'static>>>,
+    /// Timestamps of the first record and the largest one (valid while non-empty).
+    first_timestamp: i64,
+    max_timestamp: i64,
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
@@ -70,8 +50,8 @@ impl Default for BatchBuilder {
 impl std::fmt::Debug for BatchBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BatchBuilder")
-            .field("records", &self.records.len())
-            .field("arena_bytes", &self.arena.len())
+            .field("records", &self.record_offsets.len())
+            .field("encoded_bytes", &self.fbb.unfinished_data().len())
             .field("producer_id", &self.producer_id)
             .field("producer_epoch", &self.producer_epoch)
             .field("base_sequence", &self.base_sequence)
@@ -84,27 +64,22 @@ impl BatchBuilder {
     pub fn new() -> Self {
         Self {
             fbb: FlatBufferBuilder::new(),
-            arena: Vec::new(),
-            records: Vec::new(),
-            headers: Vec::new(),
             record_offsets: Vec::new(),
             header_offsets: Vec::new(),
+            first_timestamp: 0,
+            max_timestamp: 0,
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
         }
     }
 
-    fn stash(&mut self, bytes: &[u8]) -> Span {
-        let start = self.arena.len();
-        self.arena.extend_from_slice(bytes);
-        Span {
-            start,
-            end: self.arena.len(),
-        }
-    }
-
     /// Appends a record. `key: None` is a null key, distinct from `Some(&[])`.
+    ///
+    /// # Panics
+    ///
+    /// If the payload exceeds the flatbuffers limit of 2 GiB; keep batches
+    /// small with [`estimated_size`](Self::estimated_size).
     pub fn push(
         &mut self,
         key: Option<&[u8]>,
@@ -112,41 +87,64 @@ impl BatchBuilder {
         timestamp_ms: i64,
         headers: &[(&str, &[u8])],
     ) {
-        let key = key.map(|k| self.stash(k));
-        let value = self.stash(value);
-        let headers_start = self.headers.len();
-        for (hk, hv) in headers {
-            let key = self.stash(hk.as_bytes());
-            let value = self.stash(hv);
-            self.headers.push(PendingHeader { key, value });
+        let index = self.record_offsets.len();
+        if index == 0 {
+            self.first_timestamp = timestamp_ms;
+            self.max_timestamp = timestamp_ms;
+        } else {
+            self.max_timestamp = self.max_timestamp.max(timestamp_ms);
         }
-        self.records.push(PendingRecord {
-            key,
-            value,
-            timestamp: timestamp_ms,
-            headers_start,
-            headers_end: self.headers.len(),
-        });
+        let key = key.map(|k| self.fbb.create_vector(k));
+        let value = (!value.is_empty()).then(|| self.fbb.create_vector(value));
+        let headers = if headers.is_empty() {
+            None
+        } else {
+            self.header_offsets.clear();
+            for (hk, hv) in headers {
+                let key = self.fbb.create_string(hk);
+                let value = (!hv.is_empty()).then(|| self.fbb.create_vector(hv));
+                let header = RecordHeader::create(
+                    &mut self.fbb,
+                    &RecordHeaderArgs {
+                        key: Some(key),
+                        value,
+                    },
+                );
+                self.header_offsets.push(header);
+            }
+            Some(self.fbb.create_vector(&self.header_offsets))
+        };
+        let record = Record::create(
+            &mut self.fbb,
+            &RecordArgs {
+                offset_delta: u32::try_from(index).unwrap_or(u32::MAX),
+                timestamp_delta: timestamp_ms.wrapping_sub(self.first_timestamp),
+                key,
+                value,
+                headers,
+            },
+        );
+        self.record_offsets.push(record);
     }
 
     /// Number of records pushed since the last [`finish`](Self::finish).
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.record_offsets.len()
     }
 
     /// Whether no record was pushed since the last [`finish`](Self::finish).
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.record_offsets.is_empty()
     }
 
     /// An upper bound of the size of the batch [`finish`](Self::finish) would
-    /// return now (header included).
+    /// return now (header included): the bytes encoded so far plus the records
+    /// vector and the root.
     pub fn estimated_size(&self) -> usize {
         HEADER_LEN
             + BATCH_OVERHEAD
-            + self.arena.len()
-            + self.records.len() * RECORD_OVERHEAD
-            + self.headers.len() * HEADER_OVERHEAD
+            + self.fbb.unfinished_data().len()
+            + self.record_offsets.len() * RECORD_SLOT
     }
 
     /// Sets the idempotent-producer fields of the next batch. Reset to "none"
@@ -168,65 +166,14 @@ impl BatchBuilder {
     ///
     /// # Panics
     ///
-    /// If the payload exceeds the flatbuffers limit of 2 GiB; keep batches
-    /// small with [`estimated_size`](Self::estimated_size).
+    /// If the payload exceeds the flatbuffers limit of 2 GiB.
     pub fn finish(&mut self) -> BytesMut {
-        let first_timestamp = self.records.first().map_or(0, |r| r.timestamp);
-        let max_timestamp = self
-            .records
-            .iter()
-            .map(|r| r.timestamp)
-            .max()
-            .unwrap_or(first_timestamp);
-        let record_count = i32::try_from(self.records.len()).unwrap_or(i32::MAX);
-
-        self.fbb.reset();
-        self.record_offsets.clear();
-        let arena = &self.arena;
-        let slice = |s: Span| arena.get(s.start..s.end).unwrap_or_default();
-        for (index, rec) in self.records.iter().enumerate() {
-            let key = rec.key.map(|k| self.fbb.create_vector(slice(k)));
-            let value =
-                (rec.value.end > rec.value.start).then(|| self.fbb.create_vector(slice(rec.value)));
-            let headers = if rec.headers_end > rec.headers_start {
-                self.header_offsets.clear();
-                let pending = self
-                    .headers
-                    .get(rec.headers_start..rec.headers_end)
-                    .unwrap_or_default();
-                for h in pending {
-                    // The arena bytes came from a `&str`: write them as a
-                    // string without re-validating UTF-8 (same encoding as
-                    // `create_string`: length prefix, bytes, NUL).
-                    let key = self.fbb.create_byte_string(slice(h.key));
-                    let key = WIPOffset::<&str>::new(key.value());
-                    let value = (h.value.end > h.value.start)
-                        .then(|| self.fbb.create_vector(slice(h.value)));
-                    let header = RecordHeader::create(
-                        &mut self.fbb,
-                        &RecordHeaderArgs {
-                            key: Some(key),
-                            value,
-                        },
-                    );
-                    self.header_offsets.push(header);
-                }
-                Some(self.fbb.create_vector(&self.header_offsets))
-            } else {
-                None
-            };
-            let record = Record::create(
-                &mut self.fbb,
-                &RecordArgs {
-                    offset_delta: u32::try_from(index).unwrap_or(u32::MAX),
-                    timestamp_delta: rec.timestamp.wrapping_sub(first_timestamp),
-                    key,
-                    value,
-                    headers,
-                },
-            );
-            self.record_offsets.push(record);
-        }
+        let (first_timestamp, max_timestamp) = if self.is_empty() {
+            (0, 0)
+        } else {
+            (self.first_timestamp, self.max_timestamp)
+        };
+        let record_count = i32::try_from(self.record_offsets.len()).unwrap_or(i32::MAX);
         let records = self.fbb.create_vector(&self.record_offsets);
         let root = RecordBatch::create(
             &mut self.fbb,
@@ -256,9 +203,7 @@ impl BatchBuilder {
         );
         let out = seal(header, self.fbb.finished_data());
 
-        self.arena.clear();
-        self.records.clear();
-        self.headers.clear();
+        self.fbb.reset();
         self.record_offsets.clear();
         self.header_offsets.clear();
         self.producer_id = -1;
