@@ -200,6 +200,10 @@ struct Part {
     queue: VecDeque<Sealed>,
     pumping: bool,
     in_flight: Rc<Semaphore>,
+    /// The open batch's linger ran out while the in-flight window was full: the pump seals
+    /// it when a request slot frees, and until then it keeps filling (as Kafka's accumulator
+    /// does) instead of queueing one small batch per linger behind the window.
+    linger_expired: bool,
 }
 
 /// A topic this producer sent to: its partition count as of a metadata generation, and its
@@ -558,6 +562,7 @@ impl Inner {
             queue: VecDeque::new(),
             pumping: false,
             in_flight: Rc::new(Semaphore::new(self.config.max_in_flight as u64)),
+            linger_expired: false,
         });
         Some(f(part))
     }
@@ -645,10 +650,7 @@ impl Inner {
             let linger = self.config.linger;
             glommio::spawn_local(async move {
                 glommio::timer::sleep(linger).await;
-                let current = me.with_part(part_key, |p| p.generation);
-                if current == Some(generation) {
-                    me.seal(part_key);
-                }
+                me.linger_ran_out(part_key, generation);
             })
             .detach();
         }
@@ -672,20 +674,55 @@ impl Inner {
         }
     }
 
+    /// The linger of batch `generation` ran out: seal it when a request slot is free and
+    /// nothing is queued before it; else leave it open, growing, for the pump to seal as soon
+    /// as a slot frees.
+    fn linger_ran_out(self: &Rc<Self>, key: PartKey, generation: u64) {
+        let action = self.with_part(key, |part| {
+            if part.generation != generation || part.builder.is_empty() {
+                return None;
+            }
+            if part.queue.is_empty() && part.in_flight.available() > 0 {
+                return Some(true);
+            }
+            part.linger_expired = true;
+            if std::mem::replace(&mut part.pumping, true) {
+                None
+            } else {
+                Some(false)
+            }
+        });
+        match action.flatten() {
+            Some(true) => self.seal(key),
+            Some(false) => {
+                glommio::spawn_local(pump(Rc::clone(self), key)).detach();
+            }
+            None => {}
+        }
+    }
+
+    /// Seals the partition's open batch, if any, without queueing it.
+    fn take_open(part: &mut Part) -> Option<Sealed> {
+        if part.builder.is_empty() {
+            return None;
+        }
+        part.generation = part.generation.wrapping_add(1);
+        part.linger_expired = false;
+        let records = part.builder.len();
+        Some(Sealed {
+            batch: part.builder.finish().freeze(),
+            waiters: std::mem::take(&mut part.waiters),
+            bytes: std::mem::take(&mut part.bytes),
+            records,
+            first_index: part.next_index - records as u64,
+        })
+    }
+
     /// Closes the partition's open batch and makes sure its pump runs.
     fn seal(self: &Rc<Self>, key: PartKey) {
         let start_pump = self.with_part(key, |part| {
-            if part.builder.is_empty() {
+            let Some(sealed) = Self::take_open(part) else {
                 return false;
-            }
-            part.generation = part.generation.wrapping_add(1);
-            let records = part.builder.len();
-            let sealed = Sealed {
-                batch: part.builder.finish().freeze(),
-                waiters: std::mem::take(&mut part.waiters),
-                bytes: std::mem::take(&mut part.bytes),
-                records,
-                first_index: part.next_index - records as u64,
             };
             part.queue.push_back(sealed);
             !std::mem::replace(&mut part.pumping, true)
@@ -750,28 +787,49 @@ fn base_offset(resp: crate::Response, topic: &str, partition: i32) -> Result<i64
     Ok(p.base_offset())
 }
 
-/// Writes a partition's sealed batches in order, at most `max_in_flight` awaiting answers.
+/// Writes a partition's sealed batches in order, at most `max_in_flight` awaiting answers;
+/// when nothing is queued and the open batch's linger has run out, seals and sends that.
 async fn pump(inner: Rc<Inner>, key: PartKey) {
     let topic = inner.topic_name(key.0);
     loop {
-        let next = inner
-            .with_part(key, |part| match part.queue.pop_front() {
-                Some(s) => Some((s, Rc::clone(&part.in_flight))),
-                None => {
+        let in_flight = inner
+            .with_part(key, |part| {
+                let lingered = part.linger_expired && !part.builder.is_empty();
+                if part.queue.is_empty() && !lingered {
                     part.pumping = false;
-                    None
+                    return None;
                 }
+                Some(Rc::clone(&part.in_flight))
             })
             .flatten();
-        let Some((sealed, in_flight)) = next else {
+        let Some(in_flight) = in_flight else {
             return;
         };
-        let permit = match in_flight.acquire_static_permit(1).await {
-            Ok(p) => p,
-            Err(_) => {
+        let Ok(permit) = in_flight.acquire_static_permit(1).await else {
+            // The window is closed: fail what is queued.
+            let queued: Vec<Sealed> = inner
+                .with_part(key, |part| {
+                    part.pumping = false;
+                    part.queue.drain(..).collect()
+                })
+                .unwrap_or_default();
+            for sealed in queued {
                 inner.complete(sealed, &topic, key.1, Err(ClientError::Closed));
-                continue;
             }
+            return;
+        };
+        // Taken only now that a slot is free, so a lingered open batch kept growing while
+        // the window was full.
+        let next = inner
+            .with_part(key, |part| match part.queue.pop_front() {
+                Some(sealed) => Some(sealed),
+                None if part.linger_expired => Inner::take_open(part),
+                None => None,
+            })
+            .flatten();
+        let Some(sealed) = next else {
+            drop(permit);
+            continue;
         };
         let started = inner.start(&topic, key.1, &sealed.batch).await;
         glommio::spawn_local(finish(

@@ -155,3 +155,58 @@ fn producer_and_consumer_move_10k_records_through_two_shards() {
     });
     broker.shutdown().expect("broker stops");
 }
+
+/// With no linger and one request in flight, records sent while the window is full gather in
+/// the open batch instead of each becoming a one-record request queued behind the window.
+#[test]
+fn a_full_window_lets_the_lingered_batch_grow() {
+    const N: u64 = 5_000;
+    let broker = start_broker("client-linger");
+    let addr = broker.native_addr();
+    run(move || async move {
+        let client = Client::connect(addr).await.expect("connect");
+        client
+            .create_topic("linger", 1, -1, -1)
+            .await
+            .expect("create topic");
+        let producer = Producer::new(
+            client.clone(),
+            ProducerConfig {
+                acks: Acks::All,
+                linger: Duration::ZERO,
+                max_in_flight: 1,
+                ..ProducerConfig::default()
+            },
+        )
+        .expect("producer");
+        let batches = std::rc::Rc::new(std::cell::Cell::new(0u64));
+        let records = std::rc::Rc::new(std::cell::Cell::new(0u64));
+        let (b, r) = (batches.clone(), records.clone());
+        producer.on_batch(move |report| {
+            assert!(report.result.is_ok(), "batch failed: {:?}", report.result);
+            b.set(b.get() + 1);
+            r.set(r.get() + report.records as u64);
+        });
+        let mut sent = 0;
+        while sent < N {
+            // Bursts of 100 between yields, so the linger timers get to run.
+            for _ in 0..100 {
+                producer
+                    .send_nowait("linger", None, &sent.to_le_bytes(), Some(0), None)
+                    .expect("send");
+                sent += 1;
+            }
+            glommio::yield_if_needed().await;
+            glommio::timer::sleep(Duration::from_micros(200)).await;
+        }
+        producer.flush().await;
+        assert_eq!(records.get(), N);
+        // Each acks=all request waits for an fdatasync; one-record batches would need N.
+        assert!(
+            batches.get() < N / 5,
+            "{} batches for {N} records: lingered batches did not grow",
+            batches.get()
+        );
+    });
+    broker.shutdown().expect("broker stops");
+}
