@@ -64,6 +64,9 @@ for proto in native kafka; do
   run "$p-e2e-half-rate" "$proto" e2e --topic "$p-e2e" --partitions 2 --record-size 1024 \
     --acks 1 --duration "$secs" --rate "$half"
   drop "$p-e2e"
+  run "$p-e2e-half-rate-linger1" "$proto" e2e --topic "$p-e2e1" --partitions 2 \
+    --record-size 1024 --acks 1 --duration "$secs" --rate "$half" --linger-ms 1
+  drop "$p-e2e1"
 done
 
 python3 - "$out" <<'PY'
@@ -90,9 +93,9 @@ for name, phase in [("produce-1k-acks1", "produce"), ("produce-1k-acksall", "pro
         lat = f"{j(f'native-{name}')['produce']['latency_us']['p99']} / {j(f'kafka-{name}')['produce']['latency_us']['p99']}"
     print(f"| {name} | {n['mb_per_s']:.1f} | {n['records_per_s']:.0f} | {k['mb_per_s']:.1f} | "
           f"{k['records_per_s']:.0f} | {100 * ratio:.0f}% | {vs} | {lat} |")
-for proto in ("native", "kafka"):
-    r = j(f"{proto}-e2e-half-rate")
-    print(f"\n{proto} open loop at {r['params'].get('rate')} rec/s (half of max, 1 KiB, acks=1): "
+for proto, name in [(p, f"{p}-e2e-half-rate{s}") for p in ("native", "kafka") for s in ("", "-linger1")]:
+    r = j(name)
+    print(f"\n{name}: open loop at {r['params'].get('rate')} rec/s (half of max, 1 KiB, acks=1, linger {r['params'].get('linger_ms')} ms): "
           f"publish p50/p99/p999 {r['produce']['latency_us']['p50']}/{r['produce']['latency_us']['p99']}/"
           f"{r['produce']['latency_us']['p999']} us, e2e p99 {r['e2e']['latency_us']['p99']} us, "
           f"achieved {r['produce']['records_per_s']:.0f} rec/s, errors {r['errors']}")
