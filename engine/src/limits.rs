@@ -47,3 +47,7 @@ pub const SHARDS_MAX: usize = 1024;
 
 /// Messages queued from one shard to another before the sender waits.
 pub const SHARD_CHANNEL_DEPTH: usize = 1024;
+
+/// Longest a connection's socket write may make no progress (a peer that stopped reading)
+/// before the connection is closed, releasing the buffers its responses hold.
+pub const WRITE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);

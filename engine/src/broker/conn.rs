@@ -147,6 +147,9 @@ struct Connection {
 impl Connection {
     fn new(shard: Rc<Shard>, stream: TcpStream) -> Self {
         let _ = stream.set_nodelay(true);
+        // A peer that stops reading must not pin fetched buffers and pending responses
+        // forever: a write that makes no progress for this long closes the connection.
+        let _ = stream.set_write_timeout(Some(crate::limits::WRITE_STALL_TIMEOUT));
         let limits = FrameLimits {
             max_frame_bytes: shard.config.limits.max_frame_bytes,
             ..FrameLimits::default()
@@ -592,8 +595,15 @@ impl Connection {
                 Err(code) => Err(code),
             };
             waiting |= matches!(produced, Ok(ProduceStarted::Unsynced { .. }));
-            started.push((part.topic, part.partition, produced));
+            started.push((part.index, part.topic, part.partition, produced));
         }
+        // Appended in frame order (to split the frame without copying); answered in request
+        // order.
+        started.sort_by_key(|s| s.0);
+        let started: Vec<_> = started
+            .into_iter()
+            .map(|(_, topic, partition, produced)| (topic, partition, produced))
+            .collect();
         if plan.acks == 0 {
             return Ok(());
         }
@@ -624,11 +634,10 @@ impl Connection {
             return Err(WireError::Truncated { need: 0, have: 0 }.into());
         };
         let limits = self.shard.config.limits;
-        let wait = Duration::from_millis(
-            request
-                .max_wait_ms
-                .clamp(0, limits.max_fetch_wait_ms as i32) as u64,
-        );
+        let wait = Duration::from_millis(request.max_wait_ms.clamp(
+            0,
+            i32::try_from(limits.max_fetch_wait_ms).unwrap_or(i32::MAX),
+        ) as u64);
         let deadline = Instant::now() + wait;
         let max_bytes = (request.max_bytes.max(0) as usize).min(limits.max_fetch_bytes);
         let min_bytes = request.min_bytes.max(0) as usize;
@@ -795,6 +804,8 @@ struct FetchPart {
 }
 
 struct ProducePart {
+    /// Position in the request: results are answered in this order.
+    index: usize,
     topic: String,
     partition: i32,
     /// Bytes of this partition's batches within the frame.
@@ -815,10 +826,11 @@ fn produce_plan(decoded: &native::DecodedFrame<'_>) -> Result<ProducePlan, WireE
         .ok_or(WireError::Truncated { need: 0, have: 0 })?;
     let body_start = decoded.frame_len - decoded.body.len();
     let mut partitions = Vec::new();
-    for part in request.partitions().iter().flatten() {
+    for (index, part) in request.partitions().iter().flatten().enumerate() {
         let bytes = decoded.batches(part.batches())?;
         let start = body_start + part.batches().map_or(0, |r| r.offset() as usize);
         partitions.push(ProducePart {
+            index,
             topic: part.topic().unwrap_or_default().to_owned(),
             partition: part.partition(),
             range: start..start + bytes.len(),

@@ -44,6 +44,8 @@ pub const MAGIC_V2: i8 = 2;
 pub const KAFKA_CRC_START: usize = 21;
 /// First Produce version allowed to carry zstd batches (KIP-110).
 pub const ZSTD_MIN_PRODUCE_VERSION: i16 = 7;
+/// The fewest bytes an uncompressed record takes (seven one-byte varints).
+pub const RECORD_MIN_BYTES: usize = 7;
 
 /// Byte positions of the Kafka batch header fields (`baseOffset` is at 0).
 mod at {
@@ -287,6 +289,18 @@ pub fn validate_produce_batch(
     let compression = Compression(codec);
     if compression.variant_name().is_none() {
         return Err(KafkaBatchError::UnknownCompression(codec));
+    }
+    // An uncompressed record takes at least 7 bytes (length, attributes, timestamp delta,
+    // offset delta, key length, value length, header count: one varint byte each), so the
+    // count cannot exceed what the bytes hold: a tiny batch must not claim 2^31 offsets.
+    if codec == 0 {
+        let fits = records.len().saturating_sub(BATCH_OVERHEAD) / RECORD_MIN_BYTES;
+        if usize::try_from(record_count).map_or(true, |n| n > fits) {
+            return Err(KafkaBatchError::InconsistentOffsets {
+                record_count,
+                last_offset_delta,
+            });
+        }
     }
     if compression == Compression::Zstd && produce_version < ZSTD_MIN_PRODUCE_VERSION {
         return Err(KafkaBatchError::ZstdNeedsV7(produce_version));

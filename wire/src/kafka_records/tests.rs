@@ -406,3 +406,17 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_record_count_the_bytes_cannot_hold_is_refused() {
+    // Two small records, but the header claims a million (with a matching last offset delta
+    // and a valid CRC): accepting it would move the log end by a million offsets.
+    let mut b = simple();
+    set_i32(&mut b, at::RECORD_COUNT, 1_000_000);
+    set_i32(&mut b, at::LAST_OFFSET_DELTA, 999_999);
+    reseal(&mut b);
+    let err = validate_produce_batch(&b, 9, MAX).unwrap_err();
+    assert_eq!(err.kafka_code(), INVALID_RECORD, "{err}");
+    // The true count passes.
+    assert!(validate_produce_batch(&simple(), 9, MAX).is_ok());
+}

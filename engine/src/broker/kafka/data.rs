@@ -62,28 +62,30 @@ async fn complete_synced(
     let waits: Vec<_> = unsynced
         .into_iter()
         .map(|u| {
-            let task = glommio::spawn_local(async move {
-                let synced = u.log.wait_durable(&u.info).await;
-                (u.topic_index, u.partition_index, synced)
-            });
-            task.detach()
+            let at = (u.topic_index, u.partition_index);
+            let task = glommio::spawn_local(async move { u.log.wait_durable(&u.info).await });
+            (at, task.detach())
         })
         .collect();
-    for wait in waits {
-        let Some((topic_index, partition_index, synced)) = wait.await else {
-            continue;
+    for ((topic_index, partition_index), wait) in waits {
+        // A wait that never finished (its task died) is not durable: never acknowledge it.
+        let failure = match wait.await {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => (log_error_kafka(&e), e.to_string()),
+            None => (
+                code::KAFKA_STORAGE_ERROR,
+                "the durability wait did not complete".to_owned(),
+            ),
         };
-        if let Err(e) = synced {
-            if let Some(result) = response
-                .responses
-                .get_mut(topic_index)
-                .and_then(|t| t.partition_responses.get_mut(partition_index))
-            {
-                result.error_code = log_error_kafka(&e);
-                result.base_offset = -1;
-                result.log_start_offset = -1;
-                result.error_message = Some(e.to_string());
-            }
+        if let Some(result) = response
+            .responses
+            .get_mut(topic_index)
+            .and_then(|t| t.partition_responses.get_mut(partition_index))
+        {
+            result.error_code = failure.0;
+            result.base_offset = -1;
+            result.log_start_offset = -1;
+            result.error_message = Some(failure.1);
         }
     }
     response
@@ -242,11 +244,10 @@ impl KafkaConnection {
     ) -> Result<(), KafkaConnError> {
         let shard = Rc::clone(&self.shard);
         let limits = shard.config.kafka_limits;
-        let wait = Duration::from_millis(
-            request
-                .max_wait_ms
-                .clamp(0, limits.max_fetch_wait_ms as i32) as u64,
-        );
+        let wait = Duration::from_millis(request.max_wait_ms.clamp(
+            0,
+            i32::try_from(limits.max_fetch_wait_ms).unwrap_or(i32::MAX),
+        ) as u64);
         let deadline = Instant::now() + wait;
         let max_bytes = (request.max_bytes.max(0) as usize).min(limits.max_fetch_bytes);
         let min_bytes = request.min_bytes.max(0) as usize;

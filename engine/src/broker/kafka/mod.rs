@@ -74,6 +74,9 @@ pub struct KafkaLimits {
     /// Produce responses one connection may have queued (appended, waiting for their
     /// `acks=all` fdatasync or for earlier responses) before it stops reading requests.
     pub max_pending_produces: usize,
+    /// Partitions one Produce or Fetch request may name; more closes the connection (each
+    /// costs a response entry, so this bounds what a small request can make us hold).
+    pub max_partitions_per_request: usize,
 }
 
 impl Default for KafkaLimits {
@@ -85,6 +88,7 @@ impl Default for KafkaLimits {
             max_fetch_wait_ms: 30_000,
             max_batch_bytes: 8 << 20,
             max_pending_produces: 64,
+            max_partitions_per_request: 10_000,
         }
     }
 }
@@ -204,6 +208,8 @@ pub(crate) enum KafkaConnError {
     Size(i64),
     #[error("unsupported API {api_key} v{version}")]
     Unsupported { api_key: i16, version: i16 },
+    #[error("request names {0} partitions, more than the limit")]
+    TooManyPartitions(usize),
     #[error("peer closed")]
     Closed,
     #[error("shard stopping")]
@@ -250,6 +256,9 @@ pub(crate) struct KafkaConnection {
 impl KafkaConnection {
     fn new(shard: Rc<Shard>, stream: TcpStream) -> Self {
         let _ = stream.set_nodelay(true);
+        // A peer that stops reading must not pin fetched buffers and pending responses
+        // forever: a write that makes no progress for this long closes the connection.
+        let _ = stream.set_write_timeout(Some(crate::limits::WRITE_STALL_TIMEOUT));
         let advertised_host = match &shard.config.kafka_advertised_host {
             Some(host) => host.clone(),
             None => stream
@@ -278,7 +287,8 @@ impl KafkaConnection {
             KafkaConnError::Closed
             | KafkaConnError::Decode(_)
             | KafkaConnError::Size(_)
-            | KafkaConnError::Unsupported { .. },
+            | KafkaConnError::Unsupported { .. }
+            | KafkaConnError::TooManyPartitions(_),
         ) = &result
         {
             // The requests before the bad one (or the peer's half-close) are still answered.
@@ -466,8 +476,16 @@ impl KafkaConnection {
         match body {
             RequestBody::ApiVersions(_) => self.api_versions(&meta).await,
             RequestBody::Metadata(r) => self.metadata(&meta, r).await,
-            RequestBody::Produce(r) => self.produce(&meta, r).await,
-            RequestBody::Fetch(r) => self.fetch(&meta, r).await,
+            RequestBody::Produce(r) => {
+                let n = r.topic_data.iter().map(|t| t.partition_data.len()).sum();
+                self.check_partitions(n)?;
+                self.produce(&meta, r).await
+            }
+            RequestBody::Fetch(r) => {
+                let n = r.topics.iter().map(|t| t.partitions.len()).sum();
+                self.check_partitions(n)?;
+                self.fetch(&meta, r).await
+            }
             RequestBody::ListOffsets(r) => self.list_offsets(&meta, r).await,
             RequestBody::InitProducerId(r) => self.init_producer_id(&meta, r).await,
             RequestBody::CreateTopics(r) => self.create_topics(&meta, r).await,
@@ -483,6 +501,13 @@ impl KafkaConnection {
             RequestBody::DescribeGroups(r) => self.describe_groups(&meta, r).await,
             RequestBody::ListGroups(r) => self.list_groups(&meta, r).await,
         }
+    }
+
+    fn check_partitions(&self, n: usize) -> Result<(), KafkaConnError> {
+        if n > self.shard.config.kafka_limits.max_partitions_per_request {
+            return Err(KafkaConnError::TooManyPartitions(n));
+        }
+        Ok(())
     }
 
     /// Starts a response in `self.out`: size placeholder and header.
