@@ -24,6 +24,11 @@ mod kafka;
 mod shard;
 
 pub use conn::ServerLimits;
+
+/// How often a shard checks whether it was asked to stop. A timer, not a cross-thread channel:
+/// glommio's shared-channel receiver whose sender lives on a plain thread kept its executor
+/// spinning (a whole core per shard while idle).
+pub const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
 pub use kafka::{KafkaLimits, ADVERTISED as KAFKA_ADVERTISED_APIS};
 
 /// Everything `tidelog serve` needs.
@@ -114,7 +119,8 @@ pub struct BrokerHandle {
     shard_addrs: Vec<SocketAddr>,
     kafka_addr: Option<SocketAddr>,
     kafka_node_addrs: Vec<SocketAddr>,
-    stop: Vec<glommio::channels::shared_channel::SharedSender<()>>,
+    /// Set to ask every shard to stop (they check it every [`STOP_CHECK`]).
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<glommio::ExecutorJoinHandle<Result<(), String>>>,
 }
 
@@ -145,7 +151,7 @@ impl BrokerHandle {
     /// # Errors
     /// The first shard that failed.
     pub fn shutdown(self) -> Result<(), BrokerError> {
-        drop(self.stop);
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let mut result = Ok(());
         for (shard, thread) in self.threads.into_iter().enumerate() {
             let outcome = match thread.join() {
@@ -200,7 +206,7 @@ pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let mut kafka_addr = config.kafka_addr;
     let mut kafka_node_addrs = Vec::with_capacity(config.shards);
     let mut threads = Vec::with_capacity(config.shards);
-    let mut stop = Vec::with_capacity(config.shards);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut go = Vec::with_capacity(config.shards);
     let (serving_tx, serving_rx) = mpsc::sync_channel(config.shards);
     for shard in 0..config.shards {
@@ -217,7 +223,7 @@ pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
             .name(&format!("tidelog-shard-{shard}"));
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let (go_tx, go_rx) = mpsc::sync_channel(1);
-        let (stop_tx, stop_rx) = glommio::channels::shared_channel::new_bounded(1);
+        let stop_rx = std::sync::Arc::clone(&stop);
         let kafka = kafka_addr.map(|bootstrap| {
             let base = match config.kafka_node_port_base {
                 Some(base) => Some(base),
@@ -260,7 +266,6 @@ pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
             }
         }
         threads.push(thread);
-        stop.push(stop_tx);
         go.push(go_tx);
     }
     for go in go {

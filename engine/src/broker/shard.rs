@@ -14,7 +14,6 @@ use std::sync::mpsc;
 use bytes::{Bytes, BytesMut};
 use futures_lite::StreamExt;
 use glommio::channels::channel_mesh::{MeshBuilder, Senders};
-use glommio::channels::shared_channel::SharedReceiver;
 use glommio::net::TcpListener;
 use tidelog_wire::native::ErrorCode;
 
@@ -190,7 +189,7 @@ pub(crate) async fn run(
     ready: mpsc::SyncSender<Result<ShardAddrs, String>>,
     go: mpsc::Receiver<Endpoints>,
     serving: mpsc::SyncSender<Ready>,
-    stop: SharedReceiver<()>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(), String> {
     let bound = bind(&config);
     let (shared, own, kafka) = match bound {
@@ -266,9 +265,9 @@ pub(crate) async fn run(
         })
         .detach();
     }
-    let stop = stop.connect().await;
-    // Nothing is ever sent: the handle dropping its sender is the stop signal.
-    let _ = stop.recv().await;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        glommio::timer::sleep(super::STOP_CHECK).await;
+    }
     shard.shutdown().await
 }
 
