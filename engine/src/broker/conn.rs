@@ -70,39 +70,19 @@ impl Default for ServerLimits {
 
 /// Accepts connections until the shard stops.
 pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.stopping.listen().await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => return,
-            Some(Ok(stream)) => stream,
-            Some(Err(e)) => {
-                tracing::warn!(shard = shard.id, error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        if shard.stopped.get() {
-            return;
+    super::shard::accept_until_stopped(shard, listener, "native", |shard, stream| async move {
+        shard.connections.set(shard.connections.get() + 1);
+        let mut connection = Connection::new(Rc::clone(&shard), stream);
+        if shard.connections.get() > shard.config.limits.max_connections_per_shard {
+            let _ = connection
+                .send_error(0, ErrorCode::TooManyConnections, "connection limit reached")
+                .await;
+        } else if let Err(e) = connection.serve().await {
+            tracing::debug!(shard = shard.id, error = %e, "connection closed");
         }
-        let shard = Rc::clone(&shard);
-        glommio::spawn_local(async move {
-            shard.connections.set(shard.connections.get() + 1);
-            let mut connection = Connection::new(Rc::clone(&shard), stream);
-            if shard.connections.get() > shard.config.limits.max_connections_per_shard {
-                let _ = connection
-                    .send_error(0, ErrorCode::TooManyConnections, "connection limit reached")
-                    .await;
-            } else if let Err(e) = connection.serve().await {
-                tracing::debug!(shard = shard.id, error = %e, "connection closed");
-            }
-            shard.connections.set(shard.connections.get() - 1);
-        })
-        .detach();
-    }
+        shard.connections.set(shard.connections.get() - 1);
+    })
+    .await;
 }
 
 /// Why a connection ended.

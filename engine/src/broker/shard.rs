@@ -1025,3 +1025,39 @@ pub(crate) fn log_error_code(error: &LogError) -> ErrorCode {
         _ => ErrorCode::StorageError,
     }
 }
+
+/// Accepts connections on `listener` until the shard stops, running `serve` for each in a
+/// task of its own. A failed accept is logged and retried after a short pause.
+pub(crate) async fn accept_until_stopped<F, Fut>(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    protocol: &'static str,
+    serve: F,
+) where
+    F: Fn(Rc<Shard>, glommio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.stopping.listen().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                tracing::warn!(shard = shard.id, protocol, error = %e, "accept failed");
+                glommio::timer::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        if shard.stopped.get() {
+            return;
+        }
+        glommio::spawn_local(serve(Rc::clone(&shard), stream)).detach();
+    }
+}
+
+/// Pause after a failed accept (e.g. out of file descriptors) before the next.
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(10);

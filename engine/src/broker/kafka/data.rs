@@ -32,16 +32,13 @@ use crate::log::{AppendInfo, Durability, ReadChunk};
 /// How far into a fetch's wait appends are re-checked even without a wake-up.
 const FETCH_RECHECK: Duration = Duration::from_millis(100);
 
-/// The Kafka error code of a log error.
+/// The Kafka error code of a log error: the native mapping, except for the idempotence
+/// errors, which Kafka has codes of its own for.
 pub(crate) fn log_error_kafka(error: &LogError) -> i16 {
     match error {
-        LogError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
-        LogError::InvalidBatch(_) | LogError::BatchLengthMismatch { .. } => code::CORRUPT_MESSAGE,
-        LogError::BatchTooLarge { .. } => code::MESSAGE_TOO_LARGE,
         LogError::InvalidProducerEpoch { .. } => code::INVALID_PRODUCER_EPOCH,
         LogError::OutOfOrderSequence { .. } => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
-        LogError::Closed => code::NOT_LEADER_OR_FOLLOWER,
-        _ => code::KAFKA_STORAGE_ERROR,
+        other => kafka_code(crate::broker::shard::log_error_code(other)),
     }
 }
 

@@ -42,7 +42,6 @@ mod groups;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -159,40 +158,20 @@ fn advertised(api_key: i16) -> Option<(i16, i16)> {
 
 /// Accepts Kafka connections until the shard stops.
 pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.stopping.listen().await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => return,
-            Some(Ok(stream)) => stream,
-            Some(Err(e)) => {
-                tracing::warn!(shard = shard.id, error = %e, "kafka accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
+    super::shard::accept_until_stopped(shard, listener, "kafka", |shard, stream| async move {
+        let count = shard.kafka_connections.get() + 1;
+        shard.kafka_connections.set(count);
+        if count <= shard.config.kafka_limits.max_connections_per_shard {
+            let mut connection = KafkaConnection::new(Rc::clone(&shard), stream);
+            if let Err(e) = connection.serve().await {
+                tracing::debug!(shard = shard.id, error = %e, "kafka connection closed");
             }
-        };
-        if shard.stopped.get() {
-            return;
         }
-        let shard = Rc::clone(&shard);
-        glommio::spawn_local(async move {
-            let count = shard.kafka_connections.get() + 1;
-            shard.kafka_connections.set(count);
-            if count <= shard.config.kafka_limits.max_connections_per_shard {
-                let mut connection = KafkaConnection::new(Rc::clone(&shard), stream);
-                if let Err(e) = connection.serve().await {
-                    tracing::debug!(shard = shard.id, error = %e, "kafka connection closed");
-                }
-            }
-            shard
-                .kafka_connections
-                .set(shard.kafka_connections.get() - 1);
-        })
-        .detach();
-    }
+        shard
+            .kafka_connections
+            .set(shard.kafka_connections.get() - 1);
+    })
+    .await;
 }
 
 /// Why a connection ended.
