@@ -262,7 +262,9 @@ impl<S: Storage, C: Clock> TopicStore<S, C> {
             if name == PRODUCER_IDS_KEY {
                 match decode_producer_ids(record.value) {
                     Some(high) => producer_high_water = producer_high_water.max(high),
-                    None => corrupt = corrupt.take().or(Some(name)),
+                    None => {
+                        corrupt.get_or_insert(name);
+                    }
                 }
             } else if record.value.is_empty() {
                 topics.remove(&name);
@@ -271,7 +273,9 @@ impl<S: Storage, C: Clock> TopicStore<S, C> {
                     Some(config) => {
                         topics.insert(name, config);
                     }
-                    None => corrupt = corrupt.take().or(Some(name)),
+                    None => {
+                        corrupt.get_or_insert(name);
+                    }
                 }
             }
         })

@@ -36,7 +36,7 @@ use tidelog_wire::native::{
 };
 use tidelog_wire::WireError;
 
-use super::shard::{ProduceStarted, Shard};
+use super::shard::{partition_index, ProduceStarted, Shard};
 use crate::log::{Durability, ReadChunk};
 use crate::meta::TopicConfig;
 
@@ -831,8 +831,4 @@ fn produce_plan(decoded: &native::DecodedFrame<'_>) -> Result<ProducePlan, WireE
         acks: request.acks(),
         partitions,
     })
-}
-
-fn partition_index(partition: i32) -> Result<u32, ErrorCode> {
-    u32::try_from(partition).map_err(|_| ErrorCode::UnknownTopicOrPartition)
 }

@@ -414,6 +414,11 @@ impl Shard {
         }
     }
 
+    /// The log of partition `partition` (a wire `i32`) of `topic`, owned by this shard.
+    pub fn local_log(&self, topic: &str, partition: i32) -> Result<Rc<Log>, ErrorCode> {
+        self.partition(topic, partition_index(partition)?)
+    }
+
     /// The log of a partition this shard owns.
     pub fn partition(&self, topic: &str, partition: u32) -> Result<Rc<Log>, ErrorCode> {
         let topics = self.topics.borrow();
@@ -1061,3 +1066,8 @@ pub(crate) async fn accept_until_stopped<F, Fut>(
 
 /// Pause after a failed accept (e.g. out of file descriptors) before the next.
 const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A wire partition number as an index; negative ones name no partition.
+pub(crate) fn partition_index(partition: i32) -> Result<u32, ErrorCode> {
+    u32::try_from(partition).map_err(|_| ErrorCode::UnknownTopicOrPartition)
+}

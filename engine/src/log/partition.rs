@@ -712,7 +712,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         }
         bump(&self.counters.fsyncs, 1);
         lease.dirty = false;
-        let mut new_segment = create_segment(&self.storage, &self.dir, new_base).await?;
+        let new_segment = create_segment(&self.storage, &self.dir, new_base).await?;
         let reserve = self.config.preallocate_bytes.min(self.config.segment_bytes);
         if let Err(e) = new_segment.file.preallocate(reserve).await {
             let _ = self.storage.remove_file(&new_segment.path).await;
@@ -724,7 +724,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             .map_err(|e| LogError::io("sync directory", &self.dir, e))?;
         // The old segment is complete and durable: cut its preallocated zeros, persist its
         // indexes. Failures here cost only a rebuild at the next open.
-        let (old_size, offset_index, time_index) = {
+        let (old_base, old_size, offset_index, time_index) = {
             let mut state = self.state.borrow_mut();
             let old = state
                 .segments
@@ -733,22 +733,25 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 .expect("active segment");
             old.finish_time_index();
             old.sealed = true;
-            (old.size, old.offset_index.clone(), old.time_index.clone())
+            (
+                old.base_offset,
+                old.size,
+                old.offset_index.encode(),
+                old.time_index.encode(),
+            )
         };
         let sealed = async {
             old_file.truncate(old_size).await?;
             old_file.fdatasync().await?;
-            let base = new_base_of_old(&old_path)?;
-            let index_path = segment_path(&self.dir, base, INDEX_SUFFIX);
-            write_index_file(&self.storage, &index_path, &offset_index.encode()).await?;
-            let time_path = segment_path(&self.dir, base, TIME_INDEX_SUFFIX);
-            write_index_file(&self.storage, &time_path, &time_index.encode()).await?;
+            let index_path = segment_path(&self.dir, old_base, INDEX_SUFFIX);
+            write_index_file(&self.storage, &index_path, &offset_index).await?;
+            let time_path = segment_path(&self.dir, old_base, TIME_INDEX_SUFFIX);
+            write_index_file(&self.storage, &time_path, &time_index).await?;
             self.storage.sync_dir(&self.dir).await
         };
         if let Err(e) = sealed.await {
             tracing::warn!(path = %old_path.display(), error = %e, "sealing segment failed; indexes will be rebuilt");
         }
-        new_segment.next_offset = new_base;
         let writer = SegmentWriter::new(new_segment.file.clone(), 0, &[], reserve, new_base);
         lease.writer = Some(writer);
         let mut state = self.state.borrow_mut();
@@ -1208,13 +1211,6 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     }
 }
 
-fn new_base_of_old(path: &Path) -> std::io::Result<u64> {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| parse_segment_name(n, LOG_SUFFIX))
-        .ok_or_else(|| std::io::Error::other("segment path without a base offset"))
-}
-
 async fn create_segment<S: Storage>(
     storage: &S,
     dir: &Path,
@@ -1335,7 +1331,6 @@ async fn open_active<S: Storage>(
     if file_len != scanned.valid_bytes {
         cut_file(&segment, scanned.valid_bytes).await?;
     }
-    let _ = storage;
     Ok(segment)
 }
 

@@ -23,6 +23,7 @@ use tidelog_wire::kafka::generated::{
 use tidelog_wire::native::ErrorCode;
 
 use super::{code, kafka_code, KafkaConnError, KafkaConnection, RequestMeta};
+use crate::broker::shard::partition_index;
 use crate::meta::TopicConfig;
 
 /// The cluster id every node reports.
@@ -138,8 +139,8 @@ impl KafkaConnection {
                     leader_epoch: 0,
                     ..Default::default()
                 };
-                let listed = match u32::try_from(p.partition_index) {
-                    Err(_) => Err(ErrorCode::UnknownTopicOrPartition),
+                let listed = match partition_index(p.partition_index) {
+                    Err(e) => Err(e),
                     Ok(index) => match shard.partition(&topic.name, index) {
                         Err(e) => Err(e),
                         // -3 (max timestamp, v7): the last offset stands in for it.
@@ -301,10 +302,7 @@ impl KafkaConnection {
                     end_offset: -1,
                     ..Default::default()
                 };
-                let log = u32::try_from(p.partition)
-                    .map_err(|_| ErrorCode::UnknownTopicOrPartition)
-                    .and_then(|index| self.shard.partition(&topic.topic, index));
-                match log {
+                match self.shard.local_log(&topic.topic, p.partition) {
                     Ok(log) => {
                         out.leader_epoch = 0;
                         out.end_offset = log.log_end() as i64;

@@ -20,7 +20,6 @@ use tidelog_wire::kafka::generated::{
     produce_response::{PartitionProduceResponse, ProduceResponse, TopicProduceResponse},
 };
 use tidelog_wire::kafka_records::{native_to_kafka, validate_produce_batch, wrap_for_log};
-use tidelog_wire::native::ErrorCode;
 
 use super::{
     code, kafka_code, KafkaConnError, KafkaConnection, PendingProduce, PendingResponse, RequestMeta,
@@ -158,10 +157,7 @@ impl KafkaConnection {
                     results.push(result);
                     continue;
                 }
-                let log = u32::try_from(part.index)
-                    .map_err(|_| ErrorCode::UnknownTopicOrPartition)
-                    .and_then(|index| shard.partition(&topic.name, index));
-                let log = match log {
+                let log = match shard.local_log(&topic.name, part.index) {
                     Ok(log) => log,
                     Err(e) => {
                         result.error_code = kafka_code(e);
@@ -375,10 +371,7 @@ async fn read_partition(
         pieces: Vec::new(),
         bytes: 0,
     };
-    let log = u32::try_from(partition)
-        .map_err(|_| ErrorCode::UnknownTopicOrPartition)
-        .and_then(|index| shard.partition(topic, index));
-    let log = match log {
+    let log = match shard.local_log(topic, partition) {
         Ok(log) => log,
         Err(e) => {
             part.error = kafka_code(e);

@@ -31,6 +31,7 @@ use tidelog_wire::kafka::generated::{
 use tidelog_wire::native::ErrorCode;
 
 use super::{code, kafka_code, KafkaConnError, KafkaConnection, RequestMeta};
+use crate::broker::shard::partition_index;
 use crate::coordinator::{JoinRequest, LeaveMember, SyncRequest};
 use crate::groups::{Committed, METADATA_BYTES_MAX};
 
@@ -282,8 +283,7 @@ impl KafkaConnection {
                     Ok(()) if metadata.len() > METADATA_BYTES_MAX => {
                         code::OFFSET_METADATA_TOO_LARGE
                     }
-                    Ok(()) => match u32::try_from(p.partition_index)
-                        .map_err(|_| ErrorCode::UnknownTopicOrPartition)
+                    Ok(()) => match partition_index(p.partition_index)
                         .and_then(|index| shard.check_exists(&topic.name, index))
                     {
                         Ok(()) => {
