@@ -22,10 +22,10 @@ use tidelog_wire::batch::Compression;
 use crate::error::{ClientError, Result};
 
 /// Bytes before the first record.
-pub const BATCH_HEADER_LEN: usize = 61;
+pub use tidelog_wire::kafka_records::BATCH_OVERHEAD as BATCH_HEADER_LEN;
+use tidelog_wire::kafka_records::KAFKA_CRC_START as CRC_START;
 /// The only magic byte decoded.
-pub const MAGIC_V2: i8 = 2;
-const CRC_START: usize = 21;
+pub use tidelog_wire::kafka_records::MAGIC_V2;
 /// `attributes` bit 3: timestamps are the broker's append time (`maxTimestamp`).
 const LOG_APPEND_TIME: i16 = 1 << 3;
 

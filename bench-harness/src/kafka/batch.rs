@@ -15,13 +15,11 @@
 //! allocates nothing; the header is patched and the CRC computed once, in [`BatchBuilder::finish`].
 
 use bytes::{BufMut, Bytes, BytesMut};
+use tidelog_wire::kafka::codec::put_uvarint;
+use tidelog_wire::kafka_records::{seal_kafka_crc, LOG_OVERHEAD};
 
 /// Bytes before the first record.
-pub const BATCH_HEADER_LEN: usize = 61;
-/// `baseOffset` and `batchLength`: what `batchLength` does not count.
-const LOG_OVERHEAD: usize = 12;
-/// Start of the CRC-covered range (`attributes`).
-const CRC_START: usize = 21;
+pub use tidelog_wire::kafka_records::BATCH_OVERHEAD as BATCH_HEADER_LEN;
 /// Most bytes a record adds beyond its value: length (5), attributes (1), timestamp delta
 /// (10), offset delta (5), null key (1), value length (5), header count (1).
 pub const RECORD_OVERHEAD_MAX: usize = 28;
@@ -150,8 +148,7 @@ impl BatchBuilder {
             h.put_i32(self.count);
         }
         buf[..BATCH_HEADER_LEN].copy_from_slice(&header);
-        let crc = crc32c::crc32c(&buf[CRC_START..]);
-        buf[17..CRC_START].copy_from_slice(&crc.to_be_bytes());
+        seal_kafka_crc(&mut buf);
         self.count = 0;
         buf.freeze()
     }
@@ -208,14 +205,6 @@ fn put_len(out: &mut BytesMut, len: usize, flexible: bool) {
     } else {
         out.put_i32(len as i32);
     }
-}
-
-fn put_uvarint(out: &mut BytesMut, mut v: u32) {
-    while v >= 0x80 {
-        out.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.put_u8(v as u8);
 }
 
 #[cfg(test)]

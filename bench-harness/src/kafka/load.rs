@@ -697,9 +697,8 @@ mod tests {
     #[test]
     fn compressed_and_corrupt_batches_are_errors() {
         let mut records = batch_at(0, &[b"x"]);
-        records[22] |= 1; // gzip (the CRC no longer matters: the codec is checked first)
-        let crc = crc32c::crc32c(&records[21..]);
-        records[17..21].copy_from_slice(&crc.to_be_bytes());
+        records[22] |= 1; // gzip, with a valid CRC so that the codec is what fails
+        tidelog_wire::kafka_records::seal_kafka_crc(&mut records);
         let e = read_batches(&records, &mut 0, |_| {}).expect_err("gzip");
         assert!(matches!(e, KafkaError::Unsupported(_)), "{e}");
         let mut records = batch_at(0, &[b"x"]);

@@ -255,8 +255,7 @@ fn batch(producer_id: i64, epoch: i16, base_sequence: i32, count: i32) -> Bytes 
     b.put_i32(base_sequence);
     b.put_i32(count);
     b.put_slice(&records);
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    tidelog_wire::kafka_records::seal_kafka_crc(&mut b);
     b.freeze()
 }
 

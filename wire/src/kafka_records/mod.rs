@@ -510,11 +510,20 @@ pub fn native_to_kafka(view: &BatchView<'_>, out: &mut BytesMut) -> Result<(), W
         }
     }
     debug_assert_eq!(out.len() - start, total);
-    let crc = crc32c::crc32c(out.get(start + KAFKA_CRC_START..).unwrap_or_default());
-    if let Some(dst) = out.get_mut(start + at::CRC..start + at::CRC + 4) {
-        dst.copy_from_slice(&crc.to_be_bytes());
+    if let Some(batch) = out.get_mut(start..) {
+        seal_kafka_crc(batch);
     }
     Ok(())
+}
+
+/// Writes the CRC-32C of one whole Kafka RecordBatch v2 (`attributes` to the end) into its
+/// `crc` field. A slice shorter than the batch header is left as it is.
+pub fn seal_kafka_crc(batch: &mut [u8]) {
+    if batch.len() < BATCH_OVERHEAD {
+        return;
+    }
+    let crc = crc32c::crc32c(&batch[KAFKA_CRC_START..]);
+    batch[at::CRC..at::CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Bytes of a record after its length prefix.

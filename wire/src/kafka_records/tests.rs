@@ -147,8 +147,7 @@ fn set_i64(b: &mut [u8], pos: usize, v: i64) {
 }
 /// Recomputes the Kafka CRC after a header field was changed.
 fn reseal(b: &mut [u8]) {
-    let crc = crc32c::crc32c(&b[KAFKA_CRC_START..]);
-    b[at::CRC..at::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    seal_kafka_crc(b);
 }
 fn with_attributes(b: &mut [u8], attributes: i16) {
     set_i16(b, at::ATTRIBUTES, attributes);
