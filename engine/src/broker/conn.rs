@@ -577,16 +577,12 @@ impl Connection {
             waiting |= matches!(produced, Ok(ProduceStarted::Unsynced { .. }));
             started.push((part.index, part.topic, part.partition, produced));
         }
-        // Appended in frame order (to split the frame without copying); answered in request
-        // order.
-        started.sort_by_key(|s| s.0);
-        let started: Vec<_> = started
-            .into_iter()
-            .map(|(_, topic, partition, produced)| (topic, partition, produced))
-            .collect();
         if plan.acks == 0 {
             return Ok(());
         }
+        // Appended in frame order (to split the frame without copying); answered in request
+        // order.
+        started.sort_by_key(|s| s.0);
         let response = if waiting {
             Pending::Waiting(
                 glommio::spawn_local(complete_produce(correlation_id, started)).detach(),
@@ -638,15 +634,12 @@ impl Connection {
                     high_watermark: -1,
                     log_start: -1,
                     chunks: Vec::new(),
+                    bytes: 0,
                 };
                 let offset = u64::try_from(want.offset).unwrap_or(u64::MAX);
                 // Past the budget a partition may still return its first batch while nothing
                 // has been returned yet (at least one batch overall).
-                let budget = if budget > 0 || total == 0 {
-                    budget.max(1)
-                } else {
-                    0
-                };
+                let budget = if total == 0 { budget.max(1) } else { budget };
                 let fetched = match partition_index(want.partition) {
                     Ok(p) if budget > 0 => self.shard.fetch(&part.topic, p, offset, budget).await,
                     Ok(p) => self
@@ -662,7 +655,8 @@ impl Connection {
                     Ok((high_watermark, log_start, chunks)) => {
                         part.high_watermark = high_watermark as i64;
                         part.log_start = log_start as i64;
-                        total += chunks.iter().map(|c| c.len()).sum::<usize>();
+                        part.bytes = chunks.iter().map(|c| c.len()).sum();
+                        total += part.bytes;
                         part.chunks = chunks;
                     }
                     Err(code) => part.error = code,
@@ -697,7 +691,7 @@ impl Connection {
                 error: p.error,
                 high_watermark: p.high_watermark,
                 log_start: p.log_start,
-                batches_len: p.chunks.iter().map(|c| c.len()).sum(),
+                batches_len: p.bytes,
             })
             .collect();
         self.out.clear();
@@ -718,11 +712,11 @@ impl Connection {
 /// fdatasyncs overlap) and builds the response.
 async fn complete_produce(
     correlation_id: u32,
-    started: Vec<(String, i32, Result<ProduceStarted, ErrorCode>)>,
+    started: Vec<(usize, String, i32, Result<ProduceStarted, ErrorCode>)>,
 ) -> MessageT {
     let finishing: Vec<_> = started
         .into_iter()
-        .map(|(topic, partition, started)| {
+        .map(|(_, topic, partition, started)| {
             let finish = match started {
                 Ok(ProduceStarted::Done { base, log_start }) => Err(Ok((base, log_start))),
                 Ok(started) => Ok(glommio::spawn_local(started.finish()).detach()),
@@ -781,6 +775,8 @@ struct FetchPart {
     high_watermark: i64,
     log_start: i64,
     chunks: Vec<ReadChunk<glommio::io::ReadResult>>,
+    /// Bytes of `chunks`.
+    bytes: usize,
 }
 
 struct ProducePart {
