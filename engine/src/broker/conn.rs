@@ -21,14 +21,12 @@
 //! `ErrorResponse` (after the responses already pending) and the connection is closed;
 //! other connections never notice.
 
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
-use glommio::task::JoinHandle;
 use tidelog_wire::native::{
     self, Body, BodyT, EndpointT, ErrorCode, FetchResponsePartition, FrameEncoder, FrameLimits,
     HandshakeResponseT, ListOffsetsResponseT, ListOffsetsResultT, MessageT, MetadataResponseT,
@@ -36,6 +34,7 @@ use tidelog_wire::native::{
 };
 use tidelog_wire::WireError;
 
+use super::pipeline::{read_or_complete, Pending, PendingQueue, Woke};
 use super::shard::{partition_index, ProduceStarted, Shard};
 use crate::log::{Durability, ReadChunk};
 use crate::meta::TopicConfig;
@@ -98,18 +97,6 @@ enum ConnectionError {
     Stopping,
 }
 
-/// A queued produce response: complete, or still waiting for its fdatasyncs.
-enum Pending {
-    Ready(MessageT),
-    Waiting(JoinHandle<MessageT>),
-}
-
-/// What woke a connection waiting for frame bytes.
-enum Woke {
-    Read(std::io::Result<usize>),
-    Done(Option<MessageT>),
-}
-
 struct Connection {
     shard: Rc<Shard>,
     stream: TcpStream,
@@ -121,7 +108,7 @@ struct Connection {
     inbuf: BytesMut,
     /// Produce responses not yet written, oldest first; at most
     /// [`ServerLimits::max_pending_produces`].
-    pending: VecDeque<Pending>,
+    pending: PendingQueue<(), MessageT>,
 }
 
 impl Connection {
@@ -141,7 +128,7 @@ impl Connection {
             out: BytesMut::with_capacity(4096),
             limits,
             inbuf: BytesMut::new(),
-            pending: VecDeque::new(),
+            pending: PendingQueue::default(),
         }
     }
 
@@ -184,43 +171,22 @@ impl Connection {
                 return Ok(self.inbuf.split_to(total));
             }
             self.write_completed().await?;
-            // Grow the buffer with the bytes that actually arrive, never by what the length
-            // field claims: a peer announcing 64 MiB and sending nothing costs one chunk.
-            let filled = self.inbuf.len();
             let need = match announced {
-                Some(total) => total - filled,
-                None => 4 - filled,
+                Some(total) => total - self.inbuf.len(),
+                None => 4 - self.inbuf.len(),
             };
-            self.inbuf.reserve(need.min(FRAME_RESERVE_BYTES));
-            let chunk = need.clamp(MIN_READ_BYTES, READ_CHUNK_BYTES);
-            self.inbuf.resize(filled + chunk, 0);
-            let woke = {
-                let Self {
-                    stream,
-                    inbuf,
-                    pending,
-                    ..
-                } = self;
-                let read = async { Woke::Read(stream.read(&mut inbuf[filled..]).await) };
-                match pending.front_mut() {
-                    // Cancel-safe: see the module docs.
-                    Some(Pending::Waiting(oldest)) => {
-                        futures_lite::future::or(read, async { Woke::Done(oldest.await) }).await
-                    }
-                    _ => read.await,
-                }
-            };
-            match woke {
-                Woke::Read(Ok(0)) => {
-                    self.inbuf.truncate(filled);
-                    return Err(ConnectionError::Closed);
-                }
-                Woke::Read(Ok(read)) => self.inbuf.truncate(filled + read),
+            let Self {
+                stream,
+                inbuf,
+                pending,
+                ..
+            } = self;
+            match read_or_complete(stream, inbuf, need, FRAME_RESERVE_BYTES, pending).await {
+                Woke::Read(Ok(0)) => return Err(ConnectionError::Closed),
+                Woke::Read(Ok(_)) => {}
                 Woke::Read(Err(e)) => return Err(e.into()),
-                Woke::Done(message) => {
-                    self.inbuf.truncate(filled);
-                    self.pending.pop_front();
-                    let message = message.ok_or(ConnectionError::Stopping)?;
+                Woke::Done(done) => {
+                    let ((), message) = done.map_err(|_| ConnectionError::Stopping)?;
                     self.send_message(&message).await?;
                 }
             }
@@ -240,15 +206,9 @@ impl Connection {
 
     /// Writes the pending responses that are complete, oldest first, without waiting.
     async fn write_completed(&mut self) -> Result<(), ConnectionError> {
-        while let Some(front) = self.pending.front_mut() {
-            let completed = match front {
-                Pending::Ready(_) => None,
-                Pending::Waiting(task) => match futures_lite::future::poll_once(&mut *task).await {
-                    Some(message) => Some(message.ok_or(ConnectionError::Stopping)?),
-                    None => return Ok(()),
-                },
-            };
-            self.write_front(completed).await?;
+        while let Some(done) = self.pending.pop_completed().await {
+            let ((), message) = done.map_err(|_| ConnectionError::Stopping)?;
+            self.send_message(&message).await?;
         }
         Ok(())
     }
@@ -263,23 +223,11 @@ impl Connection {
 
     /// Waits for the oldest pending response and writes it.
     async fn write_oldest(&mut self) -> Result<(), ConnectionError> {
-        let completed = match self.pending.front_mut() {
-            None => return Ok(()),
-            Some(Pending::Ready(_)) => None,
-            Some(Pending::Waiting(task)) => Some(task.await.ok_or(ConnectionError::Stopping)?),
-        };
-        self.write_front(completed).await
-    }
-
-    /// Pops the oldest pending response and writes it (`completed`: its finished message
-    /// when it was waiting).
-    async fn write_front(&mut self, completed: Option<MessageT>) -> Result<(), ConnectionError> {
-        let message = match (self.pending.pop_front(), completed) {
-            (None, _) => return Ok(()),
-            (_, Some(message)) | (Some(Pending::Ready(message)), None) => message,
-            (Some(Pending::Waiting(_)), None) => return Err(ConnectionError::Stopping),
-        };
-        self.send_message(&message).await
+        if let Some(done) = self.pending.pop_oldest().await {
+            let ((), message) = done.map_err(|_| ConnectionError::Stopping)?;
+            self.send_message(&message).await?;
+        }
+        Ok(())
     }
 
     async fn send_error(
@@ -597,7 +545,7 @@ impl Connection {
         if self.pending.len() >= self.shard.config.limits.max_pending_produces.max(1) {
             self.write_oldest().await?;
         }
-        self.pending.push_back(response);
+        self.pending.push((), response);
         Ok(())
     }
 
@@ -754,12 +702,6 @@ async fn complete_produce(
 async fn timeout_unit(sleep: impl std::future::Future<Output = ()>) {
     sleep.await;
 }
-
-/// Most bytes a frame buffer grows by per socket read.
-const READ_CHUNK_BYTES: usize = 256 << 10;
-
-/// Fewest bytes asked for per socket read, so small pipelined frames arrive together.
-const MIN_READ_BYTES: usize = 16 << 10;
 
 /// Bytes reserved for a frame before its bytes arrive: typical frames (produce batches up to
 /// 1 MiB) land in one allocation, larger ones grow as they are received.

@@ -21,6 +21,7 @@ use crate::config::LogConfig;
 
 mod conn;
 mod kafka;
+mod pipeline;
 mod shard;
 
 pub use conn::ServerLimits;

@@ -21,9 +21,8 @@ use tidelog_wire::kafka::generated::{
 };
 use tidelog_wire::kafka_records::{native_to_kafka, validate_produce_batch, wrap_for_log};
 
-use super::{
-    code, kafka_code, KafkaConnError, KafkaConnection, PendingProduce, PendingResponse, RequestMeta,
-};
+use super::{code, kafka_code, KafkaConnError, KafkaConnection, RequestMeta};
+use crate::broker::pipeline::Pending;
 use crate::broker::shard::Log;
 use crate::error::LogError;
 use crate::log::{AppendInfo, Durability, ReadChunk};
@@ -214,19 +213,14 @@ impl KafkaConnection {
             if self.pending.is_empty() {
                 return self.respond(meta, |out, v| response.encode(out, v)).await;
             }
-            PendingResponse::Ready(response)
+            Pending::Ready(response)
         } else {
-            PendingResponse::Waiting(
-                glommio::spawn_local(complete_synced(response, unsynced)).detach(),
-            )
+            Pending::Waiting(glommio::spawn_local(complete_synced(response, unsynced)).detach())
         };
         if self.pending.len() >= shard.config.kafka_limits.max_pending_produces.max(1) {
             self.write_oldest().await?;
         }
-        self.pending.push_back(PendingProduce {
-            meta: meta.clone(),
-            response,
-        });
+        self.pending.push(meta.clone(), response);
         Ok(())
     }
 

@@ -39,20 +39,19 @@ mod admin;
 mod data;
 mod groups;
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
-use glommio::task::JoinHandle;
 use tidelog_wire::kafka::codec::EncodeError;
 use tidelog_wire::kafka::generated::produce_response::ProduceResponse;
 use tidelog_wire::kafka::generated::{self, RequestBody};
 use tidelog_wire::kafka::{self as kwire, DecodeError, Decoder};
 use tidelog_wire::native::ErrorCode;
 
+use super::pipeline::{read_or_complete, PendingQueue, Woke};
 use super::shard::Shard;
 
 /// Bounds of the Kafka listener.
@@ -195,18 +194,6 @@ pub(crate) enum KafkaConnError {
     Stopping,
 }
 
-/// A produce response queued behind earlier ones.
-pub(crate) struct PendingProduce {
-    pub meta: RequestMeta,
-    pub response: PendingResponse,
-}
-
-/// A queued produce response: complete, or still waiting for its fdatasyncs.
-pub(crate) enum PendingResponse {
-    Ready(ProduceResponse),
-    Waiting(JoinHandle<ProduceResponse>),
-}
-
 /// The parts of a request header handlers need.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestMeta {
@@ -225,7 +212,7 @@ pub(crate) struct KafkaConnection {
     inbuf: BytesMut,
     /// Produce responses not yet written, oldest first; at most
     /// [`KafkaLimits::max_pending_produces`].
-    pub(crate) pending: VecDeque<PendingProduce>,
+    pub(crate) pending: PendingQueue<RequestMeta, ProduceResponse>,
     /// Host advertised to this client for every node.
     pub advertised_host: String,
     /// The client's address (for group member descriptions).
@@ -254,7 +241,7 @@ impl KafkaConnection {
             stream,
             out: BytesMut::with_capacity(4096),
             inbuf: BytesMut::new(),
-            pending: VecDeque::new(),
+            pending: PendingQueue::default(),
             advertised_host,
             client_host,
         }
@@ -294,48 +281,24 @@ impl KafkaConnection {
                 return Ok(request);
             }
             self.write_completed().await?;
-            // Read what the current request still needs (at least a prefix's worth), so one
-            // read may also bring the next small requests; grow only with what arrives.
-            let filled = self.inbuf.len();
             let need = match self.announced_total()? {
-                Some(total) => total - filled,
-                None => 4 - filled,
+                Some(total) => total - self.inbuf.len(),
+                None => 4 - self.inbuf.len(),
             };
-            self.inbuf.reserve(need.min(REQUEST_RESERVE_BYTES));
-            let chunk = need.clamp(MIN_READ_BYTES, READ_CHUNK_BYTES);
-            self.inbuf.resize(filled + chunk, 0);
-            let woke = {
-                let Self {
-                    stream,
-                    inbuf,
-                    pending,
-                    ..
-                } = self;
-                let read = async { Woke::Read(stream.read(&mut inbuf[filled..]).await) };
-                match pending.front_mut() {
-                    // Cancel-safe: see the module docs.
-                    Some(PendingProduce {
-                        response: PendingResponse::Waiting(oldest),
-                        ..
-                    }) => futures_lite::future::or(read, async { Woke::Done(oldest.await) }).await,
-                    _ => read.await,
-                }
-            };
-            match woke {
-                Woke::Read(Ok(0)) => {
-                    self.inbuf.truncate(filled);
-                    return Err(KafkaConnError::Closed);
-                }
-                Woke::Read(Ok(read)) => self.inbuf.truncate(filled + read),
+            let Self {
+                stream,
+                inbuf,
+                pending,
+                ..
+            } = self;
+            match read_or_complete(stream, inbuf, need, REQUEST_RESERVE_BYTES, pending).await {
+                Woke::Read(Ok(0)) => return Err(KafkaConnError::Closed),
+                Woke::Read(Ok(_)) => {}
                 Woke::Read(Err(e)) => return Err(e.into()),
-                Woke::Done(response) => {
-                    self.inbuf.truncate(filled);
-                    let done = self.pending.pop_front();
-                    let response = response.ok_or(KafkaConnError::Stopping)?;
-                    if let Some(done) = done {
-                        self.respond(&done.meta, |out, v| response.encode(out, v))
-                            .await?;
-                    }
+                Woke::Done(done) => {
+                    let (meta, response) = done.map_err(|_| KafkaConnError::Stopping)?;
+                    self.respond(&meta, |out, v| response.encode(out, v))
+                        .await?;
                 }
             }
         }
@@ -368,17 +331,10 @@ impl KafkaConnection {
 
     /// Writes the pending responses that are complete, oldest first, without waiting.
     async fn write_completed(&mut self) -> Result<(), KafkaConnError> {
-        while let Some(front) = self.pending.front_mut() {
-            let response = match &mut front.response {
-                PendingResponse::Ready(_) => None,
-                PendingResponse::Waiting(task) => {
-                    match futures_lite::future::poll_once(&mut *task).await {
-                        Some(response) => Some(response.ok_or(KafkaConnError::Stopping)?),
-                        None => return Ok(()),
-                    }
-                }
-            };
-            self.write_front(response).await?;
+        while let Some(done) = self.pending.pop_completed().await {
+            let (meta, response) = done.map_err(|_| KafkaConnError::Stopping)?;
+            self.respond(&meta, |out, v| response.encode(out, v))
+                .await?;
         }
         Ok(())
     }
@@ -393,31 +349,12 @@ impl KafkaConnection {
 
     /// Waits for the oldest pending response and writes it.
     pub(crate) async fn write_oldest(&mut self) -> Result<(), KafkaConnError> {
-        let Some(front) = self.pending.front_mut() else {
-            return Ok(());
-        };
-        let response = match &mut front.response {
-            PendingResponse::Ready(_) => None,
-            PendingResponse::Waiting(task) => Some(task.await.ok_or(KafkaConnError::Stopping)?),
-        };
-        self.write_front(response).await
-    }
-
-    /// Pops the oldest pending response and writes it (`completed`: its finished body when
-    /// it was waiting).
-    async fn write_front(
-        &mut self,
-        completed: Option<ProduceResponse>,
-    ) -> Result<(), KafkaConnError> {
-        let Some(front) = self.pending.pop_front() else {
-            return Ok(());
-        };
-        let response = match (front.response, completed) {
-            (_, Some(response)) | (PendingResponse::Ready(response), None) => response,
-            (PendingResponse::Waiting(_), None) => return Err(KafkaConnError::Stopping),
-        };
-        self.respond(&front.meta, |out, v| response.encode(out, v))
-            .await
+        if let Some(done) = self.pending.pop_oldest().await {
+            let (meta, response) = done.map_err(|_| KafkaConnError::Stopping)?;
+            self.respond(&meta, |out, v| response.encode(out, v))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn handle(&mut self, request: Bytes) -> Result<(), KafkaConnError> {
@@ -600,15 +537,5 @@ pub(crate) fn kafka_code(error: ErrorCode) -> i16 {
     }
 }
 
-/// Most bytes a request buffer grows by per socket read.
-const READ_CHUNK_BYTES: usize = 256 << 10;
-/// Fewest bytes asked for per socket read, so small pipelined requests arrive together.
-const MIN_READ_BYTES: usize = 16 << 10;
-
-/// What woke a connection waiting for request bytes.
-enum Woke {
-    Read(std::io::Result<usize>),
-    Done(Option<ProduceResponse>),
-}
 /// Bytes reserved for a request before its bytes arrive.
 const REQUEST_RESERVE_BYTES: usize = 1 << 20;
