@@ -201,7 +201,7 @@ impl BatchBuilder {
             self.base_sequence,
             0,
         );
-        let out = seal(header, self.fbb.finished_data());
+        let out = seal(header, self.fbb.finished_data(), |_| {});
 
         self.fbb.reset();
         self.record_offsets.clear();
@@ -218,7 +218,9 @@ impl BatchBuilder {
 /// # Panics
 ///
 /// If the batch would exceed `u32::MAX` bytes.
-fn seal(mut header: BatchHeader, payload: &[u8]) -> BytesMut {
+/// Header + payload with the length and CRC filled in; `edit` may change the copied payload
+/// first (bytes the CRC then covers).
+fn seal(mut header: BatchHeader, payload: &[u8], edit: impl FnOnce(&mut [u8])) -> BytesMut {
     let total = HEADER_LEN + payload.len();
     let batch_len = u32::try_from(total);
     assert!(batch_len.is_ok(), "batch of {total} bytes exceeds u32::MAX");
@@ -227,6 +229,9 @@ fn seal(mut header: BatchHeader, payload: &[u8]) -> BytesMut {
     let mut out = BytesMut::with_capacity(total);
     out.put_slice(&header.0);
     out.put_slice(payload);
+    if let Some(copied) = out.get_mut(HEADER_LEN..) {
+        edit(copied);
+    }
     let crc = compute_crc(&out);
     if let Some(dst) = out.get_mut(CRC_RANGE) {
         dst.copy_from_slice(&crc.to_le_bytes());
@@ -254,6 +259,34 @@ pub fn encode_kafka_wrapped(
     base_sequence: i32,
     compression: Compression,
 ) -> BytesMut {
+    encode_kafka_wrapped_with(
+        kafka_batch,
+        record_count,
+        last_offset_delta,
+        first_ts,
+        max_ts,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        compression,
+        |_| {},
+    )
+}
+
+/// [`encode_kafka_wrapped`], with `edit` applied to the copied Kafka batch before the CRC.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_kafka_wrapped_with(
+    kafka_batch: &[u8],
+    record_count: i32,
+    last_offset_delta: i32,
+    first_ts: i64,
+    max_ts: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    compression: Compression,
+    edit: impl FnOnce(&mut [u8]),
+) -> BytesMut {
     let header = BatchHeader::new(
         0,
         0,
@@ -272,5 +305,5 @@ pub fn encode_kafka_wrapped(
         base_sequence,
         0,
     );
-    seal(header, kafka_batch)
+    seal(header, kafka_batch, edit)
 }

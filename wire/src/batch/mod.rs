@@ -11,6 +11,7 @@ mod builder;
 mod tests;
 
 pub use crate::generated::{BatchHeader, Compression, PayloadFormat};
+pub(crate) use builder::encode_kafka_wrapped_with;
 pub use builder::{encode_kafka_wrapped, BatchBuilder};
 
 /// Size of the fixed [`BatchHeader`] in bytes.

@@ -24,10 +24,7 @@ use std::ops::Range;
 
 use bytes::{BufMut, BytesMut};
 
-use crate::batch::{
-    compute_crc, peek_header, BatchHeader, BatchView, Compression, PayloadFormat, FORMAT_VERSION,
-    HEADER_LEN,
-};
+use crate::batch::{peek_header, BatchView, Compression, PayloadFormat, HEADER_LEN};
 use crate::WireError;
 
 #[cfg(test)]
@@ -332,37 +329,23 @@ pub fn validate_produce_batch(
 /// input the result is still a well-formed allocation but may be refused by
 /// the log (e.g. more than `u32::MAX` bytes yields a wrong `batch_len`).
 pub fn wrap_for_log(records: &[u8], info: &KafkaBatchInfo) -> BytesMut {
-    let total = HEADER_LEN + records.len();
-    let header = BatchHeader::new(
-        0,
-        0,
-        u32::try_from(total).unwrap_or(u32::MAX),
-        FORMAT_VERSION,
-        PayloadFormat::Kafka,
-        info.compression,
-        0,
+    crate::batch::encode_kafka_wrapped_with(
+        records,
         info.record_count,
         info.last_offset_delta,
-        info.producer_epoch,
-        0,
         info.base_timestamp,
         info.max_timestamp,
         info.producer_id,
+        info.producer_epoch,
         info.base_sequence,
-        0,
-    );
-    let mut out = BytesMut::with_capacity(total);
-    out.put_slice(&header.0);
-    out.put_slice(records);
-    let epoch = HEADER_LEN + at::LEADER_EPOCH;
-    if let Some(dst) = out.get_mut(epoch..epoch + 4) {
-        dst.copy_from_slice(&0i32.to_be_bytes());
-    }
-    let crc = compute_crc(&out);
-    if let Some(dst) = out.get_mut(8..12) {
-        dst.copy_from_slice(&crc.to_le_bytes());
-    }
-    out
+        info.compression,
+        |kafka| {
+            // The leader epoch is outside the Kafka CRC; with one leader it is always 0.
+            if let Some(dst) = kafka.get_mut(at::LEADER_EPOCH..at::LEADER_EPOCH + 4) {
+                dst.copy_from_slice(&0i32.to_be_bytes());
+            }
+        },
+    )
 }
 
 /// Byte range of the Kafka RecordBatch inside a stored Kafka-format batch
