@@ -89,17 +89,8 @@ impl KafkaError {
     }
 }
 
-/// Kafka error codes the tool names (others read `CODE_<n>`).
-pub mod code {
-    /// No error.
-    pub const NONE: i16 = 0;
-    /// The topic or partition does not exist (yet).
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    /// No leader right now (e.g. just after creation).
-    pub const LEADER_NOT_AVAILABLE: i16 = 5;
-    /// CreateTopics: it exists.
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-}
+/// Kafka error codes (others read `CODE_<n>`).
+pub use tidelog_wire::kafka::code;
 
 /// The name of Kafka error `code`, as in Kafka's `Errors` enum.
 pub fn error_name(code: i16) -> String {

@@ -67,34 +67,7 @@ pub use machine::Coordinator;
 pub use service::{GroupService, TIMER_INTERVAL_MAX};
 
 /// Kafka error codes the coordinator answers with.
-pub mod codes {
-    /// Success.
-    pub const NONE: i16 = 0;
-    /// Something unexpected; never returned by the state machine itself.
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-    /// The coordinator cannot take the group now (here: the group table is full).
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    /// The generation in the request is not the group's.
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    /// Protocol type or protocols do not match the group's.
-    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-    /// Empty or over-long group id.
-    pub const INVALID_GROUP_ID: i16 = 24;
-    /// The member id is not a member of the group.
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    /// The session timeout is outside the configured range.
-    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
-    /// A rebalance is in progress: re-join.
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    /// A field is over one of the coordinator's bounds.
-    pub const INVALID_REQUEST: i16 = 42;
-    /// KIP-394: re-join with the member id in this response.
-    pub const MEMBER_ID_REQUIRED: i16 = 79;
-    /// The group has as many members as it may have.
-    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
-    /// Another member now owns this `group_instance_id`.
-    pub const FENCED_INSTANCE_ID: i16 = 82;
-}
+pub use tidelog_wire::kafka::code as codes;
 
 /// Bounds and timings of the coordinator.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 //! (`correlation_id`) or v1 (plus tagged fields) for flexible versions, except ApiVersions,
 //! whose response header is always v0 so that any client can read it.
 
+pub mod code;
 pub mod codec;
 pub mod generated;
 

@@ -25,6 +25,10 @@ use std::ops::Range;
 use bytes::{BufMut, BytesMut};
 
 use crate::batch::{peek_header, BatchView, Compression, PayloadFormat, HEADER_LEN};
+pub use crate::kafka::code::{
+    CORRUPT_MESSAGE, INVALID_RECORD, INVALID_TIMESTAMP, MESSAGE_TOO_LARGE,
+    UNSUPPORTED_COMPRESSION_TYPE,
+};
 use crate::WireError;
 
 #[cfg(test)]
@@ -68,17 +72,6 @@ const LOG_APPEND_TIME: i16 = 1 << 3;
 const TRANSACTIONAL: i16 = 1 << 4;
 /// `attributes` bit 5: a control batch (transaction marker).
 const CONTROL: i16 = 1 << 5;
-
-/// Kafka error code `CORRUPT_MESSAGE`.
-pub const CORRUPT_MESSAGE: i16 = 2;
-/// Kafka error code `MESSAGE_TOO_LARGE`.
-pub const MESSAGE_TOO_LARGE: i16 = 10;
-/// Kafka error code `INVALID_TIMESTAMP`.
-pub const INVALID_TIMESTAMP: i16 = 32;
-/// Kafka error code `UNSUPPORTED_COMPRESSION_TYPE`.
-pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
-/// Kafka error code `INVALID_RECORD`.
-pub const INVALID_RECORD: i16 = 87;
 
 /// Why a Produce partition's `records` were refused. [`kafka_code`](Self::kafka_code)
 /// gives the error code to answer with; `Display` gives the error message.
