@@ -95,6 +95,15 @@ def main():
         if time.time() - t0 > 60:
             fail(f"the two members never shared the partitions: survivor "
                  f"{len(survivor.assignment())}, member {child_assigned[0]}")
+    # DescribeGroups and ListGroups (kafka-python's admin) see the stable two-member group.
+    admin = KafkaAdminClient(bootstrap_servers=a.bootstrap)
+    listed = [g["group_id"] for g in admin.list_groups()]
+    if a.group not in listed:
+        fail(f"ListGroups does not list {a.group}: {listed}")
+    described = admin.describe_groups([a.group])[a.group]
+    if described["group_state"] != "Stable" or len(described["members"]) != 2:
+        fail(f"DescribeGroups: {described}")
+    admin.close()
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     killed = time.time()

@@ -546,3 +546,35 @@ fn requests_after_pipelined_produces_see_them_and_bad_requests_close_after_them(
     drop(c);
     b.stop();
 }
+
+#[test]
+fn metadata_advertises_every_shard_as_a_node_at_the_advertised_host() {
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-advertised");
+    let kafka = format!("127.0.0.1:{}", free_port());
+    let mut serve = Serve::new();
+    serve.shards = 2;
+    serve.kafka = Kafka::At(kafka.clone());
+    serve.extra = vec!["--advertised-host".into(), "broker.example".into()];
+    let b = Broker::start_with(&tmp.path().join("data"), 0, serve);
+    let mut c = Conn::open(&kafka);
+    let request = MetadataRequest {
+        topics: None,
+        ..Default::default()
+    };
+    let body = c.call(METADATA, 12, |b| request.encode(b, 12).expect("encode"));
+    let response = MetadataResponse::decode(&mut Decoder::new(&body), 12).expect("decode");
+    let nodes: Vec<(i32, &str)> = response
+        .brokers
+        .iter()
+        .map(|n| (n.node_id, n.host.as_str()))
+        .collect();
+    assert_eq!(nodes, vec![(0, "broker.example"), (1, "broker.example")]);
+    let ports: std::collections::HashSet<i32> = response.brokers.iter().map(|n| n.port).collect();
+    assert_eq!(ports.len(), 2, "each node has a port of its own");
+    assert!(
+        response.controller_id == 0,
+        "a live node is the controller (admin clients need one)"
+    );
+    b.stop();
+}
