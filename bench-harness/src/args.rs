@@ -24,19 +24,35 @@ pub struct Args {
     /// 127.0.0.1:9092.
     #[arg(long, default_value = BROKER_DEFAULT)]
     pub broker: String,
-    /// Topic to write and read; created with --partitions if missing.
+    /// Topic to write and read; created with --partitions if missing. With --topics N > 1,
+    /// the topics are `TOPIC-0` .. `TOPIC-(N-1)`.
     #[arg(long, default_value = "tidelog-bench")]
     pub topic: String,
-    /// Partitions of the topic when it is created.
+    /// Number of topics; every one gets --partitions and the producers and consumers spread
+    /// over all their partitions.
+    #[arg(long, default_value_t = 1)]
+    pub topics: usize,
+    /// Partitions of each topic when it is created.
     #[arg(long, default_value_t = 1)]
     pub partitions: u32,
     /// Producers, spread round robin over the executors.
     #[arg(long, default_value_t = 1)]
     pub producers: usize,
-    /// Consumers, spread round robin over the executors; each reads the partitions p with
-    /// p % consumers == its index.
+    /// Consumers, spread round robin over the executors. Without --group each reads the
+    /// partitions p with p % consumers == its index (counting the partitions of all topics).
     #[arg(long, default_value_t = 1)]
     pub consumers: usize,
+    /// The consumers form this consumer group: they start from its committed offsets
+    /// (consume: earliest, e2e: latest where it has none), commit as they read and at the
+    /// end. Kafka: a real group membership (JoinGroup/SyncGroup, range assignment,
+    /// heartbeats, rebalances); native: the group's committed offsets with the static
+    /// assignment (the native protocol has no group membership).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Compression codec of produced batches (Kafka protocol; the native protocol carries
+    /// uncompressed batches only).
+    #[arg(long, value_enum, default_value_t = Codec::None)]
+    pub compression: Codec,
     /// Value bytes of each record (at least 8: the first 8 carry the send timestamp), or a
     /// range `MIN-MAX` drawn uniformly per record from the --seed stream.
     #[arg(long, default_value = "1024", value_parser = parse_record_size)]
@@ -192,6 +208,29 @@ impl KeyMode {
     }
 }
 
+/// A batch compression codec (Kafka's five).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Codec {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Codec {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::None => "none",
+            Codec::Gzip => "gzip",
+            Codec::Snappy => "snappy",
+            Codec::Lz4 => "lz4",
+            Codec::Zstd => "zstd",
+        }
+    }
+}
+
 /// The second target of --compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -335,7 +374,8 @@ pub struct Plan {
     pub mode: Mode,
     pub protocol: Protocol,
     pub broker: SocketAddr,
-    pub topic: String,
+    /// The topics' names (one, or `TOPIC-i` for --topics > 1).
+    pub topics: Vec<String>,
     pub partitions: u32,
     pub producers: usize,
     pub consumers: usize,
@@ -359,6 +399,23 @@ pub struct Plan {
     pub warmup: Duration,
     /// The broker process to sample from /proc.
     pub broker_pid: Option<u32>,
+    /// The consumers' group.
+    pub group: Option<String>,
+    pub compression: Codec,
+}
+
+/// Most topics one run spreads over.
+pub const TOPICS_MAX: usize = 10_000;
+/// Longest --group name (the broker's bound).
+pub const GROUP_BYTES_MAX: usize = 255;
+
+/// The topic names of `--topic base --topics n`.
+pub fn topic_names(base: &str, n: usize) -> Vec<String> {
+    if n == 1 {
+        vec![base.to_owned()]
+    } else {
+        (0..n).map(|i| format!("{base}-{i}")).collect()
+    }
 }
 
 /// The default produce duration when neither --duration nor --records is given.
@@ -398,16 +455,18 @@ impl Plan {
         if args.duration == Some(0) {
             bail!("--duration must be at least 1 second");
         }
-        if args.protocol == Protocol::Kafka {
-            // The Kafka producer writes fixed-size, keyless records and counts from the start.
-            if args.record_size.min != args.record_size.max {
-                bail!("--record-size MIN-MAX is not supported with --protocol kafka yet");
-            }
-            if args.keys != KeyMode::None {
-                bail!("--keys is not supported with --protocol kafka yet");
-            }
-            if args.warmup > 0 {
-                bail!("--warmup is not supported with --protocol kafka yet");
+        if args.topics == 0 || args.topics > TOPICS_MAX {
+            bail!("--topics must be in 1..={TOPICS_MAX}");
+        }
+        if args.protocol == Protocol::Native && args.compression != Codec::None {
+            bail!(
+                "--compression {} needs --protocol kafka: native batches are uncompressed",
+                args.compression.name()
+            );
+        }
+        if let Some(g) = &args.group {
+            if g.is_empty() || g.len() > GROUP_BYTES_MAX {
+                bail!("--group must be 1..={GROUP_BYTES_MAX} bytes");
             }
         }
         let broker = match args.protocol {
@@ -436,7 +495,7 @@ impl Plan {
             mode: args.mode,
             protocol: args.protocol,
             broker,
-            topic: args.topic.clone(),
+            topics: topic_names(&args.topic, args.topics),
             partitions: args.partitions,
             producers: if args.mode.produces() {
                 args.producers
@@ -462,6 +521,8 @@ impl Plan {
             keys: args.keys,
             warmup: Duration::from_secs(args.warmup),
             broker_pid: args.broker_pid,
+            group: args.group.clone(),
+            compression: args.compression,
         })
     }
 
@@ -471,7 +532,8 @@ impl Plan {
             "mode": self.mode.name(),
             "protocol": self.protocol.name(),
             "broker": self.broker.to_string(),
-            "topic": self.topic,
+            "topic": self.topics.first(),
+            "topics": self.topics.len(),
             "partitions": self.partitions,
             "producers": self.producers,
             "consumers": self.consumers,
@@ -490,6 +552,8 @@ impl Plan {
             "keys": self.keys.name(),
             "warmup_s": self.warmup.as_secs_f64(),
             "broker_pid": self.broker_pid,
+            "group": self.group,
+            "compression": self.compression.name(),
         })
     }
 
@@ -568,6 +632,32 @@ mod tests {
     }
 
     #[test]
+    fn topics_groups_and_compression() {
+        let plan = Plan::from_args(
+            &parse("--protocol kafka --topic t --topics 3 --group g --compression zstd")
+                .expect("parses"),
+        )
+        .expect("valid");
+        assert_eq!(plan.topics, ["t-0", "t-1", "t-2"]);
+        assert_eq!(plan.group.as_deref(), Some("g"));
+        assert_eq!(plan.compression, Codec::Zstd);
+        assert_eq!(plan.to_json()["topics"], 3);
+        assert_eq!(plan.to_json()["compression"], "zstd");
+        let one = Plan::from_args(&parse("--topic solo").expect("parses")).expect("valid");
+        assert_eq!(one.topics, ["solo"], "one topic keeps its name");
+        assert!(Plan::from_args(&parse("--topics 0").expect("parses")).is_err());
+        let native_zstd = parse("--compression zstd").expect("parses");
+        let e = Plan::from_args(&native_zstd).expect_err("native has no codecs");
+        assert!(e.to_string().contains("--protocol kafka"), "{e}");
+        let long = format!("--group {}", "g".repeat(256));
+        assert!(Plan::from_args(&parse(&long).expect("parses")).is_err());
+        // Keys, size ranges and warm-up work with either protocol.
+        let k =
+            parse("--protocol kafka --keys random --record-size 10-20 --warmup 1").expect("parses");
+        assert!(Plan::from_args(&k).is_ok());
+    }
+
+    #[test]
     fn compare_targets() {
         let t = |s| parse_target(s).expect(s);
         assert_eq!(t("h:1").protocol, None);
@@ -587,8 +677,6 @@ mod tests {
         assert!(second.compare.is_none());
         assert!(parse("").expect("parses").compare_args().is_none());
 
-        // The Kafka side is refused by Plan until --protocol kafka lands; the compare plumbing
-        // only needs the protocol carried over.
         let k = parse("--compare kafka://127.0.0.1:9092 --compare-broker-pid 4").expect("parses");
         let second = k.compare_args().expect("a second run");
         assert_eq!(second.protocol, Protocol::Kafka);

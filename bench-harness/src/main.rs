@@ -12,8 +12,11 @@
 #![deny(unsafe_code)]
 
 mod args;
+mod compress;
+mod consume;
 mod kafka;
 mod payload;
+mod produce;
 mod report;
 mod run;
 mod smoke;

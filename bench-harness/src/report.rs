@@ -234,20 +234,33 @@ fn bytes_moved(outcome: &Outcome) -> u64 {
         + outcome.consume.as_ref().map_or(0, |p| p.bytes)
 }
 
+/// "topic T" or "N topics T-0..T-(N-1)".
+fn topics_text(plan: &crate::args::Plan) -> String {
+    match plan.topics.as_slice() {
+        [one] => format!("topic {one}"),
+        [first, .., last] => format!("{} topics {first}..{last}", plan.topics.len()),
+        [] => "no topic".into(),
+    }
+}
+
 /// The summary table.
 pub fn table(run: &Run) -> String {
     let (plan, outcome) = (&run.plan, &run.outcome);
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "tidelog-bench {} on {}: topic {} ({} partitions), {} producers, {} consumers, {} B \
+        "tidelog-bench {} on {}: {} ({} partitions), {} producers, {} consumers{}, {} B \
          records, acks={}, {} executors",
         plan.mode.name(),
         run.label,
-        plan.topic,
+        topics_text(plan),
         outcome.partitions,
         plan.producers,
         plan.consumers,
+        plan.group
+            .as_ref()
+            .map(|g| format!(" in group {g}"))
+            .unwrap_or_default(),
         record_size_text(plan),
         crate::args::acks_name(plan.acks),
         plan.executors.len()
@@ -297,6 +310,11 @@ pub fn table(run: &Run) -> String {
     }
     if let Some(l) = &outcome.e2e {
         row(&mut s, "e2e", None, Some(l.summary()));
+    }
+    if let Some(l) = outcome.send_lag.as_ref().filter(|l| l.count() > 0) {
+        // The generator's own lateness against the open-loop schedule: included in the
+        // publish latency above, shown so that a late generator is not taken for the broker.
+        row(&mut s, "send lag", None, Some(l.summary()));
     }
     if outcome.errors.0.is_empty() {
         let _ = writeln!(s, "errors: none");
@@ -393,6 +411,9 @@ fn figures(run: &Run) -> Vec<(String, f64)> {
     }
     if let Some(l) = &o.e2e {
         latency("e2e", l.summary());
+    }
+    if let Some(l) = &o.send_lag {
+        latency("send lag", l.summary());
     }
     f.push(("errors".into(), o.errors.total() as f64));
     if let Some(b) = &run.telemetry.broker {
@@ -527,6 +548,7 @@ pub fn json(run: &Run) -> serde_json::Value {
         "produce": outcome.produce.as_ref().map(|p| phase_json(p, true)),
         "consume": outcome.consume.as_ref().map(|p| phase_json(p, false)),
         "e2e": outcome.e2e.as_ref().map(|l| serde_json::json!({ "latency_us": l.summary().to_json() })),
+        "send_lag_us": outcome.send_lag.as_ref().map(|l| l.summary().to_json()),
         "errors": outcome.errors.0,
     })
 }

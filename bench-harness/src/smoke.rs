@@ -39,11 +39,18 @@ pub fn smoke(mut run: impl FnMut(Plan) -> Result<Outcome>) -> Result<Outcome> {
         broker.native_addr(),
         dir.display()
     );
+    // Two topics, keys, a size range and a consumer group on both protocols; compression
+    // where the protocol has it.
     let plan = |protocol: &str, addr: SocketAddr| {
+        let extra = match protocol {
+            "kafka" => "--keys round-robin --compression lz4",
+            _ => "--keys random",
+        };
         let line = format!(
             "tidelog-bench e2e --protocol {protocol} --broker {addr} --topic smoke-{protocol} \
-             --partitions 3 --producers 2 --consumers 2 --record-size 64 --acks 1 \
-             --records {SMOKE_RECORDS} --batch-bytes 16384 --linger-ms 1"
+             --topics 2 --partitions 2 --producers 2 --consumers 2 --record-size 16-112 \
+             --acks 1 --records {SMOKE_RECORDS} --batch-bytes 16384 --linger-ms 1 \
+             --group smoke-{protocol} {extra}"
         );
         Plan::from_args(&Args::parse_from(line.split_whitespace()))
     };

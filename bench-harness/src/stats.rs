@@ -112,10 +112,6 @@ impl Errors {
         *self.0.entry(kind.into()).or_default() += n;
     }
 
-    pub fn client(&mut self, e: &ClientError) {
-        self.add(error_kind(e), 1);
-    }
-
     pub fn merge(&mut self, other: &Errors) {
         for (k, n) in &other.0 {
             self.add(k.clone(), *n);
@@ -212,10 +208,10 @@ mod tests {
     #[test]
     fn errors_merge_by_kind() {
         let mut a = Errors::default();
-        a.client(&ClientError::Timeout(Duration::from_secs(1)));
+        a.add(error_kind(&ClientError::Timeout(Duration::from_secs(1))), 1);
         let mut b = Errors::default();
-        b.client(&ClientError::Timeout(Duration::from_secs(2)));
-        b.client(&ClientError::Closed);
+        b.add(error_kind(&ClientError::Timeout(Duration::from_secs(2))), 1);
+        b.add(error_kind(&ClientError::Closed), 1);
         a.merge(&b);
         assert_eq!(a.0.get("timeout"), Some(&2));
         assert_eq!(a.total(), 3);

@@ -8,21 +8,25 @@
 //! 51 producerEpoch (-1) | 53 baseSequence (-1) | 57 recordCount i32 | 61 records...
 //!
 //! record: length varint | attributes 0 | timestampDelta varlong | offsetDelta varint
-//!         keyLength -1 | valueLength varint | value | headerCount 0
+//!         keyLength varint (-1: null) | key | valueLength varint | value | headerCount 0
 //! ```
 //!
 //! The records are appended to one buffer reserved for the whole batch, so adding a record
-//! allocates nothing; the header is patched and the CRC computed once, in [`BatchBuilder::finish`].
+//! allocates nothing; the header is patched, the records compressed (`--compression`) and the
+//! CRC computed once, in [`BatchBuilder::finish`].
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::args::Codec;
+use crate::compress;
 use tidelog_wire::kafka::codec::put_uvarint;
 use tidelog_wire::kafka_records::{seal_kafka_crc, LOG_OVERHEAD};
 
 /// Bytes before the first record.
 pub use tidelog_wire::kafka_records::BATCH_OVERHEAD as BATCH_HEADER_LEN;
-/// Most bytes a record adds beyond its value: length (5), attributes (1), timestamp delta
-/// (10), offset delta (5), null key (1), value length (5), header count (1).
-pub const RECORD_OVERHEAD_MAX: usize = 28;
+/// Most bytes a record adds beyond its key and value: length (5), attributes (1), timestamp
+/// delta (10), offset delta (5), key length (5), value length (5), header count (1).
+pub const RECORD_OVERHEAD_MAX: usize = 32;
 
 /// Appends `v` as a zigzag varint (Protocol Buffers' `sint64`).
 #[inline]
@@ -43,7 +47,7 @@ pub fn varlong_len(v: i64) -> usize {
     (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-/// Builds one uncompressed RecordBatch v2 of null-key, header-less records.
+/// Builds one RecordBatch v2 of header-less records.
 #[derive(Debug)]
 pub struct BatchBuilder {
     buf: BytesMut,
@@ -81,54 +85,68 @@ impl BatchBuilder {
         self.buf.len()
     }
 
-    /// Bytes `push` of a `value_len`-byte value at `timestamp_ms` would add.
-    pub fn record_len(&self, value_len: usize, timestamp_ms: i64) -> usize {
-        let body = self.body_len(value_len, timestamp_ms);
+    /// Bytes `push` of a record with a `key_len`-byte key (`None`: null) and a
+    /// `value_len`-byte value at `timestamp_ms` would add (before compression).
+    pub fn record_len(&self, key_len: Option<usize>, value_len: usize, timestamp_ms: i64) -> usize {
+        let body = self.body_len(key_len, value_len, timestamp_ms);
         varlong_len(body as i64) + body
     }
 
-    fn body_len(&self, value_len: usize, timestamp_ms: i64) -> usize {
+    fn body_len(&self, key_len: Option<usize>, value_len: usize, timestamp_ms: i64) -> usize {
         let delta = if self.count == 0 {
             0
         } else {
             timestamp_ms - self.base_timestamp
         };
+        let key = key_len.map_or(1, |k| varlong_len(k as i64) + k);
         1 + varlong_len(delta)
             + varlong_len(i64::from(self.count))
-            + 1
+            + key
             + varlong_len(value_len as i64)
             + value_len
             + 1
     }
 
-    /// Appends a record with a null key, `value` and no headers, created at `timestamp_ms`.
-    pub fn push(&mut self, value: &[u8], timestamp_ms: i64) {
+    /// Appends a record with `key`, `value` and no headers, created at `timestamp_ms`.
+    pub fn push(&mut self, key: Option<&[u8]>, value: &[u8], timestamp_ms: i64) {
         if self.count == 0 {
             self.base_timestamp = timestamp_ms;
             self.max_timestamp = timestamp_ms;
         }
         self.max_timestamp = self.max_timestamp.max(timestamp_ms);
-        let body = self.body_len(value.len(), timestamp_ms);
+        let body = self.body_len(key.map(<[u8]>::len), value.len(), timestamp_ms);
         let buf = &mut self.buf;
         put_varlong(buf, body as i64);
         buf.put_u8(0);
         put_varlong(buf, timestamp_ms - self.base_timestamp);
         put_varlong(buf, i64::from(self.count));
-        put_varlong(buf, -1);
+        match key {
+            Some(k) => {
+                put_varlong(buf, k.len() as i64);
+                buf.put_slice(k);
+            }
+            None => put_varlong(buf, -1),
+        }
         put_varlong(buf, value.len() as i64);
         buf.put_slice(value);
         put_varlong(buf, 0);
         self.count += 1;
     }
 
-    /// The finished batch: header patched, CRC computed. The builder is left empty with a
-    /// fresh buffer of `next_capacity` bytes.
-    pub fn finish(&mut self, next_capacity: usize) -> Bytes {
+    /// The finished batch: records compressed with `codec`, header patched, CRC computed.
+    /// The builder is left empty with a fresh buffer of `next_capacity` bytes.
+    pub fn finish(&mut self, next_capacity: usize, codec: Codec) -> Bytes {
         let mut buf = std::mem::replace(
             &mut self.buf,
             BytesMut::with_capacity(next_capacity.max(BATCH_HEADER_LEN)),
         );
         self.buf.put_bytes(0, BATCH_HEADER_LEN);
+        if codec != Codec::None {
+            let mut packed = Vec::with_capacity(BATCH_HEADER_LEN + buf.len() / 2);
+            packed.resize(BATCH_HEADER_LEN, 0);
+            compress::compress(codec, &buf[BATCH_HEADER_LEN..], &mut packed);
+            buf = BytesMut::from(&packed[..]);
+        }
         let batch_length = (buf.len() - LOG_OVERHEAD) as i32;
         let mut header = [0u8; BATCH_HEADER_LEN];
         {
@@ -138,7 +156,7 @@ impl BatchBuilder {
             h.put_i32(-1);
             h.put_i8(2);
             h.put_u32(0);
-            h.put_i16(0);
+            h.put_i16(compress::attribute(codec));
             h.put_i32(self.count - 1);
             h.put_i64(self.base_timestamp);
             h.put_i64(self.max_timestamp);
@@ -249,12 +267,12 @@ mod tests {
             let mut expect_len = BATCH_HEADER_LEN;
             for (i, v) in vals.iter().enumerate() {
                 let ts = 1_700_000_000_000 + (i as i64 % 7) * 1000 - 3000;
-                expect_len += b.record_len(v.len(), ts);
-                b.push(v, ts);
+                expect_len += b.record_len(None, v.len(), ts);
+                b.push(None, v, ts);
             }
             assert_eq!(b.len(), expect_len);
             assert_eq!(b.count(), n);
-            let batch = b.finish(64);
+            let batch = b.finish(64, Codec::None);
             assert!(b.is_empty());
             let info = validate_produce_batch(&batch, 9, 8 << 20).expect("valid batch");
             assert_eq!(info.record_count, n as i32);
@@ -275,13 +293,49 @@ mod tests {
     }
 
     #[test]
+    fn keys_and_codecs_make_valid_batches() {
+        for codec in [
+            Codec::None,
+            Codec::Gzip,
+            Codec::Snappy,
+            Codec::Lz4,
+            Codec::Zstd,
+        ] {
+            let mut b = BatchBuilder::with_capacity(64);
+            let mut len = BATCH_HEADER_LEN;
+            for i in 0..20u8 {
+                let key = [i; 16];
+                let key = (i % 3 != 0).then_some(&key[..]);
+                len += b.record_len(key.map(<[u8]>::len), 100, 7);
+                b.push(key, &[i; 100], 7);
+            }
+            assert_eq!(b.len(), len, "record_len counts keys");
+            let batch = b.finish(64, codec);
+            let info = validate_produce_batch(&batch, 9, 8 << 20).expect("valid batch");
+            assert_eq!(info.record_count, 20, "{codec:?}");
+            assert_eq!(
+                i16::from_be_bytes([batch[21], batch[22]]) & 7,
+                crate::compress::attribute(codec)
+            );
+            if codec == Codec::None {
+                let records = tidelog_client::kafka::decode_records(&batch, 0).expect("decodes");
+                assert_eq!(
+                    records[1].key.clone().map(|k| batch[k].to_vec()),
+                    Some(vec![1; 16])
+                );
+                assert_eq!(records[0].key, None);
+            }
+        }
+    }
+
+    #[test]
     fn a_reused_builder_starts_a_new_batch() {
         let mut b = BatchBuilder::with_capacity(128);
-        b.push(b"first", 5);
-        let one = b.finish(128);
-        b.push(b"second", 9);
-        b.push(b"third", 7);
-        let two = b.finish(128);
+        b.push(None, b"first", 5);
+        let one = b.finish(128, Codec::None);
+        b.push(Some(b"k"), b"second", 9);
+        b.push(None, b"third", 7);
+        let two = b.finish(128, Codec::None);
         assert_eq!(
             validate_produce_batch(&one, 3, 1 << 20)
                 .expect("ok")
@@ -298,8 +352,8 @@ mod tests {
     #[test]
     fn produce_framing_matches_the_generated_codec() {
         let mut b = BatchBuilder::with_capacity(256);
-        b.push(&[7u8; 40], 1);
-        let batch = b.finish(0);
+        b.push(None, &[7u8; 40], 1);
+        let batch = b.finish(0, Codec::None);
         for version in [3, 7, 8, 9, 11] {
             let mut body = BytesMut::new();
             produce_prefix(&mut body, version, -1, 30_000, "topic-ü", 5, batch.len());

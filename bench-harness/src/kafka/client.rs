@@ -1,4 +1,4 @@
-//! The generator's Kafka client for one topic: bootstrap, version negotiation, metadata,
+//! The generator's Kafka client for a fixed list of topics: bootstrap, version negotiation, metadata,
 //! one connection per leader node, CreateTopics and ListOffsets.
 //!
 //! Every connection starts with ApiVersions (v0, which every broker answers) and keeps the
@@ -40,6 +40,20 @@ pub mod api {
     pub const API_VERSIONS: i16 = 18;
     /// CreateTopics.
     pub const CREATE_TOPICS: i16 = 19;
+    /// OffsetCommit.
+    pub const OFFSET_COMMIT: i16 = 8;
+    /// OffsetFetch.
+    pub const OFFSET_FETCH: i16 = 9;
+    /// FindCoordinator.
+    pub const FIND_COORDINATOR: i16 = 10;
+    /// JoinGroup.
+    pub const JOIN_GROUP: i16 = 11;
+    /// Heartbeat.
+    pub const HEARTBEAT: i16 = 12;
+    /// LeaveGroup.
+    pub const LEAVE_GROUP: i16 = 13;
+    /// SyncGroup.
+    pub const SYNC_GROUP: i16 = 14;
 }
 
 /// The `client_id` of every request.
@@ -64,6 +78,29 @@ const OURS: [(i16, &str, i16, i16); 4] = [
 ];
 /// CreateTopics versions spoken; optional (the fallback is auto-creation via Metadata).
 const CREATE_TOPICS_VERSIONS: (i16, i16) = (2, 7);
+/// The group APIs, needed for --group only: (key, lowest, highest). FindCoordinator stops
+/// before v4's batched keys, OffsetFetch before v8's groups array.
+const GROUP_APIS: [(i16, i16, i16); 7] = [
+    (api::FIND_COORDINATOR, 1, 3),
+    (api::JOIN_GROUP, 2, 7),
+    (api::SYNC_GROUP, 1, 5),
+    (api::HEARTBEAT, 1, 4),
+    (api::LEAVE_GROUP, 1, 5),
+    (api::OFFSET_COMMIT, 2, 8),
+    (api::OFFSET_FETCH, 1, 7),
+];
+
+/// Versions of the group APIs negotiated with one broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupVersions {
+    pub find_coordinator: i16,
+    pub join_group: i16,
+    pub sync_group: i16,
+    pub heartbeat: i16,
+    pub leave_group: i16,
+    pub offset_commit: i16,
+    pub offset_fetch: i16,
+}
 
 /// Versions negotiated with one broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +115,8 @@ pub struct Versions {
     pub metadata: i16,
     /// CreateTopics version, if the broker has one we speak.
     pub create_topics: Option<i16>,
+    /// The group APIs, if the broker has every one in a version we speak.
+    pub groups: Option<GroupVersions>,
 }
 
 /// Picks, per API, the highest version in both our range and the broker's `(key, min, max)`.
@@ -118,6 +157,21 @@ pub fn negotiate(broker: &[(i16, i16, i16)]) -> Result<Versions> {
         list_offsets: got[2],
         metadata: got[3],
         create_topics: pick(api::CREATE_TOPICS, lo, hi).and_then(|r| r.ok()),
+        groups: (|| {
+            let mut g = [0i16; 7];
+            for (slot, (key, lo, hi)) in g.iter_mut().zip(GROUP_APIS) {
+                *slot = pick(key, lo, hi)?.ok()?;
+            }
+            Some(GroupVersions {
+                find_coordinator: g[0],
+                join_group: g[1],
+                sync_group: g[2],
+                heartbeat: g[3],
+                leave_group: g[4],
+                offset_commit: g[5],
+                offset_fetch: g[6],
+            })
+        })(),
     })
 }
 
@@ -151,7 +205,7 @@ impl NodeConn {
     }
 }
 
-fn encode(
+pub(crate) fn encode(
     f: impl FnOnce(&mut BytesMut) -> Result<(), tidelog_wire::kafka::EncodeError>,
 ) -> Result<BytesMut> {
     let mut b = BytesMut::new();
@@ -159,22 +213,25 @@ fn encode(
     Ok(b)
 }
 
-fn malformed(api: &str) -> impl Fn(tidelog_wire::kafka::DecodeError) -> KafkaError + '_ {
+pub(crate) fn malformed(api: &str) -> impl Fn(tidelog_wire::kafka::DecodeError) -> KafkaError + '_ {
     move |e| KafkaError::Malformed(format!("{api}: {e}"))
 }
 
-/// A Kafka client for one topic; `!Send`, one per executor (or per consumer).
+/// A partition: (index of its topic in the client's list, partition number).
+pub type Tp = (usize, i32);
+
+/// A Kafka client for a fixed list of topics; `!Send`, one per executor (or per consumer).
 #[derive(Debug)]
 pub struct KafkaClient {
     bootstrap: SocketAddr,
-    topic: String,
+    topics: Vec<String>,
     boot: RefCell<Option<NodeConn>>,
     /// Node id → address, from the last metadata.
     nodes: RefCell<HashMap<i32, SocketAddr>>,
     /// Node id → open connection.
     conns: RefCell<HashMap<i32, NodeConn>>,
-    /// Partition → leader node id (-1: none).
-    leaders: RefCell<Vec<i32>>,
+    /// Per topic, partition → leader node id (-1: none).
+    leaders: RefCell<Vec<Vec<i32>>>,
     controller: Cell<i32>,
 }
 
@@ -183,33 +240,64 @@ impl KafkaClient {
     ///
     /// # Errors
     /// As [`NodeConn::open`].
-    pub async fn connect(bootstrap: SocketAddr, topic: &str) -> Result<Self> {
+    pub async fn connect(bootstrap: SocketAddr, topics: &[String]) -> Result<Self> {
         let boot = NodeConn::open(bootstrap).await?;
         Ok(KafkaClient {
             bootstrap,
-            topic: topic.to_owned(),
+            topics: topics.to_vec(),
             boot: RefCell::new(Some(boot)),
             nodes: RefCell::new(HashMap::new()),
             conns: RefCell::new(HashMap::new()),
-            leaders: RefCell::new(Vec::new()),
+            leaders: RefCell::new(vec![Vec::new(); topics.len()]),
             controller: Cell::new(-1),
         })
     }
 
-    /// The topic.
-    pub fn topic(&self) -> &str {
-        &self.topic
+    /// Topic `t`'s name.
+    pub fn topic(&self, t: usize) -> &str {
+        self.topics.get(t).map_or("", String::as_str)
     }
 
-    /// The leader node of `partition` per the last metadata (-1: unknown).
-    pub fn leader_id(&self, partition: i32) -> i32 {
-        usize::try_from(partition)
+    /// Number of topics.
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// Topic `t`'s partition count per the last metadata.
+    pub fn partition_count(&self, t: usize) -> usize {
+        self.leaders.borrow().get(t).map_or(0, Vec::len)
+    }
+
+    /// Node `id`'s address per the last metadata.
+    ///
+    /// # Errors
+    /// An unknown node.
+    pub fn node_addr(&self, id: i32) -> Result<SocketAddr> {
+        self.nodes
+            .borrow()
+            .get(&id)
+            .copied()
+            .ok_or_else(|| KafkaError::Malformed(format!("unknown node {id}")))
+    }
+
+    /// The index of topic `name` in the client's list.
+    pub fn topic_index(&self, name: &str) -> Option<usize> {
+        self.topics.iter().position(|t| t == name)
+    }
+
+    /// The leader node of `tp` per the last metadata (-1: unknown).
+    pub fn leader_id(&self, tp: Tp) -> i32 {
+        usize::try_from(tp.1)
             .ok()
-            .and_then(|p| self.leaders.borrow().get(p).copied())
+            .and_then(|p| self.leaders.borrow().get(tp.0)?.get(p).copied())
             .unwrap_or(-1)
     }
 
-    async fn boot(&self) -> Result<NodeConn> {
+    /// The bootstrap connection, reopened if broken.
+    ///
+    /// # Errors
+    /// Connect or negotiation errors.
+    pub async fn boot(&self) -> Result<NodeConn> {
         let cached = self.boot.borrow().clone();
         match cached {
             Some(c) if !c.conn.is_closed() => Ok(c),
@@ -244,12 +332,27 @@ impl KafkaClient {
         Ok(c)
     }
 
-    /// The connection to the leader of `partition`.
+    /// Remembers node `id` at `host:port` (a FindCoordinator answer).
+    ///
+    /// # Errors
+    /// An unresolvable host or a bad port.
+    pub fn learn_node(&self, id: i32, host: &str, port: i32) -> Result<()> {
+        let port = u16::try_from(port)
+            .map_err(|_| KafkaError::Malformed(format!("node {id} port {port}")))?;
+        let addr = resolve(host, port, self.bootstrap)?;
+        let old = self.nodes.borrow_mut().insert(id, addr);
+        if old.is_some_and(|a| a != addr) {
+            self.conns.borrow_mut().remove(&id);
+        }
+        Ok(())
+    }
+
+    /// The connection to the leader of `tp`.
     ///
     /// # Errors
     /// No known leader, or as [`node`](Self::node).
-    pub async fn leader(&self, partition: i32) -> Result<NodeConn> {
-        match self.leader_id(partition) {
+    pub async fn leader(&self, tp: Tp) -> Result<NodeConn> {
+        match self.leader_id(tp) {
             id if id >= 0 => self.node(id).await,
             _ => Err(KafkaError::Code {
                 api: "Metadata",
@@ -258,19 +361,24 @@ impl KafkaClient {
         }
     }
 
-    /// Reads the topic's metadata (asking the broker to create it when `auto_create`);
-    /// returns its partition count.
+    /// Reads the topics' metadata (asking the broker to create missing ones when
+    /// `auto_create`); returns each topic's partition count, or its error code.
     ///
     /// # Errors
-    /// The topic's error code (`UNKNOWN_TOPIC_OR_PARTITION` when missing), request errors.
-    pub async fn refresh(&self, auto_create: bool) -> Result<usize> {
+    /// Request errors.
+    async fn refresh_topics(&self, auto_create: bool) -> Result<Vec<Result<usize, i16>>> {
         let boot = self.boot().await?;
         let v = boot.versions.metadata;
         let request = MetadataRequest {
-            topics: Some(vec![MetadataRequestTopic {
-                name: Some(self.topic.clone()),
-                ..Default::default()
-            }]),
+            topics: Some(
+                self.topics
+                    .iter()
+                    .map(|t| MetadataRequestTopic {
+                        name: Some(t.clone()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
             allow_auto_topic_creation: auto_create,
             ..Default::default()
         };
@@ -288,59 +396,113 @@ impl KafkaClient {
             }
         }
         self.controller.set(m.controller_id);
-        let t = m
-            .topics
-            .iter()
-            .find(|t| t.name.as_deref() == Some(self.topic.as_str()))
-            .ok_or_else(|| KafkaError::Malformed("Metadata without the topic asked".into()))?;
-        check("Metadata", t.error_code)?;
-        let mut leaders = vec![-1; t.partitions.len()];
-        for p in &t.partitions {
-            let slot = usize::try_from(p.partition_index)
-                .ok()
-                .and_then(|i| leaders.get_mut(i))
+        let mut out = Vec::with_capacity(self.topics.len());
+        let mut all = Vec::with_capacity(self.topics.len());
+        for name in &self.topics {
+            let t = m
+                .topics
+                .iter()
+                .find(|t| t.name.as_deref() == Some(name.as_str()))
                 .ok_or_else(|| {
-                    KafkaError::Malformed(format!("Metadata: partition {}", p.partition_index))
+                    KafkaError::Malformed(format!("Metadata without topic {name} asked for"))
                 })?;
-            *slot = if p.error_code == code::NONE {
-                p.leader_id
-            } else {
-                -1
-            };
+            if t.error_code != code::NONE {
+                out.push(Err(t.error_code));
+                all.push(Vec::new());
+                continue;
+            }
+            let mut leaders = vec![-1; t.partitions.len()];
+            for p in &t.partitions {
+                let slot = usize::try_from(p.partition_index)
+                    .ok()
+                    .and_then(|i| leaders.get_mut(i))
+                    .ok_or_else(|| {
+                        KafkaError::Malformed(format!("Metadata: partition {}", p.partition_index))
+                    })?;
+                *slot = if p.error_code == code::NONE {
+                    p.leader_id
+                } else {
+                    -1
+                };
+            }
+            out.push(Ok(leaders.len()));
+            all.push(leaders);
         }
-        let n = leaders.len();
-        *self.leaders.borrow_mut() = leaders;
-        Ok(n)
+        *self.leaders.borrow_mut() = all;
+        Ok(out)
     }
 
-    /// Makes sure the topic exists with every partition led; creates it with `partitions`
-    /// when missing and `create` (CreateTopics, else auto-creation through Metadata).
-    /// Returns the partition count.
+    /// Reads the topics' metadata; returns their partition counts.
+    ///
+    /// # Errors
+    /// The first topic's error code (`UNKNOWN_TOPIC_OR_PARTITION` when missing), request
+    /// errors.
+    pub async fn refresh(&self, auto_create: bool) -> Result<Vec<usize>> {
+        self.refresh_topics(auto_create)
+            .await?
+            .into_iter()
+            .map(|r| {
+                r.map_err(|code| KafkaError::Code {
+                    api: "Metadata",
+                    code,
+                })
+            })
+            .collect()
+    }
+
+    /// Makes sure every topic exists with every partition led; creates missing ones with
+    /// `partitions` when `create` (CreateTopics, else auto-creation through Metadata).
+    /// Returns the partition counts.
     ///
     /// # Errors
     /// A missing topic without `create`, refused creation, leaders still missing after
     /// a while.
-    pub async fn ensure_topic(&self, partitions: u32, create: bool) -> Result<usize> {
+    pub async fn ensure_topics(&self, partitions: u32, create: bool) -> Result<Vec<usize>> {
         let deadline = Instant::now() + TOPIC_READY_TIMEOUT;
         let mut created = false;
         loop {
-            let err = match self.refresh(created).await {
-                Ok(n) if n > 0 && self.leaders.borrow().iter().all(|l| *l >= 0) => return Ok(n),
-                Ok(_) => KafkaError::Code {
-                    api: "Metadata",
-                    code: code::LEADER_NOT_AVAILABLE,
-                },
-                Err(KafkaError::Code {
-                    code: code::UNKNOWN_TOPIC_OR_PARTITION,
-                    ..
-                }) if create && !created => {
-                    let boot = self.boot().await?;
-                    if boot.versions.create_topics.is_some() {
-                        self.create_topic(partitions).await?;
+            let found = self.refresh_topics(created).await;
+            let err = match found {
+                Ok(found) => {
+                    let missing: Vec<String> = found
+                        .iter()
+                        .zip(&self.topics)
+                        .filter(|(r, _)| *r == &Err(code::UNKNOWN_TOPIC_OR_PARTITION))
+                        .map(|(_, t)| t.clone())
+                        .collect();
+                    let led = self
+                        .leaders
+                        .borrow()
+                        .iter()
+                        .all(|l| !l.is_empty() && l.iter().all(|id| *id >= 0));
+                    if let Some(code) = found.iter().find_map(|r| r.err()) {
+                        if code == code::UNKNOWN_TOPIC_OR_PARTITION && create && !created {
+                            let boot = self.boot().await?;
+                            if boot.versions.create_topics.is_some() {
+                                self.create_topics(&missing, partitions).await?;
+                            }
+                            // Without CreateTopics, the next Metadata asks for auto-creation.
+                            created = true;
+                            continue;
+                        }
+                        let e = KafkaError::Code {
+                            api: "Metadata",
+                            code,
+                        };
+                        if !e.is_retriable()
+                            || (code == code::UNKNOWN_TOPIC_OR_PARTITION && !create)
+                        {
+                            return Err(e);
+                        }
+                        e
+                    } else if led {
+                        return Ok(found.into_iter().flatten().collect());
+                    } else {
+                        KafkaError::Code {
+                            api: "Metadata",
+                            code: code::LEADER_NOT_AVAILABLE,
+                        }
                     }
-                    // Without CreateTopics, the next Metadata asks for auto-creation.
-                    created = true;
-                    continue;
                 }
                 Err(e) if e.is_retriable() => e,
                 Err(e) => return Err(e),
@@ -352,12 +514,12 @@ impl KafkaClient {
         }
     }
 
-    /// CreateTopics with `partitions` and the broker's replication factor (v4+: -1), sent to
-    /// the controller when Metadata named one.
+    /// CreateTopics for `names` with `partitions` each and the broker's replication factor
+    /// (v4+: -1), sent to the controller when Metadata named one.
     ///
     /// # Errors
     /// Request errors; an existing topic is not one.
-    pub async fn create_topic(&self, partitions: u32) -> Result<()> {
+    pub async fn create_topics(&self, names: &[String], partitions: u32) -> Result<()> {
         let controller = self.controller.get();
         let target = if controller >= 0 && self.nodes.borrow().contains_key(&controller) {
             self.node(controller).await?
@@ -368,12 +530,15 @@ impl KafkaClient {
             KafkaError::Unsupported("the broker does not offer CreateTopics v2..=7".into())
         })?;
         let request = CreateTopicsRequest {
-            topics: vec![CreatableTopic {
-                name: self.topic.clone(),
-                num_partitions: i32::try_from(partitions).unwrap_or(i32::MAX),
-                replication_factor: if v >= 4 { -1 } else { 1 },
-                ..Default::default()
-            }],
+            topics: names
+                .iter()
+                .map(|name| CreatableTopic {
+                    name: name.clone(),
+                    num_partitions: i32::try_from(partitions).unwrap_or(i32::MAX),
+                    replication_factor: if v >= 4 { -1 } else { 1 },
+                    ..Default::default()
+                })
+                .collect(),
             timeout_ms: 30_000,
             validate_only: false,
         };
@@ -381,28 +546,29 @@ impl KafkaClient {
         let resp = target.conn.call(api::CREATE_TOPICS, v, &body).await?;
         let r = CreateTopicsResponse::decode(&mut Decoder::new(&resp), v)
             .map_err(malformed("CreateTopics"))?;
-        let t = r
-            .topics
-            .first()
-            .ok_or_else(|| KafkaError::Malformed("CreateTopics without a result".into()))?;
-        match t.error_code {
-            code::NONE | code::TOPIC_ALREADY_EXISTS => Ok(()),
-            c => Err(KafkaError::Code {
-                api: "CreateTopics",
-                code: c,
-            }),
+        for t in &r.topics {
+            match t.error_code {
+                code::NONE | code::TOPIC_ALREADY_EXISTS => {}
+                c => {
+                    return Err(KafkaError::Code {
+                        api: "CreateTopics",
+                        code: c,
+                    })
+                }
+            }
         }
+        Ok(())
     }
 
-    /// The offsets at `timestamp` ([`EARLIEST`] or [`LATEST`]) of `partitions`, in their
-    /// order; one request per leader, retried after a metadata refresh.
+    /// The offsets at `timestamp` ([`EARLIEST`] or [`LATEST`]) of `tps`, in their order; one
+    /// request per leader, retried after a metadata refresh.
     ///
     /// # Errors
     /// Errors that persist through the retries.
-    pub async fn list_offsets(&self, partitions: &[i32], timestamp: i64) -> Result<Vec<i64>> {
+    pub async fn list_offsets(&self, tps: &[Tp], timestamp: i64) -> Result<Vec<i64>> {
         let mut attempt = 0;
         loop {
-            match self.list_offsets_once(partitions, timestamp).await {
+            match self.list_offsets_once(tps, timestamp).await {
                 Ok(o) => return Ok(o),
                 Err(e) if e.is_retriable() && attempt < RETRIES => {
                     attempt += 1;
@@ -415,13 +581,13 @@ impl KafkaClient {
         }
     }
 
-    async fn list_offsets_once(&self, partitions: &[i32], timestamp: i64) -> Result<Vec<i64>> {
-        let mut by_node: HashMap<i32, Vec<i32>> = HashMap::new();
-        for p in partitions {
-            by_node.entry(self.leader_id(*p)).or_default().push(*p);
+    async fn list_offsets_once(&self, tps: &[Tp], timestamp: i64) -> Result<Vec<i64>> {
+        let mut by_node: HashMap<i32, Vec<Tp>> = HashMap::new();
+        for tp in tps {
+            by_node.entry(self.leader_id(*tp)).or_default().push(*tp);
         }
-        let mut found: HashMap<i32, i64> = HashMap::new();
-        for (node, parts) in by_node {
+        let mut found: HashMap<(String, i32), i64> = HashMap::new();
+        for (node, tps) in by_node {
             if node < 0 {
                 return Err(KafkaError::Code {
                     api: "ListOffsets",
@@ -433,18 +599,21 @@ impl KafkaClient {
             let request = ListOffsetsRequest {
                 replica_id: -1,
                 isolation_level: 0,
-                topics: vec![ListOffsetsTopic {
-                    name: self.topic.clone(),
-                    partitions: parts
-                        .iter()
-                        .map(|p| ListOffsetsPartition {
-                            partition_index: *p,
-                            current_leader_epoch: -1,
-                            timestamp,
-                            ..Default::default()
-                        })
-                        .collect(),
-                }],
+                topics: by_topic(&tps)
+                    .into_iter()
+                    .map(|(t, parts)| ListOffsetsTopic {
+                        name: self.topic(t).to_owned(),
+                        partitions: parts
+                            .iter()
+                            .map(|p| ListOffsetsPartition {
+                                partition_index: *p,
+                                current_leader_epoch: -1,
+                                timestamp,
+                                ..Default::default()
+                            })
+                            .collect(),
+                    })
+                    .collect(),
                 ..Default::default()
             };
             let body = encode(|b| request.encode(b, v))?;
@@ -454,19 +623,33 @@ impl KafkaClient {
             for t in &r.topics {
                 for p in &t.partitions {
                     check("ListOffsets", p.error_code)?;
-                    found.insert(p.partition_index, p.offset);
+                    found.insert((t.name.clone(), p.partition_index), p.offset);
                 }
             }
         }
-        partitions
-            .iter()
-            .map(|p| {
-                found.get(p).copied().ok_or_else(|| {
-                    KafkaError::Malformed(format!("ListOffsets without partition {p}"))
-                })
+        tps.iter()
+            .map(|(t, p)| {
+                found
+                    .get(&(self.topic(*t).to_owned(), *p))
+                    .copied()
+                    .ok_or_else(|| {
+                        KafkaError::Malformed(format!("ListOffsets without {}/{p}", self.topic(*t)))
+                    })
             })
             .collect()
     }
+}
+
+/// `tps` grouped by topic, topics and partitions in first-seen order.
+pub fn by_topic(tps: &[Tp]) -> Vec<(usize, Vec<i32>)> {
+    let mut out: Vec<(usize, Vec<i32>)> = Vec::new();
+    for (t, p) in tps {
+        match out.iter_mut().find(|(u, _)| u == t) {
+            Some((_, ps)) => ps.push(*p),
+            None => out.push((*t, vec![*p])),
+        }
+    }
+    out
 }
 
 /// Resolves a node's advertised `host:port`, preferring the bootstrap address's IP family
@@ -506,8 +689,23 @@ mod tests {
                 fetch: 12,
                 list_offsets: 7,
                 metadata: 12,
-                create_topics: Some(7)
+                create_topics: Some(7),
+                groups: None,
             }
+        );
+        let mut with_groups = tidelog.to_vec();
+        with_groups.extend([(10, 0, 4), (11, 0, 7), (14, 0, 5), (12, 0, 4), (13, 0, 5)]);
+        with_groups.extend([(8, 2, 9), (9, 1, 9)]);
+        let g = negotiate(&with_groups).expect("ok").groups.expect("groups");
+        assert_eq!(
+            (g.find_coordinator, g.join_group, g.offset_fetch),
+            (3, 7, 7)
+        );
+        with_groups.retain(|k| k.0 != 12);
+        assert_eq!(
+            negotiate(&with_groups).expect("ok").groups,
+            None,
+            "no Heartbeat"
         );
         let old = [(0, 0, 5), (1, 0, 6), (2, 0, 2), (3, 0, 5)];
         let v = negotiate(&old).expect("older broker");

@@ -4,17 +4,32 @@
 //!   (bounded) matched in order;
 //! * [`client`]: ApiVersions negotiation, Metadata (leaders, broker endpoints, one connection
 //!   per leader node), CreateTopics, ListOffsets;
-//! * [`batch`]: the RecordBatch v2 encoder and the Produce request framing around it;
-//! * [`load`]: the benchmark's producers and consumers over them.
+//! * [`batch`]: the RecordBatch v2 encoder (keys, the five codecs) and the Produce request
+//!   framing around it;
+//! * [`producer`]: batching per partition, linger, in-flight windows, per-batch reports;
+//! * [`consumer`]: fetch rounds over the leaders, batch decoding;
+//! * [`group`]: classic consumer-group membership and offset commits.
 //!
-//! It speaks only what a benchmark needs: Produce v3..=9 (one uncompressed batch per
-//! partition and request), sessionless Fetch v4..=12 (read_uncommitted), ListOffsets,
-//! Metadata, CreateTopics. No groups, no idempotence, no compression.
+//! It speaks what a benchmark needs: Produce v3..=9 (one batch per partition and request),
+//! sessionless Fetch v4..=12 (read_uncommitted), ListOffsets, Metadata, CreateTopics, and for
+//! `--group` FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
+//! OffsetFetch. No idempotence, no transactions.
 
 pub mod batch;
 pub mod client;
 pub mod conn;
-pub mod load;
+pub mod consumer;
+pub mod group;
+pub mod producer;
+
+/// The Kafka `acks` of `acks`.
+pub fn kafka_acks(acks: tidelog_client::Acks) -> i16 {
+    match acks {
+        tidelog_client::Acks::None => 0,
+        tidelog_client::Acks::Leader => 1,
+        tidelog_client::Acks::All => -1,
+    }
+}
 
 use std::fmt;
 
@@ -106,11 +121,17 @@ pub fn error_name(code: i16) -> String {
         7 => "REQUEST_TIMED_OUT",
         10 => "MESSAGE_TOO_LARGE",
         13 => "NETWORK_EXCEPTION",
+        14 => "COORDINATOR_LOAD_IN_PROGRESS",
+        15 => "COORDINATOR_NOT_AVAILABLE",
+        16 => "NOT_COORDINATOR",
         17 => "INVALID_TOPIC_EXCEPTION",
         18 => "RECORD_LIST_TOO_LARGE",
         19 => "NOT_ENOUGH_REPLICAS",
         20 => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
         21 => "INVALID_REQUIRED_ACKS",
+        22 => "ILLEGAL_GENERATION",
+        25 => "UNKNOWN_MEMBER_ID",
+        27 => "REBALANCE_IN_PROGRESS",
         29 => "TOPIC_AUTHORIZATION_FAILED",
         32 => "INVALID_TIMESTAMP",
         35 => "UNSUPPORTED_VERSION",
@@ -124,6 +145,7 @@ pub fn error_name(code: i16) -> String {
         75 => "UNKNOWN_LEADER_EPOCH",
         76 => "UNSUPPORTED_COMPRESSION_TYPE",
         87 => "INVALID_RECORD",
+        79 => "MEMBER_ID_REQUIRED",
         89 => "THROTTLING_QUOTA_EXCEEDED",
         _ => return format!("CODE_{code}"),
     };
@@ -132,7 +154,10 @@ pub fn error_name(code: i16) -> String {
 
 /// Codes Kafka marks retriable (a refreshed leader or a later attempt may succeed).
 pub fn is_retriable_code(code: i16) -> bool {
-    matches!(code, 3 | 5 | 6 | 7 | 13 | 19 | 20 | 56 | 74 | 75 | 89)
+    matches!(
+        code,
+        3 | 5 | 6 | 7 | 13 | 14 | 15 | 16 | 19 | 20 | 56 | 74 | 75 | 89
+    )
 }
 
 /// `code` as a result.

@@ -19,6 +19,8 @@ pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 pub const MESSAGE_TOO_LARGE: i16 = 10;
 /// Commit metadata is longer than allowed.
 pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+/// The coordinator is still loading the group's state.
+pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 /// The coordinator cannot take the group now.
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 /// This node does not coordinate the group: find the coordinator again.

@@ -1,0 +1,334 @@
+//! The generator's Kafka consumer: sessionless Fetch v4..=12 (read_uncommitted), one request
+//! per leader node in flight at once, compressed batches decompressed.
+//!
+//! ```text
+//!  poll(): partitions wanted, grouped by leader ─▶ one Fetch per node, all sent first
+//!          ─▶ answers read in turn ─▶ whole batches walked, records below the position
+//!          skipped, each value handed to the caller ─▶ positions past each batch
+//! ```
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use bytes::{BufMut, BytesMut};
+use tidelog_client::ClientError;
+use tidelog_wire::kafka::generated::{
+    fetch_request::{FetchPartition, FetchRequest, FetchTopic},
+    fetch_response::FetchResponse,
+};
+use tidelog_wire::kafka::Decoder;
+use tidelog_wire::kafka_records::seal_kafka_crc;
+
+use super::batch::BATCH_HEADER_LEN;
+use super::client::{api, by_topic, KafkaClient, Tp};
+use super::group::GroupMember;
+use super::{check, code, KafkaError, FETCH_BYTES_MAX, FETCH_PARTITION_BYTES_MAX};
+use crate::args::Codec;
+use crate::compress;
+use crate::run::POLL_WAIT;
+
+/// Most bytes one batch may inflate to: a batch's records section is bounded by the
+/// partition fetch size, and a codec's ratio on benchmark payloads stays far below this.
+const INFLATED_BATCH_BYTES_MAX: usize = 64 << 20;
+
+/// A consumer of a set of partitions (given, or assigned by its group).
+pub struct KafkaConsumer {
+    pub client: Rc<KafkaClient>,
+    /// The partitions read and the next offset of each.
+    pub tps: Vec<Tp>,
+    pub positions: Vec<i64>,
+    /// The group this consumer is a member of.
+    pub group: Option<Rc<GroupMember>>,
+}
+
+impl KafkaConsumer {
+    /// Records and value bytes read by one round of fetches: one Fetch per leader node for
+    /// the partitions `want` (given the partition and its position) returns true for, sent
+    /// together, then read in turn. `visit` gets every value read.
+    ///
+    /// # Errors
+    /// Request errors, partition errors, malformed or unsupported batches.
+    pub async fn poll(
+        &mut self,
+        want: impl Fn(Tp, i64) -> bool,
+        mut visit: impl FnMut(&[u8]),
+    ) -> super::Result<(u64, u64)> {
+        let mut by_node: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+        for (k, tp) in self.tps.iter().enumerate() {
+            if want(*tp, self.positions[k]) {
+                by_node
+                    .entry(self.client.leader_id(*tp))
+                    .or_default()
+                    .push(k);
+            }
+        }
+        if by_node.is_empty() {
+            glommio::timer::sleep(POLL_WAIT).await;
+            return Ok((0, 0));
+        }
+        let mut pending = Vec::with_capacity(by_node.len());
+        for (node, ks) in &by_node {
+            if *node < 0 {
+                return Err(KafkaError::Code {
+                    api: "Metadata",
+                    code: code::LEADER_NOT_AVAILABLE,
+                });
+            }
+            let c = self.client.node(*node).await?;
+            let v = c.versions.fetch;
+            let tps: Vec<Tp> = ks.iter().map(|k| self.tps[*k]).collect();
+            let request = FetchRequest {
+                replica_id: -1,
+                max_wait_ms: POLL_WAIT.as_millis() as i32,
+                min_bytes: 1,
+                max_bytes: FETCH_BYTES_MAX as i32,
+                isolation_level: 0,
+                session_id: 0,
+                session_epoch: -1,
+                topics: by_topic(&tps)
+                    .into_iter()
+                    .map(|(t, parts)| FetchTopic {
+                        topic: self.client.topic(t).to_owned(),
+                        partitions: parts
+                            .iter()
+                            .map(|p| FetchPartition {
+                                partition: *p,
+                                current_leader_epoch: -1,
+                                fetch_offset: self.position((t, *p)),
+                                last_fetched_epoch: -1,
+                                log_start_offset: -1,
+                                partition_max_bytes: FETCH_PARTITION_BYTES_MAX as i32,
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            let mut body = BytesMut::new();
+            request
+                .encode(&mut body, v)
+                .map_err(|e| KafkaError::Malformed(format!("encode Fetch: {e}")))?;
+            let p = c.conn.send(api::FETCH, v, &[&body], true).await?;
+            pending.push((p, v));
+        }
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for (p, v) in pending {
+            let Some(p) = p else { continue };
+            let body = p.wait().await?;
+            let resp = FetchResponse::decode(&mut Decoder::new(&body), v)
+                .map_err(|e| KafkaError::Malformed(format!("Fetch: {e}")))?;
+            check("Fetch", resp.error_code)?;
+            for t in &resp.responses {
+                let Some(ti) = self.client.topic_index(&t.topic) else {
+                    continue;
+                };
+                for pd in &t.partitions {
+                    check("Fetch", pd.error_code)?;
+                    let Some(k) = self
+                        .tps
+                        .iter()
+                        .position(|tp| *tp == (ti, pd.partition_index))
+                    else {
+                        continue;
+                    };
+                    let Some(records) = &pd.records else { continue };
+                    let (rn, rb) = read_batches(records, &mut self.positions[k], &mut visit)?;
+                    n += rn;
+                    bytes += rb;
+                }
+            }
+        }
+        Ok((n, bytes))
+    }
+
+    /// The position of `tp` (0 when not read).
+    pub fn position(&self, tp: Tp) -> i64 {
+        self.tps
+            .iter()
+            .position(|x| *x == tp)
+            .map_or(0, |k| self.positions[k])
+    }
+
+    /// (partition, position) of every partition read.
+    pub fn offsets(&self) -> Vec<(Tp, i64)> {
+        self.tps
+            .iter()
+            .copied()
+            .zip(self.positions.iter().copied())
+            .collect()
+    }
+}
+
+/// `attributes` bit 5: a control batch (transaction marker), skipped.
+const CONTROL: i16 = 1 << 5;
+
+/// Walks the whole batches of one partition's fetched `records` (a trailing partial batch is
+/// ignored, as Kafka allows), calls `f` with the value of each record at or after `*position`,
+/// and moves `*position` past each batch. Returns (records, key plus value bytes) seen.
+///
+/// # Errors
+/// A pre-v2 batch ([`KafkaError::Unsupported`]), a malformed or corrupt one.
+pub fn read_batches(
+    records: &[u8],
+    position: &mut i64,
+    mut f: impl FnMut(&[u8]),
+) -> super::Result<(u64, u64)> {
+    let mut at = 0usize;
+    let (mut n, mut bytes) = (0u64, 0u64);
+    while records.len() - at >= BATCH_HEADER_LEN {
+        let head = &records[at..at + BATCH_HEADER_LEN];
+        let base = i64::from_be_bytes(head[0..8].try_into().unwrap_or_default());
+        let length = i32::from_be_bytes(head[8..12].try_into().unwrap_or_default());
+        let total = usize::try_from(length)
+            .ok()
+            .and_then(|l| l.checked_add(12))
+            .filter(|t| *t >= BATCH_HEADER_LEN)
+            .ok_or_else(|| KafkaError::Malformed(format!("batch length {length}")))?;
+        if total > records.len() - at {
+            break;
+        }
+        let whole = &records[at..at + total];
+        at += total;
+        if head[16] != 2 {
+            return Err(KafkaError::Unsupported(format!(
+                "a magic v{} message set (tidelog-bench reads RecordBatch v2 only)",
+                head[16]
+            )));
+        }
+        let attributes = i16::from_be_bytes([head[21], head[22]]);
+        let last_delta = i32::from_be_bytes(head[23..27].try_into().unwrap_or_default());
+        let next = base.saturating_add(i64::from(last_delta)).saturating_add(1);
+        if attributes & CONTROL == 0 && next > *position {
+            let codec = compress::from_attributes(attributes)
+                .map_err(|e| KafkaError::Unsupported(e.to_string()))?;
+            let inflated;
+            let batch = if codec == Codec::None {
+                whole
+            } else {
+                inflated = inflate(whole, codec, base)?;
+                &inflated[..]
+            };
+            let decoded = tidelog_client::kafka::decode_records(batch, base)
+                .map_err(|e| KafkaError::Malformed(format!("batch at offset {base}: {e}")))?;
+            for rec in decoded.iter().filter(|r| r.offset >= *position) {
+                let value = batch.get(rec.value.clone()).unwrap_or_default();
+                f(value);
+                n += 1;
+                bytes += (value.len() + rec.key.as_ref().map_or(0, |k| k.len())) as u64;
+            }
+        }
+        *position = (*position).max(next);
+    }
+    Ok((n, bytes))
+}
+
+/// `whole` (a compressed batch) as the same batch uncompressed: its CRC checked first, the
+/// records section inflated, codec bits cleared, length and CRC redone.
+fn inflate(whole: &[u8], codec: Codec, base: i64) -> super::Result<BytesMut> {
+    let crc = u32::from_be_bytes([whole[17], whole[18], whole[19], whole[20]]);
+    if crc32c::crc32c(&whole[21..]) != crc {
+        return Err(KafkaError::Malformed(format!(
+            "batch at offset {base}: {}",
+            ClientError::KafkaBatch("crc mismatch")
+        )));
+    }
+    let records = compress::decompress(codec, &whole[BATCH_HEADER_LEN..], INFLATED_BATCH_BYTES_MAX)
+        .map_err(|e| KafkaError::Malformed(format!("batch at offset {base}: {e}")))?;
+    let mut out = BytesMut::with_capacity(BATCH_HEADER_LEN + records.len());
+    out.put_slice(&whole[..BATCH_HEADER_LEN]);
+    out.put_slice(&records);
+    let length = i32::try_from(out.len() - 12)
+        .map_err(|_| KafkaError::Malformed(format!("batch at offset {base}: too large")))?;
+    out[8..12].copy_from_slice(&length.to_be_bytes());
+    out[21] = 0;
+    out[22] &= !0x7;
+    seal_kafka_crc(&mut out);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::batch::BatchBuilder;
+
+    fn batch_at(base: i64, values: &[&[u8]], codec: Codec) -> Vec<u8> {
+        let mut b = BatchBuilder::with_capacity(256);
+        for (i, v) in values.iter().enumerate() {
+            let key = (i % 2 == 0).then_some(&b"key"[..]);
+            b.push(key, v, 1);
+        }
+        let mut bytes = b.finish(0, codec).to_vec();
+        bytes[..8].copy_from_slice(&base.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn batches_are_read_from_the_position_on() {
+        let mut records = batch_at(10, &[b"a", b"bb", b"ccc"], Codec::None);
+        records.extend(batch_at(13, &[b"dddd"], Codec::None));
+        let partial = batch_at(14, &[b"eeeee"], Codec::None);
+        records.extend(&partial[..partial.len() - 1]);
+        let mut position = 11;
+        let mut seen = Vec::new();
+        let (n, bytes) =
+            read_batches(&records, &mut position, |v| seen.push(v.to_vec())).expect("reads");
+        assert_eq!(seen, [b"bb".to_vec(), b"ccc".to_vec(), b"dddd".to_vec()]);
+        assert_eq!(
+            (n, bytes),
+            (3, 9 + 3 + 3),
+            "keys of records 2 and 3 (index 0 and 2)"
+        );
+        assert_eq!(
+            position, 14,
+            "past the last whole batch, not the partial one"
+        );
+    }
+
+    #[test]
+    fn compressed_batches_read_like_plain_ones() {
+        let values: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; 300]).collect();
+        let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+            let records = batch_at(100, &refs, codec);
+            assert!(records.len() < 50 * 300 / 4, "{codec:?} compressed");
+            assert_eq!(
+                compress::from_attributes(i16::from(records[22])).expect("ok"),
+                codec
+            );
+            let mut position = 0;
+            let mut seen = Vec::new();
+            read_batches(&records, &mut position, |v| seen.push(v.to_vec())).expect("reads");
+            assert_eq!(seen, values, "{codec:?}");
+            assert_eq!(position, 150);
+            let mut corrupt = records.clone();
+            let last = corrupt.len() - 1;
+            corrupt[last] ^= 0x55;
+            assert!(
+                read_batches(&corrupt, &mut 0, |_| {}).is_err(),
+                "{codec:?} crc"
+            );
+        }
+    }
+
+    #[test]
+    fn corrupt_batches_are_errors() {
+        let mut records = batch_at(0, &[b"x"], Codec::None);
+        records[22] |= 7; // codec 7 does not exist; the CRC is resealed so the codec fails
+        seal_kafka_crc(&mut records);
+        let e = read_batches(&records, &mut 0, |_| {}).expect_err("codec 7");
+        assert!(matches!(e, KafkaError::Unsupported(_)), "{e}");
+        let mut records = batch_at(0, &[b"x"], Codec::None);
+        let last = records.len() - 2;
+        records[last] ^= 0xff;
+        let e = read_batches(&records, &mut 0, |_| {}).expect_err("crc");
+        assert!(matches!(e, KafkaError::Malformed(_)), "{e}");
+        let mut records = batch_at(0, &[b"x"], Codec::None);
+        records[8..12].copy_from_slice(&3i32.to_be_bytes());
+        assert!(
+            read_batches(&records, &mut 0, |_| {}).is_err(),
+            "short length"
+        );
+    }
+}
