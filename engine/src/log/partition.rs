@@ -17,8 +17,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use tidelog_wire::batch::{compute_crc, stamp_base_offset};
@@ -125,6 +128,8 @@ pub struct LogStats {
     pub cache_reads: u64,
     /// Reads served from segment files.
     pub disk_reads: u64,
+    /// Disk reads whose bytes a read-ahead had already fetched.
+    pub readahead_hits: u64,
     /// Segments rolled.
     pub rolls: u64,
     /// Segments deleted by retention.
@@ -138,8 +143,22 @@ struct Counters {
     fsyncs: Cell<u64>,
     cache_reads: Cell<u64>,
     disk_reads: Cell<u64>,
+    readahead_hits: Cell<u64>,
     rolls: Cell<u64>,
     segments_deleted: Cell<u64>,
+}
+
+/// A read of the bytes after a sequential disk read, started before anyone asked for them:
+/// the next fetch of a catch-up consumer finds them read (or on their way) instead of
+/// waiting for the disk. One per partition; a read that does not continue it drops it.
+struct ReadAhead<B> {
+    /// The segment read (its base offset).
+    segment: u64,
+    /// The offset of the first batch at `position`.
+    offset: u64,
+    /// File position of the first byte.
+    position: u64,
+    future: Pin<Box<dyn Future<Output = std::io::Result<B>>>>,
 }
 
 fn bump(counter: &Cell<u64>, by: u64) {
@@ -178,6 +197,9 @@ pub struct PartitionLog<S: Storage, C: Clock> {
     gate: Gate,
     synced: Event,
     counters: Counters,
+    readahead: RefCell<Option<ReadAhead<<S::File as StorageFile>::ReadBuf>>>,
+    /// The offset after the last disk read: a read starting there is sequential.
+    last_disk_read_end: Cell<Option<u64>>,
 }
 
 impl<S: Storage, C: Clock> std::fmt::Debug for PartitionLog<S, C> {
@@ -344,6 +366,8 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             gate: Gate::default(),
             synced: Event::default(),
             counters: Counters::default(),
+            readahead: RefCell::new(None),
+            last_disk_read_end: Cell::new(None),
         };
         log.rebuild_producer_state().await?;
         Ok(log)
@@ -487,6 +511,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             fsyncs: c.fsyncs.get(),
             cache_reads: c.cache_reads.get(),
             disk_reads: c.disk_reads.get(),
+            readahead_hits: c.readahead_hits.get(),
             rolls: c.rolls.get(),
             segments_deleted: c.segments_deleted.get(),
         }
@@ -870,7 +895,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         offset: u64,
         max_bytes: usize,
     ) -> Result<LogRead<<S::File as StorageFile>::ReadBuf>> {
-        let (file, path, position, limit, base_offset, log_start, high_watermark) =
+        let (file, path, position, limit, base_offset, log_start, high_watermark, segment_base) =
             {
                 let state = self.state.borrow();
                 if state.closed {
@@ -925,9 +950,21 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                     base_offset,
                     log_start,
                     log_end,
+                    segment.base_offset,
                 )
             };
         bump(&self.counters.disk_reads, 1);
+        let sequential = self.last_disk_read_end.get() == Some(offset);
+        // A read-ahead for exactly this offset starts at its batch: no index walk needed.
+        let ahead = self
+            .readahead
+            .borrow_mut()
+            .take()
+            .filter(|ra| ra.segment == segment_base && ra.offset == offset);
+        let (position, base_offset) = match &ahead {
+            Some(ra) => (ra.position, ra.offset),
+            None => (position, base_offset),
+        };
         let corrupt = |position: u64, reason: String| LogError::Corrupt {
             path: path.clone(),
             position,
@@ -935,11 +972,16 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         };
         let read_len = |from: u64, want: u64| (want.min(limit.saturating_sub(from))) as usize;
         let slack = u64::from(self.config.index_interval_bytes) + max_bytes as u64;
+        let window = slack.max(64 << 10);
         let mut buf_pos = position;
-        let mut buf = file
-            .read_at(buf_pos, read_len(buf_pos, slack.max(64 << 10)))
-            .await
-            .map_err(|e| LogError::io("read", &path, e))?;
+        let mut buf = match ahead {
+            Some(ra) => {
+                bump(&self.counters.readahead_hits, 1);
+                ra.future.await
+            }
+            None => file.read_at(buf_pos, read_len(buf_pos, window)).await,
+        }
+        .map_err(|e| LogError::io("read", &path, e))?;
         let mut pos = position;
         let mut first: Option<u64> = None;
         let mut next_offset = offset;
@@ -1032,6 +1074,26 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 position,
                 format!("offset {offset} not found in segment"),
             ));
+        }
+        self.last_disk_read_end.set(Some(next_offset));
+        // A second sequential read in a row with more written bytes after it: read them now.
+        if sequential && end < limit && self.readahead.borrow().is_none() {
+            let file = file.clone();
+            let len = read_len(end, window);
+            let mut future: Pin<Box<dyn Future<Output = std::io::Result<_>>>> =
+                Box::pin(async move { file.read_at(end, len).await });
+            // Poll once so the read is submitted now rather than when it is awaited; its
+            // result waits in the future.
+            let early = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+            if let Poll::Ready(result) = early {
+                future = Box::pin(std::future::ready(result));
+            }
+            *self.readahead.borrow_mut() = Some(ReadAhead {
+                segment: segment_base,
+                offset: next_offset,
+                position: end,
+                future,
+            });
         }
         Ok(LogRead {
             chunks,

@@ -73,10 +73,15 @@ fn open(disk: &SimDisk, clock: &SimClock, config: LogConfig) -> SimLog {
 
 /// Reads every batch from `from` to the log end, returning (base offset, bytes).
 fn read_all(log: &SimLog, from: u64) -> Vec<(u64, Vec<u8>)> {
+    read_all_by(log, from, 50_000)
+}
+
+/// [`read_all`] asking for `max_bytes` per read.
+fn read_all_by(log: &SimLog, from: u64, max_bytes: usize) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::new();
     let mut offset = from;
     loop {
-        let read = block_on(log.read(offset, 50_000)).expect("read");
+        let read = block_on(log.read(offset, max_bytes)).expect("read");
         if read.is_empty() {
             assert_eq!(offset, log.log_end());
             return out;
@@ -560,6 +565,50 @@ fn recent_reads_hit_the_cache_and_old_reads_the_disk() {
     let after = log.stats();
     assert_eq!(after.cache_reads, before.cache_reads + 1);
     assert_eq!(after.disk_reads, before.disk_reads + 1);
+}
+
+#[test]
+fn sequential_disk_reads_are_read_ahead_and_serve_the_same_bytes() {
+    let disk = SimDisk::new(5);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    for i in 0..150 {
+        block_on(log.append(make_batch(i, 10, 150, T0), Durability::Buffered)).expect("append");
+    }
+    block_on(log.sync()).expect("sync");
+    // Far below the tail cache: every read goes to the disk.
+    let before = log.stats();
+    let sequential = read_all_by(&log, 0, 6000);
+    let stats = log.stats();
+    let reads = stats.disk_reads - before.disk_reads;
+    let hits = stats.readahead_hits - before.readahead_hits;
+    assert!(reads > 10, "{reads} disk reads");
+    assert!(
+        hits >= reads - 3,
+        "all but the first reads (and a segment change) find their bytes read ahead: {hits} of {reads}"
+    );
+    // The same batches, read one at a time out of order (no read-ahead applies).
+    let mut scattered: Vec<(u64, Vec<u8>)> = Vec::new();
+    let offsets: Vec<u64> = sequential.iter().map(|(o, _)| *o).collect();
+    for (k, offset) in offsets.iter().enumerate().rev() {
+        let read = block_on(log.read(*offset, 1)).expect("read");
+        let bytes: &[u8] = &read.chunks[0];
+        let view = verify(bytes, &VerifyLimits::default()).expect("verifies");
+        assert_eq!(view.base_offset() as u64, *offset);
+        scattered.push((*offset, view.bytes().to_vec()));
+        assert_eq!(scattered.last(), sequential.get(k));
+    }
+    assert_eq!(scattered.len(), sequential.len());
+    // A read that jumps elsewhere drops a pending read-ahead instead of serving it.
+    let _ = block_on(log.read(0, 2000)).expect("read");
+    let second = block_on(log.read(offsets[3], 2000)).expect("read");
+    let bytes: &[u8] = &second.chunks[0];
+    assert_eq!(
+        verify(bytes, &VerifyLimits::default())
+            .expect("ok")
+            .base_offset() as u64,
+        offsets[3]
+    );
 }
 
 #[test]
