@@ -58,7 +58,13 @@ pub(crate) async fn ready(shared: Arc<Shared>, j: usize) -> Result<Option<LoadCo
                 return Ok(None);
             }
             let client = Client::connect(plan.broker).await?;
-            let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default())?;
+            // The Kafka consumer's fetch sizes, so that both protocols read alike.
+            let config = ConsumerConfig {
+                partition_max_bytes: crate::kafka::FETCH_PARTITION_BYTES_MAX,
+                max_bytes: crate::kafka::FETCH_BYTES_MAX,
+                ..ConsumerConfig::default()
+            };
+            let mut consumer = Consumer::new(client.clone(), config)?;
             let assignment: Vec<(&str, i32, StartAt)> = share
                 .iter()
                 .map(|k| {

@@ -249,7 +249,7 @@ fn setup(asked: &Plan) -> Result<Setup> {
         bail!("the topics have no partitions");
     }
     let expected = plan.partitions as usize * plan.topics.len();
-    if setup.targets.len() != expected {
+    if plan.mode.produces() && setup.targets.len() != expected {
         eprintln!(
             "tidelog-bench: the topics exist with {} partitions in all (asked for {expected}); \
              using them",
