@@ -242,31 +242,39 @@ pub(crate) async fn consume(
         };
         let mut round = WorkerResult::default();
         let polled = match &mut c {
-            LoadConsumer::Native { consumer, .. } => match consumer.poll(POLL_WAIT).await {
-                Ok(records) => {
-                    let (now, measuring) = now_measuring();
-                    for rec in &records {
+            LoadConsumer::Native { consumer, .. } => {
+                let mut clock = None;
+                let polled = consumer
+                    .poll_each(POLL_WAIT, |rec| {
+                        // One clock read per response, when its first record is seen.
+                        let (now, measuring) = *clock.get_or_insert_with(now_measuring);
                         round.consumed += 1;
                         round.consumed_bytes +=
-                            (rec.value.len() + rec.key.as_ref().map_or(0, |k| k.len())) as u64;
+                            (rec.value.len() + rec.key.map_or(0, <[u8]>::len)) as u64;
                         if e2e && measuring {
-                            if let Some(sent) = payload::timestamp_ns(&rec.value) {
+                            if let Some(sent) = payload::timestamp_ns(rec.value) {
                                 round.e2e_latency.record_ns(sent, now);
                             }
                         }
+                    })
+                    .await;
+                match polled {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.is_retriable() => {
+                        Err((crate::stats::error_kind(&e), e.to_string()))
                     }
-                    Ok(())
+                    Err(e) => return Err(e).context("poll"),
                 }
-                Err(e) if e.is_retriable() => Err((crate::stats::error_kind(&e), e.to_string())),
-                Err(e) => return Err(e).context("poll"),
-            },
+            }
             LoadConsumer::Kafka(kc) => {
-                let (now, measuring) = now_measuring();
                 let mut e2e_latency = crate::stats::Latency::default();
+                let mut clock = None;
                 let polled = kc
                     .poll(
                         |tp, pos| end_of(tp).is_none_or(|e| pos < e),
                         |value| {
+                            // One clock read per round, once its first record is seen.
+                            let (now, measuring) = *clock.get_or_insert_with(now_measuring);
                             if e2e && measuring {
                                 if let Some(sent) = payload::timestamp_ns(value) {
                                     e2e_latency.record_ns(sent, now);

@@ -65,6 +65,37 @@ pub struct ConsumerRecord {
     pub value: Bytes,
 }
 
+/// One record as [`Consumer::poll_each`] shows it: borrowed from the fetch response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The partition.
+    pub partition: i32,
+    /// The record's offset.
+    pub offset: i64,
+    /// Timestamp, ms since the epoch.
+    pub timestamp: i64,
+    /// `None` for a null key.
+    pub key: Option<&'a [u8]>,
+    /// The value.
+    pub value: &'a [u8],
+}
+
+impl RecordRef<'_> {
+    /// An owned record whose key and value share `buf`, the buffer this record lies in.
+    pub fn to_record(self, buf: &Bytes) -> ConsumerRecord {
+        ConsumerRecord {
+            topic: self.topic.to_owned(),
+            partition: self.partition,
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: self.key.map(|k| buf.slice_ref(k)),
+            value: buf.slice_ref(self.value),
+        }
+    }
+}
+
 /// A consumer of explicitly assigned partitions (no group membership).
 #[derive(Debug)]
 pub struct Consumer {
@@ -162,6 +193,37 @@ impl Consumer {
     /// [`ClientError::Protocol`] (e.g. `OffsetOutOfRange`), decode errors of the batches,
     /// [`ClientError::UnsupportedCompression`], request errors.
     pub async fn poll(&mut self, max_wait: Duration) -> Result<Vec<ConsumerRecord>> {
+        let mut records = Vec::new();
+        self.poll_with(max_wait, |buf, r| records.push(r.to_record(buf)))
+            .await?;
+        Ok(records)
+    }
+
+    /// [`poll`](Self::poll) without a record allocated: `f` sees each record in place, in
+    /// the fetch response's buffer, and the count is returned. The fast path for consumers
+    /// that look at each record once (a benchmark, a log shipper).
+    ///
+    /// # Errors
+    /// As [`poll`](Self::poll).
+    pub async fn poll_each(
+        &mut self,
+        max_wait: Duration,
+        mut f: impl FnMut(&RecordRef<'_>),
+    ) -> Result<usize> {
+        let mut n = 0;
+        self.poll_with(max_wait, |_, r| {
+            n += 1;
+            f(r);
+        })
+        .await?;
+        Ok(n)
+    }
+
+    async fn poll_with(
+        &mut self,
+        max_wait: Duration,
+        mut sink: impl FnMut(&Bytes, &RecordRef<'_>),
+    ) -> Result<()> {
         let max_wait = max_wait.min(self.client.config().request_timeout / 2);
         let max_wait_ms = i32::try_from(max_wait.as_millis()).unwrap_or(i32::MAX);
         let mut by_shard: BTreeMap<u16, Vec<FetchPartitionT>> = BTreeMap::new();
@@ -208,18 +270,21 @@ impl Consumer {
             // Nothing could be asked; do not spin.
             glommio::timer::sleep(max_wait.min(self.client.config().retry_backoff)).await;
         }
-        let mut records = Vec::new();
         for p in pending {
             match p.wait().await {
-                Ok(resp) => self.take_records(&resp, &mut records)?,
+                Ok(resp) => self.take_records(&resp, &mut sink)?,
                 Err(e) if e.is_retriable() => tracing::debug!(error = %e, "fetch failed"),
                 Err(e) => return Err(e),
             }
         }
-        Ok(records)
+        Ok(())
     }
 
-    fn take_records(&mut self, resp: &Response, out: &mut Vec<ConsumerRecord>) -> Result<()> {
+    fn take_records(
+        &mut self,
+        resp: &Response,
+        sink: &mut impl FnMut(&Bytes, &RecordRef<'_>),
+    ) -> Result<()> {
         let frame = resp.frame()?;
         let r = frame
             .message
@@ -241,7 +306,9 @@ impl Consumer {
                 code => ClientError::check(code, topic, Some(partition))?,
             }
             let data = frame.batches(p.batches())?;
-            let next = decode_batches(resp.bytes(), data, topic, partition, position, out)?;
+            let next = decode_batches(data, topic, partition, position, &mut |r| {
+                sink(resp.bytes(), r);
+            })?;
             self.positions.insert(key, next.max(position));
         }
         Ok(())
@@ -265,16 +332,15 @@ fn clamp_i32(v: usize) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
 
-/// Appends the records at or after `position` of the batches in `data` (a slice of `buf`) to
-/// `out`, and returns the offset after the last whole batch. A batch cut off at the end of
-/// `data` is ignored (the next fetch starts at it).
+/// Calls `f` with each record at or after `position` of the batches in `data`, and returns
+/// the offset after the last whole batch. A batch cut off at the end of `data` is ignored
+/// (the next fetch starts at it).
 pub(crate) fn decode_batches(
-    buf: &Bytes,
     data: &[u8],
     topic: &str,
     partition: i32,
     position: i64,
-    out: &mut Vec<ConsumerRecord>,
+    f: &mut dyn FnMut(&RecordRef<'_>),
 ) -> Result<i64> {
     let limits = VerifyLimits::default();
     let mut rest = data;
@@ -290,24 +356,18 @@ pub(crate) fn decode_batches(
             break;
         }
         let view = verify(rest, &limits)?;
-        let record = |offset, timestamp, key: Option<Bytes>, value| ConsumerRecord {
-            topic: topic.to_owned(),
-            partition,
-            offset,
-            timestamp,
-            key,
-            value,
-        };
         match view.payload_format() {
             PayloadFormat::Native => {
                 for r in view.records()? {
                     if r.offset >= position {
-                        out.push(record(
-                            r.offset,
-                            r.timestamp,
-                            r.key.map(|k| buf.slice_ref(k)),
-                            buf.slice_ref(r.value),
-                        ));
+                        f(&RecordRef {
+                            topic,
+                            partition,
+                            offset: r.offset,
+                            timestamp: r.timestamp,
+                            key: r.key,
+                            value: r.value,
+                        });
                     }
                 }
             }
@@ -316,15 +376,17 @@ pub(crate) fn decode_batches(
                 if compression != Compression::None {
                     return Err(ClientError::UnsupportedCompression(compression));
                 }
-                let payload = buf.slice_ref(view.payload());
-                for r in crate::kafka::decode_records(&payload, view.base_offset())? {
+                let payload = view.payload();
+                for r in crate::kafka::decode_records(payload, view.base_offset())? {
                     if r.offset >= position {
-                        out.push(record(
-                            r.offset,
-                            r.timestamp,
-                            r.key.map(|k| payload.slice(k)),
-                            payload.slice(r.value),
-                        ));
+                        f(&RecordRef {
+                            topic,
+                            partition,
+                            offset: r.offset,
+                            timestamp: r.timestamp,
+                            key: r.key.map(|k| &payload[k]),
+                            value: &payload[r.value],
+                        });
                     }
                 }
             }

@@ -40,4 +40,4 @@ mod producer;
 
 pub use producer::{Acks, BatchReport, Delivery, Producer, ProducerConfig, RecordMetadata};
 mod consumer;
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, StartAt};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, RecordRef, StartAt};
