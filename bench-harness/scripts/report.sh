@@ -98,6 +98,7 @@ for proto, name in [(p, f"{p}-e2e-half-rate{s}") for p in ("native", "kafka") fo
     print(f"\n{name}: open loop at {r['params'].get('rate')} rec/s (half of max, 1 KiB, acks=1, linger {r['params'].get('linger_ms')} ms): "
           f"publish p50/p99/p999 {r['produce']['latency_us']['p50']}/{r['produce']['latency_us']['p99']}/"
           f"{r['produce']['latency_us']['p999']} us, e2e p99 {r['e2e']['latency_us']['p99']} us, "
+          f"generator send lag p99 {(r.get('send_lag_us') or {}).get('p99')} us, "
           f"achieved {r['produce']['records_per_s']:.0f} rec/s, errors {r['errors']}")
 for proto in ("native", "kafka"):
     for suffix in ("", "-tuned"):
