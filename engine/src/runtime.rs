@@ -181,8 +181,8 @@ impl Default for Housekeeping {
 }
 
 /// Runs a partition's background duties on the current glommio executor until the log is
-/// closed: makes buffered appends durable when the flush policy asks for it, and deletes
-/// segments past retention. Errors are logged (a poisoned log stops the task: it refuses all
+/// closed: finishes sealing a rolled segment (trimming, index files), makes buffered appends
+/// durable when the flush policy asks for it, and deletes segments past retention. Errors are logged (a poisoned log stops the task: it refuses all
 /// further writes anyway).
 pub fn spawn_housekeeping<S, C>(
     log: std::rc::Rc<crate::log::PartitionLog<S, C>>,
@@ -199,6 +199,7 @@ where
             if log.is_closed() {
                 return;
             }
+            log.seal_pending().await;
             if let Err(e) = log.maybe_flush().await {
                 tracing::error!(dir = %log.dir().display(), error = %e, "background flush failed");
                 return;

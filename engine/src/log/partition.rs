@@ -148,6 +148,16 @@ struct Counters {
     segments_deleted: Cell<u64>,
 }
 
+/// What a roll leaves to do after the write gate is released (`PartitionLog::seal_pending`).
+struct Sealing<F> {
+    file: F,
+    path: PathBuf,
+    base: u64,
+    size: u64,
+    offset_index: Vec<u8>,
+    time_index: Vec<u8>,
+}
+
 /// A read of the bytes after a sequential disk read, started before anyone asked for them:
 /// the next fetch of a catch-up consumer finds them read (or on their way) instead of
 /// waiting for the disk. One per partition; a read that does not continue it drops it.
@@ -198,6 +208,8 @@ pub struct PartitionLog<S: Storage, C: Clock> {
     synced: Event,
     counters: Counters,
     readahead: RefCell<Option<ReadAhead<<S::File as StorageFile>::ReadBuf>>>,
+    /// The last rolled segment's trimming and index files, still to do.
+    pending_seal: RefCell<Option<Sealing<S::File>>>,
     /// The offset after the last disk read: a read starting there is sequential.
     last_disk_read_end: Cell<Option<u64>>,
 }
@@ -367,6 +379,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             synced: Event::default(),
             counters: Counters::default(),
             readahead: RefCell::new(None),
+            pending_seal: RefCell::new(None),
             last_disk_read_end: Cell::new(None),
         };
         log.rebuild_producer_state().await?;
@@ -723,8 +736,14 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     }
 
     /// Seals the active segment and starts a new one at the log end. The new file is created
-    /// first, so running out of space leaves the old segment active and intact.
+    /// first, so running out of space leaves the old segment active and intact. What is left
+    /// of sealing (trimming, index files) waits for [`seal_pending`](Self::seal_pending),
+    /// outside the write gate; a roll that finds an earlier one still waiting does it first.
     async fn roll(&self, lease: &mut WriterLease<'_, S, C>) -> Result<()> {
+        let earlier = self.pending_seal.borrow_mut().take();
+        if let Some(earlier) = earlier {
+            self.seal(earlier).await;
+        }
         let new_base = self.state.borrow().log_end;
         let old_path = self.active_path();
         lease.dirty = true;
@@ -747,8 +766,8 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             .sync_dir(&self.dir)
             .await
             .map_err(|e| LogError::io("sync directory", &self.dir, e))?;
-        // The old segment is complete and durable: cut its preallocated zeros, persist its
-        // indexes. Failures here cost only a rebuild at the next open.
+        // The old segment is complete and durable; its trimming and index files wait for
+        // `seal`, outside the gate.
         let (old_base, old_size, offset_index, time_index) = {
             let mut state = self.state.borrow_mut();
             let old = state
@@ -765,18 +784,6 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 old.time_index.encode(),
             )
         };
-        let sealed = async {
-            old_file.truncate(old_size).await?;
-            old_file.fdatasync().await?;
-            let index_path = segment_path(&self.dir, old_base, INDEX_SUFFIX);
-            write_index_file(&self.storage, &index_path, &offset_index).await?;
-            let time_path = segment_path(&self.dir, old_base, TIME_INDEX_SUFFIX);
-            write_index_file(&self.storage, &time_path, &time_index).await?;
-            self.storage.sync_dir(&self.dir).await
-        };
-        if let Err(e) = sealed.await {
-            tracing::warn!(path = %old_path.display(), error = %e, "sealing segment failed; indexes will be rebuilt");
-        }
         let writer = SegmentWriter::new(new_segment.file.clone(), 0, &[], reserve, new_base);
         lease.writer = Some(writer);
         let mut state = self.state.borrow_mut();
@@ -788,7 +795,54 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         state.oldest_unsynced_ms = None;
         drop(state);
         bump(&self.counters.rolls, 1);
+        *self.pending_seal.borrow_mut() = Some(Sealing {
+            file: old_file,
+            path: old_path,
+            base: old_base,
+            size: old_size,
+            offset_index,
+            time_index,
+        });
         Ok(())
+    }
+
+    /// Finishes sealing the last rolled segment, if a roll left that to do: the housekeeping
+    /// task calls this every flush check, and `close` before closing. Appends go on
+    /// meanwhile, so a roll stalls them only for the old segment's last flush and fdatasync
+    /// and the new segment's creation.
+    pub async fn seal_pending(&self) {
+        let pending = self.pending_seal.borrow_mut().take();
+        if let Some(sealing) = pending {
+            self.seal(sealing).await;
+        }
+    }
+
+    /// The rest of a roll, done with the write gate free so that appends to the new segment
+    /// go on meanwhile: cuts the sealed segment's preallocated zeros and persists its
+    /// indexes. The segment is already complete and durable; a failure here (or a caller
+    /// that gives up half-way) costs only an index rebuild at the next open, and index files
+    /// of a segment that retention deleted meanwhile are removed at the next open too.
+    async fn seal(&self, sealing: Sealing<S::File>) {
+        let Sealing {
+            file,
+            path,
+            base,
+            size,
+            offset_index,
+            time_index,
+        } = sealing;
+        let sealed = async {
+            file.truncate(size).await?;
+            file.fdatasync().await?;
+            let index_path = segment_path(&self.dir, base, INDEX_SUFFIX);
+            write_index_file(&self.storage, &index_path, &offset_index).await?;
+            let time_path = segment_path(&self.dir, base, TIME_INDEX_SUFFIX);
+            write_index_file(&self.storage, &time_path, &time_index).await?;
+            self.storage.sync_dir(&self.dir).await
+        };
+        if let Err(e) = sealed.await {
+            tracing::warn!(path = %path.display(), error = %e, "sealing segment failed; indexes will be rebuilt");
+        }
     }
 
     fn flush_due_locked(&self, state: &State<S::File>, now_ms: i64) -> bool {
@@ -1239,6 +1293,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// # Errors
     /// As [`sync`](Self::sync).
     pub async fn close(&self) -> Result<()> {
+        self.seal_pending().await;
         let result = if self.check_writable().is_ok() {
             self.sync().await
         } else {

@@ -612,6 +612,48 @@ fn sequential_disk_reads_are_read_ahead_and_serve_the_same_bytes() {
 }
 
 #[test]
+fn a_rolled_segment_is_sealed_outside_the_append() {
+    let disk = SimDisk::new(4);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    let index_files = || {
+        block_on(crate::io::Storage::list_dir(&disk, &dir()))
+            .expect("list")
+            .into_iter()
+            .filter(|n| n.ends_with(".index"))
+            .count()
+    };
+    let mut i = 0;
+    while log.segment_count() < 2 {
+        block_on(log.append(make_batch(i, 10, 1000, T0), Durability::Buffered)).expect("append");
+        i += 1;
+    }
+    assert_eq!(
+        index_files(),
+        0,
+        "the append that rolled did not wait for the index files"
+    );
+    block_on(log.seal_pending());
+    assert_eq!(index_files(), 1, "sealing wrote the rolled segment's index");
+    block_on(log.seal_pending());
+    assert_eq!(index_files(), 1, "nothing more to seal");
+    // A second roll before any housekeeping seals the first one on the way.
+    while log.segment_count() < 4 {
+        block_on(log.append(make_batch(i, 10, 1000, T0), Durability::Buffered)).expect("append");
+        i += 1;
+    }
+    assert_eq!(
+        index_files(),
+        2,
+        "the third segment's roll sealed the second"
+    );
+    block_on(log.close()).expect("close");
+    assert_eq!(index_files(), 3, "close seals the last rolled segment");
+    let reopened = open(&disk, &clock, small_config());
+    assert_eq!(read_all(&reopened, 0).len(), i as usize);
+}
+
+#[test]
 fn segments_roll_by_size_and_by_age() {
     let disk = SimDisk::new(3);
     let clock = SimClock::new(T0);
