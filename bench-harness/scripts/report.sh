@@ -5,10 +5,16 @@
 # 1 KiB acks=1 rate. Prints a markdown table with ratios; JSON per run under target/report/.
 #
 #   bash bench-harness/scripts/report.sh [SECONDS]      (seconds per produce run, default 10)
+#
+# LAYOUT=shared (default): the broker with one shard per CPU and the generator with one
+#   unpinned executor per CPU, all sharing the cores.
+# LAYOUT=split: the broker with one shard pinned to CPU 0 (taskset) and the generator pinned
+#   to the other CPUs (--cores), so that they never share a core.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
-out=target/report
+layout=${LAYOUT:-shared}
+out=target/report-$layout
 rm -rf "$out" && mkdir -p "$out"
 cargo build -q --release --bin tidelog --bin tidelog-bench
 bench=./target/release/tidelog-bench
@@ -18,7 +24,19 @@ if [[ -x $limits ]]; then
 else
   echo '{}' >"$out/limits.json"
 fi
-./target/release/tidelog serve --data-dir "$out/data" --shards 2 \
+cpus=$(nproc)
+pin=()
+gen=()
+case $layout in
+  shared) shards=$cpus ;;
+  split)
+    shards=1
+    pin=(taskset -c 0)
+    gen=(--cores "1-$((cpus - 1))")
+    ;;
+  *) echo "LAYOUT must be shared or split" >&2; exit 2 ;;
+esac
+"${pin[@]}" ./target/release/tidelog serve --data-dir "$out/data" --shards "$shards" \
   --native-addr 127.0.0.1:19292 --kafka-addr 127.0.0.1:19092 2>"$out/broker.log" &
 broker=$!
 trap 'kill $broker 2>/dev/null; wait $broker 2>/dev/null || true' EXIT
@@ -31,7 +49,7 @@ run() {
   local addr=127.0.0.1:19292
   [[ $proto == kafka ]] && addr=127.0.0.1:19092
   echo "== $name" >&2
-  "$bench" "$mode" --protocol "$proto" --broker "$addr" --broker-pid "$broker" \
+  "$bench" "$mode" --protocol "$proto" --broker "$addr" --broker-pid "$broker" "${gen[@]}" \
     --json "$out/$name.json" "$@" >"$out/$name.log" 2>&1 || { tail -5 "$out/$name.log" >&2; return 1; }
 }
 
@@ -75,6 +93,7 @@ out = sys.argv[1]
 lim = json.load(open(f"{out}/limits.json"))
 def j(n): return json.load(open(f"{out}/{n}.json"))
 w, fs, lo = lim.get("disk_write_mb_s"), lim.get("fdatasync_per_s"), lim.get("loopback_mb_s")
+print(f"layout: {os.environ.get('LAYOUT', 'shared')}")
 print(f"limits: fio O_DIRECT write {w} MB/s, read {lim.get('disk_read_mb_s')} MB/s, "
       f"fdatasync {fs}/s, loopback {lo} MB/s")
 print()
