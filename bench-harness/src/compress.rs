@@ -222,6 +222,15 @@ mod tests {
         assert!(from_attributes(5).is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_input_never_panics_or_exceeds_the_limit(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512), codec in 0usize..5) {
+            if let Ok(out) = decompress(ALL[codec], &bytes, 4096) {
+                proptest::prop_assert!(out.len() <= 4096);
+            }
+        }
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for codec in ALL.into_iter().skip(1) {

@@ -312,6 +312,34 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a broker sends as a partition's records, the walk returns or errs.
+        #[test]
+        fn fetched_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512), position in 0i64..20) {
+            let mut p = position;
+            let _ = read_batches(&bytes, &mut p, |_| {});
+        }
+
+        /// A valid batch with any one byte changed is read or refused, never a panic, and
+        /// never moves the position backwards.
+        #[test]
+        fn damaged_compressed_batches_never_panic(at in 0usize..400, byte in proptest::prelude::any::<u8>(), codec in 0usize..5) {
+            let codecs = [Codec::None, Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd];
+            let values: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 40]).collect();
+            let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+            let mut records = batch_at(5, &refs, codecs[codec]);
+            let at = at % records.len();
+            records[at] = byte;
+            if at >= BATCH_HEADER_LEN {
+                // A damaged records section under a valid CRC reaches the codec and decoder.
+                seal_kafka_crc(&mut records);
+            }
+            let mut position = 5;
+            let _ = read_batches(&records, &mut position, |_| {});
+            proptest::prop_assert!(position >= 5);
+        }
+    }
+
     #[test]
     fn corrupt_batches_are_errors() {
         let mut records = batch_at(0, &[b"x"], Codec::None);

@@ -611,6 +611,20 @@ mod tests {
         assert_eq!(a, (0..7).collect::<Vec<_>>());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn consumer_protocol_decoders_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = decode_subscription(&bytes);
+            let _ = decode_assignment(&bytes);
+        }
+
+        #[test]
+        fn assignments_round_trip(parts in proptest::collection::vec(("[a-z]{1,8}", proptest::collection::vec(0i32..1000, 0..8)), 0..6)) {
+            let bytes = encode_assignment(&parts);
+            proptest::prop_assert_eq!(decode_assignment(&bytes).expect("decodes"), parts);
+        }
+    }
+
     #[test]
     fn protocol_payloads_round_trip_and_reject_junk() {
         let topics = vec!["t-0".to_string(), "t-1".to_string()];
