@@ -480,7 +480,7 @@ impl Shard {
         for log in doomed {
             let _ = log.close().await;
             let dir = log.dir().to_path_buf();
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if let Err(e) = crate::io::dma::remove_tree(&dir).await {
                 tracing::warn!(dir = %dir.display(), error = %e, "removing a deleted partition failed");
             }
         }
