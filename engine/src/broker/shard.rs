@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::StreamExt;
@@ -470,6 +471,10 @@ impl Shard {
     }
 
     async fn apply_removal(&self, name: &str) {
+        /// How long a removal waits for other holders of a deleted partition to let go.
+        const REMOVAL_CLOSE_WAIT: Duration = Duration::from_secs(2);
+        /// How often it looks.
+        const REMOVAL_CLOSE_POLL: Duration = Duration::from_millis(5);
         self.topics.borrow_mut().remove(name);
         let doomed: Vec<Rc<Log>> = self
             .partitions
@@ -480,6 +485,17 @@ impl Shard {
         for log in doomed {
             let _ = log.close().await;
             let dir = log.dir().to_path_buf();
+            // Unlink only once the segment files are closed. The last close of an unlinked
+            // file frees its extents inside close(2), here on the shard thread: 0.7 s for a 6
+            // GB topic, stalling every partition of the shard. Closed first, the unlinks do
+            // that work in io_uring's worker threads. The housekeeping task lets go of its
+            // handle at its next tick; other holders (a fetch being answered) shortly after.
+            let mut waited = Duration::ZERO;
+            while Rc::strong_count(&log) > 1 && waited < REMOVAL_CLOSE_WAIT {
+                glommio::timer::sleep(REMOVAL_CLOSE_POLL).await;
+                waited += REMOVAL_CLOSE_POLL;
+            }
+            drop(log);
             if let Err(e) = crate::io::dma::remove_tree(&dir).await {
                 tracing::warn!(dir = %dir.display(), error = %e, "removing a deleted partition failed");
             }

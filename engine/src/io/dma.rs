@@ -221,7 +221,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("topic/0")).expect("mkdir");
         std::fs::create_dir_all(root.join("topic/1")).expect("mkdir");
-        for f in ["topic/0/a.log", "topic/0/a.index", "topic/1/b.log", "topic/meta"] {
+        for f in [
+            "topic/0/a.log",
+            "topic/0/a.index",
+            "topic/1/b.log",
+            "topic/meta",
+        ] {
             std::fs::write(root.join(f), vec![7u8; 64 << 10]).expect("write");
         }
         let target = root.join("topic");
@@ -230,7 +235,9 @@ mod tests {
             .spawn(move || async move {
                 remove_tree(&target).await.expect("removed");
                 assert!(!target.exists(), "the whole tree is gone");
-                remove_tree(&target).await.expect("a missing path is not an error");
+                remove_tree(&target)
+                    .await
+                    .expect("a missing path is not an error");
             })
             .expect("spawn executor");
         handle.join().expect("executor");

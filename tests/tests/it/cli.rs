@@ -247,8 +247,19 @@ fn admin_million_records_and_clean_restart() {
         small.contains("retention.ms 60000") && small.contains("retention.bytes 1048576"),
         "{small}"
     );
+    assert!(dir.join("small").exists(), "the topic has a directory");
     run_ok(&b, &["topic", "delete", "small"]);
     assert_eq!(run_ok(&b, &["topic", "list"]), "events\n");
+    // Its files go once every handle on them is closed (the shard waits for that, then
+    // unlinks them through io_uring).
+    let gone = Instant::now();
+    while dir.join("small").exists() && gone.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !dir.join("small").exists(),
+        "the deleted topic's directory is removed"
+    );
 
     // 2. Parallel producers, then every record read back.
     let total = records_wanted();
