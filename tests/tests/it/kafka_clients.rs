@@ -170,6 +170,13 @@ fn python(c: &Clients, script: &str, args: &[&str]) -> Command {
     cmd
 }
 
+/// `tidelog-bench <args> --broker <bootstrap>` (the current source, built by this package).
+fn bench(bootstrap: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidelog-bench-under-test"));
+    cmd.args(args).args(["--broker", bootstrap]);
+    cmd
+}
+
 fn kcat(bootstrap: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new("kcat");
     cmd.args(["-b", bootstrap]).args(args);
@@ -337,6 +344,152 @@ fn read_until_then_kill(mut cmd: Command, want: usize, within: Duration) -> Vec<
     reader.join().expect("reader");
     let got = lines.lock().expect("lines").clone();
     got
+}
+
+/// The load generator's own Kafka client writes batches (keys, a size range, each of Kafka's
+/// codecs) that librdkafka reads record for record, and its consumer group commits the offsets
+/// it read to, so that the group's next run starts at the end.
+#[test]
+fn load_generator_batches_are_read_by_librdkafka_with_every_codec() {
+    let Some(_) = clients() else { return };
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-bench-codecs");
+    let work = tmp.path();
+    let broker = kafka_broker(&work.join("data"));
+    let b = broker.kafka().to_owned();
+    const RECORDS: usize = 3000;
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("bench-{codec}");
+        let records = RECORDS.to_string();
+        let ran = run_bounded(
+            bench(
+                &b,
+                &[
+                    "produce",
+                    "--protocol",
+                    "kafka",
+                    "--topic",
+                    &topic,
+                    "--partitions",
+                    "2",
+                    "--records",
+                    &records,
+                    "--record-size",
+                    "20-200",
+                    "--keys",
+                    "round-robin",
+                    "--compression",
+                    codec,
+                    "--batch-bytes",
+                    "16384",
+                    "--linger-ms",
+                    "1",
+                ],
+            ),
+            None,
+            Duration::from_secs(60),
+            work,
+        );
+        let table = ok(
+            ran,
+            &format!("tidelog-bench produce --compression {codec}"),
+            &broker,
+        );
+        assert!(table.contains("errors: none"), "{codec}: {table}");
+        // %K / %S: key and value lengths (the bytes themselves are binary).
+        let ran = run_bounded(
+            kcat(
+                &b,
+                &["-C", "-t", &topic, "-o", "beginning", "-e", "-f", "%K %S\n"],
+            ),
+            None,
+            Duration::from_secs(60),
+            work,
+        );
+        let out = ok(ran, &format!("kcat -C {topic}"), &broker);
+        let sizes: Vec<(usize, usize)> = out
+            .lines()
+            .map(|l| {
+                let (k, v) = l
+                    .split_once(' ')
+                    .unwrap_or_else(|| panic!("{codec}: line {l:?}"));
+                (
+                    k.parse().expect("key length"),
+                    v.parse().expect("value length"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            sizes.len(),
+            RECORDS,
+            "{codec}: every record read by librdkafka"
+        );
+        assert!(
+            sizes
+                .iter()
+                .all(|(k, v)| *k == 16 && (20..=200).contains(v)),
+            "{codec}: 16-byte keys, values of 20..=200 bytes"
+        );
+        let distinct: HashSet<usize> = sizes.iter().map(|(_, v)| *v).collect();
+        assert!(distinct.len() > 50, "{codec}: sizes drawn from the range");
+    }
+
+    // Its consumer group reads everything and commits the end: a second run of the same
+    // group has nothing left, and kcat joining that group reads nothing either.
+    let ran = run_bounded(
+        bench(
+            &b,
+            &[
+                "consume",
+                "--protocol",
+                "kafka",
+                "--topic",
+                "bench-zstd",
+                "--consumers",
+                "2",
+                "--group",
+                "bench-group",
+            ],
+        ),
+        None,
+        Duration::from_secs(60),
+        work,
+    );
+    let first = ok(ran, "tidelog-bench consume --group", &broker);
+    let consumed = |table: &str| -> u64 {
+        table
+            .lines()
+            .find_map(|l| l.strip_prefix("consume "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no consume row: {table}"))
+    };
+    assert_eq!(consumed(&first), RECORDS as u64, "{first}");
+    let ran = run_bounded(
+        bench(
+            &b,
+            &[
+                "consume",
+                "--protocol",
+                "kafka",
+                "--topic",
+                "bench-zstd",
+                "--consumers",
+                "1",
+                "--group",
+                "bench-group",
+            ],
+        ),
+        None,
+        Duration::from_secs(60),
+        work,
+    );
+    let second = ok(ran, "tidelog-bench consume --group, again", &broker);
+    assert_eq!(
+        consumed(&second),
+        0,
+        "the group's commits were at the end: {second}"
+    );
 }
 
 #[test]
