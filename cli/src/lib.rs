@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
 use tidelog_engine::broker::{self, BrokerConfig};
+use tidelog_engine::LogConfig;
 
 mod checks;
 mod connect;
@@ -72,6 +73,76 @@ struct ServeArgs {
     /// How long a new consumer group waits for more members before its first rebalance.
     #[arg(long, default_value_t = 300)]
     group_initial_rebalance_delay_ms: u64,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+/// Partition log defaults (tuning.md, "Storage engine"): every topic gets these unless its
+/// own configuration says otherwise. Unset flags keep the engine's defaults.
+#[derive(Debug, Default, clap::Args)]
+struct LogArgs {
+    /// Roll to a new segment past this size [default: 1 GiB].
+    #[arg(long, value_name = "BYTES")]
+    segment_bytes: Option<u64>,
+    /// Roll a segment written to for this long [default: 7 days].
+    #[arg(long, value_name = "MS")]
+    segment_ms: Option<i64>,
+    /// fdatasync buffered (acks 0/1) appends past this many unsynced bytes [default: 1 MiB].
+    #[arg(long, value_name = "BYTES")]
+    flush_bytes: Option<u64>,
+    /// ... or once the oldest unsynced append is this old [default: 100].
+    #[arg(long, value_name = "MS")]
+    flush_interval_ms: Option<i64>,
+    /// Keep at most this many bytes per partition [default: no limit].
+    #[arg(long, value_name = "BYTES")]
+    retention_bytes: Option<u64>,
+    /// Delete data older than this [default: 7 days].
+    #[arg(long, value_name = "MS")]
+    retention_ms: Option<i64>,
+    /// Recent batches kept in memory per partition for consumers that keep up [default: 8 MiB].
+    #[arg(long, value_name = "BYTES")]
+    tail_cache_bytes: Option<usize>,
+    /// Space reserved ahead of the write head with one fallocate [default: 256 MiB].
+    #[arg(long, value_name = "BYTES")]
+    preallocate_bytes: Option<u64>,
+    /// Largest batch a partition accepts [default: 1 MiB].
+    #[arg(long, value_name = "BYTES")]
+    max_batch_bytes: Option<usize>,
+}
+
+impl LogArgs {
+    /// `base` with every flag that was given applied.
+    fn apply(&self, base: &LogConfig) -> LogConfig {
+        let mut c = base.clone();
+        if let Some(v) = self.segment_bytes {
+            c.segment_bytes = v;
+        }
+        if let Some(v) = self.segment_ms {
+            c.segment_ms = v;
+        }
+        if let Some(v) = self.flush_bytes {
+            c.flush_bytes = v;
+        }
+        if let Some(v) = self.flush_interval_ms {
+            c.flush_interval_ms = v;
+        }
+        if let Some(v) = self.retention_bytes {
+            c.retention_bytes = Some(v);
+        }
+        if let Some(v) = self.retention_ms {
+            c.retention_ms = Some(v);
+        }
+        if let Some(v) = self.tail_cache_bytes {
+            c.tail_cache_bytes = v;
+        }
+        if let Some(v) = self.preallocate_bytes {
+            c.preallocate_bytes = v;
+        }
+        if let Some(v) = self.max_batch_bytes {
+            c.max_batch_bytes = v;
+        }
+        c
+    }
 }
 
 /// The `tidelog` command: parses the arguments, runs the command, and on failure prints
@@ -135,6 +206,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         config.shards = shards;
     }
     config.default_partitions = args.default_partitions;
+    config.log_defaults = args.log.apply(&config.log_defaults);
+    config
+        .log_defaults
+        .validate()
+        .map_err(|e| anyhow!("invalid log flags: {e}"))?;
     let shards = config.shards;
     let handle = broker::start(config)
         .map_err(|e| anyhow!(checks::explain_startup(&e.to_string(), &args.native_addr)))?;

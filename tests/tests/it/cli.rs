@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::broker_process::{serial, Broker, BIN};
+use crate::broker_process::{serial, Broker, Serve, BIN};
 
 const PRODUCERS: usize = 3;
 
@@ -628,4 +628,59 @@ fn group_offsets_resume_and_survive_a_restart() {
         "only the records produced after the group first ran"
     );
     broker.stop();
+}
+
+/// `serve`'s log flags reach every partition: 1 MiB segments roll a 4 MB topic into several
+/// files, and a value the engine refuses stops `serve` with the reason.
+#[test]
+fn serve_log_flags_set_the_partition_defaults() {
+    let _one = serial();
+    let tmp = crate::test_dir("cli-log-flags");
+    let dir = tmp.path().join("data");
+    let mut serve = Serve::new();
+    serve.shards = 1;
+    serve.extra = [
+        "--segment-bytes",
+        "1048576",
+        "--preallocate-bytes",
+        "1048576",
+    ]
+    .map(String::from)
+    .to_vec();
+    let broker = Broker::start_with(&dir, 0, serve);
+    let b = broker.addr.clone();
+    run_ok(
+        &b,
+        &["topic", "create", "small-segments", "--partitions", "1"],
+    );
+    let mut input = Vec::new();
+    for i in 0..4000 {
+        writeln!(input, "{i}:{}", "x".repeat(1000)).expect("write to Vec");
+    }
+    let out = produce(&b, "small-segments", &["--key-separator", ":"], input);
+    assert!(out.status.success(), "produce: {}", text(&out.stderr));
+    let segments = std::fs::read_dir(dir.join("small-segments").join("0"))
+        .expect("partition directory")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .count();
+    assert!(
+        segments >= 3,
+        "about 4 MB in 1 MiB segments: {segments} segment files"
+    );
+    drop(broker);
+
+    let bad = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(tmp.path().join("bad"))
+        .args(["--native-addr", "127.0.0.1:0", "--kafka-addr", "off"])
+        .args(["--segment-bytes", "100"])
+        .output()
+        .expect("run serve");
+    assert!(!bad.status.success(), "a 100-byte segment is refused");
+    assert!(
+        text(&bad.stderr).contains("segment_bytes"),
+        "the reason names the flag's value: {}",
+        text(&bad.stderr)
+    );
 }
