@@ -53,6 +53,10 @@ pub struct Args {
     /// uncompressed batches only).
     #[arg(long, value_enum, default_value_t = Codec::None)]
     pub compression: Codec,
+    /// What the values hold (after the 8-byte send timestamp): incompressible random bytes,
+    /// or application-log text that compresses like real logs (for --compression runs).
+    #[arg(long, value_enum, default_value_t = PayloadKind::Random)]
+    pub payload: PayloadKind,
     /// Value bytes of each record (at least 8: the first 8 carry the send timestamp), or a
     /// range `MIN-MAX` drawn uniformly per record from the --seed stream.
     #[arg(long, default_value = "1024", value_parser = parse_record_size)]
@@ -204,6 +208,25 @@ impl KeyMode {
             KeyMode::None => "none",
             KeyMode::Random => "random",
             KeyMode::RoundRobin => "round-robin",
+        }
+    }
+}
+
+/// What record values hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PayloadKind {
+    /// Uniform random bytes: incompressible.
+    Random,
+    /// Application-log lines: compressible like real logs.
+    Text,
+}
+
+impl PayloadKind {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            PayloadKind::Random => "random",
+            PayloadKind::Text => "text",
         }
     }
 }
@@ -402,6 +425,7 @@ pub struct Plan {
     /// The consumers' group.
     pub group: Option<String>,
     pub compression: Codec,
+    pub payload: PayloadKind,
 }
 
 /// Most topics one run spreads over.
@@ -523,6 +547,7 @@ impl Plan {
             broker_pid: args.broker_pid,
             group: args.group.clone(),
             compression: args.compression,
+            payload: args.payload,
         })
     }
 
@@ -554,6 +579,7 @@ impl Plan {
             "broker_pid": self.broker_pid,
             "group": self.group,
             "compression": self.compression.name(),
+            "payload": self.payload.name(),
         })
     }
 

@@ -267,7 +267,7 @@ pub(crate) async fn produce(
         .map_or(0, |d| d.as_millis() as i64);
     let wall_ms = |t: u64| wall_ms_at_start + (t.saturating_sub(start_ns) / 1_000_000) as i64;
     let seed = plan.seed.wrapping_add(i as u64);
-    let mut payloads = Payloads::ranged(seed, plan.record_size_min, plan.record_size);
+    let mut payloads = Payloads::ranged(seed, plan.record_size_min, plan.record_size, plan.payload);
     let mut keys = payload::Keys::new(plan.keys, seed);
     let mut lag = crate::stats::Latency::default();
     let mut sent = 0u64;
