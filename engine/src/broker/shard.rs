@@ -1022,11 +1022,22 @@ async fn append_all_unsynced(
             .await
             .map_err(|e| log_error_code(&e))?;
         first.get_or_insert(info.base_offset);
-        last = Some(info);
+        last = Some(furthest(last, info));
     }
     match (first, last) {
         (Some(first), Some(last)) => Ok((first, last)),
         _ => Err(ErrorCode::InvalidRequest),
+    }
+}
+
+/// Of the batches appended so far (`so_far`) and `next`, the one whose durability covers all:
+/// the highest last offset. A duplicate idempotent batch reports its original's offsets,
+/// which may lie below the batches appended before it in the same request, so the last
+/// batch appended is not always the one to wait for.
+fn furthest(so_far: Option<AppendInfo>, next: AppendInfo) -> AppendInfo {
+    match so_far {
+        Some(prev) if prev.last_offset > next.last_offset => prev,
+        _ => next,
     }
 }
 
@@ -1086,4 +1097,32 @@ const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
 /// A wire partition number as an index; negative ones name no partition.
 pub(crate) fn partition_index(partition: i32) -> Result<u32, ErrorCode> {
     u32::try_from(partition).map_err(|_| ErrorCode::UnknownTopicOrPartition)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(base_offset: u64, last_offset: u64, duplicate: bool) -> AppendInfo {
+        AppendInfo {
+            base_offset,
+            last_offset,
+            flush_due: false,
+            duplicate,
+        }
+    }
+
+    #[test]
+    fn a_trailing_duplicate_does_not_lower_the_durability_wait() {
+        let new = info(100, 109, false);
+        let dup_of_older = info(10, 19, true);
+        assert_eq!(
+            furthest(Some(new), dup_of_older),
+            new,
+            "wait for offset 109, not 19"
+        );
+        let later = info(110, 119, false);
+        assert_eq!(furthest(Some(new), later), later);
+        assert_eq!(furthest(None, dup_of_older), dup_of_older);
+    }
 }
