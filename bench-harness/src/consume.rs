@@ -101,12 +101,7 @@ pub(crate) async fn ready(shared: Arc<Shared>, j: usize) -> Result<Option<LoadCo
                     (share.iter().map(|k| targets[*k]).collect(), None)
                 }
             };
-            let mut c = KafkaConsumer {
-                client,
-                tps: Vec::new(),
-                positions: Vec::new(),
-                group,
-            };
+            let mut c = KafkaConsumer::new(client, group);
             position(&shared, &mut c, tps).await?;
             Ok(Some(LoadConsumer::Kafka(c)))
         }
@@ -120,14 +115,14 @@ async fn position(shared: &Shared, c: &mut KafkaConsumer, tps: Vec<Tp>) -> Resul
         Some(g) if !tps.is_empty() => g.committed(&tps).await?,
         _ => vec![None; tps.len()],
     };
-    c.positions = tps
+    let positions = tps
         .iter()
         .zip(committed)
         .map(|(tp, o)| {
             o.unwrap_or_else(|| shared.target_index(*tp).map_or(0, |i| shared.start_of(i)))
         })
         .collect();
-    c.tps = tps;
+    c.assign(tps, positions);
     Ok(())
 }
 

@@ -231,7 +231,8 @@ pub(crate) async fn produce(
                 client,
                 &parts,
                 kp::ProducerConfig {
-                    acks: crate::kafka::kafka_acks(plan.acks),
+                    // Kafka's acks values are the native wire's: 0, 1, -1.
+                    acks: i16::from(plan.acks.wire()),
                     batch_bytes: plan.batch_bytes,
                     linger: plan.linger,
                     max_in_flight: plan.max_in_flight,

@@ -63,6 +63,8 @@ pub struct Shared {
     pub live: Live,
     /// Every partition of every topic, set up before the executors start.
     targets: OnceLock<Vec<Tp>>,
+    /// Each target's index in `targets` (looked up per partition on every poll).
+    target_index: OnceLock<std::collections::HashMap<Tp, usize>>,
     /// Consumers: where each target starts (consume: earliest; e2e: latest; with a group,
     /// its committed offset where it has one).
     starts: OnceLock<Vec<i64>>,
@@ -84,6 +86,7 @@ impl Shared {
             plan,
             live: Live::default(),
             targets: OnceLock::new(),
+            target_index: OnceLock::new(),
             starts: OnceLock::new(),
             ends: OnceLock::new(),
             arrived: AtomicUsize::new(0),
@@ -142,7 +145,7 @@ impl Shared {
 
     /// The index of `tp` among the targets.
     pub(crate) fn target_index(&self, tp: Tp) -> Option<usize> {
-        self.targets().iter().position(|t| *t == tp)
+        self.target_index.get()?.get(&tp).copied()
     }
 
     /// Producers still sending.
@@ -183,6 +186,14 @@ pub fn run(shared: &Arc<Shared>) -> Result<Outcome> {
     let plan = &shared.plan;
     let setup = setup(plan)?;
     let partitions = setup.targets.len() as u32;
+    let _ = shared.target_index.set(
+        setup
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, tp)| (*tp, i))
+            .collect(),
+    );
     let _ = shared.targets.set(setup.targets);
     if let Some(starts) = setup.starts {
         let _ = shared.starts.set(starts);

@@ -7,7 +7,7 @@
 //!          skipped, each value handed to the caller ─▶ positions past each batch
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use bytes::{BufMut, BytesMut};
@@ -34,14 +34,34 @@ const INFLATED_BATCH_BYTES_MAX: usize = 64 << 20;
 /// A consumer of a set of partitions (given, or assigned by its group).
 pub struct KafkaConsumer {
     pub client: Rc<KafkaClient>,
-    /// The partitions read and the next offset of each.
-    pub tps: Vec<Tp>,
-    pub positions: Vec<i64>,
+    /// The partitions read and the next offset of each ([`assign`](Self::assign)).
+    tps: Vec<Tp>,
+    positions: Vec<i64>,
+    /// Each partition's index in `tps`.
+    index: HashMap<Tp, usize>,
     /// The group this consumer is a member of.
     pub group: Option<Rc<GroupMember>>,
 }
 
 impl KafkaConsumer {
+    /// A consumer of nothing yet, through `client`, in `group` if any.
+    pub fn new(client: Rc<KafkaClient>, group: Option<Rc<GroupMember>>) -> Self {
+        KafkaConsumer {
+            client,
+            tps: Vec::new(),
+            positions: Vec::new(),
+            index: HashMap::new(),
+            group,
+        }
+    }
+
+    /// Reads `tps` from now on, each from its position in `positions`.
+    pub fn assign(&mut self, tps: Vec<Tp>, positions: Vec<i64>) {
+        self.index = tps.iter().enumerate().map(|(k, tp)| (*tp, k)).collect();
+        self.tps = tps;
+        self.positions = positions;
+    }
+
     /// Records and value bytes read by one round of fetches: one Fetch per leader node for
     /// the partitions `want` (given the partition and its position) returns true for, sent
     /// together, then read in turn. `visit` gets every value read.
@@ -94,7 +114,10 @@ impl KafkaConsumer {
                             .map(|p| FetchPartition {
                                 partition: *p,
                                 current_leader_epoch: -1,
-                                fetch_offset: self.position((t, *p)),
+                                fetch_offset: self
+                                    .index
+                                    .get(&(t, *p))
+                                    .map_or(0, |k| self.positions[*k]),
                                 last_fetched_epoch: -1,
                                 log_start_offset: -1,
                                 partition_max_bytes: FETCH_PARTITION_BYTES_MAX as i32,
@@ -126,11 +149,7 @@ impl KafkaConsumer {
                 };
                 for pd in &t.partitions {
                     check("Fetch", pd.error_code)?;
-                    let Some(k) = self
-                        .tps
-                        .iter()
-                        .position(|tp| *tp == (ti, pd.partition_index))
-                    else {
+                    let Some(&k) = self.index.get(&(ti, pd.partition_index)) else {
                         continue;
                     };
                     let Some(records) = &pd.records else { continue };
@@ -141,14 +160,6 @@ impl KafkaConsumer {
             }
         }
         Ok((n, bytes))
-    }
-
-    /// The position of `tp` (0 when not read).
-    pub fn position(&self, tp: Tp) -> i64 {
-        self.tps
-            .iter()
-            .position(|x| *x == tp)
-            .map_or(0, |k| self.positions[k])
     }
 
     /// (partition, position) of every partition read.

@@ -22,15 +22,6 @@ pub mod consumer;
 pub mod group;
 pub mod producer;
 
-/// The Kafka `acks` of `acks`.
-pub fn kafka_acks(acks: tidelog_client::Acks) -> i16 {
-    match acks {
-        tidelog_client::Acks::None => 0,
-        tidelog_client::Acks::Leader => 1,
-        tidelog_client::Acks::All => -1,
-    }
-}
-
 use std::fmt;
 
 /// Largest fetch response asked for (`max_bytes`).

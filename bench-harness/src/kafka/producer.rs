@@ -97,6 +97,8 @@ pub struct KafkaProducer {
     config: ProducerConfig,
     /// Buffer size of a batch: one record always fits.
     capacity: usize,
+    /// `config.linger` in ns.
+    linger_ns: u64,
     slots: RefCell<Vec<Slot>>,
     listener: RefCell<Option<Listener>>,
     /// Bytes of sealed batches not yet sent.
@@ -126,6 +128,7 @@ impl KafkaProducer {
             .collect();
         Rc::new(KafkaProducer {
             client,
+            linger_ns: u64::try_from(config.linger.as_nanos()).unwrap_or(u64::MAX),
             config,
             capacity,
             slots: RefCell::new(slots),
@@ -155,13 +158,14 @@ impl KafkaProducer {
         if self.backlog_bytes.get() >= BACKLOG_BYTES_MAX {
             return Err("buffer_full");
         }
-        let arm = {
+        let (arm, sealed) = {
             let mut slots = self.slots.borrow_mut();
             let s = slots.get_mut(slot).ok_or("unknown_partition")?;
             let add = s
                 .open
                 .record_len(key.map(<[u8]>::len), value.len(), timestamp_ms);
-            if !s.open.is_empty() && s.open.len() + add > self.config.batch_bytes {
+            let sealed = !s.open.is_empty() && s.open.len() + add > self.config.batch_bytes;
+            if sealed {
                 self.seal(s);
             }
             if s.open.is_empty() {
@@ -170,14 +174,18 @@ impl KafkaProducer {
             }
             s.open.push(key, value, timestamp_ms);
             s.next_index += 1;
-            let arm = !self.config.linger.is_zero() && !s.linger_armed;
+            let arm = self.linger_ns > 0 && !s.linger_armed;
             s.linger_armed |= arm;
-            arm
+            (arm, sealed)
         };
         if arm {
             glommio::spawn_local(Rc::clone(self).linger(slot)).detach();
         }
-        self.pump(slot);
+        // Something to send now only when a batch was sealed, or without linger. A lingering
+        // batch goes from its timer, or from the report that frees a window slot.
+        if sealed || self.linger_ns == 0 {
+            self.pump(slot);
+        }
         Ok(())
     }
 
@@ -240,14 +248,13 @@ impl KafkaProducer {
     }
 
     fn due(&self, s: &Slot) -> bool {
-        let linger = u64::try_from(self.config.linger.as_nanos()).unwrap_or(u64::MAX);
-        now_ns() >= s.opened_ns.saturating_add(linger)
+        self.linger_ns == 0 || now_ns() >= s.opened_ns.saturating_add(self.linger_ns)
     }
 
     /// The linger timer of `slot`: sleeps until the open batch is due, sends it if the window
     /// lets it, and sleeps again while a younger batch is open.
     async fn linger(self: Rc<Self>, slot: usize) {
-        let linger = u64::try_from(self.config.linger.as_nanos()).unwrap_or(u64::MAX);
+        let linger = self.linger_ns;
         loop {
             let wait = {
                 let slots = self.slots.borrow();
