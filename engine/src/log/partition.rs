@@ -740,10 +740,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// of sealing (trimming, index files) waits for [`seal_pending`](Self::seal_pending),
     /// outside the write gate; a roll that finds an earlier one still waiting does it first.
     async fn roll(&self, lease: &mut WriterLease<'_, S, C>) -> Result<()> {
-        let earlier = self.pending_seal.borrow_mut().take();
-        if let Some(earlier) = earlier {
-            self.seal(earlier).await;
-        }
+        self.seal_pending().await;
         let new_base = self.state.borrow().log_end;
         let old_path = self.active_path();
         lease.dirty = true;
@@ -1052,7 +1049,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 }
                 buf_pos = pos;
                 buf = file
-                    .read_at(pos, read_len(pos, slack.max(64 << 10)))
+                    .read_at(pos, read_len(pos, window))
                     .await
                     .map_err(|e| LogError::io("read", &path, e))?;
                 continue;
@@ -1130,8 +1127,15 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             ));
         }
         self.last_disk_read_end.set(Some(next_offset));
-        // A second sequential read in a row with more written bytes after it: read them now.
-        if sequential && end < limit && self.readahead.borrow().is_none() {
+        // A second sequential read in a row with more written bytes after it, which the tail
+        // cache will not serve: read them now.
+        let cached_next = self
+            .state
+            .borrow()
+            .cache
+            .start_offset()
+            .is_some_and(|start| next_offset >= start);
+        if sequential && end < limit && !cached_next && self.readahead.borrow().is_none() {
             let file = file.clone();
             let len = read_len(end, window);
             let mut future: Pin<Box<dyn Future<Output = std::io::Result<_>>>> =
@@ -1261,6 +1265,12 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 if let Some(segment) = state.segments.remove(&base) {
                     doomed.push((base, segment.path));
                 }
+                // A read-ahead of a deleted segment would keep its file open (and its space
+                // taken) until the next read.
+                let mut readahead = self.readahead.borrow_mut();
+                if readahead.as_ref().is_some_and(|ra| ra.segment == base) {
+                    *readahead = None;
+                }
             }
             if let Some(&first) = state.segments.keys().next() {
                 state.log_start = first;
@@ -1303,6 +1313,8 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         let mut state = self.state.borrow_mut();
         state.closed = true;
         state.cache.clear();
+        // Its buffer (up to a fetch's size) and its file handle go with the log's use.
+        self.readahead.borrow_mut().take();
         result
     }
 
