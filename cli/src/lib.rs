@@ -113,35 +113,18 @@ struct LogArgs {
 impl LogArgs {
     /// `base` with every flag that was given applied.
     fn apply(&self, base: &LogConfig) -> LogConfig {
-        let mut c = base.clone();
-        if let Some(v) = self.segment_bytes {
-            c.segment_bytes = v;
+        LogConfig {
+            segment_bytes: self.segment_bytes.unwrap_or(base.segment_bytes),
+            segment_ms: self.segment_ms.unwrap_or(base.segment_ms),
+            flush_bytes: self.flush_bytes.unwrap_or(base.flush_bytes),
+            flush_interval_ms: self.flush_interval_ms.unwrap_or(base.flush_interval_ms),
+            retention_bytes: self.retention_bytes.or(base.retention_bytes),
+            retention_ms: self.retention_ms.or(base.retention_ms),
+            tail_cache_bytes: self.tail_cache_bytes.unwrap_or(base.tail_cache_bytes),
+            preallocate_bytes: self.preallocate_bytes.unwrap_or(base.preallocate_bytes),
+            max_batch_bytes: self.max_batch_bytes.unwrap_or(base.max_batch_bytes),
+            ..base.clone()
         }
-        if let Some(v) = self.segment_ms {
-            c.segment_ms = v;
-        }
-        if let Some(v) = self.flush_bytes {
-            c.flush_bytes = v;
-        }
-        if let Some(v) = self.flush_interval_ms {
-            c.flush_interval_ms = v;
-        }
-        if let Some(v) = self.retention_bytes {
-            c.retention_bytes = Some(v);
-        }
-        if let Some(v) = self.retention_ms {
-            c.retention_ms = Some(v);
-        }
-        if let Some(v) = self.tail_cache_bytes {
-            c.tail_cache_bytes = v;
-        }
-        if let Some(v) = self.preallocate_bytes {
-            c.preallocate_bytes = v;
-        }
-        if let Some(v) = self.max_batch_bytes {
-            c.max_batch_bytes = v;
-        }
-        c
     }
 }
 
