@@ -143,15 +143,7 @@ impl LoadConsumer {
         let targets = shared.targets();
         match self {
             LoadConsumer::Native { client, .. } => {
-                let mut ends = Vec::with_capacity(targets.len());
-                for (t, p) in targets {
-                    ends.push(
-                        client
-                            .list_offsets(&shared.plan.topics[*t], *p, LATEST)
-                            .await?,
-                    );
-                }
-                Ok(ends)
+                crate::run::native_offsets(client, &shared.plan.topics, targets, LATEST).await
             }
             LoadConsumer::Kafka(c) => Ok(c
                 .client

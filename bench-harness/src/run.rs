@@ -308,29 +308,31 @@ async fn native_setup(plan: &Plan) -> Result<Setup> {
         } else {
             LATEST
         };
-        let mut s = Vec::with_capacity(targets.len());
-        for (t, p) in &targets {
-            let topic = plan.topics[*t].as_str();
-            let committed = match &plan.group {
-                Some(g) => client
-                    .fetch_committed(g, &[(topic, *p)])
+        let committed: Vec<Option<i64>> = match &plan.group {
+            Some(g) => {
+                let asked: Vec<(&str, i32)> = targets
+                    .iter()
+                    .map(|(t, p)| (plan.topics[*t].as_str(), *p))
+                    .collect();
+                client
+                    .fetch_committed(g, &asked)
                     .await?
-                    .first()
-                    .and_then(|c| c.offset),
-                None => None,
-            };
+                    .iter()
+                    .map(|c| c.offset)
+                    .collect()
+            }
+            None => vec![None; targets.len()],
+        };
+        let mut s = Vec::with_capacity(targets.len());
+        for ((t, p), committed) in targets.iter().zip(committed) {
             s.push(match committed {
                 Some(o) => o,
-                None => client.list_offsets(topic, *p, reset).await?,
+                None => client.list_offsets(&plan.topics[*t], *p, reset).await?,
             });
         }
         starts = Some(s);
         if plan.mode == Mode::Consume {
-            let mut e = Vec::with_capacity(targets.len());
-            for (t, p) in &targets {
-                e.push(client.list_offsets(&plan.topics[*t], *p, LATEST).await?);
-            }
-            ends = Some(e);
+            ends = Some(native_offsets(&client, &plan.topics, &targets, LATEST).await?);
         }
     }
     Ok(Setup {
@@ -338,6 +340,23 @@ async fn native_setup(plan: &Plan) -> Result<Setup> {
         starts,
         ends,
     })
+}
+
+/// The offsets at `timestamp` of `targets`, in their order, over the native protocol.
+///
+/// # Errors
+/// The first request that fails.
+pub(crate) async fn native_offsets(
+    client: &Client,
+    topics: &[String],
+    targets: &[Tp],
+    timestamp: i64,
+) -> Result<Vec<i64>> {
+    let mut offsets = Vec::with_capacity(targets.len());
+    for (t, p) in targets {
+        offsets.push(client.list_offsets(&topics[*t], *p, timestamp).await?);
+    }
+    Ok(offsets)
 }
 
 async fn kafka_setup(plan: &Plan) -> Result<Setup> {
