@@ -219,30 +219,32 @@ pub fn page(runs: &[&Run]) -> String {
     let mut curves = Vec::new();
     for run in runs {
         let series = &run.telemetry.series;
-        if run.plan.mode.produces() {
+        type Field = fn(&crate::report::SeriesPoint) -> f64;
+        let phases: [(bool, &str, Field, Field); 2] = [
+            (
+                run.plan.mode.produces(),
+                "produce",
+                |p| p.produce_mb_per_s,
+                |p| p.produce_records_per_s,
+            ),
+            (
+                run.plan.mode.consumes(),
+                "consume",
+                |p| p.consume_mb_per_s,
+                |p| p.consume_records_per_s,
+            ),
+        ];
+        for (on, phase, mb_of, rps_of) in phases {
+            if !on {
+                continue;
+            }
             mb.push(Line {
-                name: prefix(run, "produce"),
-                points: series.iter().map(|p| (p.t_s, p.produce_mb_per_s)).collect(),
+                name: prefix(run, phase),
+                points: series.iter().map(|p| (p.t_s, mb_of(p))).collect(),
             });
             rps.push(Line {
-                name: prefix(run, "produce"),
-                points: series
-                    .iter()
-                    .map(|p| (p.t_s, p.produce_records_per_s))
-                    .collect(),
-            });
-        }
-        if run.plan.mode.consumes() {
-            mb.push(Line {
-                name: prefix(run, "consume"),
-                points: series.iter().map(|p| (p.t_s, p.consume_mb_per_s)).collect(),
-            });
-            rps.push(Line {
-                name: prefix(run, "consume"),
-                points: series
-                    .iter()
-                    .map(|p| (p.t_s, p.consume_records_per_s))
-                    .collect(),
+                name: prefix(run, phase),
+                points: series.iter().map(|p| (p.t_s, rps_of(p))).collect(),
             });
         }
         let mut curve = |name: &str, l: &crate::stats::Latency| {
