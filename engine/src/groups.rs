@@ -43,6 +43,30 @@ pub struct Committed {
 
 type Key = (String, String, i32);
 
+/// One position a group commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetCommit {
+    /// The topic.
+    pub topic: String,
+    /// The partition (a wire number; validated by the caller).
+    pub partition: i32,
+    /// The next offset the group will read.
+    pub offset: i64,
+    /// Client metadata, truncated to [`METADATA_BYTES_MAX`] bytes when stored.
+    pub metadata: String,
+}
+
+/// A committed position of a group on one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPosition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// What was committed.
+    pub committed: Committed,
+}
+
 /// One slot's committed offsets.
 pub struct OffsetStore<S: Storage, C: Clock> {
     log: PartitionLog<S, C>,
@@ -104,31 +128,35 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
     ///
     /// # Errors
     /// Errors of the slot's log.
-    pub async fn commit(
-        &self,
-        group: &str,
-        offsets: &[(String, i32, i64, String)],
-    ) -> Result<(), LogError> {
+    pub async fn commit(&self, group: &str, offsets: &[OffsetCommit]) -> Result<(), LogError> {
         if offsets.is_empty() {
             return Ok(());
         }
         let mut builder = BatchBuilder::new();
-        for (topic, partition, offset, metadata) in offsets {
-            let mut value = offset.to_le_bytes().to_vec();
-            let metadata = truncate_utf8(metadata, METADATA_BYTES_MAX);
+        for commit in offsets {
+            let mut value = commit.offset.to_le_bytes().to_vec();
+            let metadata = truncate_utf8(&commit.metadata, METADATA_BYTES_MAX);
             value.extend_from_slice(metadata.as_bytes());
-            builder.push(Some(&encode_key(group, topic, *partition)), &value, 0, &[]);
+            builder.push(
+                Some(&encode_key(group, &commit.topic, commit.partition)),
+                &value,
+                0,
+                &[],
+            );
         }
         self.log
             .append(builder.finish(), Durability::Synced)
             .await?;
         let mut map = self.offsets.borrow_mut();
-        for (topic, partition, offset, metadata) in offsets {
+        for commit in offsets {
             let committed = Committed {
-                offset: *offset,
-                metadata: truncate_utf8(metadata, METADATA_BYTES_MAX).to_owned(),
+                offset: commit.offset,
+                metadata: truncate_utf8(&commit.metadata, METADATA_BYTES_MAX).to_owned(),
             };
-            map.insert((group.to_owned(), topic.clone(), *partition), committed);
+            map.insert(
+                (group.to_owned(), commit.topic.clone(), commit.partition),
+                committed,
+            );
         }
         Ok(())
     }
@@ -141,17 +169,19 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
 
     /// Every partition a group has committed, with its position, sorted by topic and
     /// partition (OffsetFetch with `topics = null`).
-    pub fn committed_by(&self, group: &str) -> Vec<(String, i32, Committed)> {
-        let mut found: Vec<(String, i32, Committed)> = self
+    pub fn committed_by(&self, group: &str) -> Vec<GroupPosition> {
+        let mut found: Vec<GroupPosition> = self
             .offsets
             .borrow()
             .iter()
             .filter(|((g, _, _), _)| g == group)
-            .map(|((_, topic, partition), committed)| {
-                (topic.clone(), *partition, committed.clone())
+            .map(|((_, topic, partition), committed)| GroupPosition {
+                topic: topic.clone(),
+                partition: *partition,
+                committed: committed.clone(),
             })
             .collect();
-        found.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        found.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         found
     }
 
@@ -194,7 +224,14 @@ mod tests {
             .expect("open")
         };
         let store = open();
-        let commit = |offset: i64| vec![("events".to_string(), 2, offset, "m".to_string())];
+        let commit = |offset: i64| {
+            vec![OffsetCommit {
+                topic: "events".into(),
+                partition: 2,
+                offset,
+                metadata: "m".into(),
+            }]
+        };
         block_on(store.commit("g", &commit(10))).expect("commit");
         block_on(store.commit("g", &commit(42))).expect("commit");
         disk.crash();

@@ -21,6 +21,8 @@ pub mod limits;
 pub mod log;
 pub mod meta;
 pub mod runtime;
+pub mod server;
+pub mod shard;
 pub mod sync;
 
 pub use config::LogConfig;

@@ -1,4 +1,5 @@
-//! Native-protocol connections: framing, bounds, and request handling on the owning shard.
+//! The native-protocol listener: framing, bounds, and request handling through the shard's
+//! door (requests for partitions on other shards are forwarded there).
 //!
 //! A connection's requests take effect in arrival order and responses keep the order of
 //! requests (as Kafka does); a client may pipeline several. Produce requests are pipelined
@@ -10,11 +11,8 @@
 //! written. Produces to partitions owned by another shard complete before the next request
 //! is read (forwarding does not promise order).
 //!
-//! One task per connection alternates reading and writing, with a persistent read buffer:
-//! when no whole frame is buffered and responses are pending, it races one socket read into
-//! that buffer against the oldest pending completion. glommio 0.9's `TcpStream` has no
-//! lock-free split; its unbuffered reads copy bytes only inside a poll that returns `Ready`,
-//! so dropping the losing read loses nothing (see the Kafka listener's module docs).
+//! The connection loop (reading, pipelining, writing in order) is
+//! [`super::pipeline::Connection`], shared with the Kafka listener.
 //!
 //! Every frame is bounded before it is buffered: the 4-byte length prefix is checked against
 //! [`ServerLimits::max_frame_bytes`] first, and a frame that fails any check gets an
@@ -26,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use futures_lite::AsyncWriteExt;
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 use tidelog_wire::native::{
     self, Body, BodyT, EndpointT, ErrorCode, FetchResponsePartition, FrameEncoder, FrameLimits,
     HandshakeResponseT, ListOffsetsResponseT, ListOffsetsResultT, MessageT, MetadataResponseT,
@@ -34,10 +32,12 @@ use tidelog_wire::native::{
 };
 use tidelog_wire::WireError;
 
-use super::pipeline::{read_or_complete, Pending, PendingQueue, Woke};
-use super::shard::{partition_index, ProduceStarted, Shard};
-use crate::log::{Durability, ReadChunk};
+use super::pipeline::{ConnError, Connection, Pending, Protocol};
+use super::Server;
+use crate::groups::OffsetCommit;
+use crate::log::Durability;
 use crate::meta::TopicConfig;
+use crate::shard::{partition_index, AppendStarted, Batches, Chunk, Route, ShardError};
 
 /// Bounds of the native listener, per shard and per connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,136 +67,81 @@ impl Default for ServerLimits {
     }
 }
 
-/// Accepts connections until the shard stops.
-pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    super::shard::accept_until_stopped(shard, listener, "native", |shard, stream| async move {
-        shard.connections.set(shard.connections.get() + 1);
-        let mut connection = Connection::new(Rc::clone(&shard), stream);
-        if shard.connections.get() > shard.config.limits.max_connections_per_shard {
-            let _ = connection
-                .send_error(0, ErrorCode::TooManyConnections, "connection limit reached")
-                .await;
-        } else if let Err(e) = connection.serve().await {
-            tracing::debug!(shard = shard.id, error = %e, "connection closed");
-        }
-        shard.connections.set(shard.connections.get() - 1);
-    })
-    .await;
+/// The native error code for a shard error.
+pub(crate) fn error_code(error: &ShardError) -> ErrorCode {
+    match error {
+        ShardError::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition,
+        ShardError::NotOwner => ErrorCode::NotOwner,
+        ShardError::OffsetOutOfRange(_) => ErrorCode::OffsetOutOfRange,
+        ShardError::CorruptBatch(_) => ErrorCode::CorruptBatch,
+        ShardError::BatchTooLarge(_) => ErrorCode::RecordTooLarge,
+        ShardError::DiskFull(_) => ErrorCode::DiskFull,
+        // The native protocol has no idempotence codes yet (adding them means regenerating
+        // native.fbs); the Kafka listener has codes of its own for these.
+        ShardError::InvalidProducerEpoch(_)
+        | ShardError::OutOfOrderSequence(_)
+        | ShardError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+        ShardError::InvalidTopic(_) => ErrorCode::InvalidTopic,
+        ShardError::TopicExists(_) => ErrorCode::TopicAlreadyExists,
+        ShardError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+        ShardError::ShuttingDown(_) => ErrorCode::ShuttingDown,
+        ShardError::Storage(_) => ErrorCode::StorageError,
+        _ => ErrorCode::Unknown,
+    }
 }
 
-/// Why a connection ended.
-#[derive(Debug, thiserror::Error)]
-enum ConnectionError {
-    #[error("socket: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("bad frame: {0}")]
-    Frame(#[from] WireError),
-    #[error("peer closed")]
-    Closed,
-    #[error("shard stopping")]
-    Stopping,
+/// A topic admin outcome as (code, message); the message is empty on success.
+fn admin_outcome(outcome: Result<(), ShardError>) -> (ErrorCode, String) {
+    match outcome {
+        Ok(()) => (ErrorCode::None, String::new()),
+        Err(e) => (error_code(&e), e.to_string()),
+    }
 }
 
-struct Connection {
-    shard: Rc<Shard>,
-    stream: TcpStream,
-    encoder: FrameEncoder,
-    out: BytesMut,
-    limits: FrameLimits,
-    /// Bytes received and not yet handled: whole frames and the start of the next one. It
-    /// persists across reads, so an interrupted read loses nothing.
-    inbuf: BytesMut,
-    /// Produce responses not yet written, oldest first; at most
-    /// [`ServerLimits::max_pending_produces`].
-    pending: PendingQueue<(), MessageT>,
-}
-
-impl Connection {
-    fn new(shard: Rc<Shard>, stream: TcpStream) -> Self {
-        let _ = stream.set_nodelay(true);
-        // A peer that stops reading must not pin fetched buffers and pending responses
-        // forever: a write that makes no progress for this long closes the connection.
-        let _ = stream.set_write_timeout(Some(crate::limits::WRITE_STALL_TIMEOUT));
-        let limits = FrameLimits {
-            max_frame_bytes: shard.config.limits.max_frame_bytes,
+/// Serves one accepted native connection to its end.
+pub(super) async fn serve_connection(server: Rc<Server>, stream: TcpStream) {
+    let count = server.native_connections.get() + 1;
+    server.native_connections.set(count);
+    let limits = server.config.limits;
+    let shard_id = server.shard.id();
+    let proto = Native {
+        server: Rc::clone(&server),
+        encoder: FrameEncoder::new(),
+        limits: FrameLimits {
+            max_frame_bytes: limits.max_frame_bytes,
             ..FrameLimits::default()
-        };
-        Connection {
-            shard,
-            stream,
-            encoder: FrameEncoder::new(),
-            out: BytesMut::with_capacity(4096),
-            limits,
-            inbuf: BytesMut::new(),
-            pending: PendingQueue::default(),
-        }
+        },
+    };
+    let mut connection = Connection::new(stream, proto, limits.max_pending_produces);
+    if count > limits.max_connections_per_shard {
+        let _ = connection
+            .send_error(0, ErrorCode::TooManyConnections, "connection limit reached")
+            .await;
+    } else if let Err(e) = connection.serve().await {
+        tracing::debug!(shard = shard_id, error = %e, "connection closed");
     }
+    server
+        .native_connections
+        .set(server.native_connections.get() - 1);
+}
 
-    async fn serve(&mut self) -> Result<(), ConnectionError> {
-        loop {
-            let frame = match self.next_frame().await {
-                Ok(frame) => frame,
-                Err(ConnectionError::Frame(e)) => {
-                    let code = ErrorCode::from(&e);
-                    self.flush_pending().await?;
-                    let _ = self.send_error(0, code, &e.to_string()).await;
-                    return Err(e.into());
-                }
-                Err(ConnectionError::Closed) => {
-                    // The peer may only have closed its sending side: answer what it sent.
-                    self.flush_pending().await?;
-                    return Err(ConnectionError::Closed);
-                }
-                Err(e) => return Err(e),
-            };
-            if self.shard.stopped.get() {
-                return Ok(());
-            }
-            if let Err(e) = self.handle(frame).await {
-                if matches!(e, ConnectionError::Frame(_)) {
-                    self.flush_pending().await?;
-                }
-                return Err(e);
-            }
-        }
-    }
+/// The native protocol's per-connection state.
+pub(super) struct Native {
+    server: Rc<Server>,
+    encoder: FrameEncoder,
+    limits: FrameLimits,
+}
 
-    /// The next whole frame (prefix included), refusing an oversized one from its length
-    /// prefix alone. While waiting for its bytes, writes the pending responses that
-    /// complete, oldest first.
-    async fn next_frame(&mut self) -> Result<BytesMut, ConnectionError> {
-        loop {
-            let announced = self.announced_total()?;
-            if let Some(total) = announced.filter(|&total| self.inbuf.len() >= total) {
-                return Ok(self.inbuf.split_to(total));
-            }
-            self.write_completed().await?;
-            let need = match announced {
-                Some(total) => total - self.inbuf.len(),
-                None => 4 - self.inbuf.len(),
-            };
-            let Self {
-                stream,
-                inbuf,
-                pending,
-                ..
-            } = self;
-            match read_or_complete(stream, inbuf, need, FRAME_RESERVE_BYTES, pending).await {
-                Woke::Read(Ok(0)) => return Err(ConnectionError::Closed),
-                Woke::Read(Ok(_)) => {}
-                Woke::Read(Err(e)) => return Err(e.into()),
-                Woke::Done(done) => {
-                    let ((), message) = done.map_err(|_| ConnectionError::Stopping)?;
-                    self.send_message(&message).await?;
-                }
-            }
-        }
-    }
+impl Protocol for Native {
+    type Meta = ();
+    type Response = MessageT;
+    type Error = WireError;
+    /// Typical frames (produce batches up to 1 MiB) land in one allocation, larger ones grow
+    /// as they are received.
+    const FRAME_RESERVE_BYTES: usize = 1 << 20;
 
-    /// The total size the buffered frame announces, checked against the frame limit; `None`
-    /// before its prefix has arrived.
-    fn announced_total(&self) -> Result<Option<usize>, ConnectionError> {
-        let Some(prefix) = self.inbuf.get(..4) else {
+    fn announced(&self, buffered: &[u8]) -> Result<Option<usize>, WireError> {
+        let Some(prefix) = buffered.get(..4) else {
             return Ok(None);
         };
         let total = native::peek_frame_len(prefix, &self.limits)?
@@ -204,54 +149,50 @@ impl Connection {
         Ok(Some(total))
     }
 
-    /// Writes the pending responses that are complete, oldest first, without waiting.
-    async fn write_completed(&mut self) -> Result<(), ConnectionError> {
-        while let Some(done) = self.pending.pop_completed().await {
-            let ((), message) = done.map_err(|_| ConnectionError::Stopping)?;
-            self.send_message(&message).await?;
-        }
-        Ok(())
+    fn encode(&mut self, (): &(), message: &MessageT, out: &mut BytesMut) -> Result<(), WireError> {
+        self.encoder.encode_message(message, 0, out)
     }
 
-    /// Waits for every pending response and writes them in order.
-    async fn flush_pending(&mut self) -> Result<(), ConnectionError> {
-        while !self.pending.is_empty() {
-            self.write_oldest().await?;
-        }
-        Ok(())
+    fn stopped(&self) -> bool {
+        self.server.shard.is_stopped()
     }
 
-    /// Waits for the oldest pending response and writes it.
-    async fn write_oldest(&mut self) -> Result<(), ConnectionError> {
-        if let Some(done) = self.pending.pop_oldest().await {
-            let ((), message) = done.map_err(|_| ConnectionError::Stopping)?;
-            self.send_message(&message).await?;
-        }
-        Ok(())
+    async fn handle(
+        conn: &mut Connection<Self>,
+        frame: BytesMut,
+    ) -> Result<(), ConnError<WireError>> {
+        conn.handle_frame(frame).await
     }
 
+    async fn refuse(conn: &mut Connection<Self>, error: &WireError) {
+        let _ = conn
+            .send_error(0, ErrorCode::from(error), &error.to_string())
+            .await;
+    }
+}
+
+impl Connection<Native> {
     async fn send_error(
         &mut self,
         correlation_id: u32,
         error: ErrorCode,
         message: &str,
-    ) -> Result<(), ConnectionError> {
+    ) -> Result<(), ConnError<WireError>> {
         self.out.clear();
-        self.encoder
-            .encode_error_response(correlation_id, error, message, &mut self.out)?;
+        self.proto
+            .encoder
+            .encode_error_response(correlation_id, error, message, &mut self.out)
+            .map_err(ConnError::Protocol)?;
         self.stream.write_all(&self.out).await?;
         Ok(())
     }
 
-    async fn send_message(&mut self, message: &MessageT) -> Result<(), ConnectionError> {
-        self.out.clear();
-        self.encoder.encode_message(message, 0, &mut self.out)?;
-        self.stream.write_all(&self.out).await?;
-        Ok(())
+    async fn send_message(&mut self, message: &MessageT) -> Result<(), ConnError<WireError>> {
+        self.send(&(), message).await
     }
 
-    async fn handle(&mut self, frame: BytesMut) -> Result<(), ConnectionError> {
-        let decoded = match native::decode_frame(&frame, &self.limits) {
+    async fn handle_frame(&mut self, frame: BytesMut) -> Result<(), ConnError<WireError>> {
+        let decoded = match native::decode_frame(&frame, &self.proto.limits) {
             Ok(decoded) => decoded,
             Err(WireError::UnknownMessageType { correlation_id, .. }) => {
                 self.flush_pending().await?;
@@ -263,7 +204,7 @@ impl Connection {
                     )
                     .await;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(ConnError::Protocol(e)),
         };
         let correlation_id = decoded.correlation_id();
         if decoded.body_type() != Body::ProduceRequest {
@@ -272,7 +213,7 @@ impl Connection {
         }
         match decoded.body_type() {
             Body::ProduceRequest => {
-                let plan = produce_plan(&decoded)?;
+                let plan = produce_plan(&decoded).map_err(ConnError::Protocol)?;
                 self.produce(correlation_id, frame, plan).await
             }
             Body::FetchRequest => {
@@ -299,7 +240,8 @@ impl Connection {
     }
 
     async fn admin(&self, body: BodyT) -> Option<BodyT> {
-        let shard = &self.shard;
+        let server = Rc::clone(&self.proto.server);
+        let shard = &server.shard;
         Some(match body {
             BodyT::HandshakeRequest(request) => {
                 let mut response = HandshakeResponseT::default();
@@ -307,26 +249,27 @@ impl Connection {
                     Some(version) => response.version = version,
                     None => response.error = ErrorCode::UnsupportedVersion,
                 }
-                response.shard = shard.id as u16;
-                response.shard_count = shard.shards as u16;
+                response.shard = shard.id() as u16;
+                response.shard_count = shard.shards() as u16;
                 BodyT::HandshakeResponse(Box::new(response))
             }
             BodyT::MetadataRequest(request) => {
                 let mut response = MetadataResponseT::default();
-                let endpoints = shard
+                let endpoints = server
                     .endpoints
+                    .native
                     .iter()
                     .enumerate()
                     .map(|(i, addr)| {
                         let mut endpoint = EndpointT::default();
                         endpoint.shard = i as u16;
-                        endpoint.host = Some(shard.config.advertised_host.clone());
+                        endpoint.host = Some(server.config.advertised_host.clone());
                         endpoint.port = addr.port();
                         endpoint
                     })
                     .collect();
                 response.endpoints = Some(endpoints);
-                let topics = shard.topics.borrow();
+                let topics = shard.topics();
                 let wanted: Vec<String> = match request.topics {
                     Some(names) if !names.is_empty() => names,
                     _ => topics.keys().cloned().collect(),
@@ -366,7 +309,7 @@ impl Connection {
                 for spec in request.topics.unwrap_or_default() {
                     let name = spec.name.unwrap_or_default();
                     let partitions = if spec.partitions <= 0 {
-                        shard.config.default_partitions
+                        server.config.default_partitions
                     } else {
                         spec.partitions as u32
                     };
@@ -379,7 +322,7 @@ impl Connection {
                             .then_some(spec.segment_bytes as u64),
                         segment_ms: None,
                     };
-                    let (error, message) = shard.create_topic(&name, config).await;
+                    let (error, message) = admin_outcome(shard.create_topic(&name, config).await);
                     let mut result = TopicResultT::default();
                     result.name = Some(name);
                     result.error = error;
@@ -393,7 +336,7 @@ impl Connection {
             BodyT::DeleteTopicsRequest(request) => {
                 let mut results = Vec::new();
                 for name in request.names.unwrap_or_default() {
-                    let (error, message) = shard.delete_topic(&name).await;
+                    let (error, message) = admin_outcome(shard.delete_topic(&name).await);
                     let mut result = TopicResultT::default();
                     result.name = Some(name);
                     result.error = error;
@@ -410,13 +353,16 @@ impl Connection {
                     let topic = wanted.topic.unwrap_or_default();
                     let mut result = ListOffsetsResultT::default();
                     let listed = match partition_index(wanted.partition) {
-                        Ok(p) => shard.list_offset(&topic, p, wanted.timestamp).await,
-                        Err(code) => Err(code),
+                        Ok(p) => shard
+                            .list_offset(&topic, p, wanted.timestamp, Route::Forward)
+                            .await
+                            .map_err(|e| error_code(&e)),
+                        Err(e) => Err(error_code(&e)),
                     };
                     match listed {
-                        Ok((offset, timestamp)) => {
-                            result.offset = offset;
-                            result.timestamp = timestamp;
+                        Ok(listed) => {
+                            result.offset = listed.offset;
+                            result.timestamp = listed.timestamp;
                         }
                         Err(code) => result.error = code,
                     }
@@ -436,12 +382,24 @@ impl Connection {
                     let topic = o.topic.unwrap_or_default();
                     let exists =
                         partition_index(o.partition).and_then(|p| shard.check_exists(&topic, p));
-                    codes.push((topic.clone(), o.partition, exists.err()));
+                    codes.push((
+                        topic.clone(),
+                        o.partition,
+                        exists.as_ref().err().map(error_code),
+                    ));
                     if exists.is_ok() {
-                        valid.push((topic, o.partition, o.offset, o.metadata.unwrap_or_default()));
+                        valid.push(OffsetCommit {
+                            topic,
+                            partition: o.partition,
+                            offset: o.offset,
+                            metadata: o.metadata.unwrap_or_default(),
+                        });
                     }
                 }
-                let committed = shard.commit_offsets(&group, valid).await;
+                let committed = match shard.commit_offsets(&group, valid).await {
+                    Ok(()) => ErrorCode::None,
+                    Err(e) => error_code(&e),
+                };
                 let results = codes
                     .into_iter()
                     .map(|(topic, partition, error)| {
@@ -464,7 +422,10 @@ impl Connection {
                     .into_iter()
                     .map(|p| (p.topic.unwrap_or_default(), p.partition))
                     .collect();
-                let fetched = shard.fetch_offsets(&group, partitions.clone()).await;
+                let fetched = shard
+                    .fetch_offsets(&group, partitions.clone())
+                    .await
+                    .map_err(|e| error_code(&e));
                 let offsets = partitions
                     .into_iter()
                     .enumerate()
@@ -498,12 +459,13 @@ impl Connection {
         correlation_id: u32,
         frame: BytesMut,
         plan: ProducePlan,
-    ) -> Result<(), ConnectionError> {
+    ) -> Result<(), ConnError<WireError>> {
         let durability = if plan.acks == -1 {
             Durability::Synced
         } else {
             Durability::Buffered
         };
+        let shard = Rc::clone(&self.proto.server.shard);
         let mut rest = frame;
         let mut cursor = 0usize;
         // Started one after another, so each partition gets this request's batches before
@@ -516,13 +478,19 @@ impl Connection {
             cursor = part.range.end;
             let produced = match partition_index(part.partition) {
                 Ok(p) => {
-                    self.shard
-                        .produce_unsynced(&part.topic, p, region, durability)
+                    shard
+                        .append(
+                            &part.topic,
+                            p,
+                            Batches::Stored(region),
+                            durability,
+                            Route::Forward,
+                        )
                         .await
                 }
-                Err(code) => Err(code),
+                Err(e) => Err(e),
             };
-            waiting |= matches!(produced, Ok(ProduceStarted::Unsynced { .. }));
+            waiting |= produced.as_ref().is_ok_and(AppendStarted::is_waiting);
             started.push((part.index, part.topic, part.partition, produced));
         }
         if plan.acks == 0 {
@@ -536,28 +504,25 @@ impl Connection {
                 glommio::spawn_local(complete_produce(correlation_id, started)).detach(),
             )
         } else {
-            let message = complete_produce(correlation_id, started).await;
-            if self.pending.is_empty() {
-                return self.send_message(&message).await;
-            }
-            Pending::Ready(message)
+            Pending::Ready(complete_produce(correlation_id, started).await)
         };
-        if self.pending.len() >= self.shard.config.limits.max_pending_produces.max(1) {
-            self.write_oldest().await?;
-        }
-        self.pending.push((), response);
-        Ok(())
+        self.queue((), response).await
     }
 
     async fn fetch(
         &mut self,
         correlation_id: u32,
         request: MessageT,
-    ) -> Result<(), ConnectionError> {
+    ) -> Result<(), ConnError<WireError>> {
         let BodyT::FetchRequest(request) = request.body else {
-            return Err(WireError::Truncated { need: 0, have: 0 }.into());
+            return Err(ConnError::Protocol(WireError::Truncated {
+                need: 0,
+                have: 0,
+            }));
         };
-        let limits = self.shard.config.limits;
+        let server = Rc::clone(&self.proto.server);
+        let shard = &server.shard;
+        let limits = server.config.limits;
         let wait = Duration::from_millis(request.max_wait_ms.clamp(
             0,
             i32::try_from(limits.max_fetch_wait_ms).unwrap_or(i32::MAX),
@@ -567,7 +532,7 @@ impl Connection {
         let min_bytes = request.min_bytes.max(0) as usize;
         let wanted = request.partitions.unwrap_or_default();
         loop {
-            let listener = self.shard.appended.listen();
+            let listener = shard.appended();
             let mut parts = Vec::with_capacity(wanted.len());
             let mut total = 0usize;
             let mut errors = false;
@@ -589,31 +554,29 @@ impl Connection {
                 // has been returned yet (at least one batch overall).
                 let budget = if total == 0 { budget.max(1) } else { budget };
                 let fetched = match partition_index(want.partition) {
-                    Ok(p) if budget > 0 => self.shard.fetch(&part.topic, p, offset, budget).await,
-                    Ok(p) => self
-                        .shard
-                        .check_exists(&part.topic, p)
-                        .map(|()| (0, 0, Vec::new())),
-                    Err(code) => Err(code),
-                };
-                if let Ok(p) = partition_index(want.partition) {
-                    remote |= self.shard.owner(&part.topic, p) != self.shard.id;
-                }
-                match fetched {
-                    Ok((high_watermark, log_start, chunks)) => {
-                        part.high_watermark = high_watermark as i64;
-                        part.log_start = log_start as i64;
-                        part.bytes = chunks.iter().map(|c| c.len()).sum();
-                        total += part.bytes;
-                        part.chunks = chunks;
+                    Ok(p) => {
+                        remote |= shard.owner(&part.topic, p) != shard.id();
+                        shard
+                            .read(&part.topic, p, offset, budget, Route::Forward)
+                            .await
                     }
-                    Err(code) => part.error = code,
+                    Err(e) => Err(e),
+                };
+                match fetched {
+                    Ok(read) => {
+                        part.high_watermark = read.high_watermark as i64;
+                        part.log_start = read.log_start as i64;
+                        part.bytes = read.len();
+                        total += part.bytes;
+                        part.chunks = read.chunks;
+                    }
+                    Err(e) => part.error = error_code(&e),
                 }
                 errors |= part.error != ErrorCode::None;
                 parts.push(part);
             }
             let now = Instant::now();
-            if total >= min_bytes.max(1) || errors || now >= deadline || self.shard.stopped.get() {
+            if total >= min_bytes.max(1) || errors || now >= deadline || shard.is_stopped() {
                 return self.send_fetch(correlation_id, parts).await;
             }
             // Appends on other shards do not wake this one: poll forwarded partitions briefly.
@@ -630,7 +593,7 @@ impl Connection {
         &mut self,
         correlation_id: u32,
         parts: Vec<FetchPart>,
-    ) -> Result<(), ConnectionError> {
+    ) -> Result<(), ConnError<WireError>> {
         let header: Vec<FetchResponsePartition<'_>> = parts
             .iter()
             .map(|p| FetchResponsePartition {
@@ -643,8 +606,10 @@ impl Connection {
             })
             .collect();
         self.out.clear();
-        self.encoder
-            .encode_fetch_response(correlation_id, &header, &mut self.out)?;
+        self.proto
+            .encoder
+            .encode_fetch_response(correlation_id, &header, &mut self.out)
+            .map_err(ConnError::Protocol)?;
         self.stream.write_all(&self.out).await?;
         // The batches go out exactly as stored: cache buffers and DMA read buffers, uncopied.
         for part in &parts {
@@ -660,15 +625,14 @@ impl Connection {
 /// fdatasyncs overlap) and builds the response.
 async fn complete_produce(
     correlation_id: u32,
-    started: Vec<(usize, String, i32, Result<ProduceStarted, ErrorCode>)>,
+    started: Vec<(usize, String, i32, Result<AppendStarted, ShardError>)>,
 ) -> MessageT {
     let finishing: Vec<_> = started
         .into_iter()
         .map(|(_, topic, partition, started)| {
             let finish = match started {
-                Ok(ProduceStarted::Done { base, log_start }) => Err(Ok((base, log_start))),
-                Ok(started) => Ok(glommio::spawn_local(started.finish()).detach()),
-                Err(code) => Err(Err(code)),
+                Ok(started) => Ok(glommio::spawn_local(started.durable()).detach()),
+                Err(e) => Err(e),
             };
             (topic, partition, finish)
         })
@@ -677,15 +641,18 @@ async fn complete_produce(
     for (topic, partition, finish) in finishing {
         let mut result = ProducePartitionResultT::default();
         let finished = match finish {
-            Ok(task) => task.await.unwrap_or(Err(ErrorCode::ShuttingDown)),
-            Err(done) => done,
+            // A wait that never finished (its task died) is not durable: never acknowledge it.
+            Ok(task) => task.await.unwrap_or(Err(ShardError::ShuttingDown(
+                "the durability wait did not complete",
+            ))),
+            Err(e) => Err(e),
         };
         match finished {
-            Ok((base_offset, log_start)) => {
-                result.base_offset = base_offset as i64;
-                result.log_start = log_start as i64;
+            Ok(appended) => {
+                result.base_offset = appended.base_offset as i64;
+                result.log_start = appended.log_start as i64;
             }
-            Err(code) => result.error = code,
+            Err(e) => result.error = error_code(&e),
         }
         result.topic = Some(topic);
         result.partition = partition;
@@ -703,10 +670,6 @@ async fn timeout_unit(sleep: impl std::future::Future<Output = ()>) {
     sleep.await;
 }
 
-/// Bytes reserved for a frame before its bytes arrive: typical frames (produce batches up to
-/// 1 MiB) land in one allocation, larger ones grow as they are received.
-const FRAME_RESERVE_BYTES: usize = 1 << 20;
-
 /// How often a long-polling fetch re-reads partitions owned by other shards.
 const REMOTE_POLL: Duration = Duration::from_millis(5);
 
@@ -716,7 +679,7 @@ struct FetchPart {
     error: ErrorCode,
     high_watermark: i64,
     log_start: i64,
-    chunks: Vec<ReadChunk<glommio::io::ReadResult>>,
+    chunks: Vec<Chunk>,
     /// Bytes of `chunks`.
     bytes: usize,
 }

@@ -17,16 +17,8 @@
 //! oldest is awaited. Any other request first waits until every queued response is written,
 //! then runs as before (so a Fetch or ListOffsets sees all earlier produces).
 //!
-//! Structure: one task per connection that alternates between reading and writing, not a
-//! reader and a writer task. glommio 0.9's `TcpStream` cannot be split into halves (only
-//! `futures_lite::io::split`, which locks), and every handler writes to the socket itself
-//! (fetch streams record pieces uncopied), so the task keeps a persistent read buffer and,
-//! when no whole request is buffered and responses are pending, races one socket read into
-//! that buffer against the oldest pending completion. That race loses nothing: glommio's
-//! unbuffered stream copies bytes into the caller's slice only inside a poll that returns
-//! `Ready`, the buffer is trimmed back to the bytes received whichever side wins, and a
-//! partially received request simply stays buffered. Completions are spawned tasks, so the
-//! fdatasyncs progress while the connection reads.
+//! The connection loop (persistent read buffer, pipelined responses in request order) is
+//! [`super::pipeline::Connection`], shared with the native listener.
 //!
 //! Bounds: the request size is checked from its 4-byte prefix before the request is
 //! buffered ([`KafkaLimits::max_request_bytes`]), the buffer grows only with bytes that
@@ -44,15 +36,15 @@ use std::rc::Rc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_lite::AsyncWriteExt;
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 use tidelog_wire::kafka::codec::EncodeError;
 use tidelog_wire::kafka::generated::produce_response::ProduceResponse;
 use tidelog_wire::kafka::generated::{self, RequestBody};
 use tidelog_wire::kafka::{self as kwire, DecodeError, Decoder};
-use tidelog_wire::native::ErrorCode;
 
-use super::pipeline::{read_or_complete, PendingQueue, Woke};
-use super::shard::Shard;
+use super::pipeline::{ConnError, Connection, Protocol};
+use super::Server;
+use crate::shard::{Shard, ShardError};
 
 /// Bounds of the Kafka listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,29 +122,42 @@ fn advertised(api_key: i16) -> Option<(i16, i16)> {
         .map(|&(_, lo, hi)| (lo, hi))
 }
 
-/// Accepts Kafka connections until the shard stops.
-pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    super::shard::accept_until_stopped(shard, listener, "kafka", |shard, stream| async move {
-        let count = shard.kafka_connections.get() + 1;
-        shard.kafka_connections.set(count);
-        if count <= shard.config.kafka_limits.max_connections_per_shard {
-            let mut connection = KafkaConnection::new(Rc::clone(&shard), stream);
-            if let Err(e) = connection.serve().await {
-                tracing::debug!(shard = shard.id, error = %e, "kafka connection closed");
-            }
+/// Serves one accepted Kafka connection to its end.
+pub(super) async fn serve_connection(server: Rc<Server>, stream: TcpStream) {
+    let count = server.kafka_connections.get() + 1;
+    server.kafka_connections.set(count);
+    let limits = server.config.kafka_limits;
+    if count <= limits.max_connections_per_shard {
+        let advertised_host = match &server.config.kafka_advertised_host {
+            Some(host) => host.clone(),
+            None => stream
+                .local_addr()
+                .map(advertise_for)
+                .unwrap_or_else(|_| "localhost".into()),
+        };
+        let client_host = stream
+            .peer_addr()
+            .map(|a| format!("/{}", a.ip()))
+            .unwrap_or_default();
+        let shard_id = server.shard.id();
+        let proto = Kafka {
+            server: Rc::clone(&server),
+            advertised_host,
+            client_host,
+        };
+        let mut connection = Connection::new(stream, proto, limits.max_pending_produces);
+        if let Err(e) = connection.serve().await {
+            tracing::debug!(shard = shard_id, error = %e, "kafka connection closed");
         }
-        shard
-            .kafka_connections
-            .set(shard.kafka_connections.get() - 1);
-    })
-    .await;
+    }
+    server
+        .kafka_connections
+        .set(server.kafka_connections.get() - 1);
 }
 
-/// Why a connection ended.
+/// Why a Kafka request was refused (the connection closes after the pending responses).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum KafkaConnError {
-    #[error("socket: {0}")]
-    Io(#[from] std::io::Error),
+pub(crate) enum KafkaError {
     #[error("request does not decode: {0}")]
     Decode(#[from] DecodeError),
     #[error("response does not encode: {0}")]
@@ -163,10 +168,21 @@ pub(crate) enum KafkaConnError {
     Unsupported { api_key: i16, version: i16 },
     #[error("request names {0} partitions, more than the limit")]
     TooManyPartitions(usize),
-    #[error("peer closed")]
-    Closed,
-    #[error("shard stopping")]
-    Stopping,
+}
+
+/// Why a Kafka connection ended.
+pub(crate) type KafkaConnError = ConnError<KafkaError>;
+
+impl From<DecodeError> for KafkaConnError {
+    fn from(e: DecodeError) -> Self {
+        ConnError::Protocol(KafkaError::Decode(e))
+    }
+}
+
+impl From<EncodeError> for KafkaConnError {
+    fn from(e: EncodeError) -> Self {
+        ConnError::Protocol(KafkaError::Encode(e))
+    }
 }
 
 /// The parts of a request header handlers need.
@@ -178,163 +194,101 @@ pub(crate) struct RequestMeta {
     pub client_id: String,
 }
 
-pub(crate) struct KafkaConnection {
-    pub shard: Rc<Shard>,
-    stream: TcpStream,
-    pub out: BytesMut,
-    /// Bytes received and not yet handled: whole requests and the start of the next one.
-    /// It persists across reads, so an interrupted read loses nothing.
-    inbuf: BytesMut,
-    /// Produce responses not yet written, oldest first; at most
-    /// [`KafkaLimits::max_pending_produces`].
-    pub(crate) pending: PendingQueue<RequestMeta, ProduceResponse>,
+/// The Kafka protocol's per-connection state.
+pub(crate) struct Kafka {
+    server: Rc<Server>,
     /// Host advertised to this client for every node.
-    pub advertised_host: String,
+    advertised_host: String,
     /// The client's address (for group member descriptions).
-    pub client_host: String,
+    client_host: String,
 }
 
-impl KafkaConnection {
-    fn new(shard: Rc<Shard>, stream: TcpStream) -> Self {
-        let _ = stream.set_nodelay(true);
-        // A peer that stops reading must not pin fetched buffers and pending responses
-        // forever: a write that makes no progress for this long closes the connection.
-        let _ = stream.set_write_timeout(Some(crate::limits::WRITE_STALL_TIMEOUT));
-        let advertised_host = match &shard.config.kafka_advertised_host {
-            Some(host) => host.clone(),
-            None => stream
-                .local_addr()
-                .map(advertise_for)
-                .unwrap_or_else(|_| "localhost".into()),
-        };
-        let client_host = stream
-            .peer_addr()
-            .map(|a| format!("/{}", a.ip()))
-            .unwrap_or_default();
-        KafkaConnection {
-            shard,
-            stream,
-            out: BytesMut::with_capacity(4096),
-            inbuf: BytesMut::new(),
-            pending: PendingQueue::default(),
-            advertised_host,
-            client_host,
-        }
-    }
+/// A Kafka connection: the shared loop with the Kafka protocol.
+pub(crate) type KafkaConnection = Connection<Kafka>;
 
-    async fn serve(&mut self) -> Result<(), KafkaConnError> {
-        let result = self.serve_requests().await;
-        if let Err(
-            KafkaConnError::Closed
-            | KafkaConnError::Decode(_)
-            | KafkaConnError::Size(_)
-            | KafkaConnError::Unsupported { .. }
-            | KafkaConnError::TooManyPartitions(_),
-        ) = &result
-        {
-            // The requests before the bad one (or the peer's half-close) are still answered.
-            self.flush_pending().await?;
-        }
-        result
-    }
+impl Protocol for Kafka {
+    type Meta = RequestMeta;
+    type Response = ProduceResponse;
+    type Error = KafkaError;
+    const FRAME_RESERVE_BYTES: usize = 1 << 20;
 
-    async fn serve_requests(&mut self) -> Result<(), KafkaConnError> {
-        loop {
-            let request = self.next_request().await?;
-            if self.shard.stopped.get() {
-                return Ok(());
-            }
-            self.handle(request).await?;
-        }
-    }
-
-    /// The next whole request (without its size prefix). While waiting for its bytes, writes
-    /// the pending responses that complete, oldest first.
-    async fn next_request(&mut self) -> Result<Bytes, KafkaConnError> {
-        loop {
-            if let Some(request) = self.take_buffered_request()? {
-                return Ok(request);
-            }
-            self.write_completed().await?;
-            let need = match self.announced_total()? {
-                Some(total) => total - self.inbuf.len(),
-                None => 4 - self.inbuf.len(),
-            };
-            let Self {
-                stream,
-                inbuf,
-                pending,
-                ..
-            } = self;
-            match read_or_complete(stream, inbuf, need, REQUEST_RESERVE_BYTES, pending).await {
-                Woke::Read(Ok(0)) => return Err(KafkaConnError::Closed),
-                Woke::Read(Ok(_)) => {}
-                Woke::Read(Err(e)) => return Err(e.into()),
-                Woke::Done(done) => {
-                    let (meta, response) = done.map_err(|_| KafkaConnError::Stopping)?;
-                    self.respond(&meta, |out, v| response.encode(out, v))
-                        .await?;
-                }
-            }
-        }
-    }
-
-    /// The total size (prefix included) the buffered request announces, checked against
-    /// [`KafkaLimits::max_request_bytes`]; `None` before its prefix has arrived.
-    fn announced_total(&self) -> Result<Option<usize>, KafkaConnError> {
-        let Some(prefix) = self.inbuf.get(..4) else {
+    fn announced(&self, buffered: &[u8]) -> Result<Option<usize>, KafkaError> {
+        let Some(prefix) = buffered.get(..4) else {
             return Ok(None);
         };
         let size = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
-        let max = self.shard.config.kafka_limits.max_request_bytes;
+        let max = self.server.config.kafka_limits.max_request_bytes;
         match usize::try_from(size) {
             Ok(n) if (8..=max).contains(&n) => Ok(Some(n + 4)),
-            _ => Err(KafkaConnError::Size(i64::from(size))),
+            _ => Err(KafkaError::Size(i64::from(size))),
         }
     }
 
-    /// Takes one whole request off the read buffer, if one is there.
-    fn take_buffered_request(&mut self) -> Result<Option<Bytes>, KafkaConnError> {
-        match self.announced_total()? {
-            Some(total) if self.inbuf.len() >= total => {
-                self.inbuf.advance(4);
-                Ok(Some(self.inbuf.split_to(total - 4).freeze()))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// Writes the pending responses that are complete, oldest first, without waiting.
-    async fn write_completed(&mut self) -> Result<(), KafkaConnError> {
-        while let Some(done) = self.pending.pop_completed().await {
-            let (meta, response) = done.map_err(|_| KafkaConnError::Stopping)?;
-            self.respond(&meta, |out, v| response.encode(out, v))
-                .await?;
-        }
+    fn encode(
+        &mut self,
+        meta: &RequestMeta,
+        response: &ProduceResponse,
+        out: &mut BytesMut,
+    ) -> Result<(), KafkaError> {
+        begin(out, meta);
+        response.encode(out, meta.version)?;
+        patch_size(out, 0)?;
         Ok(())
     }
 
-    /// Waits for every pending response and writes them in order.
-    pub(crate) async fn flush_pending(&mut self) -> Result<(), KafkaConnError> {
-        while !self.pending.is_empty() {
-            self.write_oldest().await?;
-        }
-        Ok(())
+    fn stopped(&self) -> bool {
+        self.server.shard.is_stopped()
     }
 
-    /// Waits for the oldest pending response and writes it.
-    pub(crate) async fn write_oldest(&mut self) -> Result<(), KafkaConnError> {
-        if let Some(done) = self.pending.pop_oldest().await {
-            let (meta, response) = done.map_err(|_| KafkaConnError::Stopping)?;
-            self.respond(&meta, |out, v| response.encode(out, v))
-                .await?;
-        }
-        Ok(())
+    async fn handle(
+        conn: &mut Connection<Self>,
+        mut frame: BytesMut,
+    ) -> Result<(), KafkaConnError> {
+        frame.advance(4);
+        conn.handle_request(frame.freeze()).await
     }
 
-    async fn handle(&mut self, request: Bytes) -> Result<(), KafkaConnError> {
+    /// Kafka closes a connection whose request is oversized without a word.
+    async fn refuse(_conn: &mut Connection<Self>, _error: &KafkaError) {}
+}
+
+/// Starts a response in `out`: size placeholder and header.
+fn begin(out: &mut BytesMut, meta: &RequestMeta) {
+    out.clear();
+    out.put_i32(0);
+    out.put_i32(meta.correlation_id);
+    if kwire::response_header_version(meta.api_key, meta.version) >= 1 {
+        out.put_u8(0);
+    }
+}
+
+/// Patches the size prefix of the response in `out` (`extra`: bytes sent after `out`).
+fn patch_size(out: &mut BytesMut, extra: usize) -> Result<(), EncodeError> {
+    let size = out.len() - 4 + extra;
+    let size = i32::try_from(size).map_err(|_| EncodeError::TooLong(size))?;
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(())
+}
+
+impl KafkaConnection {
+    /// The listeners' state on this shard.
+    pub(crate) fn server(&self) -> &Rc<Server> {
+        &self.proto.server
+    }
+
+    /// The shard behind this connection.
+    pub(crate) fn shard(&self) -> &Rc<Shard> {
+        &self.proto.server.shard
+    }
+
+    /// The client's address (for group member descriptions).
+    pub(crate) fn client_host(&self) -> &str {
+        &self.proto.client_host
+    }
+
+    async fn handle_request(&mut self, request: Bytes) -> Result<(), KafkaConnError> {
         let Some((api_key, version, correlation_id)) = kwire::peek_request_ids(&request) else {
-            return Err(KafkaConnError::Size(request.len() as i64));
+            return Err(ConnError::Protocol(KafkaError::Size(request.len() as i64)));
         };
         if api_key != PRODUCE_KEY {
             // Everything but Produce runs after every earlier response is out.
@@ -352,7 +306,10 @@ impl KafkaConnection {
         };
         if !served {
             tracing::debug!(api_key, version, "unsupported Kafka request: closing");
-            return Err(KafkaConnError::Unsupported { api_key, version });
+            return Err(ConnError::Protocol(KafkaError::Unsupported {
+                api_key,
+                version,
+            }));
         }
         let mut d = Decoder::new(&request);
         let header = kwire::decode_request_header(&mut d)?;
@@ -395,27 +352,20 @@ impl KafkaConnection {
     }
 
     fn check_partitions(&self, n: usize) -> Result<(), KafkaConnError> {
-        if n > self.shard.config.kafka_limits.max_partitions_per_request {
-            return Err(KafkaConnError::TooManyPartitions(n));
+        if n > self.server().config.kafka_limits.max_partitions_per_request {
+            return Err(ConnError::Protocol(KafkaError::TooManyPartitions(n)));
         }
         Ok(())
     }
 
     /// Starts a response in `self.out`: size placeholder and header.
     pub(crate) fn begin(&mut self, meta: &RequestMeta) {
-        self.out.clear();
-        self.out.put_i32(0);
-        self.out.put_i32(meta.correlation_id);
-        if kwire::response_header_version(meta.api_key, meta.version) >= 1 {
-            self.out.put_u8(0);
-        }
+        begin(&mut self.out, meta);
     }
 
     /// Patches the size prefix (`extra`: bytes sent after `self.out`) and sends `self.out`.
     pub(crate) async fn finish(&mut self, extra: usize) -> Result<(), KafkaConnError> {
-        let size = self.out.len() - 4 + extra;
-        let size = i32::try_from(size).map_err(|_| EncodeError::TooLong(size))?;
-        self.out[..4].copy_from_slice(&size.to_be_bytes());
+        patch_size(&mut self.out, extra)?;
         self.stream.write_all(&self.out).await?;
         Ok(())
     }
@@ -467,11 +417,12 @@ impl KafkaConnection {
     /// Host and port advertised for node `shard`.
     pub(crate) fn node(&self, shard: usize) -> (String, i32) {
         let port = self
-            .shard
-            .kafka_endpoints
+            .server()
+            .endpoints
+            .kafka
             .get(shard)
             .map_or(0, |addr| i32::from(addr.port()));
-        (self.advertised_host.clone(), port)
+        (self.proto.advertised_host.clone(), port)
     }
 }
 
@@ -493,24 +444,21 @@ fn advertise_for(local: SocketAddr) -> String {
     }
 }
 
-/// The Kafka error code for a native/engine error code.
-pub(crate) fn kafka_code(error: ErrorCode) -> i16 {
+/// The Kafka error code for a shard error.
+pub(crate) fn error_code(error: &ShardError) -> i16 {
     match error {
-        ErrorCode::None => code::NONE,
-        ErrorCode::UnknownTopicOrPartition => code::UNKNOWN_TOPIC_OR_PARTITION,
-        ErrorCode::NotOwner => code::NOT_LEADER_OR_FOLLOWER,
-        ErrorCode::OffsetOutOfRange => code::OFFSET_OUT_OF_RANGE,
-        ErrorCode::CorruptBatch => code::CORRUPT_MESSAGE,
-        ErrorCode::RecordTooLarge => code::MESSAGE_TOO_LARGE,
-        ErrorCode::InvalidTopic => code::INVALID_TOPIC_EXCEPTION,
-        ErrorCode::TopicAlreadyExists => code::TOPIC_ALREADY_EXISTS,
-        ErrorCode::InvalidConfig => code::INVALID_CONFIG,
-        ErrorCode::InvalidRequest => code::INVALID_REQUEST,
-        ErrorCode::DiskFull | ErrorCode::StorageError => code::KAFKA_STORAGE_ERROR,
-        ErrorCode::ShuttingDown => code::NOT_LEADER_OR_FOLLOWER,
+        ShardError::UnknownTopicOrPartition => code::UNKNOWN_TOPIC_OR_PARTITION,
+        ShardError::NotOwner | ShardError::ShuttingDown(_) => code::NOT_LEADER_OR_FOLLOWER,
+        ShardError::OffsetOutOfRange(_) => code::OFFSET_OUT_OF_RANGE,
+        ShardError::CorruptBatch(_) => code::CORRUPT_MESSAGE,
+        ShardError::BatchTooLarge(_) => code::MESSAGE_TOO_LARGE,
+        ShardError::InvalidTopic(_) => code::INVALID_TOPIC_EXCEPTION,
+        ShardError::TopicExists(_) => code::TOPIC_ALREADY_EXISTS,
+        ShardError::InvalidConfig(_) => code::INVALID_CONFIG,
+        ShardError::InvalidRequest(_) => code::INVALID_REQUEST,
+        ShardError::DiskFull(_) | ShardError::Storage(_) => code::KAFKA_STORAGE_ERROR,
+        ShardError::InvalidProducerEpoch(_) => code::INVALID_PRODUCER_EPOCH,
+        ShardError::OutOfOrderSequence(_) => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         _ => code::UNKNOWN_SERVER_ERROR,
     }
 }
-
-/// Bytes reserved for a request before its bytes arrive.
-const REQUEST_RESERVE_BYTES: usize = 1 << 20;

@@ -1,5 +1,6 @@
-//! The broker: one shard per core, each with its own glommio executor, io_uring ring,
-//! listeners and partitions.
+//! The broker: the assembly of the shard runtime ([`crate::shard`]) and the listeners in
+//! front of it ([`crate::server`]), one pair per core, each with its own glommio executor,
+//! io_uring ring, listeners and partitions. This is the only module that names both.
 //!
 //! ```text
 //!            shared native port (SO_REUSEPORT: the kernel spreads connections)
@@ -9,28 +10,31 @@
 //!   partitions p with shard_for(topic, p, N) == shard
 //! ```
 //!
+//! Start-up of each shard thread, in order: bind the shared and own ports and report them;
+//! wait for every shard's addresses; open the shard (mesh, topic table, partitions); report
+//! serving; accept until told to stop; close every partition (flushing it).
+//!
 //! Shard state is `!Send` and lives on its thread. Shards talk only through bounded glommio
-//! channel meshes carrying [`shard::ShardMessage`]s: topic-table changes go from shard 0 to
-//! all, admin requests from any shard to shard 0.
+//! channel meshes: topic-table changes go from shard 0 to all, admin requests from any shard
+//! to shard 0.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 
 use crate::config::LogConfig;
+use crate::server::{Bound, Endpoints, ListenerConfig, ShardAddrs};
+use crate::shard::{Mesh, Shard, ShardConfig};
 
-mod conn;
-mod kafka;
-mod pipeline;
-mod shard;
-
-pub use conn::ServerLimits;
+pub use crate::server::kafka::ADVERTISED as KAFKA_ADVERTISED_APIS;
+pub use crate::server::{KafkaLimits, ServerLimits};
 
 /// How often a shard checks whether it was asked to stop. A timer, not a cross-thread channel:
 /// glommio's shared-channel receiver whose sender lives on a plain thread kept its executor
 /// spinning (a whole core per shard while idle).
 pub const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
-pub use kafka::{KafkaLimits, ADVERTISED as KAFKA_ADVERTISED_APIS};
 
 /// Everything `tidelog serve` needs.
 #[derive(Debug, Clone)]
@@ -196,10 +200,7 @@ pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         shard: 0,
         reason: format!("create {}: {e}", config.data_dir.display()),
     })?;
-    let mesh = glommio::channels::channel_mesh::MeshBuilder::full(
-        config.shards,
-        crate::limits::SHARD_CHANNEL_DEPTH,
-    );
+    let mesh = crate::shard::mesh::build(config.shards);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Shard 0 binds the shared port first (it may be port 0), the others bind what it got.
     let mut native_addr = config.native_addr;
@@ -234,17 +235,19 @@ pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
             let port = base.map_or(0, |b| b.saturating_add(shard as u16));
             (bootstrap, SocketAddr::new(bootstrap.ip(), port))
         });
-        let shard_config = shard::ShardConfig {
+        let start = ShardStart {
             shard,
-            shards: config.shards,
-            broker: config.clone(),
+            config: config.clone(),
             native_addr,
             kafka,
+            mesh: mesh.clone(),
+            ready: ready_tx,
+            go: go_rx,
+            serving: serving_tx.clone(),
+            stop: stop_rx,
         };
-        let mesh = mesh.clone();
-        let serving = serving_tx.clone();
         let thread = builder
-            .spawn(move || shard::run(shard_config, mesh, ready_tx, go_rx, serving, stop_rx))
+            .spawn(move || run_shard(start))
             .map_err(|e| BrokerError::Startup {
                 shard,
                 reason: e.to_string(),
@@ -270,15 +273,15 @@ pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         go.push(go_tx);
     }
     for go in go {
-        let _ = go.send(shard::Endpoints {
+        let _ = go.send(Endpoints {
             native: shard_addrs.clone(),
             kafka: kafka_node_addrs.clone(),
         });
     }
     for _ in 0..config.shards {
         match serving_rx.recv() {
-            Ok(shard::Ready::Serving) => {}
-            Ok(shard::Ready::Failed(reason)) => {
+            Ok(Ready::Serving) => {}
+            Ok(Ready::Failed(reason)) => {
                 return Err(BrokerError::Startup { shard: 0, reason });
             }
             Err(_) => {
@@ -297,4 +300,76 @@ pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         stop,
         threads,
     })
+}
+
+/// Start-up reports from a shard thread to [`start`].
+#[derive(Debug)]
+enum Ready {
+    Serving,
+    Failed(String),
+}
+
+/// What one shard thread starts from.
+struct ShardStart {
+    shard: usize,
+    config: BrokerConfig,
+    native_addr: SocketAddr,
+    /// The shared Kafka bootstrap address (as bound by shard 0) and this shard's own Kafka
+    /// address; `None` when the Kafka listener is off.
+    kafka: Option<(SocketAddr, SocketAddr)>,
+    mesh: Mesh,
+    ready: mpsc::SyncSender<Result<ShardAddrs, String>>,
+    go: mpsc::Receiver<Endpoints>,
+    serving: mpsc::SyncSender<Ready>,
+    stop: Arc<AtomicBool>,
+}
+
+/// One shard thread, start to finish.
+async fn run_shard(start: ShardStart) -> Result<(), String> {
+    let bound = Bound::bind(start.native_addr, start.kafka).and_then(|bound| {
+        let addrs = bound.addrs()?;
+        Ok((bound, addrs))
+    });
+    let bound = match bound {
+        Ok((bound, addrs)) => {
+            let _ = start.ready.send(Ok(addrs));
+            bound
+        }
+        Err(e) => {
+            let _ = start.ready.send(Err(e.clone()));
+            return Err(e);
+        }
+    };
+    // Start-up only: wait (blocking this thread) until every shard has bound its ports.
+    let endpoints = start
+        .go
+        .recv()
+        .map_err(|_| "broker start-up aborted".to_string())?;
+    let config = start.config;
+    let shard_config = ShardConfig {
+        data_dir: config.data_dir.clone(),
+        shards: config.shards,
+        log_defaults: config.log_defaults.clone(),
+        coordinator: config.coordinator.clone(),
+    };
+    let shard: Rc<Shard> = match Shard::open(start.shard, shard_config, start.mesh).await {
+        Ok(shard) => shard,
+        Err(e) => {
+            let _ = start.serving.send(Ready::Failed(e.clone()));
+            return Err(e);
+        }
+    };
+    let _ = start.serving.send(Ready::Serving);
+    let listeners = ListenerConfig {
+        advertised_host: config.advertised_host,
+        default_partitions: config.default_partitions,
+        limits: config.limits,
+        kafka_advertised_host: config.kafka_advertised_host,
+        kafka_limits: config.kafka_limits,
+    };
+    crate::server::serve(Rc::clone(&shard), listeners, endpoints, bound);
+    while !start.stop.load(Ordering::SeqCst) {
+        glommio::timer::sleep(STOP_CHECK).await;
+    }
+    shard.shutdown().await
 }

@@ -28,12 +28,11 @@ use tidelog_wire::kafka::generated::{
     sync_group_request::SyncGroupRequest,
     sync_group_response::SyncGroupResponse,
 };
-use tidelog_wire::native::ErrorCode;
 
-use super::{code, kafka_code, KafkaConnError, KafkaConnection, RequestMeta};
-use crate::broker::shard::partition_index;
+use super::{code, error_code, KafkaConnError, KafkaConnection, RequestMeta};
 use crate::coordinator::{JoinRequest, LeaveMember, SyncRequest};
-use crate::groups::{Committed, METADATA_BYTES_MAX};
+use crate::groups::{Committed, OffsetCommit, METADATA_BYTES_MAX};
+use crate::shard::partition_index;
 
 /// One group's committed offsets as OffsetFetch reports them: (topic, [(partition, offset,
 /// metadata, error)]).
@@ -41,7 +40,7 @@ type FetchedTopics = Vec<(String, Vec<(i32, i64, String, i16)>)>;
 
 impl KafkaConnection {
     fn coordinates(&self, group: &str) -> bool {
-        self.shard.group_owner(group) == self.shard.id
+        self.shard().group_owner(group) == self.shard().id()
     }
 
     pub(super) async fn find_coordinator(
@@ -70,7 +69,7 @@ impl KafkaConnection {
             } else if key.is_empty() {
                 entry.error_code = code::INVALID_GROUP_ID;
             } else {
-                let node = self.shard.group_owner(&key);
+                let node = self.shard().group_owner(&key);
                 let (host, port) = self.node(node);
                 entry.node_id = node as i32;
                 entry.host = host;
@@ -121,10 +120,10 @@ impl KafkaConnection {
                     -1
                 },
                 client_id: meta.client_id.clone(),
-                client_host: self.client_host.clone(),
+                client_host: self.client_host().to_owned(),
                 version: meta.version,
             };
-            let shard = std::rc::Rc::clone(&self.shard);
+            let shard = std::rc::Rc::clone(self.shard());
             let joined = shard.groups.join(join).await;
             response.error_code = joined.error;
             response.generation_id = joined.generation;
@@ -167,7 +166,7 @@ impl KafkaConnection {
                     .map(|a| (a.member_id, a.assignment.to_vec()))
                     .collect(),
             };
-            let shard = std::rc::Rc::clone(&self.shard);
+            let shard = std::rc::Rc::clone(self.shard());
             let synced = shard.groups.sync(sync).await;
             response.error_code = synced.error;
             response.protocol_type = synced.protocol_type;
@@ -183,7 +182,7 @@ impl KafkaConnection {
         request: HeartbeatRequest,
     ) -> Result<(), KafkaConnError> {
         let error_code = if self.coordinates(&request.group_id) {
-            self.shard.groups.heartbeat(
+            self.shard().groups.heartbeat(
                 &request.group_id,
                 request.generation_id,
                 &request.member_id,
@@ -223,7 +222,7 @@ impl KafkaConnection {
         if !self.coordinates(&request.group_id) {
             response.error_code = code::NOT_COORDINATOR;
         } else {
-            let result = self.shard.groups.leave(&request.group_id, &members);
+            let result = self.shard().groups.leave(&request.group_id, &members);
             if meta.version >= 3 {
                 response.error_code = result.error;
                 response.members = members
@@ -252,7 +251,7 @@ impl KafkaConnection {
         meta: &RequestMeta,
         request: OffsetCommitRequest,
     ) -> Result<(), KafkaConnError> {
-        let shard = std::rc::Rc::clone(&self.shard);
+        let shard = std::rc::Rc::clone(self.shard());
         let group = request.group_id.clone();
         let verdict = if !self.coordinates(&group) {
             Err(code::NOT_COORDINATOR)
@@ -287,15 +286,15 @@ impl KafkaConnection {
                         .and_then(|index| shard.check_exists(&topic.name, index))
                     {
                         Ok(()) => {
-                            valid.push((
-                                topic.name.clone(),
-                                p.partition_index,
-                                p.committed_offset,
+                            valid.push(OffsetCommit {
+                                topic: topic.name.clone(),
+                                partition: p.partition_index,
+                                offset: p.committed_offset,
                                 metadata,
-                            ));
+                            });
                             code::NONE
                         }
-                        Err(e) => kafka_code(e),
+                        Err(e) => error_code(&e),
                     },
                 };
                 result.partitions.push(OffsetCommitResponsePartition {
@@ -306,9 +305,8 @@ impl KafkaConnection {
             response.topics.push(result);
         }
         if !valid.is_empty() {
-            let committed = shard.commit_offsets(&group, valid).await;
-            if committed != ErrorCode::None {
-                let error = kafka_code(committed);
+            if let Err(e) = shard.commit_offsets(&group, valid).await {
+                let error = error_code(&e);
                 for p in response
                     .topics
                     .iter_mut()
@@ -332,11 +330,13 @@ impl KafkaConnection {
         if !self.coordinates(group) {
             return Err(code::NOT_COORDINATOR);
         }
-        let shard = &self.shard;
+        let shard = self.shard();
         let Some(topics) = topics else {
-            let all = shard.group_committed(group).map_err(kafka_code)?;
+            let all = shard.group_committed(group).map_err(|e| error_code(&e))?;
             let mut out: FetchedTopics = Vec::new();
-            for (topic, partition, committed) in all {
+            for position in all {
+                let (topic, partition, committed) =
+                    (position.topic, position.partition, position.committed);
                 let entry = (partition, committed.offset, committed.metadata, code::NONE);
                 match out.last_mut() {
                     Some((name, parts)) if *name == topic => parts.push(entry),
@@ -352,7 +352,7 @@ impl KafkaConnection {
         let found = shard
             .fetch_offsets(group, wanted)
             .await
-            .map_err(kafka_code)?;
+            .map_err(|e| error_code(&e))?;
         let mut found = found.into_iter();
         Ok(topics
             .into_iter()
@@ -479,7 +479,7 @@ impl KafkaConnection {
             if !self.coordinates(&group) {
                 described.error_code = code::NOT_COORDINATOR;
             } else {
-                let d = self.shard.groups.describe(&group);
+                let d = self.shard().groups.describe(&group);
                 described.group_state = d.state.as_str().into();
                 described.protocol_type = d.protocol_type;
                 described.protocol_data = d.protocol_name;
@@ -507,7 +507,7 @@ impl KafkaConnection {
         request: ListGroupsRequest,
     ) -> Result<(), KafkaConnError> {
         let groups = self
-            .shard
+            .shard()
             .groups
             .list()
             .into_iter()

@@ -1,5 +1,8 @@
 //! Metadata, topics, offsets lookups and producer ids over the Kafka protocol.
 
+use super::{code, error_code, KafkaConnError, KafkaConnection, RequestMeta};
+use crate::meta::TopicConfig;
+use crate::shard::{partition_index, ListedOffset, Route, ShardError};
 use tidelog_wire::kafka::generated::{
     create_topics_request::CreateTopicsRequest,
     create_topics_response::{CreatableTopicResult, CreateTopicsResponse},
@@ -20,11 +23,6 @@ use tidelog_wire::kafka::generated::{
         EpochEndOffset, OffsetForLeaderEpochResponse, OffsetForLeaderTopicResult,
     },
 };
-use tidelog_wire::native::ErrorCode;
-
-use super::{code, kafka_code, KafkaConnError, KafkaConnection, RequestMeta};
-use crate::broker::shard::partition_index;
-use crate::meta::TopicConfig;
 
 /// The cluster id every node reports.
 const CLUSTER_ID: &str = "tidelog";
@@ -35,7 +33,7 @@ impl KafkaConnection {
         meta: &RequestMeta,
         request: MetadataRequest,
     ) -> Result<(), KafkaConnError> {
-        let shard = std::rc::Rc::clone(&self.shard);
+        let shard = std::rc::Rc::clone(self.shard());
         let wanted: Option<Vec<String>> = match request.topics {
             None => None,
             Some(topics) if topics.is_empty() && meta.version == 0 => None,
@@ -46,20 +44,22 @@ impl KafkaConnection {
         if let Some(names) = &wanted {
             let auto = meta.version < 4 || request.allow_auto_topic_creation;
             for name in names {
-                if shard.topics.borrow().contains_key(name) {
+                if shard.has_topic(name) {
                     continue;
                 }
                 if !auto {
                     continue;
                 }
-                let config = TopicConfig::with_partitions(shard.config.default_partitions);
-                let (error, _) = shard.create_topic(name, config).await;
-                if error != ErrorCode::None && error != ErrorCode::TopicAlreadyExists {
-                    create_errors.insert(name.clone(), kafka_code(error));
+                let config = TopicConfig::with_partitions(self.server().config.default_partitions);
+                match shard.create_topic(name, config).await {
+                    Ok(()) | Err(ShardError::TopicExists(_)) => {}
+                    Err(e) => {
+                        create_errors.insert(name.clone(), error_code(&e));
+                    }
                 }
             }
         }
-        let brokers = (0..shard.shards)
+        let brokers = (0..shard.shards())
             .map(|node| {
                 let (host, port) = self.node(node);
                 MetadataResponseBroker {
@@ -71,7 +71,7 @@ impl KafkaConnection {
             })
             .collect();
         let topics = {
-            let topics = shard.topics.borrow();
+            let topics = shard.topics();
             let names: Vec<String> = match wanted {
                 Some(names) => names,
                 None => topics.keys().cloned().collect(),
@@ -124,7 +124,7 @@ impl KafkaConnection {
         meta: &RequestMeta,
         request: ListOffsetsRequest,
     ) -> Result<(), KafkaConnError> {
-        let shard = std::rc::Rc::clone(&self.shard);
+        let shard = std::rc::Rc::clone(self.shard());
         let mut response = ListOffsetsResponse::default();
         for topic in request.topics {
             let mut result = ListOffsetsTopicResponse {
@@ -141,22 +141,29 @@ impl KafkaConnection {
                 };
                 let listed = match partition_index(p.partition_index) {
                     Err(e) => Err(e),
-                    Ok(index) => match shard.partition(&topic.name, index) {
+                    Ok(index) => match shard.bounds(&topic.name, index) {
                         Err(e) => Err(e),
                         // -3 (max timestamp, v7): the last offset stands in for it.
-                        Ok(log) if p.timestamp == -3 => Ok(((log.log_end() as i64 - 1).max(0), -1)),
-                        Ok(_) => shard.list_offset(&topic.name, index, p.timestamp).await,
+                        Ok(bounds) if p.timestamp == -3 => Ok(ListedOffset {
+                            offset: (bounds.high_watermark as i64 - 1).max(0),
+                            timestamp: -1,
+                        }),
+                        Ok(_) => {
+                            shard
+                                .list_offset(&topic.name, index, p.timestamp, Route::Local)
+                                .await
+                        }
                     },
                 };
                 match listed {
-                    Ok((offset, timestamp)) => {
+                    Ok(ListedOffset { offset, timestamp }) => {
                         out.offset = offset;
                         out.timestamp = timestamp;
                         if meta.version == 0 {
                             out.old_style_offsets = vec![offset];
                         }
                     }
-                    Err(e) => out.error_code = kafka_code(e),
+                    Err(e) => out.error_code = error_code(&e),
                 }
                 result.partitions.push(out);
             }
@@ -188,21 +195,21 @@ impl KafkaConnection {
                 response.producer_id = request.producer_id;
                 response.producer_epoch = request.producer_epoch + 1;
             } else {
-                match self.shard.allocate_producer_id().await {
+                match self.shard().allocate_producer_id().await {
                     Ok(id) => {
                         response.producer_id = id;
                         response.producer_epoch = 0;
                     }
-                    Err(e) => response.error_code = kafka_code(e),
+                    Err(e) => response.error_code = error_code(&e),
                 }
             }
         } else {
-            match self.shard.allocate_producer_id().await {
+            match self.shard().allocate_producer_id().await {
                 Ok(id) => {
                     response.producer_id = id;
                     response.producer_epoch = 0;
                 }
-                Err(e) => response.error_code = kafka_code(e),
+                Err(e) => response.error_code = error_code(&e),
             }
         }
         self.respond(meta, |out, v| response.encode(out, v)).await
@@ -213,7 +220,8 @@ impl KafkaConnection {
         meta: &RequestMeta,
         request: CreateTopicsRequest,
     ) -> Result<(), KafkaConnError> {
-        let shard = std::rc::Rc::clone(&self.shard);
+        let shard = std::rc::Rc::clone(self.shard());
+        let default_partitions = self.server().config.default_partitions;
         let mut response = CreateTopicsResponse::default();
         for topic in request.topics {
             let mut result = CreatableTopicResult {
@@ -222,7 +230,7 @@ impl KafkaConnection {
                 replication_factor: -1,
                 ..Default::default()
             };
-            match topic_config(&shard.config.default_partitions, &topic) {
+            match topic_config(&default_partitions, &topic) {
                 Err((error, message)) => {
                     result.error_code = error;
                     result.error_message = Some(message);
@@ -231,16 +239,16 @@ impl KafkaConnection {
                     result.num_partitions = config.partitions as i32;
                     result.replication_factor = 1;
                 }
-                Ok(config) => {
-                    let (error, message) = shard.create_topic(&topic.name, config).await;
-                    result.error_code = kafka_code(error);
-                    if error == ErrorCode::None {
+                Ok(config) => match shard.create_topic(&topic.name, config).await {
+                    Ok(()) => {
                         result.num_partitions = config.partitions as i32;
                         result.replication_factor = 1;
-                    } else {
-                        result.error_message = Some(message);
                     }
-                }
+                    Err(e) => {
+                        result.error_code = error_code(&e);
+                        result.error_message = Some(e.to_string());
+                    }
+                },
             }
             if meta.version >= 5 {
                 result.configs = Some(Vec::new());
@@ -255,7 +263,7 @@ impl KafkaConnection {
         meta: &RequestMeta,
         request: DeleteTopicsRequest,
     ) -> Result<(), KafkaConnError> {
-        let shard = std::rc::Rc::clone(&self.shard);
+        let shard = std::rc::Rc::clone(self.shard());
         let names: Vec<Option<String>> = if meta.version >= 6 {
             request.topics.into_iter().map(|t| t.name).collect()
         } else {
@@ -271,10 +279,9 @@ impl KafkaConnection {
                 // Deletion by topic id: topic ids are not supported (all zero).
                 None => result.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(name) => {
-                    let (error, message) = shard.delete_topic(&name).await;
-                    result.error_code = kafka_code(error);
-                    if error != ErrorCode::None {
-                        result.error_message = Some(message);
+                    if let Err(e) = shard.delete_topic(&name).await {
+                        result.error_code = error_code(&e);
+                        result.error_message = Some(e.to_string());
                     }
                 }
             }
@@ -302,12 +309,14 @@ impl KafkaConnection {
                     end_offset: -1,
                     ..Default::default()
                 };
-                match self.shard.local_log(&topic.topic, p.partition) {
-                    Ok(log) => {
+                let bounds = partition_index(p.partition)
+                    .and_then(|index| self.shard().bounds(&topic.topic, index));
+                match bounds {
+                    Ok(bounds) => {
                         out.leader_epoch = 0;
-                        out.end_offset = log.log_end() as i64;
+                        out.end_offset = bounds.high_watermark as i64;
                     }
-                    Err(e) => out.error_code = kafka_code(e),
+                    Err(e) => out.error_code = error_code(&e),
                 }
                 result.partitions.push(out);
             }

@@ -21,31 +21,19 @@ use tidelog_wire::kafka::generated::{
 };
 use tidelog_wire::kafka_records::{native_to_kafka, validate_produce_batch, wrap_for_log};
 
-use super::{code, kafka_code, KafkaConnError, KafkaConnection, RequestMeta};
-use crate::broker::pipeline::Pending;
-use crate::broker::shard::Log;
-use crate::error::LogError;
-use crate::log::{AppendInfo, Durability, ReadChunk};
+use super::{code, error_code, KafkaConnError, KafkaConnection, RequestMeta};
+use crate::log::{Durability, ReadChunk};
+use crate::server::pipeline::Pending;
+use crate::shard::{partition_index, AppendStarted, Batches, Chunk, Route, Shard};
 
 /// How far into a fetch's wait appends are re-checked even without a wake-up.
 const FETCH_RECHECK: Duration = Duration::from_millis(100);
-
-/// The Kafka error code of a log error: the native mapping, except for the idempotence
-/// errors, which Kafka has codes of its own for.
-pub(crate) fn log_error_kafka(error: &LogError) -> i16 {
-    match error {
-        LogError::InvalidProducerEpoch { .. } => code::INVALID_PRODUCER_EPOCH,
-        LogError::OutOfOrderSequence { .. } => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
-        other => kafka_code(crate::broker::shard::log_error_code(other)),
-    }
-}
 
 /// An `acks=all` append that is in the log and waits for its fdatasync.
 struct Unsynced {
     topic_index: usize,
     partition_index: usize,
-    log: Rc<Log>,
-    info: AppendInfo,
+    started: AppendStarted,
 }
 
 /// Waits for every unsynced append of one request at once (each in its own task, so the
@@ -58,7 +46,7 @@ async fn complete_synced(
         .into_iter()
         .map(|u| {
             let at = (u.topic_index, u.partition_index);
-            let task = glommio::spawn_local(async move { u.log.wait_durable(&u.info).await });
+            let task = glommio::spawn_local(u.started.durable());
             (at, task.detach())
         })
         .collect();
@@ -66,7 +54,7 @@ async fn complete_synced(
         // A wait that never finished (its task died) is not durable: never acknowledge it.
         let failure = match wait.await {
             Some(Ok(_)) => continue,
-            Some(Err(e)) => (log_error_kafka(&e), e.to_string()),
+            Some(Err(e)) => (error_code(&e), e.to_string()),
             None => (
                 code::KAFKA_STORAGE_ERROR,
                 "the durability wait did not complete".to_owned(),
@@ -118,7 +106,8 @@ impl KafkaConnection {
         meta: &RequestMeta,
         request: ProduceRequest,
     ) -> Result<(), KafkaConnError> {
-        let shard = Rc::clone(&self.shard);
+        let shard = Rc::clone(self.shard());
+        let limits = self.server().config.kafka_limits;
         let acks = request.acks;
         let durability = if acks == -1 {
             Durability::Synced
@@ -126,10 +115,9 @@ impl KafkaConnection {
             Durability::Buffered
         };
         // A Kafka batch is stored behind a Tidelog header, within the log's batch limit.
-        let max_batch = shard.config.kafka_limits.max_batch_bytes.min(
+        let max_batch = limits.max_batch_bytes.min(
             shard
-                .config
-                .log_defaults
+                .log_defaults()
                 .max_batch_bytes
                 .saturating_sub(tidelog_wire::batch::HEADER_LEN),
         );
@@ -139,7 +127,6 @@ impl KafkaConnection {
         // return once the batch is in the log; the `acks=all` fdatasyncs are awaited by a
         // task whose response is queued behind earlier ones (module docs of `kafka`).
         let mut unsynced = Vec::new();
-        let mut appended = false;
         for topic in request.topic_data {
             let topic_index = response.responses.len();
             let mut results = Vec::with_capacity(topic.partition_data.len());
@@ -156,37 +143,37 @@ impl KafkaConnection {
                     results.push(result);
                     continue;
                 }
-                let log = match shard.local_log(&topic.name, part.index) {
-                    Ok(log) => log,
+                let index = match partition_index(part.index)
+                    .and_then(|index| shard.bounds(&topic.name, index).map(|_| index))
+                {
+                    Ok(index) => index,
                     Err(e) => {
-                        result.error_code = kafka_code(e);
+                        result.error_code = error_code(&e);
                         results.push(result);
                         continue;
                     }
                 };
                 let records = part.records.unwrap_or_default();
-                let info = validate_produce_batch(&records, meta.version, max_batch)
-                    .map_err(|e| (e.kafka_code(), e.to_string()));
-                let appended_at = match info {
+                let appended = match validate_produce_batch(&records, meta.version, max_batch) {
                     Ok(info) => {
-                        let batch = wrap_for_log(&records, &info);
-                        log.append_unsynced(batch)
+                        let batch = Batches::Stored(wrap_for_log(&records, &info));
+                        shard
+                            .append(&topic.name, index, batch, durability, Route::Local)
                             .await
-                            .map_err(|e| (log_error_kafka(&e), e.to_string()))
+                            .map_err(|e| (error_code(&e), e.to_string()))
                     }
-                    Err(e) => Err(e),
+                    Err(e) => Err((e.kafka_code(), e.to_string())),
                 };
-                match appended_at {
-                    Ok(info) => {
-                        appended = true;
-                        result.base_offset = info.base_offset as i64;
-                        result.log_start_offset = log.log_start() as i64;
-                        if durability == Durability::Synced {
+                match appended {
+                    Ok(started) => {
+                        let at = started.appended();
+                        result.base_offset = at.base_offset as i64;
+                        result.log_start_offset = at.log_start as i64;
+                        if started.is_waiting() {
                             unsynced.push(Unsynced {
                                 topic_index,
                                 partition_index: results.len(),
-                                log,
-                                info,
+                                started,
                             });
                         }
                     }
@@ -202,26 +189,16 @@ impl KafkaConnection {
                 partition_responses: results,
             });
         }
-        if appended {
-            shard.appended.notify();
-        }
         if acks == 0 {
             // acks=0 gets no response at all (its appends are not waited for either).
             return Ok(());
         }
         let response = if unsynced.is_empty() {
-            if self.pending.is_empty() {
-                return self.respond(meta, |out, v| response.encode(out, v)).await;
-            }
             Pending::Ready(response)
         } else {
             Pending::Waiting(glommio::spawn_local(complete_synced(response, unsynced)).detach())
         };
-        if self.pending.len() >= shard.config.kafka_limits.max_pending_produces.max(1) {
-            self.write_oldest().await?;
-        }
-        self.pending.push(meta.clone(), response);
-        Ok(())
+        self.queue(meta.clone(), response).await
     }
 
     pub(super) async fn fetch(
@@ -229,8 +206,8 @@ impl KafkaConnection {
         meta: &RequestMeta,
         request: FetchRequest,
     ) -> Result<(), KafkaConnError> {
-        let shard = Rc::clone(&self.shard);
-        let limits = shard.config.kafka_limits;
+        let shard = Rc::clone(self.shard());
+        let limits = self.server().config.kafka_limits;
         let wait = Duration::from_millis(request.max_wait_ms.clamp(
             0,
             i32::try_from(limits.max_fetch_wait_ms).unwrap_or(i32::MAX),
@@ -239,7 +216,7 @@ impl KafkaConnection {
         let max_bytes = (request.max_bytes.max(0) as usize).min(limits.max_fetch_bytes);
         let min_bytes = request.min_bytes.max(0) as usize;
         loop {
-            let listener = shard.appended.listen();
+            let listener = shard.appended();
             let mut topics = Vec::with_capacity(request.topics.len());
             let mut total = 0usize;
             let mut errors = false;
@@ -265,7 +242,7 @@ impl KafkaConnection {
                 topics.push((topic.topic.as_str(), parts));
             }
             let now = Instant::now();
-            if total >= min_bytes.max(1) || errors || now >= deadline || shard.stopped.get() {
+            if total >= min_bytes.max(1) || errors || now >= deadline || shard.is_stopped() {
                 return self.send_fetch(meta, topics).await;
             }
             drop(topics);
@@ -351,7 +328,7 @@ impl KafkaConnection {
 
 /// Reads one partition for a fetch and cuts its stored batches into Kafka record data.
 async fn read_partition(
-    shard: &super::super::shard::Shard,
+    shard: &Shard,
     topic: &str,
     partition: i32,
     offset: i64,
@@ -365,26 +342,28 @@ async fn read_partition(
         pieces: Vec::new(),
         bytes: 0,
     };
-    let log = match shard.local_log(topic, partition) {
-        Ok(log) => log,
+    let index = match partition_index(partition) {
+        Ok(index) => index,
         Err(e) => {
-            part.error = kafka_code(e);
+            part.error = error_code(&e);
             return part;
         }
     };
-    part.high_watermark = log.log_end() as i64;
-    part.log_start = log.log_start() as i64;
-    let Ok(offset) = u64::try_from(offset) else {
-        part.error = code::OFFSET_OUT_OF_RANGE;
-        return part;
+    let read = match u64::try_from(offset) {
+        Ok(offset) => shard.read(topic, index, offset, budget, Route::Local).await,
+        Err(_) => Err(crate::shard::ShardError::OffsetOutOfRange(format!(
+            "offset {offset} is negative"
+        ))),
     };
-    if budget == 0 || offset == log.log_end() {
-        return part;
-    }
-    let read = match log.read(offset, budget).await {
+    let read = match read {
         Ok(read) => read,
         Err(e) => {
-            part.error = log_error_kafka(&e);
+            part.error = error_code(&e);
+            // The bounds go with an error too (clients reset from them).
+            if let Ok(bounds) = shard.bounds(topic, index) {
+                part.high_watermark = bounds.high_watermark as i64;
+                part.log_start = bounds.log_start as i64;
+            }
             return part;
         }
     };
@@ -404,10 +383,7 @@ async fn read_partition(
 
 /// Splits a chunk of whole stored batches into Kafka record data: Kafka batches as slices
 /// past their Tidelog header (no copy), native batches converted.
-fn cut_chunk(
-    chunk: ReadChunk<glommio::io::ReadResult>,
-    part: &mut FetchedPartition,
-) -> Result<(), tidelog_wire::WireError> {
+fn cut_chunk(chunk: Chunk, part: &mut FetchedPartition) -> Result<(), tidelog_wire::WireError> {
     let mut at = 0usize;
     let len = chunk.len();
     while at < len {

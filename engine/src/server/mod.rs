@@ -1,0 +1,191 @@
+//! The listeners in front of a shard: binding and accepting, the native and Kafka
+//! protocols, and the connection loop they share ([`pipeline`]).
+//!
+//! Each protocol talks to its shard only through the shard's door (`crate::shard::Shard`)
+//! and maps [`ShardError`](crate::shard::ShardError)s to its own codes here, at its
+//! boundary. Connection state (counts, limits, endpoints) is the listeners' own.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use glommio::net::TcpListener;
+
+use crate::shard::Shard;
+
+pub mod kafka;
+pub mod native;
+mod pipeline;
+
+pub use kafka::KafkaLimits;
+pub use native::ServerLimits;
+
+/// What the listeners need besides the shard.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Host advertised in native metadata for shard endpoints.
+    pub advertised_host: String,
+    /// Partitions of a topic created without a count.
+    pub default_partitions: u32,
+    /// Bounds of the native listener.
+    pub limits: ServerLimits,
+    /// Host advertised to Kafka clients; `None`: the address each client reached us at.
+    pub kafka_advertised_host: Option<String>,
+    /// Bounds of the Kafka listener.
+    pub kafka_limits: KafkaLimits,
+}
+
+/// Every shard's endpoints, by shard, known once all have bound.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoints {
+    /// Each shard's own native address.
+    pub native: Vec<SocketAddr>,
+    /// Each shard's own Kafka address (node id = index); empty when Kafka is off.
+    pub kafka: Vec<SocketAddr>,
+}
+
+/// Addresses one shard listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct ShardAddrs {
+    /// The shared native address (SO_REUSEPORT).
+    pub shared: SocketAddr,
+    /// This shard's own native address.
+    pub own: SocketAddr,
+    /// The shared Kafka bootstrap address.
+    pub kafka_shared: Option<SocketAddr>,
+    /// This shard's own Kafka address.
+    pub kafka_own: Option<SocketAddr>,
+}
+
+/// One shard's bound listening sockets, not yet accepting.
+pub struct Bound {
+    shared: TcpListener,
+    own: TcpListener,
+    kafka: Option<(TcpListener, TcpListener)>,
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound").finish_non_exhaustive()
+    }
+}
+
+impl Bound {
+    /// Binds the shared native address, an own native port, and (when `kafka` is given) the
+    /// shared Kafka bootstrap address and this shard's own Kafka address.
+    ///
+    /// # Errors
+    /// Which bind failed and why.
+    pub fn bind(
+        native_addr: SocketAddr,
+        kafka: Option<(SocketAddr, SocketAddr)>,
+    ) -> Result<Bound, String> {
+        let shared =
+            TcpListener::bind(native_addr).map_err(|e| format!("bind {native_addr}: {e}"))?;
+        let own_addr = SocketAddr::new(native_addr.ip(), 0);
+        let own = TcpListener::bind(own_addr).map_err(|e| format!("bind {own_addr}: {e}"))?;
+        let kafka = match kafka {
+            None => None,
+            Some((shared_addr, own_addr)) => {
+                let shared = TcpListener::bind(shared_addr)
+                    .map_err(|e| format!("bind Kafka address {shared_addr}: {e}"))?;
+                let own = TcpListener::bind(own_addr)
+                    .map_err(|e| format!("bind Kafka node address {own_addr}: {e}"))?;
+                Some((shared, own))
+            }
+        };
+        Ok(Bound { shared, own, kafka })
+    }
+
+    /// The addresses bound (ports resolved).
+    ///
+    /// # Errors
+    /// When the kernel cannot tell a socket's address.
+    pub fn addrs(&self) -> Result<ShardAddrs, String> {
+        let addr = |l: &TcpListener| l.local_addr().map_err(|e| e.to_string());
+        let (kafka_shared, kafka_own) = match &self.kafka {
+            Some((shared, own)) => (Some(addr(shared)?), Some(addr(own)?)),
+            None => (None, None),
+        };
+        Ok(ShardAddrs {
+            shared: addr(&self.shared)?,
+            own: addr(&self.own)?,
+            kafka_shared,
+            kafka_own,
+        })
+    }
+}
+
+/// The listeners' state on one shard.
+pub(crate) struct Server {
+    pub shard: Rc<Shard>,
+    pub config: ListenerConfig,
+    pub endpoints: Endpoints,
+    /// Open native connections on this shard.
+    pub native_connections: Cell<usize>,
+    /// Open Kafka connections on this shard.
+    pub kafka_connections: Cell<usize>,
+}
+
+/// Starts accepting on `bound` until the shard stops; returns at once.
+pub fn serve(shard: Rc<Shard>, config: ListenerConfig, endpoints: Endpoints, bound: Bound) {
+    let server = Rc::new(Server {
+        shard,
+        config,
+        endpoints,
+        native_connections: Cell::new(0),
+        kafka_connections: Cell::new(0),
+    });
+    for listener in [bound.shared, bound.own] {
+        let server = Rc::clone(&server);
+        glommio::spawn_local(async move {
+            accept_until_stopped(server, listener, "native", native::serve_connection).await;
+        })
+        .detach();
+    }
+    if let Some((shared, own)) = bound.kafka {
+        for listener in [shared, own] {
+            let server = Rc::clone(&server);
+            glommio::spawn_local(async move {
+                accept_until_stopped(server, listener, "kafka", kafka::serve_connection).await;
+            })
+            .detach();
+        }
+    }
+}
+
+/// Accepts connections on `listener` until the shard stops, running `serve` for each in a
+/// task of its own. A failed accept is logged and retried after a short pause.
+async fn accept_until_stopped<F, Fut>(
+    server: Rc<Server>,
+    listener: TcpListener,
+    protocol: &'static str,
+    serve: F,
+) where
+    F: Fn(Rc<Server>, glommio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            server.shard.stopping().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                tracing::warn!(shard = server.shard.id(), protocol, error = %e, "accept failed");
+                glommio::timer::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        if server.shard.is_stopped() {
+            return;
+        }
+        glommio::spawn_local(serve(Rc::clone(&server), stream)).detach();
+    }
+}
+
+/// Pause after a failed accept (e.g. out of file descriptors) before the next.
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(10);

@@ -1,0 +1,334 @@
+//! The connection loop both listeners run: read a frame, dispatch it, write the completed
+//! responses, in that order, with produce requests pipelined.
+//!
+//! A [`Protocol`] supplies the framing (how long the buffered frame is), the encoding of
+//! queued responses and the handler; [`Connection`] does the rest, once for both:
+//!
+//! - Requests take effect in arrival order and responses go out in request order. A handler
+//!   may queue a response that is still waiting (an `acks=all` produce's fdatasync) with
+//!   [`Connection::queue`] and return, so the next request is read meanwhile; at most
+//!   `max_pending` wait per connection (at the limit the oldest is awaited). Handlers of
+//!   anything else call [`Connection::flush_pending`] first.
+//! - One task per connection alternates reading and writing, with a persistent read
+//!   buffer. While no whole frame is buffered and responses are pending, it races one socket
+//!   read into that buffer against the oldest pending completion. That loses nothing:
+//!   glommio 0.9's unbuffered `poll_read` copies bytes into the caller's slice only in a
+//!   poll that returns `Ready`, so a read dropped while pending has taken nothing, and the
+//!   buffer is trimmed back to what arrived either way. (glommio's `TcpStream` has no
+//!   lock-free split, and handlers write to the socket themselves: fetches stream stored
+//!   bytes uncopied.)
+//! - Every frame is bounded before it is buffered: the protocol checks the announced size
+//!   from the first bytes, and the buffer grows only with bytes that arrive.
+//! - A frame that fails its checks, or the peer's half-close, still gets the responses
+//!   already pending written before the connection closes.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use glommio::task::JoinHandle;
+
+/// Most bytes a read buffer grows by per socket read.
+const READ_CHUNK_BYTES: usize = 256 << 10;
+/// Fewest bytes asked for per socket read, so small pipelined requests arrive together.
+const MIN_READ_BYTES: usize = 16 << 10;
+
+/// What a listener supplies to the shared connection loop.
+pub(crate) trait Protocol: Sized {
+    /// What the connection keeps with a queued response to write it.
+    type Meta;
+    /// A queued response.
+    type Response;
+    /// Why a frame was refused.
+    type Error: std::fmt::Display;
+    /// Bytes reserved for a frame before its bytes arrive.
+    const FRAME_RESERVE_BYTES: usize;
+
+    /// The total size (prefix included) that the buffered bytes announce, checked against
+    /// the protocol's limit; `None` before the prefix has arrived.
+    fn announced(&self, buffered: &[u8]) -> Result<Option<usize>, Self::Error>;
+
+    /// Encodes a queued response into `out` (cleared by the caller).
+    fn encode(
+        &mut self,
+        meta: &Self::Meta,
+        response: &Self::Response,
+        out: &mut BytesMut,
+    ) -> Result<(), Self::Error>;
+
+    /// Whether the shard is stopping (no further request is handled).
+    fn stopped(&self) -> bool;
+
+    /// Handles one whole frame (prefix included).
+    async fn handle(
+        conn: &mut Connection<Self>,
+        frame: BytesMut,
+    ) -> Result<(), ConnError<Self::Error>>;
+
+    /// Last words to a peer whose frame failed the framing checks, after the pending
+    /// responses were written.
+    async fn refuse(conn: &mut Connection<Self>, error: &Self::Error);
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError<E: std::fmt::Display> {
+    /// The socket failed.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// A frame's announced size failed the checks.
+    #[error("bad frame: {0}")]
+    Frame(E),
+    /// A frame failed the protocol's checks, or a response did not encode.
+    #[error("{0}")]
+    Protocol(E),
+    /// The peer closed.
+    #[error("peer closed")]
+    Closed,
+    /// The shard is stopping.
+    #[error("shard stopping")]
+    Stopping,
+}
+
+/// A queued response: complete, or still waiting (for its fdatasyncs).
+pub(crate) enum Pending<T> {
+    Ready(T),
+    Waiting(JoinHandle<T>),
+}
+
+/// A waiting response whose task ended without one (the shard is stopping).
+#[derive(Debug)]
+struct Abandoned;
+
+/// One connection of either listener.
+pub(crate) struct Connection<P: Protocol> {
+    pub stream: TcpStream,
+    /// Response bytes being built.
+    pub out: BytesMut,
+    /// The protocol's own per-connection state.
+    pub proto: P,
+    /// Bytes received and not yet handled: whole frames and the start of the next one. It
+    /// persists across reads, so an interrupted read loses nothing.
+    inbuf: BytesMut,
+    /// Responses not yet written, oldest first; at most `max_pending`.
+    pending: VecDeque<(P::Meta, Pending<P::Response>)>,
+    max_pending: usize,
+}
+
+impl<P: Protocol> Connection<P> {
+    /// Wraps an accepted stream.
+    pub fn new(stream: TcpStream, proto: P, max_pending: usize) -> Self {
+        let _ = stream.set_nodelay(true);
+        // A peer that stops reading must not pin fetched buffers and pending responses
+        // forever: a write that makes no progress for this long closes the connection.
+        let _ = stream.set_write_timeout(Some(crate::limits::WRITE_STALL_TIMEOUT));
+        Connection {
+            stream,
+            out: BytesMut::with_capacity(4096),
+            proto,
+            inbuf: BytesMut::new(),
+            pending: VecDeque::new(),
+            max_pending: max_pending.max(1),
+        }
+    }
+
+    /// Serves requests until the peer leaves, a frame is refused or the shard stops.
+    pub async fn serve(&mut self) -> Result<(), ConnError<P::Error>> {
+        let result = self.serve_frames().await;
+        match &result {
+            Err(ConnError::Frame(e)) => {
+                self.flush_pending().await?;
+                P::refuse(self, e).await;
+            }
+            // The requests before the bad one (or the peer's half-close) are still answered.
+            Err(ConnError::Protocol(_) | ConnError::Closed) => self.flush_pending().await?,
+            _ => {}
+        }
+        result
+    }
+
+    async fn serve_frames(&mut self) -> Result<(), ConnError<P::Error>> {
+        loop {
+            let frame = self.next_frame().await?;
+            if self.proto.stopped() {
+                return Ok(());
+            }
+            P::handle(self, frame).await?;
+        }
+    }
+
+    /// The next whole frame (prefix included). While waiting for its bytes, writes the
+    /// pending responses that complete, oldest first.
+    async fn next_frame(&mut self) -> Result<BytesMut, ConnError<P::Error>> {
+        loop {
+            let announced = self.announced()?;
+            if let Some(total) = announced.filter(|&total| self.inbuf.len() >= total) {
+                return Ok(self.inbuf.split_to(total));
+            }
+            self.write_completed().await?;
+            let need = match announced {
+                Some(total) => total - self.inbuf.len(),
+                None => 4usize.saturating_sub(self.inbuf.len()).max(1),
+            };
+            match self.read_or_complete(need).await {
+                Woke::Read(Ok(0)) => return Err(ConnError::Closed),
+                Woke::Read(Ok(_)) => {}
+                Woke::Read(Err(e)) => return Err(e.into()),
+                Woke::Done(done) => {
+                    let (meta, response) = done.map_err(|_| ConnError::Stopping)?;
+                    self.send(&meta, &response).await?;
+                }
+            }
+        }
+    }
+
+    fn announced(&self) -> Result<Option<usize>, ConnError<P::Error>> {
+        self.proto.announced(&self.inbuf).map_err(ConnError::Frame)
+    }
+
+    /// Queues a response behind the earlier ones; at the per-connection limit the oldest is
+    /// awaited and written first. A ready response with nothing queued is written at once.
+    pub async fn queue(
+        &mut self,
+        meta: P::Meta,
+        response: Pending<P::Response>,
+    ) -> Result<(), ConnError<P::Error>> {
+        if let (Pending::Ready(response), true) = (&response, self.pending.is_empty()) {
+            return self.send(&meta, response).await;
+        }
+        if self.pending.len() >= self.max_pending {
+            self.write_oldest().await?;
+        }
+        self.pending.push_back((meta, response));
+        Ok(())
+    }
+
+    /// Encodes and writes one response now.
+    pub async fn send(
+        &mut self,
+        meta: &P::Meta,
+        response: &P::Response,
+    ) -> Result<(), ConnError<P::Error>> {
+        self.out.clear();
+        self.proto
+            .encode(meta, response, &mut self.out)
+            .map_err(ConnError::Protocol)?;
+        self.stream.write_all(&self.out).await?;
+        Ok(())
+    }
+
+    /// Writes the pending responses that are complete, oldest first, without waiting.
+    async fn write_completed(&mut self) -> Result<(), ConnError<P::Error>> {
+        loop {
+            let done = match self.pending.front_mut() {
+                None => return Ok(()),
+                Some((_, Pending::Ready(_))) => None,
+                Some((_, Pending::Waiting(task))) => {
+                    match futures_lite::future::poll_once(&mut *task).await {
+                        None => return Ok(()),
+                        Some(done) => done,
+                    }
+                }
+            };
+            self.write_popped(done).await?;
+        }
+    }
+
+    /// Waits for every pending response and writes them in order.
+    pub async fn flush_pending(&mut self) -> Result<(), ConnError<P::Error>> {
+        while !self.pending.is_empty() {
+            self.write_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest pending response and writes it.
+    async fn write_oldest(&mut self) -> Result<(), ConnError<P::Error>> {
+        let done = match self.pending.front_mut() {
+            None => return Ok(()),
+            Some((_, Pending::Ready(_))) => None,
+            Some((_, Pending::Waiting(task))) => task.await,
+        };
+        self.write_popped(done).await
+    }
+
+    /// Pops the oldest (`done`: its result when it was waiting) and writes it.
+    async fn write_popped(&mut self, done: Option<P::Response>) -> Result<(), ConnError<P::Error>> {
+        let popped = self.pop_with(done).map_err(|_| ConnError::Stopping)?;
+        if let Some((meta, response)) = popped {
+            self.send(&meta, &response).await?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn pop_with(
+        &mut self,
+        done: Option<P::Response>,
+    ) -> Result<Option<(P::Meta, P::Response)>, Abandoned> {
+        let Some((meta, response)) = self.pending.pop_front() else {
+            return Ok(None);
+        };
+        match (response, done) {
+            (_, Some(t)) | (Pending::Ready(t), None) => Ok(Some((meta, t))),
+            (Pending::Waiting(_), None) => Err(Abandoned),
+        }
+    }
+
+    /// Reads into the buffer what the current frame still needs (`need`, at least a chunk, so
+    /// one read may bring the next small requests too), reserving at most
+    /// [`Protocol::FRAME_RESERVE_BYTES`] ahead — the buffer grows with bytes that arrive, not
+    /// with what a length field claims — unless the oldest waiting response completes first.
+    async fn read_or_complete(&mut self, need: usize) -> Woke<P::Meta, P::Response> {
+        let Self {
+            stream,
+            inbuf,
+            pending,
+            ..
+        } = self;
+        let filled = inbuf.len();
+        inbuf.reserve(need.min(P::FRAME_RESERVE_BYTES));
+        inbuf.resize(filled + need.clamp(MIN_READ_BYTES, READ_CHUNK_BYTES), 0);
+        let race = {
+            let read = async { Race::Read(stream.read(&mut inbuf[filled..]).await) };
+            match pending.front_mut() {
+                Some((_, Pending::Waiting(oldest))) => {
+                    futures_lite::future::or(read, async { Race::Done(oldest.await) }).await
+                }
+                _ => read.await,
+            }
+        };
+        match race {
+            Race::Read(Ok(read)) => {
+                self.inbuf.truncate(filled + read);
+                Woke::Read(Ok(read))
+            }
+            Race::Read(Err(e)) => {
+                self.inbuf.truncate(filled);
+                Woke::Read(Err(e))
+            }
+            Race::Done(done) => {
+                self.inbuf.truncate(filled);
+                // The oldest was waiting and has just finished: pop it with its result.
+                Woke::Done(
+                    self.pop_with(done)
+                        .and_then(|popped| popped.ok_or(Abandoned)),
+                )
+            }
+        }
+    }
+}
+
+/// What ended [`Connection::read_or_complete`].
+enum Woke<M, T> {
+    /// Bytes arrived (0: the peer closed).
+    Read(std::io::Result<usize>),
+    /// The oldest pending response completed first, and was popped.
+    Done(Result<(M, T), Abandoned>),
+}
+
+enum Race<T> {
+    Read(std::io::Result<usize>),
+    Done(Option<T>),
+}

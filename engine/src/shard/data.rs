@@ -1,0 +1,435 @@
+//! The door into the logs: append, read, offsets and group offsets, each local or forwarded
+//! to the owning shard as the caller's [`Route`] allows. Every append notifies the shard's
+//! `appended` event here, whoever the caller is.
+
+use std::rc::Rc;
+
+use bytes::BytesMut;
+
+use super::mesh::{Forwarded, Reply};
+use super::{Chunk, Log, Shard, ShardError};
+use crate::groups::{self, Committed, OffsetCommit};
+use crate::log::{AppendInfo, Durability, ReadChunk};
+
+/// Whether a request may travel to the owning shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Only this shard's partitions: another owner is [`ShardError::NotOwner`] (the Kafka
+    /// listener's rule: clients route by leader).
+    Local,
+    /// Forward to the owner over the mesh when it is another shard (one hop).
+    Forward,
+}
+
+/// What an append carries.
+#[derive(Debug)]
+pub enum Batches {
+    /// One or more whole batches in the stored format (Tidelog header first), checked by
+    /// the log (framing, length, CRC) before anything is appended.
+    Stored(BytesMut),
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the first batch's first record.
+    pub base_offset: u64,
+    /// The partition's first offset after the append.
+    pub log_start: u64,
+}
+
+/// A partition read: whole batches, uncopied on the owner.
+#[derive(Debug)]
+pub struct Fetched {
+    /// Offsets below this are readable.
+    pub high_watermark: u64,
+    /// First readable offset.
+    pub log_start: u64,
+    /// Whole batches in offset order; empty at the log end.
+    pub chunks: Vec<Chunk>,
+}
+
+impl Fetched {
+    /// Bytes of the chunks.
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(|c| c.len()).sum()
+    }
+
+    /// True when no batch was read.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+/// The answer to a timestamp lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffset {
+    /// The offset found (the log end when no record is that recent).
+    pub offset: i64,
+    /// The timestamp of the record found; -1 for the latest/earliest specials.
+    pub timestamp: i64,
+}
+
+/// A partition's offset bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// First readable offset.
+    pub log_start: u64,
+    /// Offsets below this are readable (the log end: one replica).
+    pub high_watermark: u64,
+}
+
+/// An append that is in the log; [`durable`](Self::durable) completes it.
+#[derive(Debug)]
+pub struct AppendStarted(Started);
+
+#[derive(Debug)]
+enum Started {
+    Done(Appended),
+    Unsynced {
+        log: Rc<Log>,
+        base: u64,
+        last: AppendInfo,
+    },
+}
+
+impl AppendStarted {
+    /// True when [`durable`](Self::durable) still has an fdatasync to wait for.
+    pub fn is_waiting(&self) -> bool {
+        matches!(self.0, Started::Unsynced { .. })
+    }
+
+    /// Where the append landed (known before it is durable).
+    pub fn appended(&self) -> Appended {
+        match &self.0 {
+            Started::Done(appended) => *appended,
+            Started::Unsynced { log, base, .. } => Appended {
+                base_offset: *base,
+                log_start: log.log_start(),
+            },
+        }
+    }
+
+    /// Waits until the append is as durable as asked.
+    ///
+    /// # Errors
+    /// The log's failure (poisoned, closed); the append must then not be acknowledged.
+    pub async fn durable(self) -> Result<Appended, ShardError> {
+        match self.0 {
+            Started::Done(appended) => Ok(appended),
+            Started::Unsynced { log, base, last } => {
+                log.wait_durable(&last).await?;
+                Ok(Appended {
+                    base_offset: base,
+                    log_start: log.log_start(),
+                })
+            }
+        }
+    }
+}
+
+impl Shard {
+    /// Appends batches to a partition. Returns once they are in the log with offsets
+    /// assigned, so appends started one after another land in that order; an `acks=all`
+    /// (`Synced`) append on this shard leaves its fdatasync to
+    /// [`AppendStarted::durable`], so a connection can pipeline the next request meanwhile.
+    /// Anything forwarded completes before this returns (forwarding does not promise order).
+    ///
+    /// # Errors
+    /// Unknown partition, [`ShardError::NotOwner`] on a local-only route, the log's refusal.
+    pub async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: Batches,
+        durability: Durability,
+        route: Route,
+    ) -> Result<AppendStarted, ShardError> {
+        self.check_exists(topic, partition)?;
+        let owner = self.owner(topic, partition);
+        if owner != self.id && route == Route::Forward {
+            let Batches::Stored(batches) = batches;
+            let request = Forwarded::Produce {
+                topic: topic.to_owned(),
+                partition,
+                durability,
+                batches: batches.freeze(),
+            };
+            return match self.forward(owner, request).await? {
+                Reply::Produced(result) => result.map(|a| AppendStarted(Started::Done(a))),
+                _ => Err(ShardError::Internal("unexpected reply to a produce")),
+            };
+        }
+        let log = self.local(topic, partition)?;
+        let result = match batches {
+            Batches::Stored(region) => append_all(&log, region).await,
+        };
+        self.appended.notify();
+        let (base, last) = result?;
+        if durability == Durability::Synced {
+            return Ok(AppendStarted(Started::Unsynced { log, base, last }));
+        }
+        Ok(AppendStarted(Started::Done(Appended {
+            base_offset: base,
+            log_start: log.log_start(),
+        })))
+    }
+
+    /// Reads whole batches from `offset`, at most about `max_bytes` (at least one batch when
+    /// `max_bytes > 0`): zero-copy chunks on the owner, one copy when forwarded. With
+    /// `max_bytes == 0` only the bounds are returned.
+    ///
+    /// # Errors
+    /// Unknown partition, [`ShardError::NotOwner`] on a local-only route,
+    /// [`ShardError::OffsetOutOfRange`], storage errors.
+    pub async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        route: Route,
+    ) -> Result<Fetched, ShardError> {
+        self.check_exists(topic, partition)?;
+        let owner = self.owner(topic, partition);
+        if owner != self.id && route == Route::Forward {
+            let request = Forwarded::Fetch {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                max_bytes,
+            };
+            return match self.forward(owner, request).await? {
+                Reply::Fetched(Ok(data)) => Ok(Fetched {
+                    high_watermark: data.high_watermark,
+                    log_start: data.log_start,
+                    chunks: if data.bytes.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![ReadChunk::Cache(data.bytes)]
+                    },
+                }),
+                Reply::Fetched(Err(e)) => Err(e),
+                _ => Err(ShardError::Internal("unexpected reply to a fetch")),
+            };
+        }
+        let log = self.local(topic, partition)?;
+        if max_bytes == 0 || offset == log.log_end() {
+            return Ok(Fetched {
+                high_watermark: log.log_end(),
+                log_start: log.log_start(),
+                chunks: Vec::new(),
+            });
+        }
+        let read = log.read(offset, max_bytes).await?;
+        Ok(Fetched {
+            high_watermark: read.high_watermark,
+            log_start: read.log_start,
+            chunks: read.chunks,
+        })
+    }
+
+    /// A partition's bounds, on this shard only.
+    ///
+    /// # Errors
+    /// Unknown partition, [`ShardError::NotOwner`].
+    pub fn bounds(&self, topic: &str, partition: u32) -> Result<Bounds, ShardError> {
+        let log = self.local(topic, partition)?;
+        Ok(Bounds {
+            log_start: log.log_start(),
+            high_watermark: log.log_end(),
+        })
+    }
+
+    /// Resolves a ListOffsets timestamp (-1 latest, -2 earliest, else the first record at or
+    /// after it).
+    ///
+    /// # Errors
+    /// Unknown partition, [`ShardError::NotOwner`] on a local-only route, storage errors.
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+        route: Route,
+    ) -> Result<ListedOffset, ShardError> {
+        self.check_exists(topic, partition)?;
+        let owner = self.owner(topic, partition);
+        if owner != self.id && route == Route::Forward {
+            let request = Forwarded::ListOffset {
+                topic: topic.to_owned(),
+                partition,
+                timestamp,
+            };
+            return match self.forward(owner, request).await? {
+                Reply::Listed(result) => result,
+                _ => Err(ShardError::Internal("unexpected reply to a list-offsets")),
+            };
+        }
+        let log = self.local(topic, partition)?;
+        let latest = ListedOffset {
+            offset: log.log_end() as i64,
+            timestamp: -1,
+        };
+        match timestamp {
+            -1 => Ok(latest),
+            -2 => Ok(ListedOffset {
+                offset: log.log_start() as i64,
+                timestamp: -1,
+            }),
+            ts => match log.offset_for_timestamp(ts).await? {
+                Some((offset, found)) => Ok(ListedOffset {
+                    offset: offset as i64,
+                    timestamp: found,
+                }),
+                None => Ok(latest),
+            },
+        }
+    }
+
+    /// Commits a group's positions on the group's coordinator shard (forwarding if needed);
+    /// durable when this returns.
+    ///
+    /// # Errors
+    /// [`ShardError::InvalidRequest`] for an empty or oversized group name, storage errors.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<OffsetCommit>,
+    ) -> Result<(), ShardError> {
+        check_group(group)?;
+        let owner = self.group_owner(group);
+        if owner != self.id {
+            let request = Forwarded::CommitOffsets {
+                group: group.to_owned(),
+                offsets,
+            };
+            return match self.forward(owner, request).await? {
+                Reply::Committed(result) => result,
+                _ => Err(ShardError::Internal("unexpected reply to a commit")),
+            };
+        }
+        let store = self
+            .offsets
+            .get(&groups::slot_of(group))
+            .ok_or(ShardError::NotOwner)?;
+        store.commit(group, &offsets).await?;
+        Ok(())
+    }
+
+    /// A group's committed positions, one per asked (topic, partition), from its
+    /// coordinator shard.
+    ///
+    /// # Errors
+    /// As [`commit_offsets`](Self::commit_offsets).
+    pub async fn fetch_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<Option<Committed>>, ShardError> {
+        check_group(group)?;
+        let owner = self.group_owner(group);
+        if owner != self.id {
+            let request = Forwarded::FetchOffsets {
+                group: group.to_owned(),
+                partitions,
+            };
+            return match self.forward(owner, request).await? {
+                Reply::Offsets(result) => result,
+                _ => Err(ShardError::Internal("unexpected reply to an offset fetch")),
+            };
+        }
+        let store = self
+            .offsets
+            .get(&groups::slot_of(group))
+            .ok_or(ShardError::NotOwner)?;
+        Ok(partitions
+            .iter()
+            .map(|(topic, partition)| store.fetch(group, topic, *partition))
+            .collect())
+    }
+
+    /// Every partition a group this shard coordinates has committed.
+    ///
+    /// # Errors
+    /// [`ShardError::NotOwner`] when another shard coordinates the group.
+    pub fn group_committed(&self, group: &str) -> Result<Vec<groups::GroupPosition>, ShardError> {
+        let store = self
+            .offsets
+            .get(&groups::slot_of(group))
+            .ok_or(ShardError::NotOwner)?;
+        Ok(store.committed_by(group))
+    }
+}
+
+fn check_group(group: &str) -> Result<(), ShardError> {
+    if group.is_empty() || group.len() > groups::GROUP_BYTES_MAX {
+        return Err(ShardError::InvalidRequest("group name empty or too long"));
+    }
+    Ok(())
+}
+
+/// Appends every whole batch of `region` without waiting for durability; returns the first
+/// batch's base offset and the append whose durability covers all of them.
+async fn append_all(log: &Log, mut region: BytesMut) -> Result<(u64, AppendInfo), ShardError> {
+    let mut first = None;
+    let mut last = None;
+    while !region.is_empty() {
+        let header = tidelog_wire::batch::peek_header(&region)
+            .map_err(|e| ShardError::CorruptBatch(e.to_string()))?;
+        let len = header.batch_len() as usize;
+        if len > region.len() {
+            return Err(ShardError::CorruptBatch(format!(
+                "batch of {len} bytes overruns its region of {} bytes",
+                region.len()
+            )));
+        }
+        let batch = region.split_to(len);
+        let info = log.append_unsynced(batch).await?;
+        first.get_or_insert(info.base_offset);
+        last = Some(furthest(last, info));
+    }
+    match (first, last) {
+        (Some(first), Some(last)) => Ok((first, last)),
+        _ => Err(ShardError::InvalidRequest("a produce with no batches")),
+    }
+}
+
+/// Of the batches appended so far (`so_far`) and `next`, the one whose durability covers all:
+/// the highest last offset. A duplicate idempotent batch reports its original's offsets,
+/// which may lie below the batches appended before it in the same request, so the last
+/// batch appended is not always the one to wait for.
+fn furthest(so_far: Option<AppendInfo>, next: AppendInfo) -> AppendInfo {
+    match so_far {
+        Some(prev) if prev.last_offset > next.last_offset => prev,
+        _ => next,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(base_offset: u64, last_offset: u64, duplicate: bool) -> AppendInfo {
+        AppendInfo {
+            base_offset,
+            last_offset,
+            flush_due: false,
+            duplicate,
+        }
+    }
+
+    #[test]
+    fn a_trailing_duplicate_does_not_lower_the_durability_wait() {
+        let new = info(100, 109, false);
+        let dup_of_older = info(10, 19, true);
+        assert_eq!(
+            furthest(Some(new), dup_of_older),
+            new,
+            "wait for offset 109, not 19"
+        );
+        let later = info(110, 119, false);
+        assert_eq!(furthest(Some(new), later), later);
+        assert_eq!(furthest(None, dup_of_older), dup_of_older);
+    }
+}

@@ -1,0 +1,356 @@
+//! The cross-shard mesh: bounded glommio channels between every pair of shards, the messages
+//! they carry, and request/reply matching. A full channel makes the sender wait (push-back);
+//! nothing here blocks a thread.
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
+
+use super::data::{Appended, Batches, Fetched, ListedOffset};
+use super::{Shard, ShardError};
+use crate::groups::{Committed, OffsetCommit};
+use crate::log::Durability;
+use crate::meta::TopicConfig;
+
+/// The channel mesh every shard joins at start-up.
+pub type Mesh = MeshBuilder<ShardMessage, Full>;
+
+/// This shard's senders into the mesh.
+pub(crate) type Senders = glommio::channels::channel_mesh::Senders<ShardMessage>;
+
+type Receivers = Vec<(
+    usize,
+    glommio::channels::shared_channel::ConnectedReceiver<ShardMessage>,
+)>;
+
+/// A full mesh for `shards` shards, each channel [`crate::limits::SHARD_CHANNEL_DEPTH`] deep.
+pub fn build(shards: usize) -> Mesh {
+    MeshBuilder::full(shards, crate::limits::SHARD_CHANNEL_DEPTH)
+}
+
+/// Messages between shards. `Send`; a forwarded request carries its batch bytes as `Bytes`.
+#[derive(Debug)]
+pub enum ShardMessage {
+    /// Shard 0 → all: a topic exists with this configuration; answered with `Ack`.
+    TopicUpsert {
+        /// Request id (`u64::MAX` during start-up: not answered).
+        id: u64,
+        /// The topic.
+        name: String,
+        /// Its configuration.
+        config: TopicConfig,
+    },
+    /// Shard 0 → all: a topic is gone; delete the partitions you own; answered with `Ack`.
+    TopicRemoved {
+        /// Request id.
+        id: u64,
+        /// The topic.
+        name: String,
+    },
+    /// A request for the shard that owns what it is about.
+    Request {
+        /// The asking shard.
+        from: usize,
+        /// Request id, echoed in the reply.
+        id: u64,
+        /// What is asked.
+        request: Forwarded,
+    },
+    /// The answer to a `Request` or a push.
+    Reply {
+        /// The request id.
+        id: u64,
+        /// The answer.
+        reply: Reply,
+    },
+    /// Start-up marker from shard 0: the initial topic table is complete.
+    TableComplete,
+}
+
+/// Requests one shard forwards to another.
+#[derive(Debug)]
+pub enum Forwarded {
+    /// Create a topic (to shard 0).
+    CreateTopic {
+        /// The topic.
+        name: String,
+        /// Its configuration.
+        config: TopicConfig,
+    },
+    /// Delete a topic (to shard 0).
+    DeleteTopic {
+        /// The topic.
+        name: String,
+    },
+    /// Append stored-format batches (to the owner).
+    Produce {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// How durable before answering.
+        durability: Durability,
+        /// Whole stored-format batches.
+        batches: Bytes,
+    },
+    /// Read a partition (to the owner).
+    Fetch {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// First offset wanted.
+        offset: u64,
+        /// Most bytes wanted.
+        max_bytes: usize,
+    },
+    /// Resolve a timestamp to an offset (to the owner).
+    ListOffset {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// -1 latest, -2 earliest, else a timestamp in ms.
+        timestamp: i64,
+    },
+    /// Commit a group's positions (to the group's coordinator).
+    CommitOffsets {
+        /// The group.
+        group: String,
+        /// The positions.
+        offsets: Vec<OffsetCommit>,
+    },
+    /// A group's committed positions (from the group's coordinator).
+    FetchOffsets {
+        /// The group.
+        group: String,
+        /// (topic, partition) pairs.
+        partitions: Vec<(String, i32)>,
+    },
+    /// A new idempotent-producer id, from shard 0's metadata log.
+    AllocateProducerId,
+}
+
+/// Answers between shards.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A push was applied.
+    Ack,
+    /// A topic admin outcome.
+    Admin(Result<(), ShardError>),
+    /// A produce outcome.
+    Produced(Result<Appended, ShardError>),
+    /// A fetch outcome: the batches copied once into `Bytes` to cross threads.
+    Fetched(Result<FetchedData, ShardError>),
+    /// A list-offset outcome.
+    Listed(Result<ListedOffset, ShardError>),
+    /// A commit outcome.
+    Committed(Result<(), ShardError>),
+    /// Committed positions, one per asked partition.
+    Offsets(Result<Vec<Option<Committed>>, ShardError>),
+    /// A producer id.
+    ProducerId(Result<i64, ShardError>),
+}
+
+/// A fetch answered by another shard: the batches copied once into `Bytes` to cross threads.
+#[derive(Debug, Clone)]
+pub struct FetchedData {
+    /// Offsets below this are readable.
+    pub high_watermark: u64,
+    /// First readable offset.
+    pub log_start: u64,
+    /// Whole batches.
+    pub bytes: Bytes,
+}
+
+/// A start-up push of one topic table entry.
+pub(super) fn table_entry(name: &str, config: TopicConfig) -> ShardMessage {
+    ShardMessage::TopicUpsert {
+        id: u64::MAX,
+        name: name.to_owned(),
+        config,
+    }
+}
+
+/// Serves the mesh: replies complete waiting tasks at once; anything else may itself wait
+/// for replies arriving on this very channel, so it runs as its own task.
+pub(super) fn spawn_receivers(shard: &Rc<Shard>, receivers: Receivers) {
+    for (_, receiver) in receivers {
+        let shard = Rc::clone(shard);
+        glommio::spawn_local(async move {
+            while let Some(message) = receiver.recv().await {
+                match message {
+                    ShardMessage::Reply { id, reply } => shard.deliver(id, reply),
+                    request => {
+                        let shard = Rc::clone(&shard);
+                        glommio::spawn_local(async move { shard.on_message(request).await })
+                            .detach();
+                    }
+                }
+            }
+        })
+        .detach();
+    }
+}
+
+impl Shard {
+    fn request_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1) % (u64::MAX - 1));
+        id
+    }
+
+    async fn await_reply(&self, id: u64) -> Reply {
+        loop {
+            if let Some(reply) = self.pending.replies.borrow_mut().remove(&id) {
+                return reply;
+            }
+            let listener = self.pending.arrived.listen();
+            listener.await;
+        }
+    }
+
+    fn deliver(&self, id: u64, reply: Reply) {
+        self.pending.replies.borrow_mut().insert(id, reply);
+        self.pending.arrived.notify();
+    }
+
+    pub(super) async fn send_to(&self, peer: usize, message: ShardMessage) -> Result<(), String> {
+        self.senders
+            .send_to(peer, message)
+            .await
+            .map_err(|_| format!("shard {peer} unreachable"))
+    }
+
+    /// Sends a request to another shard and waits for its answer.
+    pub(super) async fn forward(&self, to: usize, request: Forwarded) -> Result<Reply, ShardError> {
+        let id = self.request_id();
+        let message = ShardMessage::Request {
+            from: self.id,
+            id,
+            request,
+        };
+        if self.senders.send_to(to, message).await.is_err() {
+            return Err(ShardError::ShuttingDown("the owning shard is unreachable"));
+        }
+        Ok(self.await_reply(id).await)
+    }
+
+    /// Sends a message to every other shard and waits for all their acks.
+    pub(super) async fn broadcast(&self, make: impl Fn(u64) -> ShardMessage) {
+        let mut ids = Vec::new();
+        for peer in 0..self.shards() {
+            if peer == self.id {
+                continue;
+            }
+            let id = self.request_id();
+            if self.senders.send_to(peer, make(id)).await.is_ok() {
+                ids.push(id);
+            }
+        }
+        for id in ids {
+            self.await_reply(id).await;
+        }
+    }
+
+    async fn on_message(&self, message: ShardMessage) {
+        let (to, id, reply) = match message {
+            ShardMessage::TopicUpsert { id, name, config } => {
+                if let Err(e) = self.apply_upsert(&name, config).await {
+                    tracing::error!(shard = self.id, topic = %name, error = %e, "opening partitions failed");
+                }
+                (0, id, Reply::Ack)
+            }
+            ShardMessage::TopicRemoved { id, name } => {
+                self.apply_removal(&name).await;
+                (0, id, Reply::Ack)
+            }
+            ShardMessage::Request { from, id, request } => {
+                (from, id, self.serve_forwarded(request).await)
+            }
+            ShardMessage::Reply { id, reply } => {
+                self.deliver(id, reply);
+                return;
+            }
+            ShardMessage::TableComplete => return,
+        };
+        let _ = self
+            .senders
+            .send_to(to, ShardMessage::Reply { id, reply })
+            .await;
+    }
+
+    async fn serve_forwarded(&self, request: Forwarded) -> Reply {
+        use super::data::Route;
+        match request {
+            Forwarded::CreateTopic { name, config } => {
+                Reply::Admin(self.create_topic(&name, config).await)
+            }
+            Forwarded::DeleteTopic { name } => Reply::Admin(self.delete_topic(&name).await),
+            Forwarded::Produce {
+                topic,
+                partition,
+                durability,
+                batches,
+            } => {
+                // Unique after the hop, so this is the sender's buffer, not a copy.
+                let batches = batches
+                    .try_into_mut()
+                    .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+                let started = self
+                    .append(
+                        &topic,
+                        partition,
+                        Batches::Stored(batches),
+                        durability,
+                        Route::Local,
+                    )
+                    .await;
+                Reply::Produced(match started {
+                    Ok(started) => started.durable().await,
+                    Err(e) => Err(e),
+                })
+            }
+            Forwarded::Fetch {
+                topic,
+                partition,
+                offset,
+                max_bytes,
+            } => Reply::Fetched(
+                self.read(&topic, partition, offset, max_bytes, Route::Local)
+                    .await
+                    .map(copy_out),
+            ),
+            Forwarded::ListOffset {
+                topic,
+                partition,
+                timestamp,
+            } => Reply::Listed(
+                self.list_offset(&topic, partition, timestamp, Route::Local)
+                    .await,
+            ),
+            Forwarded::CommitOffsets { group, offsets } => {
+                Reply::Committed(self.commit_offsets(&group, offsets).await)
+            }
+            Forwarded::AllocateProducerId => Reply::ProducerId(self.allocate_producer_id().await),
+            Forwarded::FetchOffsets { group, partitions } => {
+                Reply::Offsets(self.fetch_offsets(&group, partitions).await)
+            }
+        }
+    }
+}
+
+/// Copies a local read into one `Bytes` that can cross threads.
+fn copy_out(read: Fetched) -> FetchedData {
+    let total = read.chunks.iter().map(|c| c.len()).sum();
+    let mut bytes = BytesMut::with_capacity(total);
+    for chunk in &read.chunks {
+        bytes.extend_from_slice(chunk);
+    }
+    FetchedData {
+        high_watermark: read.high_watermark,
+        log_start: read.log_start,
+        bytes: bytes.freeze(),
+    }
+}

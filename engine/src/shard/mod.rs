@@ -1,0 +1,331 @@
+//! The shard runtime, free of any protocol: one per core, each with its own glommio executor
+//! and io_uring ring, owning the partitions placed on it.
+//!
+//! ```text
+//!   shard 0          shard 1    ...   shard N-1
+//!   TopicStore ──push──▶ topic table copy on every shard
+//!   partitions p with shard_for(topic, p, N) == shard
+//!   group offset slots placed the same way (__offsets/<slot>)
+//! ```
+//!
+//! A [`Shard`] is the **one door** into the logs for every caller: [`Shard::append`],
+//! [`Shard::read`], [`Shard::list_offset`], [`Shard::bounds`], the group offsets and topic
+//! admin. Each either runs on this shard or travels to the owner over the bounded channel
+//! mesh ([`mesh`]), as the caller's [`Route`] allows. Answers are named structs and
+//! [`ShardError`]s; the listeners (`crate::server`) map those to their protocols. Nothing here
+//! names a listener.
+//!
+//! Start-up ([`Shard::open`]): join the mesh; (shard 0) replay the topic store and push the
+//! table to every shard; open the partitions and offset slots this shard owns; start the
+//! mesh receiver and the group timers. [`Shard::shutdown`] closes (flushes) everything.
+//!
+//! Shard state is `!Send` and lives on its thread.
+
+use std::cell::{Cell, Ref, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use futures_lite::StreamExt;
+
+use crate::config::LogConfig;
+use crate::coordinator::{CoordinatorConfig, GroupService};
+use crate::groups::{OffsetStore, OFFSETS_DIR, OFFSET_SLOTS};
+use crate::io::dma::DmaStorage;
+use crate::io::SystemClock;
+use crate::log::PartitionLog;
+use crate::meta::{shard_for, TopicConfig, TopicStore};
+use crate::sync::Event;
+
+mod data;
+mod error;
+pub(crate) mod mesh;
+mod topics;
+
+pub use data::{AppendStarted, Appended, Batches, Bounds, Fetched, ListedOffset, Route};
+pub use error::ShardError;
+pub use mesh::Mesh;
+
+/// A partition log on real files.
+pub(crate) type Log = PartitionLog<DmaStorage, SystemClock>;
+
+/// A chunk of stored batches handed out by [`Shard::read`].
+pub type Chunk = crate::log::ReadChunk<glommio::io::ReadResult>;
+
+/// What every shard needs to run, whatever listens in front of it.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// Where partitions and metadata live.
+    pub data_dir: PathBuf,
+    /// Number of shards in the broker.
+    pub shards: usize,
+    /// Log settings for topics that do not override them.
+    pub log_defaults: LogConfig,
+    /// Consumer-group coordinator settings.
+    pub coordinator: CoordinatorConfig,
+}
+
+/// Replies awaited by this shard's tasks, by request id.
+#[derive(Default)]
+struct Pending {
+    replies: RefCell<HashMap<u64, mesh::Reply>>,
+    arrived: Event,
+}
+
+/// One shard's state. `!Send`: it lives and dies on its executor.
+pub struct Shard {
+    id: usize,
+    config: ShardConfig,
+    topics: RefCell<BTreeMap<String, TopicConfig>>,
+    /// Owned partition logs by topic, then partition (looked up by `&str`, no allocation).
+    partitions: RefCell<HashMap<String, BTreeMap<u32, Rc<Log>>>>,
+    /// Notified after every append on this shard (wakes long-polling fetches).
+    appended: Event,
+    /// Notified when the shard starts shutting down.
+    stopping: Event,
+    stopped: Cell<bool>,
+    /// The consumer groups this shard coordinates.
+    pub groups: GroupService<SystemClock>,
+    store: Option<TopicStore<DmaStorage, SystemClock>>,
+    offsets: HashMap<u32, Rc<OffsetStore<DmaStorage, SystemClock>>>,
+    senders: mesh::Senders,
+    pending: Pending,
+    next_id: Cell<u64>,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("id", &self.id)
+            .field("shards", &self.config.shards)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shard {
+    /// Opens shard `id`: joins the mesh, receives (or, on shard 0, replays and pushes) the
+    /// topic table, opens what this shard owns and starts its background tasks. Every shard
+    /// of the mesh must call this concurrently.
+    ///
+    /// # Errors
+    /// A description of what failed (mesh, metadata, a partition's recovery).
+    pub async fn open(id: usize, config: ShardConfig, mesh: Mesh) -> Result<Rc<Shard>, String> {
+        let (senders, mut receivers) = mesh
+            .join()
+            .await
+            .map_err(|e| format!("channel mesh join failed: {e}"))?;
+        let data_dir = config.data_dir.clone();
+        let store = if id == 0 {
+            let store = TopicStore::open(
+                DmaStorage,
+                SystemClock,
+                &data_dir,
+                config.log_defaults.clone(),
+            )
+            .await
+            .map_err(|e| format!("topic metadata: {e}"))?;
+            Some(store)
+        } else {
+            None
+        };
+        let table = store.as_ref().map(|s| s.topics()).unwrap_or_default();
+        let mut offsets = HashMap::new();
+        for slot in 0..OFFSET_SLOTS {
+            if shard_for(OFFSETS_DIR, slot, config.shards) == id {
+                let store = OffsetStore::open(DmaStorage, SystemClock, &data_dir, slot)
+                    .await
+                    .map_err(|e| format!("offsets slot {slot}: {e}"))?;
+                offsets.insert(slot, Rc::new(store));
+            }
+        }
+        let groups = GroupService::new(config.coordinator.clone(), SystemClock);
+        let shard = Shard {
+            id,
+            config,
+            topics: RefCell::new(BTreeMap::new()),
+            partitions: RefCell::new(HashMap::new()),
+            appended: Event::default(),
+            stopping: Event::default(),
+            stopped: Cell::new(false),
+            groups,
+            store,
+            offsets,
+            senders,
+            pending: Pending::default(),
+            next_id: Cell::new(0),
+        };
+        // Shard 0 pushes the replayed table; every shard applies the pushes before serving.
+        let streams = if shard.id == 0 {
+            for (name, topic) in &table {
+                shard.apply_upsert(name, *topic).await?;
+            }
+            for peer in 0..shard.shards() {
+                if peer == shard.id {
+                    continue;
+                }
+                for (name, topic) in &table {
+                    shard.send_to(peer, mesh::table_entry(name, *topic)).await?;
+                }
+                shard
+                    .send_to(peer, mesh::ShardMessage::TableComplete)
+                    .await?;
+            }
+            receivers.streams()
+        } else {
+            // Apply the initial table, which ends with a marker from shard 0.
+            let mut rest = Vec::new();
+            for (peer, mut receiver) in receivers.streams() {
+                if peer == 0 {
+                    while let Some(message) = receiver.next().await {
+                        match message {
+                            mesh::ShardMessage::TopicUpsert { name, config, .. } => {
+                                shard.apply_upsert(&name, config).await?;
+                            }
+                            mesh::ShardMessage::TableComplete => break,
+                            other => return Err(format!("unexpected start-up message {other:?}")),
+                        }
+                    }
+                }
+                rest.push((peer, receiver));
+            }
+            rest
+        };
+        let shard = Rc::new(shard);
+        mesh::spawn_receivers(&shard, streams);
+        {
+            let shard = Rc::clone(&shard);
+            glommio::spawn_local(async move {
+                let stopping = shard.stopping.listen();
+                shard.groups.run_timers(stopping).await;
+            })
+            .detach();
+        }
+        Ok(shard)
+    }
+
+    /// This shard's index (also its Kafka node id).
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Number of shards in the broker.
+    pub fn shards(&self) -> usize {
+        self.config.shards
+    }
+
+    /// Log settings for topics that do not override them.
+    pub fn log_defaults(&self) -> &LogConfig {
+        &self.config.log_defaults
+    }
+
+    /// The topic table (every shard holds all of it).
+    pub fn topics(&self) -> Ref<'_, BTreeMap<String, TopicConfig>> {
+        self.topics.borrow()
+    }
+
+    /// Whether a topic exists.
+    pub fn has_topic(&self, name: &str) -> bool {
+        self.topics.borrow().contains_key(name)
+    }
+
+    /// The shard owning a partition.
+    pub fn owner(&self, topic: &str, partition: u32) -> usize {
+        shard_for(topic, partition, self.config.shards)
+    }
+
+    /// Checks that a topic and partition exist.
+    ///
+    /// # Errors
+    /// [`ShardError::UnknownTopicOrPartition`].
+    pub fn check_exists(&self, topic: &str, partition: u32) -> Result<(), ShardError> {
+        match self.topics.borrow().get(topic) {
+            Some(config) if partition < config.partitions => Ok(()),
+            _ => Err(ShardError::UnknownTopicOrPartition),
+        }
+    }
+
+    /// The shard coordinating a group: the owner of its offset slot.
+    pub fn group_owner(&self, group: &str) -> usize {
+        shard_for(
+            OFFSETS_DIR,
+            crate::groups::slot_of(group),
+            self.config.shards,
+        )
+    }
+
+    /// True once the shard started shutting down.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.get()
+    }
+
+    /// Completes when the shard starts shutting down.
+    pub fn stopping(&self) -> crate::sync::Listener<'_> {
+        self.stopping.listen()
+    }
+
+    /// Completes at the next append on this shard (or at shutdown): what a long-polling
+    /// fetch waits on. Listen before reading, so an append in between is not missed.
+    pub fn appended(&self) -> crate::sync::Listener<'_> {
+        self.appended.listen()
+    }
+
+    /// The log of a partition this shard owns.
+    fn local(&self, topic: &str, partition: u32) -> Result<Rc<Log>, ShardError> {
+        let topics = self.topics.borrow();
+        let Some(config) = topics.get(topic) else {
+            return Err(ShardError::UnknownTopicOrPartition);
+        };
+        if partition >= config.partitions {
+            return Err(ShardError::UnknownTopicOrPartition);
+        }
+        if self.owner(topic, partition) != self.id {
+            return Err(ShardError::NotOwner);
+        }
+        self.partitions
+            .borrow()
+            .get(topic)
+            .and_then(|logs| logs.get(&partition))
+            .cloned()
+            .ok_or(ShardError::UnknownTopicOrPartition)
+    }
+
+    /// Stops: wakes every waiter, closes (flushes) every partition and store.
+    ///
+    /// # Errors
+    /// The last close that failed.
+    pub async fn shutdown(&self) -> Result<(), String> {
+        self.stopped.set(true);
+        self.stopping.notify();
+        self.appended.notify();
+        let logs: Vec<Rc<Log>> = self
+            .partitions
+            .borrow()
+            .values()
+            .flat_map(|logs| logs.values().cloned())
+            .collect();
+        let mut result = Ok(());
+        for log in logs {
+            if let Err(e) = log.close().await {
+                result = Err(format!("closing {}: {e}", log.dir().display()));
+            }
+        }
+        for store in self.offsets.values() {
+            if let Err(e) = store.close().await {
+                result = Err(format!("closing offsets: {e}"));
+            }
+        }
+        if let Some(store) = &self.store {
+            store.close().await.map_err(|e| e.to_string())?;
+        }
+        self.senders.close();
+        result
+    }
+}
+
+/// A wire partition number as an index; negative ones name no partition.
+///
+/// # Errors
+/// [`ShardError::UnknownTopicOrPartition`] for a negative number.
+pub fn partition_index(partition: i32) -> Result<u32, ShardError> {
+    u32::try_from(partition).map_err(|_| ShardError::UnknownTopicOrPartition)
+}
