@@ -11,6 +11,9 @@
 //! All file I/O and time go through [`io`], so the simulator in [`io::sim`] can replace the
 //! disk with seeded faults and crashes.
 
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod broker;
 pub mod config;
 pub mod coordinator;

@@ -1,0 +1,288 @@
+//! A partition log: an ordered, durable sequence of batches addressed by offsets.
+//!
+//! State machine of one partition:
+//! - **Appends** take the write gate, stamp the next offset into the batch, copy it into the
+//!   active segment's write buffer and put the batch (shared, not copied) into the tail cache.
+//! - **Group commit**: [`PartitionLog::sync`] makes everything appended so far durable. One
+//!   caller at a time leads: it writes out the buffer, waits for the writes, releases the gate
+//!   and fdatasyncs; callers arriving meanwhile wait and are covered by the next leader, so N
+//!   concurrent `acks=all` appenders cost about one fdatasync per round, not N.
+//! - **Reads** never take the gate: they are served from the tail cache when the offset is
+//!   recent and otherwise from the segment files with DMA reads, CRC-checked before serving.
+//! - **Poison**: a failed write or fdatasync leaves the file in an unknown state, so the
+//!   partition refuses every later write until it is reopened (and recovered).
+//!
+//! Offsets: `log_start <= high_watermark == log_end`. There is one replica, so the high
+//! watermark is the log end, as in Kafka with a single in-sync replica.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::Poll;
+
+use bytes::{Bytes, BytesMut};
+use tidelog_wire::batch::{compute_crc, stamp_base_offset};
+
+use super::cache::TailCache;
+use super::producers::{ProducerStates, Verdict};
+use super::segment::{
+    parse_segment_name, read_whole, scan, segment_path, write_index_file, BatchMeta, Segment,
+    INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+};
+use super::writer::{align_down, SegmentWriter};
+use crate::config::LogConfig;
+use crate::error::{LogError, Result};
+use crate::io::{Clock, OpenMode, Storage, StorageFile};
+use crate::log::index::{OffsetIndex, TimeIndex};
+use crate::sync::{Event, Gate};
+
+mod read;
+mod recovery;
+mod write;
+
+use read::ReadAhead;
+use write::Sealing;
+
+/// How durable an append must be before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Return once the batch is in the log's memory (`acks=0/1`); the flush policy or a
+    /// later [`PartitionLog::sync`] makes it durable.
+    Buffered,
+    /// Return only after the batch has been written and fdatasynced (`acks=all`).
+    Synced,
+}
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset assigned to the batch's first record.
+    pub base_offset: u64,
+    /// Offset of its last record.
+    pub last_offset: u64,
+    /// The flush policy wants a [`PartitionLog::sync`] now.
+    pub flush_due: bool,
+    /// The batch was a retry of an idempotent producer's batch already in the log: nothing
+    /// was appended, and the offsets are those of the original.
+    pub duplicate: bool,
+}
+
+/// Sealed segments (besides the active one) whose batch headers are scanned at open to
+/// rebuild the idempotent producer state. Bounded so that opening a partition costs a
+/// fixed amount of I/O however long its log is: a producer silent for longer than this
+/// many segments loses its state and is then accepted at any sequence, which is Kafka's
+/// behaviour for a producer whose batches were removed by retention.
+pub const PRODUCER_STATE_SEGMENTS: usize = 2;
+
+/// Bytes handed out by a read: one or more whole batches.
+#[derive(Debug, Clone)]
+pub enum ReadChunk<B> {
+    /// Batches from the tail cache (shared, not copied).
+    Cache(Bytes),
+    /// Contiguous batches from a DMA read of a segment file.
+    Disk(B),
+}
+
+impl<B: Deref<Target = [u8]>> Deref for ReadChunk<B> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadChunk::Cache(bytes) => bytes,
+            ReadChunk::Disk(buf) => buf,
+        }
+    }
+}
+
+/// The result of [`PartitionLog::read`].
+#[derive(Debug, Clone)]
+pub struct LogRead<B> {
+    /// Whole batches in offset order; empty when reading at the log end.
+    pub chunks: Vec<ReadChunk<B>>,
+    /// Offset after the last returned batch (the offset to read next).
+    pub next_offset: u64,
+    /// Offsets below this are readable.
+    pub high_watermark: u64,
+    /// First readable offset.
+    pub log_start: u64,
+}
+
+impl<B: Deref<Target = [u8]>> LogRead<B> {
+    /// Total bytes returned.
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(|c| c.len()).sum()
+    }
+
+    /// True when no batch was returned.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+/// Counters of one partition log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Batches appended.
+    pub appends: u64,
+    /// Bytes appended.
+    pub appended_bytes: u64,
+    /// fdatasync calls on segment data.
+    pub fsyncs: u64,
+    /// Reads served from the tail cache.
+    pub cache_reads: u64,
+    /// Reads served from segment files.
+    pub disk_reads: u64,
+    /// Disk reads whose bytes a read-ahead had already fetched.
+    pub readahead_hits: u64,
+    /// Segments rolled.
+    pub rolls: u64,
+    /// Segments deleted by retention.
+    pub segments_deleted: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    appends: Cell<u64>,
+    appended_bytes: Cell<u64>,
+    fsyncs: Cell<u64>,
+    cache_reads: Cell<u64>,
+    disk_reads: Cell<u64>,
+    readahead_hits: Cell<u64>,
+    rolls: Cell<u64>,
+    segments_deleted: Cell<u64>,
+}
+
+fn bump(counter: &Cell<u64>, by: u64) {
+    counter.set(counter.get() + by);
+}
+
+struct State<F: StorageFile> {
+    segments: BTreeMap<u64, Segment<F>>,
+    /// Taken by whoever holds the write gate; `None` only while they work.
+    writer: Option<SegmentWriter<F>>,
+    log_start: u64,
+    log_end: u64,
+    /// Offsets below are written to the file; bytes of the active segment below
+    /// `written_bytes` likewise.
+    written_offset: u64,
+    written_bytes: u64,
+    synced_offset: u64,
+    appended_bytes_total: u64,
+    synced_bytes_total: u64,
+    oldest_unsynced_ms: Option<i64>,
+    cache: TailCache,
+    poison: Option<(&'static str, String)>,
+    /// Idempotent producers: read and updated only under the write gate.
+    producers: ProducerStates,
+    sync_running: bool,
+    closed: bool,
+}
+
+/// One partition's log. Shard-local: `!Send`, shared between the shard's tasks by `Rc`.
+pub struct PartitionLog<S: Storage, C: Clock> {
+    dir: PathBuf,
+    storage: S,
+    clock: C,
+    config: LogConfig,
+    state: RefCell<State<S::File>>,
+    gate: Gate,
+    synced: Event,
+    counters: Counters,
+    readahead: RefCell<Option<ReadAhead<<S::File as StorageFile>::ReadBuf>>>,
+    /// The last rolled segment's trimming and index files, still to do.
+    pending_seal: RefCell<Option<Sealing<S::File>>>,
+    /// The offset after the last disk read: a read starting there is sequential.
+    last_disk_read_end: Cell<Option<u64>>,
+}
+
+impl<S: Storage, C: Clock> std::fmt::Debug for PartitionLog<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state.borrow();
+        f.debug_struct("PartitionLog")
+            .field("dir", &self.dir)
+            .field("log_start", &state.log_start)
+            .field("log_end", &state.log_end)
+            .field("segments", &state.segments.len())
+            .finish()
+    }
+}
+
+impl<S: Storage, C: Clock> PartitionLog<S, C> {
+    /// Number of idempotent producers whose state this partition keeps.
+    pub fn producer_count(&self) -> usize {
+        self.state.borrow().producers.len()
+    }
+
+    /// The partition's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// First readable offset.
+    pub fn log_start(&self) -> u64 {
+        self.state.borrow().log_start
+    }
+
+    /// Offset the next appended record gets.
+    pub fn log_end(&self) -> u64 {
+        self.state.borrow().log_end
+    }
+
+    /// Offsets below this are visible to readers (equal to the log end: one replica).
+    pub fn high_watermark(&self) -> u64 {
+        self.state.borrow().log_end
+    }
+
+    /// Offsets below this are durable (written and fdatasynced).
+    pub fn synced_offset(&self) -> u64 {
+        self.state.borrow().synced_offset
+    }
+
+    /// Number of segments, sealed and active.
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
+    }
+
+    /// Bytes of batches in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        let state = self.state.borrow();
+        state.segments.values().map(|s| s.size).sum()
+    }
+
+    /// True once [`close`](Self::close) or [`delete`](Self::delete) ran.
+    pub fn is_closed(&self) -> bool {
+        self.state.borrow().closed
+    }
+
+    /// Why the partition refuses writes, if it does.
+    pub fn poisoned(&self) -> Option<String> {
+        let state = self.state.borrow();
+        state
+            .poison
+            .as_ref()
+            .map(|(op, reason)| format!("{op}: {reason}"))
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> LogStats {
+        let c = &self.counters;
+        LogStats {
+            appends: c.appends.get(),
+            appended_bytes: c.appended_bytes.get(),
+            fsyncs: c.fsyncs.get(),
+            cache_reads: c.cache_reads.get(),
+            disk_reads: c.disk_reads.get(),
+            readahead_hits: c.readahead_hits.get(),
+            rolls: c.rolls.get(),
+            segments_deleted: c.segments_deleted.get(),
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The reader's side of a partition log: reads from the tail cache or the segment files
+//! (CRC-checked before serving), the read-ahead for sequential disk readers, timestamp
+//! lookups and replay. Readers never take the write gate.
+
+use super::*;
+
+/// A read of the bytes after a sequential disk read, started before anyone asked for them:
+/// the next fetch of a catch-up consumer finds them read (or on their way) instead of
+/// waiting for the disk. One per partition; a read that does not continue it drops it.
+pub(super) struct ReadAhead<B> {
+    /// The segment read (its base offset).
+    segment: u64,
+    /// The offset of the first batch at `position`.
+    offset: u64,
+    /// File position of the first byte.
+    position: u64,
+    future: Pin<Box<dyn Future<Output = std::io::Result<B>>>>,
+}
+
+impl<S: Storage, C: Clock> PartitionLog<S, C> {
+    /// Drops the read-ahead: any (`None`), or only one reading segment `segment` (that
+    /// segment is being deleted and its file must not stay open).
+    pub(super) fn forget_readahead(&self, segment: Option<u64>) {
+        let mut readahead = self.readahead.borrow_mut();
+        if segment.is_none_or(|base| readahead.as_ref().is_some_and(|ra| ra.segment == base)) {
+            *readahead = None;
+        }
+    }
+
+    /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
+    /// but always at least one batch. Recent batches come from the tail cache without a copy;
+    /// older ones from a DMA read of the segment, CRC-checked. Reading at the log end returns
+    /// no batches.
+    ///
+    /// # Errors
+    /// [`LogError::OffsetOutOfRange`] below the log start or past the log end;
+    /// [`LogError::Corrupt`] when stored bytes fail their checks (they are not returned).
+    pub async fn read(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<LogRead<<S::File as StorageFile>::ReadBuf>> {
+        let (file, path, position, limit, base_offset, log_start, high_watermark, segment_base) =
+            {
+                let state = self.state.borrow();
+                if state.closed {
+                    return Err(LogError::Closed);
+                }
+                let (log_start, log_end) = (state.log_start, state.log_end);
+                if offset < log_start || offset > log_end {
+                    return Err(LogError::OffsetOutOfRange {
+                        requested: offset,
+                        start: log_start,
+                        end: log_end,
+                    });
+                }
+                let empty = |next_offset| LogRead {
+                    chunks: Vec::new(),
+                    next_offset,
+                    high_watermark: log_end,
+                    log_start,
+                };
+                if offset == log_end {
+                    return Ok(empty(offset));
+                }
+                let mut cached = Vec::new();
+                if let Some(next_offset) = state.cache.read(offset, max_bytes, &mut cached) {
+                    bump(&self.counters.cache_reads, 1);
+                    return Ok(LogRead {
+                        chunks: cached.into_iter().map(ReadChunk::Cache).collect(),
+                        ..empty(next_offset)
+                    });
+                }
+                let (_, segment) = state.segments.range(..=offset).next_back().ok_or(
+                    LogError::OffsetOutOfRange {
+                        requested: offset,
+                        start: log_start,
+                        end: log_end,
+                    },
+                )?;
+                let limit = if segment.sealed {
+                    segment.size
+                } else {
+                    state.written_bytes.min(segment.size)
+                };
+                let relative = (offset - segment.base_offset) as u32;
+                let (indexed, position) = segment.offset_index.lookup(relative);
+                let position = u64::from(position);
+                let base_offset = segment.base_offset + u64::from(indexed);
+                (
+                    segment.file.clone(),
+                    segment.path.clone(),
+                    position,
+                    limit,
+                    base_offset,
+                    log_start,
+                    log_end,
+                    segment.base_offset,
+                )
+            };
+        bump(&self.counters.disk_reads, 1);
+        let sequential = self.last_disk_read_end.get() == Some(offset);
+        // A read-ahead for exactly this offset starts at its batch: no index walk needed.
+        let ahead = self
+            .readahead
+            .borrow_mut()
+            .take()
+            .filter(|ra| ra.segment == segment_base && ra.offset == offset);
+        let (position, base_offset) = match &ahead {
+            Some(ra) => (ra.position, ra.offset),
+            None => (position, base_offset),
+        };
+        let corrupt = |position: u64, reason: String| LogError::Corrupt {
+            path: path.clone(),
+            position,
+            reason,
+        };
+        let read_len = |from: u64, want: u64| (want.min(limit.saturating_sub(from))) as usize;
+        let slack = u64::from(self.config.index_interval_bytes) + max_bytes as u64;
+        let window = slack.max(64 << 10);
+        let mut buf_pos = position;
+        let mut buf = match ahead {
+            Some(ra) => {
+                bump(&self.counters.readahead_hits, 1);
+                ra.future.await
+            }
+            None => file.read_at(buf_pos, read_len(buf_pos, window)).await,
+        }
+        .map_err(|e| LogError::io("read", &path, e))?;
+        let mut pos = position;
+        let mut first: Option<u64> = None;
+        let mut next_offset = offset;
+        let mut end = pos;
+        // The base offset is outside the CRC: check it against the offsets walked from the
+        // index entry, so a damaged one is reported instead of served under a wrong offset.
+        let mut expected_offset = base_offset;
+        while pos < limit {
+            let at = (pos - buf_pos) as usize;
+            let header_end = at + tidelog_wire::batch::HEADER_LEN;
+            if header_end > buf.len() {
+                if first.is_some() {
+                    break;
+                }
+                buf_pos = pos;
+                buf = file
+                    .read_at(pos, read_len(pos, window))
+                    .await
+                    .map_err(|e| LogError::io("read", &path, e))?;
+                continue;
+            }
+            let meta = BatchMeta::parse(&buf[at..header_end])
+                .map_err(|e| corrupt(pos, format!("bad batch header: {e}")))?;
+            if meta.base_offset != expected_offset as i64 {
+                return Err(corrupt(
+                    pos,
+                    format!(
+                        "batch has offset {}, expected {expected_offset}",
+                        meta.base_offset
+                    ),
+                ));
+            }
+            let batch_next = expected_offset + meta.span();
+            if batch_next <= offset {
+                pos += meta.len as u64;
+                expected_offset = batch_next;
+                continue;
+            }
+            if let Some(start) = first {
+                if pos + meta.len as u64 - start > max_bytes as u64 {
+                    break;
+                }
+            }
+            if at + meta.len > buf.len() {
+                if first.is_some() {
+                    break;
+                }
+                // The first batch is larger than what was read: read exactly it.
+                buf_pos = pos;
+                buf = file
+                    .read_at(pos, read_len(pos, meta.len as u64))
+                    .await
+                    .map_err(|e| LogError::io("read", &path, e))?;
+                if buf.len() < meta.len {
+                    return Err(corrupt(
+                        pos,
+                        "batch runs past the end of the segment".into(),
+                    ));
+                }
+                continue;
+            }
+            let batch = &buf[at..at + meta.len];
+            let computed = compute_crc(batch);
+            if computed != meta.crc {
+                return Err(corrupt(
+                    pos,
+                    format!(
+                        "CRC mismatch: stored {:#010x}, computed {computed:#010x}",
+                        meta.crc
+                    ),
+                ));
+            }
+            first.get_or_insert(pos);
+            pos += meta.len as u64;
+            expected_offset = batch_next;
+            end = pos;
+            next_offset = batch_next;
+        }
+        let chunks = match first {
+            Some(start) => {
+                let range = (start - buf_pos) as usize..(end - buf_pos) as usize;
+                vec![ReadChunk::Disk(<S::File as StorageFile>::slice(
+                    &buf, range,
+                ))]
+            }
+            None => Vec::new(),
+        };
+        if chunks.is_empty() {
+            return Err(corrupt(
+                position,
+                format!("offset {offset} not found in segment"),
+            ));
+        }
+        self.last_disk_read_end.set(Some(next_offset));
+        // A second sequential read in a row with more written bytes after it, which the tail
+        // cache will not serve: read them now.
+        let cached_next = self
+            .state
+            .borrow()
+            .cache
+            .start_offset()
+            .is_some_and(|start| next_offset >= start);
+        if sequential && end < limit && !cached_next && self.readahead.borrow().is_none() {
+            let file = file.clone();
+            let len = read_len(end, window);
+            let mut future: Pin<Box<dyn Future<Output = std::io::Result<_>>>> =
+                Box::pin(async move { file.read_at(end, len).await });
+            // Poll once so the read is submitted now rather than when it is awaited; its
+            // result waits in the future.
+            let early = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+            if let Poll::Ready(result) = early {
+                future = Box::pin(std::future::ready(result));
+            }
+            *self.readahead.borrow_mut() = Some(ReadAhead {
+                segment: segment_base,
+                offset: next_offset,
+                position: end,
+                future,
+            });
+        }
+        Ok(LogRead {
+            chunks,
+            next_offset,
+            high_watermark,
+            log_start,
+        })
+    }
+
+    /// The first batch whose max timestamp is at or after `timestamp`: its base offset and
+    /// max timestamp, or `None` when every record is older.
+    ///
+    /// # Errors
+    /// As [`read`](Self::read).
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(u64, i64)>> {
+        let start = {
+            let state = self.state.borrow();
+            let found = state
+                .segments
+                .values()
+                .find(|s| s.size > 0 && s.max_timestamp >= timestamp);
+            match found {
+                Some(segment) => {
+                    let relative = segment.time_index.scan_start(timestamp);
+                    (segment.base_offset + u64::from(relative)).max(state.log_start)
+                }
+                None => return Ok(None),
+            }
+        };
+        let mut offset = start;
+        loop {
+            let read = self.read(offset, 1 << 20).await?;
+            if read.is_empty() {
+                return Ok(None);
+            }
+            for chunk in &read.chunks {
+                let mut bytes: &[u8] = chunk;
+                while !bytes.is_empty() {
+                    let meta = BatchMeta::parse(bytes)?;
+                    let batch_next = meta.base_offset as u64 + meta.span();
+                    if batch_next > offset && meta.max_timestamp >= timestamp {
+                        return Ok(Some((meta.base_offset as u64, meta.max_timestamp)));
+                    }
+                    bytes = bytes.get(meta.len..).unwrap_or_default();
+                }
+            }
+            offset = read.next_offset;
+        }
+    }
+
+    /// Calls `apply` with every record of the log, in offset order (native batches only), e.g.
+    /// to rebuild a table kept in an internal log.
+    ///
+    /// # Errors
+    /// Read errors, or a stored batch that fails verification.
+    pub async fn replay(
+        &self,
+        mut apply: impl FnMut(tidelog_wire::batch::RecordView<'_>),
+    ) -> Result<()> {
+        let limits = tidelog_wire::batch::VerifyLimits::default();
+        let mut offset = self.log_start();
+        while offset < self.log_end() {
+            let read = self.read(offset, 1 << 20).await?;
+            for chunk in &read.chunks {
+                let mut bytes: &[u8] = chunk;
+                while !bytes.is_empty() {
+                    let view = tidelog_wire::batch::verify(bytes, &limits)?;
+                    for record in view.records()? {
+                        apply(record);
+                    }
+                    bytes = &bytes[view.batch_len()..];
+                }
+            }
+            offset = read.next_offset;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,321 @@
+//! Recovery: opening a partition log, trusting sealed segments by their index files,
+//! scanning and cutting the active segment at the first bad batch, and rebuilding the
+//! idempotent producers' state.
+
+use super::*;
+
+impl<S: Storage, C: Clock> PartitionLog<S, C> {
+    /// Opens (or creates) the partition log in `dir`, recovering it: every batch of the active
+    /// segment is checked and the log is cut at the first torn or corrupt one; damaged or
+    /// missing indexes of sealed segments are rebuilt.
+    ///
+    /// # Errors
+    /// I/O errors, an invalid configuration, or [`LogError::Corrupt`] when a sealed segment
+    /// does not hold the offsets its neighbours say it must.
+    pub async fn open(storage: S, clock: C, dir: &Path, config: LogConfig) -> Result<Self> {
+        config.validate()?;
+        let io = |op| move |e| LogError::io(op, dir, e);
+        storage
+            .create_dir_all(dir)
+            .await
+            .map_err(io("create directory"))?;
+        let names = storage.list_dir(dir).await.map_err(io("list directory"))?;
+        let mut bases: Vec<u64> = names
+            .iter()
+            .filter_map(|n| parse_segment_name(n, LOG_SUFFIX))
+            .collect();
+        bases.sort_unstable();
+        for name in &names {
+            // Leftovers of an interrupted index write, or of a segment deleted half-way.
+            let stray_tmp = name.ends_with(".tmp");
+            let orphan = [INDEX_SUFFIX, TIME_INDEX_SUFFIX].iter().any(|suffix| {
+                parse_segment_name(name, suffix).is_some_and(|b| bases.binary_search(&b).is_err())
+            });
+            if stray_tmp || orphan {
+                let path = dir.join(name);
+                storage
+                    .remove_file(&path)
+                    .await
+                    .map_err(|e| LogError::io("remove", &path, e))?;
+            }
+        }
+        let mut segments = BTreeMap::new();
+        if bases.is_empty() {
+            let segment = create_segment(&storage, dir, 0).await?;
+            storage.sync_dir(dir).await.map_err(io("sync directory"))?;
+            segments.insert(0, segment);
+        }
+        for (i, &base) in bases.iter().enumerate() {
+            let next_base = bases.get(i + 1).copied();
+            let segment = match next_base {
+                Some(next) => open_sealed(&storage, dir, base, next, &config).await?,
+                None => open_active(&storage, dir, base, &config).await?,
+            };
+            segments.insert(base, segment);
+        }
+        let (log_start, active) = {
+            let first = segments.keys().next().copied().unwrap_or(0);
+            let active = segments.values().next_back().expect("at least one segment");
+            (first, active)
+        };
+        let log_end = active.next_offset;
+        let end_bytes = active.size;
+        let tail_start = align_down(end_bytes);
+        let tail_len = (end_bytes - tail_start) as usize;
+        let tail = if tail_len == 0 {
+            Vec::new()
+        } else {
+            let page = active
+                .file
+                .read_at(tail_start, tail_len)
+                .await
+                .map_err(|e| LogError::io("read", &active.path, e))?;
+            page.to_vec()
+        };
+        if tail.len() != tail_len {
+            return Err(LogError::Corrupt {
+                path: active.path.clone(),
+                position: tail_start,
+                reason: "short read of the last page".into(),
+            });
+        }
+        let writer = SegmentWriter::new(active.file.clone(), end_bytes, &tail, end_bytes, log_end);
+        // Recovery yields `log_start <= log_end`, segments that continue each other.
+        debug_assert!(log_start <= log_end);
+        debug_assert!(segments
+            .values()
+            .zip(segments.keys().skip(1))
+            .all(|(segment, &next)| segment.next_offset == next));
+        let state = State {
+            segments,
+            writer: Some(writer),
+            log_start,
+            log_end,
+            written_offset: log_end,
+            written_bytes: end_bytes,
+            synced_offset: log_end,
+            appended_bytes_total: 0,
+            synced_bytes_total: 0,
+            oldest_unsynced_ms: None,
+            cache: TailCache::new(config.tail_cache_bytes),
+            poison: None,
+            producers: ProducerStates::default(),
+            sync_running: false,
+            closed: false,
+        };
+        let log = PartitionLog {
+            dir: dir.to_path_buf(),
+            storage,
+            clock,
+            config,
+            state: RefCell::new(state),
+            gate: Gate::default(),
+            synced: Event::default(),
+            counters: Counters::default(),
+            readahead: RefCell::new(None),
+            pending_seal: RefCell::new(None),
+            last_disk_read_end: Cell::new(None),
+        };
+        log.rebuild_producer_state().await?;
+        Ok(log)
+    }
+
+    /// Rebuilds the idempotent producer state from the batch headers of the log tail (the
+    /// active segment and up to [`PRODUCER_STATE_SEGMENTS`] sealed ones before it). Runs at
+    /// open, after recovery cut the log, so the state covers exactly the surviving batches.
+    async fn rebuild_producer_state(&self) -> Result<()> {
+        let from = {
+            let state = self.state.borrow();
+            let from = state
+                .segments
+                .keys()
+                .rev()
+                .nth(PRODUCER_STATE_SEGMENTS)
+                .copied()
+                .unwrap_or(state.log_start);
+            from.max(state.log_start)
+        };
+        let mut producers = ProducerStates::default();
+        let mut offset = from;
+        while offset < self.log_end() {
+            let read = match self.read(offset, 1 << 20).await {
+                Ok(read) => read,
+                Err(LogError::Corrupt {
+                    path,
+                    position,
+                    reason,
+                }) => {
+                    // Damaged bytes are reported when read, not fatal at open. What was
+                    // learnt before them may be stale (the producers' later batches are
+                    // unreadable), so forget it: unknown producers are accepted at any
+                    // sequence, whereas stale state would refuse their next batch.
+                    tracing::warn!(path = %path.display(), position, %reason,
+                        "skipping a damaged segment while rebuilding producer state");
+                    producers = ProducerStates::default();
+                    let next = self
+                        .state
+                        .borrow()
+                        .segments
+                        .range(offset + 1..)
+                        .next()
+                        .map(|(b, _)| *b);
+                    match next {
+                        Some(next) => {
+                            offset = next;
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            if read.is_empty() {
+                break;
+            }
+            for chunk in &read.chunks {
+                let mut bytes: &[u8] = chunk;
+                while !bytes.is_empty() {
+                    let meta = BatchMeta::parse(bytes)?;
+                    if let Some(batch) = meta.producer() {
+                        let first = meta.base_offset as u64;
+                        producers.record(&batch, first, first + meta.span() - 1);
+                    }
+                    bytes = bytes.get(meta.len..).unwrap_or_default();
+                }
+            }
+            offset = read.next_offset;
+        }
+        self.state.borrow_mut().producers = producers;
+        Ok(())
+    }
+}
+
+pub(super) async fn create_segment<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: u64,
+) -> Result<Segment<S::File>> {
+    let path = segment_path(dir, base, LOG_SUFFIX);
+    let file = storage
+        .open(&path, OpenMode::Create)
+        .await
+        .map_err(|e| LogError::io("create", &path, e))?;
+    Ok(Segment::empty(base, file, path))
+}
+
+async fn open_segment_file<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: u64,
+) -> Result<(Segment<S::File>, u64)> {
+    let path = segment_path(dir, base, LOG_SUFFIX);
+    let file = storage
+        .open(&path, OpenMode::Existing)
+        .await
+        .map_err(|e| LogError::io("open", &path, e))?;
+    let len = file
+        .size()
+        .await
+        .map_err(|e| LogError::io("stat", &path, e))?;
+    Ok((Segment::empty(base, file, path), len))
+}
+
+/// Opens a sealed segment: trusts its persisted indexes when they check out, else rebuilds
+/// them with a full scan. Either way its offsets must end where the next segment starts.
+async fn open_sealed<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: u64,
+    next_base: u64,
+    config: &LogConfig,
+) -> Result<Segment<S::File>> {
+    let (mut segment, file_len) = open_segment_file(storage, dir, base).await?;
+    segment.sealed = true;
+    let span = next_base - base;
+    let index_path = segment_path(dir, base, INDEX_SUFFIX);
+    let time_path = segment_path(dir, base, TIME_INDEX_SUFFIX);
+    let offset_index = read_whole(storage, &index_path)
+        .await
+        .ok()
+        .and_then(|b| OffsetIndex::decode(&b, file_len.max(1), span));
+    let time_index = read_whole(storage, &time_path)
+        .await
+        .ok()
+        .and_then(|b| TimeIndex::decode(&b, span));
+    if let (Some(offset_index), Some(time_index)) = (offset_index, time_index) {
+        if file_len > 0 && !offset_index.is_empty() {
+            segment.size = file_len;
+            segment.next_offset = next_base;
+            segment.max_timestamp = time_index.max_timestamp().unwrap_or(i64::MIN);
+            segment.offset_index = offset_index;
+            segment.time_index = time_index;
+            return Ok(segment);
+        }
+    }
+    tracing::warn!(segment = %segment.path.display(), "rebuilding indexes of sealed segment");
+    let scanned = scan(&mut segment, file_len, config.index_interval_bytes)
+        .await
+        .map_err(|e| LogError::io("read", &segment.path, e))?;
+    if segment.next_offset != next_base {
+        return Err(LogError::Corrupt {
+            path: segment.path.clone(),
+            position: scanned.valid_bytes,
+            reason: format!(
+                "sealed segment ends at offset {} but the next segment starts at {next_base}{}",
+                segment.next_offset,
+                scanned
+                    .stopped
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default()
+            ),
+        });
+    }
+    if file_len > scanned.valid_bytes {
+        // A roll was interrupted after the next segment was created: cut the zeros.
+        cut_file(&segment, scanned.valid_bytes).await?;
+    }
+    let seal_path = segment.path.clone();
+    let io = |e| LogError::io("seal", &seal_path, e);
+    segment.finish_time_index();
+    write_index_file(storage, &index_path, &segment.offset_index.encode())
+        .await
+        .map_err(io)?;
+    write_index_file(storage, &time_path, &segment.time_index.encode())
+        .await
+        .map_err(io)?;
+    Ok(segment)
+}
+
+/// Opens the active segment: scans every batch and cuts the file at the first torn or
+/// corrupt one, so nothing after a torn write is ever served or resurrected.
+async fn open_active<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: u64,
+    config: &LogConfig,
+) -> Result<Segment<S::File>> {
+    let (mut segment, file_len) = open_segment_file(storage, dir, base).await?;
+    let scanned = scan(&mut segment, file_len, config.index_interval_bytes)
+        .await
+        .map_err(|e| LogError::io("read", &segment.path, e))?;
+    if let Some(reason) = &scanned.stopped {
+        tracing::warn!(
+            segment = %segment.path.display(),
+            valid_bytes = scanned.valid_bytes,
+            dropped_bytes = file_len - scanned.valid_bytes,
+            %reason,
+            "truncating torn or corrupt tail"
+        );
+    }
+    if file_len != scanned.valid_bytes {
+        cut_file(&segment, scanned.valid_bytes).await?;
+    }
+    Ok(segment)
+}
+
+/// Truncates a segment file to `len` bytes and makes the new size durable.
+async fn cut_file<F: StorageFile>(segment: &Segment<F>, len: u64) -> Result<()> {
+    let io = |e| LogError::io("truncate", &segment.path, e);
+    segment.file.truncate(len).await.map_err(io)?;
+    segment.file.fdatasync().await.map_err(io)
+}

@@ -1,0 +1,587 @@
+//! The writer's side of a partition log: the write gate and its lease, appends, rolls and
+//! sealing, group commit (`sync`), the flush policy, retention, close and delete.
+
+use super::recovery::create_segment;
+use super::*;
+
+/// What a roll leaves to do after the write gate is released (`PartitionLog::seal_pending`).
+pub(super) struct Sealing<F> {
+    file: F,
+    path: PathBuf,
+    base: u64,
+    size: u64,
+    offset_index: Vec<u8>,
+    time_index: Vec<u8>,
+}
+
+/// The writer, lent out to the holder of the write gate; it goes back on drop. If a
+/// multi-step operation is dropped half-way (`dirty`), the partition is poisoned.
+struct WriterLease<'a, S: Storage, C: Clock> {
+    log: &'a PartitionLog<S, C>,
+    writer: Option<SegmentWriter<S::File>>,
+    dirty: bool,
+    _gate: crate::sync::GateGuard<'a>,
+}
+
+impl<S: Storage, C: Clock> WriterLease<'_, S, C> {
+    fn writer(&mut self) -> &mut SegmentWriter<S::File> {
+        self.writer
+            .as_mut()
+            .expect("a lease always holds the writer until dropped")
+    }
+
+    /// Publishes how far the writer has written, and evicts what the cache may now drop.
+    fn publish_progress(&mut self) {
+        let writer = self.writer.as_ref().expect("lease holds the writer");
+        let mut state = self.log.state.borrow_mut();
+        // What has been written only grows, and never passes what was appended.
+        debug_assert!(writer.written_offset() >= state.written_offset);
+        debug_assert!(writer.written_offset() <= state.log_end);
+        state.written_offset = writer.written_offset();
+        state.written_bytes = writer.completed_end();
+        let written = state.written_offset;
+        state.cache.evict(written);
+    }
+}
+
+impl<S: Storage, C: Clock> Drop for WriterLease<'_, S, C> {
+    fn drop(&mut self) {
+        let mut state = self.log.state.borrow_mut();
+        if let Some(writer) = self.writer.take() {
+            state.written_offset = writer.written_offset();
+            state.written_bytes = writer.completed_end();
+            state.writer = Some(writer);
+        }
+        if self.dirty && state.poison.is_none() {
+            state.poison = Some(("write", "operation cancelled half-way".into()));
+        }
+    }
+}
+
+struct SyncRunning<'a, S: Storage, C: Clock>(&'a PartitionLog<S, C>);
+
+impl<S: Storage, C: Clock> Drop for SyncRunning<'_, S, C> {
+    fn drop(&mut self) {
+        self.0.state.borrow_mut().sync_running = false;
+        self.0.synced.notify();
+    }
+}
+
+impl<S: Storage, C: Clock> PartitionLog<S, C> {
+    fn poison(&self, op: &'static str, error: &std::io::Error) -> LogError {
+        let mut state = self.state.borrow_mut();
+        let reason = error.to_string();
+        if state.poison.is_none() {
+            tracing::error!(dir = %self.dir.display(), op, %reason, "partition poisoned");
+            state.poison = Some((op, reason.clone()));
+        }
+        LogError::Poisoned { op, reason }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        let state = self.state.borrow();
+        if state.closed {
+            return Err(LogError::Closed);
+        }
+        match &state.poison {
+            Some((op, reason)) => Err(LogError::Poisoned {
+                op,
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    async fn lease(&self) -> Result<WriterLease<'_, S, C>> {
+        let gate = self.gate.enter().await;
+        self.check_writable()?;
+        let writer = self.state.borrow_mut().writer.take();
+        match writer {
+            Some(writer) => Ok(WriterLease {
+                log: self,
+                writer: Some(writer),
+                dirty: false,
+                _gate: gate,
+            }),
+            None => Err(LogError::Closed),
+        }
+    }
+
+    /// Appends one batch (header and payload as built by `tidelog-wire`), assigning it the
+    /// next offsets, and returns where it landed. The batch's CRC is checked first; the base
+    /// offset is stamped in place (it is outside the CRC), then the batch is copied once into
+    /// the write buffer and shared with the tail cache.
+    ///
+    /// Idempotent producers (`producer_id >= 0` in the header) are checked under the same
+    /// write gate that assigns offsets: a retry of one of the producer's last 5 batches (same
+    /// epoch, same first and last sequence) is not appended again; the original's offsets
+    /// come back with [`AppendInfo::duplicate`] set (after the original is durable, for
+    /// [`Durability::Synced`]).
+    ///
+    /// # Errors
+    /// [`LogError::InvalidProducerEpoch`] / [`LogError::OutOfOrderSequence`] when the
+    /// producer's epoch or sequence does not follow its state (nothing is written);
+    /// [`LogError::InvalidBatch`] / [`LogError::BatchTooLarge`] for a bad batch (nothing is
+    /// written); [`LogError::DiskFull`] when the segment cannot grow (nothing is written, the
+    /// log stays usable); [`LogError::Poisoned`] after a failed write or fdatasync.
+    pub async fn append(&self, batch: BytesMut, durability: Durability) -> Result<AppendInfo> {
+        let info = self.append_unsynced(batch).await?;
+        if durability == Durability::Synced {
+            self.wait_durable(&info).await?;
+        }
+        Ok(AppendInfo {
+            flush_due: info.flush_due && durability == Durability::Buffered,
+            ..info
+        })
+    }
+
+    /// The first half of [`append`](Self::append) for `acks=all` pipelining: assigns the
+    /// offsets and puts the batch in the log (visible to readers) but does not wait for it to
+    /// be durable; [`wait_durable`](Self::wait_durable) does that. Callers that start appends
+    /// in a given order get offsets in that order when each awaits this before starting the
+    /// next, which the write gate alone (not FIFO) does not promise for concurrent callers.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append), except the fdatasync ones.
+    pub async fn append_unsynced(&self, mut batch: BytesMut) -> Result<AppendInfo> {
+        let len = batch.len();
+        if len > self.config.max_batch_bytes {
+            return Err(LogError::BatchTooLarge {
+                len,
+                max: self.config.max_batch_bytes,
+            });
+        }
+        let meta = BatchMeta::parse(&batch)?;
+        if meta.len != len {
+            return Err(LogError::BatchLengthMismatch {
+                declared: meta.len,
+                actual: len,
+            });
+        }
+        let computed = compute_crc(&batch);
+        if computed != meta.crc {
+            return Err(tidelog_wire::WireError::CrcMismatch {
+                stored: meta.crc,
+                computed,
+            }
+            .into());
+        }
+        let now_ms = self.clock.now_ms();
+        let mut lease = self.lease().await?;
+        let producer = meta.producer();
+        if let Some(producer) = &producer {
+            let verdict = self.state.borrow().producers.check(producer)?;
+            if let Verdict::Duplicate {
+                first_offset,
+                last_offset,
+            } = verdict
+            {
+                drop(lease);
+                return Ok(AppendInfo {
+                    base_offset: first_offset,
+                    last_offset,
+                    flush_due: false,
+                    duplicate: true,
+                });
+            }
+        }
+        if self.needs_roll(len as u64, meta.span(), now_ms) {
+            self.roll(&mut lease).await?;
+        }
+        let base_offset = self.state.borrow().log_end;
+        stamp_base_offset(&mut batch, base_offset as i64)?;
+        let meta = BatchMeta {
+            base_offset: base_offset as i64,
+            ..meta
+        };
+        let next_offset = base_offset + meta.span();
+        let position = lease.writer().end();
+        let segment_bytes = self.config.segment_bytes;
+        let step = self.config.preallocate_bytes;
+        lease
+            .writer()
+            .reserve(position + len as u64, step, segment_bytes)
+            .await
+            .map_err(|e| LogError::io("preallocate", self.active_path(), e))?;
+        lease.dirty = true;
+        if let Err(e) = lease.writer().append(&batch, next_offset).await {
+            return Err(self.poison("write", &e));
+        }
+        lease.dirty = false;
+        let flush_due = {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            let active = state
+                .segments
+                .values_mut()
+                .next_back()
+                .expect("active segment");
+            active.first_append_ms.get_or_insert(now_ms);
+            active.on_batch(&meta, position, self.config.index_interval_bytes);
+            // Offsets are dense and only grow: this batch starts where the log ended.
+            debug_assert_eq!(state.log_end, base_offset);
+            debug_assert!(next_offset > base_offset);
+            state.log_end = next_offset;
+            state.appended_bytes_total += len as u64;
+            state.oldest_unsynced_ms.get_or_insert(now_ms);
+            state.cache.push(base_offset, next_offset, batch.freeze());
+            if let Some(producer) = &producer {
+                state
+                    .producers
+                    .record(producer, base_offset, next_offset - 1);
+            }
+            self.flush_due_locked(state, now_ms)
+        };
+        lease.publish_progress();
+        drop(lease);
+        bump(&self.counters.appends, 1);
+        bump(&self.counters.appended_bytes, len as u64);
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next_offset - 1,
+            flush_due,
+            duplicate: false,
+        })
+    }
+
+    /// Waits until the batch [`append_unsynced`](Self::append_unsynced) returned `info` for
+    /// is durable (group commit: concurrent waiters share fdatasyncs). For a duplicate, the
+    /// original is what becomes durable.
+    ///
+    /// # Errors
+    /// [`LogError::Poisoned`] when a write or fdatasync failed; [`LogError::Closed`] when the
+    /// log closed first.
+    pub async fn wait_durable(&self, info: &AppendInfo) -> Result<()> {
+        self.sync_to(info.last_offset + 1).await
+    }
+
+    fn active_path(&self) -> PathBuf {
+        let state = self.state.borrow();
+        let active = state.segments.values().next_back().expect("active segment");
+        active.path.clone()
+    }
+
+    fn needs_roll(&self, len: u64, span: u64, now_ms: i64) -> bool {
+        let state = self.state.borrow();
+        let active = state.segments.values().next_back().expect("active segment");
+        if active.size == 0 {
+            return false;
+        }
+        let full = active.size + len > self.config.segment_bytes;
+        let old = active
+            .first_append_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) >= self.config.segment_ms);
+        let offsets_full =
+            active.next_offset + span - active.base_offset > crate::limits::SEGMENT_OFFSETS_MAX;
+        full || old || offsets_full
+    }
+
+    /// Seals the active segment and starts a new one at the log end. The new file is created
+    /// first, so running out of space leaves the old segment active and intact. What is left
+    /// of sealing (trimming, index files) waits for [`seal_pending`](Self::seal_pending),
+    /// outside the write gate; a roll that finds an earlier one still waiting does it first.
+    async fn roll(&self, lease: &mut WriterLease<'_, S, C>) -> Result<()> {
+        self.seal_pending().await;
+        let new_base = self.state.borrow().log_end;
+        let old_path = self.active_path();
+        lease.dirty = true;
+        if let Err(e) = lease.writer().flush().await {
+            return Err(self.poison("write", &e));
+        }
+        let old_file = lease.writer().file().clone();
+        if let Err(e) = old_file.fdatasync().await {
+            return Err(self.poison("fdatasync", &e));
+        }
+        bump(&self.counters.fsyncs, 1);
+        lease.dirty = false;
+        let new_segment = create_segment(&self.storage, &self.dir, new_base).await?;
+        let reserve = self.config.preallocate_bytes.min(self.config.segment_bytes);
+        if let Err(e) = new_segment.file.preallocate(reserve).await {
+            let _ = self.storage.remove_file(&new_segment.path).await;
+            return Err(LogError::io("preallocate", &new_segment.path, e));
+        }
+        self.storage
+            .sync_dir(&self.dir)
+            .await
+            .map_err(|e| LogError::io("sync directory", &self.dir, e))?;
+        // The old segment is complete and durable; its trimming and index files wait for
+        // `seal`, outside the gate.
+        let (old_base, old_size, offset_index, time_index) = {
+            let mut state = self.state.borrow_mut();
+            let old = state
+                .segments
+                .values_mut()
+                .next_back()
+                .expect("active segment");
+            old.finish_time_index();
+            old.sealed = true;
+            (
+                old.base_offset,
+                old.size,
+                old.offset_index.encode(),
+                old.time_index.encode(),
+            )
+        };
+        let writer = SegmentWriter::new(new_segment.file.clone(), 0, &[], reserve, new_base);
+        lease.writer = Some(writer);
+        let mut state = self.state.borrow_mut();
+        state.segments.insert(new_base, new_segment);
+        state.written_offset = new_base;
+        state.written_bytes = 0;
+        state.synced_offset = state.synced_offset.max(new_base);
+        state.synced_bytes_total = state.appended_bytes_total;
+        state.oldest_unsynced_ms = None;
+        drop(state);
+        bump(&self.counters.rolls, 1);
+        *self.pending_seal.borrow_mut() = Some(Sealing {
+            file: old_file,
+            path: old_path,
+            base: old_base,
+            size: old_size,
+            offset_index,
+            time_index,
+        });
+        Ok(())
+    }
+
+    /// Finishes sealing the last rolled segment, if a roll left that to do: the housekeeping
+    /// task calls this every flush check, and `close` before closing. Appends go on
+    /// meanwhile, so a roll stalls them only for the old segment's last flush and fdatasync
+    /// and the new segment's creation.
+    pub async fn seal_pending(&self) {
+        let pending = self.pending_seal.borrow_mut().take();
+        if let Some(sealing) = pending {
+            self.seal(sealing).await;
+        }
+    }
+
+    /// The rest of a roll, done with the write gate free so that appends to the new segment
+    /// go on meanwhile: cuts the sealed segment's preallocated zeros and persists its
+    /// indexes. The segment is already complete and durable; a failure here (or a caller
+    /// that gives up half-way) costs only an index rebuild at the next open, and index files
+    /// of a segment that retention deleted meanwhile are removed at the next open too.
+    async fn seal(&self, sealing: Sealing<S::File>) {
+        let Sealing {
+            file,
+            path,
+            base,
+            size,
+            offset_index,
+            time_index,
+        } = sealing;
+        let sealed = async {
+            file.truncate(size).await?;
+            file.fdatasync().await?;
+            let index_path = segment_path(&self.dir, base, INDEX_SUFFIX);
+            write_index_file(&self.storage, &index_path, &offset_index).await?;
+            let time_path = segment_path(&self.dir, base, TIME_INDEX_SUFFIX);
+            write_index_file(&self.storage, &time_path, &time_index).await?;
+            self.storage.sync_dir(&self.dir).await
+        };
+        if let Err(e) = sealed.await {
+            tracing::warn!(path = %path.display(), error = %e, "sealing segment failed; indexes will be rebuilt");
+        }
+    }
+
+    fn flush_due_locked(&self, state: &State<S::File>, now_ms: i64) -> bool {
+        let unsynced = state.appended_bytes_total - state.synced_bytes_total;
+        unsynced > 0
+            && (unsynced >= self.config.flush_bytes
+                || state
+                    .oldest_unsynced_ms
+                    .is_some_and(|t| now_ms.saturating_sub(t) >= self.config.flush_interval_ms))
+    }
+
+    /// True when the flush policy (bytes or interval) wants buffered appends made durable.
+    pub fn flush_due(&self) -> bool {
+        let now_ms = self.clock.now_ms();
+        self.flush_due_locked(&self.state.borrow(), now_ms)
+    }
+
+    /// Runs [`sync`](Self::sync) if the flush policy says so; returns whether it did.
+    ///
+    /// # Errors
+    /// As [`sync`](Self::sync).
+    pub async fn maybe_flush(&self) -> Result<bool> {
+        if !self.flush_due() {
+            return Ok(false);
+        }
+        self.sync().await?;
+        Ok(true)
+    }
+
+    /// Makes every batch appended before this call durable (group commit).
+    ///
+    /// # Errors
+    /// [`LogError::Poisoned`] when this or an earlier write or fdatasync failed.
+    pub async fn sync(&self) -> Result<()> {
+        let target = self.state.borrow().log_end;
+        self.sync_to(target).await
+    }
+
+    async fn sync_to(&self, target: u64) -> Result<()> {
+        loop {
+            {
+                let state = self.state.borrow();
+                if let Some((op, reason)) = &state.poison {
+                    return Err(LogError::Poisoned {
+                        op,
+                        reason: reason.clone(),
+                    });
+                }
+                if state.synced_offset >= target {
+                    return Ok(());
+                }
+                if state.closed {
+                    return Err(LogError::Closed);
+                }
+            }
+            if self.state.borrow().sync_running {
+                let listener = self.synced.listen();
+                listener.await;
+                continue;
+            }
+            self.state.borrow_mut().sync_running = true;
+            let _running = SyncRunning(self);
+            let (file, covered_offset, covered_bytes) = {
+                let mut lease = self.lease().await?;
+                lease.dirty = true;
+                if let Err(e) = lease.writer().flush().await {
+                    return Err(self.poison("write", &e));
+                }
+                lease.dirty = false;
+                lease.publish_progress();
+                let state = self.state.borrow();
+                (
+                    lease.writer().file().clone(),
+                    state.log_end,
+                    state.appended_bytes_total,
+                )
+            };
+            // The gate is free again: appends fill the buffer while the fdatasync runs.
+            if let Err(e) = file.fdatasync().await {
+                return Err(self.poison("fdatasync", &e));
+            }
+            bump(&self.counters.fsyncs, 1);
+            let mut state = self.state.borrow_mut();
+            state.synced_offset = state.synced_offset.max(covered_offset);
+            state.synced_bytes_total = state.synced_bytes_total.max(covered_bytes);
+            // Durable never passes written, written never passes appended.
+            debug_assert!(state.synced_offset <= state.written_offset);
+            debug_assert!(state.written_offset <= state.log_end);
+            state.oldest_unsynced_ms = if state.synced_bytes_total < state.appended_bytes_total {
+                Some(self.clock.now_ms())
+            } else {
+                None
+            };
+        }
+    }
+
+    /// Deletes the oldest sealed segments beyond the retention limits (size, then age) and
+    /// moves the log start. The active segment is never deleted. Returns how many went.
+    ///
+    /// # Errors
+    /// I/O errors removing files (the log start has moved already: the files are only
+    /// garbage, removed again at the next open).
+    pub async fn enforce_retention(&self) -> Result<usize> {
+        let now_ms = self.clock.now_ms();
+        let doomed: Vec<(u64, PathBuf)> = {
+            let _lease = self.lease().await?;
+            let mut state = self.state.borrow_mut();
+            let mut total: u64 = state.segments.values().map(|s| s.size).sum();
+            let mut doomed = Vec::new();
+            let sealed: Vec<(u64, u64, i64)> = state
+                .segments
+                .values()
+                .filter(|s| s.sealed)
+                .map(|s| (s.base_offset, s.size, s.max_timestamp))
+                .collect();
+            for (base, size, max_timestamp) in sealed {
+                let by_size = self
+                    .config
+                    .retention_bytes
+                    .is_some_and(|limit| total - size >= limit);
+                let by_age = self
+                    .config
+                    .retention_ms
+                    .is_some_and(|ms| max_timestamp < now_ms.saturating_sub(ms));
+                if !(by_size || by_age) {
+                    break;
+                }
+                total -= size;
+                if let Some(segment) = state.segments.remove(&base) {
+                    doomed.push((base, segment.path));
+                }
+                // A read-ahead of a deleted segment would keep its file open (and its space
+                // taken) until the next read.
+                self.forget_readahead(Some(base));
+            }
+            if let Some(&first) = state.segments.keys().next() {
+                // Retention only moves the start forward, and never past the high watermark.
+                debug_assert!(first >= state.log_start && first <= state.log_end);
+                state.log_start = first;
+                state.cache.drop_below(first);
+            }
+            doomed
+        };
+        for (base, path) in &doomed {
+            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                let file = segment_path(&self.dir, *base, suffix);
+                match self.storage.remove_file(&file).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(LogError::io("remove", path, e)),
+                }
+            }
+        }
+        if !doomed.is_empty() {
+            self.storage
+                .sync_dir(&self.dir)
+                .await
+                .map_err(|e| LogError::io("sync directory", &self.dir, e))?;
+        }
+        bump(&self.counters.segments_deleted, doomed.len() as u64);
+        Ok(doomed.len())
+    }
+
+    /// Makes everything durable and refuses further use.
+    ///
+    /// # Errors
+    /// As [`sync`](Self::sync).
+    pub async fn close(&self) -> Result<()> {
+        self.seal_pending().await;
+        let result = if self.check_writable().is_ok() {
+            self.sync().await
+        } else {
+            Ok(())
+        };
+        let _gate = self.gate.enter().await;
+        let mut state = self.state.borrow_mut();
+        state.closed = true;
+        state.cache.clear();
+        // Its buffer (up to a fetch's size) and its file handle go with the log's use.
+        self.forget_readahead(None);
+        result
+    }
+
+    /// Closes the log and removes its directory with every file in it.
+    ///
+    /// # Errors
+    /// I/O errors removing the directory.
+    pub async fn delete(self) -> Result<()> {
+        {
+            let _gate = self.gate.enter().await;
+            let mut state = self.state.borrow_mut();
+            state.closed = true;
+            state.cache.clear();
+        }
+        self.storage
+            .remove_dir_all(&self.dir)
+            .await
+            .map_err(|e| LogError::io("remove directory", &self.dir, e))?;
+        if let Some(parent) = self.dir.parent() {
+            let _ = self.storage.sync_dir(parent).await;
+        }
+        Ok(())
+    }
+}
