@@ -8,7 +8,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use tidelog_wire::batch::{compute_crc, peek_header, HEADER_LEN};
+use tidelog_wire::batch::{check_crc, peek_header, HEADER_LEN};
 
 use super::index::{OffsetIndex, TimeIndex};
 use crate::io::{OpenMode, Storage, StorageFile};
@@ -216,12 +216,8 @@ pub(crate) async fn scan<F: StorageFile>(
         }
         let at = (pos - chunk_pos) as usize;
         let batch = &chunk[at..at + meta.len];
-        let computed = compute_crc(batch);
-        if computed != meta.crc {
-            break Some(format!(
-                "CRC mismatch at byte {pos}: stored {:#010x}, computed {computed:#010x}",
-                meta.crc
-            ));
+        if let Err(e) = check_crc(batch) {
+            break Some(format!("CRC mismatch at byte {pos}: {e}"));
         }
         segment.on_batch(&meta, pos, index_interval_bytes);
         expected_offset = segment.next_offset;

@@ -941,3 +941,45 @@ fn producer_state_is_rebuilt_from_a_bounded_tail() {
     let info = block_on(log.append(early, Durability::Buffered)).expect("retry");
     assert!(!info.duplicate);
 }
+
+/// A validated Kafka batch behind its Tidelog header, CRCs chained (what the Kafka
+/// listener appends).
+fn sealed_kafka_batch(seq: u64) -> tidelog_wire::kafka_records::SealedBatch {
+    use tidelog_wire::kafka_records::{native_to_kafka, validate_produce_batch, wrap_for_log};
+    let native = make_batch(seq, 5, 100, T0);
+    let view = verify(&native, &VerifyLimits::default()).expect("native batch");
+    let mut kafka = BytesMut::new();
+    native_to_kafka(&view, &mut kafka).expect("convert");
+    let info = validate_produce_batch(&kafka, 9, 1 << 20).expect("valid Kafka batch");
+    wrap_for_log(&kafka, &info)
+}
+
+/// Sealed batches skip the CRC check on append, so recovery must be what catches a record
+/// damaged on disk: the chained Kafka CRC. Flipping one bit in the last batch's records
+/// (past the bytes the Tidelog CRC covers) cuts the log before that batch at reopen.
+#[test]
+fn a_damaged_record_of_a_sealed_kafka_batch_is_cut_at_recovery() {
+    let disk = SimDisk::new(11);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    let mut len = 0;
+    for seq in 0..3 {
+        let batch = sealed_kafka_batch(seq);
+        len = batch.len();
+        block_on(log.append_sealed_unsynced(batch)).expect("append");
+    }
+    block_on(log.sync()).expect("sync");
+    assert_eq!(read_all(&log, 0).len(), 3);
+    block_on(log.close()).expect("close");
+    let active = segment::segment_path(&dir(), 0, "log");
+    let in_records = 2 * len + len - 3;
+    assert!(in_records > 2 * len + tidelog_wire::batch::KAFKA_CHAIN_END);
+    assert!(disk.flip_bit(&active, in_records, 2));
+    let reopened = open(&disk, &clock, small_config());
+    assert_eq!(reopened.log_end(), 10, "the damaged third batch is cut");
+    let batches = read_all(&reopened, 0);
+    assert_eq!(batches.len(), 2);
+    for (_, bytes) in &batches {
+        tidelog_wire::batch::check_crc(bytes).expect("what is served checks");
+    }
+}

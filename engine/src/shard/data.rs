@@ -10,6 +10,7 @@ use super::mesh::{Forwarded, Reply};
 use super::{Chunk, Log, Shard, ShardError};
 use crate::groups::{self, Committed, OffsetCommit};
 use crate::log::{AppendInfo, Durability, ReadChunk};
+use tidelog_wire::kafka_records::SealedBatch;
 
 /// Whether a request may travel to the owning shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +28,9 @@ pub enum Batches {
     /// One or more whole batches in the stored format (Tidelog header first), checked by
     /// the log (framing, length, CRC) before anything is appended.
     Stored(BytesMut),
+    /// One validated Kafka batch behind its Tidelog header, CRCs chained and computed by
+    /// the wire crate: appended without another CRC pass over its records.
+    Kafka(SealedBatch),
 }
 
 /// Where an append landed.
@@ -148,7 +152,11 @@ impl Shard {
         self.check_exists(topic, partition)?;
         let owner = self.owner(topic, partition);
         if owner != self.id && route == Route::Forward {
-            let Batches::Stored(batches) = batches;
+            let batches = match batches {
+                Batches::Stored(batches) => batches,
+                // Checked again by the owner: the mesh is a trust boundary of its own.
+                Batches::Kafka(sealed) => sealed.into_bytes(),
+            };
             let request = Forwarded::Produce {
                 topic: topic.to_owned(),
                 partition,
@@ -163,6 +171,11 @@ impl Shard {
         let log = self.local(topic, partition)?;
         let result = match batches {
             Batches::Stored(region) => append_all(&log, region).await,
+            Batches::Kafka(sealed) => log
+                .append_sealed_unsynced(sealed)
+                .await
+                .map(|info| (info.base_offset, info))
+                .map_err(ShardError::from),
         };
         self.appended.notify();
         let (base, last) = result?;

@@ -269,11 +269,14 @@ pub fn encode_kafka_wrapped(
         producer_epoch,
         base_sequence,
         compression,
+        0,
         |_| {},
     )
 }
 
-/// [`encode_kafka_wrapped`], with `edit` applied to the copied Kafka batch before the CRC.
+/// [`encode_kafka_wrapped`] with header `flags` (e.g. [`super::FLAG_KAFKA_CRC_CHAIN`], only
+/// for a batch whose Kafka CRC was checked), and `edit` applied to the copied Kafka batch
+/// before the CRC.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_kafka_wrapped_with(
     kafka_batch: &[u8],
@@ -285,6 +288,7 @@ pub(crate) fn encode_kafka_wrapped_with(
     producer_epoch: i16,
     base_sequence: i32,
     compression: Compression,
+    flags: u8,
     edit: impl FnOnce(&mut [u8]),
 ) -> BytesMut {
     let header = BatchHeader::new(
@@ -294,7 +298,7 @@ pub(crate) fn encode_kafka_wrapped_with(
         FORMAT_VERSION,
         PayloadFormat::Kafka,
         compression,
-        0,
+        flags,
         record_count,
         last_offset_delta,
         producer_epoch,

@@ -22,6 +22,25 @@ pub const CRC_START: usize = 12;
 /// The only `format_version` this crate reads and writes.
 pub const FORMAT_VERSION: u8 = 1;
 
+/// `flags` bit of a Kafka-format batch whose CRCs are chained: the Tidelog CRC covers the
+/// header and the Kafka batch's fields up to and including its own CRC (payload bytes
+/// `8..21`, see [`KAFKA_CHAIN_END`]), and the Kafka CRC covers the rest (payload `21..`).
+/// Together they cover every byte the CRC of an unchained batch covers, but storing a
+/// Produce batch costs one CRC pass over its records (Kafka's, which validation computes
+/// anyway) instead of three. Never set on native batches.
+pub const FLAG_KAFKA_CRC_CHAIN: u8 = 0x01;
+
+/// End of the bytes the Tidelog CRC covers in a chained batch: the header plus the Kafka
+/// batch's first 21 bytes (`baseOffset` .. `crc`).
+pub const KAFKA_CHAIN_END: usize = HEADER_LEN + 21;
+
+/// Position of the `flags` byte.
+const FLAGS_AT: usize = 19;
+/// Byte range of the Kafka CRC (big-endian) in a stored Kafka-format batch.
+const KAFKA_CRC_RANGE: std::ops::Range<usize> = HEADER_LEN + 17..KAFKA_CHAIN_END;
+/// Fewest payload bytes of a Kafka batch whose CRCs may be chained (a whole v2 header).
+const KAFKA_CHAIN_MIN_PAYLOAD: usize = 61;
+
 const _: () = assert!(std::mem::size_of::<BatchHeader>() == HEADER_LEN);
 
 /// Byte range of the `base_offset` field.
@@ -68,8 +87,12 @@ pub fn peek_header(buf: &[u8]) -> Result<BatchHeader, WireError> {
     if h.compression().variant_name().is_none() {
         return Err(WireError::UnknownCompression(h.compression().0));
     }
+    let chained = h.flags() == FLAG_KAFKA_CRC_CHAIN
+        && h.payload_format() == PayloadFormat::Kafka
+        && batch_len as usize >= HEADER_LEN + KAFKA_CHAIN_MIN_PAYLOAD;
+    let flags = if chained { 0 } else { h.flags() };
     for (field, value) in [
-        ("flags", u32::from(h.flags())),
+        ("flags", u32::from(flags)),
         ("reserved", u32::from(h.reserved())),
         ("reserved2", h.reserved2()),
     ] {
@@ -117,11 +140,23 @@ const PAYLOAD_FORMAT_AT: usize = 17;
 ///   can write it without a recompute and fetches can send the stored Kafka
 ///   bytes unmodified.
 ///
+/// * Kafka payloads with [`FLAG_KAFKA_CRC_CHAIN`]: `batch[CRC_START..64]` followed by
+///   `batch[72..KAFKA_CHAIN_END]`; the Kafka CRC in the covered bytes vouches for the rest
+///   ([`check_crc`] checks both).
+///
 /// The format is read from the `payload_format` byte (17), which is itself
 /// covered. The caller passes exactly one batch (`batch.len() == batch_len`).
 /// A slice shorter than [`CRC_START`] yields the CRC of the empty string.
 pub fn compute_crc(batch: &[u8]) -> u32 {
-    if has_kafka_base_offset(batch) {
+    if is_chained(batch) {
+        let head = batch
+            .get(CRC_START..KAFKA_BASE_OFFSET_RANGE.start)
+            .unwrap_or_default();
+        let tail = batch
+            .get(KAFKA_BASE_OFFSET_RANGE.end..KAFKA_CHAIN_END)
+            .unwrap_or_default();
+        crc32c::crc32c_append(crc32c::crc32c(head), tail)
+    } else if has_kafka_base_offset(batch) {
         let head = batch
             .get(CRC_START..KAFKA_BASE_OFFSET_RANGE.start)
             .unwrap_or_default();
@@ -130,6 +165,39 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
     } else {
         crc32c::crc32c(batch.get(CRC_START..).unwrap_or_default())
     }
+}
+
+/// Whether `batch` is a Kafka-format batch with chained CRCs, long enough for the chain.
+fn is_chained(batch: &[u8]) -> bool {
+    batch.get(FLAGS_AT) == Some(&FLAG_KAFKA_CRC_CHAIN)
+        && batch.get(PAYLOAD_FORMAT_AT) == Some(&PayloadFormat::Kafka.0)
+        && batch.len() >= HEADER_LEN + KAFKA_CHAIN_MIN_PAYLOAD
+}
+
+/// Checks every CRC of one whole stored batch (`batch.len() == batch_len`): the Tidelog CRC
+/// in the header and, for a batch with [`FLAG_KAFKA_CRC_CHAIN`], the Kafka CRC it chains
+/// to. One pass over the bytes either way.
+///
+/// # Errors
+/// [`WireError::CrcMismatch`] naming the CRC that failed; [`WireError::Truncated`] for a
+/// slice shorter than the header.
+pub fn check_crc(batch: &[u8]) -> Result<(), WireError> {
+    let stored = read_header(batch)?.crc();
+    let computed = compute_crc(batch);
+    if computed != stored {
+        return Err(WireError::CrcMismatch { stored, computed });
+    }
+    if is_chained(batch) {
+        let stored = batch
+            .get(KAFKA_CRC_RANGE)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_be_bytes);
+        let computed = crc32c::crc32c(batch.get(KAFKA_CHAIN_END..).unwrap_or_default());
+        if computed != stored {
+            return Err(WireError::CrcMismatch { stored, computed });
+        }
+    }
+    Ok(())
 }
 
 /// Writes `base_offset` into bytes `0..8` (little-endian) and, for a Kafka
@@ -211,13 +279,7 @@ pub fn verify<'a>(buf: &'a [u8], limits: &VerifyLimits) -> Result<BatchView<'a>,
             max: limits.max_records,
         });
     }
-    let computed = compute_crc(bytes);
-    if computed != header.crc() {
-        return Err(WireError::CrcMismatch {
-            stored: header.crc(),
-            computed,
-        });
-    }
+    check_crc(bytes)?;
     let payload = bytes.get(HEADER_LEN..).unwrap_or_default();
     let records = match header.payload_format() {
         PayloadFormat::Native => Some(verify_native(&header, payload, limits)?),

@@ -318,11 +318,15 @@ pub fn validate_produce_batch(
 /// leader election, and the field is outside the Kafka CRC. Nothing else of
 /// the Kafka batch changes.
 ///
+/// The CRCs are chained ([`crate::batch::FLAG_KAFKA_CRC_CHAIN`]): the Tidelog CRC covers
+/// the header and the Kafka fields up to the Kafka CRC, which validation already checked,
+/// so wrapping costs no CRC pass over the records.
+///
 /// `records` and `info` must come from [`validate_produce_batch`]; for other
 /// input the result is still a well-formed allocation but may be refused by
 /// the log (e.g. more than `u32::MAX` bytes yields a wrong `batch_len`).
-pub fn wrap_for_log(records: &[u8], info: &KafkaBatchInfo) -> BytesMut {
-    crate::batch::encode_kafka_wrapped_with(
+pub fn wrap_for_log(records: &[u8], info: &KafkaBatchInfo) -> SealedBatch {
+    SealedBatch(crate::batch::encode_kafka_wrapped_with(
         records,
         info.record_count,
         info.last_offset_delta,
@@ -332,13 +336,38 @@ pub fn wrap_for_log(records: &[u8], info: &KafkaBatchInfo) -> BytesMut {
         info.producer_epoch,
         info.base_sequence,
         info.compression,
+        // Validation checked the Kafka CRC and a whole v2 header: the CRCs can chain.
+        crate::batch::FLAG_KAFKA_CRC_CHAIN,
         |kafka| {
             // The leader epoch is outside the Kafka CRC; with one leader it is always 0.
             if let Some(dst) = kafka.get_mut(at::LEADER_EPOCH..at::LEADER_EPOCH + 4) {
                 dst.copy_from_slice(&0i32.to_be_bytes());
             }
         },
-    )
+    ))
+}
+
+/// A stored-format batch whose CRCs this crate computed over input it had checked: the
+/// result of [`wrap_for_log`] for a batch [`validate_produce_batch`] accepted. A log may
+/// append it without checking its CRCs again (its Kafka CRC was verified by validation, the
+/// Tidelog CRC was just computed), which is what makes a Kafka produce one CRC pass over
+/// its records. Read-only until appended.
+#[derive(Debug)]
+pub struct SealedBatch(BytesMut);
+
+impl SealedBatch {
+    /// The batch bytes, e.g. for a log that stamps the base offset in place.
+    pub fn into_bytes(self) -> BytesMut {
+        self.0
+    }
+}
+
+impl std::ops::Deref for SealedBatch {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// Byte range of the Kafka RecordBatch inside a stored Kafka-format batch

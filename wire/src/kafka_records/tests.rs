@@ -262,7 +262,7 @@ fn wrap_stamp_and_serve() {
     let mut kafka = simple();
     set_i32(&mut kafka, at::LEADER_EPOCH, 99);
     let info = validate_produce_batch(&kafka, 9, MAX).unwrap();
-    let mut stored = wrap_for_log(&kafka, &info);
+    let mut stored = wrap_for_log(&kafka, &info).into_bytes();
     let view = verify(&stored, &VerifyLimits::default()).unwrap();
     let h = view.header();
     assert_eq!(h.payload_format(), PayloadFormat::Kafka);
@@ -361,7 +361,7 @@ proptest! {
         }
         // What the converter writes, the validator accepts, and survives the log round trip.
         let info = validate_produce_batch(&kafka, 9, MAX).unwrap();
-        let mut stored = wrap_for_log(&kafka, &info);
+        let mut stored = wrap_for_log(&kafka, &info).into_bytes();
         stamp_base_offset(&mut stored, base + 1).unwrap();
         verify(&stored, &VerifyLimits::default()).unwrap();
         let served = kafka_payload(&stored).unwrap();
@@ -399,7 +399,7 @@ proptest! {
             reseal(&mut buf);
         }
         if let Ok(info) = validate_produce_batch(&buf, version, MAX) {
-            let stored = wrap_for_log(&buf, &info);
+            let stored = wrap_for_log(&buf, &info).into_bytes();
             verify(&stored, &VerifyLimits::default()).unwrap();
             prop_assert_eq!(kafka_payload(&stored).unwrap().len(), buf.len());
         }
@@ -418,4 +418,63 @@ fn a_record_count_the_bytes_cannot_hold_is_refused() {
     assert_eq!(err.kafka_code(), INVALID_RECORD, "{err}");
     // The true count passes.
     assert!(validate_produce_batch(&simple(), 9, MAX).is_ok());
+}
+
+/// The chained CRCs of a wrapped batch cover every byte an unchained CRC covered: flipping
+/// any bit the broker does not stamp (base offsets) fails `check_crc`, whether it lands in
+/// the Tidelog-covered head or the Kafka-covered records; yet the Tidelog CRC itself covers
+/// only the head (so computing it is no pass over the records).
+#[test]
+fn chained_crcs_cover_every_unstamped_byte() {
+    use crate::batch::{check_crc, compute_crc, FLAG_KAFKA_CRC_CHAIN, KAFKA_CHAIN_END};
+    let kafka = simple();
+    let info = validate_produce_batch(&kafka, 9, MAX).unwrap();
+    let stored = wrap_for_log(&kafka, &info).into_bytes();
+    assert_eq!(peek_header(&stored).unwrap().flags(), FLAG_KAFKA_CRC_CHAIN);
+    check_crc(&stored).unwrap();
+    let mut records_changed = stored.clone();
+    let last = records_changed.len() - 1;
+    records_changed[last] ^= 1;
+    assert_eq!(
+        compute_crc(&records_changed),
+        compute_crc(&stored),
+        "the Tidelog CRC of a chained batch stops at the Kafka CRC"
+    );
+    for pos in (crate::batch::CRC_START..stored.len())
+        .filter(|p| !crate::batch::KAFKA_BASE_OFFSET_RANGE.contains(p))
+    {
+        let mut flipped = stored.clone();
+        flipped[pos] ^= 0x10;
+        assert!(
+            check_crc(&flipped).is_err() || peek_header(&flipped).is_err(),
+            "a flip at byte {pos} (chain ends at {KAFKA_CHAIN_END}) went unnoticed"
+        );
+    }
+}
+
+/// Batches stored before the chain (flags 0, one CRC over everything) still verify, and
+/// the chain flag is refused on a native batch.
+#[test]
+fn unchained_kafka_batches_still_verify_and_native_batches_cannot_chain() {
+    use crate::batch::{check_crc, BatchBuilder, FLAG_KAFKA_CRC_CHAIN};
+    let kafka = simple();
+    let info = validate_produce_batch(&kafka, 9, MAX).unwrap();
+    let mut old = wrap_for_log(&kafka, &info).into_bytes();
+    old[19] = 0; // flags as written before the chain
+    let crc = crate::batch::compute_crc(&old);
+    old[8..12].copy_from_slice(&crc.to_le_bytes());
+    check_crc(&old).unwrap();
+    verify(&old, &VerifyLimits::default()).unwrap();
+    let last = old.len() - 1;
+    old[last] ^= 1;
+    assert!(check_crc(&old).is_err());
+
+    let mut builder = BatchBuilder::new();
+    builder.push(None, b"v", 1, &[]);
+    let mut native = builder.finish();
+    native[19] = FLAG_KAFKA_CRC_CHAIN;
+    assert!(matches!(
+        peek_header(&native),
+        Err(WireError::ReservedNonZero { field: "flags", .. })
+    ));
 }

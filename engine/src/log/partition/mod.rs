@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
-use tidelog_wire::batch::{compute_crc, stamp_base_offset};
+use tidelog_wire::batch::{check_crc, stamp_base_offset};
 
 use super::cache::TailCache;
 use super::producers::{ProducerStates, Verdict};

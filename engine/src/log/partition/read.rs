@@ -189,15 +189,8 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 continue;
             }
             let batch = &buf[at..at + meta.len];
-            let computed = compute_crc(batch);
-            if computed != meta.crc {
-                return Err(corrupt(
-                    pos,
-                    format!(
-                        "CRC mismatch: stored {:#010x}, computed {computed:#010x}",
-                        meta.crc
-                    ),
-                ));
+            if let Err(e) = check_crc(batch) {
+                return Err(corrupt(pos, format!("CRC mismatch: {e}")));
             }
             first.get_or_insert(pos);
             pos += meta.len as u64;

@@ -143,7 +143,24 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     ///
     /// # Errors
     /// As [`append`](Self::append), except the fdatasync ones.
-    pub async fn append_unsynced(&self, mut batch: BytesMut) -> Result<AppendInfo> {
+    pub async fn append_unsynced(&self, batch: BytesMut) -> Result<AppendInfo> {
+        self.append_checked(batch, true).await
+    }
+
+    /// [`append_unsynced`](Self::append_unsynced) for a batch whose CRCs the wire crate
+    /// computed over checked input (a validated Kafka Produce batch): they are not checked
+    /// again, so storing it costs no CRC pass. Framing and length are still checked.
+    ///
+    /// # Errors
+    /// As [`append_unsynced`](Self::append_unsynced).
+    pub async fn append_sealed_unsynced(
+        &self,
+        batch: tidelog_wire::kafka_records::SealedBatch,
+    ) -> Result<AppendInfo> {
+        self.append_checked(batch.into_bytes(), false).await
+    }
+
+    async fn append_checked(&self, mut batch: BytesMut, check_crc: bool) -> Result<AppendInfo> {
         let len = batch.len();
         if len > self.config.max_batch_bytes {
             return Err(LogError::BatchTooLarge {
@@ -158,13 +175,8 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 actual: len,
             });
         }
-        let computed = compute_crc(&batch);
-        if computed != meta.crc {
-            return Err(tidelog_wire::WireError::CrcMismatch {
-                stored: meta.crc,
-                computed,
-            }
-            .into());
+        if check_crc {
+            tidelog_wire::batch::check_crc(&batch)?;
         }
         let now_ms = self.clock.now_ms();
         let mut lease = self.lease().await?;

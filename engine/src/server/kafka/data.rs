@@ -156,7 +156,7 @@ impl KafkaConnection {
                 let records = part.records.unwrap_or_default();
                 let appended = match validate_produce_batch(&records, meta.version, max_batch) {
                     Ok(info) => {
-                        let batch = Batches::Stored(wrap_for_log(&records, &info));
+                        let batch = Batches::Kafka(wrap_for_log(&records, &info));
                         shard
                             .append(&topic.name, index, batch, durability, Route::Local)
                             .await
