@@ -94,10 +94,15 @@ pub struct Args {
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Start an in-process broker, run a short e2e with ~20,000 small records, check that
-    /// every record was consumed, exit 0. Ignores the workload flags.
+    /// Run a short self-checking e2e (~20,000 small records, two topics, keys, a group, lz4
+    /// over Kafka) against the native broker at --broker and, with --smoke-kafka, first
+    /// against that Kafka bootstrap address; check that every record was consumed, exit 0.
+    /// Ignores the workload flags.
     #[arg(long)]
     pub smoke: bool,
+    /// The Kafka bootstrap address of the broker that --smoke checks (HOST:PORT).
+    #[arg(long, requires = "smoke")]
+    pub smoke_kafka: Option<String>,
     /// Keys of the records: none, 16 random bytes each, or 16-byte keys cycling through 1024
     /// (key bytes from the --seed stream). Keys count in the bytes moved.
     #[arg(long, value_enum, default_value_t = KeyMode::None)]

@@ -6,7 +6,7 @@
 //! * [`payload`]: seeded values stamped with their send time;
 //! * [`stats`]: histograms, error kinds, live counters;
 //! * [`report`]: progress line and per-second series, summary and --compare tables, JSON report;
-//! * [`smoke`]: `--smoke`, an in-process broker and a self-checking short run;
+//! * [`smoke`]: `--smoke`, a self-checking short run against a running broker;
 //! * [`procfs`]: the broker's CPU time and RSS for `--broker-pid`;
 //! * [`html`]: `--html`, a self-contained page with the charts.
 #![deny(unsafe_code)]
@@ -44,7 +44,7 @@ fn main() {
 fn main_with(args: &Args) -> Result<()> {
     let runs = if args.smoke {
         let mut run = None;
-        smoke::smoke(|plan| {
+        smoke::smoke(&args.broker, args.smoke_kafka.as_deref(), |plan| {
             let r = execute(&plan, plan.broker.to_string())?;
             let outcome = r.outcome.clone();
             run = Some(r);
