@@ -13,14 +13,10 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 use tidelog_wire::native::{
     decode_frame, peek_frame_len, Body, BodyT, DecodedFrame, FrameEncoder, FrameLimits,
@@ -29,6 +25,7 @@ use tidelog_wire::native::{
 use tidelog_wire::WireError;
 
 use crate::error::{ClientError, Result};
+use crate::socket::{connect_nodelay, read_more, write_pieces, SharedStream};
 use crate::limits::{
     CONNECT_TIMEOUT_DEFAULT, FRAME_BYTES_MAX, FRAME_HEADER_BYTES_MAX, IN_FLIGHT_MAX,
     READ_CHUNK_BYTES, REQUEST_TIMEOUT_DEFAULT,
@@ -148,43 +145,9 @@ impl Shared {
     }
 }
 
-/// A `TcpStream` shared by the reader task and the writers. Each poll borrows it only for the
-/// duration of the poll; glommio keeps separate readiness sources for reads and writes, so a
-/// pending read does not disturb a write.
-#[derive(Clone)]
-struct Half(Rc<RefCell<TcpStream>>);
-
-impl AsyncRead for Half {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Half {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
-    }
-}
-
 struct Inner {
     addr: SocketAddr,
-    stream: Half,
+    stream: SharedStream,
     shared: Rc<Shared>,
     /// One frame is written at a time.
     write_lock: Semaphore,
@@ -244,21 +207,13 @@ impl Connection {
         client_id: &str,
         options: ConnectOptions,
     ) -> Result<Self> {
-        let connect_error = |e: glommio::GlommioError<()>| {
-            let io: std::io::Error = e.into();
-            ClientError::Connect {
+        let stream = connect_nodelay(addr, options.connect_timeout)
+            .await
+            .map_err(|io| ClientError::Connect {
                 addr,
                 kind: io.kind(),
                 message: io.to_string(),
-            }
-        };
-        let stream = TcpStream::connect_timeout(addr, options.connect_timeout)
-            .await
-            .map_err(connect_error)?;
-        // Frames go out as several writes (prefix+header, then body pieces); without this,
-        // Nagle would hold the tail of a frame back until the previous segment is acked.
-        stream.set_nodelay(true).map_err(connect_error)?;
-        let stream = Half(Rc::new(RefCell::new(stream)));
+            })?;
         let shared = Rc::new(Shared::default());
         let reader = glommio::spawn_local(read_loop(stream.clone(), Rc::clone(&shared))).detach();
         let conn = Connection {
@@ -482,14 +437,7 @@ impl Connection {
             conn: Some(self.clone()),
         };
         let mut stream = self.inner.stream.clone();
-        let result = async {
-            stream.write_all(&header).await?;
-            for piece in body {
-                stream.write_all(piece).await?;
-            }
-            stream.flush().await
-        }
-        .await;
+        let result = write_pieces(&mut stream, &header, body).await;
         torn.conn = None;
         if let Err(e) = result {
             let err = ClientError::io(&e);
@@ -600,7 +548,7 @@ impl PendingResponse {
     }
 }
 
-async fn read_loop(stream: Half, shared: Rc<Shared>) {
+async fn read_loop(stream: SharedStream, shared: Rc<Shared>) {
     let why = match read_frames(stream, &shared).await {
         Ok(()) => ClientError::closed("the server closed the connection"),
         Err(e) => e,
@@ -608,7 +556,7 @@ async fn read_loop(stream: Half, shared: Rc<Shared>) {
     shared.close(why);
 }
 
-async fn read_frames(mut stream: Half, shared: &Shared) -> Result<()> {
+async fn read_frames(mut stream: SharedStream, shared: &Shared) -> Result<()> {
     let limits = frame_limits();
     // `buf[..filled]` holds received bytes; `buf[filled..]` is zeroed room to read into.
     let mut buf = BytesMut::new();
@@ -631,16 +579,10 @@ async fn read_frames(mut stream: Half, shared: &Shared) -> Result<()> {
                 None => break FRAME_LEN_FIELD,
             }
         };
-        let target = need.max(filled + READ_CHUNK_BYTES);
-        if buf.len() < target {
-            buf.resize(target, 0);
-        }
-        let room = buf.get_mut(filled..).unwrap_or_default();
-        let n = stream.read(room).await?;
+        let n = read_more(&mut stream, &mut buf, &mut filled, need, READ_CHUNK_BYTES).await?;
         if n == 0 {
             return Ok(());
         }
-        filled += n;
     }
 }
 

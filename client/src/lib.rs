@@ -23,6 +23,7 @@
 mod connection;
 mod error;
 pub mod limits;
+pub mod socket;
 mod sync;
 
 pub use connection::{ConnectOptions, Connection, HandshakeInfo, PendingResponse, Response};

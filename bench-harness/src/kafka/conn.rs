@@ -20,9 +20,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
+use tidelog_client::socket::{connect_nodelay, read_more, write_pieces, SharedStream};
 use tidelog_wire::kafka::{request_header_version, response_header_version, Decoder};
 
 use super::{KafkaError, Result};
@@ -154,42 +153,9 @@ impl State {
     }
 }
 
-/// The socket shared by the reader task and the writers (each poll borrows it briefly;
-/// glommio keeps separate readiness for reads and writes).
-#[derive(Clone)]
-struct Half(Rc<RefCell<TcpStream>>);
-
-impl AsyncRead for Half {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Half {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
-    }
-}
-
 struct Inner {
     addr: SocketAddr,
-    stream: Half,
+    stream: SharedStream,
     state: Rc<State>,
     write_lock: Semaphore,
     slots: Rc<Semaphore>,
@@ -256,16 +222,9 @@ impl KafkaConn {
     /// # Errors
     /// [`KafkaError::Connect`].
     pub async fn connect(addr: SocketAddr, client_id: &'static str) -> Result<Self> {
-        let err = |e: glommio::GlommioError<()>| {
-            let io: std::io::Error = e.into();
-            KafkaError::Connect(format!("{addr}: {io}"))
-        };
-        let stream = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)
+        let stream = connect_nodelay(addr, CONNECT_TIMEOUT)
             .await
-            .map_err(err)?;
-        // A request goes out as several writes; Nagle would hold its tail back.
-        stream.set_nodelay(true).map_err(err)?;
-        let stream = Half(Rc::new(RefCell::new(stream)));
+            .map_err(|io| KafkaError::Connect(format!("{addr}: {io}")))?;
         let state = Rc::new(State::default());
         let reader = glommio::spawn_local(read_loop(stream.clone(), Rc::clone(&state))).detach();
         Ok(KafkaConn {
@@ -340,14 +299,7 @@ impl KafkaConn {
         // A request cut short would desynchronise the stream: close on a cancelled write.
         let mut torn = TornWrite(Some(Rc::clone(state)));
         let mut stream = self.inner.stream.clone();
-        let written = async {
-            stream.write_all(&header).await?;
-            for p in parts {
-                stream.write_all(p).await?;
-            }
-            stream.flush().await
-        }
-        .await;
+        let written = write_pieces(&mut stream, &header, parts).await;
         torn.0 = None;
         if let Err(e) = written {
             let why = KafkaError::Closed(format!("write to {}: {e}", self.inner.addr));
@@ -386,7 +338,7 @@ impl Drop for TornWrite {
     }
 }
 
-async fn read_loop(stream: Half, state: Rc<State>) {
+async fn read_loop(stream: SharedStream, state: Rc<State>) {
     let why = match read_frames(stream, &state).await {
         Ok(()) => KafkaError::Closed("the broker closed the connection".into()),
         Err(e) => e,
@@ -414,7 +366,7 @@ fn next_frame(buf: &mut BytesMut, filled: &mut usize) -> Result<std::result::Res
     Ok(Ok(frame.freeze()))
 }
 
-async fn read_frames(mut stream: Half, state: &State) -> Result<()> {
+async fn read_frames(mut stream: SharedStream, state: &State) -> Result<()> {
     // `buf[..filled]` holds received bytes; `buf[filled..]` is room to read into.
     let mut buf = BytesMut::new();
     let mut filled = 0usize;
@@ -434,19 +386,12 @@ async fn read_frames(mut stream: Half, state: &State) -> Result<()> {
                 Err(need) => break need,
             }
         };
-        let target = need.max(filled + READ_CHUNK_BYTES);
-        if buf.len() < target {
-            buf.resize(target, 0);
-        }
-        let room = buf.get_mut(filled..).unwrap_or_default();
-        let n = stream
-            .read(room)
+        let n = read_more(&mut stream, &mut buf, &mut filled, need, READ_CHUNK_BYTES)
             .await
             .map_err(|e| KafkaError::Closed(format!("read: {e}")))?;
         if n == 0 {
             return Ok(());
         }
-        filled += n;
     }
 }
 
