@@ -247,6 +247,18 @@ pub enum Codec {
 }
 
 impl Codec {
+    /// The codec in the wire crate's terms (Kafka's numbering).
+    pub fn compression(self) -> tidelog_wire::batch::Compression {
+        use tidelog_wire::batch::Compression;
+        match self {
+            Codec::None => Compression::None,
+            Codec::Gzip => Compression::Gzip,
+            Codec::Snappy => Compression::Snappy,
+            Codec::Lz4 => Compression::Lz4,
+            Codec::Zstd => Compression::Zstd,
+        }
+    }
+
     /// The name on the command line.
     pub fn name(self) -> &'static str {
         match self {

@@ -12,7 +12,6 @@
 #![deny(unsafe_code)]
 
 mod args;
-mod compress;
 mod consume;
 mod kafka;
 mod payload;

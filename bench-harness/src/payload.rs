@@ -224,7 +224,12 @@ mod tests {
             // One 256 KiB batch's worth of values, as a producer would send them.
             let batch: Vec<u8> = (0..256).flat_map(|t| p.next(t).to_vec()).collect();
             let mut packed = Vec::new();
-            crate::compress::compress(Codec::Zstd, &batch, &mut packed);
+            tidelog_wire::kafka_records::codec::compress(
+                Codec::Zstd.compression(),
+                &batch,
+                &mut packed,
+            )
+            .expect("zstd is a known codec");
             let r = packed.len() as f64 / batch.len() as f64;
             assert!(ratio.contains(&r), "{kind:?}: zstd ratio {r:.3}");
         }

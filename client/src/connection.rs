@@ -25,11 +25,11 @@ use tidelog_wire::native::{
 use tidelog_wire::WireError;
 
 use crate::error::{ClientError, Result};
-use crate::socket::{connect_nodelay, read_more, write_pieces, SharedStream};
 use crate::limits::{
     CONNECT_TIMEOUT_DEFAULT, FRAME_BYTES_MAX, FRAME_HEADER_BYTES_MAX, IN_FLIGHT_MAX,
     READ_CHUNK_BYTES, REQUEST_TIMEOUT_DEFAULT,
 };
+use crate::socket::{connect_nodelay, read_more, write_pieces, SharedStream};
 use crate::sync::{oneshot, Receiver, Sender};
 
 /// Frame bounds applied to everything a server sends.

@@ -18,9 +18,10 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::args::Codec;
-use crate::compress;
 use tidelog_wire::kafka::codec::put_uvarint;
-use tidelog_wire::kafka_records::{seal_kafka_crc, LOG_OVERHEAD};
+#[cfg(test)]
+use tidelog_wire::kafka_records::varint::{put_varint as put_varlong, varint_len as varlong_len};
+use tidelog_wire::kafka_records::RecordBatchBuilder;
 
 /// Bytes before the first record.
 pub use tidelog_wire::kafka_records::BATCH_OVERHEAD as BATCH_HEADER_LEN;
@@ -28,147 +29,52 @@ pub use tidelog_wire::kafka_records::BATCH_OVERHEAD as BATCH_HEADER_LEN;
 /// delta (10), offset delta (5), key length (5), value length (5), header count (1).
 pub const RECORD_OVERHEAD_MAX: usize = 32;
 
-/// Appends `v` as a zigzag varint (Protocol Buffers' `sint64`).
-#[inline]
-pub fn put_varlong(out: &mut BytesMut, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.put_u8((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.put_u8(z as u8);
-}
-
-/// Bytes [`put_varlong`] writes for `v`.
-#[inline]
-pub fn varlong_len(v: i64) -> usize {
-    let z = ((v << 1) ^ (v >> 63)) as u64;
-    // 1 byte per started group of 7 bits; 0 takes one byte.
-    (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-/// Builds one RecordBatch v2 of header-less records.
+/// Builds one RecordBatch v2 of header-less records: the wire crate's encoder, finished with
+/// the `--compression` codec.
 #[derive(Debug)]
-pub struct BatchBuilder {
-    buf: BytesMut,
-    count: i32,
-    base_timestamp: i64,
-    max_timestamp: i64,
-}
+pub struct BatchBuilder(RecordBatchBuilder);
 
 impl BatchBuilder {
     /// An empty batch with room for `capacity` bytes (header included) before it reallocates.
     pub fn with_capacity(capacity: usize) -> Self {
-        let mut buf = BytesMut::with_capacity(capacity.max(BATCH_HEADER_LEN));
-        buf.put_bytes(0, BATCH_HEADER_LEN);
-        Self {
-            buf,
-            count: 0,
-            base_timestamp: 0,
-            max_timestamp: 0,
-        }
+        BatchBuilder(RecordBatchBuilder::with_capacity(capacity))
     }
 
     /// Records in the batch.
     #[cfg(test)]
     pub fn count(&self) -> usize {
-        self.count as usize
+        self.0.count()
     }
 
     /// Whether the batch holds no record.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.0.is_empty()
     }
 
     /// Bytes of the batch so far (header included).
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.0.len()
     }
 
     /// Bytes `push` of a record with a `key_len`-byte key (`None`: null) and a
     /// `value_len`-byte value at `timestamp_ms` would add (before compression).
     pub fn record_len(&self, key_len: Option<usize>, value_len: usize, timestamp_ms: i64) -> usize {
-        let body = self.body_len(key_len, value_len, timestamp_ms);
-        varlong_len(body as i64) + body
-    }
-
-    fn body_len(&self, key_len: Option<usize>, value_len: usize, timestamp_ms: i64) -> usize {
-        let delta = if self.count == 0 {
-            0
-        } else {
-            timestamp_ms - self.base_timestamp
-        };
-        let key = key_len.map_or(1, |k| varlong_len(k as i64) + k);
-        1 + varlong_len(delta)
-            + varlong_len(i64::from(self.count))
-            + key
-            + varlong_len(value_len as i64)
-            + value_len
-            + 1
+        self.0.record_len(key_len, value_len, timestamp_ms)
     }
 
     /// Appends a record with `key`, `value` and no headers, created at `timestamp_ms`.
     pub fn push(&mut self, key: Option<&[u8]>, value: &[u8], timestamp_ms: i64) {
-        if self.count == 0 {
-            self.base_timestamp = timestamp_ms;
-            self.max_timestamp = timestamp_ms;
-        }
-        self.max_timestamp = self.max_timestamp.max(timestamp_ms);
-        let body = self.body_len(key.map(<[u8]>::len), value.len(), timestamp_ms);
-        let buf = &mut self.buf;
-        put_varlong(buf, body as i64);
-        buf.put_u8(0);
-        put_varlong(buf, timestamp_ms - self.base_timestamp);
-        put_varlong(buf, i64::from(self.count));
-        match key {
-            Some(k) => {
-                put_varlong(buf, k.len() as i64);
-                buf.put_slice(k);
-            }
-            None => put_varlong(buf, -1),
-        }
-        put_varlong(buf, value.len() as i64);
-        buf.put_slice(value);
-        put_varlong(buf, 0);
-        self.count += 1;
+        self.0.push(key, value, timestamp_ms);
     }
 
     /// The finished batch: records compressed with `codec`, header patched, CRC computed.
     /// The builder is left empty with a fresh buffer of `next_capacity` bytes.
     pub fn finish(&mut self, next_capacity: usize, codec: Codec) -> Bytes {
-        let mut buf = std::mem::replace(
-            &mut self.buf,
-            BytesMut::with_capacity(next_capacity.max(BATCH_HEADER_LEN)),
-        );
-        self.buf.put_bytes(0, BATCH_HEADER_LEN);
-        if codec != Codec::None {
-            let mut packed = Vec::with_capacity(BATCH_HEADER_LEN + buf.len() / 2);
-            packed.resize(BATCH_HEADER_LEN, 0);
-            compress::compress(codec, &buf[BATCH_HEADER_LEN..], &mut packed);
-            buf = BytesMut::from(&packed[..]);
+        match self.0.finish_compressed(next_capacity, codec.compression()) {
+            Ok(batch) => batch,
+            // Only a codec Kafka does not define fails, and `Codec` has none of those.
+            Err(_) => self.0.finish(next_capacity),
         }
-        let batch_length = (buf.len() - LOG_OVERHEAD) as i32;
-        let mut header = [0u8; BATCH_HEADER_LEN];
-        {
-            let mut h = &mut header[..];
-            h.put_i64(0);
-            h.put_i32(batch_length);
-            h.put_i32(-1);
-            h.put_i8(2);
-            h.put_u32(0);
-            h.put_i16(compress::attribute(codec));
-            h.put_i32(self.count - 1);
-            h.put_i64(self.base_timestamp);
-            h.put_i64(self.max_timestamp);
-            h.put_i64(-1);
-            h.put_i16(-1);
-            h.put_i32(-1);
-            h.put_i32(self.count);
-        }
-        buf[..BATCH_HEADER_LEN].copy_from_slice(&header);
-        seal_kafka_crc(&mut buf);
-        self.count = 0;
-        buf.freeze()
     }
 }
 
@@ -315,7 +221,7 @@ mod tests {
             assert_eq!(info.record_count, 20, "{codec:?}");
             assert_eq!(
                 i16::from_be_bytes([batch[21], batch[22]]) & 7,
-                crate::compress::attribute(codec)
+                i16::from(codec.compression().0)
             );
             if codec == Codec::None {
                 let records = tidelog_client::kafka::decode_records(&batch, 0).expect("decodes");

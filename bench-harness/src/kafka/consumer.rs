@@ -10,21 +10,24 @@
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
-use bytes::{BufMut, BytesMut};
-use tidelog_client::ClientError;
+use bytes::BytesMut;
+use tidelog_wire::batch::Compression;
 use tidelog_wire::kafka::generated::{
     fetch_request::{FetchPartition, FetchRequest, FetchTopic},
     fetch_response::FetchResponse,
 };
 use tidelog_wire::kafka::Decoder;
+#[cfg(test)]
 use tidelog_wire::kafka_records::seal_kafka_crc;
+use tidelog_wire::kafka_records::{codec, inflate, RecordBatchHeader, MAGIC_V2};
 
+#[cfg(test)]
 use super::batch::BATCH_HEADER_LEN;
 use super::client::{api, by_topic, KafkaClient, Tp};
 use super::group::GroupMember;
 use super::{check, code, KafkaError, FETCH_BYTES_MAX, FETCH_PARTITION_BYTES_MAX};
+#[cfg(test)]
 use crate::args::Codec;
-use crate::compress;
 use crate::run::POLL_WAIT;
 
 /// Most bytes one batch may inflate to: a batch's records section is bounded by the
@@ -172,12 +175,11 @@ impl KafkaConsumer {
     }
 }
 
-/// `attributes` bit 5: a control batch (transaction marker), skipped.
-const CONTROL: i16 = 1 << 5;
-
 /// Walks the whole batches of one partition's fetched `records` (a trailing partial batch is
 /// ignored, as Kafka allows), calls `f` with the value of each record at or after `*position`,
 /// and moves `*position` past each batch. Returns (records, key plus value bytes) seen.
+/// Control batches (transaction markers) are skipped; compressed ones are inflated (bounded
+/// by [`INFLATED_BATCH_BYTES_MAX`]) by the wire crate, which also decodes the records.
 ///
 /// # Errors
 /// A pre-v2 batch ([`KafkaError::Unsupported`]), a malformed or corrupt one.
@@ -188,37 +190,31 @@ pub fn read_batches(
 ) -> super::Result<(u64, u64)> {
     let mut at = 0usize;
     let (mut n, mut bytes) = (0u64, 0u64);
-    while records.len() - at >= BATCH_HEADER_LEN {
-        let head = &records[at..at + BATCH_HEADER_LEN];
-        let base = i64::from_be_bytes(head[0..8].try_into().unwrap_or_default());
-        let length = i32::from_be_bytes(head[8..12].try_into().unwrap_or_default());
-        let total = usize::try_from(length)
-            .ok()
-            .and_then(|l| l.checked_add(12))
-            .filter(|t| *t >= BATCH_HEADER_LEN)
-            .ok_or_else(|| KafkaError::Malformed(format!("batch length {length}")))?;
-        if total > records.len() - at {
+    while let Some(head) = records.get(at..).and_then(RecordBatchHeader::read) {
+        let total = head
+            .total_len()
+            .ok_or_else(|| KafkaError::Malformed(format!("batch length {}", head.batch_length)))?;
+        let Some(whole) = records.get(at..at + total) else {
             break;
-        }
-        let whole = &records[at..at + total];
+        };
         at += total;
-        if head[16] != 2 {
+        if head.magic != MAGIC_V2 {
             return Err(KafkaError::Unsupported(format!(
                 "a magic v{} message set (tidelog-bench reads RecordBatch v2 only)",
-                head[16]
+                head.magic
             )));
         }
-        let attributes = i16::from_be_bytes([head[21], head[22]]);
-        let last_delta = i32::from_be_bytes(head[23..27].try_into().unwrap_or_default());
-        let next = base.saturating_add(i64::from(last_delta)).saturating_add(1);
-        if attributes & CONTROL == 0 && next > *position {
-            let codec = compress::from_attributes(attributes)
+        let base = head.base_offset;
+        let next = head.next_offset();
+        if !head.is_control() && next > *position {
+            let codec = codec::compression_of(head.attributes)
                 .map_err(|e| KafkaError::Unsupported(e.to_string()))?;
             let inflated;
-            let batch = if codec == Codec::None {
+            let batch = if codec == Compression::None {
                 whole
             } else {
-                inflated = inflate(whole, codec, base)?;
+                inflated = inflate(whole, INFLATED_BATCH_BYTES_MAX)
+                    .map_err(|e| KafkaError::Malformed(format!("batch at offset {base}: {e}")))?;
                 &inflated[..]
             };
             let decoded = tidelog_client::kafka::decode_records(batch, base)
@@ -233,30 +229,6 @@ pub fn read_batches(
         *position = (*position).max(next);
     }
     Ok((n, bytes))
-}
-
-/// `whole` (a compressed batch) as the same batch uncompressed: its CRC checked first, the
-/// records section inflated, codec bits cleared, length and CRC redone.
-fn inflate(whole: &[u8], codec: Codec, base: i64) -> super::Result<BytesMut> {
-    let crc = u32::from_be_bytes([whole[17], whole[18], whole[19], whole[20]]);
-    if crc32c::crc32c(&whole[21..]) != crc {
-        return Err(KafkaError::Malformed(format!(
-            "batch at offset {base}: {}",
-            ClientError::KafkaBatch("crc mismatch")
-        )));
-    }
-    let records = compress::decompress(codec, &whole[BATCH_HEADER_LEN..], INFLATED_BATCH_BYTES_MAX)
-        .map_err(|e| KafkaError::Malformed(format!("batch at offset {base}: {e}")))?;
-    let mut out = BytesMut::with_capacity(BATCH_HEADER_LEN + records.len());
-    out.put_slice(&whole[..BATCH_HEADER_LEN]);
-    out.put_slice(&records);
-    let length = i32::try_from(out.len() - 12)
-        .map_err(|_| KafkaError::Malformed(format!("batch at offset {base}: too large")))?;
-    out[8..12].copy_from_slice(&length.to_be_bytes());
-    out[21] = 0;
-    out[22] &= !0x7;
-    seal_kafka_crc(&mut out);
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -305,8 +277,8 @@ mod tests {
             let records = batch_at(100, &refs, codec);
             assert!(records.len() < 50 * 300 / 4, "{codec:?} compressed");
             assert_eq!(
-                compress::from_attributes(i16::from(records[22])).expect("ok"),
-                codec
+                codec::compression_of(i16::from(records[22])).expect("ok"),
+                codec.compression()
             );
             let mut position = 0;
             let mut seen = Vec::new();

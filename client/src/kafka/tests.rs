@@ -110,24 +110,6 @@ fn decodes_hand_built_records() {
 }
 
 #[test]
-fn known_varint_bytes() {
-    // Zigzag: 0 -> 00, -1 -> 01, 1 -> 02, 150 -> ac 02, -1 as length means null.
-    let mut r = Reader {
-        buf: &[0x00, 0x01, 0x02, 0xac, 0x02],
-        pos: 0,
-    };
-    assert_eq!(r.varlong().expect("0"), 0);
-    assert_eq!(r.varlong().expect("-1"), -1);
-    assert_eq!(r.varlong().expect("1"), 1);
-    assert_eq!(r.varlong().expect("150"), 150);
-    let mut r = Reader {
-        buf: &[0xff; 11],
-        pos: 0,
-    };
-    assert!(matches!(r.varlong(), Err(ClientError::KafkaBatch(_))));
-}
-
-#[test]
 fn log_append_time_uses_max_timestamp() {
     let b = batch(
         LOG_APPEND_TIME,

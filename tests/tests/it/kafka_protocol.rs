@@ -21,6 +21,7 @@ use tidelog_wire::kafka::generated::{
     produce_response::ProduceResponse,
 };
 use tidelog_wire::kafka::{request_header_version, response_header_version, Decoder};
+use tidelog_wire::kafka_records::{kafka_crc, RecordBatchBuilder, RecordBatchHeader};
 
 use crate::broker_process::{free_port, serial, Broker, Kafka, Serve};
 
@@ -215,48 +216,15 @@ impl Conn {
     }
 }
 
-fn zigzag(e: &mut BytesMut, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        e.put_u8((z as u8) | 0x80);
-        z >>= 7;
-    }
-    e.put_u8(z as u8);
-}
-
 /// A Kafka RecordBatch v2 of `count` records from an idempotent producer.
 fn batch(producer_id: i64, epoch: i16, base_sequence: i32, count: i32) -> Bytes {
-    let mut records = BytesMut::new();
+    let mut builder = RecordBatchBuilder::with_capacity(1024);
+    builder.producer(producer_id, epoch, base_sequence);
     for i in 0..count {
         let value = format!("seq-{}", base_sequence + i);
-        let mut r = BytesMut::new();
-        r.put_i8(0);
-        zigzag(&mut r, 0);
-        zigzag(&mut r, i64::from(i));
-        zigzag(&mut r, -1);
-        zigzag(&mut r, value.len() as i64);
-        r.put_slice(value.as_bytes());
-        zigzag(&mut r, 0);
-        zigzag(&mut records, r.len() as i64);
-        records.put_slice(&r);
+        builder.push(None, value.as_bytes(), 1_700_000_000_000);
     }
-    let mut b = BytesMut::new();
-    b.put_i64(0);
-    b.put_i32((49 + records.len()) as i32);
-    b.put_i32(-1);
-    b.put_i8(2);
-    b.put_u32(0);
-    b.put_i16(0);
-    b.put_i32(count - 1);
-    b.put_i64(1_700_000_000_000);
-    b.put_i64(1_700_000_000_000);
-    b.put_i64(producer_id);
-    b.put_i16(epoch);
-    b.put_i32(base_sequence);
-    b.put_i32(count);
-    b.put_slice(&records);
-    tidelog_wire::kafka_records::seal_kafka_crc(&mut b);
-    b.freeze()
+    builder.finish(0)
 }
 
 fn broker(dir: &std::path::Path, run: usize, kafka: &str) -> Broker {
@@ -337,13 +305,10 @@ fn idempotent_producers_survive_kill_9_and_ids_never_repeat() {
 fn batches_in(records: &[u8]) -> Vec<(i64, i32, usize)> {
     let mut out = Vec::new();
     let mut at = 0;
-    while at + 61 <= records.len() {
-        let base = i64::from_be_bytes(records[at..at + 8].try_into().expect("8 bytes"));
-        let len =
-            i32::from_be_bytes(records[at + 8..at + 12].try_into().expect("4 bytes")) as usize + 12;
-        let count = i32::from_be_bytes(records[at + 57..at + 61].try_into().expect("4 bytes"));
+    while let Some(head) = RecordBatchHeader::read(&records[at..]) {
+        let len = head.total_len().expect("a whole header");
         assert!(at + len <= records.len(), "only whole batches are returned");
-        out.push((base, count, len));
+        out.push((head.base_offset, head.record_count, len));
         at += len;
     }
     assert_eq!(at, records.len(), "no partial batch at the end");
@@ -375,8 +340,8 @@ fn fetch_serves_whole_batches_the_first_even_past_the_limit() {
     let mut at = 0;
     for (_, _, len) in &found {
         let b = &records[at..at + len];
-        let crc = u32::from_be_bytes(b[17..21].try_into().expect("4 bytes"));
-        assert_eq!(crc, crc32c::crc32c(&b[21..]), "CRC of the batch at {at}");
+        let crc = RecordBatchHeader::read(b).expect("header").crc;
+        assert_eq!(crc, kafka_crc(b), "CRC of the batch at {at}");
         at += len;
     }
     // A fetch from inside the big batch, with a limit far below its size, still gets it whole

@@ -1,7 +1,12 @@
-//! Kafka RecordBatch v2 (magic 2) on the broker's hot path: validating the
-//! `records` of a Produce request, wrapping an accepted batch for the log,
-//! locating the Kafka bytes of a stored batch for Fetch, and converting
-//! native batches to Kafka batches.
+//! Kafka RecordBatch v2 (magic 2): the one home of the format in the workspace.
+//!
+//! The broker's hot path, here: validating the `records` of a Produce request, wrapping an
+//! accepted batch for the log, locating the Kafka bytes of a stored batch for Fetch, and
+//! converting native batches to Kafka batches. For clients: the header by named field
+//! ([`RecordBatchHeader`], [`at`]), zigzag varints ([`varint`]), the record decoder
+//! ([`decode_records`]), the batch encoder ([`RecordBatchBuilder`]) and, with the feature
+//! `codecs`, Kafka's compression codecs ([`codec`]) and [`inflate`] (the broker never links
+//! them: it stores compressed batches verbatim).
 //!
 //! ```text
 //!  0 baseOffset i64 | 8 batchLength i32 | 12 partitionLeaderEpoch i32 | 16 magic i8 (=2)
@@ -31,6 +36,20 @@ pub use crate::kafka::code::{
 };
 use crate::WireError;
 
+#[cfg(feature = "codecs")]
+pub mod codec;
+mod decode;
+mod encode;
+mod header;
+pub mod varint;
+
+pub use decode::{decode_records, KafkaRecord, RecordsError};
+#[cfg(feature = "codecs")]
+pub use decode::{inflate, InflateError};
+pub use encode::RecordBatchBuilder;
+pub use header::{kafka_crc, RecordBatchHeader};
+use varint::{put_varint, varint_len};
+
 #[cfg(test)]
 mod tests;
 
@@ -48,30 +67,44 @@ pub const ZSTD_MIN_PRODUCE_VERSION: i16 = 7;
 /// The fewest bytes an uncompressed record takes (seven one-byte varints).
 pub const RECORD_MIN_BYTES: usize = 7;
 
-/// Byte positions of the Kafka batch header fields (`baseOffset` is at 0).
-mod at {
-    pub(super) const BATCH_LENGTH: usize = 8;
-    pub(super) const LEADER_EPOCH: usize = 12;
-    pub(super) const MAGIC: usize = 16;
-    pub(super) const CRC: usize = 17;
-    pub(super) const ATTRIBUTES: usize = 21;
-    pub(super) const LAST_OFFSET_DELTA: usize = 23;
-    pub(super) const BASE_TIMESTAMP: usize = 27;
-    pub(super) const MAX_TIMESTAMP: usize = 35;
-    pub(super) const PRODUCER_ID: usize = 43;
-    pub(super) const PRODUCER_EPOCH: usize = 51;
-    pub(super) const BASE_SEQUENCE: usize = 53;
-    pub(super) const RECORD_COUNT: usize = 57;
+/// Byte positions of the Kafka batch header fields (all big-endian).
+pub mod at {
+    /// `baseOffset` i64.
+    pub const BASE_OFFSET: usize = 0;
+    /// `batchLength` i32: bytes after this field.
+    pub const BATCH_LENGTH: usize = 8;
+    /// `partitionLeaderEpoch` i32.
+    pub const LEADER_EPOCH: usize = 12;
+    /// `magic` i8.
+    pub const MAGIC: usize = 16;
+    /// `crc` u32: CRC-32C of `[ATTRIBUTES..]`.
+    pub const CRC: usize = 17;
+    /// `attributes` i16.
+    pub const ATTRIBUTES: usize = 21;
+    /// `lastOffsetDelta` i32.
+    pub const LAST_OFFSET_DELTA: usize = 23;
+    /// `baseTimestamp` i64.
+    pub const BASE_TIMESTAMP: usize = 27;
+    /// `maxTimestamp` i64.
+    pub const MAX_TIMESTAMP: usize = 35;
+    /// `producerId` i64.
+    pub const PRODUCER_ID: usize = 43;
+    /// `producerEpoch` i16.
+    pub const PRODUCER_EPOCH: usize = 51;
+    /// `baseSequence` i32.
+    pub const BASE_SEQUENCE: usize = 53;
+    /// `recordCount` i32.
+    pub const RECORD_COUNT: usize = 57;
 }
 
 /// `attributes` bits 0-2: the compression codec.
-const CODEC_MASK: i16 = 0x07;
+pub const CODEC_MASK: i16 = 0x07;
 /// `attributes` bit 3: timestamps are the broker's append time.
-const LOG_APPEND_TIME: i16 = 1 << 3;
+pub const LOG_APPEND_TIME: i16 = 1 << 3;
 /// `attributes` bit 4: part of a transaction.
-const TRANSACTIONAL: i16 = 1 << 4;
+pub const TRANSACTIONAL: i16 = 1 << 4;
 /// `attributes` bit 5: a control batch (transaction marker).
-const CONTROL: i16 = 1 << 5;
+pub const CONTROL: i16 = 1 << 5;
 
 /// Why a Produce partition's `records` were refused. [`kafka_code`](Self::kafka_code)
 /// gives the error code to answer with; `Display` gives the error message.
@@ -408,30 +441,6 @@ pub fn kafka_payload(stored_batch: &[u8]) -> Result<&[u8], WireError> {
         need: HEADER_LEN,
         have: stored_batch.len(),
     })
-}
-
-/// Bytes of `value` as a zigzag varint.
-fn varint_len(value: i64) -> usize {
-    let mut raw = zigzag(value);
-    let mut n = 1;
-    while raw >= 0x80 {
-        raw >>= 7;
-        n += 1;
-    }
-    n
-}
-
-fn zigzag(value: i64) -> u64 {
-    ((value << 1) ^ (value >> 63)) as u64
-}
-
-fn put_varint(out: &mut BytesMut, value: i64) {
-    let mut raw = zigzag(value);
-    while raw >= 0x80 {
-        out.put_u8((raw as u8 & 0x7f) | 0x80);
-        raw >>= 7;
-    }
-    out.put_u8(raw as u8);
 }
 
 /// Length prefix plus bytes of a Kafka `bytes`/`string` field.

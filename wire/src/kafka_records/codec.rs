@@ -1,38 +1,54 @@
-//! Kafka's batch codecs (docs/KAFKA.md §2: attributes bits 0-2): the producer compresses the
-//! records section of a batch, the consumer decompresses it.
+//! Kafka's batch codecs (docs/KAFKA.md §2: `attributes` bits 0-2), for clients: a producer
+//! compresses the records section of a batch, a consumer decompresses it. The broker stores
+//! compressed batches verbatim and never links this (feature `codecs`).
 //!
 //! * gzip: a gzip member (flate2);
 //! * snappy: raw snappy as librdkafka writes it; reading also takes the xerial framing that
 //!   the Java client writes (`\x82SNAPPY\0`, two version ints, then length-prefixed blocks);
-//! * lz4: the LZ4 frame format with independent 64 KiB blocks, as Kafka ≥ 0.10 writes it;
+//! * lz4: the LZ4 frame format with independent 64 KiB blocks, as Kafka >= 0.10 writes it;
 //! * zstd: one zstd frame.
 //!
-//! Decompression is bounded: a batch that would inflate past the caller's limit is an error,
-//! never an allocation of that size.
+//! Decompression is bounded: data that would inflate past the caller's limit is an error,
+//! never an allocation of that size. Everything works on memory; no I/O.
 
 use std::io::{Read, Write};
 
-use crate::args::Codec;
+use crate::batch::Compression;
 
 /// What went wrong (de)compressing.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CodecError {
+    /// Codec 5, 6 or 7: no such compression.
     #[error("unknown compression codec {0}")]
     Unknown(u8),
+    /// The data inflates past the caller's limit.
     #[error("{codec} data inflates past {limit} bytes")]
-    TooLarge { codec: &'static str, limit: usize },
+    TooLarge {
+        /// The codec's name.
+        codec: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// The data does not decode.
     #[error("corrupt {codec} data: {why}")]
-    Corrupt { codec: &'static str, why: String },
+    Corrupt {
+        /// The codec's name.
+        codec: &'static str,
+        /// What the decoder said.
+        why: String,
+    },
 }
 
-/// The codec bits of a batch's `attributes`.
-pub fn attribute(codec: Codec) -> i16 {
+/// The lowercase name Kafka's configuration uses for a codec (`compression.type`).
+pub fn name(codec: Compression) -> &'static str {
     match codec {
-        Codec::None => 0,
-        Codec::Gzip => 1,
-        Codec::Snappy => 2,
-        Codec::Lz4 => 3,
-        Codec::Zstd => 4,
+        Compression::None => "none",
+        Compression::Gzip => "gzip",
+        Compression::Snappy => "snappy",
+        Compression::Lz4 => "lz4",
+        Compression::Zstd => "zstd",
+        _ => "unknown",
     }
 }
 
@@ -40,34 +56,34 @@ pub fn attribute(codec: Codec) -> i16 {
 ///
 /// # Errors
 /// [`CodecError::Unknown`] for 5, 6 and 7.
-pub fn from_attributes(attributes: i16) -> Result<Codec, CodecError> {
-    Ok(match attributes & 0x7 {
-        0 => Codec::None,
-        1 => Codec::Gzip,
-        2 => Codec::Snappy,
-        3 => Codec::Lz4,
-        4 => Codec::Zstd,
-        c => return Err(CodecError::Unknown(c as u8)),
-    })
+pub fn compression_of(attributes: i16) -> Result<Compression, CodecError> {
+    let codec = (attributes & super::CODEC_MASK) as u8;
+    match Compression(codec) {
+        c if c.variant_name().is_some() => Ok(c),
+        _ => Err(CodecError::Unknown(codec)),
+    }
 }
 
 /// The zstd level (librdkafka's default).
 const ZSTD_LEVEL: i32 = 3;
 
-/// Appends `data` compressed with `codec` to `out` (`Codec::None` copies it).
-pub fn compress(codec: Codec, data: &[u8], out: &mut Vec<u8>) {
+/// Appends `data` compressed with `codec` to `out` (`Compression::None` copies it).
+///
+/// # Errors
+/// [`CodecError::Unknown`] for a codec number Kafka does not define.
+pub fn compress(codec: Compression, data: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
     let io = |e: std::io::Error| -> ! {
         // Writers into a Vec fail only on allocation failure, which aborts anyway.
         unreachable!("compressing into memory cannot fail: {e}")
     };
     match codec {
-        Codec::None => out.extend_from_slice(data),
-        Codec::Gzip => {
+        Compression::None => out.extend_from_slice(data),
+        Compression::Gzip => {
             let mut w = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
             w.write_all(data).unwrap_or_else(|e| io(e));
             w.finish().unwrap_or_else(|e| io(e));
         }
-        Codec::Snappy => {
+        Compression::Snappy => {
             let start = out.len();
             out.resize(start + snap::raw::max_compress_len(data.len()), 0);
             let n = snap::raw::Encoder::new()
@@ -75,7 +91,7 @@ pub fn compress(codec: Codec, data: &[u8], out: &mut Vec<u8>) {
                 .unwrap_or_else(|e| io(e.into()));
             out.truncate(start + n);
         }
-        Codec::Lz4 => {
+        Compression::Lz4 => {
             let info = lz4_flex::frame::FrameInfo::new()
                 .block_size(lz4_flex::frame::BlockSize::Max64KB)
                 .block_mode(lz4_flex::frame::BlockMode::Independent);
@@ -83,26 +99,28 @@ pub fn compress(codec: Codec, data: &[u8], out: &mut Vec<u8>) {
             w.write_all(data).unwrap_or_else(|e| io(e));
             w.finish().unwrap_or_else(|e| io(e.into()));
         }
-        Codec::Zstd => {
+        Compression::Zstd => {
             let mut w =
                 zstd::stream::write::Encoder::new(out, ZSTD_LEVEL).unwrap_or_else(|e| io(e));
             w.write_all(data).unwrap_or_else(|e| io(e));
             w.finish().unwrap_or_else(|e| io(e));
         }
+        Compression(other) => return Err(CodecError::Unknown(other)),
     }
+    Ok(())
 }
 
 /// `data` decompressed with `codec`, at most `limit` bytes.
 ///
 /// # Errors
 /// Corrupt data, or more than `limit` bytes.
-pub fn decompress(codec: Codec, data: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
-    let name = codec.name();
+pub fn decompress(codec: Compression, data: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
+    let name = name(codec);
     let corrupt = |why: String| CodecError::Corrupt { codec: name, why };
     match codec {
-        Codec::None => bounded_copy(data, limit, name),
-        Codec::Gzip => read_bounded(flate2::read::GzDecoder::new(data), limit, name),
-        Codec::Snappy => {
+        Compression::None => bounded_copy(data, limit, name),
+        Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(data), limit, name),
+        Compression::Snappy => {
             if data.starts_with(XERIAL_MAGIC) {
                 return xerial(data, limit);
             }
@@ -110,12 +128,13 @@ pub fn decompress(codec: Codec, data: &[u8], limit: usize) -> Result<Vec<u8>, Co
             snappy_block(data, limit, &mut out)?;
             Ok(out)
         }
-        Codec::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(data), limit, name),
-        Codec::Zstd => {
+        Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(data), limit, name),
+        Compression::Zstd => {
             let d = zstd::stream::read::Decoder::with_buffer(data)
                 .map_err(|e| corrupt(e.to_string()))?;
             read_bounded(d, limit, name)
         }
+        Compression(other) => Err(CodecError::Unknown(other)),
     }
 }
 
@@ -141,7 +160,7 @@ fn read_bounded(r: impl Read, limit: usize, codec: &'static str) -> Result<Vec<u
 }
 
 /// The xerial snappy stream header.
-const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\0";
+pub const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\0";
 /// Header bytes: magic, version, compatible version.
 const XERIAL_HEADER_LEN: usize = 16;
 
@@ -193,12 +212,12 @@ fn xerial(data: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
 mod tests {
     use super::*;
 
-    const ALL: [Codec; 5] = [
-        Codec::None,
-        Codec::Gzip,
-        Codec::Snappy,
-        Codec::Lz4,
-        Codec::Zstd,
+    const ALL: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
     ];
 
     #[test]
@@ -208,18 +227,19 @@ mod tests {
             .collect();
         for codec in ALL {
             let mut packed = b"prefix".to_vec();
-            compress(codec, &data, &mut packed);
+            compress(codec, &data, &mut packed).expect("known codec");
             assert_eq!(&packed[..6], b"prefix", "{codec:?} appends");
-            if codec != Codec::None {
+            if codec != Compression::None {
                 assert!(packed.len() < data.len() / 2, "{codec:?} compresses");
             }
             let back = decompress(codec, &packed[6..], data.len()).expect("decompresses");
             assert_eq!(back, data, "{codec:?}");
             let e = decompress(codec, &packed[6..], data.len() - 1).expect_err("over the limit");
             assert!(matches!(e, CodecError::TooLarge { .. }), "{codec:?}: {e}");
-            assert_eq!(from_attributes(attribute(codec)).expect("known"), codec);
+            assert_eq!(compression_of(i16::from(codec.0)).expect("known"), codec);
         }
-        assert!(from_attributes(5).is_err());
+        assert!(compression_of(5).is_err());
+        assert!(compress(Compression(5), b"x", &mut Vec::new()).is_err());
     }
 
     proptest::proptest! {
@@ -243,7 +263,7 @@ mod tests {
                 let _ = decompress(codec, junk, 1 << 20);
             }
             let mut packed = Vec::new();
-            compress(codec, b"some bytes some bytes some bytes", &mut packed);
+            compress(codec, b"some bytes some bytes some bytes", &mut packed).expect("known");
             let cut = &packed[..packed.len() / 2];
             assert!(
                 decompress(codec, cut, 1 << 20).is_err(),
@@ -265,9 +285,12 @@ mod tests {
             framed.extend((block.len() as u32).to_be_bytes());
             framed.extend(block);
         }
-        let back = decompress(Codec::Snappy, &framed, 1024).expect("reads");
+        let back = decompress(Compression::Snappy, &framed, 1024).expect("reads");
         assert_eq!(back, b"first block, second block");
-        assert!(decompress(Codec::Snappy, &framed, 10).is_err(), "bounded");
-        assert!(decompress(Codec::Snappy, &framed[..framed.len() - 1], 1024).is_err());
+        assert!(
+            decompress(Compression::Snappy, &framed, 10).is_err(),
+            "bounded"
+        );
+        assert!(decompress(Compression::Snappy, &framed[..framed.len() - 1], 1024).is_err());
     }
 }
