@@ -6,13 +6,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tidelog_wire::batch::{peek_header, verify, Compression, PayloadFormat, VerifyLimits};
+use tidelog_wire::kafka_records::{inflate, RecordBatchHeader};
 use tidelog_wire::native::{BodyT, ErrorCode, FetchPartitionT, FetchRequestT};
 use tidelog_wire::WireError;
 
 use crate::client::{unexpected, Client, EARLIEST, LATEST};
 use crate::connection::{PendingResponse, Response};
 use crate::error::{ClientError, Result};
-use crate::limits::{FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_PARTITION_BYTES_DEFAULT};
+use crate::limits::{
+    FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_PARTITION_BYTES_DEFAULT, INFLATED_BATCH_BYTES_MAX,
+};
 
 /// Where an assigned partition starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,16 +86,29 @@ pub struct RecordRef<'a> {
 }
 
 impl RecordRef<'_> {
-    /// An owned record whose key and value share `buf`, the buffer this record lies in.
+    /// An owned record whose key and value share `buf`, the fetched buffer, when they lie in
+    /// it; the records of a compressed batch lie in the buffer it was inflated into and are
+    /// copied.
     pub fn to_record(self, buf: &Bytes) -> ConsumerRecord {
         ConsumerRecord {
             topic: self.topic.to_owned(),
             partition: self.partition,
             offset: self.offset,
             timestamp: self.timestamp,
-            key: self.key.map(|k| buf.slice_ref(k)),
-            value: buf.slice_ref(self.value),
+            key: self.key.map(|k| share_or_copy(buf, k)),
+            value: share_or_copy(buf, self.value),
         }
+    }
+}
+
+/// `part` as a `Bytes` sharing `buf` when it lies inside it, else a copy.
+fn share_or_copy(buf: &Bytes, part: &[u8]) -> Bytes {
+    let start = buf.as_ptr() as usize;
+    let at = part.as_ptr() as usize;
+    if at >= start && at + part.len() <= start + buf.len() {
+        buf.slice_ref(part)
+    } else {
+        Bytes::copy_from_slice(part)
     }
 }
 
@@ -372,11 +388,22 @@ pub(crate) fn decode_batches(
                 }
             }
             PayloadFormat::Kafka => {
+                // A compressed Kafka batch (what Filebeat and most producers send) is
+                // inflated, bounded, when its stored header and its own attributes agree.
                 let compression = view.header().compression();
-                if compression != Compression::None {
-                    return Err(ClientError::UnsupportedCompression(compression));
-                }
-                let payload = view.payload();
+                let own = RecordBatchHeader::read(view.payload()).map(|h| h.compression());
+                let inflated;
+                let payload = match own {
+                    Some(codec) if codec != Compression::None && codec == compression => {
+                        inflated = inflate(view.payload(), INFLATED_BATCH_BYTES_MAX)
+                            .map_err(|e| ClientError::Inflate(e.to_string()))?;
+                        &inflated[..]
+                    }
+                    _ if compression != Compression::None => {
+                        return Err(ClientError::UnsupportedCompression(compression));
+                    }
+                    _ => view.payload(),
+                };
                 for r in crate::kafka::decode_records(payload, view.base_offset())? {
                     if r.offset >= position {
                         f(&RecordRef {

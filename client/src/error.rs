@@ -73,9 +73,14 @@ pub enum ClientError {
     /// A Kafka RecordBatch v2 payload is malformed.
     #[error("malformed Kafka record batch: {0}")]
     KafkaBatch(&'static str),
-    /// A fetched batch is compressed with a codec this client does not decode yet.
+    /// A fetched batch is compressed with a codec this client does not decode, or its
+    /// Tidelog header and its Kafka batch disagree on the codec.
     #[error("unsupported compression {0:?}")]
     UnsupportedCompression(Compression),
+    /// A compressed Kafka batch did not inflate (corrupt, or larger than
+    /// [`INFLATED_BATCH_BYTES_MAX`](crate::limits::INFLATED_BATCH_BYTES_MAX)).
+    #[error("compressed Kafka batch: {0}")]
+    Inflate(String),
     /// The server speaks no protocol version this client speaks.
     #[error("server speaks no common protocol version (client {min}..={max})")]
     UnsupportedVersion {

@@ -44,6 +44,9 @@ pub const PRODUCER_BACKLOG_BYTES_DEFAULT: usize = 32 << 20;
 pub const FETCH_PARTITION_BYTES_DEFAULT: usize = 1 << 20;
 /// Default for [`ConsumerConfig::max_bytes`](crate::ConsumerConfig): one fetch request.
 pub const FETCH_BYTES_DEFAULT: usize = 16 << 20;
+/// Most bytes one compressed Kafka batch may inflate to; more is an error, never an
+/// allocation of that size.
+pub const INFLATED_BATCH_BYTES_MAX: usize = 64 << 20;
 /// Largest fetch a consumer asks for; the response must fit a frame with room for its header.
 pub const FETCH_BYTES_MAX: usize = FRAME_BYTES_MAX - FRAME_HEADER_BYTES_MAX - 8;
 

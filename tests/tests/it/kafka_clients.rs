@@ -733,6 +733,62 @@ fn native_and_kafka_clients_read_each_others_records() {
     broker.stop();
 }
 
+/// `tidelog consume` reads what log shippers send by default: compressed Kafka batches
+/// (Filebeat: gzip), here written by librdkafka (kcat) with gzip and with zstd.
+#[test]
+fn tidelog_consume_reads_compressed_kafka_batches() {
+    let Some(_c) = clients() else { return };
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-compressed");
+    let work = tmp.path();
+    let broker = kafka_broker(&work.join("data"));
+    let b = broker.kafka().to_owned();
+    native(
+        &broker,
+        &["topic", "create", "shipped", "--partitions", "2"],
+        None,
+        work,
+    );
+    let mut want = Vec::new();
+    for codec in ["gzip", "zstd"] {
+        let input: String = (0..100)
+            .map(|i| format!("{codec}{i}:log line {i} from a shipper using {codec}\n"))
+            .collect();
+        want.extend(
+            (0..100).map(|i| format!("{codec}{i}\tlog line {i} from a shipper using {codec}")),
+        );
+        let ran = run_bounded(
+            kcat(&b, &["-P", "-t", "shipped", "-K", ":", "-z", codec]),
+            Some(input.as_bytes()),
+            Duration::from_secs(60),
+            work,
+        );
+        ok(ran, &format!("kcat -P -z {codec}"), &broker);
+    }
+    let out = native(
+        &broker,
+        &[
+            "consume",
+            "shipped",
+            "--from-beginning",
+            "--count",
+            "200",
+            "--print-key",
+            "--timeout-ms",
+            "30000",
+        ],
+        None,
+        work,
+    );
+    want.sort();
+    assert_eq!(
+        sorted_lines(&out),
+        want,
+        "tidelog consume of gzip and zstd batches"
+    );
+    broker.stop();
+}
+
 // ---- Hostile bytes on the Kafka port ----
 
 /// A request: `int32 size`, header v1 (`api_key, api_version, correlation_id, client_id`),
