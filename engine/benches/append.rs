@@ -302,6 +302,7 @@ fn cache_ptrs(chunks: &[ReadChunk<glommio::io::ReadResult>]) -> Vec<*const u8> {
         .iter()
         .map(|chunk| match chunk {
             ReadChunk::Cache(bytes) => bytes.as_ptr(),
+            ReadChunk::Split { head, .. } => head.as_ptr(),
             ReadChunk::Disk(_) => panic!("expected a tail-cache read, got a disk read"),
         })
         .collect()

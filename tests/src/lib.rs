@@ -368,7 +368,7 @@ pub async fn scan_log<S: Storage, C: Clock>(
             "read at {offset} below the log end {log_end} returned nothing"
         );
         for chunk in &read.chunks {
-            for batch in split_batches(chunk)? {
+            for batch in split_batches(&chunk.to_vec())? {
                 let info = oracle
                     .check(batch, offset)
                     .with_context(|| format!("batch at offset {offset}"))?;

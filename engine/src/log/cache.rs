@@ -18,6 +18,15 @@ struct CachedBatch {
     base_offset: u64,
     next_offset: u64,
     bytes: Bytes,
+    /// The rest of the batch when it is held in two pieces (a Kafka produce's head and its
+    /// records, shared with the request: see `ReadChunk::Split`); empty otherwise.
+    tail: Bytes,
+}
+
+impl CachedBatch {
+    fn len(&self) -> usize {
+        self.bytes.len() + self.tail.len()
+    }
 }
 
 /// Recent batches of one partition, in offset order and contiguous.
@@ -44,18 +53,25 @@ impl TailCache {
     }
 
     /// Adds the batch that follows the last one held.
+    #[cfg(test)]
     pub fn push(&mut self, base_offset: u64, next_offset: u64, bytes: Bytes) {
+        self.push_parts(base_offset, next_offset, bytes, Bytes::new());
+    }
+
+    /// Adds the batch that follows the last one held, in two pieces (`tail` may be empty).
+    pub fn push_parts(&mut self, base_offset: u64, next_offset: u64, bytes: Bytes, tail: Bytes) {
         if let Some(last) = self.batches.back() {
             assert_eq!(
                 last.next_offset, base_offset,
                 "tail cache must stay contiguous"
             );
         }
-        self.bytes += bytes.len();
+        self.bytes += bytes.len() + tail.len();
         self.batches.push_back(CachedBatch {
             base_offset,
             next_offset,
             bytes,
+            tail,
         });
     }
 
@@ -64,7 +80,7 @@ impl TailCache {
         while self.bytes > self.budget_bytes {
             match self.batches.front() {
                 Some(front) if front.next_offset <= written_offset => {
-                    self.bytes -= front.bytes.len();
+                    self.bytes -= front.len();
                     self.batches.pop_front();
                 }
                 _ => break,
@@ -78,7 +94,7 @@ impl TailCache {
             if front.next_offset > offset {
                 break;
             }
-            self.bytes -= front.bytes.len();
+            self.bytes -= front.len();
             self.batches.pop_front();
         }
     }
@@ -91,7 +107,13 @@ impl TailCache {
 
     /// Whole batches starting with the one that contains `offset`, up to `max_bytes` but at
     /// least one. `None` when `offset` is below the cache.
-    pub fn read(&self, offset: u64, max_bytes: usize, out: &mut Vec<Bytes>) -> Option<u64> {
+    /// Each batch comes as (bytes, tail), `tail` empty unless the batch is held in two pieces.
+    pub fn read(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        out: &mut Vec<(Bytes, Bytes)>,
+    ) -> Option<u64> {
         let start = self.start_offset()?;
         if offset < start {
             return None;
@@ -100,12 +122,12 @@ impl TailCache {
         let mut total = 0usize;
         let mut next = offset;
         for batch in self.batches.range(first..) {
-            if total > 0 && total + batch.bytes.len() > max_bytes {
+            if total > 0 && total + batch.len() > max_bytes {
                 break;
             }
-            total += batch.bytes.len();
+            total += batch.len();
             next = batch.next_offset;
-            out.push(batch.bytes.clone());
+            out.push((batch.bytes.clone(), batch.tail.clone()));
         }
         Some(next)
     }
@@ -130,7 +152,11 @@ mod tests {
         assert_eq!(cache.read(12, 250, &mut out), Some(20));
         assert_eq!(out.len(), 2);
         let held = &cache.batches[2].bytes;
-        assert_eq!(out[0].as_ptr(), held.as_ptr(), "a cache hit must not copy");
+        assert_eq!(
+            out[0].0.as_ptr(),
+            held.as_ptr(),
+            "a cache hit must not copy"
+        );
     }
 
     #[test]

@@ -87,7 +87,8 @@ fn read_all_by(log: &SimLog, from: u64, max_bytes: usize) -> Vec<(u64, Vec<u8>)>
             return out;
         }
         for chunk in &read.chunks {
-            let mut bytes: &[u8] = chunk;
+            let chunk = chunk.to_vec();
+            let mut bytes: &[u8] = &chunk;
             while !bytes.is_empty() {
                 let view = verify(bytes, &VerifyLimits::default()).expect("served batches verify");
                 out.push((view.base_offset() as u64, view.bytes().to_vec()));
@@ -268,7 +269,8 @@ fn run_ops(seed: u64, ops: Vec<Op>) {
                 let mut expected = model.batches[first..].iter();
                 let mut total = 0;
                 for chunk in &read.chunks {
-                    let mut bytes: &[u8] = chunk;
+                    let chunk = chunk.to_vec();
+                    let mut bytes: &[u8] = &chunk;
                     while !bytes.is_empty() {
                         let view = verify(bytes, &VerifyLimits::default()).expect("verify");
                         let (m_base, _, m_bytes) = expected.next().expect("no extra batches");
@@ -592,7 +594,8 @@ fn sequential_disk_reads_are_read_ahead_and_serve_the_same_bytes() {
     let offsets: Vec<u64> = sequential.iter().map(|(o, _)| *o).collect();
     for (k, offset) in offsets.iter().enumerate().rev() {
         let read = block_on(log.read(*offset, 1)).expect("read");
-        let bytes: &[u8] = &read.chunks[0];
+        let chunk = read.chunks[0].to_vec();
+        let bytes: &[u8] = &chunk;
         let view = verify(bytes, &VerifyLimits::default()).expect("verifies");
         assert_eq!(view.base_offset() as u64, *offset);
         scattered.push((*offset, view.bytes().to_vec()));
@@ -602,7 +605,8 @@ fn sequential_disk_reads_are_read_ahead_and_serve_the_same_bytes() {
     // A read that jumps elsewhere drops a pending read-ahead instead of serving it.
     let _ = block_on(log.read(0, 2000)).expect("read");
     let second = block_on(log.read(offsets[3], 2000)).expect("read");
-    let bytes: &[u8] = &second.chunks[0];
+    let chunk = second.chunks[0].to_vec();
+    let bytes: &[u8] = &chunk;
     assert_eq!(
         verify(bytes, &VerifyLimits::default())
             .expect("ok")
@@ -796,7 +800,8 @@ fn flipped_bit_in_sealed_segment_is_reported_not_served() {
             Err(LogError::Corrupt { .. }) => saw_corrupt = true,
             Ok(read) => {
                 for chunk in &read.chunks {
-                    verify(chunk, &VerifyLimits::default()).expect("served bytes are valid");
+                    verify(&chunk.to_vec(), &VerifyLimits::default())
+                        .expect("served bytes are valid");
                 }
             }
             Err(e) => panic!("unexpected {e}"),
@@ -951,7 +956,7 @@ fn sealed_kafka_batch(seq: u64) -> tidelog_wire::kafka_records::SealedBatch {
     let mut kafka = BytesMut::new();
     native_to_kafka(&view, &mut kafka).expect("convert");
     let info = validate_produce_batch(&kafka, 9, 1 << 20).expect("valid Kafka batch");
-    wrap_for_log(&kafka, &info)
+    wrap_for_log(&kafka.freeze(), &info)
 }
 
 /// Sealed batches skip the CRC check on append, so recovery must be what catches a record
@@ -982,4 +987,47 @@ fn a_damaged_record_of_a_sealed_kafka_batch_is_cut_at_recovery() {
     for (_, bytes) in &batches {
         tidelog_wire::batch::check_crc(bytes).expect("what is served checks");
     }
+}
+
+/// A sealed Kafka batch is stored with one copy: the tail cache keeps the producer's records
+/// as the very buffer they arrived in (a `Split` chunk whose tail is that memory), and the
+/// bytes served from the cache equal those read back from the disk after a reopen.
+#[test]
+fn sealed_kafka_batches_keep_the_producers_records_uncopied() {
+    use tidelog_wire::kafka_records::{native_to_kafka, validate_produce_batch, wrap_for_log};
+    let disk = SimDisk::new(12);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    let native = make_batch(1, 20, 200, T0);
+    let view = verify(&native, &VerifyLimits::default()).expect("native batch");
+    let mut kafka = BytesMut::new();
+    native_to_kafka(&view, &mut kafka).expect("convert");
+    let records = kafka.freeze();
+    let info = validate_produce_batch(&records, 9, 1 << 20).expect("valid Kafka batch");
+    block_on(log.append_sealed_unsynced(wrap_for_log(&records, &info))).expect("append");
+    let cached = block_on(log.read(0, 1 << 20)).expect("read");
+    let ReadChunk::Split { head, tail } = &cached.chunks[0] else {
+        panic!("a sealed batch is cached in two pieces");
+    };
+    assert_eq!(
+        tail.as_ptr(),
+        records[21..].as_ptr(),
+        "the records in the cache are the request's bytes, not a copy"
+    );
+    assert_eq!(head.len(), tidelog_wire::batch::KAFKA_CHAIN_END);
+    let whole = cached.chunks[0].to_vec();
+    tidelog_wire::batch::check_crc(&whole).expect("the pieces form a valid batch");
+    assert_eq!(
+        &whole[tidelog_wire::batch::HEADER_LEN + 21..],
+        &records[21..]
+    );
+    block_on(log.close()).expect("close");
+    let reopened = open(&disk, &clock, small_config());
+    let from_disk = block_on(reopened.read(0, 1 << 20)).expect("read");
+    assert!(matches!(from_disk.chunks[0], ReadChunk::Disk(_)));
+    assert_eq!(
+        from_disk.chunks[0].to_vec(),
+        whole,
+        "disk and cache serve the same bytes"
+    );
 }

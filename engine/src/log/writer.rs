@@ -122,17 +122,24 @@ impl<F: StorageFile> SegmentWriter<F> {
         Ok(())
     }
 
-    /// Copies one batch into the buffer, writing out full buffers as they fill.
-    pub(crate) async fn append(&mut self, data: &[u8], next_offset: u64) -> io::Result<()> {
-        let mut rest = data;
-        while !rest.is_empty() {
-            let room = WRITE_BUFFER_BYTES - self.buf_len;
-            let n = room.min(rest.len());
-            self.buf.as_mut()[self.buf_len..self.buf_len + n].copy_from_slice(&rest[..n]);
-            self.buf_len += n;
-            rest = &rest[n..];
-            if self.buf_len == WRITE_BUFFER_BYTES {
-                self.submit().await?;
+    /// Copies one batch, given in pieces (in order), into the buffer, writing out full
+    /// buffers as they fill: the one copy of its bytes on the way to the disk.
+    pub(crate) async fn append_parts(
+        &mut self,
+        parts: &[&[u8]],
+        next_offset: u64,
+    ) -> io::Result<()> {
+        for part in parts {
+            let mut rest = *part;
+            while !rest.is_empty() {
+                let room = WRITE_BUFFER_BYTES - self.buf_len;
+                let n = room.min(rest.len());
+                self.buf.as_mut()[self.buf_len..self.buf_len + n].copy_from_slice(&rest[..n]);
+                self.buf_len += n;
+                rest = &rest[n..];
+                if self.buf_len == WRITE_BUFFER_BYTES {
+                    self.submit().await?;
+                }
             }
         }
         self.pending.push_back((self.end(), next_offset));

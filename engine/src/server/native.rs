@@ -614,7 +614,11 @@ impl Connection<Native> {
         // The batches go out exactly as stored: cache buffers and DMA read buffers, uncopied.
         for part in &parts {
             for chunk in &part.chunks {
-                self.stream.write_all(chunk).await?;
+                for piece in chunk.pieces() {
+                    if !piece.is_empty() {
+                        self.stream.write_all(piece).await?;
+                    }
+                }
             }
         }
         Ok(())

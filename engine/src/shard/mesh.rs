@@ -346,7 +346,9 @@ fn copy_out(read: Fetched) -> FetchedData {
     let total = read.chunks.iter().map(|c| c.len()).sum();
     let mut bytes = BytesMut::with_capacity(total);
     for chunk in &read.chunks {
-        bytes.extend_from_slice(chunk);
+        for piece in chunk.pieces() {
+            bytes.extend_from_slice(piece);
+        }
     }
     FetchedData {
         high_watermark: read.high_watermark,

@@ -25,7 +25,8 @@ async fn next_seq(log: &PartitionLog<DmaStorage, SystemClock>) -> anyhow::Result
     }
     let read = log.read(end - 1, 1).await.context("read the last batch")?;
     let mut last = None;
-    for chunk in &read.chunks {
+    let chunks: Vec<Vec<u8>> = read.chunks.iter().map(|c| c.to_vec()).collect();
+    for chunk in &chunks {
         last = split_batches(chunk)?.last().copied().or(last);
     }
     let Some(last) = last else {

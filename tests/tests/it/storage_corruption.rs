@@ -198,9 +198,9 @@ async fn read_each(log: &Log, oracle: &mut Oracle, skip: &FileBatch) -> usize {
             .read(offset, 1)
             .await
             .unwrap_or_else(|e| panic!("read of intact offset {offset} failed: {e}"));
-        let chunk: &[u8] = &got.chunks[0];
+        let chunk = got.chunks[0].to_vec();
         let info = oracle
-            .check(&chunk[..tidelog_tests::batch_len(chunk) as usize], offset)
+            .check(&chunk[..tidelog_tests::batch_len(&chunk) as usize], offset)
             .unwrap_or_else(|e| panic!("batch at {offset}: {e:#}"));
         offset = info.last_offset + 1;
         read += 1;

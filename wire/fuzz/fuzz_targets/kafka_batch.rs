@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(info.record_count > 0);
     assert_eq!(info.last_offset_delta + 1, info.record_count);
-    let mut stored = wrap_for_log(records, &info).into_bytes();
+    let mut stored = wrap_for_log(&bytes::Bytes::copy_from_slice(records), &info).into_bytes();
     stamp_base_offset(&mut stored, 42).expect("a wrapped batch holds a header");
     verify(&stored, &VerifyLimits::default()).expect("wrapped batches verify");
     let served = kafka_payload(&stored).expect("wrapped batches have a Kafka payload");

@@ -259,38 +259,6 @@ pub fn encode_kafka_wrapped(
     base_sequence: i32,
     compression: Compression,
 ) -> BytesMut {
-    encode_kafka_wrapped_with(
-        kafka_batch,
-        record_count,
-        last_offset_delta,
-        first_ts,
-        max_ts,
-        producer_id,
-        producer_epoch,
-        base_sequence,
-        compression,
-        0,
-        |_| {},
-    )
-}
-
-/// [`encode_kafka_wrapped`] with header `flags` (e.g. [`super::FLAG_KAFKA_CRC_CHAIN`], only
-/// for a batch whose Kafka CRC was checked), and `edit` applied to the copied Kafka batch
-/// before the CRC.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn encode_kafka_wrapped_with(
-    kafka_batch: &[u8],
-    record_count: i32,
-    last_offset_delta: i32,
-    first_ts: i64,
-    max_ts: i64,
-    producer_id: i64,
-    producer_epoch: i16,
-    base_sequence: i32,
-    compression: Compression,
-    flags: u8,
-    edit: impl FnOnce(&mut [u8]),
-) -> BytesMut {
     let header = BatchHeader::new(
         0,
         0,
@@ -298,7 +266,7 @@ pub(crate) fn encode_kafka_wrapped_with(
         FORMAT_VERSION,
         PayloadFormat::Kafka,
         compression,
-        flags,
+        0,
         record_count,
         last_offset_delta,
         producer_epoch,
@@ -309,5 +277,5 @@ pub(crate) fn encode_kafka_wrapped_with(
         base_sequence,
         0,
     );
-    seal(header, kafka_batch, edit)
+    seal(header, kafka_batch, |_| {})
 }

@@ -11,7 +11,6 @@ mod builder;
 mod tests;
 
 pub use crate::generated::{BatchHeader, Compression, PayloadFormat};
-pub(crate) use builder::encode_kafka_wrapped_with;
 pub use builder::{encode_kafka_wrapped, BatchBuilder};
 
 /// Size of the fixed [`BatchHeader`] in bytes.
@@ -149,13 +148,7 @@ const PAYLOAD_FORMAT_AT: usize = 17;
 /// A slice shorter than [`CRC_START`] yields the CRC of the empty string.
 pub fn compute_crc(batch: &[u8]) -> u32 {
     if is_chained(batch) {
-        let head = batch
-            .get(CRC_START..KAFKA_BASE_OFFSET_RANGE.start)
-            .unwrap_or_default();
-        let tail = batch
-            .get(KAFKA_BASE_OFFSET_RANGE.end..KAFKA_CHAIN_END)
-            .unwrap_or_default();
-        crc32c::crc32c_append(crc32c::crc32c(head), tail)
+        chained_crc(batch)
     } else if has_kafka_base_offset(batch) {
         let head = batch
             .get(CRC_START..KAFKA_BASE_OFFSET_RANGE.start)
@@ -165,6 +158,18 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
     } else {
         crc32c::crc32c(batch.get(CRC_START..).unwrap_or_default())
     }
+}
+
+/// The Tidelog CRC of a chained Kafka-format batch, from its first [`KAFKA_CHAIN_END`] bytes
+/// (all it covers): `head[CRC_START..64]` followed by `head[72..KAFKA_CHAIN_END]`.
+pub fn chained_crc(head: &[u8]) -> u32 {
+    let header = head
+        .get(CRC_START..KAFKA_BASE_OFFSET_RANGE.start)
+        .unwrap_or_default();
+    let kafka = head
+        .get(KAFKA_BASE_OFFSET_RANGE.end..KAFKA_CHAIN_END)
+        .unwrap_or_default();
+    crc32c::crc32c_append(crc32c::crc32c(header), kafka)
 }
 
 /// Whether `batch` is a Kafka-format batch with chained CRCs, long enough for the chain.

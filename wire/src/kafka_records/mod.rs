@@ -27,9 +27,12 @@
 
 use std::ops::Range;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::batch::{peek_header, BatchView, Compression, PayloadFormat, HEADER_LEN};
+use crate::batch::{
+    chained_crc, peek_header, BatchHeader, BatchView, Compression, PayloadFormat,
+    FLAG_KAFKA_CRC_CHAIN, FORMAT_VERSION, HEADER_LEN, KAFKA_CHAIN_END,
+};
 pub use crate::kafka::code::{
     CORRUPT_MESSAGE, INVALID_RECORD, INVALID_TIMESTAMP, MESSAGE_TOO_LARGE,
     UNSUPPORTED_COMPRESSION_TYPE,
@@ -343,63 +346,90 @@ pub fn validate_produce_batch(
     })
 }
 
-/// Puts a Tidelog header ([`PayloadFormat::Kafka`], `base_offset` 0, CRC
-/// filled in) in front of a copy of `records`, ready for the partition log's
-/// append, which stamps both base offsets.
+/// Puts a Tidelog header ([`PayloadFormat::Kafka`], `base_offset` 0, CRC filled in) in
+/// front of `records`, ready for the partition log's append, which stamps both base offsets,
+/// **without copying the records**: the result is a small head (the 64-byte header and the
+/// Kafka batch's first 21 bytes, up to its CRC) and the rest of `records` as a shared slice.
 ///
-/// The copy's `partitionLeaderEpoch` is set to 0: there is one replica and no
-/// leader election, and the field is outside the Kafka CRC. Nothing else of
-/// the Kafka batch changes.
+/// The head's `partitionLeaderEpoch` is set to 0: there is one replica and no leader
+/// election, and the field is outside the Kafka CRC. Nothing else of the Kafka batch
+/// changes. The CRCs are chained ([`crate::batch::FLAG_KAFKA_CRC_CHAIN`]): the Tidelog CRC
+/// covers the head, whose Kafka CRC (checked by validation) covers the tail, so wrapping
+/// costs no CRC pass over the records.
 ///
-/// The CRCs are chained ([`crate::batch::FLAG_KAFKA_CRC_CHAIN`]): the Tidelog CRC covers
-/// the header and the Kafka fields up to the Kafka CRC, which validation already checked,
-/// so wrapping costs no CRC pass over the records.
-///
-/// `records` and `info` must come from [`validate_produce_batch`]; for other
-/// input the result is still a well-formed allocation but may be refused by
-/// the log (e.g. more than `u32::MAX` bytes yields a wrong `batch_len`).
-pub fn wrap_for_log(records: &[u8], info: &KafkaBatchInfo) -> SealedBatch {
-    SealedBatch(crate::batch::encode_kafka_wrapped_with(
-        records,
+/// `records` and `info` must come from [`validate_produce_batch`] (at least a whole v2
+/// header); for other input the result is still well-formed but may be refused by the log.
+pub fn wrap_for_log(records: &Bytes, info: &KafkaBatchInfo) -> SealedBatch {
+    let total = HEADER_LEN.saturating_add(records.len());
+    let header = BatchHeader::new(
+        0,
+        0,
+        u32::try_from(total).unwrap_or(u32::MAX),
+        FORMAT_VERSION,
+        PayloadFormat::Kafka,
+        info.compression,
+        FLAG_KAFKA_CRC_CHAIN,
         info.record_count,
         info.last_offset_delta,
+        info.producer_epoch,
+        0,
         info.base_timestamp,
         info.max_timestamp,
         info.producer_id,
-        info.producer_epoch,
         info.base_sequence,
-        info.compression,
-        // Validation checked the Kafka CRC and a whole v2 header: the CRCs can chain.
-        crate::batch::FLAG_KAFKA_CRC_CHAIN,
-        |kafka| {
-            // The leader epoch is outside the Kafka CRC; with one leader it is always 0.
-            if let Some(dst) = kafka.get_mut(at::LEADER_EPOCH..at::LEADER_EPOCH + 4) {
-                dst.copy_from_slice(&0i32.to_be_bytes());
-            }
-        },
-    ))
+        0,
+    );
+    let split = (KAFKA_CHAIN_END - HEADER_LEN).min(records.len());
+    let mut head = BytesMut::with_capacity(KAFKA_CHAIN_END);
+    head.put_slice(&header.0);
+    head.put_slice(&records[..split]);
+    // The leader epoch is outside the Kafka CRC; with one leader it is always 0.
+    let epoch = HEADER_LEN + at::LEADER_EPOCH;
+    if let Some(dst) = head.get_mut(epoch..epoch + 4) {
+        dst.copy_from_slice(&0i32.to_be_bytes());
+    }
+    let crc = chained_crc(&head);
+    head[8..12].copy_from_slice(&crc.to_le_bytes());
+    SealedBatch {
+        head,
+        tail: records.slice(split..),
+    }
 }
 
 /// A stored-format batch whose CRCs this crate computed over input it had checked: the
 /// result of [`wrap_for_log`] for a batch [`validate_produce_batch`] accepted. A log may
 /// append it without checking its CRCs again (its Kafka CRC was verified by validation, the
 /// Tidelog CRC was just computed), which is what makes a Kafka produce one CRC pass over
-/// its records. Read-only until appended.
+/// its records. It is two pieces: the head (everything the broker writes: both base
+/// offsets, the header, the leader epoch, all that the Tidelog CRC covers) and the tail,
+/// the producer's bytes from the Kafka `attributes` on, shared with the request.
 #[derive(Debug)]
-pub struct SealedBatch(BytesMut);
-
-impl SealedBatch {
-    /// The batch bytes, e.g. for a log that stamps the base offset in place.
-    pub fn into_bytes(self) -> BytesMut {
-        self.0
-    }
+pub struct SealedBatch {
+    head: BytesMut,
+    tail: Bytes,
 }
 
-impl std::ops::Deref for SealedBatch {
-    type Target = [u8];
+impl SealedBatch {
+    /// Bytes of the whole batch.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
 
-    fn deref(&self) -> &[u8] {
-        &self.0
+    /// Never true: a sealed batch holds at least a header.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The head (header and the Kafka fields the log stamps) and the tail (shared).
+    pub fn into_parts(self) -> (BytesMut, Bytes) {
+        (self.head, self.tail)
+    }
+
+    /// The whole batch in one buffer (a copy of the tail), e.g. to cross threads or in tests.
+    pub fn into_bytes(self) -> BytesMut {
+        let mut whole = self.head;
+        whole.extend_from_slice(&self.tail);
+        whole
     }
 }
 

@@ -262,7 +262,7 @@ fn wrap_stamp_and_serve() {
     let mut kafka = simple();
     set_i32(&mut kafka, at::LEADER_EPOCH, 99);
     let info = validate_produce_batch(&kafka, 9, MAX).unwrap();
-    let mut stored = wrap_for_log(&kafka, &info).into_bytes();
+    let mut stored = wrap_for_log(&bytes::Bytes::copy_from_slice(&kafka), &info).into_bytes();
     let view = verify(&stored, &VerifyLimits::default()).unwrap();
     let h = view.header();
     assert_eq!(h.payload_format(), PayloadFormat::Kafka);
@@ -361,7 +361,7 @@ proptest! {
         }
         // What the converter writes, the validator accepts, and survives the log round trip.
         let info = validate_produce_batch(&kafka, 9, MAX).unwrap();
-        let mut stored = wrap_for_log(&kafka, &info).into_bytes();
+        let mut stored = wrap_for_log(&bytes::Bytes::copy_from_slice(&kafka), &info).into_bytes();
         stamp_base_offset(&mut stored, base + 1).unwrap();
         verify(&stored, &VerifyLimits::default()).unwrap();
         let served = kafka_payload(&stored).unwrap();
@@ -399,7 +399,7 @@ proptest! {
             reseal(&mut buf);
         }
         if let Ok(info) = validate_produce_batch(&buf, version, MAX) {
-            let stored = wrap_for_log(&buf, &info).into_bytes();
+            let stored = wrap_for_log(&bytes::Bytes::copy_from_slice(&buf), &info).into_bytes();
             verify(&stored, &VerifyLimits::default()).unwrap();
             prop_assert_eq!(kafka_payload(&stored).unwrap().len(), buf.len());
         }
@@ -429,7 +429,7 @@ fn chained_crcs_cover_every_unstamped_byte() {
     use crate::batch::{check_crc, compute_crc, FLAG_KAFKA_CRC_CHAIN, KAFKA_CHAIN_END};
     let kafka = simple();
     let info = validate_produce_batch(&kafka, 9, MAX).unwrap();
-    let stored = wrap_for_log(&kafka, &info).into_bytes();
+    let stored = wrap_for_log(&bytes::Bytes::copy_from_slice(&kafka), &info).into_bytes();
     assert_eq!(peek_header(&stored).unwrap().flags(), FLAG_KAFKA_CRC_CHAIN);
     check_crc(&stored).unwrap();
     let mut records_changed = stored.clone();
@@ -459,7 +459,7 @@ fn unchained_kafka_batches_still_verify_and_native_batches_cannot_chain() {
     use crate::batch::{check_crc, BatchBuilder, FLAG_KAFKA_CRC_CHAIN};
     let kafka = simple();
     let info = validate_produce_batch(&kafka, 9, MAX).unwrap();
-    let mut old = wrap_for_log(&kafka, &info).into_bytes();
+    let mut old = wrap_for_log(&bytes::Bytes::copy_from_slice(&kafka), &info).into_bytes();
     old[19] = 0; // flags as written before the chain
     let crc = crate::batch::compute_crc(&old);
     old[8..12].copy_from_slice(&crc.to_le_bytes());

@@ -82,18 +82,67 @@ pub const PRODUCER_STATE_SEGMENTS: usize = 2;
 pub enum ReadChunk<B> {
     /// Batches from the tail cache (shared, not copied).
     Cache(Bytes),
+    /// One batch from the tail cache held in two pieces: a Kafka produce's `head` (the
+    /// Tidelog header and the Kafka fields up to its CRC, written by the broker) and its
+    /// `tail` (the producer's records, shared with the request they arrived in, never
+    /// copied in user space).
+    Split {
+        /// The first bytes of the batch (at least the Tidelog header).
+        head: Bytes,
+        /// The rest of the batch.
+        tail: Bytes,
+    },
     /// Contiguous batches from a DMA read of a segment file.
     Disk(B),
 }
 
-impl<B: Deref<Target = [u8]>> Deref for ReadChunk<B> {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
+impl<B: Deref<Target = [u8]>> ReadChunk<B> {
+    /// Bytes of the chunk.
+    pub fn len(&self) -> usize {
         match self {
-            ReadChunk::Cache(bytes) => bytes,
-            ReadChunk::Disk(buf) => buf,
+            ReadChunk::Cache(bytes) => bytes.len(),
+            ReadChunk::Split { head, tail } => head.len() + tail.len(),
+            ReadChunk::Disk(buf) => buf.len(),
         }
+    }
+
+    /// True for a chunk of no bytes (reads never hand one out).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The chunk as one slice, unless it is held in two pieces.
+    pub fn contiguous(&self) -> Option<&[u8]> {
+        match self {
+            ReadChunk::Cache(bytes) => Some(bytes),
+            ReadChunk::Split { .. } => None,
+            ReadChunk::Disk(buf) => Some(buf),
+        }
+    }
+
+    /// The chunk's pieces in order: itself, or a split batch's head and tail. Write them
+    /// one after the other to send the chunk.
+    pub fn pieces(&self) -> [&[u8]; 2] {
+        match self {
+            ReadChunk::Cache(bytes) => [bytes, &[]],
+            ReadChunk::Split { head, tail } => [head, tail],
+            ReadChunk::Disk(buf) => [buf, &[]],
+        }
+    }
+
+    /// The first piece: the whole chunk, or a split batch's head. Its batch headers can be
+    /// walked (a split chunk is one batch whose header lies in its head).
+    pub fn head(&self) -> &[u8] {
+        self.pieces()[0]
+    }
+
+    /// The chunk copied into one buffer (tests, and callers that need one slice).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let [head, tail] = self.pieces();
+        let mut out = Vec::with_capacity(head.len() + tail.len());
+        out.extend_from_slice(head);
+        out.extend_from_slice(tail);
+        out
     }
 }
 
@@ -113,7 +162,7 @@ pub struct LogRead<B> {
 impl<B: Deref<Target = [u8]>> LogRead<B> {
     /// Total bytes returned.
     pub fn len(&self) -> usize {
-        self.chunks.iter().map(|c| c.len()).sum()
+        self.chunks.iter().map(ReadChunk::len).sum()
     }
 
     /// True when no batch was returned.

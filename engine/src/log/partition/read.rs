@@ -67,7 +67,16 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 if let Some(next_offset) = state.cache.read(offset, max_bytes, &mut cached) {
                     bump(&self.counters.cache_reads, 1);
                     return Ok(LogRead {
-                        chunks: cached.into_iter().map(ReadChunk::Cache).collect(),
+                        chunks: cached
+                            .into_iter()
+                            .map(|(head, tail)| {
+                                if tail.is_empty() {
+                                    ReadChunk::Cache(head)
+                                } else {
+                                    ReadChunk::Split { head, tail }
+                                }
+                            })
+                            .collect(),
                         ..empty(next_offset)
                     });
                 }
@@ -275,7 +284,8 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 return Ok(None);
             }
             for chunk in &read.chunks {
-                let mut bytes: &[u8] = chunk;
+                // A split chunk is one batch whose header lies in its head.
+                let mut bytes: &[u8] = chunk.head();
                 while !bytes.is_empty() {
                     let meta = BatchMeta::parse(bytes)?;
                     let batch_next = meta.base_offset as u64 + meta.span();
@@ -303,7 +313,15 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         while offset < self.log_end() {
             let read = self.read(offset, 1 << 20).await?;
             for chunk in &read.chunks {
-                let mut bytes: &[u8] = chunk;
+                // Internal logs hold native batches, never split ones; one would be copied.
+                let copied;
+                let mut bytes: &[u8] = match chunk.contiguous() {
+                    Some(bytes) => bytes,
+                    None => {
+                        copied = chunk.to_vec();
+                        &copied
+                    }
+                };
                 while !bytes.is_empty() {
                     let view = tidelog_wire::batch::verify(bytes, &limits)?;
                     for record in view.records()? {

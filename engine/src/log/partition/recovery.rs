@@ -173,7 +173,8 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 break;
             }
             for chunk in &read.chunks {
-                let mut bytes: &[u8] = chunk;
+                // A split chunk is one batch whose header lies in its head.
+                let mut bytes: &[u8] = chunk.head();
                 while !bytes.is_empty() {
                     let meta = BatchMeta::parse(bytes)?;
                     if let Some(batch) = meta.producer() {

@@ -157,11 +157,24 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         &self,
         batch: tidelog_wire::kafka_records::SealedBatch,
     ) -> Result<AppendInfo> {
-        self.append_checked(batch.into_bytes(), false).await
+        let (head, tail) = batch.into_parts();
+        self.append_pieces(head, tail, false).await
     }
 
-    async fn append_checked(&self, mut batch: BytesMut, check_crc: bool) -> Result<AppendInfo> {
-        let len = batch.len();
+    async fn append_checked(&self, batch: BytesMut, check_crc: bool) -> Result<AppendInfo> {
+        self.append_pieces(batch, Bytes::new(), check_crc).await
+    }
+
+    /// Appends one batch given as `head` (at least its header; the log stamps the base
+    /// offsets there) and `tail` (the rest, possibly empty, shared with the caller): the
+    /// write buffer copy is the only copy of its bytes.
+    async fn append_pieces(
+        &self,
+        mut batch: BytesMut,
+        tail: Bytes,
+        check_crc: bool,
+    ) -> Result<AppendInfo> {
+        let len = batch.len() + tail.len();
         if len > self.config.max_batch_bytes {
             return Err(LogError::BatchTooLarge {
                 len,
@@ -176,6 +189,8 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             });
         }
         if check_crc {
+            // Callers that have the CRCs checked hand over whole batches.
+            debug_assert!(tail.is_empty());
             tidelog_wire::batch::check_crc(&batch)?;
         }
         let now_ms = self.clock.now_ms();
@@ -216,7 +231,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             .await
             .map_err(|e| LogError::io("preallocate", self.active_path(), e))?;
         lease.dirty = true;
-        if let Err(e) = lease.writer().append(&batch, next_offset).await {
+        if let Err(e) = lease
+            .writer()
+            .append_parts(&[&batch, &tail], next_offset)
+            .await
+        {
             return Err(self.poison("write", &e));
         }
         lease.dirty = false;
@@ -236,7 +255,9 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             state.log_end = next_offset;
             state.appended_bytes_total += len as u64;
             state.oldest_unsynced_ms.get_or_insert(now_ms);
-            state.cache.push(base_offset, next_offset, batch.freeze());
+            state
+                .cache
+                .push_parts(base_offset, next_offset, batch.freeze(), tail);
             if let Some(producer) = &producer {
                 state
                     .producers

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_lite::AsyncWriteExt;
-use tidelog_wire::batch::{peek_header, verify, PayloadFormat, VerifyLimits};
+use tidelog_wire::batch::{peek_header, verify, PayloadFormat, VerifyLimits, HEADER_LEN};
 use tidelog_wire::kafka::codec::{put_array_len, put_string, put_uvarint, EncodeError};
 use tidelog_wire::kafka::generated::{
     fetch_request::FetchRequest,
@@ -25,6 +25,10 @@ use super::{code, error_code, KafkaConnError, KafkaConnection, RequestMeta};
 use crate::log::{Durability, ReadChunk};
 use crate::server::pipeline::Pending;
 use crate::shard::{partition_index, AppendStarted, Batches, Chunk, Route, Shard};
+
+/// Record-data pieces up to this size are copied into the response buffer rather than
+/// written on their own (a split batch's 21-byte Kafka head; a syscall costs more).
+const INLINE_PIECE_BYTES: usize = 64;
 
 /// How far into a fetch's wait appends are re-checked even without a wake-up.
 const FETCH_RECHECK: Duration = Duration::from_millis(100);
@@ -269,8 +273,10 @@ impl KafkaConnection {
             out.put_i32(0); // session_id: sessionless
         }
         put_array_len(out, Some(topics.len()), flexible)?;
-        // (position in `out` after which they go, pieces)
-        let mut sends: Vec<(usize, Vec<Piece>)> = Vec::new();
+        // (position in `out` after which it goes, piece); pieces no longer than
+        // INLINE_PIECE_BYTES (a split batch's Kafka head) are copied into `out` instead, so
+        // they share a write with the bytes around them.
+        let mut sends: Vec<(usize, Piece)> = Vec::new();
         let mut extra = 0usize;
         for (name, parts) in topics {
             put_string(out, name, flexible)?;
@@ -295,9 +301,13 @@ impl KafkaConnection {
                 } else {
                     out.put_i32(i32::try_from(len).map_err(|_| EncodeError::TooLong(len))?);
                 }
-                if !part.pieces.is_empty() {
-                    extra += len;
-                    sends.push((out.len(), part.pieces));
+                for piece in part.pieces {
+                    if piece.len() <= INLINE_PIECE_BYTES {
+                        out.put_slice(&piece);
+                    } else {
+                        extra += piece.len();
+                        sends.push((out.len(), piece));
+                    }
                 }
                 if flexible {
                     out.put_u8(0); // partition tagged fields
@@ -314,12 +324,12 @@ impl KafkaConnection {
         let size = i32::try_from(size).map_err(|_| EncodeError::TooLong(size))?;
         self.out[..4].copy_from_slice(&size.to_be_bytes());
         let mut sent = 0usize;
-        for (at, pieces) in sends {
-            self.stream.write_all(&self.out[sent..at]).await?;
-            sent = at;
-            for piece in &pieces {
-                self.stream.write_all(piece).await?;
+        for (at, piece) in sends {
+            if at > sent {
+                self.stream.write_all(&self.out[sent..at]).await?;
             }
+            sent = at;
+            self.stream.write_all(&piece).await?;
         }
         self.stream.write_all(&self.out[sent..]).await?;
         Ok(())
@@ -384,10 +394,29 @@ async fn read_partition(
 /// Splits a chunk of whole stored batches into Kafka record data: Kafka batches as slices
 /// past their Tidelog header (no copy), native batches converted.
 fn cut_chunk(chunk: Chunk, part: &mut FetchedPartition) -> Result<(), tidelog_wire::WireError> {
+    // A Kafka produce's batch held in two pieces: its Kafka bytes are the head past the
+    // Tidelog header, then the tail, both shared.
+    if let ReadChunk::Split { head, tail } = &chunk {
+        let header = peek_header(head)?;
+        if header.payload_format() != PayloadFormat::Kafka || head.len() < HEADER_LEN {
+            return Err(tidelog_wire::WireError::WrongPayloadFormat {
+                expected: PayloadFormat::Kafka,
+                found: header.payload_format(),
+            });
+        }
+        for piece in [head.slice(HEADER_LEN..), tail.clone()] {
+            part.bytes += piece.len();
+            part.pieces.push(Piece::Cache(piece));
+        }
+        return Ok(());
+    }
+    let Some(whole) = chunk.contiguous() else {
+        return Ok(());
+    };
     let mut at = 0usize;
-    let len = chunk.len();
+    let len = whole.len();
     while at < len {
-        let header = peek_header(&chunk[at..])?;
+        let header = peek_header(&whole[at..])?;
         let batch_len = header.batch_len() as usize;
         let end = at.checked_add(batch_len).filter(|&e| e <= len).ok_or(
             tidelog_wire::WireError::Truncated {
@@ -399,6 +428,7 @@ fn cut_chunk(chunk: Chunk, part: &mut FetchedPartition) -> Result<(), tidelog_wi
             let start = at + tidelog_wire::batch::HEADER_LEN;
             let piece = match &chunk {
                 ReadChunk::Cache(bytes) => Piece::Cache(bytes.slice(start..end)),
+                ReadChunk::Split { .. } => return Ok(()),
                 ReadChunk::Disk(result) => {
                     match glommio::io::ReadResult::slice(result, start, end - start) {
                         Some(slice) => Piece::Disk(slice),
@@ -414,7 +444,7 @@ fn cut_chunk(chunk: Chunk, part: &mut FetchedPartition) -> Result<(), tidelog_wi
             part.bytes += piece.len();
             part.pieces.push(piece);
         } else {
-            let view = verify(&chunk[at..end], &VerifyLimits::default())?;
+            let view = verify(&whole[at..end], &VerifyLimits::default())?;
             let mut converted = BytesMut::new();
             native_to_kafka(&view, &mut converted)?;
             part.bytes += converted.len();
