@@ -23,8 +23,8 @@ use crate::kafka::consumer::KafkaConsumer;
 use crate::kafka::group::GroupMember;
 use crate::kafka::KafkaError;
 use crate::payload;
-use crate::run::{consumer_partitions, Shared, Tp, WorkerResult, POLL_WAIT, STALL_TIMEOUT};
 use crate::stats::{now_ns, Live};
+use crate::work::{consumer_partitions, Shared, Tp, WorkerResult, POLL_WAIT, STALL_TIMEOUT};
 
 /// A group consumer commits its positions this often (and on rebalances and at the end).
 pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
@@ -143,7 +143,7 @@ impl LoadConsumer {
         let targets = shared.targets();
         match self {
             LoadConsumer::Native { client, .. } => {
-                crate::run::native_offsets(client, &shared.plan.topics, targets, LATEST).await
+                crate::work::native_offsets(client, &shared.plan.topics, targets, LATEST).await
             }
             LoadConsumer::Kafka(c) => Ok(c
                 .client

@@ -20,6 +20,7 @@ mod report;
 mod run;
 mod smoke;
 mod stats;
+mod work;
 
 // Reports beyond the summary table.
 mod html;
@@ -30,7 +31,7 @@ use clap::Parser;
 
 use crate::args::{Args, Plan};
 use crate::report::Run;
-use crate::run::Shared;
+use crate::work::Shared;
 
 fn main() {
     let args = Args::parse();

@@ -27,8 +27,8 @@ use crate::args::Protocol;
 use crate::kafka::client::KafkaClient;
 use crate::kafka::producer::{self as kp, KafkaProducer};
 use crate::payload::{self, Payloads};
-use crate::run::{producer_partitions, records_for, Shared, Tp, WorkerResult};
 use crate::stats::{error_kind, now_ns, Live};
+use crate::work::{producer_partitions, records_for, Shared, Tp, WorkerResult};
 
 /// An executor's producer client, shared by its producers.
 #[derive(Clone)]

@@ -13,8 +13,8 @@ use anyhow::{Context, Result};
 
 use crate::args::Plan;
 use crate::procfs::{self, BrokerUsage, ProcSample};
-use crate::run::{Outcome, Phase, Shared};
 use crate::stats::{rates, LatencySummary, Live};
+use crate::work::{Outcome, Phase, Shared};
 
 /// One interval (about a second) of a run, from the live counters.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -11,7 +11,7 @@ use clap::Parser;
 
 use crate::args::{Args, Plan};
 use crate::report;
-use crate::run::Outcome;
+use crate::work::Outcome;
 
 /// Records of the smoke run.
 pub const SMOKE_RECORDS: u64 = 20_000;

@@ -218,7 +218,7 @@ pub(crate) fn malformed(api: &str) -> impl Fn(tidelog_wire::kafka::DecodeError) 
 }
 
 /// A partition: (index of its topic in the client's list, partition number).
-pub type Tp = (usize, i32);
+pub use crate::work::Tp;
 
 /// A Kafka client for a fixed list of topics; `!Send`, one per executor (or per consumer).
 #[derive(Debug)]

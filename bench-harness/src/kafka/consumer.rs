@@ -28,7 +28,7 @@ use super::group::GroupMember;
 use super::{check, code, KafkaError, FETCH_BYTES_MAX, FETCH_PARTITION_BYTES_MAX};
 #[cfg(test)]
 use crate::args::Codec;
-use crate::run::POLL_WAIT;
+use crate::work::POLL_WAIT;
 
 /// Most bytes one batch may inflate to: a batch's records section is bounded by the
 /// partition fetch size, and a codec's ratio on benchmark payloads stays far below this.
