@@ -109,7 +109,7 @@ fn a_corrupt_batch_is_an_error() {
 /// records are damaged, is an error.
 #[test]
 fn reads_compressed_kafka_batches() {
-    use tidelog_wire::kafka_records::{validate_produce_batch, wrap_for_log, RecordBatchBuilder};
+    use tidelog_wire::kafka_records::{seal_produce_batch, RecordBatchBuilder};
     for codec in [
         Compression::Gzip,
         Compression::Snappy,
@@ -121,8 +121,8 @@ fn reads_compressed_kafka_batches() {
             builder.push(Some(&[i]), &[i; 100], 9_000);
         }
         let kafka = builder.finish_compressed(4096, codec).expect("known codec");
-        let info = validate_produce_batch(&kafka, 9, 1 << 20).expect("valid");
-        let mut stored = wrap_for_log(&kafka, &info).into_bytes();
+        let (_, sealed) = seal_produce_batch(&kafka, 9, 1 << 20).expect("valid");
+        let mut stored = sealed.into_bytes();
         stamp_base_offset(&mut stored, 100).expect("stamp");
         let stored = stored.freeze();
         let mut out = Vec::new();

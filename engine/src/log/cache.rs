@@ -21,6 +21,9 @@ struct CachedBatch {
     /// The rest of the batch when it is held in two pieces (a Kafka produce's head and its
     /// records, shared with the request: see `ReadChunk::Split`); empty otherwise.
     tail: Bytes,
+    /// Bytes of memory the batch keeps alive (its length, or the buffer its tail shares):
+    /// what it counts against the budget.
+    memory: usize,
 }
 
 impl CachedBatch {
@@ -55,23 +58,34 @@ impl TailCache {
     /// Adds the batch that follows the last one held.
     #[cfg(test)]
     pub fn push(&mut self, base_offset: u64, next_offset: u64, bytes: Bytes) {
-        self.push_parts(base_offset, next_offset, bytes, Bytes::new());
+        self.push_parts(base_offset, next_offset, bytes, Bytes::new(), 0);
     }
 
-    /// Adds the batch that follows the last one held, in two pieces (`tail` may be empty).
-    pub fn push_parts(&mut self, base_offset: u64, next_offset: u64, bytes: Bytes, tail: Bytes) {
+    /// Adds the batch that follows the last one held, in two pieces (`tail` may be empty),
+    /// counting `memory` bytes against the budget when that is more than its length (a tail
+    /// that keeps a larger buffer alive).
+    pub fn push_parts(
+        &mut self,
+        base_offset: u64,
+        next_offset: u64,
+        bytes: Bytes,
+        tail: Bytes,
+        memory: usize,
+    ) {
         if let Some(last) = self.batches.back() {
             assert_eq!(
                 last.next_offset, base_offset,
                 "tail cache must stay contiguous"
             );
         }
-        self.bytes += bytes.len() + tail.len();
+        let memory = memory.max(bytes.len() + tail.len());
+        self.bytes += memory;
         self.batches.push_back(CachedBatch {
             base_offset,
             next_offset,
             bytes,
             tail,
+            memory,
         });
     }
 
@@ -80,7 +94,7 @@ impl TailCache {
         while self.bytes > self.budget_bytes {
             match self.batches.front() {
                 Some(front) if front.next_offset <= written_offset => {
-                    self.bytes -= front.len();
+                    self.bytes -= front.memory;
                     self.batches.pop_front();
                 }
                 _ => break,
@@ -94,7 +108,7 @@ impl TailCache {
             if front.next_offset > offset {
                 break;
             }
-            self.bytes -= front.len();
+            self.bytes -= front.memory;
             self.batches.pop_front();
         }
     }
@@ -175,5 +189,38 @@ mod tests {
         cache.evict(50);
         assert_eq!(cache.start_offset(), Some(35));
         assert_eq!(cache.bytes, 300);
+    }
+
+    #[test]
+    fn a_tail_that_keeps_a_larger_buffer_alive_counts_that_buffer() {
+        let mut cache = TailCache::new(1000);
+        cache.push_parts(
+            0,
+            1,
+            Bytes::from(vec![1; 85]),
+            Bytes::from(vec![2; 100]),
+            600,
+        );
+        cache.push_parts(
+            1,
+            2,
+            Bytes::from(vec![3; 85]),
+            Bytes::from(vec![4; 100]),
+            600,
+        );
+        assert_eq!(
+            cache.bytes, 1200,
+            "each counts the 600 bytes it keeps alive"
+        );
+        cache.evict(2);
+        assert_eq!(
+            cache.start_offset(),
+            Some(1),
+            "over budget: the older one goes"
+        );
+        assert_eq!(cache.bytes, 600);
+        let mut out = Vec::new();
+        assert_eq!(cache.read(1, 10, &mut out), Some(2));
+        assert_eq!(out[0].1.len(), 100, "read hands out both pieces");
     }
 }

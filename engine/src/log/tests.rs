@@ -950,13 +950,13 @@ fn producer_state_is_rebuilt_from_a_bounded_tail() {
 /// A validated Kafka batch behind its Tidelog header, CRCs chained (what the Kafka
 /// listener appends).
 fn sealed_kafka_batch(seq: u64) -> tidelog_wire::kafka_records::SealedBatch {
-    use tidelog_wire::kafka_records::{native_to_kafka, validate_produce_batch, wrap_for_log};
+    use tidelog_wire::kafka_records::{native_to_kafka, seal_produce_batch};
     let native = make_batch(seq, 5, 100, T0);
     let view = verify(&native, &VerifyLimits::default()).expect("native batch");
     let mut kafka = BytesMut::new();
     native_to_kafka(&view, &mut kafka).expect("convert");
-    let info = validate_produce_batch(&kafka, 9, 1 << 20).expect("valid Kafka batch");
-    wrap_for_log(&kafka.freeze(), &info)
+    let (_, sealed) = seal_produce_batch(&kafka.freeze(), 9, 1 << 20).expect("valid Kafka batch");
+    sealed
 }
 
 /// Sealed batches skip the CRC check on append, so recovery must be what catches a record
@@ -994,7 +994,7 @@ fn a_damaged_record_of_a_sealed_kafka_batch_is_cut_at_recovery() {
 /// bytes served from the cache equal those read back from the disk after a reopen.
 #[test]
 fn sealed_kafka_batches_keep_the_producers_records_uncopied() {
-    use tidelog_wire::kafka_records::{native_to_kafka, validate_produce_batch, wrap_for_log};
+    use tidelog_wire::kafka_records::{native_to_kafka, seal_produce_batch};
     let disk = SimDisk::new(12);
     let clock = SimClock::new(T0);
     let log = open(&disk, &clock, small_config());
@@ -1003,8 +1003,8 @@ fn sealed_kafka_batches_keep_the_producers_records_uncopied() {
     let mut kafka = BytesMut::new();
     native_to_kafka(&view, &mut kafka).expect("convert");
     let records = kafka.freeze();
-    let info = validate_produce_batch(&records, 9, 1 << 20).expect("valid Kafka batch");
-    block_on(log.append_sealed_unsynced(wrap_for_log(&records, &info))).expect("append");
+    let (_, sealed) = seal_produce_batch(&records, 9, 1 << 20).expect("valid Kafka batch");
+    block_on(log.append_sealed_unsynced(sealed)).expect("append");
     let cached = block_on(log.read(0, 1 << 20)).expect("read");
     let ReadChunk::Split { head, tail } = &cached.chunks[0] else {
         panic!("a sealed batch is cached in two pieces");

@@ -37,7 +37,7 @@ use super::Server;
 use crate::groups::OffsetCommit;
 use crate::log::Durability;
 use crate::meta::TopicConfig;
-use crate::shard::{partition_index, AppendStarted, Batches, Chunk, Route, ShardError};
+use crate::shard::{partition_index, AppendStarted, Batches, Chunk, Fetched, Route, ShardError};
 
 /// Bounds of the native listener, per shard and per connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -556,9 +556,19 @@ impl Connection<Native> {
                 let fetched = match partition_index(want.partition) {
                     Ok(p) => {
                         remote |= shard.owner(&part.topic, p) != shard.id();
-                        shard
-                            .read(&part.topic, p, offset, budget, Route::Forward)
-                            .await
+                        if budget == 0 {
+                            // Past the response's byte budget: only say whether it exists
+                            // (no hop to its owner, no bounds), as this listener always has.
+                            shard.check_exists(&part.topic, p).map(|()| Fetched {
+                                high_watermark: 0,
+                                log_start: 0,
+                                chunks: Vec::new(),
+                            })
+                        } else {
+                            shard
+                                .read(&part.topic, p, offset, budget, Route::Forward)
+                                .await
+                        }
                     }
                     Err(e) => Err(e),
                 };

@@ -33,6 +33,9 @@ use glommio::task::JoinHandle;
 const READ_CHUNK_BYTES: usize = 256 << 10;
 /// Fewest bytes asked for per socket read, so small pipelined requests arrive together.
 const MIN_READ_BYTES: usize = 16 << 10;
+/// Frames at least this large are read into an allocation of their own (exactly their
+/// size), so what their slices keep alive is bounded by the frame itself.
+const OWN_BUFFER_FRAME_BYTES: usize = 64 << 10;
 
 /// What a listener supplies to the shared connection loop.
 pub(crate) trait Protocol: Sized {
@@ -171,7 +174,10 @@ impl<P: Protocol> Connection<P> {
                 Some(total) => total - self.inbuf.len(),
                 None => 4usize.saturating_sub(self.inbuf.len()).max(1),
             };
-            match self.read_or_complete(need).await {
+            if let Some(total) = announced.filter(|&t| t >= OWN_BUFFER_FRAME_BYTES) {
+                return self.read_own(total).await;
+            }
+            match self.read_or_complete(None, need).await {
                 Woke::Read(Ok(0)) => return Err(ConnError::Closed),
                 Woke::Read(Ok(_)) => {}
                 Woke::Read(Err(e)) => return Err(e.into()),
@@ -181,6 +187,30 @@ impl<P: Protocol> Connection<P> {
                 }
             }
         }
+    }
+
+    /// Reads the rest of a large frame (`total` bytes, its start buffered) into an
+    /// allocation of exactly its size. Slices of the frame that outlive the request (batches
+    /// the tail cache keeps without copying) then keep that frame alive and nothing else,
+    /// never a read buffer shared with other requests.
+    async fn read_own(&mut self, total: usize) -> Result<BytesMut, ConnError<P::Error>> {
+        let mut frame = BytesMut::with_capacity(total);
+        frame.extend_from_slice(&self.inbuf);
+        self.inbuf.clear();
+        while frame.len() < total {
+            self.write_completed().await?;
+            let need = total - frame.len();
+            match self.read_or_complete(Some(&mut frame), need).await {
+                Woke::Read(Ok(0)) => return Err(ConnError::Closed),
+                Woke::Read(Ok(_)) => {}
+                Woke::Read(Err(e)) => return Err(e.into()),
+                Woke::Done(done) => {
+                    let (meta, response) = done.map_err(|_| ConnError::Stopping)?;
+                    self.send(&meta, &response).await?;
+                }
+            }
+        }
+        Ok(frame)
     }
 
     fn announced(&self) -> Result<Option<usize>, ConnError<P::Error>> {
@@ -280,18 +310,35 @@ impl<P: Protocol> Connection<P> {
     /// one read may bring the next small requests too), reserving at most
     /// [`Protocol::FRAME_RESERVE_BYTES`] ahead — the buffer grows with bytes that arrive, not
     /// with what a length field claims — unless the oldest waiting response completes first.
-    async fn read_or_complete(&mut self, need: usize) -> Woke<P::Meta, P::Response> {
+    /// With `own`, reads at most `need` bytes into that buffer instead (a frame read into an
+    /// allocation of its own, never past its end).
+    async fn read_or_complete(
+        &mut self,
+        own: Option<&mut BytesMut>,
+        need: usize,
+    ) -> Woke<P::Meta, P::Response> {
         let Self {
             stream,
             inbuf,
             pending,
             ..
         } = self;
-        let filled = inbuf.len();
-        inbuf.reserve(need.min(P::FRAME_RESERVE_BYTES));
-        inbuf.resize(filled + need.clamp(MIN_READ_BYTES, READ_CHUNK_BYTES), 0);
+        let buf = match own {
+            Some(own) => {
+                let filled = own.len();
+                own.resize(filled + need, 0);
+                (own, filled)
+            }
+            None => {
+                let filled = inbuf.len();
+                inbuf.reserve(need.min(P::FRAME_RESERVE_BYTES));
+                inbuf.resize(filled + need.clamp(MIN_READ_BYTES, READ_CHUNK_BYTES), 0);
+                (inbuf, filled)
+            }
+        };
+        let (buf, filled) = buf;
         let race = {
-            let read = async { Race::Read(stream.read(&mut inbuf[filled..]).await) };
+            let read = async { Race::Read(stream.read(&mut buf[filled..]).await) };
             match pending.front_mut() {
                 Some((_, Pending::Waiting(oldest))) => {
                     futures_lite::future::or(read, async { Race::Done(oldest.await) }).await
@@ -301,15 +348,15 @@ impl<P: Protocol> Connection<P> {
         };
         match race {
             Race::Read(Ok(read)) => {
-                self.inbuf.truncate(filled + read);
+                buf.truncate(filled + read);
                 Woke::Read(Ok(read))
             }
             Race::Read(Err(e)) => {
-                self.inbuf.truncate(filled);
+                buf.truncate(filled);
                 Woke::Read(Err(e))
             }
             Race::Done(done) => {
-                self.inbuf.truncate(filled);
+                buf.truncate(filled);
                 // The oldest was waiting and has just finished: pop it with its result.
                 Woke::Done(
                     self.pop_with(done)

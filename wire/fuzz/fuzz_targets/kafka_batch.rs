@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tidelog_wire::batch::{stamp_base_offset, verify, VerifyLimits};
-use tidelog_wire::kafka_records::{kafka_payload, validate_produce_batch, wrap_for_log};
+use tidelog_wire::kafka_records::{kafka_payload, seal_produce_batch, validate_produce_batch};
 
 fuzz_target!(|data: &[u8]| {
     // The first two bytes pick the produce version, so both zstd rules are reached.
@@ -13,12 +13,15 @@ fuzz_target!(|data: &[u8]| {
         [a, b, rest @ ..] => (i16::from_be_bytes([*a, *b]), rest),
         _ => (9, data),
     };
-    let Ok(info) = validate_produce_batch(records, version, 1 << 20) else {
+    let Ok(validated) = validate_produce_batch(records, version, 1 << 20) else {
         return;
     };
+    let (info, sealed) = seal_produce_batch(&bytes::Bytes::copy_from_slice(records), version, 1 << 20)
+        .expect("what validates, seals");
+    assert_eq!(info, validated);
     assert!(info.record_count > 0);
     assert_eq!(info.last_offset_delta + 1, info.record_count);
-    let mut stored = wrap_for_log(&bytes::Bytes::copy_from_slice(records), &info).into_bytes();
+    let mut stored = sealed.into_bytes();
     stamp_base_offset(&mut stored, 42).expect("a wrapped batch holds a header");
     verify(&stored, &VerifyLimits::default()).expect("wrapped batches verify");
     let served = kafka_payload(&stored).expect("wrapped batches have a Kafka payload");

@@ -357,9 +357,10 @@ pub fn validate_produce_batch(
 /// covers the head, whose Kafka CRC (checked by validation) covers the tail, so wrapping
 /// costs no CRC pass over the records.
 ///
-/// `records` and `info` must come from [`validate_produce_batch`] (at least a whole v2
-/// header); for other input the result is still well-formed but may be refused by the log.
-pub fn wrap_for_log(records: &Bytes, info: &KafkaBatchInfo) -> SealedBatch {
+/// Only [`seal_produce_batch`] calls this, with records and info it just validated: a
+/// `SealedBatch` is appended without another CRC check, so it must never be made from
+/// unchecked bytes.
+fn wrap_for_log(records: &Bytes, info: &KafkaBatchInfo) -> SealedBatch {
     let total = HEADER_LEN.saturating_add(records.len());
     let header = BatchHeader::new(
         0,
@@ -393,11 +394,27 @@ pub fn wrap_for_log(records: &Bytes, info: &KafkaBatchInfo) -> SealedBatch {
     SealedBatch {
         head,
         tail: records.slice(split..),
+        memory: total,
     }
 }
 
-/// A stored-format batch whose CRCs this crate computed over input it had checked: the
-/// result of [`wrap_for_log`] for a batch [`validate_produce_batch`] accepted. A log may
+/// Validates one partition's `records` of a Produce request ([`validate_produce_batch`])
+/// and wraps them for the log ([`wrap_for_log`]): the only way to make a [`SealedBatch`].
+/// One CRC pass over the records (validation's), no copy of them.
+///
+/// # Errors
+/// The first failed check of [`validate_produce_batch`].
+pub fn seal_produce_batch(
+    records: &Bytes,
+    produce_version: i16,
+    max_batch_bytes: usize,
+) -> Result<(KafkaBatchInfo, SealedBatch), KafkaBatchError> {
+    let info = validate_produce_batch(records, produce_version, max_batch_bytes)?;
+    Ok((info, wrap_for_log(records, &info)))
+}
+
+/// A stored-format batch whose CRCs this crate computed over input it had checked: made
+/// only by [`seal_produce_batch`], for a batch [`validate_produce_batch`] accepted. A log may
 /// append it without checking its CRCs again (its Kafka CRC was verified by validation, the
 /// Tidelog CRC was just computed), which is what makes a Kafka produce one CRC pass over
 /// its records. It is two pieces: the head (everything the broker writes: both base
@@ -407,6 +424,9 @@ pub fn wrap_for_log(records: &Bytes, info: &KafkaBatchInfo) -> SealedBatch {
 pub struct SealedBatch {
     head: BytesMut,
     tail: Bytes,
+    /// Bytes of memory the batch keeps alive while held (at least its length: the tail
+    /// may keep a larger buffer alive).
+    memory: usize,
 }
 
 impl SealedBatch {
@@ -418,6 +438,19 @@ impl SealedBatch {
     /// Never true: a sealed batch holds at least a header.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes of memory the batch keeps alive while it is held: its length, or what
+    /// [`keeping_alive`](Self::keeping_alive) said.
+    pub fn memory(&self) -> usize {
+        self.memory
+    }
+
+    /// Records that the tail shares a buffer of `bytes` (e.g. the whole request it arrived
+    /// in), so that a cache holding the batch counts what it really keeps alive.
+    pub fn keeping_alive(mut self, bytes: usize) -> Self {
+        self.memory = bytes.max(self.len());
+        self
     }
 
     /// The head (header and the Kafka fields the log stamps) and the tail (shared).

@@ -19,12 +19,16 @@ use tidelog_wire::kafka::generated::{
     produce_request::ProduceRequest,
     produce_response::{PartitionProduceResponse, ProduceResponse, TopicProduceResponse},
 };
-use tidelog_wire::kafka_records::{native_to_kafka, validate_produce_batch, wrap_for_log};
+use tidelog_wire::kafka_records::{native_to_kafka, seal_produce_batch};
 
 use super::{code, error_code, KafkaConnError, KafkaConnection, RequestMeta};
 use crate::log::{Durability, ReadChunk};
 use crate::server::pipeline::Pending;
 use crate::shard::{partition_index, AppendStarted, Batches, Chunk, Route, Shard};
+
+/// Requests at least this large are read into a buffer of their own (the connection loop's
+/// `OWN_BUFFER_FRAME_BYTES`): only then may the tail cache keep a batch as a slice of it.
+const SHARE_REQUEST_MIN_BYTES: usize = 64 << 10;
 
 /// Record-data pieces up to this size are copied into the response buffer rather than
 /// written on their own (a split batch's 21-byte Kafka head; a syscall costs more).
@@ -158,9 +162,21 @@ impl KafkaConnection {
                     }
                 };
                 let records = part.records.unwrap_or_default();
-                let appended = match validate_produce_batch(&records, meta.version, max_batch) {
-                    Ok(info) => {
-                        let batch = Batches::Kafka(wrap_for_log(&records, &info));
+                // The tail cache keeps the records as they arrived, uncopied, when they are
+                // most of a request read into a buffer of its own (then what they keep alive
+                // is at most twice their size, and the cache counts all of it); anything
+                // smaller is copied once into a buffer of its own size instead.
+                let shared = meta.request_bytes >= SHARE_REQUEST_MIN_BYTES
+                    && records.len().saturating_mul(2) >= meta.request_bytes;
+                let (records, keeps_alive) = if shared {
+                    (records, meta.request_bytes)
+                } else {
+                    let len = records.len();
+                    (Bytes::copy_from_slice(&records), len)
+                };
+                let appended = match seal_produce_batch(&records, meta.version, max_batch) {
+                    Ok((_, sealed)) => {
+                        let batch = Batches::Kafka(sealed.keeping_alive(keeps_alive));
                         shard
                             .append(&topic.name, index, batch, durability, Route::Local)
                             .await
