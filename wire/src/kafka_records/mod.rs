@@ -223,26 +223,6 @@ pub struct KafkaBatchInfo {
     pub compression: Compression,
 }
 
-fn be_array<const N: usize>(b: &[u8], pos: usize) -> [u8; N] {
-    // Callers only read inside the fixed header, whose length was checked first;
-    // a short slice reads as zeros instead of panicking.
-    b.get(pos..pos + N)
-        .and_then(|s| s.try_into().ok())
-        .unwrap_or([0; N])
-}
-
-fn be_i16(b: &[u8], pos: usize) -> i16 {
-    i16::from_be_bytes(be_array(b, pos))
-}
-
-fn be_i32(b: &[u8], pos: usize) -> i32 {
-    i32::from_be_bytes(be_array(b, pos))
-}
-
-fn be_i64(b: &[u8], pos: usize) -> i64 {
-    i64::from_be_bytes(be_array(b, pos))
-}
-
 /// Checks one partition's `records` of a Produce v3+ request against the
 /// broker validation checklist (docs/KAFKA.md §2) and returns its header fields.
 ///
@@ -262,14 +242,14 @@ pub fn validate_produce_batch(
     max_batch_bytes: usize,
 ) -> Result<KafkaBatchInfo, KafkaBatchError> {
     let len = records.len();
-    if len < BATCH_OVERHEAD {
+    let Some(h) = RecordBatchHeader::read(records) else {
         return Err(KafkaBatchError::NoBatch { len });
-    }
-    let magic = i8::from_be_bytes(be_array(records, at::MAGIC));
+    };
+    let magic = h.magic;
     if magic != MAGIC_V2 {
         return Err(KafkaBatchError::BadMagic(magic));
     }
-    let batch_length = be_i32(records, at::BATCH_LENGTH);
+    let batch_length = h.batch_length;
     let framed = usize::try_from(batch_length)
         .ok()
         .and_then(|l| l.checked_add(LOG_OVERHEAD));
@@ -282,37 +262,36 @@ pub fn validate_produce_batch(
             max: max_batch_bytes,
         });
     }
-    let stored = u32::from_be_bytes(be_array(records, at::CRC));
-    let computed = crc32c::crc32c(records.get(KAFKA_CRC_START..).unwrap_or_default());
+    let stored = h.crc;
+    let computed = kafka_crc(records);
     if stored != computed {
         return Err(KafkaBatchError::CrcMismatch { stored, computed });
     }
-    let record_count = be_i32(records, at::RECORD_COUNT);
-    let last_offset_delta = be_i32(records, at::LAST_OFFSET_DELTA);
+    let record_count = h.record_count;
+    let last_offset_delta = h.last_offset_delta;
     if record_count <= 0 || i64::from(last_offset_delta) + 1 != i64::from(record_count) {
         return Err(KafkaBatchError::InconsistentOffsets {
             record_count,
             last_offset_delta,
         });
     }
-    let attributes = be_i16(records, at::ATTRIBUTES);
+    let attributes = h.attributes;
     if attributes & CONTROL != 0 {
         return Err(KafkaBatchError::ControlBatch);
     }
     if attributes & TRANSACTIONAL != 0 {
         return Err(KafkaBatchError::Transactional);
     }
-    let producer_id = be_i64(records, at::PRODUCER_ID);
-    let base_sequence = be_i32(records, at::BASE_SEQUENCE);
+    let producer_id = h.producer_id;
+    let base_sequence = h.base_sequence;
     if producer_id >= 0 && base_sequence < 0 {
         return Err(KafkaBatchError::MissingSequence {
             producer_id,
             base_sequence,
         });
     }
-    // The mask keeps 3 bits, so the cast is lossless.
-    let codec = (attributes & CODEC_MASK) as u8;
-    let compression = Compression(codec);
+    let compression = h.compression();
+    let codec = compression.0;
     if compression.variant_name().is_none() {
         return Err(KafkaBatchError::UnknownCompression(codec));
     }
@@ -337,10 +316,10 @@ pub fn validate_produce_batch(
     Ok(KafkaBatchInfo {
         record_count,
         last_offset_delta,
-        base_timestamp: be_i64(records, at::BASE_TIMESTAMP),
-        max_timestamp: be_i64(records, at::MAX_TIMESTAMP),
+        base_timestamp: h.base_timestamp,
+        max_timestamp: h.max_timestamp,
         producer_id,
-        producer_epoch: be_i16(records, at::PRODUCER_EPOCH),
+        producer_epoch: h.producer_epoch,
         base_sequence,
         compression,
     })
