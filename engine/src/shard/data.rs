@@ -8,7 +8,7 @@ use bytes::BytesMut;
 
 use super::mesh::{Forwarded, Reply};
 use super::{Chunk, Log, Shard, ShardError};
-use crate::groups::{self, Committed, OffsetCommit};
+use crate::groups::{self, Committed, OffsetCommit, OffsetStore};
 use crate::log::{AppendInfo, Durability, ReadChunk};
 use tidelog_wire::kafka_records::SealedBatch;
 
@@ -322,10 +322,7 @@ impl Shard {
                 _ => Err(ShardError::Internal("unexpected reply to a commit")),
             };
         }
-        let store = self
-            .offsets
-            .get(&groups::slot_of(group))
-            .ok_or(ShardError::NotOwner)?;
+        let store = self.group_store(group)?;
         store.commit(group, &offsets).await?;
         Ok(())
     }
@@ -352,10 +349,7 @@ impl Shard {
                 _ => Err(ShardError::Internal("unexpected reply to an offset fetch")),
             };
         }
-        let store = self
-            .offsets
-            .get(&groups::slot_of(group))
-            .ok_or(ShardError::NotOwner)?;
+        let store = self.group_store(group)?;
         Ok(partitions
             .iter()
             .map(|(topic, partition)| store.fetch(group, topic, *partition))
@@ -367,11 +361,21 @@ impl Shard {
     /// # Errors
     /// [`ShardError::NotOwner`] when another shard coordinates the group.
     pub fn group_committed(&self, group: &str) -> Result<Vec<groups::GroupPosition>, ShardError> {
-        let store = self
-            .offsets
-            .get(&groups::slot_of(group))
-            .ok_or(ShardError::NotOwner)?;
+        let store = self.group_store(group)?;
         Ok(store.committed_by(group))
+    }
+}
+
+impl Shard {
+    /// The offset slot of a group this shard coordinates.
+    fn group_store(
+        &self,
+        group: &str,
+    ) -> Result<&OffsetStore<crate::io::dma::DmaStorage, crate::io::SystemClock>, ShardError> {
+        self.offsets
+            .get(&groups::slot_of(group))
+            .map(|store| &**store)
+            .ok_or(ShardError::NotOwner)
     }
 }
 
