@@ -127,6 +127,8 @@ pub struct BrokerHandle {
     /// Set to ask every shard to stop (they check it every [`STOP_CHECK`]).
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<glommio::ExecutorJoinHandle<Result<(), String>>>,
+    /// The data directory's exclusive lock, held until the handle is dropped.
+    _lock: std::fs::File,
 }
 
 impl BrokerHandle {
@@ -200,6 +202,7 @@ pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         shard: 0,
         reason: format!("create {}: {e}", config.data_dir.display()),
     })?;
+    let lock = lock_data_dir(&config.data_dir)?;
     let mesh = crate::shard::mesh::build(config.shards);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Shard 0 binds the shared port first (it may be port 0), the others bind what it got.
@@ -299,7 +302,45 @@ pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         kafka_node_addrs,
         stop,
         threads,
+        _lock: lock,
     })
+}
+
+/// The lock file in the data directory. Topic names may not start with `__`, so no topic
+/// directory can take its name.
+pub const DATA_DIR_LOCK: &str = "__broker.lock";
+
+/// Takes an exclusive, non-blocking `flock` on the data directory's lock file, so that two
+/// brokers never open one directory and interleave appends. The kernel drops the lock when
+/// the process dies, `kill -9` included, so a restart never finds a stale one.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, BrokerError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(DATA_DIR_LOCK);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| BrokerError::Startup {
+            shard: 0,
+            reason: format!("open {}: {e}", path.display()),
+        })?;
+    // SAFETY: flock takes a descriptor this function owns (open for the call) and no memory.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        let reason = if e.kind() == std::io::ErrorKind::WouldBlock {
+            format!(
+                "data directory {} is in use by another broker (lock {})",
+                dir.display(),
+                path.display()
+            )
+        } else {
+            format!("lock {}: {e}", path.display())
+        };
+        return Err(BrokerError::Startup { shard: 0, reason });
+    }
+    Ok(file)
 }
 
 /// Start-up reports from a shard thread to [`start`].

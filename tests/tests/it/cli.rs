@@ -684,3 +684,56 @@ fn serve_log_flags_set_the_partition_defaults() {
         text(&bad.stderr)
     );
 }
+
+/// Two brokers never open one data directory: the second `serve` stops with the reason while
+/// the first keeps serving, and after the first is killed (`kill -9`: the kernel drops its
+/// lock) a new one starts on the directory at once.
+#[test]
+fn a_data_directory_is_served_by_one_broker_at_a_time() {
+    let _one = serial();
+    let tmp = crate::test_dir("cli-dir-lock");
+    let dir = tmp.path().join("data");
+    let mut serve = Serve::new();
+    serve.shards = 1;
+    let first = Broker::start_with(&dir, 0, serve);
+    run_ok(
+        &first.addr,
+        &["topic", "create", "locked", "--partitions", "1"],
+    );
+    let log = tmp.path().join("second.log");
+    let mut second = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(&dir)
+        .args(["--native-addr", "127.0.0.1:0", "--kafka-addr", "off"])
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("run serve");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "a second broker on the directory is refused ({status:?}): {stderr}"
+    );
+    assert!(
+        stderr.contains("in use by another broker"),
+        "the reason says why: {stderr}"
+    );
+    run_ok(&first.addr, &["topic", "describe", "locked"]);
+    first.kill_9();
+    let mut serve = Serve::new();
+    serve.shards = 1;
+    let again = Broker::start_with(&dir, 1, serve);
+    run_ok(&again.addr, &["topic", "describe", "locked"]);
+    again.stop();
+}
