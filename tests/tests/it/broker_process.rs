@@ -165,8 +165,9 @@ impl Broker {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "broker did not listen in time: {}",
-                    broker.stderr()
+                    "broker did not listen in time: {}\nits threads (name, state, wait channel):\n{}",
+                    broker.stderr(),
+                    thread_states(broker.child.id())
                 );
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -253,4 +254,30 @@ impl Drop for Broker {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Each thread of process `pid` as "name state wchan", to tell a hang at start-up apart from
+/// a slow start when a broker does not listen in time.
+fn thread_states(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return "(no /proc entry)".into();
+    };
+    let mut lines = Vec::new();
+    for task in tasks.filter_map(Result::ok) {
+        let path = task.path();
+        let read = |name: &str| {
+            std::fs::read_to_string(path.join(name))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        };
+        let state = read("stat")
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next().map(str::to_owned))
+            .unwrap_or_default();
+        lines.push(format!("{} {} {}", read("comm"), state, read("wchan")));
+    }
+    lines.sort();
+    lines.join("\n")
 }
