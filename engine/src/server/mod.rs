@@ -187,5 +187,31 @@ async fn accept_until_stopped<F, Fut>(
     }
 }
 
+/// A fetch's long-poll deadline and byte bounds: the request's, capped by the listener's.
+pub(crate) struct FetchBounds {
+    pub deadline: std::time::Instant,
+    pub max_bytes: usize,
+    pub min_bytes: usize,
+}
+
+impl FetchBounds {
+    /// From the request's `max_wait_ms`, `max_bytes` and `min_bytes` (negative reads as 0)
+    /// and the listener's caps.
+    pub fn new(
+        max_wait_ms: i32,
+        max_bytes: i32,
+        min_bytes: i32,
+        wait_cap_ms: u32,
+        bytes_cap: usize,
+    ) -> Self {
+        let wait = max_wait_ms.clamp(0, i32::try_from(wait_cap_ms).unwrap_or(i32::MAX));
+        FetchBounds {
+            deadline: std::time::Instant::now() + std::time::Duration::from_millis(wait as u64),
+            max_bytes: (max_bytes.max(0) as usize).min(bytes_cap),
+            min_bytes: min_bytes.max(0) as usize,
+        }
+    }
+}
+
 /// Pause after a failed accept (e.g. out of file descriptors) before the next.
 const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(10);

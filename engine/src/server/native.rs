@@ -33,7 +33,7 @@ use tidelog_wire::native::{
 use tidelog_wire::WireError;
 
 use super::pipeline::{ConnError, Connection, Pending, Protocol};
-use super::Server;
+use super::{FetchBounds, Server};
 use crate::groups::OffsetCommit;
 use crate::log::Durability;
 use crate::meta::TopicConfig;
@@ -523,13 +523,17 @@ impl Connection<Native> {
         let server = Rc::clone(&self.proto.server);
         let shard = &server.shard;
         let limits = server.config.limits;
-        let wait = Duration::from_millis(request.max_wait_ms.clamp(
-            0,
-            i32::try_from(limits.max_fetch_wait_ms).unwrap_or(i32::MAX),
-        ) as u64);
-        let deadline = Instant::now() + wait;
-        let max_bytes = (request.max_bytes.max(0) as usize).min(limits.max_fetch_bytes);
-        let min_bytes = request.min_bytes.max(0) as usize;
+        let FetchBounds {
+            deadline,
+            max_bytes,
+            min_bytes,
+        } = FetchBounds::new(
+            request.max_wait_ms,
+            request.max_bytes,
+            request.min_bytes,
+            limits.max_fetch_wait_ms,
+            limits.max_fetch_bytes,
+        );
         let wanted = request.partitions.unwrap_or_default();
         loop {
             let listener = shard.appended();

@@ -177,14 +177,24 @@ impl<P: Protocol> Connection<P> {
             if let Some(total) = announced.filter(|&t| t >= OWN_BUFFER_FRAME_BYTES) {
                 return self.read_own(total).await;
             }
-            match self.read_or_complete(None, need).await {
-                Woke::Read(Ok(0)) => return Err(ConnError::Closed),
-                Woke::Read(Ok(_)) => {}
-                Woke::Read(Err(e)) => return Err(e.into()),
-                Woke::Done(done) => {
-                    let (meta, response) = done.map_err(|_| ConnError::Stopping)?;
-                    self.send(&meta, &response).await?;
-                }
+            self.read_some(None, need).await?;
+        }
+    }
+
+    /// One socket read (into `own`, else the read buffer), or the oldest pending response
+    /// written if it completes first.
+    async fn read_some(
+        &mut self,
+        own: Option<&mut BytesMut>,
+        need: usize,
+    ) -> Result<(), ConnError<P::Error>> {
+        match self.read_or_complete(own, need).await {
+            Woke::Read(Ok(0)) => Err(ConnError::Closed),
+            Woke::Read(Ok(_)) => Ok(()),
+            Woke::Read(Err(e)) => Err(e.into()),
+            Woke::Done(done) => {
+                let (meta, response) = done.map_err(|_| ConnError::Stopping)?;
+                self.send(&meta, &response).await
             }
         }
     }
@@ -200,15 +210,7 @@ impl<P: Protocol> Connection<P> {
         while frame.len() < total {
             self.write_completed().await?;
             let need = total - frame.len();
-            match self.read_or_complete(Some(&mut frame), need).await {
-                Woke::Read(Ok(0)) => return Err(ConnError::Closed),
-                Woke::Read(Ok(_)) => {}
-                Woke::Read(Err(e)) => return Err(e.into()),
-                Woke::Done(done) => {
-                    let (meta, response) = done.map_err(|_| ConnError::Stopping)?;
-                    self.send(&meta, &response).await?;
-                }
-            }
+            self.read_some(Some(&mut frame), need).await?;
         }
         Ok(frame)
     }

@@ -24,6 +24,7 @@ use tidelog_wire::kafka_records::{native_to_kafka, seal_produce_batch};
 use super::{code, error_code, KafkaConnError, KafkaConnection, RequestMeta};
 use crate::log::{Durability, ReadChunk};
 use crate::server::pipeline::Pending;
+use crate::server::FetchBounds;
 use crate::shard::{partition_index, AppendStarted, Batches, Chunk, Route, Shard};
 
 /// Requests at least this large are read into a buffer of their own (the connection loop's
@@ -269,13 +270,17 @@ impl KafkaConnection {
     ) -> Result<(), KafkaConnError> {
         let shard = Rc::clone(self.shard());
         let limits = self.server().config.kafka_limits;
-        let wait = Duration::from_millis(request.max_wait_ms.clamp(
-            0,
-            i32::try_from(limits.max_fetch_wait_ms).unwrap_or(i32::MAX),
-        ) as u64);
-        let deadline = Instant::now() + wait;
-        let max_bytes = (request.max_bytes.max(0) as usize).min(limits.max_fetch_bytes);
-        let min_bytes = request.min_bytes.max(0) as usize;
+        let FetchBounds {
+            deadline,
+            max_bytes,
+            min_bytes,
+        } = FetchBounds::new(
+            request.max_wait_ms,
+            request.max_bytes,
+            request.min_bytes,
+            limits.max_fetch_wait_ms,
+            limits.max_fetch_bytes,
+        );
         loop {
             let listener = shard.appended();
             let mut topics = Vec::with_capacity(request.topics.len());
