@@ -31,6 +31,12 @@ pub const SEGMENT_OFFSETS_MAX: u64 = u32::MAX as u64;
 /// Bytes reserved with fallocate ahead of the write head in one step.
 pub const PREALLOCATE_STEP_BYTES: u64 = 256 << 20;
 
+/// Most bytes of request read buffers that stored batches may keep alive per shard (the
+/// listeners' ledger, `server/pinned.rs`): the tail caches keep produced batches as slices of
+/// the buffer they arrived in (no copy) while the buffers so kept total less than this; past
+/// it, batches are copied into buffers of their own. Counted at each buffer's full size.
+pub const PINNED_READ_BYTES_MAX: usize = 64 << 20;
+
 /// Largest topic or partition directory name component.
 pub const NAME_BYTES_MAX: usize = 249;
 

@@ -21,9 +21,6 @@ struct CachedBatch {
     /// The rest of the batch when it is held in two pieces (a Kafka produce's head and its
     /// records, shared with the request: see `ReadChunk::Split`); empty otherwise.
     tail: Bytes,
-    /// Bytes of memory the batch keeps alive (its length, or the buffer its tail shares):
-    /// what it counts against the budget.
-    memory: usize,
 }
 
 impl CachedBatch {
@@ -58,34 +55,25 @@ impl TailCache {
     /// Adds the batch that follows the last one held.
     #[cfg(test)]
     pub fn push(&mut self, base_offset: u64, next_offset: u64, bytes: Bytes) {
-        self.push_parts(base_offset, next_offset, bytes, Bytes::new(), 0);
+        self.push_parts(base_offset, next_offset, bytes, Bytes::new());
     }
 
-    /// Adds the batch that follows the last one held, in two pieces (`tail` may be empty),
-    /// counting `memory` bytes against the budget when that is more than its length (a tail
-    /// that keeps a larger buffer alive).
-    pub fn push_parts(
-        &mut self,
-        base_offset: u64,
-        next_offset: u64,
-        bytes: Bytes,
-        tail: Bytes,
-        memory: usize,
-    ) {
+    /// Adds the batch that follows the last one held, in two pieces (`tail` may be empty).
+    /// It counts its own bytes against the budget; what a piece shared with a read buffer
+    /// keeps alive beyond them is bounded by the listeners' ledger (`server/pinned.rs`).
+    pub fn push_parts(&mut self, base_offset: u64, next_offset: u64, bytes: Bytes, tail: Bytes) {
         if let Some(last) = self.batches.back() {
             assert_eq!(
                 last.next_offset, base_offset,
                 "tail cache must stay contiguous"
             );
         }
-        let memory = memory.max(bytes.len() + tail.len());
-        self.bytes += memory;
+        self.bytes += bytes.len() + tail.len();
         self.batches.push_back(CachedBatch {
             base_offset,
             next_offset,
             bytes,
             tail,
-            memory,
         });
     }
 
@@ -94,7 +82,7 @@ impl TailCache {
         while self.bytes > self.budget_bytes {
             match self.batches.front() {
                 Some(front) if front.next_offset <= written_offset => {
-                    self.bytes -= front.memory;
+                    self.bytes -= front.len();
                     self.batches.pop_front();
                 }
                 _ => break,
@@ -108,7 +96,7 @@ impl TailCache {
             if front.next_offset > offset {
                 break;
             }
-            self.bytes -= front.memory;
+            self.bytes -= front.len();
             self.batches.pop_front();
         }
     }
@@ -192,33 +180,25 @@ mod tests {
     }
 
     #[test]
-    fn a_tail_that_keeps_a_larger_buffer_alive_counts_that_buffer() {
-        let mut cache = TailCache::new(1000);
-        cache.push_parts(
-            0,
-            1,
-            Bytes::from(vec![1; 85]),
-            Bytes::from(vec![2; 100]),
-            600,
-        );
-        cache.push_parts(
-            1,
-            2,
-            Bytes::from(vec![3; 85]),
-            Bytes::from(vec![4; 100]),
-            600,
-        );
-        assert_eq!(
-            cache.bytes, 1200,
-            "each counts the 600 bytes it keeps alive"
-        );
+    fn a_batch_in_two_pieces_counts_both_and_is_read_as_both() {
+        let mut cache = TailCache::new(300);
+        for (i, fill) in [1u8, 3].into_iter().enumerate() {
+            let i = i as u64;
+            cache.push_parts(
+                i,
+                i + 1,
+                Bytes::from(vec![fill; 85]),
+                Bytes::from(vec![fill + 1; 100]),
+            );
+        }
+        assert_eq!(cache.bytes, 370, "each counts its head and its tail");
         cache.evict(2);
         assert_eq!(
             cache.start_offset(),
             Some(1),
             "over budget: the older one goes"
         );
-        assert_eq!(cache.bytes, 600);
+        assert_eq!(cache.bytes, 185);
         let mut out = Vec::new();
         assert_eq!(cache.read(1, 10, &mut out), Some(2));
         assert_eq!(out[0].1.len(), 100, "read hands out both pieces");

@@ -5,7 +5,7 @@
 //! and maps [`ShardError`](crate::shard::ShardError)s to its own codes here, at its
 //! boundary. Connection state (counts, limits, endpoints) is the listeners' own.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -15,6 +15,7 @@ use crate::shard::Shard;
 
 pub mod kafka;
 pub mod native;
+mod pinned;
 mod pipeline;
 
 pub use kafka::KafkaLimits;
@@ -125,7 +126,13 @@ pub(crate) struct Server {
     pub native_connections: Cell<usize>,
     /// Open Kafka connections on this shard.
     pub kafka_connections: Cell<usize>,
+    /// The read buffers that stored batches keep alive, bounded.
+    pub pinned: RefCell<pinned::PinnedReads>,
 }
+
+/// How often the server releases read buffers no stored batch keeps alive any more, so that
+/// an idle shard does not hold them until the next produce.
+const PINNED_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Starts accepting on `bound` until the shard stops; returns at once.
 pub fn serve(shard: Rc<Shard>, config: ListenerConfig, endpoints: Endpoints, bound: Bound) {
@@ -135,7 +142,24 @@ pub fn serve(shard: Rc<Shard>, config: ListenerConfig, endpoints: Endpoints, bou
         endpoints,
         native_connections: Cell::new(0),
         kafka_connections: Cell::new(0),
+        pinned: RefCell::default(),
     });
+    {
+        let server = Rc::downgrade(&server);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(PINNED_SWEEP_INTERVAL).await;
+                let Some(server) = server.upgrade() else {
+                    return;
+                };
+                if server.shard.is_stopped() {
+                    return;
+                }
+                server.pinned.borrow_mut().sweep();
+            }
+        })
+        .detach();
+    }
     for listener in [bound.shared, bound.own] {
         let server = Rc::clone(&server);
         glommio::spawn_local(async move {

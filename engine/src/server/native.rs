@@ -466,16 +466,31 @@ impl Connection<Native> {
             Durability::Buffered
         };
         let shard = Rc::clone(&self.proto.server.shard);
+        let home = self.frame_home();
         let mut rest = frame;
-        let mut cursor = 0usize;
+        // The frame's first byte (the size prefix, read already): what the ledger keeps of
+        // the read buffer while stored batches share it.
+        let anchor = rest.split_to(1).freeze();
+        let mut cursor = 1usize;
         // Started one after another, so each partition gets this request's batches before
         // the next request's; only the fdatasync waits are left for later.
         let mut started = Vec::with_capacity(plan.partitions.len());
         let mut waiting = false;
         for part in plan.partitions {
             rest.advance(part.range.start - cursor);
-            let region = rest.split_to(part.range.len());
+            let mut region = rest.split_to(part.range.len());
             cursor = part.range.end;
+            // The tail cache keeps the batches as a slice of the request when the shard's
+            // ledger of such read buffers allows it; else they get a buffer of their own.
+            {
+                let mut pinned = self.proto.server.pinned.borrow_mut();
+                if pinned.pin(home, &anchor) {
+                    pinned.shared_bytes += region.len() as u64;
+                } else {
+                    pinned.copied_bytes += region.len() as u64;
+                    region = BytesMut::from(&region[..]);
+                }
+            }
             let produced = match partition_index(part.partition) {
                 Ok(p) => {
                     shard

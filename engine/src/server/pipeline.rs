@@ -29,6 +29,8 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
+use super::pinned::Home;
+
 /// Most bytes a read buffer grows by per socket read.
 const READ_CHUNK_BYTES: usize = 256 << 10;
 /// Fewest bytes asked for per socket read, so small pipelined requests arrive together.
@@ -114,6 +116,11 @@ pub(crate) struct Connection<P: Protocol> {
     /// Bytes received and not yet handled: whole frames and the start of the next one. It
     /// persists across reads, so an interrupted read loses nothing.
     inbuf: BytesMut,
+    /// The allocation `inbuf` reads into.
+    inbuf_home: Home,
+    /// The allocation the frame being handled was read into (what a slice of it that
+    /// outlives the request keeps alive).
+    frame_home: Home,
     /// Responses not yet written, oldest first; at most `max_pending`.
     pending: VecDeque<(P::Meta, Pending<P::Response>)>,
     max_pending: usize,
@@ -131,6 +138,8 @@ impl<P: Protocol> Connection<P> {
             out: BytesMut::with_capacity(4096),
             proto,
             inbuf: BytesMut::new(),
+            inbuf_home: Home::default(),
+            frame_home: Home::default(),
             pending: VecDeque::new(),
             max_pending: max_pending.max(1),
         }
@@ -167,6 +176,7 @@ impl<P: Protocol> Connection<P> {
         loop {
             let announced = self.announced()?;
             if let Some(total) = announced.filter(|&total| self.inbuf.len() >= total) {
+                self.frame_home = self.inbuf_home;
                 return Ok(self.inbuf.split_to(total));
             }
             self.write_completed().await?;
@@ -205,6 +215,7 @@ impl<P: Protocol> Connection<P> {
     /// never a read buffer shared with other requests.
     async fn read_own(&mut self, total: usize) -> Result<BytesMut, ConnError<P::Error>> {
         let mut frame = BytesMut::with_capacity(total);
+        let home = Home::of(&frame);
         frame.extend_from_slice(&self.inbuf);
         self.inbuf.clear();
         while frame.len() < total {
@@ -212,7 +223,14 @@ impl<P: Protocol> Connection<P> {
             let need = total - frame.len();
             self.read_some(Some(&mut frame), need).await?;
         }
+        self.frame_home = home;
         Ok(frame)
+    }
+
+    /// The allocation the frame being handled was read into, for
+    /// [`PinnedReads`](super::pinned::PinnedReads).
+    pub fn frame_home(&self) -> Home {
+        self.frame_home
     }
 
     fn announced(&self) -> Result<Option<usize>, ConnError<P::Error>> {
@@ -322,6 +340,7 @@ impl<P: Protocol> Connection<P> {
         let Self {
             stream,
             inbuf,
+            inbuf_home,
             pending,
             ..
         } = self;
@@ -333,8 +352,17 @@ impl<P: Protocol> Connection<P> {
             }
             None => {
                 let filled = inbuf.len();
-                inbuf.reserve(need.min(P::FRAME_RESERVE_BYTES));
-                inbuf.resize(filled + need.clamp(MIN_READ_BYTES, READ_CHUNK_BYTES), 0);
+                let room = need.clamp(MIN_READ_BYTES, READ_CHUNK_BYTES);
+                if inbuf.capacity() - filled < room {
+                    // A new allocation is made here only (never by `BytesMut` growing), so
+                    // that its identity is known; the start of the current frame moves to it.
+                    let ahead = need.min(P::FRAME_RESERVE_BYTES).max(room);
+                    let mut fresh = BytesMut::with_capacity((filled + ahead).max(READ_CHUNK_BYTES));
+                    *inbuf_home = Home::of(&fresh);
+                    fresh.extend_from_slice(inbuf);
+                    *inbuf = fresh;
+                }
+                inbuf.resize(filled + room, 0);
                 (inbuf, filled)
             }
         };
@@ -380,4 +408,116 @@ enum Woke<M, T> {
 enum Race<T> {
     Read(std::io::Result<usize>),
     Done(Option<T>),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::io::Write;
+    use std::rc::Rc;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// Frames of a 4-byte big-endian size (prefix included), handled by keeping them.
+    struct Keep {
+        frames: Rc<RefCell<Vec<(Bytes, Home)>>>,
+    }
+
+    impl Protocol for Keep {
+        type Meta = ();
+        type Response = ();
+        type Error = String;
+        const FRAME_RESERVE_BYTES: usize = 1 << 20;
+
+        fn announced(&self, buffered: &[u8]) -> Result<Option<usize>, String> {
+            Ok(buffered
+                .get(..4)
+                .map(|p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize))
+        }
+
+        fn encode(&mut self, _: &(), _: &(), _: &mut BytesMut) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn stopped(&self) -> bool {
+            false
+        }
+
+        async fn handle(
+            conn: &mut Connection<Self>,
+            frame: BytesMut,
+        ) -> Result<(), ConnError<String>> {
+            let home = conn.frame_home();
+            conn.proto.frames.borrow_mut().push((frame.freeze(), home));
+            Ok(())
+        }
+
+        async fn refuse(_: &mut Connection<Self>, _: &String) {}
+    }
+
+    /// Every frame lies in the allocation the connection names as its home, allocations
+    /// named differently never overlap (so the ledger never counts one buffer under two
+    /// names that could be confused), and a large frame's home is exactly its own size.
+    #[test]
+    fn each_frame_lies_in_the_allocation_it_is_said_to_live_in() {
+        let sizes: Vec<usize> = (0..400)
+            .map(|i| match i % 50 {
+                7 => 300 << 10,
+                13 => 70 << 10,
+                n => 40 + n * 97,
+            })
+            .collect();
+        let expected = sizes.clone();
+        let builder = crate::runtime::executor_builder(glommio::Placement::Unbound, 1)
+            .expect("memlock sufficient");
+        let frames = builder
+            .spawn(move || async move {
+                let listener =
+                    glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+                let addr = listener.local_addr().expect("addr");
+                let client = std::thread::spawn(move || {
+                    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+                    for (i, &n) in sizes.iter().enumerate() {
+                        let mut frame = vec![i as u8; n];
+                        frame[..4].copy_from_slice(&(n as u32).to_be_bytes());
+                        s.write_all(&frame).expect("write");
+                    }
+                });
+                let stream = listener.accept().await.expect("accept");
+                let frames = Rc::new(RefCell::new(Vec::new()));
+                let keep = Keep {
+                    frames: Rc::clone(&frames),
+                };
+                let mut conn = Connection::new(stream, keep, 4);
+                assert!(matches!(conn.serve().await, Err(ConnError::Closed)));
+                client.join().expect("client");
+                drop(conn);
+                Rc::try_unwrap(frames).expect("one owner").into_inner()
+            })
+            .expect("spawn")
+            .join()
+            .expect("executor");
+        assert_eq!(frames.len(), expected.len(), "every frame handled");
+        let mut homes: Vec<Home> = Vec::new();
+        for (i, (frame, home)) in frames.iter().enumerate() {
+            assert_eq!(frame.len(), expected[i]);
+            assert!(frame[4..].iter().all(|&b| b == i as u8), "frame {i} intact");
+            assert!(home.holds(frame), "frame {i} lies in its named home");
+            if frame.len() >= OWN_BUFFER_FRAME_BYTES {
+                assert_eq!(home.bytes, frame.len(), "a large frame has its own buffer");
+            }
+            if !homes.contains(home) {
+                homes.push(*home);
+            }
+        }
+        for (i, a) in homes.iter().enumerate() {
+            for b in &homes[i + 1..] {
+                let disjoint = a.base + a.bytes <= b.base || b.base + b.bytes <= a.base;
+                assert!(disjoint, "two live allocations overlap: {a:?} {b:?}");
+            }
+        }
+        assert!(homes.len() > 2, "several read buffers were used");
+    }
 }

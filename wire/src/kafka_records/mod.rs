@@ -373,7 +373,6 @@ fn wrap_for_log(records: &Bytes, info: &KafkaBatchInfo) -> SealedBatch {
     SealedBatch {
         head,
         tail: records.slice(split..),
-        memory: total,
     }
 }
 
@@ -403,9 +402,6 @@ pub fn seal_produce_batch(
 pub struct SealedBatch {
     head: BytesMut,
     tail: Bytes,
-    /// Bytes of memory the batch keeps alive while held (at least its length: the tail
-    /// may keep a larger buffer alive).
-    memory: usize,
 }
 
 impl SealedBatch {
@@ -417,19 +413,6 @@ impl SealedBatch {
     /// Never true: a sealed batch holds at least a header.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Bytes of memory the batch keeps alive while it is held: its length, or what
-    /// [`keeping_alive`](Self::keeping_alive) said.
-    pub fn memory(&self) -> usize {
-        self.memory
-    }
-
-    /// Records that the tail shares a buffer of `bytes` (e.g. the whole request it arrived
-    /// in), so that a cache holding the batch counts what it really keeps alive.
-    pub fn keeping_alive(mut self, bytes: usize) -> Self {
-        self.memory = bytes.max(self.len());
-        self
     }
 
     /// The head (header and the Kafka fields the log stamps) and the tail (shared).

@@ -157,13 +157,12 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         &self,
         batch: tidelog_wire::kafka_records::SealedBatch,
     ) -> Result<AppendInfo> {
-        let memory = batch.memory();
         let (head, tail) = batch.into_parts();
-        self.append_pieces(head, tail, false, memory).await
+        self.append_pieces(head, tail, false).await
     }
 
     async fn append_checked(&self, batch: BytesMut, check_crc: bool) -> Result<AppendInfo> {
-        self.append_pieces(batch, Bytes::new(), check_crc, 0).await
+        self.append_pieces(batch, Bytes::new(), check_crc).await
     }
 
     /// Appends one batch given as `head` (at least its header; the log stamps the base
@@ -174,7 +173,6 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         mut batch: BytesMut,
         tail: Bytes,
         check_crc: bool,
-        memory: usize,
     ) -> Result<AppendInfo> {
         let len = batch.len() + tail.len();
         if len > self.config.max_batch_bytes {
@@ -259,7 +257,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             state.oldest_unsynced_ms.get_or_insert(now_ms);
             state
                 .cache
-                .push_parts(base_offset, next_offset, batch.freeze(), tail, memory);
+                .push_parts(base_offset, next_offset, batch.freeze(), tail);
             if let Some(producer) = &producer {
                 state
                     .producers

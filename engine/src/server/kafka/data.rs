@@ -27,61 +27,6 @@ use crate::server::pipeline::Pending;
 use crate::server::FetchBounds;
 use crate::shard::{partition_index, AppendStarted, Batches, Chunk, Route, Shard};
 
-/// Requests at least this large are read into a buffer of their own (the connection loop's
-/// `OWN_BUFFER_FRAME_BYTES`): only then may the tail cache keep a batch as a slice of it.
-const SHARE_REQUEST_MIN_BYTES: usize = 64 << 10;
-/// Most batches of one request kept as slices of it: each is at least this fraction of the
-/// request, so a batch the cache still holds keeps alive at most this many times what it is
-/// counted for, even after the request's other batches were evicted.
-const SHARED_PER_REQUEST_MAX: usize = 4;
-
-/// Which batches of one Produce request the tail cache keeps as slices of the request (no
-/// copy) and what each is counted for; the others are copied once into a buffer of their
-/// own size, so that what the cache holds stays bounded by its budget.
-struct Sharing {
-    /// Smallest batch kept as a slice; `usize::MAX` when none is.
-    min_bytes: usize,
-    /// Bytes each shared batch is counted for: its share of the whole request.
-    counted: usize,
-}
-
-impl Sharing {
-    fn of(request: &ProduceRequest, request_bytes: usize) -> Sharing {
-        let none = Sharing {
-            min_bytes: usize::MAX,
-            counted: 0,
-        };
-        if request_bytes < SHARE_REQUEST_MIN_BYTES {
-            return none;
-        }
-        let min_bytes = request_bytes / SHARED_PER_REQUEST_MAX;
-        let shared = request
-            .topic_data
-            .iter()
-            .flat_map(|t| &t.partition_data)
-            .filter(|p| p.records.as_ref().is_some_and(|r| r.len() >= min_bytes))
-            .count();
-        if shared == 0 {
-            return none;
-        }
-        Sharing {
-            min_bytes,
-            counted: request_bytes / shared,
-        }
-    }
-
-    /// The records to store and the bytes of memory they keep alive.
-    fn records(&self, records: Bytes) -> (Bytes, usize) {
-        if records.len() >= self.min_bytes {
-            let counted = self.counted.max(records.len());
-            (records, counted)
-        } else {
-            let len = records.len();
-            (Bytes::copy_from_slice(&records), len)
-        }
-    }
-}
-
 /// Record-data pieces up to this size are copied into the response buffer rather than
 /// written on their own (a split batch's 21-byte Kafka head; a syscall costs more).
 const INLINE_PIECE_BYTES: usize = 64;
@@ -187,7 +132,6 @@ impl KafkaConnection {
         // return once the batch is in the log; the `acks=all` fdatasyncs are awaited by a
         // task whose response is queued behind earlier ones (module docs of `kafka`).
         let mut unsynced = Vec::new();
-        let sharing = Sharing::of(&request, meta.request_bytes);
         for topic in request.topic_data {
             let topic_index = response.responses.len();
             let mut results = Vec::with_capacity(topic.partition_data.len());
@@ -215,10 +159,18 @@ impl KafkaConnection {
                     }
                 };
                 let records = part.records.unwrap_or_default();
-                let (records, keeps_alive) = sharing.records(records);
+                // The tail cache keeps the records as a slice of the request when the
+                // shard's ledger of such read buffers allows it (the one copy is then the
+                // write buffer's); else they are copied once more, into their own buffer.
+                let home = self.frame_home();
+                let records = self
+                    .server()
+                    .pinned
+                    .borrow_mut()
+                    .share_or_copy(home, records);
                 let appended = match seal_produce_batch(&records, meta.version, max_batch) {
                     Ok((_, sealed)) => {
-                        let batch = Batches::Kafka(sealed.keeping_alive(keeps_alive));
+                        let batch = Batches::Kafka(sealed);
                         shard
                             .append(&topic.name, index, batch, durability, Route::Local)
                             .await
@@ -515,59 +467,4 @@ fn cut_chunk(chunk: Chunk, part: &mut FetchedPartition) -> Result<(), tidelog_wi
         at = end;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tidelog_wire::kafka::generated::produce_request::{PartitionProduceData, TopicProduceData};
-
-    fn request(sizes: &[usize]) -> ProduceRequest {
-        let partition_data = sizes
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| PartitionProduceData {
-                index: i as i32,
-                records: Some(Bytes::from(vec![0u8; n])),
-            })
-            .collect();
-        ProduceRequest {
-            topic_data: vec![TopicProduceData {
-                name: "t".into(),
-                partition_data,
-            }],
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn large_batches_are_shared_and_counted_at_their_share_of_the_request() {
-        let two = request(&[100_000, 100_000, 1_000]);
-        let sharing = Sharing::of(&two, 201_200);
-        let big = Bytes::from(vec![1u8; 100_000]);
-        let (kept, counted) = sharing.records(big.clone());
-        assert_eq!(kept.as_ptr(), big.as_ptr(), "a large batch is not copied");
-        assert_eq!(
-            counted, 100_600,
-            "counted at half the request: two share it"
-        );
-        let small = Bytes::from(vec![2u8; 1_000]);
-        let (kept, counted) = sharing.records(small.clone());
-        assert_ne!(kept.as_ptr(), small.as_ptr(), "a small batch is copied");
-        assert_eq!(counted, 1_000);
-    }
-
-    #[test]
-    fn small_requests_are_copied() {
-        let small = request(&[10_000]);
-        let sharing = Sharing::of(&small, 10_100);
-        let records = Bytes::from(vec![3u8; 10_000]);
-        let (kept, counted) = sharing.records(records.clone());
-        assert_ne!(
-            kept.as_ptr(),
-            records.as_ptr(),
-            "a request under 64 KiB came from a shared read buffer: copy"
-        );
-        assert_eq!(counted, 10_000);
-    }
 }

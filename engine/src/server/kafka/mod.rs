@@ -188,8 +188,6 @@ impl From<EncodeError> for KafkaConnError {
 /// The parts of a request header handlers need.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestMeta {
-    /// Bytes of the whole request, size prefix included.
-    pub request_bytes: usize,
     pub api_key: i16,
     pub version: i16,
     pub correlation_id: i32,
@@ -322,7 +320,6 @@ impl KafkaConnection {
             version,
             correlation_id,
             client_id: header.client_id.unwrap_or_default(),
-            request_bytes: request.len() + 4,
         };
         match body {
             RequestBody::ApiVersions(_) => self.api_versions(&meta).await,
