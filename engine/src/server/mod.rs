@@ -147,6 +147,7 @@ pub fn serve(shard: Rc<Shard>, config: ListenerConfig, endpoints: Endpoints, bou
     {
         let server = Rc::downgrade(&server);
         glommio::spawn_local(async move {
+            let mut copied_before = 0;
             loop {
                 glommio::timer::sleep(PINNED_SWEEP_INTERVAL).await;
                 let Some(server) = server.upgrade() else {
@@ -155,7 +156,17 @@ pub fn serve(shard: Rc<Shard>, config: ListenerConfig, endpoints: Endpoints, bou
                 if server.shard.is_stopped() {
                     return;
                 }
-                server.pinned.borrow_mut().sweep();
+                let mut pinned = server.pinned.borrow_mut();
+                pinned.sweep();
+                if pinned.copied_bytes > copied_before {
+                    copied_before = pinned.copied_bytes;
+                    tracing::info!(
+                        held_bytes = pinned.held(),
+                        shared_bytes = pinned.shared_bytes,
+                        copied_bytes = pinned.copied_bytes,
+                        "produced batches copied: the read buffers stored batches keep alive reached their bound"
+                    );
+                }
             }
         })
         .detach();

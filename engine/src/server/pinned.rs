@@ -81,6 +81,11 @@ impl PinnedReads {
         }
     }
 
+    /// Bytes of the registered read buffers.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
     /// Whether a stored batch may keep `home` alive: it is registered already or is now,
     /// within the bound. `anchor` is a non-empty slice of that allocation (a reference the
     /// ledger keeps while the allocation is registered).
