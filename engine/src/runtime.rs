@@ -169,6 +169,9 @@ pub struct Housekeeping {
     pub flush_check: std::time::Duration,
     /// Enforce retention this often.
     pub retention_check: std::time::Duration,
+    /// Checkpoint the recovery point this often (when it moved): the window in which damage
+    /// to just-fdatasynced data would be taken for a torn tail and cut at recovery.
+    pub recovery_point_checkpoint: std::time::Duration,
 }
 
 impl Default for Housekeeping {
@@ -176,6 +179,7 @@ impl Default for Housekeeping {
         Housekeeping {
             flush_check: std::time::Duration::from_millis(10),
             retention_check: std::time::Duration::from_secs(30),
+            recovery_point_checkpoint: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -194,6 +198,7 @@ where
 {
     glommio::spawn_local(async move {
         let mut since_retention = std::time::Duration::ZERO;
+        let mut since_checkpoint = std::time::Duration::ZERO;
         loop {
             glommio::timer::sleep(every.flush_check).await;
             if log.is_closed() {
@@ -203,6 +208,11 @@ where
             if let Err(e) = log.maybe_flush().await {
                 tracing::error!(dir = %log.dir().display(), error = %e, "background flush failed");
                 return;
+            }
+            since_checkpoint += every.flush_check;
+            if since_checkpoint >= every.recovery_point_checkpoint {
+                since_checkpoint = std::time::Duration::ZERO;
+                log.checkpoint_recovery_point().await;
             }
             since_retention += every.flush_check;
             if since_retention >= every.retention_check {

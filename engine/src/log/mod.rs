@@ -9,6 +9,7 @@ mod writer;
 
 pub use partition::{
     AppendInfo, Durability, LogRead, LogStats, PartitionLog, ReadChunk, PRODUCER_STATE_SEGMENTS,
+    RECOVERY_POINT_FILE,
 };
 
 #[cfg(test)]

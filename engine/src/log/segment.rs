@@ -138,6 +138,12 @@ impl<F> Segment<F> {
         self.last_batch_relative = relative;
     }
 
+    /// Makes the next batch accounted get an index entry of its own, so that reads of its
+    /// offsets start at it (after a damaged range, never inside it).
+    pub(crate) fn index_next_batch(&mut self) {
+        self.bytes_since_index = u64::MAX / 2;
+    }
+
     /// Adds the segment's final max timestamp to the time index before it is persisted.
     pub(crate) fn finish_time_index(&mut self) {
         if self.size > 0 {
@@ -150,10 +156,28 @@ impl<F> Segment<F> {
 /// Result of reading a segment from the start and checking every batch.
 #[derive(Debug)]
 pub(crate) struct Scan {
-    /// Bytes of valid, contiguous batches from the start.
+    /// End of the last valid batch (with a recovery point, valid batches after a damaged
+    /// range count too).
     pub valid_bytes: u64,
     /// Why the scan stopped before the end of the file, if it did on something not zero.
     pub stopped: Option<String>,
+    /// Ranges below the recovery point that do not read back, skipped and kept on disk.
+    pub damaged: Vec<Damaged>,
+    /// Set when damage below the recovery point runs to the end of the file: the offsets
+    /// up to it existed (they were durable), so the log resumes there, never reusing them.
+    pub lost_to: Option<u64>,
+}
+
+/// Bytes below the recovery point that fail their checks: their offsets are never served
+/// (reads report corruption), never truncated, never reused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Damaged {
+    /// The offsets lost (as far as the batches around them tell).
+    pub offsets: std::ops::Range<u64>,
+    /// Where in the file.
+    pub bytes: std::ops::Range<u64>,
+    /// What failed first.
+    pub reason: String,
 }
 
 /// Reads a segment from the start, checking each batch's header, length, CRC and offset, and
@@ -164,19 +188,150 @@ pub(crate) async fn scan<F: StorageFile>(
     file_len: u64,
     index_interval_bytes: u32,
 ) -> io::Result<Scan> {
-    if file_len < HEADER_LEN as u64 {
-        return Ok(Scan {
-            valid_bytes: 0,
-            stopped: None,
-        });
-    }
-    let mut chunk_pos = 0u64;
-    let mut chunk = segment
-        .file
-        .read_at(0, SCAN_READ_BYTES.min(file_len as usize))
-        .await?;
+    scan_recovering(segment, file_len, index_interval_bytes, 0).await
+}
+
+/// [`scan`], knowing that every offset below `recovery_point` was durable: a stop below it
+/// is damage, not a torn tail. The scan then looks for the next valid batch after the bad
+/// bytes and goes on from there, recording the range skipped ([`Scan::damaged`]); when none
+/// follows, the offsets up to the recovery point are recorded as lost ([`Scan::lost_to`]).
+/// Stops at or above the recovery point end the scan as [`scan`] does.
+pub(crate) async fn scan_recovering<F: StorageFile>(
+    segment: &mut Segment<F>,
+    file_len: u64,
+    index_interval_bytes: u32,
+    recovery_point: u64,
+) -> io::Result<Scan> {
+    let mut damaged = Vec::new();
+    let mut lost_to = None;
     let mut pos = 0u64;
     let mut expected_offset = segment.base_offset;
+    loop {
+        let (end, stopped) = scan_from(
+            segment,
+            file_len,
+            index_interval_bytes,
+            pos,
+            expected_offset,
+        )
+        .await?;
+        let expected = segment.next_offset;
+        if expected >= recovery_point {
+            return Ok(Scan {
+                valid_bytes: end,
+                stopped,
+                damaged,
+                lost_to,
+            });
+        }
+        let reason = stopped.unwrap_or_else(|| format!("zeros at byte {end}"));
+        match find_next_batch(segment, file_len, end + 1, expected).await? {
+            Some((at, base)) => {
+                damaged.push(Damaged {
+                    offsets: expected..base,
+                    bytes: end..at,
+                    reason,
+                });
+                segment.next_offset = base;
+                segment.index_next_batch();
+                pos = at;
+                expected_offset = base;
+            }
+            None => {
+                damaged.push(Damaged {
+                    offsets: expected..recovery_point,
+                    bytes: end..file_len,
+                    reason,
+                });
+                lost_to = Some(recovery_point);
+                return Ok(Scan {
+                    valid_bytes: end,
+                    stopped: None,
+                    damaged,
+                    lost_to,
+                });
+            }
+        }
+    }
+}
+
+/// The first position at or after `from` holding a whole valid batch (header, length, CRC)
+/// whose base offset follows `after` (within one segment's offset range): where the batches
+/// go on after damaged bytes. One header parse per byte position; CRCs only for candidates.
+async fn find_next_batch<F: StorageFile>(
+    segment: &Segment<F>,
+    file_len: u64,
+    from: u64,
+    after: u64,
+) -> io::Result<Option<(u64, u64)>> {
+    let mut next = from;
+    while next + HEADER_LEN as u64 <= file_len {
+        let chunk_pos = align_down(next);
+        let chunk = segment.file.read_at(chunk_pos, SCAN_READ_BYTES).await?;
+        let first = (next - chunk_pos) as usize;
+        if chunk.len() < first + HEADER_LEN {
+            return Ok(None);
+        }
+        let last = chunk.len() - HEADER_LEN;
+        for at in first..=last {
+            let header = &chunk[at..at + HEADER_LEN];
+            if header.iter().all(|&b| b == 0) {
+                continue;
+            }
+            let Ok(meta) = BatchMeta::parse(header) else {
+                continue;
+            };
+            let pos = chunk_pos + at as u64;
+            let base = meta.base_offset as u64;
+            let plausible = meta.base_offset > after as i64
+                && base - after <= crate::limits::SEGMENT_OFFSETS_MAX
+                && meta.len <= BATCH_BYTES_MAX
+                && pos + meta.len as u64 <= file_len;
+            if !plausible {
+                continue;
+            }
+            let batch_ok = if at + meta.len <= chunk.len() {
+                check_crc(&chunk[at..at + meta.len]).is_ok()
+            } else {
+                let start = align_down(pos);
+                let want = align_up(pos + meta.len as u64 - start) as usize;
+                let whole = segment.file.read_at(start, want).await?;
+                let skip = (pos - start) as usize;
+                whole.len() >= skip + meta.len && check_crc(&whole[skip..skip + meta.len]).is_ok()
+            };
+            if batch_ok {
+                return Ok(Some((pos, base)));
+            }
+        }
+        // Every position up to `last` was tried; the next read overlaps by a header.
+        next = chunk_pos + last as u64 + 1;
+    }
+    Ok(None)
+}
+
+/// Checks batches from byte `start` (expected to begin at `expected_offset`) until one fails
+/// or the file ends; returns the end of the last valid one and why it stopped (`None`: the
+/// end of the file or zeros).
+async fn scan_from<F: StorageFile>(
+    segment: &mut Segment<F>,
+    file_len: u64,
+    index_interval_bytes: u32,
+    start: u64,
+    expected_offset: u64,
+) -> io::Result<(u64, Option<String>)> {
+    if start + HEADER_LEN as u64 > file_len {
+        return Ok((start, None));
+    }
+    let mut chunk_pos = align_down(start);
+    let mut chunk = segment
+        .file
+        .read_at(
+            chunk_pos,
+            SCAN_READ_BYTES.min((file_len - chunk_pos) as usize),
+        )
+        .await?;
+    let mut pos = start;
+    let mut expected_offset = expected_offset;
     let stopped = loop {
         if pos + HEADER_LEN as u64 > file_len {
             break None;
@@ -223,10 +378,7 @@ pub(crate) async fn scan<F: StorageFile>(
         expected_offset = segment.next_offset;
         pos += meta.len as u64;
     };
-    Ok(Scan {
-        valid_bytes: pos,
-        stopped,
-    })
+    Ok((pos, stopped))
 }
 
 /// Writes an index file in full and makes it durable (write to a temporary name, sync,

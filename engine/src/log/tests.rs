@@ -13,6 +13,7 @@ use super::*;
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::io::sim::{Faults, SimClock, SimDisk};
+use crate::io::Storage;
 
 type SimLog = PartitionLog<SimDisk, SimClock>;
 
@@ -317,6 +318,10 @@ fn run_ops(seed: u64, ops: Vec<Op>) {
                 }
                 disk.crash();
                 assert!(disk.set_file_len(&path, cut));
+                // The cut models a torn tail, which lies above the recovery point; with the
+                // point in place (a reopen wrote it) the cut would be damage to durable
+                // data, which recovery keeps rather than cuts (tested on its own below).
+                let _ = block_on(disk.remove_file(&dir().join(RECOVERY_POINT_FILE)));
                 log = open(&disk, &clock, small_config());
                 model.batches.truncate(survivors);
                 model.synced = survivors;
@@ -961,9 +966,10 @@ fn sealed_kafka_batch(seq: u64) -> tidelog_wire::kafka_records::SealedBatch {
 
 /// Sealed batches skip the CRC check on append, so recovery must be what catches a record
 /// damaged on disk: the chained Kafka CRC. Flipping one bit in the last batch's records
-/// (past the bytes the Tidelog CRC covers) cuts the log before that batch at reopen.
+/// (past the bytes the Tidelog CRC covers) is found at reopen: without a recovery point it
+/// is cut as a torn tail; with one (the batch was durable) its offsets are kept unreadable.
 #[test]
-fn a_damaged_record_of_a_sealed_kafka_batch_is_cut_at_recovery() {
+fn a_damaged_record_of_a_sealed_kafka_batch_is_found_at_recovery() {
     let disk = SimDisk::new(11);
     let clock = SimClock::new(T0);
     let log = open(&disk, &clock, small_config());
@@ -980,13 +986,146 @@ fn a_damaged_record_of_a_sealed_kafka_batch_is_cut_at_recovery() {
     let in_records = 2 * len + len - 3;
     assert!(in_records > 2 * len + tidelog_wire::batch::KAFKA_CHAIN_END);
     assert!(disk.flip_bit(&active, in_records, 2));
+    assert_eq!(
+        log.recovery_point(),
+        15,
+        "close checkpointed the recovery point"
+    );
     let reopened = open(&disk, &clock, small_config());
-    assert_eq!(reopened.log_end(), 10, "the damaged third batch is cut");
-    let batches = read_all(&reopened, 0);
+    assert_eq!(
+        reopened.log_end(),
+        15,
+        "durable offsets are kept, never reused"
+    );
+    assert!(matches!(
+        block_on(reopened.read(10, 1 << 20)),
+        Err(LogError::Corrupt { .. })
+    ));
+    let batches = read_all_until(&reopened, 0, 10);
     assert_eq!(batches.len(), 2);
     for (_, bytes) in &batches {
         tidelog_wire::batch::check_crc(bytes).expect("what is served checks");
     }
+    block_on(reopened.close()).expect("close");
+    // Without a recovery point the same damage is indistinguishable from a torn tail.
+    block_on(disk.remove_file(&dir().join(RECOVERY_POINT_FILE))).expect("remove");
+    let reopened = open(&disk, &clock, small_config());
+    assert_eq!(
+        reopened.log_end(),
+        15,
+        "the sealed damaged segment is trusted now"
+    );
+}
+
+/// The batches from `from` up to `end`, one read per batch (reads past `end` may fail).
+fn read_all_until(log: &SimLog, from: u64, end: u64) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    while offset < end {
+        let read = block_on(log.read(offset, 1)).expect("read below the damage");
+        let chunk = read.chunks[0].to_vec();
+        let view = verify(&chunk, &VerifyLimits::default()).expect("served batches verify");
+        out.push((view.base_offset() as u64, view.bytes().to_vec()));
+        offset = read.next_offset;
+    }
+    out
+}
+
+/// Five durable batches of five records, the recovery point checkpointed, then one bit
+/// flipped in the second batch: before recovery points, recovery cut the log there,
+/// dropping four acknowledged batches and handing their offsets to new records. Now the
+/// damaged batch's offsets are reported and never served, the batches after it are served,
+/// and new records get new offsets; the same holds at the next open.
+#[test]
+fn damage_below_the_recovery_point_is_skipped_and_kept_not_cut() {
+    let disk = SimDisk::new(21);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    let mut lens = Vec::new();
+    for seq in 0..5 {
+        let batch = make_batch(seq, 5, 100, T0);
+        lens.push(batch.len());
+        block_on(log.append(batch, Durability::Synced)).expect("append");
+    }
+    assert!(block_on(log.checkpoint_recovery_point()));
+    assert_eq!(log.recovery_point(), 25);
+    disk.crash();
+    let active = segment::segment_path(&dir(), 0, "log");
+    assert!(disk.flip_bit(&active, lens[0] + lens[1] / 2, 3));
+    for round in 0..2 {
+        let log = open(&disk, &clock, small_config());
+        assert_eq!(log.log_end(), 25 + 5 * round, "nothing acknowledged is cut");
+        assert!(matches!(
+            block_on(log.read(5, 1 << 20)),
+            Err(LogError::Corrupt { .. })
+        ));
+        let after = read_all(&log, 10);
+        assert_eq!(
+            after.iter().map(|b| b.0).collect::<Vec<_>>()[..3],
+            [10, 15, 20],
+            "the batches after the damage are served"
+        );
+        let first = block_on(log.read(0, 1)).expect("read before the damage");
+        assert_eq!(first.next_offset, 5);
+        if round == 0 {
+            let info = block_on(log.append(make_batch(9, 5, 100, T0), Durability::Synced))
+                .expect("append after recovery");
+            assert_eq!(info.base_offset, 25, "no offset is reused");
+        }
+        block_on(log.close()).expect("close");
+    }
+}
+
+/// Damage below the recovery point that runs to the end of the data (nothing valid after
+/// it): the log resumes at the recovery point rather than at the damage.
+#[test]
+fn damage_to_the_end_resumes_at_the_recovery_point() {
+    let disk = SimDisk::new(22);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    let mut lens = Vec::new();
+    for seq in 0..3 {
+        let batch = make_batch(seq, 4, 100, T0);
+        lens.push(batch.len());
+        block_on(log.append(batch, Durability::Synced)).expect("append");
+    }
+    block_on(log.close()).expect("close");
+    let active = segment::segment_path(&dir(), 0, "log");
+    // The last batch's header: its length field no longer fits.
+    assert!(disk.flip_bit(&active, lens[0] + lens[1] + 9, 7));
+    let log = open(&disk, &clock, small_config());
+    assert_eq!(log.log_end(), 12);
+    assert!(
+        block_on(log.read(8, 1 << 20)).is_err(),
+        "the lost offsets are not served"
+    );
+    let info = block_on(log.append(make_batch(5, 1, 10, T0), Durability::Synced)).expect("append");
+    assert_eq!(info.base_offset, 12);
+    block_on(log.close()).expect("close");
+    let log = open(&disk, &clock, small_config());
+    assert_eq!(log.log_end(), 13);
+    assert_eq!(read_all(&log, 12).len(), 1);
+}
+
+/// A crash right after a checkpoint drops only unsynced appends: the recovery point never
+/// passes what was fdatasynced, so recovery sees no damage and cuts the torn tail.
+#[test]
+fn the_recovery_point_never_passes_the_synced_offset() {
+    let disk = SimDisk::new(23);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    block_on(log.append(make_batch(0, 3, 100, T0), Durability::Synced)).expect("append");
+    block_on(log.append(make_batch(1, 3, 100, T0), Durability::Buffered)).expect("append");
+    assert!(block_on(log.checkpoint_recovery_point()));
+    assert_eq!(
+        log.recovery_point(),
+        3,
+        "the synced offset, not the log end"
+    );
+    disk.crash();
+    let log = open(&disk, &clock, small_config());
+    assert!(log.log_end() >= 3);
+    assert_eq!(read_all(&log, 0).len() as u64, log.log_end() / 3);
 }
 
 /// A sealed Kafka batch is stored with one copy: the tail cache keeps the producer's records

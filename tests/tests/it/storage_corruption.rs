@@ -32,6 +32,14 @@ fn small_segments_config() -> LogConfig {
     }
 }
 
+/// Removes the partition's recovery point, so that damage to the end of the active segment
+/// reads as what it models: a torn tail after a crash (above the recovery point). With the
+/// point in place the same bytes are damage to durable data, which recovery keeps.
+fn forget_recovery_point(dir: &Path) {
+    std::fs::remove_file(dir.join(tidelog_engine::log::RECOVERY_POINT_FILE))
+        .expect("a closed log has a recovery point");
+}
+
 fn first_segment(dir: &Path) -> PathBuf {
     dir.join(format!("{:020}.log", 0))
 }
@@ -94,8 +102,11 @@ async fn open(dir: &Path, config: LogConfig) -> Log {
         .unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
 }
 
-/// (a) A flipped byte anywhere in the last batch of the active segment: recovery cuts the
-/// log right before it, and the next append takes its offset.
+/// (a) A flipped byte anywhere in the last batch of the active segment. Without a recovery
+/// point covering it (a torn tail), recovery cuts the log right before it and the next
+/// append takes its offset. With one (the batch was durable: damage, not a torn write), the
+/// log keeps its end, the batch's offsets read as corrupt, and the next append takes new
+/// offsets (rounds alternate).
 #[test]
 fn flipped_byte_in_last_batch_is_cut_at_recovery() {
     let seed = test_seed("flipped_byte_in_last_batch");
@@ -114,6 +125,36 @@ fn flipped_byte_in_last_batch_is_cut_at_recovery() {
         let last = *on_disk.last().expect("a batch");
         let pos = last.pos + flip_at % last.len;
         flip_byte(&path, pos, mask).expect("flip byte");
+        if round % 2 == 1 {
+            let check_dir = dir.clone();
+            run_glommio(move || async move {
+                let mut oracle = Oracle::new(round_seed);
+                let log = open(&check_dir, active_config()).await;
+                assert_eq!(
+                    log.log_end(),
+                    last.last_offset + 1,
+                    "durable offsets are kept (byte {pos} of {last:?})"
+                );
+                assert!(
+                    matches!(
+                        log.read(last.base_offset, 1 << 20).await,
+                        Err(LogError::Corrupt { .. })
+                    ),
+                    "the damaged batch reads as corrupt"
+                );
+                let info = log
+                    .append(oracle.build(batches), Durability::Synced)
+                    .await
+                    .expect("append after recovery");
+                assert_eq!(info.base_offset, last.last_offset + 1, "no offset reused");
+                let scan = scan_log(&log, &mut oracle, Some(0)).await;
+                assert!(scan.is_err(), "a whole scan meets the damaged batch");
+                log.close().await.expect("close");
+            });
+            println!("round {round}: damage below the recovery point kept");
+            continue;
+        }
+        forget_recovery_point(&dir);
 
         let check_dir = dir.clone();
         run_glommio(move || async move {
@@ -282,6 +323,7 @@ fn cut_active_segment_recovers_to_last_whole_batch() {
         file.set_len(cut).expect("cut segment");
         file.sync_all().expect("sync");
         drop(file);
+        forget_recovery_point(&dir);
         let whole = on_disk.iter().filter(|b| b.pos + b.len <= cut).count();
         let expected_end = on_disk.get(whole).map_or_else(
             || on_disk.last().map_or(0, |b| b.last_offset + 1),

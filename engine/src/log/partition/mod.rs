@@ -29,8 +29,8 @@ use tidelog_wire::batch::{check_crc, stamp_base_offset};
 use super::cache::TailCache;
 use super::producers::{ProducerStates, Verdict};
 use super::segment::{
-    parse_segment_name, read_whole, scan, segment_path, write_index_file, BatchMeta, Segment,
-    INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+    parse_segment_name, read_whole, scan, scan_recovering, segment_path, write_index_file,
+    BatchMeta, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
 use super::writer::{align_down, SegmentWriter};
 use crate::config::LogConfig;
@@ -44,6 +44,7 @@ mod recovery;
 mod write;
 
 use read::ReadAhead;
+pub use recovery::RECOVERY_POINT_FILE;
 use write::Sealing;
 
 /// How durable an append must be before it returns.
@@ -228,6 +229,10 @@ struct State<F: StorageFile> {
     producers: ProducerStates,
     sync_running: bool,
     closed: bool,
+    /// The recovery point on disk: every offset below it was durable when it was written.
+    recovery_point: u64,
+    /// A checkpoint of the recovery point is being written.
+    checkpoint_running: bool,
 }
 
 /// One partition's log. Shard-local: `!Send`, shared between the shard's tasks by `Rc`.
@@ -293,6 +298,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// Offsets below this are durable (written and fdatasynced).
     pub fn synced_offset(&self) -> u64 {
         self.state.borrow().synced_offset
+    }
+
+    /// The recovery point last checkpointed: recovery never cuts below it.
+    pub fn recovery_point(&self) -> u64 {
+        self.state.borrow().recovery_point
     }
 
     /// Number of segments, sealed and active.

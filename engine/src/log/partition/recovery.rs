@@ -1,6 +1,12 @@
 //! Recovery: opening a partition log, trusting sealed segments by their index files,
-//! scanning and cutting the active segment at the first bad batch, and rebuilding the
-//! idempotent producers' state.
+//! scanning the active segment, and rebuilding the idempotent producers' state.
+//!
+//! The **recovery point** (file [`RECOVERY_POINT_FILE`], Kafka's
+//! recovery-point-offset-checkpoint) is an offset below which every batch was fdatasynced,
+//! checkpointed by housekeeping and at close. The active segment's scan cuts only what lies
+//! at or above it (the torn or unsynced tail of a crash). A bad batch below it is damage to
+//! acknowledged data: it is reported, skipped (the scan goes on at the next valid batch) and
+//! kept on disk; its offsets are never served, never truncated, never reused.
 
 use super::*;
 
@@ -39,6 +45,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                     .map_err(|e| LogError::io("remove", &path, e))?;
             }
         }
+        let recovery_point = read_recovery_point(&storage, dir).await;
         let mut segments = BTreeMap::new();
         if bases.is_empty() {
             let segment = create_segment(&storage, dir, 0).await?;
@@ -49,7 +56,21 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             let next_base = bases.get(i + 1).copied();
             let segment = match next_base {
                 Some(next) => open_sealed(&storage, dir, base, next, &config).await?,
-                None => open_active(&storage, dir, base, &config).await?,
+                None => {
+                    let (segment, lost_to) =
+                        open_active(&storage, dir, base, &config, recovery_point).await?;
+                    if let Some(resume) = lost_to {
+                        // The damaged segment is sealed as it is (its index files make the
+                        // next open trust it) and the log resumes at the recovery point.
+                        let sealed = seal_damaged(&storage, dir, segment, resume).await?;
+                        segments.insert(base, sealed);
+                        let fresh = create_segment(&storage, dir, resume).await?;
+                        storage.sync_dir(dir).await.map_err(io("sync directory"))?;
+                        segments.insert(resume, fresh);
+                        continue;
+                    }
+                    segment
+                }
             };
             segments.insert(base, segment);
         }
@@ -80,8 +101,10 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             });
         }
         let writer = SegmentWriter::new(active.file.clone(), end_bytes, &tail, end_bytes, log_end);
-        // Recovery yields `log_start <= log_end`, segments that continue each other.
+        // Recovery yields `log_start <= log_end`, segments that continue each other, and
+        // never a log end below the recovery point.
         debug_assert!(log_start <= log_end);
+        debug_assert!(log_end >= recovery_point || log_start > recovery_point);
         debug_assert!(segments
             .values()
             .zip(segments.keys().skip(1))
@@ -102,6 +125,8 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             producers: ProducerStates::default(),
             sync_running: false,
             closed: false,
+            recovery_point,
+            checkpoint_running: false,
         };
         let log = PartitionLog {
             dir: dir.to_path_buf(),
@@ -288,17 +313,40 @@ async fn open_sealed<S: Storage>(
 }
 
 /// Opens the active segment: scans every batch and cuts the file at the first torn or
-/// corrupt one, so nothing after a torn write is ever served or resurrected.
+/// corrupt one at or above the recovery point, so nothing after a torn write is ever served
+/// or resurrected; damage below it is skipped and kept (module docs). Returns the segment
+/// and, when damage below the recovery point ran to the file's end, the offset to resume at.
 async fn open_active<S: Storage>(
     storage: &S,
     dir: &Path,
     base: u64,
     config: &LogConfig,
-) -> Result<Segment<S::File>> {
+    recovery_point: u64,
+) -> Result<(Segment<S::File>, Option<u64>)> {
     let (mut segment, file_len) = open_segment_file(storage, dir, base).await?;
-    let scanned = scan(&mut segment, file_len, config.index_interval_bytes)
-        .await
-        .map_err(|e| LogError::io("read", &segment.path, e))?;
+    let scanned = scan_recovering(
+        &mut segment,
+        file_len,
+        config.index_interval_bytes,
+        recovery_point,
+    )
+    .await
+    .map_err(|e| LogError::io("read", &segment.path, e))?;
+    for damaged in &scanned.damaged {
+        tracing::error!(
+            segment = %segment.path.display(),
+            first_offset = damaged.offsets.start,
+            end_offset = damaged.offsets.end,
+            first_byte = damaged.bytes.start,
+            end_byte = damaged.bytes.end,
+            recovery_point,
+            reason = %damaged.reason,
+            "corruption below the recovery point: these offsets are not served; the bytes are kept"
+        );
+    }
+    if scanned.lost_to.is_some() {
+        return Ok((segment, scanned.lost_to));
+    }
     if let Some(reason) = &scanned.stopped {
         tracing::warn!(
             segment = %segment.path.display(),
@@ -311,7 +359,75 @@ async fn open_active<S: Storage>(
     if file_len != scanned.valid_bytes {
         cut_file(&segment, scanned.valid_bytes).await?;
     }
+    Ok((segment, None))
+}
+
+/// Seals an active segment whose damage below the recovery point runs to its end: its
+/// offsets end at `resume` (the recovery point), its bytes stay as they are, and its index
+/// files are written so that later opens trust it without a scan.
+async fn seal_damaged<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    mut segment: Segment<S::File>,
+    resume: u64,
+) -> Result<Segment<S::File>> {
+    segment.next_offset = resume;
+    segment.sealed = true;
+    segment.finish_time_index();
+    let io = |e| LogError::io("seal", &segment.path, e);
+    let index_path = segment_path(dir, segment.base_offset, INDEX_SUFFIX);
+    write_index_file(storage, &index_path, &segment.offset_index.encode())
+        .await
+        .map_err(io)?;
+    let time_path = segment_path(dir, segment.base_offset, TIME_INDEX_SUFFIX);
+    write_index_file(storage, &time_path, &segment.time_index.encode())
+        .await
+        .map_err(io)?;
     Ok(segment)
+}
+
+/// Name of the file in a partition directory that holds its recovery point.
+pub const RECOVERY_POINT_FILE: &str = "recovery-point";
+const RECOVERY_POINT_MAGIC: [u8; 4] = *b"TLRP";
+const RECOVERY_POINT_VERSION: u8 = 1;
+const RECOVERY_POINT_BYTES: usize = 4 + 1 + 8 + 4;
+
+/// The recovery point file's bytes: magic, version, offset, CRC-32C of what precedes it.
+pub(super) fn encode_recovery_point(offset: u64) -> [u8; RECOVERY_POINT_BYTES] {
+    let mut out = [0u8; RECOVERY_POINT_BYTES];
+    out[..4].copy_from_slice(&RECOVERY_POINT_MAGIC);
+    out[4] = RECOVERY_POINT_VERSION;
+    out[5..13].copy_from_slice(&offset.to_le_bytes());
+    let crc = crc32c::crc32c(&out[..13]);
+    out[13..].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn decode_recovery_point(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() != RECOVERY_POINT_BYTES
+        || bytes[..4] != RECOVERY_POINT_MAGIC
+        || bytes[4] != RECOVERY_POINT_VERSION
+    {
+        return None;
+    }
+    let crc = u32::from_le_bytes(bytes[13..].try_into().ok()?);
+    if crc != crc32c::crc32c(&bytes[..13]) {
+        return None;
+    }
+    Some(u64::from_le_bytes(bytes[5..13].try_into().ok()?))
+}
+
+/// The partition's recovery point: 0 (nothing known durable: every bad batch is a torn
+/// tail, as before recovery points existed) when the file is missing or unreadable.
+async fn read_recovery_point<S: Storage>(storage: &S, dir: &Path) -> u64 {
+    let path = dir.join(RECOVERY_POINT_FILE);
+    match read_whole(storage, &path).await {
+        Ok(bytes) => decode_recovery_point(&bytes).unwrap_or_else(|| {
+            tracing::warn!(path = %path.display(), "unreadable recovery point: ignored");
+            0
+        }),
+        Err(_) => 0,
+    }
 }
 
 /// Truncates a segment file to `len` bytes and makes the new size durable.

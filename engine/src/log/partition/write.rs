@@ -510,6 +510,46 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         }
     }
 
+    /// Writes the recovery point (the synced offset) if it moved since the last checkpoint:
+    /// to a temporary file, fdatasynced, renamed over the old one, the directory synced, so a
+    /// crash leaves one or the other (an older one only makes recovery more willing to cut, as before recovery
+    /// points existed). A failure is logged and retried at the next checkpoint. Returns
+    /// whether a new recovery point is in place.
+    pub async fn checkpoint_recovery_point(&self) -> bool {
+        let target = {
+            let mut state = self.state.borrow_mut();
+            if state.checkpoint_running || state.synced_offset <= state.recovery_point {
+                return false;
+            }
+            state.checkpoint_running = true;
+            state.synced_offset
+        };
+        let path = self.dir.join(recovery::RECOVERY_POINT_FILE);
+        let written = async {
+            write_index_file(
+                &self.storage,
+                &path,
+                &recovery::encode_recovery_point(target),
+            )
+            .await?;
+            // The rename is in place only once the directory is durable.
+            self.storage.sync_dir(&self.dir).await
+        }
+        .await;
+        let mut state = self.state.borrow_mut();
+        state.checkpoint_running = false;
+        match written {
+            Ok(()) => {
+                state.recovery_point = state.recovery_point.max(target);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "writing the recovery point failed");
+                false
+            }
+        }
+    }
+
     /// Deletes the oldest sealed segments beyond the retention limits (size, then age) and
     /// moves the log start. The active segment is never deleted. Returns how many went.
     ///
@@ -588,6 +628,9 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         } else {
             Ok(())
         };
+        if result.is_ok() {
+            self.checkpoint_recovery_point().await;
+        }
         let _gate = self.gate.enter().await;
         let mut state = self.state.borrow_mut();
         state.closed = true;
