@@ -26,12 +26,12 @@ pub struct CreateArgs {
     /// Number of partitions (default: the broker's --default-partitions).
     #[arg(long, short = 'p')]
     partitions: Option<u32>,
-    /// Delete data older than this many milliseconds (default: the broker's).
-    #[arg(long, value_name = "MS")]
-    retention_ms: Option<u64>,
-    /// Keep at most this many bytes per partition (default: the broker's).
-    #[arg(long, value_name = "BYTES")]
-    retention_bytes: Option<u64>,
+    /// Delete data older than this many milliseconds; -1: never (default: the broker's).
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    retention_ms: Option<i64>,
+    /// Keep at most this many bytes per partition; -1: no limit (default: the broker's).
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
+    retention_bytes: Option<i64>,
     #[command(flatten)]
     broker: BrokerArgs,
 }
@@ -59,10 +59,16 @@ pub fn run(command: TopicCommand) -> Result<()> {
     }
 }
 
-fn as_wire(v: Option<u64>, what: &str) -> Result<i64> {
+/// A retention flag (Kafka's convention: -1 is no limit) in the native protocol's terms
+/// (-1: the broker's default, -2: no limit).
+fn as_wire(v: Option<i64>, what: &str) -> Result<i64> {
     match v {
         None => Ok(-1),
-        Some(v) => i64::try_from(v).map_err(|_| anyhow::anyhow!("{what} {v} is too large")),
+        Some(-1) => Ok(-2),
+        Some(v) if v >= 0 => Ok(v),
+        Some(v) => Err(anyhow::anyhow!(
+            "{what} {v}: give -1 (no limit) or a limit of 0 or more"
+        )),
     }
 }
 
@@ -103,10 +109,10 @@ async fn list(a: ListArgs) -> Result<()> {
 }
 
 fn retention(v: i64) -> String {
-    if v < 0 {
-        "default".to_owned()
-    } else {
-        v.to_string()
+    match v {
+        -2 => "unlimited".to_owned(),
+        v if v < 0 => "default".to_owned(),
+        v => v.to_string(),
     }
 }
 

@@ -68,6 +68,8 @@ pub struct BrokerConfig {
     pub kafka_limits: KafkaLimits,
     /// Consumer-group coordinator settings (timeouts, initial rebalance delay, bounds).
     pub coordinator: crate::coordinator::CoordinatorConfig,
+    /// How often each partition's flush and retention checks run.
+    pub housekeeping: crate::runtime::Housekeeping,
 }
 
 impl BrokerConfig {
@@ -88,6 +90,7 @@ impl BrokerConfig {
             kafka_advertised_host: None,
             kafka_limits: KafkaLimits::default(),
             coordinator: crate::coordinator::CoordinatorConfig::default(),
+            housekeeping: crate::runtime::Housekeeping::default(),
         }
     }
 }
@@ -392,6 +395,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         shards: config.shards,
         log_defaults: config.log_defaults.clone(),
         coordinator: config.coordinator.clone(),
+        housekeeping: config.housekeeping,
     };
     let shard: Rc<Shard> = match Shard::open(start.shard, shard_config, start.mesh).await {
         Ok(shard) => shard,

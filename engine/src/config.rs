@@ -18,7 +18,8 @@ pub struct LogConfig {
     pub flush_interval_ms: i64,
     /// Delete the oldest sealed segments while the log is larger than this.
     pub retention_bytes: Option<u64>,
-    /// Delete sealed segments whose newest record is older than this.
+    /// Delete sealed segments whose newest record is older than this (`None`: never; a
+    /// negative value is invalid).
     pub retention_ms: Option<i64>,
     /// Bytes of recent batches kept in memory for readers that keep up.
     pub tail_cache_bytes: usize,
@@ -62,6 +63,12 @@ impl LogConfig {
         }
         if self.segment_ms <= 0 {
             return fail(format!("segment_ms {} must be positive", self.segment_ms));
+        }
+        if let Some(ms) = self.retention_ms.filter(|&ms| ms < 0) {
+            // A negative age limit would make every sealed segment expired.
+            return fail(format!(
+                "retention_ms {ms} must not be negative (no limit is None)"
+            ));
         }
         if self.index_interval_bytes == 0 {
             return fail("index_interval_bytes must be positive".into());

@@ -38,7 +38,12 @@ pub const PRODUCER_IDS_KEY: &str = "__producer_ids";
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
 const PRODUCER_IDS_VERSION: u8 = 1;
 const PRODUCER_IDS_BYTES: usize = 1 + 8;
-const CONFIG_VERSION: u8 = 1;
+/// Version 1 stored -1 for "unset" and had no "unlimited"; version 2 stores
+/// [`Limit::Default`] as -2 and [`Limit::Unlimited`] as -1 (Kafka's value for it, as
+/// [`Limit::to_kafka`] gives).
+const CONFIG_VERSION_1: u8 = 1;
+const CONFIG_VERSION: u8 = 2;
+const STORED_DEFAULT: i64 = -2;
 const CONFIG_BYTES: usize = 1 + 4 + 8 + 8 + 8 + 8;
 
 /// Errors of topic metadata operations.
@@ -76,15 +81,70 @@ pub enum MetaError {
     },
 }
 
+/// A topic's retention limit: the broker's default, none at all (Kafka's `-1`: keep
+/// forever), or a value. The three are stored distinctly, so "keep forever" never turns into
+/// the default after a restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Limit {
+    /// Whatever the broker's default is.
+    #[default]
+    Default,
+    /// No limit.
+    Unlimited,
+    /// At most this much.
+    At(u64),
+}
+
+impl Limit {
+    /// A value as Kafka configs give it: `-1` is unlimited, `0..` a limit; any other
+    /// negative value is refused (`None`).
+    pub fn from_kafka(value: i64) -> Option<Limit> {
+        match value {
+            -1 => Some(Limit::Unlimited),
+            v => u64::try_from(v).ok().map(Limit::At),
+        }
+    }
+
+    /// The value Kafka reports: `-1` when unlimited, `None` for the broker's default.
+    pub fn to_kafka(self) -> Option<i64> {
+        match self {
+            Limit::Default => None,
+            Limit::Unlimited => Some(-1),
+            Limit::At(v) => Some(i64::try_from(v).unwrap_or(i64::MAX)),
+        }
+    }
+
+    /// The limit in force given the broker's default (`None`: unlimited).
+    pub fn resolve(self, default: Option<u64>) -> Option<u64> {
+        match self {
+            Limit::Default => default,
+            Limit::Unlimited => None,
+            Limit::At(v) => Some(v),
+        }
+    }
+
+    fn stored(self) -> i64 {
+        self.to_kafka().unwrap_or(STORED_DEFAULT)
+    }
+
+    fn from_stored(version: u8, value: i64) -> Option<Limit> {
+        match (version, value) {
+            (CONFIG_VERSION_1, v) if v < 0 => Some(Limit::Default),
+            (_, STORED_DEFAULT) => Some(Limit::Default),
+            (_, v) => Limit::from_kafka(v),
+        }
+    }
+}
+
 /// Per-topic configuration; unset values fall back to the broker's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicConfig {
     /// Number of partitions.
     pub partitions: u32,
-    /// Retention by age.
-    pub retention_ms: Option<i64>,
+    /// Retention by age, in milliseconds.
+    pub retention_ms: Limit,
     /// Retention by size, per partition.
-    pub retention_bytes: Option<u64>,
+    pub retention_bytes: Limit,
     /// Segment size.
     pub segment_bytes: Option<u64>,
     /// Segment age.
@@ -96,8 +156,8 @@ impl TopicConfig {
     pub fn with_partitions(partitions: u32) -> Self {
         TopicConfig {
             partitions,
-            retention_ms: None,
-            retention_bytes: None,
+            retention_ms: Limit::Default,
+            retention_bytes: Limit::Default,
             segment_bytes: None,
             segment_ms: None,
         }
@@ -106,8 +166,11 @@ impl TopicConfig {
     /// The log configuration of this topic's partitions on top of the broker's defaults.
     pub fn log_config(&self, defaults: &LogConfig) -> LogConfig {
         LogConfig {
-            retention_ms: self.retention_ms.or(defaults.retention_ms),
-            retention_bytes: self.retention_bytes.or(defaults.retention_bytes),
+            retention_ms: self
+                .retention_ms
+                .resolve(defaults.retention_ms.and_then(|v| u64::try_from(v).ok()))
+                .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+            retention_bytes: self.retention_bytes.resolve(defaults.retention_bytes),
             segment_bytes: self.segment_bytes.unwrap_or(defaults.segment_bytes),
             segment_ms: self.segment_ms.unwrap_or(defaults.segment_ms),
             ..defaults.clone()
@@ -118,9 +181,8 @@ impl TopicConfig {
         let mut out = [0u8; CONFIG_BYTES];
         out[0] = CONFIG_VERSION;
         out[1..5].copy_from_slice(&self.partitions.to_le_bytes());
-        out[5..13].copy_from_slice(&self.retention_ms.unwrap_or(-1).to_le_bytes());
-        let retention_bytes = self.retention_bytes.map_or(-1, |b| b as i64);
-        out[13..21].copy_from_slice(&retention_bytes.to_le_bytes());
+        out[5..13].copy_from_slice(&self.retention_ms.stored().to_le_bytes());
+        out[13..21].copy_from_slice(&self.retention_bytes.stored().to_le_bytes());
         let segment_bytes = self.segment_bytes.map_or(-1, |b| b as i64);
         out[21..29].copy_from_slice(&segment_bytes.to_le_bytes());
         out[29..37].copy_from_slice(&self.segment_ms.unwrap_or(-1).to_le_bytes());
@@ -128,15 +190,16 @@ impl TopicConfig {
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != CONFIG_BYTES || bytes[0] != CONFIG_VERSION {
+        let version = *bytes.first()?;
+        if bytes.len() != CONFIG_BYTES || !(CONFIG_VERSION_1..=CONFIG_VERSION).contains(&version) {
             return None;
         }
         let i64_at = |at: usize| bytes[at..at + 8].try_into().ok().map(i64::from_le_bytes);
         let optional = |v: i64| (v >= 0).then_some(v);
         Some(TopicConfig {
             partitions: u32::from_le_bytes(bytes[1..5].try_into().ok()?),
-            retention_ms: optional(i64_at(5)?),
-            retention_bytes: optional(i64_at(13)?).map(|v| v as u64),
+            retention_ms: Limit::from_stored(version, i64_at(5)?)?,
+            retention_bytes: Limit::from_stored(version, i64_at(13)?)?,
             segment_bytes: optional(i64_at(21)?).map(|v| v as u64),
             segment_ms: optional(i64_at(29)?),
         })
@@ -409,7 +472,8 @@ mod tests {
         let disk = SimDisk::new(1);
         let store = open(&disk);
         let config = TopicConfig {
-            retention_ms: Some(1000),
+            retention_ms: Limit::At(1000),
+            retention_bytes: Limit::Unlimited,
             ..TopicConfig::with_partitions(3)
         };
         block_on(store.create("orders", config)).expect("create");
@@ -487,14 +551,59 @@ mod tests {
 
     #[test]
     fn config_round_trips() {
-        let config = TopicConfig {
-            partitions: 12,
-            retention_ms: Some(5),
-            retention_bytes: None,
-            segment_bytes: Some(1 << 20),
-            segment_ms: None,
-        };
-        assert_eq!(TopicConfig::decode(&config.encode()), Some(config));
+        for (retention_ms, retention_bytes) in [
+            (Limit::At(5), Limit::Default),
+            (Limit::Unlimited, Limit::At(0)),
+            (Limit::Default, Limit::Unlimited),
+        ] {
+            let config = TopicConfig {
+                partitions: 12,
+                retention_ms,
+                retention_bytes,
+                segment_bytes: Some(1 << 20),
+                segment_ms: None,
+            };
+            assert_eq!(TopicConfig::decode(&config.encode()), Some(config));
+        }
         assert_eq!(TopicConfig::decode(&[0; 3]), None);
+    }
+
+    /// Kafka's "keep forever" (-1) is stored as such: it neither deletes anything (a limit
+    /// of -1 ms made every sealed segment expired) nor turns into the broker's 7-day default
+    /// after a restart (it was stored as "unset").
+    #[test]
+    fn unlimited_retention_stays_unlimited_across_a_restart() {
+        let config = TopicConfig {
+            retention_ms: Limit::from_kafka(-1).expect("-1 is valid"),
+            retention_bytes: Limit::from_kafka(-1).expect("-1 is valid"),
+            ..TopicConfig::with_partitions(1)
+        };
+        let defaults = LogConfig::default();
+        assert!(
+            defaults.retention_ms.is_some(),
+            "the default does limit by age"
+        );
+        let log = config.log_config(&defaults);
+        assert_eq!((log.retention_ms, log.retention_bytes), (None, None));
+        let disk = SimDisk::new(3);
+        let store = open(&disk);
+        block_on(store.create("forever", config)).expect("create");
+        disk.crash();
+        let reopened = open(&disk);
+        let stored = reopened.topic("forever").expect("topic");
+        assert_eq!(stored.retention_ms, Limit::Unlimited);
+        assert_eq!(stored.log_config(&defaults).retention_ms, None);
+        assert_eq!(Limit::from_kafka(-2), None, "other negatives are refused");
+    }
+
+    #[test]
+    fn version_1_records_read_negative_values_as_the_default() {
+        let mut old = TopicConfig::with_partitions(2).encode();
+        old[0] = CONFIG_VERSION_1;
+        old[5..13].copy_from_slice(&(-1i64).to_le_bytes());
+        old[13..21].copy_from_slice(&4096i64.to_le_bytes());
+        let decoded = TopicConfig::decode(&old).expect("version 1 decodes");
+        assert_eq!(decoded.retention_ms, Limit::Default);
+        assert_eq!(decoded.retention_bytes, Limit::At(4096));
     }
 }

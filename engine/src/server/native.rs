@@ -36,7 +36,7 @@ use super::pipeline::{ConnError, Connection, Pending, Protocol};
 use super::{FetchBounds, Server};
 use crate::groups::OffsetCommit;
 use crate::log::Durability;
-use crate::meta::TopicConfig;
+use crate::meta::{Limit, TopicConfig};
 use crate::shard::{partition_index, AppendStarted, Batches, Chunk, Fetched, Route, ShardError};
 
 /// Bounds of the native listener, per shard and per connection.
@@ -91,6 +91,34 @@ pub(crate) fn error_code(error: &ShardError) -> ErrorCode {
 }
 
 /// A topic admin outcome as (code, message); the message is empty on success.
+/// A native retention value (`-1`, the field's default: the broker's default; `-2`: no
+/// limit; `0..`: a limit) as a topic's [`Limit`].
+fn limit_from_native(value: i64, what: &str) -> Result<Limit, ShardError> {
+    match value {
+        NATIVE_LIMIT_DEFAULT => Ok(Limit::Default),
+        NATIVE_LIMIT_UNLIMITED => Ok(Limit::Unlimited),
+        v => u64::try_from(v).map(Limit::At).map_err(|_| {
+            ShardError::InvalidConfig(format!(
+                "{what} {v}: -1 (broker default), -2 (no limit) or a limit of 0 or more"
+            ))
+        }),
+    }
+}
+
+/// [`limit_from_native`]'s inverse.
+fn limit_to_native(limit: Limit) -> i64 {
+    match limit {
+        Limit::Default => NATIVE_LIMIT_DEFAULT,
+        Limit::Unlimited => NATIVE_LIMIT_UNLIMITED,
+        Limit::At(v) => i64::try_from(v).unwrap_or(i64::MAX),
+    }
+}
+
+/// The native protocol's retention value for "the broker's default" (the field's default).
+const NATIVE_LIMIT_DEFAULT: i64 = -1;
+/// The native protocol's retention value for "no limit".
+const NATIVE_LIMIT_UNLIMITED: i64 = -2;
+
 fn admin_outcome(outcome: Result<(), ShardError>) -> (ErrorCode, String) {
     match outcome {
         Ok(()) => (ErrorCode::None, String::new()),
@@ -290,9 +318,8 @@ impl Connection<Native> {
                                         })
                                         .collect(),
                                 );
-                                topic.retention_ms = config.retention_ms.unwrap_or(-1);
-                                topic.retention_bytes =
-                                    config.retention_bytes.map_or(-1, |b| b as i64);
+                                topic.retention_ms = limit_to_native(config.retention_ms);
+                                topic.retention_bytes = limit_to_native(config.retention_bytes);
                                 topic.segment_bytes = config.segment_bytes.map_or(-1, |b| b as i64);
                             }
                             None => topic.error = ErrorCode::UnknownTopicOrPartition,
@@ -313,16 +340,24 @@ impl Connection<Native> {
                     } else {
                         spec.partitions as u32
                     };
-                    let config = TopicConfig {
-                        partitions,
-                        retention_ms: (spec.retention_ms >= 0).then_some(spec.retention_ms),
-                        retention_bytes: (spec.retention_bytes >= 0)
-                            .then_some(spec.retention_bytes as u64),
-                        segment_bytes: (spec.segment_bytes >= 0)
-                            .then_some(spec.segment_bytes as u64),
-                        segment_ms: None,
+                    let created = match (
+                        limit_from_native(spec.retention_ms, "retention_ms"),
+                        limit_from_native(spec.retention_bytes, "retention_bytes"),
+                    ) {
+                        (Ok(retention_ms), Ok(retention_bytes)) => {
+                            let config = TopicConfig {
+                                partitions,
+                                retention_ms,
+                                retention_bytes,
+                                segment_bytes: (spec.segment_bytes >= 0)
+                                    .then_some(spec.segment_bytes as u64),
+                                segment_ms: None,
+                            };
+                            shard.create_topic(&name, config).await
+                        }
+                        (Err(e), _) | (_, Err(e)) => Err(e),
                     };
-                    let (error, message) = admin_outcome(shard.create_topic(&name, config).await);
+                    let (error, message) = admin_outcome(created);
                     let mut result = TopicResultT::default();
                     result.name = Some(name);
                     result.error = error;

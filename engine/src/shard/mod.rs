@@ -63,6 +63,8 @@ pub struct ShardConfig {
     pub log_defaults: LogConfig,
     /// Consumer-group coordinator settings.
     pub coordinator: CoordinatorConfig,
+    /// How often each partition's flush and retention checks run.
+    pub housekeeping: crate::runtime::Housekeeping,
 }
 
 /// Replies awaited by this shard's tasks, by request id.

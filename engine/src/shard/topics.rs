@@ -11,7 +11,7 @@ use crate::io::dma::DmaStorage;
 use crate::io::SystemClock;
 use crate::log::PartitionLog;
 use crate::meta::{partition_dir, TopicConfig};
-use crate::runtime::{spawn_housekeeping, Housekeeping};
+use crate::runtime::spawn_housekeeping;
 
 impl Shard {
     /// Creates a topic (on shard 0, forwarding if needed); returns once every shard knows it.
@@ -118,7 +118,7 @@ impl Shard {
                 .await
                 .map_err(|e| format!("open {}: {e}", dir.display()))?;
             let log = Rc::new(log);
-            spawn_housekeeping(Rc::clone(&log), Housekeeping::default());
+            spawn_housekeeping(Rc::clone(&log), self.config.housekeeping);
             self.partitions
                 .borrow_mut()
                 .entry(name.to_owned())

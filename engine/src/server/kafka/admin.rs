@@ -1,7 +1,7 @@
 //! Metadata, topics, offsets lookups and producer ids over the Kafka protocol.
 
 use super::{code, error_code, KafkaConnError, KafkaConnection, RequestMeta};
-use crate::meta::TopicConfig;
+use crate::meta::{Limit, TopicConfig};
 use crate::shard::{partition_index, ListedOffset, Route, ShardError};
 use tidelog_wire::kafka::generated::{
     create_topics_request::CreateTopicsRequest,
@@ -356,10 +356,14 @@ fn topic_config(
         let value = entry.value.as_deref().unwrap_or_default();
         let bad = || (code::INVALID_CONFIG, format!("{} = {value:?}", entry.name));
         match entry.name.as_str() {
-            "retention.ms" => config.retention_ms = Some(value.parse().map_err(|_| bad())?),
+            // -1 is Kafka's "no limit"; any other negative value is refused.
+            "retention.ms" => {
+                let ms: i64 = value.parse().map_err(|_| bad())?;
+                config.retention_ms = Limit::from_kafka(ms).ok_or_else(bad)?;
+            }
             "retention.bytes" => {
                 let bytes: i64 = value.parse().map_err(|_| bad())?;
-                config.retention_bytes = u64::try_from(bytes).ok();
+                config.retention_bytes = Limit::from_kafka(bytes).ok_or_else(bad)?;
             }
             "segment.bytes" => config.segment_bytes = Some(value.parse().map_err(|_| bad())?),
             "segment.ms" => config.segment_ms = Some(value.parse().map_err(|_| bad())?),
@@ -372,4 +376,53 @@ fn topic_config(
         }
     }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidelog_wire::kafka::generated::create_topics_request::{
+        CreatableTopic, CreatableTopicConfig,
+    };
+
+    fn with_configs(configs: &[(&str, &str)]) -> Result<TopicConfig, (i16, String)> {
+        let topic = CreatableTopic {
+            name: "t".into(),
+            num_partitions: 1,
+            replication_factor: -1,
+            configs: configs
+                .iter()
+                .map(|(name, value)| CreatableTopicConfig {
+                    name: (*name).into(),
+                    value: Some((*value).into()),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        topic_config(&1, &topic)
+    }
+
+    /// `retention.ms=-1` and `retention.bytes=-1` are Kafka's "keep forever": before, the
+    /// first became a limit of -1 ms (every sealed segment deleted at the next retention
+    /// pass) and the second "unset" (the broker default).
+    #[test]
+    fn minus_one_retention_means_no_limit() {
+        let config = with_configs(&[("retention.ms", "-1"), ("retention.bytes", "-1")])
+            .expect("valid configs");
+        assert_eq!(config.retention_ms, Limit::Unlimited);
+        assert_eq!(config.retention_bytes, Limit::Unlimited);
+        let log = config.log_config(&crate::config::LogConfig::default());
+        assert_eq!((log.retention_ms, log.retention_bytes), (None, None));
+        log.validate().expect("a valid log configuration");
+    }
+
+    #[test]
+    fn other_negative_retention_is_an_invalid_config() {
+        for (name, value) in [("retention.ms", "-2"), ("retention.bytes", "-7")] {
+            let refused = with_configs(&[(name, value)]).expect_err("refused");
+            assert_eq!(refused.0, code::INVALID_CONFIG, "{name}={value}");
+        }
+        let kept = with_configs(&[("retention.ms", "60000")]).expect("valid");
+        assert_eq!(kept.retention_ms, Limit::At(60_000));
+    }
 }
