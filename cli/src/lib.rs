@@ -73,8 +73,51 @@ struct ServeArgs {
     /// How long a new consumer group waits for more members before its first rebalance.
     #[arg(long, default_value_t = 300)]
     group_initial_rebalance_delay_ms: u64,
+    /// Log lines on stderr as human-readable text or as one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Which events to log: a level (error, warn, info, debug, trace) or `tracing` directives
+    /// such as `info,tidelog_engine::server=debug` [default: $RUST_LOG, else info].
+    #[arg(long, value_name = "DIRECTIVES")]
+    log_level: Option<String>,
+    /// How often each partition deletes segments past its retention (Kafka's
+    /// `log.retention.check.interval.ms`).
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    retention_check_ms: u64,
     #[command(flatten)]
     log: LogArgs,
+}
+
+/// How `serve` writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event (for log shippers).
+    Json,
+}
+
+/// Installs the process's `tracing` subscriber: every engine event (durability events,
+/// recovery, failed opens, refused connections) at or above the chosen level on stderr.
+///
+/// # Errors
+/// Directives that do not parse.
+fn install_logging(format: LogFormat, level: Option<&str>) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(directives) => EnvFilter::try_new(directives)
+            .with_context(|| format!("--log-level {directives:?} does not parse"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_thread_names(true);
+    let installed = match format {
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|e| anyhow!("cannot install the log subscriber: {e}"))
 }
 
 /// Partition log defaults (tuning.md, "Storage engine"): every topic gets these unless its
@@ -93,11 +136,11 @@ struct LogArgs {
     /// ... or once the oldest unsynced append is this old [default: 100].
     #[arg(long, value_name = "MS")]
     flush_interval_ms: Option<i64>,
-    /// Keep at most this many bytes per partition [default: no limit].
-    #[arg(long, value_name = "BYTES")]
-    retention_bytes: Option<u64>,
-    /// Delete data older than this [default: 7 days].
-    #[arg(long, value_name = "MS")]
+    /// Keep at most this many bytes per partition; -1: no limit [default: no limit].
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
+    retention_bytes: Option<i64>,
+    /// Delete data older than this; -1: never [default: 7 days].
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
     retention_ms: Option<i64>,
     /// Recent batches kept in memory per partition for consumers that keep up [default: 8 MiB].
     #[arg(long, value_name = "BYTES")]
@@ -112,19 +155,42 @@ struct LogArgs {
 
 impl LogArgs {
     /// `base` with every flag that was given applied.
-    fn apply(&self, base: &LogConfig) -> LogConfig {
-        LogConfig {
+    ///
+    /// # Errors
+    /// A retention flag below -1.
+    fn apply(&self, base: &LogConfig) -> Result<LogConfig> {
+        Ok(LogConfig {
             segment_bytes: self.segment_bytes.unwrap_or(base.segment_bytes),
             segment_ms: self.segment_ms.unwrap_or(base.segment_ms),
             flush_bytes: self.flush_bytes.unwrap_or(base.flush_bytes),
             flush_interval_ms: self.flush_interval_ms.unwrap_or(base.flush_interval_ms),
-            retention_bytes: self.retention_bytes.or(base.retention_bytes),
-            retention_ms: self.retention_ms.or(base.retention_ms),
+            retention_bytes: retention(
+                self.retention_bytes,
+                base.retention_bytes
+                    .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+                "--retention-bytes",
+            )?
+            .map(|v| v.unsigned_abs()),
+            retention_ms: retention(self.retention_ms, base.retention_ms, "--retention-ms")?,
             tail_cache_bytes: self.tail_cache_bytes.unwrap_or(base.tail_cache_bytes),
             preallocate_bytes: self.preallocate_bytes.unwrap_or(base.preallocate_bytes),
             max_batch_bytes: self.max_batch_bytes.unwrap_or(base.max_batch_bytes),
             ..base.clone()
-        }
+        })
+    }
+}
+
+/// A retention flag over the engine's default, in Kafka's terms: absent keeps `base`, -1 is
+/// no limit (`None`), 0 or more is the limit; anything else is refused (a negative limit
+/// would make every sealed segment expired).
+fn retention(flag: Option<i64>, base: Option<i64>, what: &str) -> Result<Option<i64>> {
+    match flag {
+        None => Ok(base),
+        Some(-1) => Ok(None),
+        Some(v) if v >= 0 => Ok(Some(v)),
+        Some(v) => Err(anyhow!(
+            "{what} {v}: give -1 (no limit) or a limit of 0 or more"
+        )),
     }
 }
 
@@ -171,6 +237,7 @@ fn kafka_addr(text: &str) -> Result<Option<SocketAddr>> {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
+    install_logging(args.log_format, args.log_level.as_deref())?;
     checks::io_uring()?;
     let memlock = checks::raise_memlock();
     checks::data_dir(&args.data_dir)?;
@@ -185,11 +252,15 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.kafka_addr = kafka_addr(&args.kafka_addr)?;
     config.kafka_node_port_base = args.kafka_node_port_base;
     config.coordinator.initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms;
+    if args.retention_check_ms == 0 {
+        return Err(anyhow!("--retention-check-ms must be positive"));
+    }
+    config.housekeeping.retention_check = Duration::from_millis(args.retention_check_ms);
     if let Some(shards) = args.shards {
         config.shards = shards;
     }
     config.default_partitions = args.default_partitions;
-    config.log_defaults = args.log.apply(&config.log_defaults);
+    config.log_defaults = args.log.apply(&config.log_defaults)?;
     config
         .log_defaults
         .validate()
@@ -232,4 +303,40 @@ fn serve(args: ServeArgs) -> Result<()> {
     handle.shutdown().context("shutdown")?;
     eprintln!("tidelog: stopped cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from([&["tidelog", "serve"], args].concat()).expect("parses");
+        match cli.command {
+            Command::Serve(args) => args,
+            _ => unreachable!("serve was parsed"),
+        }
+    }
+
+    /// `serve --retention-ms -1` is Kafka's "keep forever": it used to become a limit of
+    /// -1 ms, under which every sealed segment had expired.
+    #[test]
+    fn minus_one_retention_flags_mean_no_limit() {
+        let args = serve_args(&["--retention-ms", "-1", "--retention-bytes", "-1"]);
+        let config = args.log.apply(&LogConfig::default()).expect("valid");
+        assert_eq!(config.retention_ms, None);
+        assert_eq!(config.retention_bytes, None);
+        config.validate().expect("a valid log configuration");
+        let args = serve_args(&["--retention-ms", "5000"]);
+        let config = args.log.apply(&LogConfig::default()).expect("valid");
+        assert_eq!(config.retention_ms, Some(5000));
+    }
+
+    #[test]
+    fn other_negative_retention_flags_are_refused() {
+        for flag in ["--retention-ms", "--retention-bytes"] {
+            let args = serve_args(&[flag, "-2"]);
+            let error = args.log.apply(&LogConfig::default()).expect_err("refused");
+            assert!(error.to_string().contains(flag), "{error}");
+        }
+    }
 }
