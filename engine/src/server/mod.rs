@@ -58,6 +58,26 @@ pub struct ShardAddrs {
     pub kafka_own: Option<SocketAddr>,
 }
 
+/// Connections a listening socket queues before they are accepted.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A listening socket on `addr`, shared by every shard (`SO_REUSEPORT`: the kernel spreads
+/// connections over them) and bindable while connections of a previous process on the port
+/// are in TIME_WAIT (`SO_REUSEADDR`), so a supervisor's immediate restart after `kill -9`
+/// works. (glommio's own `bind` sets only the first.)
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    // SAFETY: `into_raw_fd` hands over the only handle of a bound, listening TCP socket,
+    // which is what glommio's `from_raw_fd` requires; nothing else closes that fd.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
 /// One shard's bound listening sockets, not yet accepting.
 pub struct Bound {
     shared: TcpListener,
@@ -81,16 +101,15 @@ impl Bound {
         native_addr: SocketAddr,
         kafka: Option<(SocketAddr, SocketAddr)>,
     ) -> Result<Bound, String> {
-        let shared =
-            TcpListener::bind(native_addr).map_err(|e| format!("bind {native_addr}: {e}"))?;
+        let shared = listen(native_addr).map_err(|e| format!("bind {native_addr}: {e}"))?;
         let own_addr = SocketAddr::new(native_addr.ip(), 0);
-        let own = TcpListener::bind(own_addr).map_err(|e| format!("bind {own_addr}: {e}"))?;
+        let own = listen(own_addr).map_err(|e| format!("bind {own_addr}: {e}"))?;
         let kafka = match kafka {
             None => None,
             Some((shared_addr, own_addr)) => {
-                let shared = TcpListener::bind(shared_addr)
+                let shared = listen(shared_addr)
                     .map_err(|e| format!("bind Kafka address {shared_addr}: {e}"))?;
-                let own = TcpListener::bind(own_addr)
+                let own = listen(own_addr)
                     .map_err(|e| format!("bind Kafka node address {own_addr}: {e}"))?;
                 Some((shared, own))
             }
