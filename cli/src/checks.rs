@@ -57,7 +57,10 @@ pub fn raise_memlock() -> u64 {
 pub fn data_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    let probe = dir.join(".tidelog-odirect-probe");
+    // Named like the broker's own files ("__" leads no topic name), so that no topic a client
+    // creates can collide with it (a topic ".tidelog-odirect-probe", a legal Kafka name, made
+    // this open fail with EISDIR and the broker unable to start).
+    let probe = dir.join("__odirect-probe");
     let opened = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -131,6 +131,16 @@ impl Broker {
     /// (`<dir>.serve-<run>.log`). A restart on the same ports retries while the old process's
     /// ports are still being released.
     pub fn start_with(dir: &Path, run: usize, serve: Serve) -> Broker {
+        Broker::launch(dir, run, serve, true)
+    }
+
+    /// [`Broker::start_with`] without retrying: the first start must succeed, as a
+    /// supervisor's immediate restart expects.
+    pub fn start_at_once(dir: &Path, run: usize, serve: Serve) -> Broker {
+        Broker::launch(dir, run, serve, false)
+    }
+
+    fn launch(dir: &Path, run: usize, serve: Serve, retry_in_use: bool) -> Broker {
         let (args, kafka_addr) = serve.args(dir);
         let log = dir.with_extension(format!("serve-{run}.log"));
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -154,7 +164,10 @@ impl Broker {
             loop {
                 if let Some(status) = broker.child.try_wait().expect("try_wait") {
                     let stderr = broker.stderr();
-                    if stderr.contains("already in use") && Instant::now() < deadline {
+                    if retry_in_use
+                        && stderr.contains("already in use")
+                        && Instant::now() < deadline
+                    {
                         std::thread::sleep(Duration::from_millis(250));
                         continue 'spawn;
                     }

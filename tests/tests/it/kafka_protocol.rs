@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tidelog_wire::kafka::generated::{
+    create_topics_request::{CreatableTopic, CreatableTopicConfig, CreateTopicsRequest},
+    create_topics_response::CreateTopicsResponse,
     fetch_request::{FetchPartition, FetchRequest, FetchTopic},
     fetch_response::FetchResponse,
     init_producer_id_request::InitProducerIdRequest,
@@ -30,6 +32,7 @@ const PRODUCE: i16 = 0;
 const METADATA: i16 = 3;
 const LIST_OFFSETS: i16 = 2;
 const FETCH: i16 = 1;
+const CREATE_TOPICS: i16 = 19;
 
 /// A blocking Kafka connection speaking through the generated codec.
 struct Conn {
@@ -193,6 +196,30 @@ impl Conn {
         let response = ListOffsetsResponse::decode(&mut Decoder::new(&body), 7).expect("decode");
         let p = &response.topics[0].partitions[0];
         (p.error_code, p.offset)
+    }
+
+    /// Creates a one-partition topic with `configs`; returns the topic's error code.
+    fn create_topic(&mut self, topic: &str, configs: &[(&str, &str)]) -> i16 {
+        let request = CreateTopicsRequest {
+            topics: vec![CreatableTopic {
+                name: topic.into(),
+                num_partitions: 1,
+                replication_factor: -1,
+                configs: configs
+                    .iter()
+                    .map(|(name, value)| CreatableTopicConfig {
+                        name: (*name).into(),
+                        value: Some((*value).into()),
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            timeout_ms: 30_000,
+            validate_only: false,
+        };
+        let body = self.call(CREATE_TOPICS, 7, |b| request.encode(b, 7).expect("encode"));
+        let response = CreateTopicsResponse::decode(&mut Decoder::new(&body), 7).expect("decode");
+        response.topics[0].error_code
     }
 
     fn latest(&mut self, topic: &str) -> i64 {
@@ -542,4 +569,133 @@ fn metadata_advertises_every_shard_as_a_node_at_the_advertised_host() {
         "a live node is the controller (admin clients need one)"
     );
     b.stop();
+}
+
+/// `retention.ms=-1` and `retention.bytes=-1` (Kafka's "keep forever", as confluent-kafka's
+/// AdminClient sends them) keep every segment, also after a restart. Before, -1 ms was a limit
+/// under which every sealed segment had expired (the first retention pass deleted them), and
+/// it was stored as "unset", the broker's 7-day default after a restart (these records are
+/// from 2023, so that default deleted them too). Other negative values are refused.
+#[test]
+fn retention_minus_one_keeps_every_segment_across_a_restart() {
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-retention-forever");
+    let dir = tmp.path().join("data");
+    let kafka = format!("127.0.0.1:{}", free_port());
+    let mut serve = Serve::new();
+    serve.shards = 1;
+    serve.kafka = Kafka::At(kafka.clone());
+    serve.extra = ["--retention-check-ms", "50"].map(String::from).to_vec();
+    let broker = Broker::start_with(&dir, 0, serve.clone());
+    let mut conn = Conn::open(&kafka);
+    assert_eq!(
+        conn.create_topic("bad", &[("retention.ms", "-2")]),
+        40,
+        "INVALID_CONFIG"
+    );
+    assert_eq!(
+        conn.create_topic("bad", &[("retention.bytes", "-3")]),
+        40,
+        "INVALID_CONFIG"
+    );
+    let configs = [
+        ("retention.ms", "-1"),
+        ("retention.bytes", "-1"),
+        ("segment.bytes", "1048576"),
+    ];
+    assert_eq!(conn.create_topic("forever", &configs), 0);
+    // About 3 MiB in 48 KiB batches: three sealed segments and the active one.
+    let value = "x".repeat(1000);
+    let mut records = 0i64;
+    for _ in 0..64 {
+        let mut builder = RecordBatchBuilder::with_capacity(64 << 10);
+        for _ in 0..48 {
+            builder.push(None, value.as_bytes(), 1_700_000_000_000);
+        }
+        let (error, _) = conn.produce("forever", builder.finish(0));
+        assert_eq!(error, 0);
+        records += 48;
+    }
+    assert_eq!(conn.latest("forever"), records);
+    let earliest_after_passes = |conn: &mut Conn| {
+        // Many retention passes at 50 ms apart.
+        std::thread::sleep(Duration::from_millis(1500));
+        conn.offset_at("forever", -2)
+    };
+    assert_eq!(earliest_after_passes(&mut conn), (0, 0), "nothing deleted");
+    drop(conn);
+    let dir = broker.stop();
+    let _broker = Broker::start_with(&dir, 1, serve);
+    let mut conn = Conn::open(&kafka);
+    assert_eq!(
+        earliest_after_passes(&mut conn),
+        (0, 0),
+        "still nothing deleted after a restart"
+    );
+    assert_eq!(conn.latest("forever"), records);
+}
+
+/// A supervisor restarts a broker the moment it died: that start must bind at once, also on
+/// ports whose previous connections (closed by the kill) are in TIME_WAIT. Before, the
+/// listeners were bound without SO_REUSEADDR and `serve` failed with "already in use" for up
+/// to a minute.
+#[test]
+fn a_restart_right_after_kill_9_binds_its_ports_at_once() {
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-restart-at-once");
+    let dir = tmp.path().join("data");
+    let kafka = format!("127.0.0.1:{}", free_port());
+    let mut serve = Serve::new();
+    serve.shards = 2;
+    serve.kafka = Kafka::At(kafka.clone());
+    for run in 0..3 {
+        let broker = Broker::start_at_once(&dir, run, serve.clone());
+        // Connections on every listener, each answered (so the broker side has read all).
+        let mut conns: Vec<Conn> = (0..4).map(|_| Conn::open(&kafka)).collect();
+        for conn in &mut conns {
+            conn.create_by_metadata("restarts");
+        }
+        let natives: Vec<TcpStream> = (0..4)
+            .map(|_| TcpStream::connect(&broker.addr).expect("native connect"))
+            .collect();
+        broker.kill_9();
+        // The clients see the close and close too: the broker's side goes to TIME_WAIT.
+        drop(conns);
+        drop(natives);
+    }
+    let broker = Broker::start_at_once(&dir, 3, serve);
+    let mut conn = Conn::open(broker.kafka());
+    conn.create_by_metadata("restarts");
+}
+
+/// Any name a client may give a topic leaves the broker able to start: a topic named like the
+/// start-up probe file (".tidelog-odirect-probe" is a legal Kafka name) made every later
+/// `serve` fail with EISDIR.
+#[test]
+fn topics_named_like_the_brokers_files_do_not_stop_it_from_starting() {
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-hostile-topic-names");
+    let dir = tmp.path().join("data");
+    let kafka = format!("127.0.0.1:{}", free_port());
+    let mut serve = Serve::new();
+    serve.shards = 1;
+    serve.kafka = Kafka::At(kafka.clone());
+    let broker = Broker::start_with(&dir, 0, serve.clone());
+    let mut conn = Conn::open(&kafka);
+    for name in [
+        ".tidelog-odirect-probe",
+        ".tidelog-iopoll-probe",
+        "__odirect-probe",
+    ] {
+        let created = conn.create_topic(name, &[]);
+        assert!(
+            created == 0 || created == 17,
+            "{name}: created, or refused as an invalid name (17), not {created}"
+        );
+    }
+    drop(conn);
+    let dir = broker.stop();
+    let broker = Broker::start_with(&dir, 1, serve);
+    let mut conn = Conn::open(broker.kafka());
+    conn.create_by_metadata("after-restart");
 }
