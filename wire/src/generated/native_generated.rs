@@ -1864,6 +1864,7 @@ impl<'a> TopicMetadata<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionMetadata>>>>(TopicMetadata::VT_PARTITIONS, None)}
   }
+  /// -1: broker default; -2: no limit.
   #[inline]
   pub fn retention_ms(&self) -> i64 {
     // Safety:
@@ -1871,6 +1872,7 @@ impl<'a> TopicMetadata<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i64>(TopicMetadata::VT_RETENTION_MS, Some(-1)).unwrap()}
   }
+  /// -1: broker default; -2: no limit.
   #[inline]
   pub fn retention_bytes(&self) -> i64 {
     // Safety:
@@ -2255,7 +2257,7 @@ impl<'a> TopicSpec<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i32>(TopicSpec::VT_PARTITIONS, Some(0)).unwrap()}
   }
-  /// -1: broker default.
+  /// -1: broker default; -2: no limit (keep forever); other negatives are refused.
   #[inline]
   pub fn retention_ms(&self) -> i64 {
     // Safety:
@@ -2263,6 +2265,7 @@ impl<'a> TopicSpec<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i64>(TopicSpec::VT_RETENTION_MS, Some(-1)).unwrap()}
   }
+  /// -1: broker default; -2: no limit (keep forever); other negatives are refused.
   #[inline]
   pub fn retention_bytes(&self) -> i64 {
     // Safety:
