@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -82,19 +83,42 @@ pub fn data_dir(dir: &Path) -> Result<()> {
     result
 }
 
-/// The shared port must be free. Shards bind it with SO_REUSEPORT, which would let a second
-/// broker share it silently; a plain bind fails if anyone holds it.
+/// How long `serve` waits for a port held by listeners that are going away: a broker killed
+/// with `kill -9` exits at once, but its io_uring is torn down by the kernel afterwards, and
+/// until then the sockets its pending accepts hold stay bound (LISTEN) on its ports.
+pub const PORT_RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// The port must be free. Shards bind it with SO_REUSEPORT, which would let a second broker
+/// (or the dying listeners of one just killed, whose queues nobody accepts from) share it
+/// silently; this plain bind (SO_REUSEADDR only, so TIME_WAIT does not count) refuses that.
+/// A port still held is retried for up to [`PORT_RELEASE_WAIT`], so a supervisor's restart
+/// right after `kill -9` starts once the old sockets are gone.
 pub fn port_free(addr: std::net::SocketAddr) -> Result<()> {
     if addr.port() == 0 {
         return Ok(());
     }
-    match std::net::TcpListener::bind(addr) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
-            "{addr} is already in use (another broker running?): stop it or pick another port \
-             (--native-addr, --kafka-addr)"
-        ),
-        Err(e) => Err(e).with_context(|| format!("cannot bind {addr}")),
+    let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
+    let mut told = false;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                if std::time::Instant::now() >= deadline {
+                    bail!(
+                        "{addr} is already in use (another broker running?): stop it or pick \
+                         another port (--native-addr, --kafka-addr, --kafka-node-port-base)"
+                    );
+                }
+                if !told {
+                    eprintln!(
+                        "tidelog: waiting up to {PORT_RELEASE_WAIT:?} for {addr} to be released"
+                    );
+                    told = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot bind {addr}")),
+        }
     }
 }
 

@@ -236,7 +236,20 @@ fn kafka_addr(text: &str) -> Result<Option<SocketAddr>> {
     Ok(Some(addr))
 }
 
+/// A panic on any thread, a shard's executor included, aborts the whole process. A shard
+/// that died alone left the broker half up: its partitions and group slots unreachable, its
+/// connections hung, the process alive, so no supervisor would restart it.
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("tidelog: a thread panicked; aborting so that a supervisor restarts the broker");
+        std::process::abort();
+    }));
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
+    abort_on_panic();
     install_logging(args.log_format, args.log_level.as_deref())?;
     checks::io_uring()?;
     let memlock = checks::raise_memlock();
@@ -266,6 +279,22 @@ fn serve(args: ServeArgs) -> Result<()> {
         .validate()
         .map_err(|e| anyhow!("invalid log flags: {e}"))?;
     let shards = config.shards;
+    if let Some(bootstrap) = config.kafka_addr {
+        // The shards' own Kafka ports (node i on base + i), bound without a check otherwise.
+        let base = config.kafka_node_port_base.or_else(|| {
+            bootstrap
+                .port()
+                .checked_add(1)
+                .filter(|_| bootstrap.port() != 0)
+        });
+        if let Some(base) = base {
+            for shard in 0..shards {
+                let port = u16::try_from(usize::from(base) + shard)
+                    .map_err(|_| anyhow!("Kafka node port {base} + {shard} is past 65535"))?;
+                checks::port_free(SocketAddr::new(bootstrap.ip(), port))?;
+            }
+        }
+    }
     let handle = broker::start(config)
         .map_err(|e| anyhow!(checks::explain_startup(&e.to_string(), &args.native_addr)))?;
     let endpoints: Vec<String> = handle

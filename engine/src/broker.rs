@@ -405,6 +405,8 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         }
     };
     let _ = start.serving.send(Ready::Serving);
+    #[cfg(debug_assertions)]
+    inject_panic_fault(start.shard);
     let listeners = ListenerConfig {
         advertised_host: config.advertised_host,
         default_partitions: config.default_partitions,
@@ -417,4 +419,20 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         glommio::timer::sleep(STOP_CHECK).await;
     }
     shard.shutdown().await
+}
+
+/// Debug builds only (tests): `TIDELOG_FAULT_PANIC_SHARD=<n>` makes shard n panic shortly
+/// after it starts serving, so that tests can check what a shard's panic does to the broker.
+#[cfg(debug_assertions)]
+fn inject_panic_fault(shard: usize) {
+    let wanted = std::env::var("TIDELOG_FAULT_PANIC_SHARD")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    if wanted == Some(shard) {
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(std::time::Duration::from_secs(2)).await;
+            panic!("fault injection: shard {shard} panics (TIDELOG_FAULT_PANIC_SHARD)");
+        })
+        .detach();
+    }
 }

@@ -90,7 +90,38 @@ pub(crate) fn error_code(error: &ShardError) -> ErrorCode {
     }
 }
 
-/// A topic admin outcome as (code, message); the message is empty on success.
+/// Checks every batch of one partition's produced `region` as consumers will need it,
+/// before anything is stored: CRC and native record structure (`verify`), offsets dense
+/// (a batch claims exactly one offset per record, so a tiny batch cannot claim 2^31
+/// offsets), and a Kafka-format payload valid as a produced Kafka batch. A batch stored
+/// unverified used to poison every Kafka consumer of the partition at that offset.
+fn check_produced(region: &[u8]) -> Result<(), ShardError> {
+    let limits = tidelog_wire::batch::VerifyLimits::default();
+    let mut rest = region;
+    while !rest.is_empty() {
+        let view = tidelog_wire::batch::verify(rest, &limits)
+            .map_err(|e| ShardError::CorruptBatch(format!("produced batch: {e}")))?;
+        let header = view.header();
+        let claimed = i64::from(header.last_offset_delta()) + 1;
+        if claimed != i64::from(header.record_count()) {
+            return Err(ShardError::CorruptBatch(format!(
+                "produced batch claims {claimed} offsets for {} records",
+                header.record_count()
+            )));
+        }
+        if header.payload_format() == tidelog_wire::batch::PayloadFormat::Kafka {
+            let payload = view
+                .bytes()
+                .get(tidelog_wire::batch::HEADER_LEN..)
+                .unwrap_or_default();
+            tidelog_wire::kafka_records::validate_produce_batch(payload, i16::MAX, usize::MAX)
+                .map_err(|e| ShardError::CorruptBatch(format!("produced Kafka batch: {e}")))?;
+        }
+        rest = rest.get(view.batch_len()..).unwrap_or_default();
+    }
+    Ok(())
+}
+
 /// A native retention value (`-1`, the field's default: the broker's default; `-2`: no
 /// limit; `0..`: a limit) as a topic's [`Limit`].
 fn limit_from_native(value: i64, what: &str) -> Result<Limit, ShardError> {
@@ -119,6 +150,7 @@ const NATIVE_LIMIT_DEFAULT: i64 = -1;
 /// The native protocol's retention value for "no limit".
 const NATIVE_LIMIT_UNLIMITED: i64 = -2;
 
+/// A topic admin outcome as (code, message); the message is empty on success.
 fn admin_outcome(outcome: Result<(), ShardError>) -> (ErrorCode, String) {
     match outcome {
         Ok(()) => (ErrorCode::None, String::new()),
@@ -526,7 +558,7 @@ impl Connection<Native> {
                     region = BytesMut::from(&region[..]);
                 }
             }
-            let produced = match partition_index(part.partition) {
+            let produced = match check_produced(&region).and(partition_index(part.partition)) {
                 Ok(p) => {
                     shard
                         .append(

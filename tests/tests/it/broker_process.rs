@@ -29,6 +29,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `count` consecutive free ports below the kernel's ephemeral range (32768 and up), so that
+/// no client socket of a concurrently running test can be holding one of them when a broker
+/// binds them without retrying. Found by trying to bind each.
+pub fn free_ports_below_ephemeral(count: u16) -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    let seed = u64::from(std::process::id()) ^ nanos;
+    let mut candidate = 20_000 + (seed % 10_000) as u16;
+    loop {
+        let all_free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", candidate + i)).is_ok());
+        if all_free {
+            return candidate;
+        }
+        candidate = 20_000 + (candidate - 20_000 + 97) % 12_000;
+    }
+}
+
 /// Whether this build's `serve` has the Kafka listener (`--kafka-addr`).
 pub fn has_kafka_listener() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
@@ -61,6 +79,8 @@ pub struct Serve {
     pub kafka: Kafka,
     /// More `serve` flags.
     pub extra: Vec<String>,
+    /// Environment variables for the broker process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Serve {
@@ -71,6 +91,7 @@ impl Serve {
             native_addr: format!("127.0.0.1:{}", free_port()),
             kafka: Kafka::Unused,
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -148,6 +169,7 @@ impl Broker {
             let child = Command::new(BIN)
                 .arg("serve")
                 .args(&args)
+                .envs(serve.env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).expect("log file"))
@@ -251,6 +273,11 @@ impl Broker {
         assert!(status.success(), "broker exited with {status}: {stderr}");
         assert!(stderr.contains("stopped cleanly"), "{stderr}");
         self.dir.clone()
+    }
+
+    /// Waits up to `within` for the broker to exit by itself; returns its status.
+    pub fn exits_within(&mut self, within: Duration) -> ExitStatus {
+        self.wait(within)
     }
 
     pub fn kill_9(mut self) -> PathBuf {

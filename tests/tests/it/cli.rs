@@ -737,3 +737,31 @@ fn a_data_directory_is_served_by_one_broker_at_a_time() {
     run_ok(&again.addr, &["topic", "describe", "locked"]);
     again.stop();
 }
+
+/// A panic on one shard's thread takes the whole process down (SIGABRT), so a supervisor
+/// restarts it. Before, the shard's thread died alone and the process lived on half up:
+/// that shard's partitions unreachable, the process still there.
+#[test]
+fn a_panicking_shard_aborts_the_whole_broker() {
+    use std::os::unix::process::ExitStatusExt;
+    let _one = serial();
+    let tmp = crate::test_dir("panic-aborts");
+    let mut serve = Serve::new();
+    serve.shards = 2;
+    serve.env = vec![("TIDELOG_FAULT_PANIC_SHARD".into(), "1".into())];
+    let mut broker = Broker::start_with(&tmp.path().join("data"), 0, serve);
+    let status = broker.exits_within(Duration::from_secs(20));
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGABRT),
+        "{status}: {}",
+        broker.stderr()
+    );
+    assert!(
+        broker
+            .stderr()
+            .contains("aborting so that a supervisor restarts the broker"),
+        "{}",
+        broker.stderr()
+    );
+}

@@ -25,7 +25,7 @@ use tidelog_wire::kafka::generated::{
 use tidelog_wire::kafka::{request_header_version, response_header_version, Decoder};
 use tidelog_wire::kafka_records::{kafka_crc, RecordBatchBuilder, RecordBatchHeader};
 
-use crate::broker_process::{free_port, serial, Broker, Kafka, Serve};
+use crate::broker_process::{free_port, free_ports_below_ephemeral, serial, Broker, Kafka, Serve};
 
 const INIT_PRODUCER_ID: i16 = 22;
 const PRODUCE: i16 = 0;
@@ -644,9 +644,13 @@ fn a_restart_right_after_kill_9_binds_its_ports_at_once() {
     let _one = serial();
     let tmp = crate::test_dir("kafka-restart-at-once");
     let dir = tmp.path().join("data");
-    let kafka = format!("127.0.0.1:{}", free_port());
+    // Native port, Kafka bootstrap, Kafka nodes 0 and 1: outside the ephemeral range, so
+    // only this broker's own connections can be on them.
+    let base = free_ports_below_ephemeral(4);
+    let kafka = format!("127.0.0.1:{}", base + 1);
     let mut serve = Serve::new();
     serve.shards = 2;
+    serve.native_addr = format!("127.0.0.1:{base}");
     serve.kafka = Kafka::At(kafka.clone());
     for run in 0..3 {
         let broker = Broker::start_at_once(&dir, run, serve.clone());

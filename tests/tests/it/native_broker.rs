@@ -503,3 +503,55 @@ fn pipelined_produces_answer_in_order_and_a_fetch_after_them_sees_them() {
     drop(bootstrap);
     broker.shutdown().expect("clean shutdown");
 }
+
+/// A native produce is checked as its consumers will need it: a batch whose CRC is right but
+/// whose records do not decode (or that claims more offsets than it has records) is refused
+/// with `CorruptBatch` and nothing is stored. Before, only the CRC was checked: the batch
+/// was stored, and every Kafka consumer of the partition failed at its offset for good.
+#[test]
+fn produced_batches_that_consumers_could_not_read_are_refused() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
+    let broker = start_with_shards(dir.path(), 1);
+    let mut peer = Peer::connect(broker.native_addr());
+    assert_eq!(create_topic(&mut peer, "checked", 1), ErrorCode::None);
+    let reseal = |b: &mut [u8]| {
+        let crc = tidelog_wire::batch::compute_crc(b);
+        b[8..12].copy_from_slice(&crc.to_le_bytes());
+    };
+    let header_len = tidelog_wire::batch::HEADER_LEN;
+    // Records that are not a flatbuffer, under a valid CRC.
+    let mut garbage = batch(&[b"one", b"two"]);
+    for byte in &mut garbage[header_len..] {
+        *byte = 0xA5;
+    }
+    reseal(&mut garbage);
+    // A valid payload whose header claims a million offsets for its two records.
+    let mut claims = batch(&[b"one", b"two"]);
+    claims[20..24].copy_from_slice(&2i32.to_le_bytes());
+    claims[24..28].copy_from_slice(&999_999i32.to_le_bytes());
+    reseal(&mut claims);
+    for bad in [&garbage, &claims] {
+        let response = peer.produce("checked", 0, -1, bad).expect("a response");
+        let BodyT::ProduceResponse(produced) = response.body else {
+            panic!("not a produce response");
+        };
+        let result = &produced.partitions.expect("partitions")[0];
+        assert_eq!(result.error, ErrorCode::CorruptBatch);
+    }
+    let response = peer
+        .produce("checked", 0, -1, &batch(&[b"fine"]))
+        .expect("a response");
+    let BodyT::ProduceResponse(produced) = response.body else {
+        panic!("not a produce response");
+    };
+    let result = &produced.partitions.expect("partitions")[0];
+    assert_eq!(
+        (result.error, result.base_offset),
+        (ErrorCode::None, 0),
+        "nothing stored before"
+    );
+    let (error, bytes) = fetch(&mut peer, "checked", 0, 0, 0);
+    assert_eq!(error, ErrorCode::None);
+    assert_eq!(values_of(&bytes), vec![(0, b"fine".to_vec())]);
+    broker.shutdown().expect("clean shutdown");
+}

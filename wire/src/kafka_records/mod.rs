@@ -69,6 +69,17 @@ pub const KAFKA_CRC_START: usize = 21;
 pub const ZSTD_MIN_PRODUCE_VERSION: i16 = 7;
 /// The fewest bytes an uncompressed record takes (seven one-byte varints).
 pub const RECORD_MIN_BYTES: usize = 7;
+/// Most records one produced batch may claim, compressed or not: a batch claims one offset
+/// per record, and a tiny compressed batch claiming 2^31 made the partition roll a segment
+/// (and keep a file open) every two batches. Real producers stay far below (Kafka's own
+/// batches hold up to `batch.size`, 16 KiB to 1 MiB of records).
+pub const BATCH_RECORDS_MAX: usize = 1 << 20;
+/// Largest ratio deflate (gzip) reaches (about 1032:1), rounded up.
+const DEFLATE_RATIO_MAX: usize = 1040;
+/// Largest ratio snappy reaches (about 21:1 on runs), rounded up.
+const SNAPPY_RATIO_MAX: usize = 32;
+/// Largest ratio LZ4 reaches (about 255:1), rounded up.
+const LZ4_RATIO_MAX: usize = 256;
 
 /// Byte positions of the Kafka batch header fields (all big-endian).
 pub mod at {
@@ -298,14 +309,22 @@ pub fn validate_produce_batch(
     // An uncompressed record takes at least 7 bytes (length, attributes, timestamp delta,
     // offset delta, key length, value length, header count: one varint byte each), so the
     // count cannot exceed what the bytes hold: a tiny batch must not claim 2^31 offsets.
-    if codec == 0 {
-        let fits = records.len().saturating_sub(BATCH_OVERHEAD) / RECORD_MIN_BYTES;
-        if usize::try_from(record_count).map_or(true, |n| n > fits) {
-            return Err(KafkaBatchError::InconsistentOffsets {
-                record_count,
-                last_offset_delta,
-            });
-        }
+    // A compressed batch's records are not inflated here, so its count is bounded by what
+    // the codec could have squeezed into these bytes (zstd: by the absolute cap alone).
+    let body = records.len().saturating_sub(BATCH_OVERHEAD);
+    let fits = match compression {
+        Compression::None => body / RECORD_MIN_BYTES,
+        Compression::Gzip => body.saturating_mul(DEFLATE_RATIO_MAX) / RECORD_MIN_BYTES,
+        Compression::Snappy => body.saturating_mul(SNAPPY_RATIO_MAX) / RECORD_MIN_BYTES,
+        Compression::Lz4 => body.saturating_mul(LZ4_RATIO_MAX) / RECORD_MIN_BYTES,
+        _ => usize::MAX,
+    }
+    .min(BATCH_RECORDS_MAX);
+    if usize::try_from(record_count).map_or(true, |n| n > fits) {
+        return Err(KafkaBatchError::InconsistentOffsets {
+            record_count,
+            last_offset_delta,
+        });
     }
     if compression == Compression::Zstd && produce_version < ZSTD_MIN_PRODUCE_VERSION {
         return Err(KafkaBatchError::ZstdNeedsV7(produce_version));

@@ -420,6 +420,36 @@ fn a_record_count_the_bytes_cannot_hold_is_refused() {
     assert!(validate_produce_batch(&simple(), 9, MAX).is_ok());
 }
 
+/// A compressed batch's records are not inflated by validation, so its claimed count was not
+/// bounded at all: a ~130-byte gzip batch claiming 2^31 - 1 records made the partition roll a
+/// segment every two batches. Now the claim must fit what the codec can squeeze into the
+/// bytes (and never exceeds BATCH_RECORDS_MAX), whatever the codec.
+#[test]
+fn a_compressed_batch_cannot_claim_more_records_than_its_codec_could_hold() {
+    let bytes_of = |compression: i16, count: i32| {
+        let mut b = simple();
+        with_attributes(&mut b, compression);
+        set_i32(&mut b, at::RECORD_COUNT, count);
+        set_i32(&mut b, at::LAST_OFFSET_DELTA, count - 1);
+        reseal(&mut b);
+        b
+    };
+    for codec in 1..=4i16 {
+        let bomb = bytes_of(codec, i32::MAX);
+        let err = validate_produce_batch(&bomb, 9, MAX).unwrap_err();
+        assert_eq!(err.kafka_code(), INVALID_RECORD, "codec {codec}: {err}");
+        let capped = bytes_of(codec, BATCH_RECORDS_MAX as i32 + 1);
+        assert!(
+            validate_produce_batch(&capped, 9, MAX).is_err(),
+            "codec {codec}: past the absolute cap"
+        );
+    }
+    // A plausible claim for the bytes passes the count check (gzip: a few hundred records
+    // per compressed byte at most).
+    let plausible = bytes_of(1, 100);
+    assert!(validate_produce_batch(&plausible, 9, MAX).is_ok());
+}
+
 /// The chained CRCs of a wrapped batch cover every byte an unchained CRC covered: flipping
 /// any bit the broker does not stamp (base offsets) fails `check_crc`, whether it lands in
 /// the Tidelog-covered head or the Kafka-covered records; yet the Tidelog CRC itself covers
