@@ -31,6 +31,30 @@ pub fn io_uring() -> Result<()> {
     Ok(())
 }
 
+/// Raises the soft limit on open files to the hard one (connections, segment files and
+/// index files all take descriptors; the usual soft default of 1,024 runs out first) and
+/// returns the limit in force.
+pub fn raise_nofile() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
 /// Raises the soft locked-memory limit to the hard one when that is allowed, so glommio can
 /// register its I/O buffers; the engine sizes them to whatever limit remains.
 pub fn raise_memlock() -> u64 {

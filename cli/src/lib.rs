@@ -73,6 +73,14 @@ struct ServeArgs {
     /// How long a new consumer group waits for more members before its first rebalance.
     #[arg(long, default_value_t = 300)]
     group_initial_rebalance_delay_ms: u64,
+    /// Close a connection that sent no request for this long (Kafka's
+    /// `connections.max.idle.ms`).
+    #[arg(long, value_name = "MS", default_value_t = 600_000)]
+    connections_max_idle_ms: u64,
+    /// Close a connection whose request does not arrive whole within this long of its first
+    /// bytes (plus a second per MiB of its size): slow or stalled peers hold no buffer.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    request_arrival_timeout_ms: u64,
     /// Log lines on stderr as human-readable text or as one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -253,6 +261,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     install_logging(args.log_format, args.log_level.as_deref())?;
     checks::io_uring()?;
     let memlock = checks::raise_memlock();
+    let nofile = checks::raise_nofile();
     checks::data_dir(&args.data_dir)?;
     let native_addr = resolve(&args.native_addr)?;
     checks::port_free(native_addr)?;
@@ -269,6 +278,15 @@ fn serve(args: ServeArgs) -> Result<()> {
         return Err(anyhow!("--retention-check-ms must be positive"));
     }
     config.housekeeping.retention_check = Duration::from_millis(args.retention_check_ms);
+    if args.connections_max_idle_ms == 0 || args.request_arrival_timeout_ms == 0 {
+        return Err(anyhow!(
+            "--connections-max-idle-ms and --request-arrival-timeout-ms must be positive"
+        ));
+    }
+    config.timeouts = tidelog_engine::server::ConnectionTimeouts {
+        idle: Duration::from_millis(args.connections_max_idle_ms),
+        request_arrival: Duration::from_millis(args.request_arrival_timeout_ms),
+    };
     if let Some(shards) = args.shards {
         config.shards = shards;
     }
@@ -279,6 +297,18 @@ fn serve(args: ServeArgs) -> Result<()> {
         .validate()
         .map_err(|e| anyhow!("invalid log flags: {e}"))?;
     let shards = config.shards;
+    // Every connection the limits admit takes a descriptor; so do segment and index files.
+    let connections = shards as u64
+        * (config.limits.max_connections_per_shard as u64
+            + config.kafka_limits.max_connections_per_shard as u64);
+    if connections >= nofile {
+        tracing::warn!(
+            open_files_limit = nofile,
+            connections_admitted = connections,
+            "the open-files limit is below the connections the broker admits: raise `ulimit -n` \
+             (the hard limit) or clients will be refused with EMFILE before the connection limits"
+        );
+    }
     if let Some(bootstrap) = config.kafka_addr {
         // The shards' own Kafka ports (node i on base + i), bound without a check otherwise.
         let base = config.kafka_node_port_base.or_else(|| {

@@ -70,6 +70,8 @@ pub struct BrokerConfig {
     pub coordinator: crate::coordinator::CoordinatorConfig,
     /// How often each partition's flush and retention checks run.
     pub housekeeping: crate::runtime::Housekeeping,
+    /// Idle and request-arrival deadlines of every connection.
+    pub timeouts: crate::server::ConnectionTimeouts,
 }
 
 impl BrokerConfig {
@@ -91,6 +93,7 @@ impl BrokerConfig {
             kafka_limits: KafkaLimits::default(),
             coordinator: crate::coordinator::CoordinatorConfig::default(),
             housekeeping: crate::runtime::Housekeeping::default(),
+            timeouts: crate::server::ConnectionTimeouts::default(),
         }
     }
 }
@@ -413,6 +416,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         limits: config.limits,
         kafka_advertised_host: config.kafka_advertised_host,
         kafka_limits: config.kafka_limits,
+        timeouts: config.timeouts,
     };
     crate::server::serve(Rc::clone(&shard), listeners, endpoints, bound);
     while !start.stop.load(Ordering::SeqCst) {

@@ -21,6 +21,39 @@ mod pipeline;
 pub use kafka::KafkaLimits;
 pub use native::ServerLimits;
 
+/// How long a connection may keep the broker waiting (both protocols).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionTimeouts {
+    /// A connection with no request in progress and none answered for this long is closed
+    /// (Kafka's `connections.max.idle.ms`, 10 minutes).
+    pub idle: std::time::Duration,
+    /// A request must arrive whole within this long of its first bytes, plus one second per
+    /// [`ARRIVAL_ALLOWANCE_BYTES_PER_SEC`] of its size; else the connection is closed (a
+    /// peer trickling bytes keeps a buffer reserved).
+    pub request_arrival: std::time::Duration,
+}
+
+/// A request's arrival deadline grows by one second per this many bytes of its size, so a
+/// large request on a slow link is not cut.
+pub const ARRIVAL_ALLOWANCE_BYTES_PER_SEC: usize = 1 << 20;
+
+impl Default for ConnectionTimeouts {
+    fn default() -> Self {
+        ConnectionTimeouts {
+            idle: std::time::Duration::from_secs(600),
+            request_arrival: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+impl ConnectionTimeouts {
+    /// The arrival deadline of a request of `bytes`, from its first bytes.
+    pub fn arrival(&self, bytes: usize) -> std::time::Duration {
+        let extra = (bytes / ARRIVAL_ALLOWANCE_BYTES_PER_SEC) as u64;
+        self.request_arrival + std::time::Duration::from_secs(extra)
+    }
+}
+
 /// What the listeners need besides the shard.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
@@ -34,6 +67,8 @@ pub struct ListenerConfig {
     pub kafka_advertised_host: Option<String>,
     /// Bounds of the Kafka listener.
     pub kafka_limits: KafkaLimits,
+    /// Idle and request-arrival deadlines of every connection.
+    pub timeouts: ConnectionTimeouts,
 }
 
 /// Every shard's endpoints, by shard, known once all have bound.

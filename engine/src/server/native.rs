@@ -172,7 +172,12 @@ pub(super) async fn serve_connection(server: Rc<Server>, stream: TcpStream) {
             ..FrameLimits::default()
         },
     };
-    let mut connection = Connection::new(stream, proto, limits.max_pending_produces);
+    let mut connection = Connection::new(
+        stream,
+        proto,
+        limits.max_pending_produces,
+        server.config.timeouts,
+    );
     if count > limits.max_connections_per_shard {
         let _ = connection
             .send_error(0, ErrorCode::TooManyConnections, "connection limit reached")

@@ -23,6 +23,7 @@
 //!   already pending written before the connection closes.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -94,6 +95,9 @@ pub(crate) enum ConnError<E: std::fmt::Display> {
     /// The shard is stopping.
     #[error("shard stopping")]
     Stopping,
+    /// The peer kept the connection waiting too long (idle, or a request not arriving).
+    #[error("timed out: {0}")]
+    TimedOut(&'static str),
 }
 
 /// A queued response: complete, or still waiting (for its fdatasyncs).
@@ -124,11 +128,21 @@ pub(crate) struct Connection<P: Protocol> {
     /// Responses not yet written, oldest first; at most `max_pending`.
     pending: VecDeque<(P::Meta, Pending<P::Response>)>,
     max_pending: usize,
+    timeouts: super::ConnectionTimeouts,
+    /// When the last request arrived (or the connection opened): the idle clock.
+    idle_since: Instant,
+    /// When the first bytes of the request being read arrived: its arrival clock.
+    frame_since: Option<Instant>,
 }
 
 impl<P: Protocol> Connection<P> {
     /// Wraps an accepted stream.
-    pub fn new(stream: TcpStream, proto: P, max_pending: usize) -> Self {
+    pub fn new(
+        stream: TcpStream,
+        proto: P,
+        max_pending: usize,
+        timeouts: super::ConnectionTimeouts,
+    ) -> Self {
         let _ = stream.set_nodelay(true);
         // A peer that stops reading must not pin fetched buffers and pending responses
         // forever: a write that makes no progress for this long closes the connection.
@@ -142,6 +156,9 @@ impl<P: Protocol> Connection<P> {
             frame_home: Home::default(),
             pending: VecDeque::new(),
             max_pending: max_pending.max(1),
+            timeouts,
+            idle_since: Instant::now(),
+            frame_since: None,
         }
     }
 
@@ -153,8 +170,11 @@ impl<P: Protocol> Connection<P> {
                 self.flush_pending().await?;
                 P::refuse(self, e).await;
             }
-            // The requests before the bad one (or the peer's half-close) are still answered.
-            Err(ConnError::Protocol(_) | ConnError::Closed) => self.flush_pending().await?,
+            // The requests before the bad one (or the peer's half-close, or its stall) are
+            // still answered.
+            Err(ConnError::Protocol(_) | ConnError::Closed | ConnError::TimedOut(_)) => {
+                self.flush_pending().await?
+            }
             _ => {}
         }
         result
@@ -177,6 +197,7 @@ impl<P: Protocol> Connection<P> {
             let announced = self.announced()?;
             if let Some(total) = announced.filter(|&total| self.inbuf.len() >= total) {
                 self.frame_home = self.inbuf_home;
+                self.arrived();
                 return Ok(self.inbuf.split_to(total));
             }
             self.write_completed().await?;
@@ -185,20 +206,60 @@ impl<P: Protocol> Connection<P> {
                 None => 4usize.saturating_sub(self.inbuf.len()).max(1),
             };
             if let Some(total) = announced.filter(|&t| t >= OWN_BUFFER_FRAME_BYTES) {
-                return self.read_own(total).await;
+                let frame = self.read_own(total).await?;
+                self.arrived();
+                return Ok(frame);
             }
-            self.read_some(None, need).await?;
+            let deadline = self.deadline(announced.unwrap_or(0));
+            self.read_some(None, need, deadline).await?;
         }
     }
 
+    /// A request arrived whole: the idle clock restarts, the arrival clock stops.
+    fn arrived(&mut self) {
+        self.idle_since = Instant::now();
+        self.frame_since = None;
+    }
+
+    /// When the next read must have completed: the request in progress (`total` bytes, 0
+    /// while its size is unknown) must arrive within its arrival deadline; with none in
+    /// progress and no response pending, the connection must not stay idle past its idle
+    /// timeout. `None` while responses are pending and no request is in progress.
+    fn deadline(&mut self, total: usize) -> Option<(Instant, &'static str)> {
+        if !self.inbuf.is_empty() || self.frame_since.is_some() {
+            let since = *self.frame_since.get_or_insert_with(Instant::now);
+            return Some((
+                since + self.timeouts.arrival(total),
+                "request did not arrive in time",
+            ));
+        }
+        if self.pending.is_empty() {
+            return Some((self.idle_since + self.timeouts.idle, "idle"));
+        }
+        None
+    }
+
     /// One socket read (into `own`, else the read buffer), or the oldest pending response
-    /// written if it completes first.
+    /// written if it completes first; [`ConnError::TimedOut`] at `deadline`.
     async fn read_some(
         &mut self,
         own: Option<&mut BytesMut>,
         need: usize,
+        deadline: Option<(Instant, &'static str)>,
     ) -> Result<(), ConnError<P::Error>> {
-        match self.read_or_complete(own, need).await {
+        let woke = match deadline {
+            None => self.read_or_complete(own, need).await,
+            Some((at, why)) => {
+                let left = at.saturating_duration_since(Instant::now());
+                futures_lite::future::or(self.read_or_complete(own, need), async move {
+                    glommio::timer::sleep(left).await;
+                    Woke::TimedOut(why)
+                })
+                .await
+            }
+        };
+        match woke {
+            Woke::TimedOut(why) => Err(ConnError::TimedOut(why)),
             Woke::Read(Ok(0)) => Err(ConnError::Closed),
             Woke::Read(Ok(_)) => Ok(()),
             Woke::Read(Err(e)) => Err(e.into()),
@@ -221,7 +282,9 @@ impl<P: Protocol> Connection<P> {
         while frame.len() < total {
             self.write_completed().await?;
             let need = total - frame.len();
-            self.read_some(Some(&mut frame), need).await?;
+            self.frame_since.get_or_insert_with(Instant::now);
+            let deadline = self.deadline(total);
+            self.read_some(Some(&mut frame), need, deadline).await?;
         }
         self.frame_home = home;
         Ok(frame)
@@ -403,6 +466,8 @@ enum Woke<M, T> {
     Read(std::io::Result<usize>),
     /// The oldest pending response completed first, and was popped.
     Done(Result<(M, T), Abandoned>),
+    /// The read's deadline passed (the read was dropped; the connection closes).
+    TimedOut(&'static str),
 }
 
 enum Race<T> {
@@ -490,7 +555,12 @@ mod tests {
                 let keep = Keep {
                     frames: Rc::clone(&frames),
                 };
-                let mut conn = Connection::new(stream, keep, 4);
+                let mut conn = Connection::new(
+                    stream,
+                    keep,
+                    4,
+                    crate::server::ConnectionTimeouts::default(),
+                );
                 assert!(matches!(conn.serve().await, Err(ConnError::Closed)));
                 client.join().expect("client");
                 drop(conn);

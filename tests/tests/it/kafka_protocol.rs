@@ -703,3 +703,67 @@ fn topics_named_like_the_brokers_files_do_not_stop_it_from_starting() {
     let mut conn = Conn::open(broker.kafka());
     conn.create_by_metadata("after-restart");
 }
+
+/// Slow and idle peers do not hold the broker's buffers: a request trickling in at a few
+/// bytes a second is cut at its arrival deadline, a connection that sends nothing is closed
+/// at the idle timeout, and a peer that keeps sending requests is never closed. Before,
+/// none of these connections was ever closed by the broker.
+#[test]
+fn slow_and_idle_connections_are_closed_busy_ones_are_not() {
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-slow-peers");
+    let kafka = format!("127.0.0.1:{}", free_port());
+    let mut serve = Serve::new();
+    serve.shards = 1;
+    serve.kafka = Kafka::At(kafka.clone());
+    serve.extra = [
+        "--connections-max-idle-ms",
+        "1500",
+        "--request-arrival-timeout-ms",
+        "1000",
+    ]
+    .map(String::from)
+    .to_vec();
+    let _broker = Broker::start_with(&tmp.path().join("data"), 0, serve);
+    let closed_within = |stream: &mut TcpStream, within: Duration| {
+        stream.set_read_timeout(Some(within)).expect("read timeout");
+        let mut byte = [0u8; 1];
+        matches!(stream.read(&mut byte), Ok(0))
+    };
+    // A slowloris: a 100-byte request announced, one byte every 200 ms.
+    let mut slow = TcpStream::connect(&kafka).expect("connect");
+    slow.write_all(&100i32.to_be_bytes()).expect("prefix");
+    let started = std::time::Instant::now();
+    let mut cut = false;
+    for _ in 0..40 {
+        if slow.write_all(&[0]).is_err() {
+            cut = true;
+            break;
+        }
+        slow.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut byte = [0u8; 1];
+        if matches!(slow.read(&mut byte), Ok(0)) {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "a trickling request was never cut");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut at its deadline"
+    );
+    // An idle connection.
+    let mut idle = TcpStream::connect(&kafka).expect("connect");
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(6)),
+        "idle connection closed"
+    );
+    // A busy one: a request every 500 ms for 4 s (past both timeouts) is always answered.
+    let mut busy = Conn::open(&kafka);
+    for _ in 0..8 {
+        busy.create_by_metadata("busy");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    busy.create_by_metadata("busy");
+}

@@ -145,7 +145,12 @@ pub(super) async fn serve_connection(server: Rc<Server>, stream: TcpStream) {
             advertised_host,
             client_host,
         };
-        let mut connection = Connection::new(stream, proto, limits.max_pending_produces);
+        let mut connection = Connection::new(
+            stream,
+            proto,
+            limits.max_pending_produces,
+            server.config.timeouts,
+        );
         if let Err(e) = connection.serve().await {
             tracing::debug!(shard = shard_id, error = %e, "kafka connection closed");
         }
