@@ -93,6 +93,8 @@ pub struct Shard {
     senders: mesh::Senders,
     pending: Pending,
     next_id: Cell<u64>,
+    /// Serialises topic creations and deletions (used on shard 0, which does them all).
+    admin_gate: crate::sync::Gate,
 }
 
 impl std::fmt::Debug for Shard {
@@ -112,6 +114,7 @@ impl Shard {
     /// # Errors
     /// A description of what failed (mesh, metadata, a partition's recovery).
     pub async fn open(id: usize, config: ShardConfig, mesh: Mesh) -> Result<Rc<Shard>, String> {
+        let started = std::time::Instant::now();
         let (senders, mut receivers) = mesh
             .join()
             .await
@@ -131,6 +134,11 @@ impl Shard {
             None
         };
         let table = store.as_ref().map(|s| s.topics()).unwrap_or_default();
+        if id == 0 {
+            topics::sweep_data_dir(&data_dir, &table)
+                .await
+                .map_err(|e| format!("sweeping {}: {e}", data_dir.display()))?;
+        }
         let mut offsets = HashMap::new();
         for slot in 0..OFFSET_SLOTS {
             if shard_for(OFFSETS_DIR, slot, config.shards) == id {
@@ -155,6 +163,7 @@ impl Shard {
             senders,
             pending: Pending::default(),
             next_id: Cell::new(0),
+            admin_gate: crate::sync::Gate::default(),
         };
         // Shard 0 pushes the replayed table; every shard applies the pushes before serving.
         let streams = if shard.id == 0 {
@@ -192,6 +201,21 @@ impl Shard {
             }
             rest
         };
+        let (partitions, bytes, segments) = {
+            let logs = shard.partitions.borrow();
+            let all = logs.values().flat_map(|by_index| by_index.values());
+            all.fold((0usize, 0u64, 0usize), |(n, b, s), log| {
+                (n + 1, b + log.size_bytes(), s + log.segment_count())
+            })
+        };
+        tracing::info!(
+            shard = shard.id,
+            partitions,
+            segments,
+            bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shard recovered its partitions"
+        );
         let shard = Rc::new(shard);
         mesh::spawn_receivers(&shard, streams);
         {

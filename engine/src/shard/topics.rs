@@ -1,7 +1,17 @@
 //! The topic table: create and delete (owned by shard 0, which persists the change in its
 //! `TopicStore` and pushes it to every shard, acknowledging only when all applied it), opening
 //! and removing the partitions a shard owns, and idempotent-producer ids.
+//!
+//! Creations and deletions are serialised on shard 0 (the admin gate, held across the
+//! metadata record and the push to every shard), so a name being deleted cannot be created
+//! again until every shard has let go of it, and every shard applies one name's changes in
+//! the order they were made. A deletion first renames the topic's directory to a tombstone
+//! (`__deleted-<name>-<n>`, a name no topic can have) and makes that durable, then writes the
+//! metadata record, then has every shard close its partitions, then removes the tombstone:
+//! a topic created again gets a fresh directory, never the old files, and a crash at any
+//! point leaves either the topic with its data or a tombstone that the next start removes.
 
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -10,7 +20,7 @@ use super::{Log, Shard, ShardError};
 use crate::io::dma::DmaStorage;
 use crate::io::SystemClock;
 use crate::log::PartitionLog;
-use crate::meta::{partition_dir, TopicConfig};
+use crate::meta::{partition_dir, validate_topic_name, TopicConfig};
 use crate::runtime::spawn_housekeeping;
 
 impl Shard {
@@ -32,6 +42,7 @@ impl Shard {
         let Some(store) = &self.store else {
             return Err(ShardError::Internal("no topic store on shard 0"));
         };
+        let _admin = self.admin_gate.enter().await;
         store
             .create(name, config)
             .await
@@ -65,13 +76,42 @@ impl Shard {
         let Some(store) = &self.store else {
             return Err(ShardError::Internal("no topic store on shard 0"));
         };
-        store.delete(name).await.map_err(|e| ShardError::from(&e))?;
+        let _admin = self.admin_gate.enter().await;
+        if store.topic(name).is_none() {
+            return Err(ShardError::from(&crate::meta::MetaError::UnknownTopic(
+                name.to_owned(),
+            )));
+        }
+        let data_dir = &self.config.data_dir;
+        let tombstone = entomb(data_dir, name).map_err(|e| {
+            ShardError::Storage(format!(
+                "deleting topic {name:?}: renaming its directory: {e}"
+            ))
+        })?;
+        if let Err(e) = store.delete(name).await {
+            // Not deleted after all: the topic keeps its data.
+            if let Some(tomb) = &tombstone {
+                if let Err(back) = std::fs::rename(tomb, data_dir.join(name)) {
+                    tracing::error!(topic = name, tombstone = %tomb.display(), error = %back,
+                        "a failed deletion could not restore the topic's directory");
+                }
+            }
+            return Err(ShardError::from(&e));
+        }
+        tracing::info!(topic = name, "topic deleted: closing its partitions");
         self.apply_removal(name).await;
         self.broadcast(|id| ShardMessage::TopicRemoved {
             id,
             name: name.to_owned(),
         })
         .await;
+        // Every shard has closed its partitions: the files can go.
+        if let Some(tomb) = tombstone {
+            if let Err(e) = crate::io::dma::remove_tree(&tomb).await {
+                tracing::warn!(tombstone = %tomb.display(), error = %e,
+                    "removing a deleted topic's files failed; the next start retries");
+            }
+        }
         Ok(())
     }
 
@@ -155,15 +195,75 @@ impl Shard {
             glommio::timer::sleep(REMOVAL_CLOSE_POLL).await;
             waited += REMOVAL_CLOSE_POLL;
         }
-        let dirs: Vec<std::path::PathBuf> =
-            doomed.iter().map(|log| log.dir().to_path_buf()).collect();
+        // The files are in the tombstone shard 0 removes once every shard got here.
         drop(doomed);
-        for dir in dirs {
-            if let Err(e) = crate::io::dma::remove_tree(&dir).await {
-                tracing::warn!(dir = %dir.display(), error = %e, "removing a deleted partition failed");
-            }
-        }
-        let topic_dir = self.config.data_dir.join(name);
-        let _ = std::fs::remove_dir(&topic_dir);
     }
+}
+
+/// Directory-name prefix of a deleted topic's files until they are removed.
+pub(super) const TOMBSTONE_PREFIX: &str = "__deleted-";
+/// Directory-name prefix of a topic directory found at start with no topic in the metadata.
+pub(super) const ORPHAN_PREFIX: &str = "__orphaned-";
+
+/// A directory name that no topic can have and no earlier one took: `prefix`, the name, a
+/// number.
+fn unused_name(data_dir: &Path, prefix: &str, name: &str) -> PathBuf {
+    let mut n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    loop {
+        let candidate = data_dir.join(format!("{prefix}{name}-{n}"));
+        if !candidate.exists() {
+            return candidate;
+        }
+        n += 1;
+    }
+}
+
+/// Renames a topic's directory to a tombstone and makes the rename durable; `None` when the
+/// topic has no directory. Blocking `std::fs` calls: a deletion is rare and not on the data
+/// path.
+fn entomb(data_dir: &Path, name: &str) -> std::io::Result<Option<PathBuf>> {
+    let dir = data_dir.join(name);
+    if !dir.exists() {
+        return Ok(None);
+    }
+    let tomb = unused_name(data_dir, TOMBSTONE_PREFIX, name);
+    std::fs::rename(&dir, &tomb)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    Ok(Some(tomb))
+}
+
+/// At start (shard 0, before any partition opens): removes the tombstones of deletions a
+/// crash interrupted, and moves aside (never deletes) every directory named like a topic that
+/// the metadata does not know, so that a topic created later under that name starts empty
+/// instead of resurrecting those files.
+pub(super) async fn sweep_data_dir(
+    data_dir: &Path,
+    topics: &std::collections::BTreeMap<String, TopicConfig>,
+) -> std::io::Result<()> {
+    let mut moved = false;
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name.starts_with(TOMBSTONE_PREFIX) {
+            tracing::info!(tombstone = %entry.path().display(), "removing a deleted topic's files");
+            crate::io::dma::remove_tree(&entry.path()).await?;
+        } else if validate_topic_name(&name).is_ok() && !topics.contains_key(&name) {
+            let aside = unused_name(data_dir, ORPHAN_PREFIX, &name);
+            tracing::error!(directory = %entry.path().display(), moved_to = %aside.display(),
+                "a topic directory the metadata does not know: moved aside, not deleted");
+            std::fs::rename(entry.path(), &aside)?;
+            moved = true;
+        }
+    }
+    if moved {
+        std::fs::File::open(data_dir)?.sync_all()?;
+    }
+    Ok(())
 }

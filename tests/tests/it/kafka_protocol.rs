@@ -11,6 +11,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tidelog_wire::kafka::generated::{
     create_topics_request::{CreatableTopic, CreatableTopicConfig, CreateTopicsRequest},
     create_topics_response::CreateTopicsResponse,
+    delete_topics_request::DeleteTopicsRequest,
+    delete_topics_response::DeleteTopicsResponse,
     fetch_request::{FetchPartition, FetchRequest, FetchTopic},
     fetch_response::FetchResponse,
     init_producer_id_request::InitProducerIdRequest,
@@ -33,6 +35,7 @@ const METADATA: i16 = 3;
 const LIST_OFFSETS: i16 = 2;
 const FETCH: i16 = 1;
 const CREATE_TOPICS: i16 = 19;
+const DELETE_TOPICS: i16 = 20;
 
 /// A blocking Kafka connection speaking through the generated codec.
 struct Conn {
@@ -766,4 +769,128 @@ fn slow_and_idle_connections_are_closed_busy_ones_are_not() {
         std::thread::sleep(Duration::from_millis(500));
     }
     busy.create_by_metadata("busy");
+}
+
+/// A topic deleted while another client auto-creates it again: the new topic starts empty
+/// (no resurrected records), its acknowledged records are there after a restart, and a
+/// crash-interrupted deletion's leftovers never come back. Before, the re-create reopened the
+/// old partition directory (the old records reappeared) and the deletion then unlinked it
+/// under the new topic, so the new topic's acks=all records were gone after a restart.
+#[test]
+fn a_topic_recreated_while_being_deleted_starts_empty_and_keeps_its_records() {
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-delete-recreate");
+    let dir = tmp.path().join("data");
+    let kafka = format!("127.0.0.1:{}", free_port());
+    let mut serve = Serve::new();
+    serve.shards = 1;
+    serve.kafka = Kafka::At(kafka.clone());
+    let broker = Broker::start_with(&dir, 0, serve.clone());
+    let mut admin = Conn::open(&kafka);
+    let mut client = Conn::open(&kafka);
+    for round in 0..5 {
+        assert_eq!(admin.create_topic("again", &[]), 0, "round {round}");
+        for _ in 0..20 {
+            let (error, _) = client.produce("again", batch(-1, -1, -1, 5));
+            assert_eq!(error, 0);
+        }
+        assert_eq!(client.latest("again"), 100);
+        // The deletion, and at once an auto-create from the other connection.
+        let request = DeleteTopicsRequest {
+            topic_names: vec!["again".into()],
+            timeout_ms: 30_000,
+            ..Default::default()
+        };
+        let sent = admin.send(DELETE_TOPICS, 4, |b| request.encode(b, 4).expect("encode"));
+        let mut recreated = false;
+        for _ in 0..200 {
+            let metadata = MetadataRequest {
+                topics: Some(vec![MetadataRequestTopic {
+                    name: Some("again".into()),
+                    ..Default::default()
+                }]),
+                allow_auto_topic_creation: true,
+                ..Default::default()
+            };
+            let body = client.call(METADATA, 12, |b| metadata.encode(b, 12).expect("encode"));
+            let response = MetadataResponse::decode(&mut Decoder::new(&body), 12).expect("decode");
+            // Error 0 may still be the old topic; the new one is empty.
+            if response.topics[0].error_code == 0 && client.offset_at("again", -1) == (0, 0) {
+                recreated = true;
+                break;
+            }
+        }
+        let (got, body) = admin.receive(DELETE_TOPICS, 4);
+        assert_eq!(got, sent);
+        let deleted = DeleteTopicsResponse::decode(&mut Decoder::new(&body), 4).expect("decode");
+        assert_eq!(deleted.responses[0].error_code, 0, "deleted");
+        // Whether or not the auto-create beat the deletion's end, the topic now is a new,
+        // empty one (auto-created again if needed): none of the 100 records come back.
+        if !recreated {
+            client.create_by_metadata("again");
+        }
+        assert_eq!(client.offset_at("again", -2), (0, 0));
+        assert_eq!(
+            client.latest("again"),
+            0,
+            "round {round}: no resurrected records"
+        );
+        let (error, base) = client.produce("again", batch(-1, -1, -1, 3));
+        assert_eq!((error, base), (0, 0));
+        // Clean up for the next round.
+        let request = DeleteTopicsRequest {
+            topic_names: vec!["again".into()],
+            timeout_ms: 30_000,
+            ..Default::default()
+        };
+        admin.call(DELETE_TOPICS, 4, |b| request.encode(b, 4).expect("encode"));
+    }
+    // A last topic under the name, restarted: its acknowledged records are all there.
+    assert_eq!(admin.create_topic("again", &[]), 0);
+    let (error, _) = client.produce("again", batch(-1, -1, -1, 7));
+    assert_eq!(error, 0);
+    drop((admin, client));
+    let dir = broker.stop();
+    let broker_serve = serve.clone();
+    let broker = Broker::start_with(&dir, 1, serve);
+    let mut client = Conn::open(broker.kafka());
+    assert_eq!(
+        client.latest("again"),
+        7,
+        "the acknowledged records survived the restart"
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(&dir)
+        .expect("data dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("__deleted-") || n.starts_with("__orphaned-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "no tombstone or orphan left: {leftovers:?}"
+    );
+    // What a crash can leave: a deletion's tombstone, and a topic directory whose metadata
+    // record is gone (deleted, the files not yet renamed). The next start removes the first
+    // and moves the second aside, so a topic created under that name starts empty.
+    drop(client);
+    let dir = broker.stop();
+    std::fs::create_dir_all(dir.join("__deleted-again-1/0")).expect("tombstone");
+    std::fs::write(dir.join("__deleted-again-1/0/junk"), b"x").expect("junk");
+    std::fs::create_dir_all(dir.join("ghost/0")).expect("orphan");
+    std::fs::write(dir.join("ghost/0/junk"), b"x").expect("junk");
+    let broker = Broker::start_with(&dir, 2, broker_serve);
+    let mut client = Conn::open(broker.kafka());
+    assert!(
+        !dir.join("__deleted-again-1").exists(),
+        "the tombstone is removed"
+    );
+    assert!(!dir.join("ghost").exists(), "the orphan is moved aside");
+    let aside = std::fs::read_dir(&dir)
+        .expect("data dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("__orphaned-ghost-"))
+        .count();
+    assert_eq!(aside, 1, "kept, not deleted");
+    client.create_by_metadata("ghost");
+    assert_eq!(client.latest("ghost"), 0);
+    assert_eq!(client.latest("again"), 7);
 }

@@ -352,8 +352,10 @@ async fn open_active<S: Storage>(
             segment = %segment.path.display(),
             valid_bytes = scanned.valid_bytes,
             dropped_bytes = file_len - scanned.valid_bytes,
+            log_end = segment.next_offset,
+            recovery_point,
             %reason,
-            "truncating torn or corrupt tail"
+            "truncating the torn or unsynced tail (above the recovery point)"
         );
     }
     if file_len != scanned.valid_bytes {

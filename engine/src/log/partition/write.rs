@@ -72,7 +72,14 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         let mut state = self.state.borrow_mut();
         let reason = error.to_string();
         if state.poison.is_none() {
-            tracing::error!(dir = %self.dir.display(), op, %reason, "partition poisoned");
+            tracing::error!(
+                dir = %self.dir.display(),
+                op,
+                %reason,
+                log_end = state.log_end,
+                synced_offset = state.synced_offset,
+                "partition poisoned: it refuses writes until reopened"
+            );
             state.poison = Some((op, reason.clone()));
         }
         LogError::Poisoned { op, reason }
@@ -543,6 +550,8 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 state.recovery_point = state.recovery_point.max(target);
                 true
             }
+            // A deleted partition's directory is gone (renamed to a tombstone) as it closes.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "writing the recovery point failed");
                 false
@@ -612,6 +621,16 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 .sync_dir(&self.dir)
                 .await
                 .map_err(|e| LogError::io("sync directory", &self.dir, e))?;
+        }
+        if let (Some((first, _)), Some((last, _))) = (doomed.first(), doomed.last()) {
+            tracing::info!(
+                dir = %self.dir.display(),
+                segments = doomed.len(),
+                first_base_offset = first,
+                last_base_offset = last,
+                log_start = self.log_start(),
+                "retention deleted segments"
+            );
         }
         bump(&self.counters.segments_deleted, doomed.len() as u64);
         Ok(doomed.len())
