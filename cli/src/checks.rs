@@ -35,42 +35,30 @@ pub fn io_uring() -> Result<()> {
 /// index files all take descriptors; the usual soft default of 1,024 runs out first) and
 /// returns the limit in force.
 pub fn raise_nofile() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    limit.rlim_cur
+    raise_to_hard_limit(libc::RLIMIT_NOFILE)
 }
 
 /// Raises the soft locked-memory limit to the hard one when that is allowed, so glommio can
 /// register its I/O buffers; the engine sizes them to whatever limit remains.
 pub fn raise_memlock() -> u64 {
+    raise_to_hard_limit(libc::RLIMIT_MEMLOCK)
+}
+
+/// Raises the soft limit of `resource` to its hard limit when allowed; returns the soft
+/// limit in force afterwards.
+fn raise_to_hard_limit(resource: libc::__rlimit_resource_t) -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
+        if libc::getrlimit(resource, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
             let raised = libc::rlimit {
                 rlim_cur: limit.rlim_max,
                 rlim_max: limit.rlim_max,
             };
-            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) == 0 {
+            if libc::setrlimit(resource, &raised) == 0 {
                 limit = raised;
             }
         }

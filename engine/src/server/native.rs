@@ -554,14 +554,10 @@ impl Connection<Native> {
             cursor = part.range.end;
             // The tail cache keeps the batches as a slice of the request when the shard's
             // ledger of such read buffers allows it; else they get a buffer of their own.
-            {
-                let mut pinned = self.proto.server.pinned.borrow_mut();
-                if pinned.pin(home, &anchor) {
-                    pinned.shared_bytes += region.len() as u64;
-                } else {
-                    pinned.copied_bytes += region.len() as u64;
-                    region = BytesMut::from(&region[..]);
-                }
+            let shared =
+                (self.proto.server.pinned.borrow_mut()).may_share(home, &anchor, region.len());
+            if !shared {
+                region = BytesMut::from(&region[..]);
             }
             let produced = match check_produced(&region).and(partition_index(part.partition)) {
                 Ok(p) => {

@@ -109,14 +109,26 @@ impl PinnedReads {
         true
     }
 
+    /// Whether `len` bytes of a batch in the allocation `home` (`anchor`: any non-empty slice
+    /// of it) may be stored as a slice of it ([`pin`](Self::pin)); the caller copies them
+    /// otherwise. Counts which.
+    pub fn may_share(&mut self, home: Home, anchor: &Bytes, len: usize) -> bool {
+        let shared = self.pin(home, anchor);
+        let counter = if shared {
+            &mut self.shared_bytes
+        } else {
+            &mut self.copied_bytes
+        };
+        *counter += len as u64;
+        shared
+    }
+
     /// Shares `records` (a slice of the allocation `home`) when the ledger allows it, else
-    /// copies them into a buffer of their own. Counts which.
+    /// copies them into a buffer of their own.
     pub fn share_or_copy(&mut self, home: Home, records: Bytes) -> Bytes {
-        if self.pin(home, &records) {
-            self.shared_bytes += records.len() as u64;
+        if self.may_share(home, &records, records.len()) {
             records
         } else {
-            self.copied_bytes += records.len() as u64;
             Bytes::copy_from_slice(&records)
         }
     }

@@ -264,6 +264,15 @@ fn broker(dir: &std::path::Path, run: usize, kafka: &str) -> Broker {
     Broker::start_with(dir, run, serve)
 }
 
+/// `serve` settings of one shard with a Kafka listener on a free port, and that address.
+fn one_shard_kafka() -> (Serve, String) {
+    let kafka = format!("127.0.0.1:{}", free_port());
+    let mut serve = Serve::new();
+    serve.shards = 1;
+    serve.kafka = Kafka::At(kafka.clone());
+    (serve, kafka)
+}
+
 #[test]
 fn idempotent_producers_survive_kill_9_and_ids_never_repeat() {
     let _one = serial();
@@ -584,10 +593,7 @@ fn retention_minus_one_keeps_every_segment_across_a_restart() {
     let _one = serial();
     let tmp = crate::test_dir("kafka-retention-forever");
     let dir = tmp.path().join("data");
-    let kafka = format!("127.0.0.1:{}", free_port());
-    let mut serve = Serve::new();
-    serve.shards = 1;
-    serve.kafka = Kafka::At(kafka.clone());
+    let (mut serve, kafka) = one_shard_kafka();
     serve.extra = ["--retention-check-ms", "50"].map(String::from).to_vec();
     let broker = Broker::start_with(&dir, 0, serve.clone());
     let mut conn = Conn::open(&kafka);
@@ -683,10 +689,7 @@ fn topics_named_like_the_brokers_files_do_not_stop_it_from_starting() {
     let _one = serial();
     let tmp = crate::test_dir("kafka-hostile-topic-names");
     let dir = tmp.path().join("data");
-    let kafka = format!("127.0.0.1:{}", free_port());
-    let mut serve = Serve::new();
-    serve.shards = 1;
-    serve.kafka = Kafka::At(kafka.clone());
+    let (serve, kafka) = one_shard_kafka();
     let broker = Broker::start_with(&dir, 0, serve.clone());
     let mut conn = Conn::open(&kafka);
     for name in [
@@ -715,10 +718,7 @@ fn topics_named_like_the_brokers_files_do_not_stop_it_from_starting() {
 fn slow_and_idle_connections_are_closed_busy_ones_are_not() {
     let _one = serial();
     let tmp = crate::test_dir("kafka-slow-peers");
-    let kafka = format!("127.0.0.1:{}", free_port());
-    let mut serve = Serve::new();
-    serve.shards = 1;
-    serve.kafka = Kafka::At(kafka.clone());
+    let (mut serve, kafka) = one_shard_kafka();
     serve.extra = [
         "--connections-max-idle-ms",
         "1500",
@@ -781,10 +781,7 @@ fn a_topic_recreated_while_being_deleted_starts_empty_and_keeps_its_records() {
     let _one = serial();
     let tmp = crate::test_dir("kafka-delete-recreate");
     let dir = tmp.path().join("data");
-    let kafka = format!("127.0.0.1:{}", free_port());
-    let mut serve = Serve::new();
-    serve.shards = 1;
-    serve.kafka = Kafka::At(kafka.clone());
+    let (serve, kafka) = one_shard_kafka();
     let broker = Broker::start_with(&dir, 0, serve.clone());
     let mut admin = Conn::open(&kafka);
     let mut client = Conn::open(&kafka);
