@@ -103,8 +103,12 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
         let log = PartitionLog::open(storage, clock, &dir, config).await?;
         let mut offsets = HashMap::new();
         log.replay(|record| {
-            let (Some(key), Some(head)) = (record.key.and_then(decode_key), record.value.get(..8))
-            else {
+            let Some(key) = record.key.and_then(decode_key) else {
+                return;
+            };
+            // An empty value is a tombstone: the position was deleted with its topic.
+            let Some(head) = record.value.get(..8) else {
+                offsets.remove(&key);
                 return;
             };
             let value = i64::from_le_bytes(head.try_into().unwrap_or([0; 8]));
@@ -159,6 +163,39 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
             );
         }
         Ok(())
+    }
+
+    /// Deletes, durably, every committed position on a topic for which `gone` holds (a
+    /// deleted topic: a topic created later under its name must not inherit them). Returns how
+    /// many were deleted.
+    ///
+    /// # Errors
+    /// Errors of the slot's log; the positions not yet deleted stay.
+    pub async fn forget_topics(&self, gone: impl Fn(&str) -> bool) -> Result<usize, LogError> {
+        /// Tombstones per batch: keys are at most ~520 bytes, so a batch stays far below the
+        /// slot's batch limit.
+        const TOMBSTONES_PER_BATCH: usize = 1000;
+        let doomed: Vec<Key> = self
+            .offsets
+            .borrow()
+            .keys()
+            .filter(|(_, topic, _)| gone(topic))
+            .cloned()
+            .collect();
+        for chunk in doomed.chunks(TOMBSTONES_PER_BATCH) {
+            let mut builder = BatchBuilder::new();
+            for (group, topic, partition) in chunk {
+                builder.push(Some(&encode_key(group, topic, *partition)), &[], 0, &[]);
+            }
+            self.log
+                .append(builder.finish(), Durability::Synced)
+                .await?;
+            let mut map = self.offsets.borrow_mut();
+            for key in chunk {
+                map.remove(key);
+            }
+        }
+        Ok(doomed.len())
     }
 
     /// The committed position of a group on a partition.
@@ -245,6 +282,45 @@ mod tests {
         );
         assert_eq!(reopened.fetch("g", "events", 1), None);
         assert_eq!(reopened.fetch("other", "events", 2), None);
+    }
+
+    #[test]
+    fn positions_of_a_forgotten_topic_stay_deleted_after_a_crash() {
+        let disk = SimDisk::new(4);
+        let open = || {
+            block_on(OffsetStore::open(
+                disk.clone(),
+                SimClock::new(0),
+                Path::new("/d"),
+                1,
+            ))
+            .expect("open")
+        };
+        let store = open();
+        let at = |topic: &str, offset: i64| OffsetCommit {
+            topic: topic.into(),
+            partition: 0,
+            offset,
+            metadata: String::new(),
+        };
+        block_on(store.commit("g", &[at("old", 7), at("kept", 3)])).expect("commit");
+        block_on(store.commit("h", &[at("old", 9)])).expect("commit");
+        let forgotten = block_on(store.forget_topics(|t| t == "old")).expect("forget");
+        assert_eq!(forgotten, 2);
+        assert_eq!(store.fetch("g", "old", 0), None);
+        disk.crash();
+        let reopened = open();
+        assert_eq!(
+            reopened.fetch("g", "old", 0),
+            None,
+            "the tombstone was durable"
+        );
+        assert_eq!(reopened.fetch("h", "old", 0), None);
+        assert_eq!(reopened.fetch("g", "kept", 0).map(|c| c.offset), Some(3));
+        // A later commit on a topic of that name is a new position.
+        block_on(reopened.commit("g", &[at("old", 1)])).expect("commit");
+        disk.crash();
+        assert_eq!(open().fetch("g", "old", 0).map(|c| c.offset), Some(1));
     }
 
     #[test]

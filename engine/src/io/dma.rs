@@ -12,6 +12,7 @@ use std::rc::Rc;
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
+use super::journal::record;
 use super::{OpenMode, Storage, StorageFile};
 
 /// Files on a real filesystem through glommio. Must be used inside a glommio executor.
@@ -20,7 +21,11 @@ pub struct DmaStorage;
 
 /// An open DMA file, shared by the writer and readers of one segment.
 #[derive(Debug, Clone)]
-pub struct DmaFileHandle(Rc<DmaFile>);
+pub struct DmaFileHandle {
+    file: Rc<DmaFile>,
+    /// Its id in the power-loss journal ([`super::journal`]); 0 when not recording.
+    journal: u64,
+}
 
 fn to_io(e: glommio::GlommioError<()>) -> io::Error {
     io::Error::from(e)
@@ -88,7 +93,10 @@ impl Storage for DmaStorage {
     async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         // Directory creation is rare (topic creation, segment roll never needs it), so the
         // blocking call is acceptable; it never runs on the append path.
-        std::fs::create_dir_all(path)
+        let created = record::missing_dirs(path);
+        std::fs::create_dir_all(path)?;
+        created.iter().for_each(|dir| record::mkdir(dir));
+        Ok(())
     }
 
     async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
@@ -110,16 +118,26 @@ impl Storage for DmaStorage {
         if mode == OpenMode::Create {
             options.create(true);
         }
+        let journal = record::file_id();
+        let created = journal != 0 && !path.exists();
         let file = options.dma_open(path).await.map_err(to_io)?;
-        Ok(DmaFileHandle(Rc::new(file)))
+        record::open(journal, path, created);
+        Ok(DmaFileHandle {
+            file: Rc::new(file),
+            journal,
+        })
     }
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
-        glommio::io::remove(path).await.map_err(to_io)
+        glommio::io::remove(path).await.map_err(to_io)?;
+        record::remove(path);
+        Ok(())
     }
 
     async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        remove_tree(path).await
+        remove_tree(path).await?;
+        record::remove(path);
+        Ok(())
     }
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
@@ -127,11 +145,14 @@ impl Storage for DmaStorage {
         let path = std::path::absolute(path)?;
         let dir = glommio::io::Directory::open(&path).await.map_err(to_io)?;
         dir.sync().await.map_err(to_io)?;
+        record::sync_dir(&path);
         dir.close().await.map_err(to_io)
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        glommio::io::rename(from, to).await.map_err(to_io)
+        glommio::io::rename(from, to).await.map_err(to_io)?;
+        record::rename(from, to);
+        Ok(())
     }
 }
 
@@ -141,7 +162,7 @@ impl StorageFile for DmaFileHandle {
     type WriteFuture = Pin<Box<dyn Future<Output = io::Result<usize>>>>;
 
     fn alloc_write_buf(&self, len: usize) -> DmaBuffer {
-        self.0.alloc_dma_buffer(len)
+        self.file.alloc_dma_buffer(len)
     }
 
     fn trim_write_buf(buf: &mut DmaBuffer, len: usize) {
@@ -149,12 +170,21 @@ impl StorageFile for DmaFileHandle {
     }
 
     fn write_at(&self, buf: DmaBuffer, pos: u64) -> Self::WriteFuture {
-        let file = Rc::clone(&self.0);
-        Box::pin(async move { file.write_at(buf, pos).await.map_err(to_io) })
+        let file = Rc::clone(&self.file);
+        let journal = self.journal;
+        // The journal needs the bytes after the buffer has gone to the kernel.
+        let copy = (journal != 0).then(|| buf.as_ref().to_vec());
+        Box::pin(async move {
+            let written = file.write_at(buf, pos).await.map_err(to_io)?;
+            if let Some(copy) = copy {
+                record::write(journal, pos, &copy[..written.min(copy.len())]);
+            }
+            Ok(written)
+        })
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<ReadResult> {
-        self.0.read_at(pos, len).await.map_err(to_io)
+        self.file.read_at(pos, len).await.map_err(to_io)
     }
 
     fn slice(buf: &ReadResult, range: Range<usize>) -> ReadResult {
@@ -164,19 +194,26 @@ impl StorageFile for DmaFileHandle {
     }
 
     async fn fdatasync(&self) -> io::Result<()> {
-        self.0.fdatasync().await.map_err(to_io)
+        record::fsync_start(self.journal);
+        self.file.fdatasync().await.map_err(to_io)?;
+        record::fsync_done(self.journal);
+        Ok(())
     }
 
     async fn preallocate(&self, len: u64) -> io::Result<()> {
-        self.0.pre_allocate(len, false).await.map_err(to_io)
+        self.file.pre_allocate(len, false).await.map_err(to_io)?;
+        record::extend(self.journal, len);
+        Ok(())
     }
 
     async fn truncate(&self, len: u64) -> io::Result<()> {
-        self.0.truncate(len).await.map_err(to_io)
+        self.file.truncate(len).await.map_err(to_io)?;
+        record::set_len(self.journal, len);
+        Ok(())
     }
 
     async fn size(&self) -> io::Result<u64> {
-        self.0.file_size().await.map_err(to_io)
+        self.file.file_size().await.map_err(to_io)
     }
 }
 
@@ -187,7 +224,7 @@ impl StorageFile for DmaFileHandle {
 ///
 /// # Errors
 /// The first failure to list or remove; a missing `path` is not one.
-pub async fn remove_tree(path: &Path) -> io::Result<()> {
+async fn remove_tree(path: &Path) -> io::Result<()> {
     let entries = match std::fs::read_dir(path) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

@@ -18,6 +18,7 @@ use std::ops::{Deref, Range};
 use std::path::Path;
 
 pub mod dma;
+pub mod journal;
 pub mod sim;
 
 /// Wall-clock time, as the engine sees it.

@@ -216,6 +216,11 @@ impl Shard {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "shard recovered its partitions"
         );
+        // Positions on topics the metadata no longer has: a deletion a crash interrupted
+        // before every slot forgot them.
+        let known: std::collections::BTreeSet<String> =
+            shard.topics.borrow().keys().cloned().collect();
+        shard.forget_offsets(|topic| !known.contains(topic)).await;
         let shard = Rc::new(shard);
         mesh::spawn_receivers(&shard, streams);
         {

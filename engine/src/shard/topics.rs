@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::mesh::{Forwarded, Reply, ShardMessage};
 use super::{Log, Shard, ShardError};
 use crate::io::dma::DmaStorage;
-use crate::io::SystemClock;
+use crate::io::{Storage, SystemClock};
 use crate::log::PartitionLog;
 use crate::meta::{partition_dir, validate_topic_name, TopicConfig};
 use crate::runtime::spawn_housekeeping;
@@ -83,7 +83,7 @@ impl Shard {
             )));
         }
         let data_dir = &self.config.data_dir;
-        let tombstone = entomb(data_dir, name).map_err(|e| {
+        let tombstone = entomb(data_dir, name).await.map_err(|e| {
             ShardError::Storage(format!(
                 "deleting topic {name:?}: renaming its directory: {e}"
             ))
@@ -91,7 +91,7 @@ impl Shard {
         if let Err(e) = store.delete(name).await {
             // Not deleted after all: the topic keeps its data.
             if let Some(tomb) = &tombstone {
-                if let Err(back) = std::fs::rename(tomb, data_dir.join(name)) {
+                if let Err(back) = DmaStorage.rename(tomb, &data_dir.join(name)).await {
                     tracing::error!(topic = name, tombstone = %tomb.display(), error = %back,
                         "a failed deletion could not restore the topic's directory");
                 }
@@ -107,7 +107,7 @@ impl Shard {
         .await;
         // Every shard has closed its partitions: the files can go.
         if let Some(tomb) = tombstone {
-            if let Err(e) = crate::io::dma::remove_tree(&tomb).await {
+            if let Err(e) = DmaStorage.remove_dir_all(&tomb).await {
                 tracing::warn!(tombstone = %tomb.display(), error = %e,
                     "removing a deleted topic's files failed; the next start retries");
             }
@@ -197,6 +197,30 @@ impl Shard {
         }
         // The files are in the tombstone shard 0 removes once every shard got here.
         drop(doomed);
+        self.forget_offsets(|topic| topic == name).await;
+    }
+
+    /// Deletes the committed group positions this shard's offset slots hold on topics for
+    /// which `gone` holds (a deleted topic's, so that a topic re-created under its name does
+    /// not inherit them). A failure is logged; start-up forgets what is left.
+    pub(super) async fn forget_offsets(&self, gone: impl Fn(&str) -> bool) {
+        for (slot, store) in &self.offsets {
+            match store.forget_topics(&gone).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(
+                        shard = self.id,
+                        slot,
+                        positions = n,
+                        "deleted committed offsets of deleted topics"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(shard = self.id, slot, error = %e,
+                        "deleting committed offsets of a deleted topic failed; the next start retries");
+                }
+            }
+        }
     }
 }
 
@@ -221,16 +245,15 @@ fn unused_name(data_dir: &Path, prefix: &str, name: &str) -> PathBuf {
 }
 
 /// Renames a topic's directory to a tombstone and makes the rename durable; `None` when the
-/// topic has no directory. Blocking `std::fs` calls: a deletion is rare and not on the data
-/// path.
-fn entomb(data_dir: &Path, name: &str) -> std::io::Result<Option<PathBuf>> {
+/// topic has no directory.
+async fn entomb(data_dir: &Path, name: &str) -> std::io::Result<Option<PathBuf>> {
     let dir = data_dir.join(name);
     if !dir.exists() {
         return Ok(None);
     }
     let tomb = unused_name(data_dir, TOMBSTONE_PREFIX, name);
-    std::fs::rename(&dir, &tomb)?;
-    std::fs::File::open(data_dir)?.sync_all()?;
+    DmaStorage.rename(&dir, &tomb).await?;
+    DmaStorage.sync_dir(data_dir).await?;
     Ok(Some(tomb))
 }
 
@@ -253,17 +276,17 @@ pub(super) async fn sweep_data_dir(
         };
         if name.starts_with(TOMBSTONE_PREFIX) {
             tracing::info!(tombstone = %entry.path().display(), "removing a deleted topic's files");
-            crate::io::dma::remove_tree(&entry.path()).await?;
+            DmaStorage.remove_dir_all(&entry.path()).await?;
         } else if validate_topic_name(&name).is_ok() && !topics.contains_key(&name) {
             let aside = unused_name(data_dir, ORPHAN_PREFIX, &name);
             tracing::error!(directory = %entry.path().display(), moved_to = %aside.display(),
                 "a topic directory the metadata does not know: moved aside, not deleted");
-            std::fs::rename(entry.path(), &aside)?;
+            DmaStorage.rename(&entry.path(), &aside).await?;
             moved = true;
         }
     }
     if moved {
-        std::fs::File::open(data_dir)?.sync_all()?;
+        DmaStorage.sync_dir(data_dir).await?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ mod cli;
 mod kafka_clients;
 mod kafka_protocol;
 mod native_broker;
+mod power_loss;
 mod storage_corruption;
 mod storage_crash;
 mod storage_disk_full;

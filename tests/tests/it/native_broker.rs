@@ -15,14 +15,14 @@ use tidelog_wire::native::{
     TopicSpecT,
 };
 
-struct Peer {
+pub(crate) struct Peer {
     stream: TcpStream,
     encoder: FrameEncoder,
     next_id: u32,
 }
 
 impl Peer {
-    fn connect(addr: SocketAddr) -> Peer {
+    pub(crate) fn connect(addr: SocketAddr) -> Peer {
         let stream = TcpStream::connect(addr).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -35,7 +35,7 @@ impl Peer {
     }
 
     /// Reads one frame: the owned header and the body bytes.
-    fn read(&mut self) -> std::io::Result<(MessageT, Vec<u8>)> {
+    pub(crate) fn read(&mut self) -> std::io::Result<(MessageT, Vec<u8>)> {
         let mut prefix = [0u8; 4];
         self.stream.read_exact(&mut prefix)?;
         let limits = FrameLimits::default();
@@ -49,7 +49,7 @@ impl Peer {
         Ok((decoded.unpack(), decoded.body.to_vec()))
     }
 
-    fn call(&mut self, body: BodyT) -> (MessageT, Vec<u8>) {
+    pub(crate) fn call(&mut self, body: BodyT) -> (MessageT, Vec<u8>) {
         let mut message = MessageT::default();
         message.correlation_id = self.next_id;
         self.next_id += 1;
@@ -65,7 +65,25 @@ impl Peer {
     }
 
     /// Sends a produce request without reading its response; returns its correlation id.
-    fn send_produce(&mut self, topic: &str, partition: i32, acks: i8, batches: &[u8]) -> u32 {
+    pub(crate) fn send_produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        acks: i8,
+        batches: &[u8],
+    ) -> u32 {
+        self.try_send_produce(topic, partition, acks, batches)
+            .expect("send")
+    }
+
+    /// [`Peer::send_produce`], reporting a broken connection instead of panicking.
+    pub(crate) fn try_send_produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        acks: i8,
+        batches: &[u8],
+    ) -> std::io::Result<u32> {
         let id = self.next_id;
         self.next_id += 1;
         let mut out = BytesMut::new();
@@ -78,11 +96,11 @@ impl Peer {
             .encode_produce_request(id, acks, 5000, &parts, &mut out)
             .expect("encode");
         out.extend_from_slice(batches);
-        self.stream.write_all(&out).expect("send");
-        id
+        self.stream.write_all(&out)?;
+        Ok(id)
     }
 
-    fn produce(
+    pub(crate) fn produce(
         &mut self,
         topic: &str,
         partition: i32,
@@ -124,7 +142,7 @@ fn start_with_shards(dir: &std::path::Path, shards: usize) -> BrokerHandle {
     broker::start(config).expect("broker starts")
 }
 
-fn batch(values: &[&[u8]]) -> BytesMut {
+pub(crate) fn batch(values: &[&[u8]]) -> BytesMut {
     let mut builder = BatchBuilder::new();
     for value in values {
         builder.push(None, value, 1_700_000_000_000, &[]);
@@ -132,7 +150,7 @@ fn batch(values: &[&[u8]]) -> BytesMut {
     builder.finish()
 }
 
-fn create_topic(peer: &mut Peer, name: &str, partitions: i32) -> ErrorCode {
+pub(crate) fn create_topic(peer: &mut Peer, name: &str, partitions: i32) -> ErrorCode {
     let mut spec = TopicSpecT::default();
     spec.name = Some(name.into());
     spec.partitions = partitions;
@@ -146,7 +164,7 @@ fn create_topic(peer: &mut Peer, name: &str, partitions: i32) -> ErrorCode {
 }
 
 /// partition -> owning shard's endpoint, from metadata.
-fn owners(peer: &mut Peer, topic: &str) -> Vec<SocketAddr> {
+pub(crate) fn owners(peer: &mut Peer, topic: &str) -> Vec<SocketAddr> {
     let mut request = MetadataRequestT::default();
     request.topics = Some(vec![topic.into()]);
     let (response, _) = peer.call(BodyT::MetadataRequest(Box::new(request)));
@@ -174,7 +192,7 @@ fn owners(peer: &mut Peer, topic: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-fn fetch(
+pub(crate) fn fetch(
     peer: &mut Peer,
     topic: &str,
     partition: i32,
@@ -203,7 +221,7 @@ fn fetch(
     (result.error, bytes)
 }
 
-fn values_of(bytes: &[u8]) -> Vec<(i64, Vec<u8>)> {
+pub(crate) fn values_of(bytes: &[u8]) -> Vec<(i64, Vec<u8>)> {
     let mut out = Vec::new();
     let mut rest = bytes;
     while !rest.is_empty() {
@@ -553,5 +571,81 @@ fn produced_batches_that_consumers_could_not_read_are_refused() {
     let (error, bytes) = fetch(&mut peer, "checked", 0, 0, 0);
     assert_eq!(error, ErrorCode::None);
     assert_eq!(values_of(&bytes), vec![(0, b"fine".to_vec())]);
+    broker.shutdown().expect("clean shutdown");
+}
+
+fn commit(peer: &mut Peer, group: &str, topic: &str, partition: i32, offset: i64) -> ErrorCode {
+    let mut request = native::OffsetCommitRequestT::default();
+    request.group = Some(group.into());
+    let mut position = native::CommitOffsetT::default();
+    position.topic = Some(topic.into());
+    position.partition = partition;
+    position.offset = offset;
+    request.offsets = Some(vec![position]);
+    let (response, _) = peer.call(BodyT::OffsetCommitRequest(Box::new(request)));
+    let BodyT::OffsetCommitResponse(response) = response.body else {
+        panic!("not a commit response");
+    };
+    response.results.expect("results")[0].error
+}
+
+fn committed(peer: &mut Peer, group: &str, topic: &str, partition: i32) -> i64 {
+    let mut request = native::OffsetFetchRequestT::default();
+    request.group = Some(group.into());
+    let mut wanted = native::TopicPartitionT::default();
+    wanted.topic = Some(topic.into());
+    wanted.partition = partition;
+    request.partitions = Some(vec![wanted]);
+    let (response, _) = peer.call(BodyT::OffsetFetchRequest(Box::new(request)));
+    let BodyT::OffsetFetchResponse(response) = response.body else {
+        panic!("not an offset fetch response");
+    };
+    response.offsets.expect("offsets")[0].offset
+}
+
+/// A deleted topic's committed offsets go with it: a topic re-created under the name starts
+/// with no committed positions (before, its groups resumed at the old topic's offsets, past
+/// the new topic's end), also after a restart; other topics keep theirs.
+#[test]
+fn a_deleted_topics_committed_offsets_are_deleted_with_it() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
+    let broker = start(dir.path());
+    let mut peer = Peer::connect(broker.native_addr());
+    assert_eq!(create_topic(&mut peer, "gone", 2), ErrorCode::None);
+    assert_eq!(create_topic(&mut peer, "stays", 1), ErrorCode::None);
+    // Groups on several slots (so on both shards).
+    let groups: Vec<String> = (0..8).map(|i| format!("group-{i}")).collect();
+    for group in &groups {
+        assert_eq!(commit(&mut peer, group, "gone", 1, 500), ErrorCode::None);
+        assert_eq!(commit(&mut peer, group, "stays", 0, 9), ErrorCode::None);
+    }
+    let mut delete = native::DeleteTopicsRequestT::default();
+    delete.names = Some(vec!["gone".into()]);
+    let (response, _) = peer.call(BodyT::DeleteTopicsRequest(Box::new(delete)));
+    let BodyT::DeleteTopicsResponse(response) = response.body else {
+        panic!("not a delete response");
+    };
+    assert_eq!(response.results.expect("results")[0].error, ErrorCode::None);
+    assert_eq!(create_topic(&mut peer, "gone", 2), ErrorCode::None);
+    for group in &groups {
+        assert_eq!(committed(&mut peer, group, "gone", 1), -1, "{group}");
+        assert_eq!(committed(&mut peer, group, "stays", 0), 9, "{group}");
+    }
+    drop(peer);
+    broker.shutdown().expect("clean shutdown");
+    let broker = start(dir.path());
+    let mut peer = Peer::connect(broker.native_addr());
+    for group in &groups {
+        assert_eq!(
+            committed(&mut peer, group, "gone", 1),
+            -1,
+            "{group} after a restart"
+        );
+        assert_eq!(
+            committed(&mut peer, group, "stays", 0),
+            9,
+            "{group} after a restart"
+        );
+    }
     broker.shutdown().expect("clean shutdown");
 }

@@ -21,8 +21,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     pub async fn open(storage: S, clock: C, dir: &Path, config: LogConfig) -> Result<Self> {
         config.validate()?;
         let io = |op| move |e| LogError::io(op, dir, e);
-        storage
-            .create_dir_all(dir)
+        create_dir_durably(&storage, dir)
             .await
             .map_err(io("create directory"))?;
         let names = storage.list_dir(dir).await.map_err(io("list directory"))?;
@@ -214,6 +213,41 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         self.state.borrow_mut().producers = producers;
         Ok(())
     }
+}
+
+/// Creates `dir` and its missing parents, and syncs the directory above each one created: a
+/// new partition's (or topic's) directory entry must be durable before anything acknowledged
+/// lives below it, or a power loss takes the whole directory with it. A directory that exists
+/// but is still empty may be one a crash interrupted before its entry was synced: its
+/// parent is synced again.
+async fn create_dir_durably<S: Storage>(storage: &S, dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    while let (Some(parent), Some(name)) = (cur.parent(), cur.file_name()) {
+        if parent.as_os_str().is_empty() {
+            break;
+        }
+        let exists = match storage.list_dir(parent).await {
+            Ok(names) => names.iter().any(|n| std::ffi::OsStr::new(n) == name),
+            Err(_) => false,
+        };
+        if exists {
+            break;
+        }
+        missing.push(cur);
+        cur = parent;
+    }
+    storage.create_dir_all(dir).await?;
+    if missing.is_empty() && storage.list_dir(dir).await?.is_empty() {
+        missing.push(dir);
+    }
+    // Innermost first; each entry lives in the directory above it.
+    for created in missing {
+        if let Some(parent) = created.parent() {
+            storage.sync_dir(parent).await?;
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn create_segment<S: Storage>(
