@@ -38,13 +38,7 @@ type AckLog = Arc<Mutex<Vec<(i32, i64, Vec<u8>)>>>;
 
 /// Produces one-record acks=all batches to `partition` until the connection breaks,
 /// recording each acknowledged one.
-fn produce_until_killed(
-    addr: SocketAddr,
-    partition: i32,
-    tag: String,
-    seed: u64,
-    acked: AckLog,
-) {
+fn produce_until_killed(addr: SocketAddr, partition: i32, tag: String, seed: u64, acked: AckLog) {
     let mut rng = SimRng::new(seed);
     let mut peer = Peer::connect(addr);
     let mut pending = std::collections::VecDeque::new();
