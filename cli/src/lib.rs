@@ -62,9 +62,11 @@ struct ServeArgs {
     /// Partitions of topics created without a count (also Kafka auto-created topics).
     #[arg(long, default_value_t = 1)]
     default_partitions: u32,
-    /// Kafka-protocol bootstrap address ("off" disables the Kafka listener). The default
-    /// listens on IPv6 and IPv4 alike, so `localhost:9092` works however it resolves.
-    #[arg(long, default_value = "[::]:9092")]
+    /// Kafka-protocol bootstrap address ("off" disables the Kafka listener). The listener
+    /// has no authentication yet, so the default is loopback only: `localhost` binds
+    /// 127.0.0.1 and ::1, so `localhost:9092` works however a client resolves it. Other
+    /// interfaces are an explicit choice (`0.0.0.0:9092`, `[::]:9092`).
+    #[arg(long, default_value = "localhost:9092")]
     kafka_addr: String,
     /// Port of Kafka node 0 (shard 0's own endpoint); shard i listens on this + i
     /// (default: the bootstrap port + 1).
@@ -227,12 +229,25 @@ fn resolve(addr: &str) -> Result<SocketAddr> {
         .ok_or_else(|| anyhow!("{addr} resolves to no address"))
 }
 
-/// The Kafka bootstrap address: "off" disables it; an IPv6 wildcard falls back to the IPv4
-/// wildcard where IPv6 is unavailable.
-fn kafka_addr(text: &str) -> Result<Option<SocketAddr>> {
+/// The Kafka bootstrap address, and whether `::1` is bound beside it: "off" disables it;
+/// `localhost:PORT` is 127.0.0.1 and ::1; an IPv6 wildcard falls back to the IPv4 wildcard
+/// where IPv6 is unavailable.
+fn kafka_addr(text: &str) -> Result<(Option<SocketAddr>, bool)> {
     if text == "off" {
-        return Ok(None);
+        return Ok((None, false));
     }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("--kafka-addr {text}: bad port"))?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        checks::port_free(addr)?;
+        return Ok((Some(addr), true));
+    }
+    Ok((kafka_addr_exact(text)?, false))
+}
+
+fn kafka_addr_exact(text: &str) -> Result<Option<SocketAddr>> {
     let addr = resolve(text)?;
     if addr.ip().is_unspecified() && addr.is_ipv6() {
         let probe = std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0));
@@ -271,7 +286,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.advertised_host = args
         .advertised_host
         .unwrap_or_else(|| native_addr.ip().to_string());
-    config.kafka_addr = kafka_addr(&args.kafka_addr)?;
+    (config.kafka_addr, config.kafka_ipv6_loopback_too) = kafka_addr(&args.kafka_addr)?;
     config.kafka_node_port_base = args.kafka_node_port_base;
     config.coordinator.initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms;
     if args.retention_check_ms == 0 {
@@ -325,6 +340,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             }
         }
     }
+    let config_twin = config.kafka_ipv6_loopback_too;
     let handle = broker::start(config)
         .map_err(|e| anyhow!(checks::explain_startup(&e.to_string(), &args.native_addr)))?;
     let endpoints: Vec<String> = handle
@@ -345,8 +361,18 @@ fn serve(args: ServeArgs) -> Result<()> {
             .iter()
             .map(|a| a.port().to_string())
             .collect();
+        let on = if config_twin && kafka.ip().is_loopback() {
+            format!("{kafka} and [::1]:{}", kafka.port())
+        } else {
+            kafka.to_string()
+        };
+        let reach = if kafka.ip().is_loopback() {
+            "loopback only"
+        } else {
+            "reachable from other hosts: any client that reaches it can read, write and delete"
+        };
         eprintln!(
-            "tidelog: Kafka protocol on {kafka} (node ports {})",
+            "tidelog: Kafka protocol on {on} (node ports {}); unauthenticated, {reach}",
             nodes.join(", ")
         );
     }
@@ -367,6 +393,22 @@ fn serve(args: ServeArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The Kafka listener is loopback only unless asked: `localhost` is 127.0.0.1 plus
+    /// ::1, and the default is that.
+    #[test]
+    fn the_kafka_listener_defaults_to_loopback() {
+        let args = serve_args(&[]);
+        assert_eq!(args.kafka_addr, "localhost:9092");
+        let (addr, twin) = kafka_addr("localhost:0").expect("parses");
+        assert_eq!(addr, Some(SocketAddr::from(([127, 0, 0, 1], 0))));
+        assert!(twin);
+        let (addr, twin) = kafka_addr("127.0.0.1:0").expect("parses");
+        assert_eq!(addr, Some(SocketAddr::from(([127, 0, 0, 1], 0))));
+        assert!(!twin);
+        assert_eq!(kafka_addr("off").expect("parses"), (None, false));
+        assert!(kafka_addr("localhost:x").is_err());
+    }
 
     fn serve_args(args: &[&str]) -> ServeArgs {
         let cli = Cli::try_parse_from([&["tidelog", "serve"], args].concat()).expect("parses");

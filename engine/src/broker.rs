@@ -58,6 +58,10 @@ pub struct BrokerConfig {
     /// The Kafka bootstrap address every shard accepts on (SO_REUSEPORT); `None` turns the
     /// Kafka listener off.
     pub kafka_addr: Option<SocketAddr>,
+    /// Also accept Kafka clients on `::1` at the same ports when `kafka_addr` is on
+    /// `127.0.0.1`, so that `localhost` reaches the broker however a client resolves it
+    /// (skipped with a warning where IPv6 is off).
+    pub kafka_ipv6_loopback_too: bool,
     /// Port of shard 0's own Kafka endpoint (node 0); shard i listens on this + i. `None`:
     /// the bootstrap port + 1 (any free ports when the bootstrap port is 0).
     pub kafka_node_port_base: Option<u16>,
@@ -88,6 +92,7 @@ impl BrokerConfig {
             default_partitions: 1,
             limits: ServerLimits::default(),
             kafka_addr: None,
+            kafka_ipv6_loopback_too: false,
             kafka_node_port_base: None,
             kafka_advertised_host: None,
             kafka_limits: KafkaLimits::default(),
@@ -373,7 +378,12 @@ struct ShardStart {
 
 /// One shard thread, start to finish.
 async fn run_shard(start: ShardStart) -> Result<(), String> {
-    let bound = Bound::bind(start.native_addr, start.kafka).and_then(|bound| {
+    let twin = (start.config.kafka_ipv6_loopback_too
+        && start
+            .kafka
+            .is_some_and(|(shared, _)| shared.ip() == std::net::Ipv4Addr::LOCALHOST))
+    .then_some(std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST));
+    let bound = Bound::bind(start.native_addr, start.kafka, twin).and_then(|bound| {
         let addrs = bound.addrs()?;
         Ok((bound, addrs))
     });

@@ -118,6 +118,8 @@ pub struct Bound {
     shared: TcpListener,
     own: TcpListener,
     kafka: Option<(TcpListener, TcpListener)>,
+    /// The same Kafka ports on a second address (`::1` beside `127.0.0.1`).
+    kafka_twin: Option<(TcpListener, TcpListener)>,
 }
 
 impl std::fmt::Debug for Bound {
@@ -132,9 +134,12 @@ impl Bound {
     ///
     /// # Errors
     /// Which bind failed and why.
+    /// With `twin`, the Kafka ports (as bound) are bound on that address too, best effort: a
+    /// failure is logged and the broker serves on the first address alone.
     pub fn bind(
         native_addr: SocketAddr,
         kafka: Option<(SocketAddr, SocketAddr)>,
+        twin: Option<std::net::IpAddr>,
     ) -> Result<Bound, String> {
         let shared = listen(native_addr).map_err(|e| format!("bind {native_addr}: {e}"))?;
         let own_addr = SocketAddr::new(native_addr.ip(), 0);
@@ -149,7 +154,31 @@ impl Bound {
                 Some((shared, own))
             }
         };
-        Ok(Bound { shared, own, kafka })
+        let kafka_twin = match (&kafka, twin) {
+            (Some((shared, own)), Some(ip)) => {
+                let at = |l: &TcpListener| l.local_addr().map(|a| SocketAddr::new(ip, a.port()));
+                let both = at(shared).and_then(|shared_addr| {
+                    let own_addr = at(own)?;
+                    Ok((listen(shared_addr)?, listen(own_addr)?))
+                });
+                match both {
+                    Ok(both) => Some(both),
+                    Err(e) => {
+                        tracing::warn!(address = %ip, error = %e,
+                            "Kafka listener not bound on this address too; clients that resolve \
+                             localhost to it will not connect");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        Ok(Bound {
+            shared,
+            own,
+            kafka,
+            kafka_twin,
+        })
     }
 
     /// The addresses bound (ports resolved).
@@ -232,7 +261,7 @@ pub fn serve(shard: Rc<Shard>, config: ListenerConfig, endpoints: Endpoints, bou
         })
         .detach();
     }
-    if let Some((shared, own)) = bound.kafka {
+    for (shared, own) in bound.kafka.into_iter().chain(bound.kafka_twin) {
         for listener in [shared, own] {
             let server = Rc::clone(&server);
             glommio::spawn_local(async move {

@@ -891,3 +891,53 @@ fn a_topic_recreated_while_being_deleted_starts_empty_and_keeps_its_records() {
     assert_eq!(client.latest("ghost"), 0);
     assert_eq!(client.latest("again"), 7);
 }
+
+/// The primary non-loopback IPv4 address of this host, if it has one.
+fn non_loopback_ipv4() -> Option<std::net::IpAddr> {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    probe.connect("192.0.2.1:9").ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// With no authentication yet, the Kafka listener's default is loopback only:
+/// `localhost:PORT` (the default's form) accepts on 127.0.0.1 and on ::1 at the bootstrap
+/// and node ports, not on the host's other addresses, and the start line says the listener
+/// is unauthenticated. Before, the default bound every interface (`[::]:9092`).
+#[test]
+fn the_default_kafka_listener_is_loopback_only_on_both_families() {
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-loopback-default");
+    let base = free_ports_below_ephemeral(3);
+    let mut serve = Serve::new();
+    serve.shards = 2;
+    serve.kafka = Kafka::At(format!("localhost:{base}"));
+    let broker = Broker::start_with(&tmp.path().join("data"), 0, serve);
+    let v6_available = std::net::TcpListener::bind("[::1]:0").is_ok();
+    for port in [base, base + 1, base + 2] {
+        let mut conn = Conn::open(&format!("127.0.0.1:{port}"));
+        conn.create_by_metadata("loopback");
+        if v6_available {
+            let mut conn = Conn::open(&format!("[::1]:{port}"));
+            conn.create_by_metadata("loopback");
+        }
+        if let Some(ip) = non_loopback_ipv4() {
+            let refused = TcpStream::connect_timeout(
+                &std::net::SocketAddr::new(ip, port),
+                Duration::from_secs(2),
+            );
+            assert!(
+                refused.is_err(),
+                "the Kafka port {port} accepts on {ip}, not only on loopback"
+            );
+        } else {
+            eprintln!("no non-loopback address on this host: the refusal is not checked");
+        }
+    }
+    let log = broker.stderr();
+    assert!(log.contains("unauthenticated, loopback only"), "{log}");
+    if v6_available {
+        assert!(log.contains(&format!("and [::1]:{base}")), "{log}");
+    }
+    broker.stop();
+}
