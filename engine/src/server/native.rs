@@ -73,7 +73,8 @@ pub(crate) fn error_code(error: &ShardError) -> ErrorCode {
         ShardError::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition,
         ShardError::NotOwner => ErrorCode::NotOwner,
         ShardError::OffsetOutOfRange(_) => ErrorCode::OffsetOutOfRange,
-        ShardError::CorruptBatch(_) => ErrorCode::CorruptBatch,
+        // Stored bytes that fail their checks: final (not retriable) for native clients.
+        ShardError::CorruptBatch(_) | ShardError::CorruptStored(_) => ErrorCode::CorruptBatch,
         ShardError::BatchTooLarge(_) => ErrorCode::RecordTooLarge,
         ShardError::DiskFull(_) => ErrorCode::DiskFull,
         // The native protocol has no idempotence codes yet (adding them means regenerating

@@ -33,7 +33,11 @@ pub enum ShardError {
     /// An idempotent producer's sequence is not the next one.
     #[error("{0}")]
     OutOfOrderSequence(String),
-    /// Storage failed (I/O, poisoned partition, corrupt data on disk).
+    /// Stored bytes at the requested offsets failed their checks: that range is never
+    /// served, and retrying cannot help, so protocols report it as final to consumers.
+    #[error("{0}")]
+    CorruptStored(String),
+    /// Storage failed (I/O, poisoned partition).
     #[error("{0}")]
     Storage(String),
     /// A topic name breaks the naming rules.
@@ -69,6 +73,7 @@ impl From<&LogError> for ShardError {
             LogError::Closed => ShardError::ShuttingDown("partition log is closed"),
             LogError::InvalidProducerEpoch { .. } => ShardError::InvalidProducerEpoch(text),
             LogError::OutOfOrderSequence { .. } => ShardError::OutOfOrderSequence(text),
+            LogError::Corrupt { .. } => ShardError::CorruptStored(text),
             _ => ShardError::Storage(text),
         }
     }

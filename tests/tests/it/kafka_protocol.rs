@@ -941,3 +941,58 @@ fn the_default_kafka_listener_is_loopback_only_on_both_families() {
     }
     broker.stop();
 }
+
+/// Stored bytes that fail their checks are reported to Kafka consumers as CORRUPT_MESSAGE,
+/// which librdkafka, the Java client and kafka-python hand to the application, and the rest
+/// of the partition is still served. Before, the error was KAFKA_STORAGE_ERROR, which
+/// librdkafka takes for a leader change and retries silently for ever.
+#[test]
+fn a_corrupt_stored_batch_is_reported_as_final_and_the_rest_is_served() {
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-corrupt-stored");
+    let dir = tmp.path().join("data");
+    let (mut serve, kafka) = one_shard_kafka();
+    serve.extra = ["--segment-bytes", "65536", "--max-batch-bytes", "16384"]
+        .map(String::from)
+        .to_vec();
+    let broker = Broker::start_with(&dir, 0, serve.clone());
+    let mut conn = Conn::open(&kafka);
+    assert_eq!(conn.create_topic("rot", &[]), 0);
+    for _ in 0..400 {
+        let (error, _) = conn.produce("rot", batch(-1, -1, -1, 5));
+        assert_eq!(error, 0);
+    }
+    let end = conn.latest("rot");
+    assert_eq!(end, 2000);
+    drop(conn);
+    let dir = broker.stop();
+    // Rot in the middle of the first (sealed) segment.
+    let first = dir.join("rot/0").join(format!("{:020}.log", 0));
+    let len = std::fs::metadata(&first).expect("first segment").len();
+    tidelog_tests::flip_byte(&first, len / 2, 0x40).expect("flip");
+    let broker = Broker::start_with(&dir, 1, serve);
+    let mut conn = Conn::open(broker.kafka());
+    // Read forward from 0 until the damaged batch.
+    let mut offset = 0;
+    let error = loop {
+        let (error, _, records) = conn.fetch("rot", offset, 1 << 20);
+        if error != 0 {
+            break error;
+        }
+        let batches = batches_in(&records);
+        let (base, count, _) = *batches.last().expect("records before the damage");
+        offset = base + i64::from(count);
+        assert!(offset < end, "the damaged batch was served");
+    };
+    assert_eq!(
+        error, 2,
+        "CORRUPT_MESSAGE at offset {offset}, not a retriable code"
+    );
+    assert!(offset > 0, "the good batches before the damage are served");
+    // Past the damage, the partition is served as before.
+    let (error, _, records) = conn.fetch("rot", end - 5, 1 << 20);
+    assert_eq!(error, 0);
+    assert_eq!(batches_in(&records)[0].0, end - 5);
+    let log = broker.stderr();
+    assert!(log.contains("corrupt"), "the damage is logged: {log}");
+}

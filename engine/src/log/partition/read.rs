@@ -157,9 +157,17 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                     .map_err(|e| LogError::io("read", &path, e))?;
                 continue;
             }
-            let meta = BatchMeta::parse(&buf[at..header_end])
-                .map_err(|e| corrupt(pos, format!("bad batch header: {e}")))?;
+            // Damage after good batches ends the read there: the good ones are served, and
+            // the next read, starting at the damage, reports it.
+            let meta = match BatchMeta::parse(&buf[at..header_end]) {
+                Ok(meta) => meta,
+                Err(_) if first.is_some() => break,
+                Err(e) => return Err(corrupt(pos, format!("bad batch header: {e}"))),
+            };
             if meta.base_offset != expected_offset as i64 {
+                if first.is_some() {
+                    break;
+                }
                 return Err(corrupt(
                     pos,
                     format!(
@@ -199,6 +207,9 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             }
             let batch = &buf[at..at + meta.len];
             if let Err(e) = check_crc(batch) {
+                if first.is_some() {
+                    break;
+                }
                 return Err(corrupt(pos, format!("CRC mismatch: {e}")));
             }
             first.get_or_insert(pos);

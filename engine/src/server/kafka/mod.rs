@@ -455,7 +455,11 @@ pub(crate) fn error_code(error: &ShardError) -> i16 {
         ShardError::UnknownTopicOrPartition => code::UNKNOWN_TOPIC_OR_PARTITION,
         ShardError::NotOwner | ShardError::ShuttingDown(_) => code::NOT_LEADER_OR_FOLLOWER,
         ShardError::OffsetOutOfRange(_) => code::OFFSET_OUT_OF_RANGE,
-        ShardError::CorruptBatch(_) => code::CORRUPT_MESSAGE,
+        // Also stored data that fails its checks: KAFKA_STORAGE_ERROR would be retried
+        // silently for ever (librdkafka takes it for a leader change), while CORRUPT_MESSAGE
+        // reaches the application in librdkafka (a consumer error), the Java client (a
+        // KafkaException from poll) and kafka-python (raised), which can then seek past.
+        ShardError::CorruptBatch(_) | ShardError::CorruptStored(_) => code::CORRUPT_MESSAGE,
         ShardError::BatchTooLarge(_) => code::MESSAGE_TOO_LARGE,
         ShardError::InvalidTopic(_) => code::INVALID_TOPIC_EXCEPTION,
         ShardError::TopicExists(_) => code::TOPIC_ALREADY_EXISTS,
