@@ -372,8 +372,14 @@ impl Shard {
         &self,
         group: &str,
     ) -> Result<&OffsetStore<crate::io::dma::DmaStorage, crate::io::SystemClock>, ShardError> {
+        let slot = groups::slot_of(group);
+        if let Some(reason) = self.offline_slots.get(&slot) {
+            return Err(ShardError::Storage(format!(
+                "committed offsets of this group are offline: {reason}"
+            )));
+        }
         self.offsets
-            .get(&groups::slot_of(group))
+            .get(&slot)
             .map(|store| &**store)
             .ok_or(ShardError::NotOwner)
     }

@@ -238,7 +238,8 @@ impl Shard {
     }
 
     /// Sends a message to every other shard and waits for all their acks.
-    pub(super) async fn broadcast(&self, make: impl Fn(u64) -> ShardMessage) {
+    /// Sends a push to every other shard and returns their replies once all answered.
+    pub(super) async fn broadcast(&self, make: impl Fn(u64) -> ShardMessage) -> Vec<Reply> {
         let mut ids = Vec::new();
         for peer in 0..self.shards() {
             if peer == self.id {
@@ -249,18 +250,18 @@ impl Shard {
                 ids.push(id);
             }
         }
+        let mut replies = Vec::with_capacity(ids.len());
         for id in ids {
-            self.await_reply(id).await;
+            replies.push(self.await_reply(id).await);
         }
+        replies
     }
 
     async fn on_message(&self, message: ShardMessage) {
         let (to, id, reply) = match message {
             ShardMessage::TopicUpsert { id, name, config } => {
-                if let Err(e) = self.apply_upsert(&name, config).await {
-                    tracing::error!(shard = self.id, topic = %name, error = %e, "opening partitions failed");
-                }
-                (0, id, Reply::Ack)
+                let opened = self.apply_upsert(&name, config).await;
+                (0, id, Reply::Admin(opened.map_err(ShardError::Storage)))
             }
             ShardMessage::TopicRemoved { id, name } => {
                 self.apply_removal(&name).await;

@@ -81,6 +81,9 @@ pub struct Shard {
     topics: RefCell<BTreeMap<String, TopicConfig>>,
     /// Owned partition logs by topic, then partition (looked up by `&str`, no allocation).
     partitions: RefCell<HashMap<String, BTreeMap<u32, Rc<Log>>>>,
+    /// Owned partitions that failed to open, with why: offline (requests to them get a
+    /// storage error) while the shard serves the rest. Bounded by the partitions it owns.
+    offline: RefCell<HashMap<(String, u32), String>>,
     /// Notified after every append on this shard (wakes long-polling fetches).
     appended: Event,
     /// Notified when the shard starts shutting down.
@@ -90,6 +93,8 @@ pub struct Shard {
     pub groups: GroupService<SystemClock>,
     store: Option<TopicStore<DmaStorage, SystemClock>>,
     offsets: HashMap<u32, Rc<OffsetStore<DmaStorage, SystemClock>>>,
+    /// Offset slots this shard owns that failed to open, with why.
+    offline_slots: HashMap<u32, String>,
     senders: mesh::Senders,
     pending: Pending,
     next_id: Cell<u64>,
@@ -140,12 +145,21 @@ impl Shard {
                 .map_err(|e| format!("sweeping {}: {e}", data_dir.display()))?;
         }
         let mut offsets = HashMap::new();
+        let mut offline_slots = HashMap::new();
         for slot in 0..OFFSET_SLOTS {
             if shard_for(OFFSETS_DIR, slot, config.shards) == id {
-                let store = OffsetStore::open(DmaStorage, SystemClock, &data_dir, slot)
-                    .await
-                    .map_err(|e| format!("offsets slot {slot}: {e}"))?;
-                offsets.insert(slot, Rc::new(store));
+                match OffsetStore::open(DmaStorage, SystemClock, &data_dir, slot).await {
+                    Ok(store) => {
+                        offsets.insert(slot, Rc::new(store));
+                    }
+                    Err(e) => {
+                        // The groups of this slot get storage errors; every other slot and
+                        // every partition are served.
+                        tracing::error!(shard = id, slot, error = %e,
+                            "committed-offsets slot failed to open: offline");
+                        offline_slots.insert(slot, e.to_string());
+                    }
+                }
             }
         }
         let groups = GroupService::new(config.coordinator.clone(), SystemClock);
@@ -154,12 +168,14 @@ impl Shard {
             config,
             topics: RefCell::new(BTreeMap::new()),
             partitions: RefCell::new(HashMap::new()),
+            offline: RefCell::new(HashMap::new()),
             appended: Event::default(),
             stopping: Event::default(),
             stopped: Cell::new(false),
             groups,
             store,
             offsets,
+            offline_slots,
             senders,
             pending: Pending::default(),
             next_id: Cell::new(0),
@@ -168,7 +184,8 @@ impl Shard {
         // Shard 0 pushes the replayed table; every shard applies the pushes before serving.
         let streams = if shard.id == 0 {
             for (name, topic) in &table {
-                shard.apply_upsert(name, *topic).await?;
+                // A partition that fails to open stays offline (logged); the rest serve.
+                let _ = shard.apply_upsert(name, *topic).await;
             }
             for peer in 0..shard.shards() {
                 if peer == shard.id {
@@ -190,7 +207,7 @@ impl Shard {
                     while let Some(message) = receiver.next().await {
                         match message {
                             mesh::ShardMessage::TopicUpsert { name, config, .. } => {
-                                shard.apply_upsert(&name, config).await?;
+                                let _ = shard.apply_upsert(&name, config).await;
                             }
                             mesh::ShardMessage::TableComplete => break,
                             other => return Err(format!("unexpected start-up message {other:?}")),
@@ -201,6 +218,7 @@ impl Shard {
             }
             rest
         };
+        let offline = shard.offline.borrow().len();
         let (partitions, bytes, segments) = {
             let logs = shard.partitions.borrow();
             let all = logs.values().flat_map(|by_index| by_index.values());
@@ -211,6 +229,7 @@ impl Shard {
         tracing::info!(
             shard = shard.id,
             partitions,
+            offline,
             segments,
             bytes,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -312,12 +331,20 @@ impl Shard {
         if self.owner(topic, partition) != self.id {
             return Err(ShardError::NotOwner);
         }
-        self.partitions
+        if let Some(log) = self
+            .partitions
             .borrow()
             .get(topic)
             .and_then(|logs| logs.get(&partition))
-            .cloned()
-            .ok_or(ShardError::UnknownTopicOrPartition)
+        {
+            return Ok(Rc::clone(log));
+        }
+        match self.offline.borrow().get(&(topic.to_owned(), partition)) {
+            Some(reason) => Err(ShardError::Storage(format!(
+                "partition {topic}-{partition} is offline: {reason}"
+            ))),
+            None => Err(ShardError::UnknownTopicOrPartition),
+        }
     }
 
     /// Stops: wakes every waiter, closes (flushes) every partition and store.

@@ -47,16 +47,31 @@ impl Shard {
             .create(name, config)
             .await
             .map_err(|e| ShardError::from(&e))?;
-        self.apply_upsert(name, config)
-            .await
-            .map_err(ShardError::Storage)?;
-        self.broadcast(|id| ShardMessage::TopicUpsert {
-            id,
-            name: name.to_owned(),
-            config,
-        })
-        .await;
-        Ok(())
+        // Acknowledged only when every shard opened its partitions; one that failed leaves
+        // them offline (the topic exists) and the creation is reported as failed.
+        let mut failures = Vec::new();
+        if let Err(e) = self.apply_upsert(name, config).await {
+            failures.push(e);
+        }
+        let replies = self
+            .broadcast(|id| ShardMessage::TopicUpsert {
+                id,
+                name: name.to_owned(),
+                config,
+            })
+            .await;
+        for reply in replies {
+            match reply {
+                Reply::Admin(Ok(())) => {}
+                Reply::Admin(Err(e)) => failures.push(e.to_string()),
+                _ => failures.push("a shard gave an unexpected reply".into()),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(ShardError::Storage(failures.join("; ")))
+        }
     }
 
     /// Deletes a topic (on shard 0, forwarding if needed) and its partitions everywhere.
@@ -105,6 +120,9 @@ impl Shard {
             name: name.to_owned(),
         })
         .await;
+        self.offline
+            .borrow_mut()
+            .retain(|(topic, _), _| topic != name);
         // Every shard has closed its partitions: the files can go.
         if let Some(tomb) = tombstone {
             if let Err(e) = DmaStorage.remove_dir_all(&tomb).await {
@@ -137,8 +155,12 @@ impl Shard {
         })
     }
 
-    /// Records a topic in this shard's table and opens the partitions it owns.
+    /// Records a topic in this shard's table and opens the partitions it owns. A partition
+    /// that fails to open (a descriptor limit, damage recovery cannot repair) is logged and
+    /// kept offline, with its reason, while the rest are served; the error names every
+    /// partition that failed.
     pub(super) async fn apply_upsert(&self, name: &str, config: TopicConfig) -> Result<(), String> {
+        let mut failed = Vec::new();
         self.topics.borrow_mut().insert(name.to_owned(), config);
         let log_config = config.log_config(&self.config.log_defaults);
         for partition in 0..config.partitions {
@@ -154,9 +176,23 @@ impl Shard {
                 continue;
             }
             let dir = partition_dir(&self.config.data_dir, name, partition);
-            let log = PartitionLog::open(DmaStorage, SystemClock, &dir, log_config.clone())
-                .await
-                .map_err(|e| format!("open {}: {e}", dir.display()))?;
+            let log =
+                match PartitionLog::open(DmaStorage, SystemClock, &dir, log_config.clone()).await {
+                    Ok(log) => log,
+                    Err(e) => {
+                        let reason = e.to_string();
+                        tracing::error!(shard = self.id, topic = name, partition, error = %reason,
+                        "partition failed to open: offline, the rest of the broker serves on");
+                        failed.push(format!("{name}-{partition}: {reason}"));
+                        self.offline
+                            .borrow_mut()
+                            .insert((name.to_owned(), partition), reason);
+                        continue;
+                    }
+                };
+            self.offline
+                .borrow_mut()
+                .remove(&(name.to_owned(), partition));
             let log = Rc::new(log);
             spawn_housekeeping(Rc::clone(&log), self.config.housekeeping);
             self.partitions
@@ -165,7 +201,14 @@ impl Shard {
                 .or_default()
                 .insert(partition, log);
         }
-        Ok(())
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "partitions offline (failed to open): {}",
+                failed.join("; ")
+            ))
+        }
     }
 
     /// Forgets a topic and deletes the partitions this shard owns.

@@ -649,3 +649,63 @@ fn a_deleted_topics_committed_offsets_are_deleted_with_it() {
     }
     broker.shutdown().expect("clean shutdown");
 }
+
+/// A partition that cannot be opened goes offline with its reason while the broker serves
+/// everything else, and a creation is acknowledged only when every shard opened its
+/// partitions. Before, one such partition kept the whole broker from starting, and a failed
+/// open on another shard was acknowledged as a successful creation.
+#[test]
+fn a_partition_that_cannot_open_is_offline_and_the_rest_is_served() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
+    let broker = start(dir.path());
+    let mut peer = Peer::connect(broker.native_addr());
+    assert_eq!(create_topic(&mut peer, "t", 2), ErrorCode::None);
+    let endpoints = owners(&mut peer, "t");
+    for (partition, endpoint) in endpoints.iter().enumerate() {
+        let mut owner = Peer::connect(*endpoint);
+        owner
+            .produce("t", partition as i32, -1, &batch(&[b"before"]))
+            .expect("acked");
+    }
+    drop(peer);
+    broker.shutdown().expect("clean shutdown");
+    // Partition 1's directory becomes something no log can be opened in.
+    let damaged = dir.path().join("t/1");
+    std::fs::remove_dir_all(&damaged).expect("remove");
+    std::fs::write(&damaged, b"not a directory").expect("write");
+    // A name whose directory cannot be made: every creation of it fails on some shard.
+    std::fs::write(dir.path().join("blocked"), b"in the way").expect("write");
+
+    let broker = start(dir.path());
+    let mut peer = Peer::connect(broker.native_addr());
+    let endpoints = owners(&mut peer, "t");
+    let mut healthy = Peer::connect(endpoints[0]);
+    let (error, bytes) = fetch(&mut healthy, "t", 0, 0, 0);
+    assert_eq!(error, ErrorCode::None);
+    assert_eq!(values_of(&bytes), vec![(0, b"before".to_vec())]);
+    let response = healthy
+        .produce("t", 0, -1, &batch(&[b"after"]))
+        .expect("a response");
+    let BodyT::ProduceResponse(produced) = response.body else {
+        panic!("not a produce response");
+    };
+    assert_eq!(
+        produced.partitions.expect("partitions")[0].error,
+        ErrorCode::None
+    );
+    let mut offline = Peer::connect(endpoints[1]);
+    let (error, _) = fetch(&mut offline, "t", 1, 0, 0);
+    assert_eq!(
+        error,
+        ErrorCode::StorageError,
+        "the offline partition says so"
+    );
+    // Other topics work; a creation that fails on a shard is not acknowledged.
+    assert_eq!(create_topic(&mut peer, "fine", 2), ErrorCode::None);
+    assert_eq!(
+        create_topic(&mut peer, "blocked", 2),
+        ErrorCode::StorageError
+    );
+    drop((peer, healthy, offline));
+    broker.shutdown().expect("clean shutdown");
+}
