@@ -62,6 +62,11 @@ struct ServeArgs {
     /// Partitions of topics created without a count (also Kafka auto-created topics).
     #[arg(long, default_value_t = 1)]
     default_partitions: u32,
+    /// Most partitions per shard, all topics together (the broker holds this times
+    /// `--shards`); creations past it are refused (Kafka POLICY_VIOLATION) before anything
+    /// is written.
+    #[arg(long, value_name = "N", default_value_t = tidelog_engine::limits::PARTITIONS_PER_SHARD_DEFAULT)]
+    max_partitions_per_shard: u32,
     /// Kafka-protocol bootstrap address ("off" disables the Kafka listener). The listener
     /// has no authentication yet, so the default is loopback only: `localhost` binds
     /// 127.0.0.1 and ::1, so `localhost:9092` works however a client resolves it. Other
@@ -306,6 +311,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         config.shards = shards;
     }
     config.default_partitions = args.default_partitions;
+    if args.max_partitions_per_shard == 0 {
+        return Err(anyhow!("--max-partitions-per-shard must be positive"));
+    }
+    config.max_partitions_per_shard = args.max_partitions_per_shard;
     config.log_defaults = args.log.apply(&config.log_defaults)?;
     config
         .log_defaults
@@ -313,9 +322,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         .map_err(|e| anyhow!("invalid log flags: {e}"))?;
     let shards = config.shards;
     // Every connection the limits admit takes a descriptor; so do segment and index files.
+    // An active segment holds its log file; sealed ones their log and index files.
     let connections = shards as u64
         * (config.limits.max_connections_per_shard as u64
-            + config.kafka_limits.max_connections_per_shard as u64);
+            + config.kafka_limits.max_connections_per_shard as u64
+            + 3 * u64::from(config.max_partitions_per_shard));
     if connections >= nofile {
         tracing::warn!(
             open_files_limit = nofile,

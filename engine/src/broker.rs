@@ -53,6 +53,9 @@ pub struct BrokerConfig {
     pub log_defaults: LogConfig,
     /// Partitions of a topic created without a count.
     pub default_partitions: u32,
+    /// Partitions the broker holds per shard at most (all topics together, times the shard
+    /// count): each open partition costs file descriptors, memory and a housekeeping task.
+    pub max_partitions_per_shard: u32,
     /// Bounds of the native listener.
     pub limits: ServerLimits,
     /// The Kafka bootstrap address every shard accepts on (SO_REUSEPORT); `None` turns the
@@ -90,6 +93,7 @@ impl BrokerConfig {
             pin_cpus: true,
             log_defaults: LogConfig::default(),
             default_partitions: 1,
+            max_partitions_per_shard: crate::limits::PARTITIONS_PER_SHARD_DEFAULT,
             limits: ServerLimits::default(),
             kafka_addr: None,
             kafka_ipv6_loopback_too: false,
@@ -409,6 +413,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         log_defaults: config.log_defaults.clone(),
         coordinator: config.coordinator.clone(),
         housekeeping: config.housekeeping,
+        max_partitions: config.max_partitions_per_shard as u64 * config.shards as u64,
     };
     let shard: Rc<Shard> = match Shard::open(start.shard, shard_config, start.mesh).await {
         Ok(shard) => shard,

@@ -13,6 +13,16 @@ pub const WRITE_BUFFER_BYTES: usize = 1 << 20;
 /// overlap a page already being written are always serialized.
 pub const WRITES_IN_FLIGHT_MAX: usize = 8;
 
+/// Default cap on partitions per shard (`BrokerConfig::max_partitions_per_shard`, times the
+/// shard count for the broker): each open partition holds file descriptors, a tail cache and
+/// a housekeeping task, so an unbounded count lets one client exhaust them.
+pub const PARTITIONS_PER_SHARD_DEFAULT: u32 = 1000;
+
+/// Topics one Metadata request may have auto-created; the rest are answered
+/// UNKNOWN_TOPIC_OR_PARTITION (the client asks again), so one request cannot start a
+/// creation storm.
+pub const AUTO_CREATES_PER_REQUEST_MAX: usize = 64;
+
 /// Size of one read issued by recovery scans and index rebuilds.
 pub const SCAN_READ_BYTES: usize = 1 << 20;
 

@@ -85,6 +85,7 @@ pub(crate) fn error_code(error: &ShardError) -> ErrorCode {
         ShardError::InvalidTopic(_) => ErrorCode::InvalidTopic,
         ShardError::TopicExists(_) => ErrorCode::TopicAlreadyExists,
         ShardError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+        ShardError::PartitionLimit(_) => ErrorCode::InvalidPartitions,
         ShardError::ShuttingDown(_) => ErrorCode::ShuttingDown,
         ShardError::Storage(_) => ErrorCode::StorageError,
         _ => ErrorCode::Unknown,

@@ -46,6 +46,9 @@ pub enum ShardError {
     /// A topic of that name exists.
     #[error("{0}")]
     TopicExists(String),
+    /// A creation would take the broker past its partition cap.
+    #[error("{0}")]
+    PartitionLimit(String),
     /// A topic configuration is out of bounds.
     #[error("{0}")]
     InvalidConfig(String),

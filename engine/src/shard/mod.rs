@@ -63,6 +63,9 @@ pub struct ShardConfig {
     pub log_defaults: LogConfig,
     /// Consumer-group coordinator settings.
     pub coordinator: CoordinatorConfig,
+    /// Most partitions the broker holds, all topics together (internal logs aside):
+    /// a creation past it is refused before anything is persisted.
+    pub max_partitions: u64,
     /// How often each partition's flush and retention checks run.
     pub housekeeping: crate::runtime::Housekeeping,
 }

@@ -43,6 +43,20 @@ impl Shard {
             return Err(ShardError::Internal("no topic store on shard 0"));
         };
         let _admin = self.admin_gate.enter().await;
+        let held: u64 = store
+            .topics()
+            .values()
+            .map(|t| u64::from(t.partitions))
+            .sum();
+        if held + u64::from(config.partitions) > self.config.max_partitions
+            && store.topic(name).is_none()
+        {
+            return Err(ShardError::PartitionLimit(format!(
+                "creating {name:?} with {} partitions would exceed the broker's {} partitions \
+                 ({held} held; --max-partitions-per-shard)",
+                config.partitions, self.config.max_partitions
+            )));
+        }
         store
             .create(name, config)
             .await

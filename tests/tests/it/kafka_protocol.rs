@@ -728,11 +728,6 @@ fn slow_and_idle_connections_are_closed_busy_ones_are_not() {
     .map(String::from)
     .to_vec();
     let _broker = Broker::start_with(&tmp.path().join("data"), 0, serve);
-    let closed_within = |stream: &mut TcpStream, within: Duration| {
-        stream.set_read_timeout(Some(within)).expect("read timeout");
-        let mut byte = [0u8; 1];
-        matches!(stream.read(&mut byte), Ok(0))
-    };
     // A slowloris: a 100-byte request announced, one byte every 200 ms.
     let mut slow = TcpStream::connect(&kafka).expect("connect");
     slow.write_all(&100i32.to_be_bytes()).expect("prefix");
@@ -995,4 +990,113 @@ fn a_corrupt_stored_batch_is_reported_as_final_and_the_rest_is_served() {
     assert_eq!(batches_in(&records)[0].0, end - 5);
     let log = broker.stderr();
     assert!(log.contains("corrupt"), "the damage is logged: {log}");
+}
+
+fn metadata_for(conn: &mut Conn, names: &[String], auto: bool) -> MetadataResponse {
+    let request = MetadataRequest {
+        topics: Some(
+            names
+                .iter()
+                .map(|n| MetadataRequestTopic {
+                    name: Some(n.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        allow_auto_topic_creation: auto,
+        ..Default::default()
+    };
+    let body = conn.call(METADATA, 12, |b| request.encode(b, 12).expect("encode"));
+    MetadataResponse::decode(&mut Decoder::new(&body), 12).expect("decode")
+}
+
+/// Topic counts a client controls are bounded: one Metadata request auto-creates at most 64
+/// topics (the rest answer UNKNOWN_TOPIC_OR_PARTITION until asked again), creations past the
+/// broker's partition cap are refused with POLICY_VIOLATION before anything is persisted
+/// (also after a restart), and a request naming more topics than a request may is refused
+/// by closing the connection. Before, one Metadata request could create any number of
+/// topics, each with its directories and files.
+#[test]
+fn topic_and_partition_counts_a_client_controls_are_bounded() {
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-topic-bounds");
+    let dir = tmp.path().join("data");
+    let (mut serve, kafka) = one_shard_kafka();
+    serve.extra = vec!["--max-partitions-per-shard".into(), "100".into()];
+    let broker = Broker::start_with(&dir, 0, serve.clone());
+    let mut conn = Conn::open(&kafka);
+    let names: Vec<String> = (0..90).map(|i| format!("auto-{i}")).collect();
+    let first = metadata_for(&mut conn, &names, true);
+    let created = first.topics.iter().filter(|t| t.error_code == 0).count();
+    assert_eq!(created, 64, "at most 64 auto-creations per request");
+    assert!(first
+        .topics
+        .iter()
+        .all(|t| t.error_code == 0 || t.error_code == 3));
+    let second = metadata_for(&mut conn, &names, true);
+    assert!(
+        second.topics.iter().all(|t| t.error_code == 0),
+        "asked again"
+    );
+    // 90 of 100 partitions held: 10 more fit, the 11th does not.
+    for i in 0..10 {
+        assert_eq!(conn.create_topic(&format!("fits-{i}"), &[]), 0);
+    }
+    assert_eq!(
+        conn.create_topic("one-too-many", &[]),
+        44,
+        "POLICY_VIOLATION"
+    );
+    let third = metadata_for(&mut conn, &["auto-more".to_owned()], true);
+    assert_eq!(
+        third.topics[0].error_code, 44,
+        "auto-creation is capped too"
+    );
+    drop(conn);
+    let dir = broker.stop();
+    let broker = Broker::start_with(&dir, 1, serve);
+    let mut conn = Conn::open(broker.kafka());
+    assert_eq!(
+        conn.create_topic("one-too-many", &[]),
+        44,
+        "after a restart"
+    );
+    // 20,000 names in one Metadata request: more than a request may name.
+    let many: Vec<String> = (0..20_000).map(|i| format!("m{i}")).collect();
+    let request = MetadataRequest {
+        topics: Some(
+            many.iter()
+                .map(|n| MetadataRequestTopic {
+                    name: Some(n.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        allow_auto_topic_creation: true,
+        ..Default::default()
+    };
+    conn.send(METADATA, 12, |b| request.encode(b, 12).expect("encode"));
+    assert!(
+        closed_within(&mut conn.stream, Duration::from_secs(5)),
+        "the connection is closed"
+    );
+    let mut other = Conn::open(broker.kafka());
+    let still = metadata_for(&mut other, &["auto-1".to_owned()], false);
+    assert_eq!(still.topics[0].error_code, 0, "the broker serves on");
+    assert_eq!(
+        metadata_for(&mut other, &["m1".to_owned()], false).topics[0].error_code,
+        3,
+        "none of the 20,000 was created"
+    );
+}
+
+/// Whether the peer closes `stream` within `within` (end of stream or a reset).
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).expect("read timeout");
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
 }

@@ -49,6 +49,8 @@ pub const UNSUPPORTED_VERSION: i16 = 35;
 pub const TOPIC_ALREADY_EXISTS: i16 = 36;
 /// CreateTopics: a partition count below 1.
 pub const INVALID_PARTITIONS: i16 = 37;
+/// The request breaks a broker policy (here: the partition cap).
+pub const POLICY_VIOLATION: i16 = 44;
 /// CreateTopics: a replication factor this broker cannot provide.
 pub const INVALID_REPLICATION_FACTOR: i16 = 38;
 /// CreateTopics: an unknown or malformed topic config.

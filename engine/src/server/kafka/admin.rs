@@ -43,13 +43,15 @@ impl KafkaConnection {
         let mut create_errors = std::collections::HashMap::new();
         if let Some(names) = &wanted {
             let auto = meta.version < 4 || request.allow_auto_topic_creation;
+            let mut creates = 0;
             for name in names {
                 if shard.has_topic(name) {
                     continue;
                 }
-                if !auto {
+                if !auto || creates == crate::limits::AUTO_CREATES_PER_REQUEST_MAX {
                     continue;
                 }
+                creates += 1;
                 let config = TopicConfig::with_partitions(self.server().config.default_partitions);
                 match shard.create_topic(name, config).await {
                     Ok(()) | Err(ShardError::TopicExists(_)) => {}

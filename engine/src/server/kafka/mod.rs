@@ -64,8 +64,10 @@ pub struct KafkaLimits {
     /// Produce responses one connection may have queued (appended, waiting for their
     /// `acks=all` fdatasync or for earlier responses) before it stops reading requests.
     pub max_pending_produces: usize,
-    /// Partitions one Produce or Fetch request may name; more closes the connection (each
-    /// costs a response entry, so this bounds what a small request can make us hold).
+    /// Elements one request may name (partitions of a Produce, Fetch, ListOffsets,
+    /// OffsetCommit, OffsetFetch or OffsetForLeaderEpoch; topics of a Metadata, CreateTopics
+    /// or DeleteTopics); more closes the connection (each costs a lookup and a response
+    /// entry, so this bounds what one request can make us do and hold).
     pub max_partitions_per_request: usize,
 }
 
@@ -328,7 +330,10 @@ impl KafkaConnection {
         };
         match body {
             RequestBody::ApiVersions(_) => self.api_versions(&meta).await,
-            RequestBody::Metadata(r) => self.metadata(&meta, r).await,
+            RequestBody::Metadata(r) => {
+                self.check_partitions(r.topics.as_ref().map_or(0, Vec::len))?;
+                self.metadata(&meta, r).await
+            }
             RequestBody::Produce(r) => {
                 let n = r.topic_data.iter().map(|t| t.partition_data.len()).sum();
                 self.check_partitions(n)?;
@@ -339,18 +344,48 @@ impl KafkaConnection {
                 self.check_partitions(n)?;
                 self.fetch(&meta, r).await
             }
-            RequestBody::ListOffsets(r) => self.list_offsets(&meta, r).await,
+            RequestBody::ListOffsets(r) => {
+                let n = r.topics.iter().map(|t| t.partitions.len()).sum();
+                self.check_partitions(n)?;
+                self.list_offsets(&meta, r).await
+            }
             RequestBody::InitProducerId(r) => self.init_producer_id(&meta, r).await,
-            RequestBody::CreateTopics(r) => self.create_topics(&meta, r).await,
-            RequestBody::DeleteTopics(r) => self.delete_topics(&meta, r).await,
-            RequestBody::OffsetForLeaderEpoch(r) => self.offset_for_leader_epoch(&meta, r).await,
+            RequestBody::CreateTopics(r) => {
+                self.check_partitions(r.topics.len())?;
+                self.create_topics(&meta, r).await
+            }
+            RequestBody::DeleteTopics(r) => {
+                self.check_partitions(r.topics.len() + r.topic_names.len())?;
+                self.delete_topics(&meta, r).await
+            }
+            RequestBody::OffsetForLeaderEpoch(r) => {
+                let n = r.topics.iter().map(|t| t.partitions.len()).sum();
+                self.check_partitions(n)?;
+                self.offset_for_leader_epoch(&meta, r).await
+            }
             RequestBody::FindCoordinator(r) => self.find_coordinator(&meta, r).await,
             RequestBody::JoinGroup(r) => self.join_group(&meta, r).await,
             RequestBody::SyncGroup(r) => self.sync_group(&meta, r).await,
             RequestBody::Heartbeat(r) => self.heartbeat(&meta, r).await,
             RequestBody::LeaveGroup(r) => self.leave_group(&meta, r).await,
-            RequestBody::OffsetCommit(r) => self.offset_commit(&meta, r).await,
-            RequestBody::OffsetFetch(r) => self.offset_fetch(&meta, r).await,
+            RequestBody::OffsetCommit(r) => {
+                let n = r.topics.iter().map(|t| t.partitions.len()).sum();
+                self.check_partitions(n)?;
+                self.offset_commit(&meta, r).await
+            }
+            RequestBody::OffsetFetch(r) => {
+                let topics = r.topics.iter().flatten().map(|t| t.partition_indexes.len());
+                let groups = r.groups.iter().map(|g| {
+                    1 + g
+                        .topics
+                        .iter()
+                        .flatten()
+                        .map(|t| t.partition_indexes.len())
+                        .sum::<usize>()
+                });
+                self.check_partitions(topics.sum::<usize>() + groups.sum::<usize>())?;
+                self.offset_fetch(&meta, r).await
+            }
             RequestBody::DescribeGroups(r) => self.describe_groups(&meta, r).await,
             RequestBody::ListGroups(r) => self.list_groups(&meta, r).await,
         }
@@ -464,6 +499,7 @@ pub(crate) fn error_code(error: &ShardError) -> i16 {
         ShardError::InvalidTopic(_) => code::INVALID_TOPIC_EXCEPTION,
         ShardError::TopicExists(_) => code::TOPIC_ALREADY_EXISTS,
         ShardError::InvalidConfig(_) => code::INVALID_CONFIG,
+        ShardError::PartitionLimit(_) => code::POLICY_VIOLATION,
         ShardError::InvalidRequest(_) => code::INVALID_REQUEST,
         ShardError::DiskFull(_) | ShardError::Storage(_) => code::KAFKA_STORAGE_ERROR,
         ShardError::InvalidProducerEpoch(_) => code::INVALID_PRODUCER_EPOCH,
