@@ -14,6 +14,10 @@ type Ready = Vec<(Ticket, Outcome)>;
 
 /// Characters of the client id kept in a generated member id, so that ids stay short.
 const MEMBER_ID_CLIENT_CHARS_MAX: usize = 64;
+/// How long a member id handed out with MEMBER_ID_REQUIRED waits for its client to join with
+/// it. Clients rejoin at once; waiting the whole session timeout (up to 30 minutes) let one
+/// JoinGroup per name hold a group slot that long.
+const PENDING_MEMBER_WAIT_MS: u64 = 30_000;
 
 #[derive(Debug)]
 struct Member {
@@ -700,8 +704,10 @@ impl Coordinator {
                 return Err(codes::GROUP_MAX_SIZE_REACHED);
             }
             if request.version >= 4 && request.group_instance_id.is_none() {
-                let deadline = now_ms.saturating_add(session_ms(request.session_timeout_ms));
-                group.pending.insert(new_id.clone(), deadline);
+                let wait = session_ms(request.session_timeout_ms).min(PENDING_MEMBER_WAIT_MS);
+                group
+                    .pending
+                    .insert(new_id.clone(), now_ms.saturating_add(wait));
                 out.push((
                     ticket,
                     Outcome::Join(JoinResponse::error(codes::MEMBER_ID_REQUIRED, &new_id)),

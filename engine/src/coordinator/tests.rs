@@ -765,3 +765,36 @@ mod service {
         handle.join().expect("executor thread");
     }
 }
+
+/// A member id handed out with MEMBER_ID_REQUIRED holds its group slot for at most 30 s,
+/// however long the session timeout asked: one JoinGroup per group name used to keep a
+/// group alive (and its slot taken) for up to 30 minutes.
+#[test]
+fn a_pending_member_holds_its_group_for_30_s_at_most() {
+    let config = CoordinatorConfig {
+        groups_max: 1,
+        ..config()
+    };
+    let mut c = Coordinator::new(config, 7);
+    let mut long = join_req("", "m", 4);
+    long.group_id = "g1".to_owned();
+    long.session_timeout_ms = 1_800_000;
+    long.rebalance_timeout_ms = 1_800_000;
+    let ready = c.join(0, Ticket(1), long);
+    assert_eq!(
+        join_of(&ready, 1).map(|r| r.error),
+        Some(codes::MEMBER_ID_REQUIRED)
+    );
+    let other = |c: &mut Coordinator, t: u64, now: u64| {
+        let mut r = join_req("", "m", 4);
+        r.group_id = "g2".to_owned();
+        join_of(&c.join(now, Ticket(t), r), t).map(|r| r.error)
+    };
+    assert_eq!(
+        other(&mut c, 2, 1_000),
+        Some(codes::COORDINATOR_NOT_AVAILABLE)
+    );
+    let _ = c.tick(30_001);
+    assert_eq!(other(&mut c, 3, 30_001), Some(codes::MEMBER_ID_REQUIRED));
+    c.check_invariants().expect("invariants");
+}

@@ -18,6 +18,12 @@ use crate::error::LogError;
 /// (Kafka's `NUM_BATCHES_TO_RETAIN`), so a retry always matches one of these.
 pub(crate) const BATCHES_RETAINED: usize = 5;
 
+/// Producers remembered per partition. Producer ids come from clients (a hostile one can
+/// send any), so the table is bounded: past it, the producer whose last batch is oldest is
+/// forgotten, exactly as a producer Kafka expired (`producer.id.expiration.ms`): its next
+/// batch is accepted with any sequence.
+pub(crate) const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+
 /// The producer fields of a batch header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ProducerBatch {
@@ -153,6 +159,11 @@ impl ProducerStates {
     /// the producer's cached batches; an older one (only possible for a corrupt log) is
     /// ignored.
     pub(crate) fn record(&mut self, batch: &ProducerBatch, first_offset: u64, last_offset: u64) {
+        if self.producers.len() >= PRODUCERS_PER_PARTITION_MAX
+            && !self.producers.contains_key(&batch.producer_id)
+        {
+            self.forget_least_recent();
+        }
         let entry = self
             .producers
             .entry(batch.producer_id)
@@ -176,6 +187,19 @@ impl ProducerStates {
             first_offset,
             last_offset,
         });
+    }
+
+    /// Forgets the producer whose last batch is oldest (lowest last offset). A scan, but only
+    /// when the table is full, and it frees one slot per new producer.
+    fn forget_least_recent(&mut self) {
+        let oldest = self
+            .producers
+            .iter()
+            .min_by_key(|(_, e)| e.batches.back().map_or(0, |b| b.last_offset))
+            .map(|(id, _)| *id);
+        if let Some(id) = oldest {
+            self.producers.remove(&id);
+        }
     }
 
     /// Number of producers with state.
@@ -265,6 +289,30 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_forgets_the_least_recent_producer() {
+        let mut s = ProducerStates::default();
+        let cap = PRODUCERS_PER_PARTITION_MAX as i64;
+        for id in 0..cap + 10 {
+            let b = ProducerBatch::new(id, 0, 0, 0).expect("idempotent");
+            s.record(&b, id as u64, id as u64);
+            // Producer 0 keeps writing: it is never the least recent.
+            if id % 1000 == 999 {
+                let again = ProducerBatch::new(0, 0, (id / 1000) as i32 + 1, 0).expect("b");
+                s.record(&again, id as u64, id as u64);
+            }
+        }
+        assert_eq!(s.len(), PRODUCERS_PER_PARTITION_MAX);
+        assert!(s.producers.contains_key(&0), "the busy producer is kept");
+        assert!(
+            !s.producers.contains_key(&1),
+            "the oldest idle one went first"
+        );
+        // A forgotten producer's next batch is accepted with any sequence.
+        let back = ProducerBatch::new(1, 0, 57, 0).expect("b");
+        assert_eq!(s.check(&back).ok(), Some(Verdict::Append));
     }
 
     #[test]
