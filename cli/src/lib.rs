@@ -67,6 +67,10 @@ struct ServeArgs {
     /// is written.
     #[arg(long, value_name = "N", default_value_t = tidelog_engine::limits::PARTITIONS_PER_SHARD_DEFAULT)]
     max_partitions_per_shard: u32,
+    /// Delete the committed offsets of a group with no members this long after its last
+    /// commit (Kafka's `offsets.retention.minutes`).
+    #[arg(long, value_name = "MINUTES", default_value_t = 10_080)]
+    offsets_retention_minutes: u64,
     /// Kafka-protocol bootstrap address ("off" disables the Kafka listener). The listener
     /// has no authentication yet, so the default is loopback only: `localhost` binds
     /// 127.0.0.1 and ::1, so `localhost:9092` works however a client resolves it. Other
@@ -315,6 +319,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         return Err(anyhow!("--max-partitions-per-shard must be positive"));
     }
     config.max_partitions_per_shard = args.max_partitions_per_shard;
+    if args.offsets_retention_minutes == 0 {
+        return Err(anyhow!("--offsets-retention-minutes must be positive"));
+    }
+    config.offsets_retention =
+        Duration::from_secs(args.offsets_retention_minutes.saturating_mul(60));
     config.log_defaults = args.log.apply(&config.log_defaults)?;
     config
         .log_defaults

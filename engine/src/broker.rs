@@ -56,6 +56,9 @@ pub struct BrokerConfig {
     /// Partitions the broker holds per shard at most (all topics together, times the shard
     /// count): each open partition costs file descriptors, memory and a housekeeping task.
     pub max_partitions_per_shard: u32,
+    /// How long an empty group's committed offsets outlive its last commit (Kafka's
+    /// `offsets.retention.minutes`, 7 days).
+    pub offsets_retention: std::time::Duration,
     /// Bounds of the native listener.
     pub limits: ServerLimits,
     /// The Kafka bootstrap address every shard accepts on (SO_REUSEPORT); `None` turns the
@@ -94,6 +97,7 @@ impl BrokerConfig {
             log_defaults: LogConfig::default(),
             default_partitions: 1,
             max_partitions_per_shard: crate::limits::PARTITIONS_PER_SHARD_DEFAULT,
+            offsets_retention: std::time::Duration::from_secs(7 * 24 * 3600),
             limits: ServerLimits::default(),
             kafka_addr: None,
             kafka_ipv6_loopback_too: false,
@@ -414,6 +418,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         coordinator: config.coordinator.clone(),
         housekeeping: config.housekeeping,
         max_partitions: config.max_partitions_per_shard as u64 * config.shards as u64,
+        offsets_retention: config.offsets_retention,
     };
     let shard: Rc<Shard> = match Shard::open(start.shard, shard_config, start.mesh).await {
         Ok(shard) => shard,

@@ -70,7 +70,11 @@ pub struct GroupPosition {
 /// One slot's committed offsets.
 pub struct OffsetStore<S: Storage, C: Clock> {
     log: PartitionLog<S, C>,
+    clock: C,
     offsets: RefCell<HashMap<Key, Committed>>,
+    /// Per group, when it last committed (ms since the epoch): what offset retention
+    /// measures. Commits written before this was recorded count from the slot's open.
+    last_commit_ms: RefCell<HashMap<String, i64>>,
 }
 
 fn encode_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
@@ -100,12 +104,23 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
             ..LogConfig::default()
         };
         let dir = data_dir.join(OFFSETS_DIR).join(slot.to_string());
-        let log = PartitionLog::open(storage, clock, &dir, config).await?;
+        let opened_ms = clock.now_ms();
+        let log = PartitionLog::open(storage, clock.clone(), &dir, config).await?;
         let mut offsets = HashMap::new();
+        let mut last_commit_ms: HashMap<String, i64> = HashMap::new();
         log.replay(|record| {
             let Some(key) = record.key.and_then(decode_key) else {
                 return;
             };
+            if record.value.len() >= 8 {
+                let at = if record.timestamp > 0 {
+                    record.timestamp
+                } else {
+                    opened_ms
+                };
+                let last = last_commit_ms.entry(key.0.clone()).or_insert(at);
+                *last = (*last).max(at);
+            }
             // An empty value is a tombstone: the position was deleted with its topic.
             let Some(head) = record.value.get(..8) else {
                 offsets.remove(&key);
@@ -122,9 +137,12 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
             );
         })
         .await?;
+        last_commit_ms.retain(|group, _| offsets.keys().any(|(g, _, _)| g == group));
         Ok(OffsetStore {
             log,
+            clock,
             offsets: RefCell::new(offsets),
+            last_commit_ms: RefCell::new(last_commit_ms),
         })
     }
 
@@ -136,6 +154,7 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
         if offsets.is_empty() {
             return Ok(());
         }
+        let now_ms = self.clock.now_ms();
         let mut builder = BatchBuilder::new();
         for commit in offsets {
             let mut value = commit.offset.to_le_bytes().to_vec();
@@ -144,13 +163,16 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
             builder.push(
                 Some(&encode_key(group, &commit.topic, commit.partition)),
                 &value,
-                0,
+                now_ms,
                 &[],
             );
         }
         self.log
             .append(builder.finish(), Durability::Synced)
             .await?;
+        self.last_commit_ms
+            .borrow_mut()
+            .insert(group.to_owned(), now_ms);
         let mut map = self.offsets.borrow_mut();
         for commit in offsets {
             let committed = Committed {
@@ -172,6 +194,40 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
     /// # Errors
     /// Errors of the slot's log; the positions not yet deleted stay.
     pub async fn forget_topics(&self, gone: impl Fn(&str) -> bool) -> Result<usize, LogError> {
+        self.forget(|_, topic| gone(topic)).await
+    }
+
+    /// Deletes, durably, the committed positions of every group that has not committed for
+    /// `retention_ms` and for which `live` is false (no members: Kafka's
+    /// `offsets.retention.minutes` for empty groups). Returns how many positions went.
+    ///
+    /// # Errors
+    /// Errors of the slot's log; what is not yet deleted stays.
+    pub async fn expire(
+        &self,
+        retention_ms: i64,
+        live: impl Fn(&str) -> bool,
+    ) -> Result<usize, LogError> {
+        let now_ms = self.clock.now_ms();
+        let expired: std::collections::HashSet<String> = self
+            .last_commit_ms
+            .borrow()
+            .iter()
+            .filter(|(group, at)| at.saturating_add(retention_ms) <= now_ms && !live(group))
+            .map(|(group, _)| group.clone())
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let n = self.forget(|group, _| expired.contains(group)).await?;
+        let mut times = self.last_commit_ms.borrow_mut();
+        for group in &expired {
+            times.remove(group);
+        }
+        Ok(n)
+    }
+
+    async fn forget(&self, doomed: impl Fn(&str, &str) -> bool) -> Result<usize, LogError> {
         /// Tombstones per batch: keys are at most ~520 bytes, so a batch stays far below the
         /// slot's batch limit.
         const TOMBSTONES_PER_BATCH: usize = 1000;
@@ -179,7 +235,7 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
             .offsets
             .borrow()
             .keys()
-            .filter(|(_, topic, _)| gone(topic))
+            .filter(|(group, topic, _)| doomed(group, topic))
             .cloned()
             .collect();
         for chunk in doomed.chunks(TOMBSTONES_PER_BATCH) {
@@ -321,6 +377,62 @@ mod tests {
         block_on(reopened.commit("g", &[at("old", 1)])).expect("commit");
         disk.crash();
         assert_eq!(open().fetch("g", "old", 0).map(|c| c.offset), Some(1));
+    }
+
+    #[test]
+    fn offsets_of_groups_idle_past_retention_expire_unless_live() {
+        let disk = SimDisk::new(5);
+        let clock = SimClock::new(1_000_000);
+        let open = |clock: &SimClock| {
+            block_on(OffsetStore::open(
+                disk.clone(),
+                clock.clone(),
+                Path::new("/d"),
+                2,
+            ))
+            .expect("open")
+        };
+        let store = open(&clock);
+        let at = |offset: i64| {
+            vec![OffsetCommit {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+                metadata: String::new(),
+            }]
+        };
+        block_on(store.commit("idle", &at(5))).expect("commit");
+        block_on(store.commit("busy", &at(6))).expect("commit");
+        block_on(store.commit("live", &at(7))).expect("commit");
+        clock.advance(600);
+        block_on(store.commit("busy", &at(8))).expect("commit");
+        clock.advance(400);
+        // idle and live last committed 1000 ms ago, busy 400 ms ago.
+        let live = |g: &str| g == "live";
+        assert_eq!(block_on(store.expire(1001, live)).expect("expire"), 0);
+        assert_eq!(block_on(store.expire(1000, live)).expect("expire"), 1);
+        assert_eq!(store.fetch("idle", "t", 0), None);
+        assert_eq!(store.fetch("live", "t", 0).map(|c| c.offset), Some(7));
+        assert_eq!(store.fetch("busy", "t", 0).map(|c| c.offset), Some(8));
+        // The commit times are durable: after a crash, busy still counts from its commit.
+        disk.crash();
+        let reopened = open(&clock);
+        assert_eq!(
+            reopened.fetch("idle", "t", 0),
+            None,
+            "the expiry was durable"
+        );
+        assert_eq!(
+            block_on(reopened.expire(500, |_| false)).expect("expire"),
+            1
+        );
+        assert_eq!(reopened.fetch("busy", "t", 0).map(|c| c.offset), Some(8));
+        clock.advance(100);
+        assert_eq!(
+            block_on(reopened.expire(500, |_| false)).expect("expire"),
+            1
+        );
+        assert_eq!(reopened.fetch("busy", "t", 0), None);
     }
 
     #[test]

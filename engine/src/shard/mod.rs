@@ -63,6 +63,9 @@ pub struct ShardConfig {
     pub log_defaults: LogConfig,
     /// Consumer-group coordinator settings.
     pub coordinator: CoordinatorConfig,
+    /// How long an empty group's committed offsets outlive its last commit (Kafka's
+    /// `offsets.retention.minutes`).
+    pub offsets_retention: std::time::Duration,
     /// Most partitions the broker holds, all topics together (internal logs aside):
     /// a creation past it is refused before anything is persisted.
     pub max_partitions: u64,
@@ -253,6 +256,7 @@ impl Shard {
             })
             .detach();
         }
+        spawn_offsets_expiry(&shard);
         Ok(shard)
     }
 
@@ -389,4 +393,46 @@ impl Shard {
 /// [`ShardError::UnknownTopicOrPartition`] for a negative number.
 pub fn partition_index(partition: i32) -> Result<u32, ShardError> {
     u32::try_from(partition).map_err(|_| ShardError::UnknownTopicOrPartition)
+}
+
+/// How often a shard looks for committed offsets past retention (Kafka's
+/// `offsets.retention.check.interval.ms`), or the retention itself when shorter.
+const OFFSETS_EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Deletes, periodically, the committed offsets of this shard's groups that have no members
+/// and have not committed for the retention: state keyed by group names a client chose must
+/// not grow for ever.
+fn spawn_offsets_expiry(shard: &Rc<Shard>) {
+    let retention = shard.config.offsets_retention;
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let every = OFFSETS_EXPIRY_CHECK
+        .min(retention)
+        .max(std::time::Duration::from_millis(100));
+    let weak = Rc::downgrade(shard);
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(every).await;
+            let Some(shard) = weak.upgrade() else {
+                return;
+            };
+            if shard.is_stopped() {
+                return;
+            }
+            for (slot, store) in &shard.offsets {
+                let live = |group: &str| !shard.groups.describe(group).members.is_empty();
+                match store.expire(retention_ms, live).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        shard = shard.id,
+                        slot,
+                        positions = n,
+                        "committed offsets of empty groups expired (offsets retention)"
+                    ),
+                    Err(e) => tracing::warn!(shard = shard.id, slot, error = %e,
+                        "expiring committed offsets failed; the next check retries"),
+                }
+            }
+        }
+    })
+    .detach();
 }

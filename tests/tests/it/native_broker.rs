@@ -709,3 +709,32 @@ fn a_partition_that_cannot_open_is_offline_and_the_rest_is_served() {
     drop((peer, healthy, offline));
     broker.shutdown().expect("clean shutdown");
 }
+
+/// Committed offsets of a group with no members expire after the offsets retention (Kafka's
+/// `offsets.retention.minutes`): state keyed by group names a client chose does not grow for
+/// ever. Before, every group's offsets were kept for ever.
+#[test]
+fn committed_offsets_of_empty_groups_expire_after_the_retention() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
+    let mut config = BrokerConfig::new(dir.path());
+    config.native_addr = "127.0.0.1:0".parse().expect("addr");
+    config.shards = 2;
+    config.pin_cpus = false;
+    config.log_defaults.preallocate_bytes = 1 << 20;
+    config.offsets_retention = Duration::from_millis(300);
+    let broker = broker::start(config).expect("broker starts");
+    let mut peer = Peer::connect(broker.native_addr());
+    assert_eq!(create_topic(&mut peer, "t", 1), ErrorCode::None);
+    assert_eq!(
+        commit(&mut peer, "short-lived", "t", 0, 42),
+        ErrorCode::None
+    );
+    assert_eq!(committed(&mut peer, "short-lived", "t", 0), 42);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while committed(&mut peer, "short-lived", "t", 0) != -1 {
+        assert!(Instant::now() < deadline, "the offsets never expired");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(peer);
+    broker.shutdown().expect("clean shutdown");
+}
