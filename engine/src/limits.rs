@@ -61,6 +61,10 @@ const _: () = {
 /// Most shards (executors) one broker runs.
 pub const SHARDS_MAX: usize = 1024;
 
+/// Requests (and pushes) from one peer shard a shard serves at once; past it, it stops
+/// taking them from that peer's channel, which fills, so the peer waits (push-back).
+pub const SHARD_REQUESTS_IN_FLIGHT: usize = 256;
+
 /// Messages queued from one shard to another before the sender waits.
 pub const SHARD_CHANNEL_DEPTH: usize = 1024;
 

@@ -13,8 +13,43 @@ use crate::groups::{Committed, OffsetCommit};
 use crate::log::Durability;
 use crate::meta::TopicConfig;
 
-/// The channel mesh every shard joins at start-up.
-pub type Mesh = MeshBuilder<ShardMessage, Full>;
+/// The channel meshes every shard joins at start-up: one for requests and pushes, one for
+/// replies. A shard that stops taking requests (all its request slots busy: push-back) must
+/// still receive the replies its busy tasks wait for, or they would wait for ever; on one
+/// shared channel those replies would queue behind the requests it is not taking.
+#[derive(Clone)]
+pub struct Mesh {
+    requests: MeshBuilder<ShardMessage, Full>,
+    replies: MeshBuilder<ShardMessage, Full>,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh").finish_non_exhaustive()
+    }
+}
+
+/// What a shard holds of the meshes once joined.
+pub(crate) struct Joined {
+    pub senders: Senders,
+    pub reply_senders: Senders,
+    pub requests: glommio::channels::channel_mesh::Receivers<ShardMessage>,
+    pub replies: glommio::channels::channel_mesh::Receivers<ShardMessage>,
+}
+
+impl Mesh {
+    /// Joins both meshes (every shard must, concurrently).
+    pub(crate) async fn join(self) -> glommio::Result<Joined, ()> {
+        let (senders, requests) = self.requests.join().await?;
+        let (reply_senders, replies) = self.replies.join().await?;
+        Ok(Joined {
+            senders,
+            reply_senders,
+            requests,
+            replies,
+        })
+    }
+}
 
 /// This shard's senders into the mesh.
 pub(crate) type Senders = glommio::channels::channel_mesh::Senders<ShardMessage>;
@@ -26,7 +61,10 @@ type Receivers = Vec<(
 
 /// A full mesh for `shards` shards, each channel [`crate::limits::SHARD_CHANNEL_DEPTH`] deep.
 pub fn build(shards: usize) -> Mesh {
-    MeshBuilder::full(shards, crate::limits::SHARD_CHANNEL_DEPTH)
+    Mesh {
+        requests: MeshBuilder::full(shards, crate::limits::SHARD_CHANNEL_DEPTH),
+        replies: MeshBuilder::full(shards, crate::limits::SHARD_CHANNEL_DEPTH),
+    }
 }
 
 /// Messages between shards. `Send`; a forwarded request carries its batch bytes as `Bytes`.
@@ -173,22 +211,65 @@ pub(super) fn table_entry(name: &str, config: TopicConfig) -> ShardMessage {
     }
 }
 
-/// Serves the mesh: replies complete waiting tasks at once; anything else may itself wait
-/// for replies arriving on this very channel, so it runs as its own task.
-pub(super) fn spawn_receivers(shard: &Rc<Shard>, receivers: Receivers) {
-    for (_, receiver) in receivers {
+/// Serves the meshes. Replies complete waiting tasks at once. Each request (or push) may
+/// itself wait, so it runs as its own task, but at most
+/// [`SHARD_REQUESTS_IN_FLIGHT`](crate::limits::SHARD_REQUESTS_IN_FLIGHT) per peer: past that
+/// the receiver stops taking requests, the channel fills, and the sending shard waits.
+pub(super) fn spawn_receivers(shard: &Rc<Shard>, requests: Receivers, replies: Receivers) {
+    for (_, receiver) in replies {
         let shard = Rc::clone(shard);
         glommio::spawn_local(async move {
             while let Some(message) = receiver.recv().await {
-                match message {
-                    ShardMessage::Reply { id, reply } => shard.deliver(id, reply),
-                    request => {
-                        let shard = Rc::clone(&shard);
-                        glommio::spawn_local(async move { shard.on_message(request).await })
-                            .detach();
-                    }
+                if let ShardMessage::Reply { id, reply } = message {
+                    shard.deliver(id, reply);
                 }
             }
+        })
+        .detach();
+    }
+    for (_, receiver) in requests {
+        let shard = Rc::clone(shard);
+        let receiver = Rc::new(receiver);
+        glommio::spawn_local(async move {
+            let recv = || {
+                let receiver = Rc::clone(&receiver);
+                async move { receiver.recv().await }
+            };
+            serve_bounded(recv, crate::limits::SHARD_REQUESTS_IN_FLIGHT, |message| {
+                let shard = Rc::clone(&shard);
+                async move {
+                    match message {
+                        ShardMessage::Reply { id, reply } => shard.deliver(id, reply),
+                        request => shard.on_message(request).await,
+                    }
+                }
+            })
+            .await;
+        })
+        .detach();
+    }
+}
+
+/// Takes messages from `recv` and runs `handle` on each in a task of its own, with at most
+/// `limit` running: while all are busy it takes no more, so a bounded channel behind `recv`
+/// fills and its senders wait. Returns when `recv` ends.
+pub(crate) async fn serve_bounded<M, R, RF, H, HF>(mut recv: R, limit: usize, handle: H)
+where
+    M: 'static,
+    R: FnMut() -> RF,
+    RF: std::future::Future<Output = Option<M>>,
+    H: Fn(M) -> HF,
+    HF: std::future::Future<Output = ()> + 'static,
+{
+    let slots = Rc::new(glommio::sync::Semaphore::new(limit as u64));
+    while let Some(message) = recv().await {
+        let Ok(slot) = slots.acquire_static_permit(1).await else {
+            return;
+        };
+        let work = handle(message);
+        glommio::spawn_local(async move {
+            work.await;
+            drop(slot);
         })
         .detach();
     }
@@ -277,7 +358,7 @@ impl Shard {
             ShardMessage::TableComplete => return,
         };
         let _ = self
-            .senders
+            .reply_senders
             .send_to(to, ShardMessage::Reply { id, reply })
             .await;
     }
@@ -355,5 +436,67 @@ fn copy_out(read: Fetched) -> FetchedData {
         high_watermark: read.high_watermark,
         log_start: read.log_start,
         bytes: bytes.freeze(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serve_bounded;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// Requests beyond the in-flight bound stay in the channel, so a bounded channel pushes
+    /// back on its sender; before, every message became a task at once.
+    #[test]
+    fn requests_past_the_bound_wait_in_the_channel_and_push_back() {
+        let handle = crate::runtime::executor_builder(glommio::Placement::Unbound, 1)
+            .expect("builder")
+            .spawn(|| async {
+                let (tx, rx) = glommio::channels::local_channel::new_bounded::<u32>(8);
+                let rx = Rc::new(rx);
+                let started = Rc::new(Cell::new(0u32));
+                let release = Rc::new(crate::sync::Event::default());
+                let server = {
+                    let (rx, started, release) =
+                        (Rc::clone(&rx), Rc::clone(&started), Rc::clone(&release));
+                    glommio::spawn_local(async move {
+                        let recv = || {
+                            let rx = Rc::clone(&rx);
+                            async move { rx.recv().await }
+                        };
+                        serve_bounded(recv, 4, |_| {
+                            let (started, release) = (Rc::clone(&started), Rc::clone(&release));
+                            async move {
+                                started.set(started.get() + 1);
+                                release.listen().await;
+                            }
+                        })
+                        .await;
+                    })
+                };
+                // 4 running + 1 taken and waiting for a slot + 8 queued: the 14th send
+                // finds the channel full.
+                let mut sent = 0;
+                for i in 0..100 {
+                    if tx.try_send(i).is_err() {
+                        break;
+                    }
+                    sent += 1;
+                    glommio::yield_if_needed().await;
+                    glommio::executor().yield_task_queue_now().await;
+                }
+                assert_eq!(started.get(), 4, "only the bound runs");
+                assert!(sent <= 13, "the channel filled: {sent} sent");
+                release.notify();
+                for _ in 0..20 {
+                    glommio::executor().yield_task_queue_now().await;
+                }
+                assert!(started.get() > 4, "released slots take the queued requests");
+                drop(tx);
+                release.notify();
+                server.detach();
+            })
+            .expect("spawn");
+        handle.join().expect("executor");
     }
 }

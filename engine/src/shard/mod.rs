@@ -102,6 +102,8 @@ pub struct Shard {
     /// Offset slots this shard owns that failed to open, with why.
     offline_slots: HashMap<u32, String>,
     senders: mesh::Senders,
+    /// Replies go on a mesh of their own (see [`mesh::Mesh`]).
+    reply_senders: mesh::Senders,
     pending: Pending,
     next_id: Cell<u64>,
     /// Serialises topic creations and deletions (used on shard 0, which does them all).
@@ -126,7 +128,12 @@ impl Shard {
     /// A description of what failed (mesh, metadata, a partition's recovery).
     pub async fn open(id: usize, config: ShardConfig, mesh: Mesh) -> Result<Rc<Shard>, String> {
         let started = std::time::Instant::now();
-        let (senders, mut receivers) = mesh
+        let mesh::Joined {
+            senders,
+            reply_senders,
+            requests: mut receivers,
+            mut replies,
+        } = mesh
             .join()
             .await
             .map_err(|e| format!("channel mesh join failed: {e}"))?;
@@ -183,6 +190,7 @@ impl Shard {
             offsets,
             offline_slots,
             senders,
+            reply_senders,
             pending: Pending::default(),
             next_id: Cell::new(0),
             admin_gate: crate::sync::Gate::default(),
@@ -247,7 +255,7 @@ impl Shard {
             shard.topics.borrow().keys().cloned().collect();
         shard.forget_offsets(|topic| !known.contains(topic)).await;
         let shard = Rc::new(shard);
-        mesh::spawn_receivers(&shard, streams);
+        mesh::spawn_receivers(&shard, streams, replies.streams());
         {
             let shard = Rc::clone(&shard);
             glommio::spawn_local(async move {
@@ -383,6 +391,7 @@ impl Shard {
             store.close().await.map_err(|e| e.to_string())?;
         }
         self.senders.close();
+        self.reply_senders.close();
         result
     }
 }
