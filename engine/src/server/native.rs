@@ -620,8 +620,13 @@ impl Connection<Native> {
             limits.max_fetch_bytes,
         );
         let wanted = request.partitions.unwrap_or_default();
+        let bell = shard.doorbell(
+            wanted
+                .iter()
+                .map(|w| (w.topic.as_deref().unwrap_or_default(), w.partition)),
+        );
         loop {
-            let listener = shard.appended();
+            let listener = bell.listen();
             let mut parts = Vec::with_capacity(wanted.len());
             let mut total = 0usize;
             let mut errors = false;

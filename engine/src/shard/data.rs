@@ -177,7 +177,7 @@ impl Shard {
                 .map(|info| (info.base_offset, info))
                 .map_err(ShardError::from),
         };
-        self.appended.notify();
+        self.watchers.ring(topic, partition);
         let (base, last) = result?;
         if durability == Durability::Synced {
             return Ok(AppendStarted(Started::Unsynced { log, base, last }));

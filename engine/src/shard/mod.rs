@@ -90,8 +90,9 @@ pub struct Shard {
     /// Owned partitions that failed to open, with why: offline (requests to them get a
     /// storage error) while the shard serves the rest. Bounded by the partitions it owns.
     offline: RefCell<HashMap<(String, u32), String>>,
-    /// Notified after every append on this shard (wakes long-polling fetches).
-    appended: Event,
+    /// Long-polling fetches waiting for appends, by the partitions they read: an append
+    /// wakes only the fetches that read its partition.
+    watchers: Watchers,
     /// Notified when the shard starts shutting down.
     stopping: Event,
     stopped: Cell<bool>,
@@ -182,7 +183,7 @@ impl Shard {
             topics: RefCell::new(BTreeMap::new()),
             partitions: RefCell::new(HashMap::new()),
             offline: RefCell::new(HashMap::new()),
-            appended: Event::default(),
+            watchers: Watchers::default(),
             stopping: Event::default(),
             stopped: Cell::new(false),
             groups,
@@ -328,10 +329,20 @@ impl Shard {
         self.stopping.listen()
     }
 
-    /// Completes at the next append on this shard (or at shutdown): what a long-polling
-    /// fetch waits on. Listen before reading, so an append in between is not missed.
-    pub fn appended(&self) -> crate::sync::Listener<'_> {
-        self.appended.listen()
+    /// A doorbell that rings at each append to one of `partitions` that this shard owns (and
+    /// at shutdown): what a long-polling fetch waits on. Listen to it before reading, so an
+    /// append in between is not missed. Partitions of other shards never ring it.
+    pub fn doorbell<'a>(&self, partitions: impl Iterator<Item = (&'a str, i32)>) -> Rc<Event> {
+        let bell = Rc::new(Event::default());
+        for (topic, partition) in partitions {
+            let Ok(partition) = u32::try_from(partition) else {
+                continue;
+            };
+            if self.local(topic, partition).is_ok() {
+                self.watchers.watch(topic, partition, &bell);
+            }
+        }
+        bell
     }
 
     /// The log of a partition this shard owns.
@@ -369,7 +380,7 @@ impl Shard {
     pub async fn shutdown(&self) -> Result<(), String> {
         self.stopped.set(true);
         self.stopping.notify();
-        self.appended.notify();
+        self.watchers.ring_all();
         let logs: Vec<Rc<Log>> = self
             .partitions
             .borrow()
@@ -444,4 +455,116 @@ fn spawn_offsets_expiry(shard: &Rc<Shard>) {
         }
     })
     .detach();
+}
+
+/// Doorbells of waiting fetches by topic and partition. Bounded: a partition's list holds
+/// the fetches waiting on it plus at most one finished one (each new watch and each ring
+/// drops the finished), and only partitions this shard owns are watched.
+#[derive(Default)]
+struct Watchers {
+    by_topic: RefCell<HashMap<String, PartitionBells>>,
+}
+
+/// The doorbells of one topic's waiting fetches, by partition.
+type PartitionBells = HashMap<u32, Vec<std::rc::Weak<Event>>>;
+
+impl Watchers {
+    fn watch(&self, topic: &str, partition: u32, bell: &Rc<Event>) {
+        let mut by_topic = self.by_topic.borrow_mut();
+        if !by_topic.contains_key(topic) {
+            by_topic.insert(topic.to_owned(), HashMap::new());
+        }
+        if let Some(parts) = by_topic.get_mut(topic) {
+            let list = parts.entry(partition).or_default();
+            list.retain(|w| w.strong_count() > 0);
+            list.push(Rc::downgrade(bell));
+        }
+    }
+
+    /// Wakes the fetches waiting on one partition.
+    fn ring(&self, topic: &str, partition: u32) {
+        let bells: Vec<Rc<Event>> = {
+            let mut by_topic = self.by_topic.borrow_mut();
+            let Some(parts) = by_topic.get_mut(topic) else {
+                return;
+            };
+            let Some(list) = parts.get_mut(&partition) else {
+                return;
+            };
+            list.retain(|w| w.strong_count() > 0);
+            let bells = list.iter().filter_map(std::rc::Weak::upgrade).collect();
+            if list.is_empty() {
+                parts.remove(&partition);
+                if parts.is_empty() {
+                    by_topic.remove(topic);
+                }
+            }
+            bells
+        };
+        for bell in bells {
+            bell.notify();
+        }
+    }
+
+    /// Wakes every waiting fetch (shutdown).
+    fn ring_all(&self) {
+        let bells: Vec<Rc<Event>> = self
+            .by_topic
+            .borrow()
+            .values()
+            .flat_map(HashMap::values)
+            .flatten()
+            .filter_map(std::rc::Weak::upgrade)
+            .collect();
+        for bell in bells {
+            bell.notify();
+        }
+    }
+}
+
+#[cfg(test)]
+mod watcher_tests {
+    use super::*;
+    use futures_lite::future::{block_on, poll_once};
+
+    /// An append wakes the fetches reading its partition and no other; finished fetches do
+    /// not accumulate. Before, every append woke every long-polling fetch on the shard, each
+    /// of which re-read all its partitions.
+    #[test]
+    fn a_ring_wakes_only_the_fetches_of_its_partition() {
+        let watchers = Watchers::default();
+        let reads_a0 = Rc::new(Event::default());
+        let reads_b1 = Rc::new(Event::default());
+        watchers.watch("a", 0, &reads_a0);
+        watchers.watch("b", 1, &reads_b1);
+        let mut a = Box::pin(reads_a0.listen());
+        let mut b = Box::pin(reads_b1.listen());
+        watchers.ring("a", 0);
+        assert!(
+            block_on(poll_once(&mut a)).is_some(),
+            "its partition's fetch wakes"
+        );
+        assert!(
+            block_on(poll_once(&mut b)).is_none(),
+            "another partition's does not"
+        );
+        watchers.ring("a", 1);
+        watchers.ring("c", 0);
+        assert!(block_on(poll_once(&mut b)).is_none());
+        watchers.ring_all();
+        assert!(block_on(poll_once(&mut b)).is_some(), "shutdown wakes all");
+        // Finished fetches are dropped from the lists.
+        for _ in 0..1000 {
+            let bell = Rc::new(Event::default());
+            watchers.watch("a", 0, &bell);
+        }
+        let held = watchers.by_topic.borrow()["a"][&0].len();
+        assert!(held <= 2, "{held} doorbells held for one waiting fetch");
+        drop(reads_a0);
+        watchers.ring("a", 0);
+        assert!(
+            watchers.by_topic.borrow().get("a").is_none(),
+            "nothing left to ring"
+        );
+    }
 }

@@ -233,8 +233,13 @@ impl KafkaConnection {
             limits.max_fetch_wait_ms,
             limits.max_fetch_bytes,
         );
+        let bell = shard.doorbell(request.topics.iter().flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.topic.as_str(), p.partition))
+        }));
         loop {
-            let listener = shard.appended();
+            let listener = bell.listen();
             let mut topics = Vec::with_capacity(request.topics.len());
             let mut total = 0usize;
             let mut errors = false;
