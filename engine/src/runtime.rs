@@ -206,7 +206,8 @@ where
             }
             log.seal_pending().await;
             if let Err(e) = log.maybe_flush().await {
-                tracing::error!(dir = %log.dir().display(), error = %e, "background flush failed");
+                let (topic, partition) = crate::log::topic_partition(log.dir());
+                tracing::error!(%topic, %partition, error = %e, "background flush failed");
                 return;
             }
             since_checkpoint += every.flush_check;
@@ -218,7 +219,8 @@ where
             if since_retention >= every.retention_check {
                 since_retention = std::time::Duration::ZERO;
                 if let Err(e) = log.enforce_retention().await {
-                    tracing::warn!(dir = %log.dir().display(), error = %e, "retention failed");
+                    let (topic, partition) = crate::log::topic_partition(log.dir());
+                    tracing::warn!(%topic, %partition, error = %e, "retention failed");
                 }
             }
         }

@@ -14,3 +14,26 @@ pub use partition::{
 
 #[cfg(test)]
 mod tests;
+
+/// The topic and partition of a partition directory (`<data-dir>/<topic>/<partition>`), for
+/// log lines: operators search by them, not by paths.
+pub(crate) fn topic_partition(dir: &std::path::Path) -> (String, String) {
+    let name = |p: Option<&std::path::Path>| {
+        p.and_then(std::path::Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    (name(dir.parent()), name(Some(dir)))
+}
+
+#[cfg(test)]
+mod topic_partition_tests {
+    #[test]
+    fn log_fields_come_from_the_partition_directory() {
+        use std::path::Path;
+        let of = super::topic_partition;
+        let dir = (String::from("orders.eu"), String::from("7"));
+        assert_eq!(of(Path::new("/data/orders.eu/7")), dir);
+        assert_eq!(of(Path::new("7")), (String::new(), String::from("7")));
+    }
+}

@@ -173,8 +173,10 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                     // learnt before them may be stale (the producers' later batches are
                     // unreadable), so forget it: unknown producers are accepted at any
                     // sequence, whereas stale state would refuse their next batch.
-                    tracing::warn!(path = %path.display(), position, %reason,
-                        "skipping a damaged segment while rebuilding producer state");
+                    let (topic, partition) =
+                        crate::log::topic_partition(path.parent().unwrap_or(&path));
+                    tracing::warn!(%topic, %partition, path = %path.display(), position,
+                        %reason, "skipping a damaged segment while rebuilding producer state");
                     producers = ProducerStates::default();
                     let next = self
                         .state
@@ -312,7 +314,10 @@ async fn open_sealed<S: Storage>(
             return Ok(segment);
         }
     }
-    tracing::warn!(segment = %segment.path.display(), "rebuilding indexes of sealed segment");
+    let (topic, partition) =
+        crate::log::topic_partition(segment.path.parent().unwrap_or(&segment.path));
+    tracing::warn!(%topic, %partition, segment = %segment.path.display(),
+        base_offset = segment.base_offset, "rebuilding indexes of sealed segment");
     let scanned = scan(&mut segment, file_len, config.index_interval_bytes)
         .await
         .map_err(|e| LogError::io("read", &segment.path, e))?;
@@ -366,8 +371,12 @@ async fn open_active<S: Storage>(
     )
     .await
     .map_err(|e| LogError::io("read", &segment.path, e))?;
+    let (topic, partition) =
+        crate::log::topic_partition(segment.path.parent().unwrap_or(&segment.path));
     for damaged in &scanned.damaged {
         tracing::error!(
+            %topic,
+            %partition,
             segment = %segment.path.display(),
             first_offset = damaged.offsets.start,
             end_offset = damaged.offsets.end,
@@ -383,6 +392,8 @@ async fn open_active<S: Storage>(
     }
     if let Some(reason) = &scanned.stopped {
         tracing::warn!(
+            %topic,
+            %partition,
             segment = %segment.path.display(),
             valid_bytes = scanned.valid_bytes,
             dropped_bytes = file_len - scanned.valid_bytes,
@@ -459,7 +470,9 @@ async fn read_recovery_point<S: Storage>(storage: &S, dir: &Path) -> u64 {
     let path = dir.join(RECOVERY_POINT_FILE);
     match read_whole(storage, &path).await {
         Ok(bytes) => decode_recovery_point(&bytes).unwrap_or_else(|| {
-            tracing::warn!(path = %path.display(), "unreadable recovery point: ignored");
+            let (topic, partition) = crate::log::topic_partition(path.parent().unwrap_or(&path));
+            tracing::warn!(%topic, %partition, path = %path.display(),
+                "unreadable recovery point: ignored (the whole active segment is checked)");
             0
         }),
         Err(_) => 0,

@@ -72,7 +72,10 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         let mut state = self.state.borrow_mut();
         let reason = error.to_string();
         if state.poison.is_none() {
+            let (topic, partition) = crate::log::topic_partition(&self.dir);
             tracing::error!(
+                %topic,
+                %partition,
                 dir = %self.dir.display(),
                 op,
                 %reason,
@@ -419,7 +422,9 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             self.storage.sync_dir(&self.dir).await
         };
         if let Err(e) = sealed.await {
-            tracing::warn!(path = %path.display(), error = %e, "sealing segment failed; indexes will be rebuilt");
+            let (topic, partition) = crate::log::topic_partition(path.parent().unwrap_or(&path));
+            tracing::warn!(%topic, %partition, path = %path.display(), error = %e,
+                "sealing segment failed; indexes will be rebuilt");
         }
     }
 
@@ -553,7 +558,10 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             // A deleted partition's directory is gone (renamed to a tombstone) as it closes.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "writing the recovery point failed");
+                let (topic, partition) =
+                    crate::log::topic_partition(path.parent().unwrap_or(&path));
+                tracing::warn!(%topic, %partition, path = %path.display(), error = %e,
+                    "writing the recovery point failed");
                 false
             }
         }
@@ -623,7 +631,10 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 .map_err(|e| LogError::io("sync directory", &self.dir, e))?;
         }
         if let (Some((first, _)), Some((last, _))) = (doomed.first(), doomed.last()) {
+            let (topic, partition) = crate::log::topic_partition(&self.dir);
             tracing::info!(
+                %topic,
+                %partition,
                 dir = %self.dir.display(),
                 segments = doomed.len(),
                 first_base_offset = first,
