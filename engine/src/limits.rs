@@ -61,6 +61,12 @@ const _: () = {
 /// Most shards (executors) one broker runs.
 pub const SHARDS_MAX: usize = 1024;
 
+/// Memory a shard gives to request frames read into buffers of their own (the large ones:
+/// produce requests), all its connections together. A frame takes it as its bytes arrive
+/// and gives it back when handled; while it is spent, those reads wait. It must exceed the
+/// largest request a listener accepts (100 MiB), so any one request can always arrive.
+pub const REQUEST_MEMORY_BYTES_PER_SHARD: usize = 256 << 20;
+
 /// Requests (and pushes) from one peer shard a shard serves at once; past it, it stops
 /// taking them from that peer's channel, which fills, so the peer waits (push-back).
 pub const SHARD_REQUESTS_IN_FLIGHT: usize = 256;

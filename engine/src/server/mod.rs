@@ -211,6 +211,8 @@ pub(crate) struct Server {
     pub kafka_connections: Cell<usize>,
     /// The read buffers that stored batches keep alive, bounded.
     pub pinned: RefCell<pinned::PinnedReads>,
+    /// Memory for large request frames, shared by the shard's connections (bytes).
+    pub request_memory: Rc<glommio::sync::Semaphore>,
 }
 
 /// How often the server releases read buffers no stored batch keeps alive any more, so that
@@ -226,6 +228,9 @@ pub fn serve(shard: Rc<Shard>, config: ListenerConfig, endpoints: Endpoints, bou
         native_connections: Cell::new(0),
         kafka_connections: Cell::new(0),
         pinned: RefCell::default(),
+        request_memory: Rc::new(glommio::sync::Semaphore::new(
+            crate::limits::REQUEST_MEMORY_BYTES_PER_SHARD as u64,
+        )),
     });
     {
         let server = Rc::downgrade(&server);

@@ -179,6 +179,7 @@ pub(super) async fn serve_connection(server: Rc<Server>, stream: TcpStream) {
         proto,
         limits.max_pending_produces,
         server.config.timeouts,
+        Rc::clone(&server.request_memory),
     );
     if count > limits.max_connections_per_shard {
         let _ = connection

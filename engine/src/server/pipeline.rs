@@ -23,6 +23,7 @@
 //!   already pending written before the connection closes.
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -39,6 +40,11 @@ const MIN_READ_BYTES: usize = 16 << 10;
 /// Frames at least this large are read into an allocation of their own (exactly their
 /// size), so what their slices keep alive is bounded by the frame itself.
 const OWN_BUFFER_FRAME_BYTES: usize = 64 << 10;
+/// First allocation of a frame read into its own buffer; it grows fourfold as bytes arrive.
+/// 1 MiB: a producer's 1 MB batch (the common `batch.size` ceiling) needs no growth.
+const OWN_FRAME_FIRST_BYTES: usize = 1 << 20;
+/// Most bytes one socket read may add to a frame's own buffer (and so zero ahead of it).
+const OWN_READ_STEP_BYTES: usize = 1 << 20;
 
 /// What a listener supplies to the shared connection loop.
 pub(crate) trait Protocol: Sized {
@@ -133,6 +139,12 @@ pub(crate) struct Connection<P: Protocol> {
     idle_since: Instant,
     /// When the first bytes of the request being read arrived: its arrival clock.
     frame_since: Option<Instant>,
+    /// The shard's memory for large request frames (bytes), shared by its connections.
+    request_memory: Rc<glommio::sync::Semaphore>,
+    /// What the frame being handled holds of it; given back when the next frame is read.
+    frame_memory: Vec<glommio::sync::StaticPermit>,
+    /// Bytes `frame_memory` holds.
+    frame_memory_bytes: usize,
 }
 
 impl<P: Protocol> Connection<P> {
@@ -142,6 +154,7 @@ impl<P: Protocol> Connection<P> {
         proto: P,
         max_pending: usize,
         timeouts: super::ConnectionTimeouts,
+        request_memory: Rc<glommio::sync::Semaphore>,
     ) -> Self {
         let _ = stream.set_nodelay(true);
         // A peer that stops reading must not pin fetched buffers and pending responses
@@ -159,6 +172,9 @@ impl<P: Protocol> Connection<P> {
             timeouts,
             idle_since: Instant::now(),
             frame_since: None,
+            request_memory,
+            frame_memory: Vec::new(),
+            frame_memory_bytes: 0,
         }
     }
 
@@ -193,6 +209,9 @@ impl<P: Protocol> Connection<P> {
     /// The next whole frame (prefix included). While waiting for its bytes, writes the
     /// pending responses that complete, oldest first.
     async fn next_frame(&mut self) -> Result<BytesMut, ConnError<P::Error>> {
+        // The previous frame has been handled: its memory goes back to the shard.
+        self.frame_memory.clear();
+        self.frame_memory_bytes = 0;
         loop {
             let announced = self.announced()?;
             if let Some(total) = announced.filter(|&total| self.inbuf.len() >= total) {
@@ -271,23 +290,78 @@ impl<P: Protocol> Connection<P> {
     }
 
     /// Reads the rest of a large frame (`total` bytes, its start buffered) into an
-    /// allocation of exactly its size. Slices of the frame that outlive the request (batches
-    /// the tail cache keeps without copying) then keep that frame alive and nothing else,
-    /// never a read buffer shared with other requests.
+    /// allocation of its own. Slices of the frame that outlive the request (batches the tail
+    /// cache keeps without copying) then keep that frame alive and nothing else, never a read
+    /// buffer shared with other requests.
+    ///
+    /// Memory follows the bytes that arrive, not what the length prefix claims: the buffer
+    /// starts at [`OWN_FRAME_FIRST_BYTES`] and grows fourfold when full, each step taken from
+    /// the shard's request memory first. While that is spent, reading waits (the arrival
+    /// deadline still runs), so peers announcing huge frames cannot make the shard hold more
+    /// than its budget.
     async fn read_own(&mut self, total: usize) -> Result<BytesMut, ConnError<P::Error>> {
-        let mut frame = BytesMut::with_capacity(total);
-        let home = Home::of(&frame);
-        frame.extend_from_slice(&self.inbuf);
-        self.inbuf.clear();
+        self.frame_since.get_or_insert_with(Instant::now);
+        let mut frame = BytesMut::new();
+        let mut capacity = 0;
         while frame.len() < total {
+            if frame.len() == capacity {
+                let grown = if capacity == 0 {
+                    total.min(OWN_FRAME_FIRST_BYTES).max(self.inbuf.len())
+                } else {
+                    total.min(capacity.saturating_mul(4))
+                };
+                self.take_request_memory(grown - capacity, total).await?;
+                let mut bigger = BytesMut::with_capacity(grown);
+                if capacity == 0 {
+                    bigger.extend_from_slice(&self.inbuf);
+                    self.inbuf.clear();
+                } else {
+                    bigger.extend_from_slice(&frame);
+                }
+                frame = bigger;
+                capacity = grown;
+                continue;
+            }
             self.write_completed().await?;
-            let need = total - frame.len();
-            self.frame_since.get_or_insert_with(Instant::now);
+            let need = (total - frame.len()).min(capacity - frame.len());
             let deadline = self.deadline(total);
             self.read_some(Some(&mut frame), need, deadline).await?;
         }
-        self.frame_home = home;
+        self.frame_home = Home::of(&frame);
         Ok(frame)
+    }
+
+    /// Takes `bytes` of the shard's request memory for the frame being read (at most the
+    /// whole budget, so one frame never waits for more than exists), waiting while it is
+    /// spent, up to the frame's arrival deadline.
+    async fn take_request_memory(
+        &mut self,
+        bytes: usize,
+        total: usize,
+    ) -> Result<(), ConnError<P::Error>> {
+        let budget = crate::limits::REQUEST_MEMORY_BYTES_PER_SHARD;
+        let units = bytes.min(budget.saturating_sub(self.frame_memory_bytes));
+        if units == 0 {
+            return Ok(());
+        }
+        let memory = Rc::clone(&self.request_memory);
+        let wait = async move { memory.acquire_static_permit(units as u64).await.ok() };
+        let permit = match self.deadline(total) {
+            None => wait.await,
+            Some((at, why)) => {
+                let left = at.saturating_duration_since(Instant::now());
+                futures_lite::future::or(async { Ok(wait.await) }, async move {
+                    glommio::timer::sleep(left).await;
+                    Err(why)
+                })
+                .await
+                .map_err(ConnError::TimedOut)?
+            }
+        };
+        let permit = permit.ok_or(ConnError::Stopping)?;
+        self.frame_memory.push(permit);
+        self.frame_memory_bytes += units;
+        Ok(())
     }
 
     /// The allocation the frame being handled was read into, for
@@ -409,8 +483,10 @@ impl<P: Protocol> Connection<P> {
         } = self;
         let buf = match own {
             Some(own) => {
+                // Within the capacity `read_own` gave it: no reallocation, and no more
+                // zeroed than one read may fill.
                 let filled = own.len();
-                own.resize(filled + need, 0);
+                own.resize(filled + need.min(OWN_READ_STEP_BYTES), 0);
                 (own, filled)
             }
             None => {
@@ -479,7 +555,6 @@ enum Race<T> {
 mod tests {
     use std::cell::RefCell;
     use std::io::Write;
-    use std::rc::Rc;
 
     use bytes::Bytes;
 
@@ -560,6 +635,9 @@ mod tests {
                     keep,
                     4,
                     crate::server::ConnectionTimeouts::default(),
+                    Rc::new(glommio::sync::Semaphore::new(
+                        crate::limits::REQUEST_MEMORY_BYTES_PER_SHARD as u64,
+                    )),
                 );
                 assert!(matches!(conn.serve().await, Err(ConnError::Closed)));
                 client.join().expect("client");

@@ -280,6 +280,18 @@ impl Broker {
         self.wait(within)
     }
 
+    /// The broker's resident memory (VmRSS), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
     pub fn kill_9(mut self) -> PathBuf {
         self.signal(libc::SIGKILL);
         self.wait(Duration::from_secs(30));

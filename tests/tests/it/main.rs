@@ -4,6 +4,7 @@
 mod bench_smoke;
 mod broker_process;
 mod cli;
+mod hostile_clients;
 mod kafka_clients;
 mod kafka_protocol;
 mod native_broker;

@@ -152,6 +152,7 @@ pub(super) async fn serve_connection(server: Rc<Server>, stream: TcpStream) {
             proto,
             limits.max_pending_produces,
             server.config.timeouts,
+            Rc::clone(&server.request_memory),
         );
         if let Err(e) = connection.serve().await {
             tracing::debug!(shard = shard_id, error = %e, "kafka connection closed");

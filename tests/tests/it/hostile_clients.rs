@@ -1,0 +1,127 @@
+//! Hostile clients against a real `tidelog serve` process: each attack must leave the broker
+//! up, every shard answering, and its resident memory under a stated bound.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::broker_process::{free_ports_below_ephemeral, serial, Broker, Kafka, Serve};
+
+/// Raises this process's open-files limit to its hard limit (the attacks open thousands of
+/// sockets).
+fn raise_nofile() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own; no other memory.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    limit.rlim_cur
+}
+
+/// ApiVersions v0 on `addr`: answered with error 0.
+fn answers(addr: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    // size, api key 18, version 0, correlation 7, client id "t".
+    let mut req = Vec::new();
+    req.extend_from_slice(&11i32.to_be_bytes());
+    req.extend_from_slice(&18i16.to_be_bytes());
+    req.extend_from_slice(&0i16.to_be_bytes());
+    req.extend_from_slice(&7i32.to_be_bytes());
+    req.extend_from_slice(&1i16.to_be_bytes());
+    req.push(b't');
+    if s.write_all(&req).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 10];
+    if s.read_exact(&mut head).is_err() {
+        return false;
+    }
+    i32::from_be_bytes([head[4], head[5], head[6], head[7]]) == 7 && head[8] == 0 && head[9] == 0
+}
+
+fn every_shard_answers(bootstrap: u16, shards: u16, native: &str) {
+    for port in std::iter::once(bootstrap).chain((0..shards).map(|s| bootstrap + 1 + s)) {
+        assert!(
+            answers(&format!("127.0.0.1:{port}")),
+            "Kafka port {port} answers"
+        );
+    }
+    assert!(TcpStream::connect(native).is_ok(), "native port accepts");
+}
+
+/// 1,000 connections each announce a 100 MB Kafka request and send 2 MB of it; 5,000 more
+/// connect and stay idle. The broker holds at most its request memory (256 MiB per shard)
+/// for the frames, answers on every shard meanwhile, and frees it all when they go. Before,
+/// each announced frame was allocated and zeroed whole as its first bytes arrived (100 GB).
+#[test]
+fn announced_giant_frames_and_idle_crowds_do_not_exhaust_the_broker() {
+    let _one = serial();
+    let nofile = raise_nofile();
+    let tmp = crate::test_dir("hostile-frames");
+    let base = free_ports_below_ephemeral(4);
+    let mut serve = Serve::new();
+    serve.shards = 2;
+    serve.native_addr = format!("127.0.0.1:{}", base + 3);
+    serve.kafka = Kafka::At(format!("127.0.0.1:{base}"));
+    let mut broker = Broker::start_with(&tmp.path().join("data"), 0, serve);
+    let before = broker.rss_bytes();
+    let bootstrap = format!("127.0.0.1:{base}");
+    let giants = 1000.min((nofile as usize).saturating_sub(200) / 2);
+    let mut held = Vec::with_capacity(giants);
+    let chunk = vec![0u8; 64 << 10];
+    for _ in 0..giants {
+        let mut s = TcpStream::connect(&bootstrap).expect("connect");
+        s.write_all(&(100_000_000i32).to_be_bytes())
+            .expect("prefix");
+        s.set_nonblocking(true).expect("nonblocking");
+        // Up to 2 MB each, as far as the broker takes it (it stops reading past its budget).
+        let mut sent = 0;
+        while sent < 2 << 20 {
+            match s.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        held.push(s);
+    }
+    let idle_count = 5000.min((nofile as usize).saturating_sub(200 + giants));
+    let idle: Vec<TcpStream> = (0..idle_count)
+        .map(|_| TcpStream::connect(&bootstrap).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    broker.assert_alive("the attack");
+    every_shard_answers(base, 2, &format!("127.0.0.1:{}", base + 3));
+    let during = broker.rss_bytes();
+    // Two shards' request memory plus slack for connection state.
+    let bound = 2 * 256 * (1 << 20) + (256 << 20);
+    assert!(
+        during.saturating_sub(before) < bound,
+        "RSS grew by {} MiB during the attack (bound {} MiB; {giants} giant frames, {idle_count} idle)",
+        during.saturating_sub(before) >> 20,
+        bound >> 20
+    );
+    drop(held);
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !answers(&bootstrap) {
+        assert!(
+            Instant::now() < deadline,
+            "the broker answers after the attack"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    broker.assert_alive("the attackers left");
+    eprintln!(
+        "hostile frames: RSS {} MiB before, {} MiB during ({giants} x 100 MB announced, {idle_count} idle)",
+        before >> 20,
+        during >> 20
+    );
+}
