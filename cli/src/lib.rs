@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the broker in the foreground until SIGINT or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
@@ -92,6 +92,14 @@ struct ServeArgs {
     /// bytes (plus a second per MiB of its size): slow or stalled peers hold no buffer.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     request_arrival_timeout_ms: u64,
+    /// Close a connection whose peer has not taken a whole response within this long (plus
+    /// a second per MiB of it): a peer reading a byte now and then pins fetched buffers.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    response_write_timeout_ms: u64,
+    /// Connections one client address may hold on each shard (both protocols together);
+    /// more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = tidelog_engine::limits::CONNECTIONS_PER_IP_PER_SHARD_DEFAULT)]
+    max_connections_per_ip_per_shard: usize,
     /// Log lines on stderr as human-readable text or as one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -224,7 +232,7 @@ pub fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Topic(command) => topic::run(command),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
@@ -302,14 +310,25 @@ fn serve(args: ServeArgs) -> Result<()> {
         return Err(anyhow!("--retention-check-ms must be positive"));
     }
     config.housekeeping.retention_check = Duration::from_millis(args.retention_check_ms);
-    if args.connections_max_idle_ms == 0 || args.request_arrival_timeout_ms == 0 {
+    if args.connections_max_idle_ms == 0
+        || args.request_arrival_timeout_ms == 0
+        || args.response_write_timeout_ms == 0
+    {
         return Err(anyhow!(
-            "--connections-max-idle-ms and --request-arrival-timeout-ms must be positive"
+            "--connections-max-idle-ms, --request-arrival-timeout-ms and \
+             --response-write-timeout-ms must be positive"
         ));
     }
+    if args.max_connections_per_ip_per_shard == 0 {
+        return Err(anyhow!(
+            "--max-connections-per-ip-per-shard must be positive"
+        ));
+    }
+    config.max_connections_per_ip = args.max_connections_per_ip_per_shard;
     config.timeouts = tidelog_engine::server::ConnectionTimeouts {
         idle: Duration::from_millis(args.connections_max_idle_ms),
         request_arrival: Duration::from_millis(args.request_arrival_timeout_ms),
+        response_write: Duration::from_millis(args.response_write_timeout_ms),
     };
     if let Some(shards) = args.shards {
         config.shards = shards;
@@ -433,7 +452,7 @@ mod tests {
     fn serve_args(args: &[&str]) -> ServeArgs {
         let cli = Cli::try_parse_from([&["tidelog", "serve"], args].concat()).expect("parses");
         match cli.command {
-            Command::Serve(args) => args,
+            Command::Serve(args) => *args,
             _ => unreachable!("serve was parsed"),
         }
     }

@@ -80,8 +80,10 @@ pub struct BrokerConfig {
     pub coordinator: crate::coordinator::CoordinatorConfig,
     /// How often each partition's flush and retention checks run.
     pub housekeeping: crate::runtime::Housekeeping,
-    /// Idle and request-arrival deadlines of every connection.
+    /// Idle, request-arrival and response-write deadlines of every connection.
     pub timeouts: crate::server::ConnectionTimeouts,
+    /// Connections one client address may hold per shard, both protocols together.
+    pub max_connections_per_ip: usize,
 }
 
 impl BrokerConfig {
@@ -107,6 +109,7 @@ impl BrokerConfig {
             coordinator: crate::coordinator::CoordinatorConfig::default(),
             housekeeping: crate::runtime::Housekeeping::default(),
             timeouts: crate::server::ConnectionTimeouts::default(),
+            max_connections_per_ip: crate::limits::CONNECTIONS_PER_IP_PER_SHARD_DEFAULT,
         }
     }
 }
@@ -437,6 +440,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         kafka_advertised_host: config.kafka_advertised_host,
         kafka_limits: config.kafka_limits,
         timeouts: config.timeouts,
+        max_connections_per_ip: config.max_connections_per_ip,
     };
     crate::server::serve(Rc::clone(&shard), listeners, endpoints, bound);
     while !start.stop.load(Ordering::SeqCst) {

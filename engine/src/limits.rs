@@ -67,6 +67,10 @@ pub const SHARDS_MAX: usize = 1024;
 /// largest request a listener accepts (100 MiB), so any one request can always arrive.
 pub const REQUEST_MEMORY_BYTES_PER_SHARD: usize = 256 << 20;
 
+/// Default cap on connections from one client address per shard, both protocols together
+/// (`BrokerConfig::max_connections_per_ip`): one host cannot take every connection slot.
+pub const CONNECTIONS_PER_IP_PER_SHARD_DEFAULT: usize = 1000;
+
 /// Requests (and pushes) from one peer shard a shard serves at once; past it, it stops
 /// taking them from that peer's channel, which fills, so the peer waits (push-back).
 pub const SHARD_REQUESTS_IN_FLIGHT: usize = 256;

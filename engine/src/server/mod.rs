@@ -31,6 +31,10 @@ pub struct ConnectionTimeouts {
     /// [`ARRIVAL_ALLOWANCE_BYTES_PER_SEC`] of its size; else the connection is closed (a
     /// peer trickling bytes keeps a buffer reserved).
     pub request_arrival: std::time::Duration,
+    /// A response must be taken by the peer whole within this long of its first write, plus
+    /// one second per [`ARRIVAL_ALLOWANCE_BYTES_PER_SEC`] of its size; else the connection
+    /// is closed (a peer reading a byte now and then keeps the fetched buffers pinned).
+    pub response_write: std::time::Duration,
 }
 
 /// A request's arrival deadline grows by one second per this many bytes of its size, so a
@@ -42,6 +46,7 @@ impl Default for ConnectionTimeouts {
         ConnectionTimeouts {
             idle: std::time::Duration::from_secs(600),
             request_arrival: std::time::Duration::from_secs(30),
+            response_write: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -52,6 +57,30 @@ impl ConnectionTimeouts {
         let extra = (bytes / ARRIVAL_ALLOWANCE_BYTES_PER_SEC) as u64;
         self.request_arrival + std::time::Duration::from_secs(extra)
     }
+
+    /// When a response of `bytes`, starting now, must have been taken whole.
+    pub fn response_until(&self, bytes: usize) -> std::time::Instant {
+        let extra = (bytes / ARRIVAL_ALLOWANCE_BYTES_PER_SEC) as u64;
+        std::time::Instant::now() + self.response_write + std::time::Duration::from_secs(extra)
+    }
+}
+
+/// Writes all of `buf`, failing with `TimedOut` if the peer has not taken it by `until`.
+pub(crate) async fn write_by(
+    stream: &mut glommio::net::TcpStream,
+    buf: &[u8],
+    until: std::time::Instant,
+) -> std::io::Result<()> {
+    use futures_lite::AsyncWriteExt;
+    let left = until.saturating_duration_since(std::time::Instant::now());
+    futures_lite::future::or(stream.write_all(buf), async move {
+        glommio::timer::sleep(left).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the peer did not take the response in time",
+        ))
+    })
+    .await
 }
 
 /// What the listeners need besides the shard.
@@ -67,8 +96,10 @@ pub struct ListenerConfig {
     pub kafka_advertised_host: Option<String>,
     /// Bounds of the Kafka listener.
     pub kafka_limits: KafkaLimits,
-    /// Idle and request-arrival deadlines of every connection.
+    /// Idle, request-arrival and response-write deadlines of every connection.
     pub timeouts: ConnectionTimeouts,
+    /// Connections one client address may hold on this shard, both protocols together.
+    pub max_connections_per_ip: usize,
 }
 
 /// Every shard's endpoints, by shard, known once all have bound.
@@ -213,6 +244,43 @@ pub(crate) struct Server {
     pub pinned: RefCell<pinned::PinnedReads>,
     /// Memory for large request frames, shared by the shard's connections (bytes).
     pub request_memory: Rc<glommio::sync::Semaphore>,
+    /// Open connections by client address (both protocols); addresses with none are
+    /// removed, so it holds at most one entry per open connection.
+    pub per_ip: RefCell<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// A connection's place in [`Server::per_ip`], given back when dropped.
+struct IpSlot {
+    server: Rc<Server>,
+    ip: std::net::IpAddr,
+}
+
+impl IpSlot {
+    /// A slot for a connection from `ip`, or `None` when that address holds its cap.
+    fn take(server: &Rc<Server>, ip: std::net::IpAddr) -> Option<IpSlot> {
+        let mut per_ip = server.per_ip.borrow_mut();
+        let held = per_ip.entry(ip).or_insert(0);
+        if *held >= server.config.max_connections_per_ip {
+            return None;
+        }
+        *held += 1;
+        Some(IpSlot {
+            server: Rc::clone(server),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut per_ip = self.server.per_ip.borrow_mut();
+        if let Some(held) = per_ip.get_mut(&self.ip) {
+            *held -= 1;
+            if *held == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// How often the server releases read buffers no stored batch keeps alive any more, so that
@@ -231,6 +299,7 @@ pub fn serve(shard: Rc<Shard>, config: ListenerConfig, endpoints: Endpoints, bou
         request_memory: Rc::new(glommio::sync::Semaphore::new(
             crate::limits::REQUEST_MEMORY_BYTES_PER_SHARD as u64,
         )),
+        per_ip: RefCell::default(),
     });
     {
         let server = Rc::downgrade(&server);
@@ -306,7 +375,23 @@ async fn accept_until_stopped<F, Fut>(
         if server.shard.is_stopped() {
             return;
         }
-        glommio::spawn_local(serve(Rc::clone(&server), stream)).detach();
+        let slot = match stream.peer_addr() {
+            Ok(peer) => match IpSlot::take(&server, peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(shard = server.shard.id(), protocol, peer = %peer.ip(),
+                        "connection refused: this address holds its connection cap");
+                    continue;
+                }
+            },
+            Err(_) => None,
+        };
+        let work = serve(Rc::clone(&server), stream);
+        glommio::spawn_local(async move {
+            work.await;
+            drop(slot);
+        })
+        .detach();
     }
 }
 

@@ -23,7 +23,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use tidelog_wire::native::{
     self, Body, BodyT, EndpointT, ErrorCode, FetchResponsePartition, FrameEncoder, FrameLimits,
@@ -251,7 +250,8 @@ impl Connection<Native> {
             .encoder
             .encode_error_response(correlation_id, error, message, &mut self.out)
             .map_err(ConnError::Protocol)?;
-        self.stream.write_all(&self.out).await?;
+        let until = self.response_until(self.out.len());
+        super::write_by(&mut self.stream, &self.out, until).await?;
         Ok(())
     }
 
@@ -715,13 +715,16 @@ impl Connection<Native> {
             .encoder
             .encode_fetch_response(correlation_id, &header, &mut self.out)
             .map_err(ConnError::Protocol)?;
-        self.stream.write_all(&self.out).await?;
+        // One deadline for the whole response, however it trickles out.
+        let total = self.out.len() + parts.iter().map(|p| p.bytes).sum::<usize>();
+        let until = self.response_until(total);
+        super::write_by(&mut self.stream, &self.out, until).await?;
         // The batches go out exactly as stored: cache buffers and DMA read buffers, uncopied.
         for part in &parts {
             for chunk in &part.chunks {
                 for piece in chunk.pieces() {
                     if !piece.is_empty() {
-                        self.stream.write_all(piece).await?;
+                        super::write_by(&mut self.stream, piece, until).await?;
                     }
                 }
             }

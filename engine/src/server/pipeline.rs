@@ -27,7 +27,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
@@ -401,8 +401,14 @@ impl<P: Protocol> Connection<P> {
         self.proto
             .encode(meta, response, &mut self.out)
             .map_err(ConnError::Protocol)?;
-        self.stream.write_all(&self.out).await?;
+        let until = self.response_until(self.out.len());
+        super::write_by(&mut self.stream, &self.out, until).await?;
         Ok(())
+    }
+
+    /// When a response of `bytes` starting now must have been taken whole by the peer.
+    pub(crate) fn response_until(&self, bytes: usize) -> Instant {
+        self.timeouts.response_until(bytes)
     }
 
     /// Writes the pending responses that are complete, oldest first, without waiting.

@@ -738,3 +738,139 @@ fn committed_offsets_of_empty_groups_expire_after_the_retention() {
     drop(peer);
     broker.shutdown().expect("clean shutdown");
 }
+
+/// One client address holds at most its cap of connections per shard; past it new ones are
+/// closed at once, and a freed slot is usable again. Before, one host could take every
+/// connection slot of the broker.
+#[test]
+fn connections_per_client_address_are_capped() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
+    let mut config = BrokerConfig::new(dir.path());
+    config.native_addr = "127.0.0.1:0".parse().expect("addr");
+    config.shards = 1;
+    config.pin_cpus = false;
+    config.log_defaults.preallocate_bytes = 1 << 20;
+    config.max_connections_per_ip = 3;
+    let broker = broker::start(config).expect("broker starts");
+    let addr = broker.native_addr();
+    let served = |peer: &mut Peer| {
+        let mut request = MetadataRequestT::default();
+        request.topics = Some(Vec::new());
+        let (response, _) = peer.call(BodyT::MetadataRequest(Box::new(request)));
+        matches!(response.body, BodyT::MetadataResponse(_))
+    };
+    let mut kept: Vec<Peer> = (0..3).map(|_| Peer::connect(addr)).collect();
+    for peer in &mut kept {
+        assert!(served(peer));
+    }
+    let mut refused = TcpStream::connect(addr).expect("connect");
+    refused
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(refused.read(&mut byte), Ok(0) | Err(_)),
+        "the fourth connection from this address is closed"
+    );
+    drop(kept.pop());
+    std::thread::sleep(Duration::from_millis(100));
+    let mut again = Peer::connect(addr);
+    assert!(served(&mut again), "a freed slot is usable");
+    drop((kept, again));
+    broker.shutdown().expect("clean shutdown");
+}
+
+/// A peer that takes a response a little at a time is cut at the response's deadline
+/// (`response_write` plus a second per MiB), not kept as long as each write makes progress:
+/// such a peer pinned the fetched buffers for as long as it liked.
+#[test]
+fn a_consumer_trickling_a_big_fetch_is_cut_at_the_response_deadline() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
+    let mut config = BrokerConfig::new(dir.path());
+    config.native_addr = "127.0.0.1:0".parse().expect("addr");
+    config.shards = 1;
+    config.pin_cpus = false;
+    config.log_defaults.preallocate_bytes = 1 << 20;
+    config.timeouts.response_write = Duration::from_secs(1);
+    let broker = broker::start(config).expect("broker starts");
+    let mut peer = Peer::connect(broker.native_addr());
+    assert_eq!(create_topic(&mut peer, "big", 4), ErrorCode::None);
+    let value = vec![b'v'; 500 << 10];
+    for partition in 0..4 {
+        for _ in 0..8 {
+            peer.produce("big", partition, 1, &batch(&[&value]))
+                .expect("acked");
+        }
+    }
+    // One fetch of all 16 MB (far more than the socket buffers hold), then reading 4 KiB
+    // every 50 ms (80 KB/s) through a small receive window, so the broker's writes block.
+    let parts = (0..4)
+        .map(|partition| {
+            let mut part = FetchPartitionT::default();
+            part.topic = Some("big".into());
+            part.partition = partition;
+            part.offset = 0;
+            part.max_bytes = 16 << 20;
+            part
+        })
+        .collect();
+    let mut request = FetchRequestT::default();
+    request.max_wait_ms = 0;
+    request.max_bytes = 64 << 20;
+    request.partitions = Some(parts);
+    let mut message = MessageT::default();
+    message.correlation_id = 99;
+    message.body = BodyT::FetchRequest(Box::new(request));
+    let mut out = BytesMut::new();
+    FrameEncoder::new()
+        .encode_message(&message, 0, &mut out)
+        .expect("encode");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    socket
+        .connect(&broker.native_addr().into())
+        .expect("connect");
+    let mut slow: TcpStream = socket.into();
+    slow.write_all(&out).expect("send");
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut prefix = [0u8; 4];
+    slow.read_exact(&mut prefix).expect("response starts");
+    let total = native::peek_frame_len(&prefix, &FrameLimits::default())
+        .expect("valid length")
+        .expect("4 bytes");
+    assert!(total > 12 << 20, "a response of {total} bytes");
+    let started = Instant::now();
+    let mut taken = 4usize;
+    let mut chunk = vec![0u8; 1 << 20];
+    // Trickle past the deadline (1 s + 1 s per MiB: 17 s for 16 MiB)...
+    while started.elapsed() < Duration::from_secs(20) {
+        match slow.read(&mut chunk[..4096]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => taken += n,
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ... then take what is left as fast as possible: a cut connection ends early.
+    let end = loop {
+        match slow.read(&mut chunk) {
+            Ok(0) => break "closed",
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break "reset",
+            Err(e) => panic!("neither cut nor complete: {e} after {taken} of {total} bytes"),
+            Ok(n) => taken += n,
+        }
+        if taken == total {
+            break "complete";
+        }
+    };
+    assert!(
+        taken < total,
+        "the trickling peer was never cut: it took the whole response ({end}, {taken} bytes)"
+    );
+    eprintln!("trickling consumer cut ({end}): {taken} of {total} bytes taken");
+    // Everyone else is served.
+    let (error, _) = fetch(&mut peer, "big", 0, 7, 0);
+    assert_eq!(error, ErrorCode::None);
+    broker.shutdown().expect("clean shutdown");
+}

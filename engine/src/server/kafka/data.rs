@@ -11,7 +11,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_lite::AsyncWriteExt;
 use tidelog_wire::batch::{peek_header, verify, PayloadFormat, VerifyLimits, HEADER_LEN};
 use tidelog_wire::kafka::codec::{put_array_len, put_string, put_uvarint, EncodeError};
 use tidelog_wire::kafka::generated::{
@@ -24,6 +23,7 @@ use tidelog_wire::kafka_records::{native_to_kafka, seal_produce_batch};
 use super::{code, error_code, KafkaConnError, KafkaConnection, RequestMeta};
 use crate::log::{Durability, ReadChunk};
 use crate::server::pipeline::Pending;
+use crate::server::write_by;
 use crate::server::FetchBounds;
 use crate::shard::{partition_index, AppendStarted, Batches, Chunk, Route, Shard};
 
@@ -342,15 +342,17 @@ impl KafkaConnection {
         let size = self.out.len() - 4 + extra;
         let size = i32::try_from(size).map_err(|_| EncodeError::TooLong(size))?;
         self.out[..4].copy_from_slice(&size.to_be_bytes());
+        // One deadline for the whole response, however it trickles out.
+        let until = self.response_until(self.out.len() + extra);
         let mut sent = 0usize;
         for (at, piece) in sends {
             if at > sent {
-                self.stream.write_all(&self.out[sent..at]).await?;
+                write_by(&mut self.stream, &self.out[sent..at], until).await?;
             }
             sent = at;
-            self.stream.write_all(&piece).await?;
+            write_by(&mut self.stream, &piece, until).await?;
         }
-        self.stream.write_all(&self.out[sent..]).await?;
+        write_by(&mut self.stream, &self.out[sent..], until).await?;
         Ok(())
     }
 }

@@ -35,7 +35,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use tidelog_wire::kafka::codec::EncodeError;
 use tidelog_wire::kafka::generated::produce_response::ProduceResponse;
@@ -407,7 +406,8 @@ impl KafkaConnection {
     /// Patches the size prefix (`extra`: bytes sent after `self.out`) and sends `self.out`.
     pub(crate) async fn finish(&mut self, extra: usize) -> Result<(), KafkaConnError> {
         patch_size(&mut self.out, extra)?;
-        self.stream.write_all(&self.out).await?;
+        let until = self.response_until(self.out.len() + extra);
+        crate::server::write_by(&mut self.stream, &self.out, until).await?;
         Ok(())
     }
 
