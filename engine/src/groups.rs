@@ -7,7 +7,7 @@
 //! `group NUL topic NUL partition`, valued `offset (i64 LE) | metadata`, appended with
 //! `Durability::Synced`; opening a slot replays it, the last record of a key winning.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -75,6 +75,32 @@ pub struct OffsetStore<S: Storage, C: Clock> {
     /// Per group, when it last committed (ms since the epoch): what offset retention
     /// measures. Commits written before this was recorded count from the slot's open.
     last_commit_ms: RefCell<HashMap<String, i64>>,
+    /// Commits and deletions appending now; a compaction waits for none.
+    writes_in_flight: Cell<usize>,
+    /// A compaction is appending its snapshot; commits and deletions wait.
+    compacting: Cell<bool>,
+    /// Notified when either of the above changes.
+    changed: crate::sync::Event,
+}
+
+/// Segment size of an offsets slot: compaction can drop a segment once it is sealed, so this
+/// bounds the superseded bytes a slot keeps (and replays at start).
+const SLOT_SEGMENT_BYTES: u64 = 16 << 20;
+
+/// A slot is compacted when its log is this many times larger than its live positions.
+const COMPACT_GARBAGE_RATIO: u64 = 4;
+
+/// Waits until no compaction runs, then counts a write in flight until dropped.
+struct WriteTurn<'a> {
+    in_flight: &'a Cell<usize>,
+    changed: &'a crate::sync::Event,
+}
+
+impl Drop for WriteTurn<'_> {
+    fn drop(&mut self) {
+        self.in_flight.set(self.in_flight.get() - 1);
+        self.changed.notify();
+    }
 }
 
 fn encode_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
@@ -97,12 +123,22 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
     /// Errors of the slot's log.
     pub async fn open(storage: S, clock: C, data_dir: &Path, slot: u32) -> Result<Self, LogError> {
         let config = LogConfig {
-            segment_bytes: 64 << 20,
+            segment_bytes: SLOT_SEGMENT_BYTES,
             retention_ms: None,
             retention_bytes: None,
             preallocate_bytes: 1 << 20,
             ..LogConfig::default()
         };
+        Self::open_with(storage, clock, data_dir, slot, config).await
+    }
+
+    async fn open_with(
+        storage: S,
+        clock: C,
+        data_dir: &Path,
+        slot: u32,
+        config: LogConfig,
+    ) -> Result<Self, LogError> {
         let dir = data_dir.join(OFFSETS_DIR).join(slot.to_string());
         let opened_ms = clock.now_ms();
         let log = PartitionLog::open(storage, clock.clone(), &dir, config).await?;
@@ -138,12 +174,17 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
         })
         .await?;
         last_commit_ms.retain(|group, _| offsets.keys().any(|(g, _, _)| g == group));
-        Ok(OffsetStore {
+        let store = OffsetStore {
             log,
             clock,
             offsets: RefCell::new(offsets),
             last_commit_ms: RefCell::new(last_commit_ms),
-        })
+            writes_in_flight: Cell::new(0),
+            compacting: Cell::new(false),
+            changed: crate::sync::Event::default(),
+        };
+        store.compact_if_due().await?;
+        Ok(store)
     }
 
     /// Commits positions of one group; durable when this returns.
@@ -154,6 +195,7 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
         if offsets.is_empty() {
             return Ok(());
         }
+        let _turn = self.write_turn().await;
         let now_ms = self.clock.now_ms();
         let mut builder = BatchBuilder::new();
         for commit in offsets {
@@ -227,10 +269,103 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
         Ok(n)
     }
 
+    /// Waits while a compaction runs, then counts this write in flight.
+    async fn write_turn(&self) -> WriteTurn<'_> {
+        while self.compacting.get() {
+            let listener = self.changed.listen();
+            if !self.compacting.get() {
+                break;
+            }
+            listener.await;
+        }
+        self.writes_in_flight.set(self.writes_in_flight.get() + 1);
+        WriteTurn {
+            in_flight: &self.writes_in_flight,
+            changed: &self.changed,
+        }
+    }
+
+    /// Compacts the slot when its log is much larger than its live positions: appends every
+    /// live position again (a snapshot) and deletes the whole segments below it, so disk use
+    /// and start-up replay stay proportional to the live state, not to uptime. Commits wait
+    /// while the snapshot is written (an older value appended after a newer one would win
+    /// at replay). Returns whether it compacted.
+    ///
+    /// # Errors
+    /// Errors of the slot's log (nothing is deleted then).
+    pub async fn compact_if_due(&self) -> Result<bool, LogError> {
+        let live_bytes: u64 = self
+            .offsets
+            .borrow()
+            .iter()
+            .map(|((g, t, _), c)| (g.len() + t.len() + c.metadata.len() + 48) as u64)
+            .sum();
+        let size = self.log.size_bytes();
+        if self.compacting.get()
+            || self.log.segment_count() < 2
+            || size <= COMPACT_GARBAGE_RATIO * live_bytes.max(1 << 20)
+        {
+            return Ok(false);
+        }
+        self.compacting.set(true);
+        let result = self.write_snapshot().await;
+        self.compacting.set(false);
+        self.changed.notify();
+        let dropped = result?;
+        tracing::info!(
+            dir = %self.log.dir().display(),
+            bytes_before = size,
+            bytes_after = self.log.size_bytes(),
+            segments_dropped = dropped,
+            "offsets slot compacted"
+        );
+        Ok(true)
+    }
+
+    async fn write_snapshot(&self) -> Result<usize, LogError> {
+        /// Positions per snapshot batch (keys ~520 bytes, metadata up to 4 KiB: under 5 MiB
+        /// would be too much for one batch, so keep batches small).
+        const POSITIONS_PER_BATCH: usize = 128;
+        while self.writes_in_flight.get() > 0 {
+            let listener = self.changed.listen();
+            if self.writes_in_flight.get() == 0 {
+                break;
+            }
+            listener.await;
+        }
+        let start = self.log.log_end();
+        let live: Vec<(Key, Committed, i64)> = {
+            let times = self.last_commit_ms.borrow();
+            self.offsets
+                .borrow()
+                .iter()
+                .map(|(k, c)| (k.clone(), c.clone(), times.get(&k.0).copied().unwrap_or(0)))
+                .collect()
+        };
+        for chunk in live.chunks(POSITIONS_PER_BATCH) {
+            let mut builder = BatchBuilder::new();
+            for ((group, topic, partition), committed, at) in chunk {
+                let mut value = committed.offset.to_le_bytes().to_vec();
+                value.extend_from_slice(committed.metadata.as_bytes());
+                builder.push(
+                    Some(&encode_key(group, topic, *partition)),
+                    &value,
+                    *at,
+                    &[],
+                );
+            }
+            self.log
+                .append(builder.finish(), Durability::Synced)
+                .await?;
+        }
+        self.log.truncate_before(start).await
+    }
+
     async fn forget(&self, doomed: impl Fn(&str, &str) -> bool) -> Result<usize, LogError> {
         /// Tombstones per batch: keys are at most ~520 bytes, so a batch stays far below the
         /// slot's batch limit.
         const TOMBSTONES_PER_BATCH: usize = 1000;
+        let _turn = self.write_turn().await;
         let doomed: Vec<Key> = self
             .offsets
             .borrow()
@@ -433,6 +568,80 @@ mod tests {
             1
         );
         assert_eq!(reopened.fetch("busy", "t", 0), None);
+    }
+
+    /// A slot committed to for ever keeps a log proportional to its live positions: the
+    /// snapshot re-appends them and the whole segments below go, also across a crash, and no
+    /// position goes back. Before, every commit ever made stayed on disk and was replayed at
+    /// every start.
+    #[test]
+    fn a_slot_compacts_to_its_live_positions_and_loses_none() {
+        let disk = SimDisk::new(6);
+        let config = LogConfig {
+            segment_bytes: 64 << 10,
+            max_batch_bytes: 32 << 10,
+            retention_ms: None,
+            retention_bytes: None,
+            preallocate_bytes: 64 << 10,
+            ..LogConfig::default()
+        };
+        let open = || {
+            block_on(OffsetStore::open_with(
+                disk.clone(),
+                SimClock::new(1_000),
+                Path::new("/d"),
+                3,
+                config.clone(),
+            ))
+            .expect("open")
+        };
+        let store = open();
+        let at = |partition: i32, offset: i64| OffsetCommit {
+            topic: "t".into(),
+            partition,
+            offset,
+            metadata: "m".repeat(200),
+        };
+        for round in 0..5000i64 {
+            let commits: Vec<OffsetCommit> = (0..4).map(|p| at(p, round)).collect();
+            block_on(store.commit(&format!("g{}", round % 3), &commits)).expect("commit");
+        }
+        let before = store.log.size_bytes();
+        assert!(
+            store.log.segment_count() > 10,
+            "the commits filled many segments"
+        );
+        assert!(
+            block_on(store.compact_if_due()).expect("compact"),
+            "compacted"
+        );
+        let after = store.log.size_bytes();
+        assert!(
+            after < before / 10,
+            "{before} bytes before, {after} after compaction"
+        );
+        assert!(
+            !block_on(store.compact_if_due()).expect("compact"),
+            "not due again"
+        );
+        for g in 0..3 {
+            for p in 0..4 {
+                let last = (0..5000i64).rev().find(|r| r % 3 == g).expect("a round");
+                assert_eq!(
+                    store
+                        .fetch(&format!("g{g}"), "t", p as i32)
+                        .map(|c| c.offset),
+                    Some(last)
+                );
+            }
+        }
+        block_on(store.commit("g0", &[at(0, 9000)])).expect("commit after compaction");
+        disk.crash();
+        let reopened = open();
+        assert_eq!(reopened.fetch("g0", "t", 0).map(|c| c.offset), Some(9000));
+        assert_eq!(reopened.fetch("g1", "t", 3).map(|c| c.offset), Some(4999));
+        assert_eq!(reopened.fetch("g2", "t", 2).map(|c| c.offset), Some(4997));
+        assert_eq!(reopened.fetch("g0", "t", 1).map(|c| c.offset), Some(4998));
     }
 
     #[test]

@@ -416,7 +416,8 @@ pub fn partition_index(partition: i32) -> Result<u32, ShardError> {
 }
 
 /// How often a shard looks for committed offsets past retention (Kafka's
-/// `offsets.retention.check.interval.ms`), or the retention itself when shorter.
+/// `offsets.retention.check.interval.ms`), or the retention itself when shorter; slots due
+/// for compaction are compacted at the same time (and at open).
 const OFFSETS_EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Deletes, periodically, the committed offsets of this shard's groups that have no members
@@ -450,6 +451,10 @@ fn spawn_offsets_expiry(shard: &Rc<Shard>) {
                     ),
                     Err(e) => tracing::warn!(shard = shard.id, slot, error = %e,
                         "expiring committed offsets failed; the next check retries"),
+                }
+                if let Err(e) = store.compact_if_due().await {
+                    tracing::warn!(shard = shard.id, slot, error = %e,
+                        "compacting an offsets slot failed; the next check retries");
                 }
             }
         }

@@ -614,7 +614,47 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             }
             doomed
         };
-        for (base, path) in &doomed {
+        self.remove_segments(&doomed, "retention deleted segments")
+            .await
+    }
+
+    /// Deletes every sealed segment that lies wholly below `offset` and moves the log start
+    /// to the first segment left: for internal logs whose records below `offset` are all
+    /// superseded by later ones (a snapshot appended at `offset`). Returns how many went.
+    ///
+    /// # Errors
+    /// As [`enforce_retention`](Self::enforce_retention).
+    pub async fn truncate_before(&self, offset: u64) -> Result<usize> {
+        let doomed: Vec<(u64, PathBuf)> = {
+            let _lease = self.lease().await?;
+            let mut state = self.state.borrow_mut();
+            let bases: Vec<u64> = state.segments.keys().copied().collect();
+            let mut doomed = Vec::new();
+            for pair in bases.windows(2) {
+                let (base, next) = (pair[0], pair[1]);
+                let sealed = state.segments.get(&base).is_some_and(|s| s.sealed);
+                if next > offset || !sealed {
+                    break;
+                }
+                if let Some(segment) = state.segments.remove(&base) {
+                    doomed.push((base, segment.path));
+                }
+                self.forget_readahead(Some(base));
+            }
+            if let Some(&first) = state.segments.keys().next() {
+                debug_assert!(first >= state.log_start && first <= state.log_end);
+                state.log_start = first;
+                state.cache.drop_below(first);
+            }
+            doomed
+        };
+        self.remove_segments(&doomed, "superseded segments deleted (snapshot)")
+            .await
+    }
+
+    /// Removes the files of segments already taken out of the log, then syncs the directory.
+    async fn remove_segments(&self, doomed: &[(u64, PathBuf)], why: &'static str) -> Result<usize> {
+        for (base, path) in doomed {
             for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
                 let file = segment_path(&self.dir, *base, suffix);
                 match self.storage.remove_file(&file).await {
@@ -640,7 +680,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 first_base_offset = first,
                 last_base_offset = last,
                 log_start = self.log_start(),
-                "retention deleted segments"
+                "{why}"
             );
         }
         bump(&self.counters.segments_deleted, doomed.len() as u64);
