@@ -628,9 +628,7 @@ mod tests {
             for p in 0..4 {
                 let last = (0..5000i64).rev().find(|r| r % 3 == g).expect("a round");
                 assert_eq!(
-                    store
-                        .fetch(&format!("g{g}"), "t", p as i32)
-                        .map(|c| c.offset),
+                    store.fetch(&format!("g{g}"), "t", p).map(|c| c.offset),
                     Some(last)
                 );
             }
