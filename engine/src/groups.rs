@@ -7,7 +7,7 @@
 //! `group NUL topic NUL partition`, valued `offset (i64 LE) | metadata`, appended with
 //! `Durability::Synced`; opening a slot replays it, the last record of a key winning.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -75,12 +75,9 @@ pub struct OffsetStore<S: Storage, C: Clock> {
     /// Per group, when it last committed (ms since the epoch): what offset retention
     /// measures. Commits written before this was recorded count from the slot's open.
     last_commit_ms: RefCell<HashMap<String, i64>>,
-    /// Commits and deletions appending now; a compaction waits for none.
-    writes_in_flight: Cell<usize>,
-    /// A compaction is appending its snapshot; commits and deletions wait.
-    compacting: Cell<bool>,
-    /// Notified when either of the above changes.
-    changed: crate::sync::Event,
+    /// Commits and deletions enter shared; a compaction's snapshot exclusive (an older value
+    /// appended after a newer one would win at replay).
+    writes: crate::sync::SharedGate,
 }
 
 /// Segment size of an offsets slot: compaction can drop a segment once it is sealed, so this
@@ -89,19 +86,6 @@ const SLOT_SEGMENT_BYTES: u64 = 16 << 20;
 
 /// A slot is compacted when its log is this many times larger than its live positions.
 const COMPACT_GARBAGE_RATIO: u64 = 4;
-
-/// Waits until no compaction runs, then counts a write in flight until dropped.
-struct WriteTurn<'a> {
-    in_flight: &'a Cell<usize>,
-    changed: &'a crate::sync::Event,
-}
-
-impl Drop for WriteTurn<'_> {
-    fn drop(&mut self) {
-        self.in_flight.set(self.in_flight.get() - 1);
-        self.changed.notify();
-    }
-}
 
 fn encode_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
     format!("{group}\0{topic}\0{partition}").into_bytes()
@@ -179,9 +163,7 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
             clock,
             offsets: RefCell::new(offsets),
             last_commit_ms: RefCell::new(last_commit_ms),
-            writes_in_flight: Cell::new(0),
-            compacting: Cell::new(false),
-            changed: crate::sync::Event::default(),
+            writes: crate::sync::SharedGate::default(),
         };
         store.compact_if_due().await?;
         Ok(store)
@@ -195,7 +177,7 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
         if offsets.is_empty() {
             return Ok(());
         }
-        let _turn = self.write_turn().await;
+        let _turn = self.writes.shared().await;
         let now_ms = self.clock.now_ms();
         let mut builder = BatchBuilder::new();
         for commit in offsets {
@@ -269,22 +251,6 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
         Ok(n)
     }
 
-    /// Waits while a compaction runs, then counts this write in flight.
-    async fn write_turn(&self) -> WriteTurn<'_> {
-        while self.compacting.get() {
-            let listener = self.changed.listen();
-            if !self.compacting.get() {
-                break;
-            }
-            listener.await;
-        }
-        self.writes_in_flight.set(self.writes_in_flight.get() + 1);
-        WriteTurn {
-            in_flight: &self.writes_in_flight,
-            changed: &self.changed,
-        }
-    }
-
     /// Compacts the slot when its log is much larger than its live positions: appends every
     /// live position again (a snapshot) and deletes the whole segments below it, so disk use
     /// and start-up replay stay proportional to the live state, not to uptime. Commits wait
@@ -301,17 +267,13 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
             .map(|((g, t, _), c)| (g.len() + t.len() + c.metadata.len() + 48) as u64)
             .sum();
         let size = self.log.size_bytes();
-        if self.compacting.get()
-            || self.log.segment_count() < 2
-            || size <= COMPACT_GARBAGE_RATIO * live_bytes.max(1 << 20)
-        {
+        if self.log.segment_count() < 2 || size <= COMPACT_GARBAGE_RATIO * live_bytes.max(1 << 20) {
             return Ok(false);
         }
-        self.compacting.set(true);
-        let result = self.write_snapshot().await;
-        self.compacting.set(false);
-        self.changed.notify();
-        let dropped = result?;
+        let Some(_exclusive) = self.writes.exclusive().await else {
+            return Ok(false);
+        };
+        let dropped = self.write_snapshot().await?;
         tracing::info!(
             dir = %self.log.dir().display(),
             bytes_before = size,
@@ -323,41 +285,20 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
     }
 
     async fn write_snapshot(&self) -> Result<usize, LogError> {
-        /// Positions per snapshot batch (keys ~520 bytes, metadata up to 4 KiB: under 5 MiB
-        /// would be too much for one batch, so keep batches small).
-        const POSITIONS_PER_BATCH: usize = 128;
-        while self.writes_in_flight.get() > 0 {
-            let listener = self.changed.listen();
-            if self.writes_in_flight.get() == 0 {
-                break;
-            }
-            listener.await;
-        }
-        let start = self.log.log_end();
-        let live: Vec<(Key, Committed, i64)> = {
+        let live: Vec<(Vec<u8>, Vec<u8>, i64)> = {
             let times = self.last_commit_ms.borrow();
             self.offsets
                 .borrow()
                 .iter()
-                .map(|(k, c)| (k.clone(), c.clone(), times.get(&k.0).copied().unwrap_or(0)))
+                .map(|((group, topic, partition), committed)| {
+                    let mut value = committed.offset.to_le_bytes().to_vec();
+                    value.extend_from_slice(committed.metadata.as_bytes());
+                    let at = times.get(group).copied().unwrap_or(0);
+                    (encode_key(group, topic, *partition), value, at)
+                })
                 .collect()
         };
-        for chunk in live.chunks(POSITIONS_PER_BATCH) {
-            let mut builder = BatchBuilder::new();
-            for ((group, topic, partition), committed, at) in chunk {
-                let mut value = committed.offset.to_le_bytes().to_vec();
-                value.extend_from_slice(committed.metadata.as_bytes());
-                builder.push(
-                    Some(&encode_key(group, topic, *partition)),
-                    &value,
-                    *at,
-                    &[],
-                );
-            }
-            self.log
-                .append(builder.finish(), Durability::Synced)
-                .await?;
-        }
+        let start = self.log.append_snapshot(&live).await?;
         self.log.truncate_before(start).await
     }
 
@@ -365,7 +306,7 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
         /// Tombstones per batch: keys are at most ~520 bytes, so a batch stays far below the
         /// slot's batch limit.
         const TOMBSTONES_PER_BATCH: usize = 1000;
-        let _turn = self.write_turn().await;
+        let _turn = self.writes.shared().await;
         let doomed: Vec<Key> = self
             .offsets
             .borrow()

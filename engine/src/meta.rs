@@ -295,6 +295,8 @@ pub struct TopicStore<S: Storage, C: Clock> {
     defaults: LogConfig,
     topics: RefCell<BTreeMap<String, TopicConfig>>,
     producer_ids: RefCell<ProducerIdBlock>,
+    /// Changes enter shared; a compaction's snapshot exclusive.
+    writes: crate::sync::SharedGate,
 }
 
 impl<S: Storage, C: Clock> TopicStore<S, C> {
@@ -315,6 +317,16 @@ impl<S: Storage, C: Clock> TopicStore<S, C> {
             preallocate_bytes: 1 << 20,
             ..LogConfig::default()
         };
+        Self::open_with(storage, clock, data_dir, defaults, meta_config).await
+    }
+
+    async fn open_with(
+        storage: S,
+        clock: C,
+        data_dir: &Path,
+        defaults: LogConfig,
+        meta_config: LogConfig,
+    ) -> Result<Self, MetaError> {
         let dir = data_dir.join(META_DIR).join("0");
         let log = PartitionLog::open(storage, clock, &dir, meta_config).await?;
         let mut topics = BTreeMap::new();
@@ -346,7 +358,7 @@ impl<S: Storage, C: Clock> TopicStore<S, C> {
         if let Some(topic) = corrupt {
             return Err(MetaError::CorruptRecord { topic });
         }
-        Ok(TopicStore {
+        let store = TopicStore {
             log,
             defaults,
             topics: RefCell::new(topics),
@@ -355,7 +367,56 @@ impl<S: Storage, C: Clock> TopicStore<S, C> {
                 next: producer_high_water,
                 end: producer_high_water,
             }),
-        })
+            writes: crate::sync::SharedGate::default(),
+        };
+        store.compact_if_due().await?;
+        Ok(store)
+    }
+
+    /// Compacts the metadata log when it is much larger than the live table: appends every
+    /// topic and the producer-id high-water mark again (a snapshot), then deletes the whole
+    /// segments below it, so start-up replays the live table, not every change ever made.
+    /// Changes wait while the snapshot is written. Returns whether it compacted.
+    ///
+    /// # Errors
+    /// Errors of the metadata log (nothing is deleted then).
+    pub async fn compact_if_due(&self) -> Result<bool, MetaError> {
+        /// Log bytes per live byte past which the log is compacted.
+        const GARBAGE_RATIO: u64 = 4;
+        let live_bytes: u64 = self
+            .topics
+            .borrow()
+            .keys()
+            .map(|name| name.len() as u64 + 64)
+            .sum();
+        let size = self.log.size_bytes();
+        if self.log.segment_count() < 2 || size <= GARBAGE_RATIO * live_bytes.max(1 << 20) {
+            return Ok(false);
+        }
+        let Some(_exclusive) = self.writes.exclusive().await else {
+            return Ok(false);
+        };
+        let records: Vec<(Vec<u8>, Vec<u8>, i64)> = self
+            .topics
+            .borrow()
+            .iter()
+            .map(|(name, config)| (name.clone().into_bytes(), config.encode().to_vec(), 0))
+            .chain(std::iter::once((
+                PRODUCER_IDS_KEY.as_bytes().to_vec(),
+                encode_producer_ids(self.producer_ids.borrow().end).to_vec(),
+                0,
+            )))
+            .collect();
+        let start = self.log.append_snapshot(&records).await?;
+        let dropped = self.log.truncate_before(start).await?;
+        tracing::info!(
+            bytes_before = size,
+            bytes_after = self.log.size_bytes(),
+            segments_dropped = dropped,
+            topics = records.len() - 1,
+            "metadata log compacted"
+        );
+        Ok(true)
     }
 
     /// Hands out a producer id never handed out before by this store, across restarts and
@@ -366,6 +427,7 @@ impl<S: Storage, C: Clock> TopicStore<S, C> {
     /// A failure of the metadata log (no id is handed out), or
     /// [`MetaError::ProducerIdsExhausted`].
     pub async fn allocate_producer_id(&self) -> Result<i64, MetaError> {
+        let _write = self.writes.shared().await;
         loop {
             let end = {
                 let mut block = self.producer_ids.borrow_mut();
@@ -404,6 +466,7 @@ impl<S: Storage, C: Clock> TopicStore<S, C> {
     /// [`MetaError::InvalidTopic`], [`MetaError::InvalidConfig`], [`MetaError::TopicExists`],
     /// or a failure of the metadata log.
     pub async fn create(&self, name: &str, config: TopicConfig) -> Result<(), MetaError> {
+        let _write = self.writes.shared().await;
         validate_topic_name(name)?;
         config.validate(&self.defaults)?;
         if self.topics.borrow().contains_key(name) {
@@ -425,6 +488,7 @@ impl<S: Storage, C: Clock> TopicStore<S, C> {
     /// # Errors
     /// [`MetaError::UnknownTopic`] or a failure of the metadata log.
     pub async fn delete(&self, name: &str) -> Result<TopicConfig, MetaError> {
+        let _write = self.writes.shared().await;
         let config = self
             .topic(name)
             .ok_or_else(|| MetaError::UnknownTopic(name.to_owned()))?;
@@ -484,6 +548,55 @@ mod tests {
         assert_eq!(reopened.topic("orders"), Some(config));
         assert_eq!(reopened.topic("logs"), None);
         assert_eq!(reopened.topics().len(), 1);
+    }
+
+    /// The metadata log is compacted at open once it is much larger than the live table:
+    /// topics and producer ids survive it and a crash after it; the log shrinks. Before, every
+    /// creation and deletion ever made was replayed at every start.
+    #[test]
+    fn the_metadata_log_compacts_to_the_live_table() {
+        let disk = SimDisk::new(9);
+        let small = LogConfig {
+            segment_bytes: 64 << 10,
+            max_batch_bytes: 32 << 10,
+            retention_ms: None,
+            retention_bytes: None,
+            preallocate_bytes: 64 << 10,
+            ..LogConfig::default()
+        };
+        let open = || {
+            block_on(TopicStore::open_with(
+                disk.clone(),
+                SimClock::new(0),
+                Path::new("/data"),
+                LogConfig::default(),
+                small.clone(),
+            ))
+            .expect("open")
+        };
+        let store = open();
+        let long = |i: usize| format!("{i:05}{}", "t".repeat(240));
+        for i in 0..9000 {
+            block_on(store.create(&long(i), TopicConfig::with_partitions(1))).expect("create");
+            if i % 10 != 0 {
+                block_on(store.delete(&long(i))).expect("delete");
+            }
+        }
+        let issued = block_on(store.allocate_producer_id()).expect("id");
+        let before = store.log.size_bytes();
+        drop(store);
+        disk.crash();
+        let store = open();
+        let after = store.log.size_bytes();
+        assert!(after * 4 < before, "{before} bytes before, {after} after");
+        assert_eq!(store.topics().len(), 900);
+        assert!(store.topic(&long(10)).is_some() && store.topic(&long(11)).is_none());
+        assert!(block_on(store.allocate_producer_id()).expect("id") > issued);
+        drop(store);
+        disk.crash();
+        let store = open();
+        assert_eq!(store.topics().len(), 900, "the snapshot was durable");
+        assert!(block_on(store.allocate_producer_id()).expect("id") > issued);
     }
 
     #[test]

@@ -94,10 +94,99 @@ impl Drop for GateGuard<'_> {
     }
 }
 
+/// A shard-local shared/exclusive gate: any number of shared holders at once, or one
+/// exclusive holder, which waits for the shared ones to leave and keeps new ones out. For
+/// an internal log's snapshot (exclusive) against its ordinary writes (shared).
+#[derive(Debug, Default)]
+pub struct SharedGate {
+    shared: Cell<usize>,
+    exclusive: Cell<bool>,
+    changed: Event,
+}
+
+impl SharedGate {
+    /// Waits while an exclusive holder is in, then enters shared.
+    pub async fn shared(&self) -> SharedGuard<'_> {
+        while self.exclusive.get() {
+            self.changed.listen().await;
+        }
+        self.shared.set(self.shared.get() + 1);
+        SharedGuard { gate: self }
+    }
+
+    /// Enters exclusive (new shared holders wait from now on), then waits for the shared
+    /// holders inside to leave. `None` when another exclusive holder is in.
+    pub async fn exclusive(&self) -> Option<ExclusiveGuard<'_>> {
+        if self.exclusive.get() {
+            return None;
+        }
+        self.exclusive.set(true);
+        let guard = ExclusiveGuard { gate: self };
+        while self.shared.get() > 0 {
+            self.changed.listen().await;
+        }
+        Some(guard)
+    }
+}
+
+/// Holding a [`SharedGate`] shared; leaving it on drop.
+#[derive(Debug)]
+pub struct SharedGuard<'a> {
+    gate: &'a SharedGate,
+}
+
+impl Drop for SharedGuard<'_> {
+    fn drop(&mut self) {
+        self.gate.shared.set(self.gate.shared.get() - 1);
+        self.gate.changed.notify();
+    }
+}
+
+/// Holding a [`SharedGate`] exclusive; leaving it on drop.
+#[derive(Debug)]
+pub struct ExclusiveGuard<'a> {
+    gate: &'a SharedGate,
+}
+
+impl Drop for ExclusiveGuard<'_> {
+    fn drop(&mut self) {
+        self.gate.exclusive.set(false);
+        self.gate.changed.notify();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::rc::Rc;
+
+    #[test]
+    fn an_exclusive_holder_waits_for_shared_ones_and_keeps_new_ones_out() {
+        let gate = SharedGate::default();
+        futures_lite::future::block_on(async {
+            let waker = Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            let first = gate.shared().await;
+            let second = gate.shared().await;
+            let mut exclusive = std::pin::pin!(gate.exclusive());
+            assert!(exclusive.as_mut().poll(&mut cx).is_pending());
+            let mut late = std::pin::pin!(gate.shared());
+            assert!(
+                late.as_mut().poll(&mut cx).is_pending(),
+                "new shared ones wait"
+            );
+            drop(first);
+            assert!(exclusive.as_mut().poll(&mut cx).is_pending());
+            drop(second);
+            let Poll::Ready(Some(held)) = exclusive.as_mut().poll(&mut cx) else {
+                panic!("exclusive once the shared holders left");
+            };
+            assert!(gate.exclusive().await.is_none(), "one exclusive holder");
+            assert!(late.as_mut().poll(&mut cx).is_pending());
+            drop(held);
+            assert!(late.as_mut().poll(&mut cx).is_ready());
+        });
+    }
 
     #[test]
     fn listener_completes_only_after_notify() {

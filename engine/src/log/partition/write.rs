@@ -618,6 +618,34 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             .await
     }
 
+    /// Appends `records` (key, value, timestamp) as synced batches of at most half the
+    /// batch limit each, and returns the offset the first one got: a snapshot of an internal
+    /// log's live state, to pass to [`truncate_before`](Self::truncate_before) afterwards.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append); a record larger than the batch limit is refused.
+    pub async fn append_snapshot(&self, records: &[(Vec<u8>, Vec<u8>, i64)]) -> Result<u64> {
+        let start = self.log_end();
+        let budget = self.config.max_batch_bytes / 2;
+        let mut builder = tidelog_wire::batch::BatchBuilder::new();
+        let mut bytes = 0usize;
+        for (key, value, timestamp) in records {
+            let size = key.len() + value.len() + 32;
+            if bytes > 0 && bytes + size > budget {
+                let mut full =
+                    std::mem::replace(&mut builder, tidelog_wire::batch::BatchBuilder::new());
+                self.append(full.finish(), Durability::Synced).await?;
+                bytes = 0;
+            }
+            builder.push(Some(key), value, *timestamp, &[]);
+            bytes += size;
+        }
+        if bytes > 0 {
+            self.append(builder.finish(), Durability::Synced).await?;
+        }
+        Ok(start)
+    }
+
     /// Deletes every sealed segment that lies wholly below `offset` and moves the log start
     /// to the first segment left: for internal logs whose records below `offset` are all
     /// superseded by later ones (a snapshot appended at `offset`). Returns how many went.
