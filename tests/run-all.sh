@@ -28,11 +28,17 @@ if ((fuzz_seconds > 0)); then
   if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked --quiet
   fi
-  (
-    cd wire/fuzz
-    for target in $(RUSTC_BOOTSTRAP=1 cargo fuzz list); do
-      RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$fuzz_seconds" 2>&1 | tail -n 3
-    done
-  )
+  for crate in wire/fuzz engine/fuzz; do
+    (
+      cd "$crate"
+      for target in $(RUSTC_BOOTSTRAP=1 cargo fuzz list); do
+        # A committed seed corpus (seeds/<target>) starts each run past the trivial inputs.
+        seeds=()
+        [[ -d seeds/$target ]] && seeds=("corpus/$target" "seeds/$target")
+        mkdir -p "corpus/$target"
+        RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "${seeds[@]}" -- -max_total_time="$fuzz_seconds" 2>&1 | tail -n 3
+      done
+    )
+  done
 fi
 echo "== all checks passed"

@@ -220,6 +220,29 @@ impl SimDisk {
         true
     }
 
+    /// Puts a durable file with `content` at `path` (its directories too): damaged or
+    /// hand-made files for recovery tests and fuzzing.
+    pub fn install(&self, path: &Path, content: &[u8]) {
+        let mut state = self.state.borrow_mut();
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d.as_os_str().is_empty() {
+                break;
+            }
+            state.dirs.insert(d.to_owned());
+            dir = d.parent();
+        }
+        let data = FileData {
+            current: content.to_vec(),
+            durable: content.to_vec(),
+            unsynced: Vec::new(),
+            entry_durable: true,
+        };
+        state
+            .files
+            .insert(path.to_owned(), Rc::new(RefCell::new(data)));
+    }
+
     /// Paths of all files, sorted.
     pub fn file_paths(&self) -> Vec<PathBuf> {
         self.state.borrow().files.keys().cloned().collect()
