@@ -172,6 +172,9 @@ pub struct Housekeeping {
     /// Checkpoint the recovery point this often (when it moved): the window in which damage
     /// to just-fdatasynced data would be taken for a torn tail and cut at recovery.
     pub recovery_point_checkpoint: std::time::Duration,
+    /// Snapshot the idempotent-producer state this often (when it changed and everything
+    /// appended is synced), so an open after a crash reads only the batches after it.
+    pub producer_state_checkpoint: std::time::Duration,
 }
 
 impl Default for Housekeeping {
@@ -180,6 +183,7 @@ impl Default for Housekeeping {
             flush_check: std::time::Duration::from_millis(10),
             retention_check: std::time::Duration::from_secs(30),
             recovery_point_checkpoint: std::time::Duration::from_secs(1),
+            producer_state_checkpoint: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -199,6 +203,7 @@ where
     glommio::spawn_local(async move {
         let mut since_retention = std::time::Duration::ZERO;
         let mut since_checkpoint = std::time::Duration::ZERO;
+        let mut since_producer_snapshot = std::time::Duration::ZERO;
         loop {
             glommio::timer::sleep(every.flush_check).await;
             if log.is_closed() {
@@ -214,6 +219,13 @@ where
             if since_checkpoint >= every.recovery_point_checkpoint {
                 since_checkpoint = std::time::Duration::ZERO;
                 log.checkpoint_recovery_point().await;
+            }
+            since_producer_snapshot += every.flush_check;
+            if since_producer_snapshot >= every.producer_state_checkpoint {
+                // Retried at the next tick while unsynced appends keep it from being taken.
+                if log.checkpoint_producer_state().await || !log.producer_snapshot_stale() {
+                    since_producer_snapshot = std::time::Duration::ZERO;
+                }
             }
             since_retention += every.flush_check;
             if since_retention >= every.retention_check {

@@ -8,8 +8,8 @@ pub mod segment;
 mod writer;
 
 pub use partition::{
-    AppendInfo, Durability, LogRead, LogStats, PartitionLog, ReadChunk, PRODUCER_STATE_SEGMENTS,
-    RECOVERY_POINT_FILE,
+    AppendInfo, Durability, LogRead, LogStats, PartitionLog, ReadChunk, PRODUCER_STATE_FILE,
+    PRODUCER_STATE_SEGMENTS, RECOVERY_POINT_FILE,
 };
 
 #[cfg(test)]

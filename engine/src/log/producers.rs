@@ -93,7 +93,14 @@ pub(crate) enum Verdict {
 #[derive(Debug, Default)]
 pub(crate) struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    /// Bumped at every change: a snapshot is rewritten only when it moved.
+    version: u64,
 }
+
+/// Bytes of one producer in a snapshot: id, epoch, batch count, then per batch two
+/// sequences and two offsets.
+const SNAPSHOT_ENTRY_HEAD: usize = 8 + 2 + 1;
+const SNAPSHOT_BATCH: usize = 4 + 4 + 8 + 8;
 
 impl ProducerStates {
     /// Decides what to do with `batch`, without changing any state.
@@ -174,6 +181,7 @@ impl ProducerStates {
         if batch.epoch < entry.epoch {
             return;
         }
+        self.version += 1;
         if batch.epoch > entry.epoch {
             entry.epoch = batch.epoch;
             entry.batches.clear();
@@ -205,6 +213,68 @@ impl ProducerStates {
     /// Number of producers with state.
     pub(crate) fn len(&self) -> usize {
         self.producers.len()
+    }
+
+    /// Changes so far (to tell whether a snapshot is stale).
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The table as snapshot bytes (see [`decode`](Self::decode)).
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            4 + self.producers.len() * (SNAPSHOT_ENTRY_HEAD + BATCHES_RETAINED * SNAPSHOT_BATCH),
+        );
+        out.extend_from_slice(&(self.producers.len() as u32).to_le_bytes());
+        for (id, entry) in &self.producers {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&entry.epoch.to_le_bytes());
+            out.push(entry.batches.len() as u8);
+            for b in &entry.batches {
+                out.extend_from_slice(&b.first_seq.to_le_bytes());
+                out.extend_from_slice(&b.last_seq.to_le_bytes());
+                out.extend_from_slice(&b.first_offset.to_le_bytes());
+                out.extend_from_slice(&b.last_offset.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// A table from snapshot bytes; `None` for anything malformed or over the bounds.
+    pub(crate) fn decode(mut bytes: &[u8]) -> Option<Self> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+            *bytes = rest;
+            Some(head)
+        }
+        let count = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?) as usize;
+        if count > PRODUCERS_PER_PARTITION_MAX {
+            return None;
+        }
+        let mut producers = HashMap::with_capacity(count);
+        for _ in 0..count {
+            let id = i64::from_le_bytes(take(&mut bytes, 8)?.try_into().ok()?);
+            let epoch = i16::from_le_bytes(take(&mut bytes, 2)?.try_into().ok()?);
+            let n = usize::from(take(&mut bytes, 1)?[0]);
+            if n > BATCHES_RETAINED || id < 0 {
+                return None;
+            }
+            let mut batches = VecDeque::with_capacity(BATCHES_RETAINED);
+            for _ in 0..n {
+                let b = take(&mut bytes, SNAPSHOT_BATCH)?;
+                batches.push_back(CachedBatch {
+                    first_seq: i32::from_le_bytes(b[0..4].try_into().ok()?),
+                    last_seq: i32::from_le_bytes(b[4..8].try_into().ok()?),
+                    first_offset: u64::from_le_bytes(b[8..16].try_into().ok()?),
+                    last_offset: u64::from_le_bytes(b[16..24].try_into().ok()?),
+                });
+            }
+            producers.insert(id, ProducerEntry { epoch, batches });
+        }
+        bytes.is_empty().then_some(ProducerStates {
+            producers,
+            version: 0,
+        })
     }
 }
 
@@ -313,6 +383,33 @@ mod tests {
         // A forgotten producer's next batch is accepted with any sequence.
         let back = ProducerBatch::new(1, 0, 57, 0).expect("b");
         assert_eq!(s.check(&back).ok(), Some(Verdict::Append));
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_refuse_damage() {
+        let mut s = ProducerStates::default();
+        for id in 0..50i64 {
+            for seq in 0..(id % 7) as i32 + 1 {
+                let b = ProducerBatch::new(id, (id % 3) as i16, seq, 0).expect("b");
+                s.record(
+                    &b,
+                    (id * 100) as u64 + seq as u64,
+                    (id * 100) as u64 + seq as u64,
+                );
+            }
+        }
+        let bytes = s.encode();
+        let back = ProducerStates::decode(&bytes).expect("decodes");
+        assert_eq!(back.len(), 50);
+        for id in 0..50i64 {
+            let next = ProducerBatch::new(id, (id % 3) as i16, (id % 7) as i32 + 1, 0).expect("b");
+            assert_eq!(back.check(&next).ok(), s.check(&next).ok(), "producer {id}");
+        }
+        assert!(ProducerStates::decode(&bytes[..bytes.len() - 1]).is_none());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(ProducerStates::decode(&longer).is_none());
+        assert!(ProducerStates::decode(&u32::MAX.to_le_bytes()).is_none());
     }
 
     #[test]

@@ -944,12 +944,75 @@ fn producer_state_is_rebuilt_from_a_bounded_tail() {
     }
     assert!(log.segment_count() > PRODUCER_STATE_SEGMENTS + 1);
     block_on(log.close()).expect("close");
+    // No snapshot (as after a crash before the first one): only the tail is scanned.
+    assert!(disk.set_file_len(&dir().join(PRODUCER_STATE_FILE), 0));
     let log = open(&disk, &clock, small_config());
     assert_eq!(log.producer_count(), 0);
     // Without state any sequence is accepted, so the retry is appended again (Kafka
     // behaves the same once retention removed the producer's batches).
     let info = block_on(log.append(early, Durability::Buffered)).expect("retry");
     assert!(!info.duplicate);
+}
+
+/// The producer state comes back from its snapshot plus the batches after it, so a producer
+/// whose batches left the scanned tail is still known (its retry is still a duplicate),
+/// without re-reading the log; a snapshot covering more than the log holds is removed and
+/// the state rebuilt from the log. Before, every open re-read the tail (up to 3 GiB).
+#[test]
+fn producer_state_comes_back_from_its_snapshot() {
+    let disk = SimDisk::new(12);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    let early = make_idempotent_batch(1, 1, 10, T0, Some((5, 0, 0)));
+    block_on(log.append(early.clone(), Durability::Buffered)).expect("early");
+    for i in 0..40 {
+        block_on(log.append(make_batch(i, 10, 6000, T0), Durability::Buffered)).expect("fill");
+    }
+    block_on(log.close()).expect("close");
+    // A batch after the snapshot: appended by a later run that crashed before a snapshot.
+    let log = open(&disk, &clock, small_config());
+    assert_eq!(
+        log.producer_count(),
+        1,
+        "from the snapshot, beyond the tail"
+    );
+    let late = make_idempotent_batch(2, 1, 10, T0, Some((6, 0, 0)));
+    block_on(log.append(late.clone(), Durability::Synced)).expect("late");
+    drop(log);
+    disk.crash();
+    let log = open(&disk, &clock, small_config());
+    assert_eq!(
+        log.producer_count(),
+        2,
+        "the snapshot plus the batches after it"
+    );
+    let retry = block_on(log.append(early, Durability::Buffered)).expect("retry");
+    assert!(retry.duplicate, "the early producer's retry is recognised");
+    let retry = block_on(log.append(late, Durability::Buffered)).expect("retry");
+    assert!(retry.duplicate);
+    block_on(log.close()).expect("close");
+    // A snapshot claiming more than the log holds is stale: removed, state rebuilt.
+    let snapshot = dir().join(PRODUCER_STATE_FILE);
+    let mut bytes = vec![0u8; disk.file_len(&snapshot).expect("snapshot")];
+    bytes[..4].copy_from_slice(b"TLPS");
+    bytes[4] = 1;
+    bytes[5..13].copy_from_slice(&1_000_000u64.to_le_bytes());
+    let payload = 0u32.to_le_bytes();
+    bytes[13..17].copy_from_slice(&4u32.to_le_bytes());
+    bytes[17..21].copy_from_slice(&payload);
+    let crc = crc32c::crc32c(&bytes[..21]);
+    bytes[21..25].copy_from_slice(&crc.to_le_bytes());
+    disk.install(&snapshot, &bytes);
+    let log = open(&disk, &clock, small_config());
+    assert!(
+        disk.file_len(&snapshot).is_none(),
+        "the stale snapshot is removed"
+    );
+    assert_eq!(
+        log.producer_count(),
+        1,
+        "rebuilt from the bounded tail: only the late producer is in it"
+    );
 }
 
 /// A validated Kafka batch behind its Tidelog header, CRCs chained (what the Kafka

@@ -44,7 +44,7 @@ mod recovery;
 mod write;
 
 use read::ReadAhead;
-pub use recovery::RECOVERY_POINT_FILE;
+pub use recovery::{PRODUCER_STATE_FILE, RECOVERY_POINT_FILE};
 use write::Sealing;
 
 /// How durable an append must be before it returns.
@@ -250,6 +250,8 @@ pub struct PartitionLog<S: Storage, C: Clock> {
     pending_seal: RefCell<Option<Sealing<S::File>>>,
     /// The offset after the last disk read: a read starting there is sequential.
     last_disk_read_end: Cell<Option<u64>>,
+    /// The producer-state version the snapshot file holds, and whether one is being written.
+    producer_snapshot: Cell<(u64, bool)>,
 }
 
 impl<S: Storage, C: Clock> std::fmt::Debug for PartitionLog<S, C> {

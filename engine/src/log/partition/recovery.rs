@@ -139,15 +139,40 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             readahead: RefCell::new(None),
             pending_seal: RefCell::new(None),
             last_disk_read_end: Cell::new(None),
+            producer_snapshot: Cell::new((0, false)),
         };
-        log.rebuild_producer_state().await?;
+        log.restore_producer_state().await?;
         Ok(log)
     }
 
-    /// Rebuilds the idempotent producer state from the batch headers of the log tail (the
-    /// active segment and up to [`PRODUCER_STATE_SEGMENTS`] sealed ones before it). Runs at
-    /// open, after recovery cut the log, so the state covers exactly the surviving batches.
-    async fn rebuild_producer_state(&self) -> Result<()> {
+    /// Restores the idempotent producer state: from the snapshot file (written at close and
+    /// periodically, only when everything appended was synced) plus the batches after it, or,
+    /// without a usable snapshot, from the batch headers of the log tail (the active segment
+    /// and up to [`PRODUCER_STATE_SEGMENTS`] sealed ones before it). Runs at open, after
+    /// recovery cut the log, so the state covers exactly the surviving batches. A snapshot
+    /// covering more than the log now holds (the tail it saw is gone) is removed, so it can
+    /// never be mistaken for one covering batches written later at the same offsets.
+    async fn restore_producer_state(&self) -> Result<()> {
+        let path = self.dir.join(PRODUCER_STATE_FILE);
+        let found = read_whole(&self.storage, &path).await.ok();
+        let (log_start, log_end) = (self.log_start(), self.log_end());
+        if let Some(bytes) = found {
+            match decode_producer_snapshot(&bytes) {
+                Some((covered, producers)) if covered <= log_end => {
+                    let from = covered.max(log_start);
+                    return self.scan_producers(from, producers).await;
+                }
+                stale_or_bad => {
+                    let (topic, partition) = crate::log::topic_partition(&self.dir);
+                    tracing::warn!(%topic, %partition, usable = stale_or_bad.is_some(), log_end,
+                        "producer-state snapshot not usable: removed, rebuilding from the log");
+                    self.storage
+                        .remove_file(&path)
+                        .await
+                        .map_err(|e| LogError::io("remove", &path, e))?;
+                }
+            }
+        }
         let from = {
             let state = self.state.borrow();
             let from = state
@@ -159,7 +184,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 .unwrap_or(state.log_start);
             from.max(state.log_start)
         };
-        let mut producers = ProducerStates::default();
+        self.scan_producers(from, ProducerStates::default()).await
+    }
+
+    /// Adds to `producers` the batches from `from` to the log end, then installs it.
+    async fn scan_producers(&self, from: u64, mut producers: ProducerStates) -> Result<()> {
         let mut offset = from;
         while offset < self.log_end() {
             let read = match self.read(offset, 1 << 20).await {
@@ -435,6 +464,44 @@ async fn seal_damaged<S: Storage>(
 
 /// Name of the file in a partition directory that holds its recovery point.
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
+
+/// Name of a partition's producer-state snapshot file.
+pub const PRODUCER_STATE_FILE: &str = "producer-state";
+const PRODUCER_STATE_MAGIC: [u8; 4] = *b"TLPS";
+const PRODUCER_STATE_VERSION: u8 = 1;
+/// Magic, version, covered offset, payload length.
+const PRODUCER_STATE_HEAD: usize = 4 + 1 + 8 + 4;
+
+/// A producer-state snapshot file's bytes: magic, version, the offset it covers (the state
+/// of every batch below it), the payload's length, the payload, CRC-32C of all before it.
+pub(super) fn encode_producer_snapshot(covered: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PRODUCER_STATE_HEAD + payload.len() + 4);
+    out.extend_from_slice(&PRODUCER_STATE_MAGIC);
+    out.push(PRODUCER_STATE_VERSION);
+    out.extend_from_slice(&covered.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The covered offset and the table of a snapshot file (zero padding after it is allowed).
+fn decode_producer_snapshot(bytes: &[u8]) -> Option<(u64, ProducerStates)> {
+    let head = bytes.get(..PRODUCER_STATE_HEAD)?;
+    if head[..4] != PRODUCER_STATE_MAGIC || head[4] != PRODUCER_STATE_VERSION {
+        return None;
+    }
+    let covered = u64::from_le_bytes(head[5..13].try_into().ok()?);
+    let len = u32::from_le_bytes(head[13..17].try_into().ok()?) as usize;
+    let end = PRODUCER_STATE_HEAD.checked_add(len)?;
+    let crc = u32::from_le_bytes(bytes.get(end..end + 4)?.try_into().ok()?);
+    if crc32c::crc32c(&bytes[..end]) != crc {
+        return None;
+    }
+    let producers = ProducerStates::decode(&bytes[PRODUCER_STATE_HEAD..end])?;
+    Some((covered, producers))
+}
 const RECOVERY_POINT_MAGIC: [u8; 4] = *b"TLRP";
 const RECOVERY_POINT_VERSION: u8 = 1;
 const RECOVERY_POINT_BYTES: usize = 4 + 1 + 8 + 4;

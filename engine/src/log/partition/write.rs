@@ -567,6 +567,54 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         }
     }
 
+    /// Whether the producer state changed since its last snapshot.
+    pub fn producer_snapshot_stale(&self) -> bool {
+        self.state.borrow().producers.version() != self.producer_snapshot.get().0
+    }
+
+    /// Writes the producer-state snapshot (temporary file, fdatasync, rename, directory sync)
+    /// when the state changed since the last one and everything appended is synced (so the
+    /// snapshot covers only durable batches, which recovery never cuts). Returns whether a
+    /// new snapshot is in place. Failures are logged; the next open rebuilds from the log.
+    pub async fn checkpoint_producer_state(&self) -> bool {
+        let (written_version, running) = self.producer_snapshot.get();
+        let (covered, bytes, version) = {
+            let state = self.state.borrow();
+            let version = state.producers.version();
+            if running || version == written_version || state.synced_offset != state.log_end {
+                return false;
+            }
+            let payload = state.producers.encode();
+            (
+                state.log_end,
+                recovery::encode_producer_snapshot(state.log_end, &payload),
+                version,
+            )
+        };
+        self.producer_snapshot.set((written_version, true));
+        let path = self.dir.join(recovery::PRODUCER_STATE_FILE);
+        let written = async {
+            write_index_file(&self.storage, &path, &bytes).await?;
+            self.storage.sync_dir(&self.dir).await
+        }
+        .await;
+        match written {
+            Ok(()) => {
+                self.producer_snapshot.set((version, false));
+                true
+            }
+            Err(e) => {
+                self.producer_snapshot.set((written_version, false));
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    let (topic, partition) = crate::log::topic_partition(&self.dir);
+                    tracing::warn!(%topic, %partition, covered, error = %e,
+                        "writing the producer-state snapshot failed");
+                }
+                false
+            }
+        }
+    }
+
     /// Deletes the oldest sealed segments beyond the retention limits (size, then age) and
     /// moves the log start. The active segment is never deleted. Returns how many went.
     ///
@@ -728,6 +776,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         };
         if result.is_ok() {
             self.checkpoint_recovery_point().await;
+            self.checkpoint_producer_state().await;
         }
         let _gate = self.gate.enter().await;
         let mut state = self.state.borrow_mut();
