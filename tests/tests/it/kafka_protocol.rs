@@ -1100,3 +1100,83 @@ fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
         Ok(_) => false,
     }
 }
+
+/// Hostile requests against one broker process: topic names with `/`, `..`, NUL, 300
+/// characters and the broker's own file names; a Metadata request naming 1,000,000 topics;
+/// a compressed-looking batch claiming 2^31 offsets. Each is refused (a clear error or a
+/// closed connection); the broker stays up, every shard answers, and its resident memory
+/// grows by less than 256 MiB through all of it.
+#[test]
+fn hostile_requests_are_refused_and_the_broker_stays_up_within_its_memory() {
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-hostile-requests");
+    let (serve, kafka) = one_shard_kafka();
+    let mut broker = Broker::start_with(&tmp.path().join("data"), 0, serve);
+    let before = broker.rss_bytes();
+    let mut conn = Conn::open(&kafka);
+    for name in [
+        "a/b",
+        "..",
+        ".",
+        "a\0b",
+        &"x".repeat(300),
+        "__broker.lock",
+        "__meta",
+        "__offsets",
+        "__odirect-probe",
+    ] {
+        assert_eq!(
+            conn.create_topic(name, &[]),
+            17,
+            "{name:?}: INVALID_TOPIC_EXCEPTION"
+        );
+    }
+    // A million names (about 12 MB): more than a request may name.
+    let names: Vec<String> = (0..1_000_000).map(|i| format!("t{i}")).collect();
+    let mut big = Conn::open(&kafka);
+    let request = MetadataRequest {
+        topics: Some(
+            names
+                .iter()
+                .map(|n| MetadataRequestTopic {
+                    name: Some(n.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        allow_auto_topic_creation: true,
+        ..Default::default()
+    };
+    drop(names);
+    big.send(METADATA, 12, |b| request.encode(b, 12).expect("encode"));
+    drop(request);
+    assert!(
+        closed_within(&mut big.stream, Duration::from_secs(30)),
+        "the million-topic Metadata request closes its connection"
+    );
+    // An offset-claim bomb: a Kafka batch whose header claims 2^31 records.
+    assert_eq!(conn.create_topic("bombed", &[]), 0);
+    let mut bomb = batch(-1, -1, -1, 2).to_vec();
+    // lastOffsetDelta at byte 23 of the batch, records count at byte 57.
+    bomb[23..27].copy_from_slice(&i32::MAX.to_be_bytes());
+    bomb[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+    // With a correct CRC: refused for what it claims, not for damage.
+    let crc = kafka_crc(&bomb);
+    bomb[17..21].copy_from_slice(&crc.to_be_bytes());
+    let (error, _) = conn.produce("bombed", Bytes::from(bomb));
+    assert!(
+        error == 87 || error == 2,
+        "the bomb is refused as an invalid record (87) or corrupt (2), not {error}"
+    );
+    assert_eq!(conn.latest("bombed"), 0, "nothing claimed");
+    broker.assert_alive("the hostile requests");
+    let mut after = Conn::open(&kafka);
+    after.create_by_metadata("still-serving");
+    let grown = broker.rss_bytes().saturating_sub(before);
+    assert!(
+        grown < 256 << 20,
+        "RSS grew by {} MiB through the hostile requests",
+        grown >> 20
+    );
+    broker.stop();
+}
