@@ -67,6 +67,9 @@ pub const SHARDS_MAX: usize = 1024;
 /// largest request a listener accepts (100 MiB), so any one request can always arrive.
 pub const REQUEST_MEMORY_BYTES_PER_SHARD: usize = 256 << 20;
 
+// One address may hold half of it, which must still fit the largest request (100 MiB).
+const _: () = assert!(REQUEST_MEMORY_BYTES_PER_SHARD / 2 >= 100 << 20);
+
 /// Default cap on connections from one client address per shard, both protocols together
 /// (`BrokerConfig::max_connections_per_ip`): one host cannot take every connection slot.
 pub const CONNECTIONS_PER_IP_PER_SHARD_DEFAULT: usize = 1000;

@@ -243,7 +243,7 @@ pub(crate) struct Server {
     /// The read buffers that stored batches keep alive, bounded.
     pub pinned: RefCell<pinned::PinnedReads>,
     /// Memory for large request frames, shared by the shard's connections (bytes).
-    pub request_memory: Rc<glommio::sync::Semaphore>,
+    pub request_memory: Rc<pipeline::RequestMemory>,
     /// Open connections by client address (both protocols); addresses with none are
     /// removed, so it holds at most one entry per open connection.
     pub per_ip: RefCell<std::collections::HashMap<std::net::IpAddr, usize>>,
@@ -296,9 +296,7 @@ pub fn serve(shard: Rc<Shard>, config: ListenerConfig, endpoints: Endpoints, bou
         native_connections: Cell::new(0),
         kafka_connections: Cell::new(0),
         pinned: RefCell::default(),
-        request_memory: Rc::new(glommio::sync::Semaphore::new(
-            crate::limits::REQUEST_MEMORY_BYTES_PER_SHARD as u64,
-        )),
+        request_memory: Rc::new(pipeline::RequestMemory::new()),
         per_ip: RefCell::default(),
     });
     {

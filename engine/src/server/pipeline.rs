@@ -139,8 +139,10 @@ pub(crate) struct Connection<P: Protocol> {
     idle_since: Instant,
     /// When the first bytes of the request being read arrived: its arrival clock.
     frame_since: Option<Instant>,
-    /// The shard's memory for large request frames (bytes), shared by its connections.
-    request_memory: Rc<glommio::sync::Semaphore>,
+    /// The shard's memory for large request frames, shared by its connections.
+    request_memory: Rc<RequestMemory>,
+    /// The peer's address (its share of the request memory is counted by it).
+    peer_ip: Option<std::net::IpAddr>,
     /// What the frame being handled holds of it; given back when the next frame is read.
     frame_memory: Vec<glommio::sync::StaticPermit>,
     /// Bytes `frame_memory` holds.
@@ -154,8 +156,9 @@ impl<P: Protocol> Connection<P> {
         proto: P,
         max_pending: usize,
         timeouts: super::ConnectionTimeouts,
-        request_memory: Rc<glommio::sync::Semaphore>,
+        request_memory: Rc<RequestMemory>,
     ) -> Self {
+        let peer_ip = stream.peer_addr().ok().map(|a| a.ip());
         let _ = stream.set_nodelay(true);
         // A peer that stops reading must not pin fetched buffers and pending responses
         // forever: a write that makes no progress for this long closes the connection.
@@ -173,6 +176,7 @@ impl<P: Protocol> Connection<P> {
             idle_since: Instant::now(),
             frame_since: None,
             request_memory,
+            peer_ip,
             frame_memory: Vec::new(),
             frame_memory_bytes: 0,
         }
@@ -210,8 +214,7 @@ impl<P: Protocol> Connection<P> {
     /// pending responses that complete, oldest first.
     async fn next_frame(&mut self) -> Result<BytesMut, ConnError<P::Error>> {
         // The previous frame has been handled: its memory goes back to the shard.
-        self.frame_memory.clear();
-        self.frame_memory_bytes = 0;
+        self.give_back_request_memory();
         loop {
             let announced = self.announced()?;
             if let Some(total) = announced.filter(|&total| self.inbuf.len() >= total) {
@@ -331,21 +334,36 @@ impl<P: Protocol> Connection<P> {
         Ok(frame)
     }
 
-    /// Takes `bytes` of the shard's request memory for the frame being read (at most the
-    /// whole budget, so one frame never waits for more than exists), waiting while it is
-    /// spent, up to the frame's arrival deadline.
+    /// Takes `bytes` of the shard's request memory for the frame being read, first from its
+    /// peer address's share (at most half the budget, so connections from one address
+    /// cannot hold all of it), then from the budget, waiting while either is spent, up to
+    /// the frame's arrival deadline. One frame never asks for more than an address's share.
     async fn take_request_memory(
         &mut self,
         bytes: usize,
         total: usize,
     ) -> Result<(), ConnError<P::Error>> {
-        let budget = crate::limits::REQUEST_MEMORY_BYTES_PER_SHARD;
-        let units = bytes.min(budget.saturating_sub(self.frame_memory_bytes));
+        let share = RequestMemory::ADDRESS_SHARE;
+        let units = bytes.min(share.saturating_sub(self.frame_memory_bytes));
         if units == 0 {
             return Ok(());
         }
         let memory = Rc::clone(&self.request_memory);
-        let wait = async move { memory.acquire_static_permit(units as u64).await.ok() };
+        let ip = self.peer_ip;
+        let wait = async move {
+            memory.take_share(ip, units).await;
+            // Given back if this wait is dropped (deadline) or fails before the permit.
+            let mut share = ShareGuard {
+                memory: Rc::clone(&memory),
+                ip,
+                units,
+            };
+            let permit = memory.budget.acquire_static_permit(units as u64).await.ok();
+            if permit.is_some() {
+                share.units = 0;
+            }
+            permit
+        };
         let permit = match self.deadline(total) {
             None => wait.await,
             Some((at, why)) => {
@@ -362,6 +380,16 @@ impl<P: Protocol> Connection<P> {
         self.frame_memory.push(permit);
         self.frame_memory_bytes += units;
         Ok(())
+    }
+
+    /// Gives the frame's request memory back to the shard and its address's share.
+    fn give_back_request_memory(&mut self) {
+        self.frame_memory.clear();
+        if self.frame_memory_bytes > 0 {
+            self.request_memory
+                .give_back(self.peer_ip, self.frame_memory_bytes);
+        }
+        self.frame_memory_bytes = 0;
     }
 
     /// The allocation the frame being handled was read into, for
@@ -542,6 +570,87 @@ impl<P: Protocol> Connection<P> {
     }
 }
 
+impl<P: Protocol> Drop for Connection<P> {
+    fn drop(&mut self) {
+        self.give_back_request_memory();
+    }
+}
+
+/// The shard's memory for large request frames: a byte budget shared by every connection, of
+/// which the connections of one client address may hold at most [`Self::ADDRESS_SHARE`].
+pub(crate) struct RequestMemory {
+    budget: Rc<glommio::sync::Semaphore>,
+    /// Per address: bytes held, and the event its waiting connections listen on (only an
+    /// address's own releases wake them: one busy client's releases must not wake hundreds
+    /// of another address's waiting connections).
+    by_address: std::cell::RefCell<
+        std::collections::HashMap<std::net::IpAddr, (usize, Rc<crate::sync::Event>)>,
+    >,
+}
+
+/// An address share taken for a frame whose budget permit is not yet held: given back when
+/// dropped with units left.
+struct ShareGuard {
+    memory: Rc<RequestMemory>,
+    ip: Option<std::net::IpAddr>,
+    units: usize,
+}
+
+impl Drop for ShareGuard {
+    fn drop(&mut self) {
+        if self.units > 0 {
+            self.memory.give_back(self.ip, self.units);
+        }
+    }
+}
+
+impl RequestMemory {
+    /// What one address may hold: half the budget, and more than the largest request.
+    pub const ADDRESS_SHARE: usize = crate::limits::REQUEST_MEMORY_BYTES_PER_SHARD / 2;
+
+    pub fn new() -> Self {
+        RequestMemory {
+            budget: Rc::new(glommio::sync::Semaphore::new(
+                crate::limits::REQUEST_MEMORY_BYTES_PER_SHARD as u64,
+            )),
+            by_address: Default::default(),
+        }
+    }
+
+    /// Waits until `ip`'s connections hold at most `ADDRESS_SHARE - units`, then counts
+    /// `units` more for it. Without an address (a socket that cannot tell), nothing is
+    /// counted.
+    async fn take_share(&self, ip: Option<std::net::IpAddr>, units: usize) {
+        let Some(ip) = ip else { return };
+        loop {
+            let released = {
+                let mut by_address = self.by_address.borrow_mut();
+                let (held, released) = by_address.entry(ip).or_default();
+                if *held + units <= Self::ADDRESS_SHARE {
+                    *held += units;
+                    return;
+                }
+                Rc::clone(released)
+            };
+            let listener = released.listen();
+            // Nothing was released between the check and the listen: no await between.
+            listener.await;
+        }
+    }
+
+    fn give_back(&self, ip: Option<std::net::IpAddr>, units: usize) {
+        let Some(ip) = ip else { return };
+        let mut by_address = self.by_address.borrow_mut();
+        if let Some((held, released)) = by_address.get_mut(&ip) {
+            *held = held.saturating_sub(units);
+            released.notify();
+            if *held == 0 {
+                by_address.remove(&ip);
+            }
+        }
+    }
+}
+
 /// What ended [`Connection::read_or_complete`].
 enum Woke<M, T> {
     /// Bytes arrived (0: the peer closed).
@@ -641,9 +750,7 @@ mod tests {
                     keep,
                     4,
                     crate::server::ConnectionTimeouts::default(),
-                    Rc::new(glommio::sync::Semaphore::new(
-                        crate::limits::REQUEST_MEMORY_BYTES_PER_SHARD as u64,
-                    )),
+                    Rc::new(RequestMemory::new()),
                 );
                 assert!(matches!(conn.serve().await, Err(ConnError::Closed)));
                 client.join().expect("client");

@@ -52,6 +52,14 @@ pub enum DecodeError {
         /// Bytes left.
         remaining: usize,
     },
+    /// An array count above the decoder's element cap.
+    #[error("array of {count} elements exceeds the cap of {max}")]
+    TooManyElements {
+        /// The declared count.
+        count: u64,
+        /// The decoder's cap.
+        max: usize,
+    },
     /// A negative length other than −1 (null).
     #[error("invalid length {0}")]
     InvalidLength(i64),
@@ -90,15 +98,27 @@ pub struct Decoder<'a> {
     buf: &'a Bytes,
     pos: usize,
     end: usize,
+    /// Most elements any one array may declare.
+    max_elements: usize,
 }
 
 impl<'a> Decoder<'a> {
-    /// A decoder over all of `buf`.
+    /// A decoder over all of `buf`; arrays are bounded by the bytes left only.
     pub fn new(buf: &'a Bytes) -> Self {
         Decoder {
             buf,
             pos: 0,
             end: buf.len(),
+            max_elements: usize::MAX,
+        }
+    }
+
+    /// A decoder whose arrays may declare at most `max_elements` elements each: a request
+    /// naming a million topics fails at its count, before a single element is decoded.
+    pub fn with_max_elements(buf: &'a Bytes, max_elements: usize) -> Self {
+        Decoder {
+            max_elements,
+            ..Decoder::new(buf)
         }
     }
 
@@ -270,6 +290,12 @@ impl<'a> Decoder<'a> {
             c if c < 0 => return Err(DecodeError::InvalidLength(c)),
             c => c as u64,
         };
+        if count > self.max_elements as u64 {
+            return Err(DecodeError::TooManyElements {
+                count,
+                max: self.max_elements,
+            });
+        }
         let min = min.max(1);
         if count.saturating_mul(min as u64) > self.remaining() as u64 {
             return Err(DecodeError::CountTooLarge {
@@ -306,6 +332,7 @@ impl<'a> Decoder<'a> {
                 buf: self.buf,
                 pos: self.pos,
                 end: self.pos + size,
+                max_elements: self.max_elements,
             };
             field(tag, &mut sub)?;
             self.pos += size;

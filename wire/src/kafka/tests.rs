@@ -31,6 +31,29 @@ fn a_huge_array_count_is_refused_before_allocating() {
 }
 
 #[test]
+fn an_array_over_the_element_cap_fails_at_its_count() {
+    // Metadata v4 naming 20 topics (each a 2-byte length and one character) under a cap of
+    // 10: refused at the count, before any element; under a cap of 20 it decodes.
+    let mut body = 20i32.to_be_bytes().to_vec();
+    for i in 0..20u8 {
+        body.extend_from_slice(&1i16.to_be_bytes());
+        body.push(b'a' + i);
+    }
+    body.push(1); // allow auto topic creation
+    let bytes = request(3, 4, &body);
+    let mut d = Decoder::with_max_elements(&bytes, 10);
+    decode_request_header(&mut d).expect("header");
+    let err = generated::decode_request_body(3, 4, &mut d).unwrap_err();
+    assert!(
+        matches!(err, DecodeError::TooManyElements { count: 20, max: 10 }),
+        "{err}"
+    );
+    let mut d = Decoder::with_max_elements(&bytes, 20);
+    decode_request_header(&mut d).expect("header");
+    generated::decode_request_body(3, 4, &mut d).expect("20 elements under a cap of 20");
+}
+
+#[test]
 fn a_huge_string_length_is_refused() {
     // CreateTopics v7 (flexible): topics array of 1, name claiming 2^28 bytes.
     let bytes = request(19, 7, &[2, 0x80, 0x80, 0x80, 0x80, 0x01]);

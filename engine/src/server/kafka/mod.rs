@@ -318,7 +318,10 @@ impl KafkaConnection {
                 version,
             }));
         }
-        let mut d = Decoder::new(&request);
+        // Arrays longer than a request may name fail at their count, before any element is
+        // decoded or allocated (the per-request checks below count across arrays).
+        let cap = self.server().config.kafka_limits.max_partitions_per_request;
+        let mut d = Decoder::with_max_elements(&request, cap);
         let header = kwire::decode_request_header(&mut d)?;
         let body = generated::decode_request_body(api_key, version, &mut d)?;
         // Trailing bytes are tolerated (librdkafka's Metadata quirk, KAFKA.md §1.6.3).
