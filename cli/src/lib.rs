@@ -67,6 +67,11 @@ struct ServeArgs {
     /// is written.
     #[arg(long, value_name = "N", default_value_t = tidelog_engine::limits::PARTITIONS_PER_SHARD_DEFAULT)]
     max_partitions_per_shard: u32,
+    /// Most sealed-segment files each shard keeps open, all its partitions together; reads
+    /// of older segments reopen the least recently used ones (active segments always hold
+    /// theirs).
+    #[arg(long, value_name = "N", default_value_t = tidelog_engine::log::files::OPEN_SEGMENT_FILES_DEFAULT)]
+    max_open_segment_files: usize,
     /// Delete the committed offsets of a group with no members this long after its last
     /// commit (Kafka's `offsets.retention.minutes`).
     #[arg(long, value_name = "MINUTES", default_value_t = 10_080)]
@@ -338,6 +343,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         return Err(anyhow!("--max-partitions-per-shard must be positive"));
     }
     config.max_partitions_per_shard = args.max_partitions_per_shard;
+    if args.max_open_segment_files == 0 {
+        return Err(anyhow!("--max-open-segment-files must be positive"));
+    }
+    config.open_segment_files_per_shard = args.max_open_segment_files;
     if args.offsets_retention_minutes == 0 {
         return Err(anyhow!("--offsets-retention-minutes must be positive"));
     }
@@ -349,12 +358,14 @@ fn serve(args: ServeArgs) -> Result<()> {
         .validate()
         .map_err(|e| anyhow!("invalid log flags: {e}"))?;
     let shards = config.shards;
-    // Every connection the limits admit takes a descriptor; so do segment and index files.
-    // An active segment holds its log file; sealed ones their log and index files.
+    // Every connection the limits admit takes a descriptor; so do segment files. An active
+    // segment holds its log file, and a partition's read-ahead one more; sealed segments
+    // share the shard's bounded cache (reads in flight hold theirs until done).
     let connections = shards as u64
         * (config.limits.max_connections_per_shard as u64
             + config.kafka_limits.max_connections_per_shard as u64
-            + 3 * u64::from(config.max_partitions_per_shard));
+            + 2 * u64::from(config.max_partitions_per_shard)
+            + config.open_segment_files_per_shard as u64);
     if connections >= nofile {
         tracing::warn!(
             open_files_limit = nofile,

@@ -392,5 +392,62 @@ fn reads(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, appends, reads);
+/// One small read (one batch) from each of 64 sealed 1 MiB segments in turn: with a file
+/// cache holding them all (every read finds its file open) and with a cache of one (every
+/// read opens its segment's file and closes another): what `--max-open-segment-files` costs
+/// a consumer far behind when it is too small.
+fn sealed_reads(c: &mut Criterion) {
+    use tidelog_engine::log::files::SegmentFiles;
+    let template = batch();
+    let mut group = c.benchmark_group("read_sealed_segment");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Bytes(template.len() as u64));
+    for (name, capacity) in [("file_cached", 1024), ("file_opened_each_read", 1)] {
+        let dir = fresh_dir(&format!("read-sealed-{capacity}"));
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            tail_cache_bytes: 64 << 10,
+            ..LogConfig::default()
+        };
+        let files = SegmentFiles::new(capacity);
+        let log = run(async {
+            let log = PartitionLog::open_with(DmaStorage, SystemClock, &dir, config, files)
+                .await
+                .expect("open partition log");
+            for batch in pool(&template, (64u64 << 20).div_ceil(template.len() as u64)) {
+                log.append(batch, Durability::Buffered)
+                    .await
+                    .expect("append");
+            }
+            log.sync().await.expect("sync");
+            log
+        });
+        // The first offset of every sealed segment but the last few (the tail cache's).
+        let per_segment = ((1u64 << 20) / template.len() as u64).max(1) * RECORDS as u64;
+        let starts: Vec<u64> = (0..60).map(|s| s * per_segment).collect();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                run(async {
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        let offset = starts[i as usize % starts.len()];
+                        let read = log.read(offset, 1).await.expect("read");
+                        black_box(read.len());
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        let stats = log.segment_files().stats();
+        eprintln!("read_sealed_segment/{name}: {stats:?}");
+        assert!(stats.open <= capacity);
+        run(delete(log));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, appends, reads, sealed_reads);
 criterion_main!(benches);

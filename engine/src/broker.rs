@@ -56,6 +56,9 @@ pub struct BrokerConfig {
     /// Partitions the broker holds per shard at most (all topics together, times the shard
     /// count): each open partition costs file descriptors, memory and a housekeeping task.
     pub max_partitions_per_shard: u32,
+    /// Sealed-segment files each shard keeps open, all its partitions together
+    /// (`--max-open-segment-files`): reads of older segments reopen what was evicted.
+    pub open_segment_files_per_shard: usize,
     /// How long an empty group's committed offsets outlive its last commit (Kafka's
     /// `offsets.retention.minutes`, 7 days).
     pub offsets_retention: std::time::Duration,
@@ -99,6 +102,7 @@ impl BrokerConfig {
             log_defaults: LogConfig::default(),
             default_partitions: 1,
             max_partitions_per_shard: crate::limits::PARTITIONS_PER_SHARD_DEFAULT,
+            open_segment_files_per_shard: crate::log::files::OPEN_SEGMENT_FILES_DEFAULT,
             offsets_retention: std::time::Duration::from_secs(7 * 24 * 3600),
             limits: ServerLimits::default(),
             kafka_addr: None,
@@ -422,6 +426,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         housekeeping: config.housekeeping,
         max_partitions: config.max_partitions_per_shard as u64 * config.shards as u64,
         offsets_retention: config.offsets_retention,
+        open_segment_files: config.open_segment_files_per_shard,
     };
     let shard: Rc<Shard> = match Shard::open(start.shard, shard_config, start.mesh).await {
         Ok(shard) => shard,

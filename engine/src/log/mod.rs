@@ -1,6 +1,7 @@
 //! Partition logs: segments, indexes, the tail cache and recovery.
 
 mod cache;
+pub mod files;
 pub mod index;
 mod partition;
 mod producers;

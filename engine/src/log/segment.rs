@@ -83,11 +83,13 @@ impl BatchMeta {
     }
 }
 
-/// One segment's metadata and open log file.
+/// One segment's metadata and, while it is active (or being recovered), its open log file.
 #[derive(Debug)]
 pub(crate) struct Segment<F> {
     pub base_offset: u64,
-    pub file: F,
+    /// The log file: held by the active segment (and during recovery); a sealed segment's
+    /// file is opened on demand through the shard's [`SegmentFiles`](super::files) cache.
+    pub file: Option<F>,
     pub path: PathBuf,
     /// Bytes of valid batches.
     pub size: u64,
@@ -108,7 +110,7 @@ impl<F> Segment<F> {
     pub(crate) fn empty(base_offset: u64, file: F, path: PathBuf) -> Self {
         Segment {
             base_offset,
-            file,
+            file: Some(file),
             path,
             size: 0,
             next_offset: base_offset,
@@ -185,10 +187,11 @@ pub(crate) struct Damaged {
 /// corrupt tail, or the zeros after the data).
 pub(crate) async fn scan<F: StorageFile>(
     segment: &mut Segment<F>,
+    file: &F,
     file_len: u64,
     index_interval_bytes: u32,
 ) -> io::Result<Scan> {
-    scan_recovering(segment, file_len, index_interval_bytes, 0).await
+    scan_recovering(segment, file, file_len, index_interval_bytes, 0).await
 }
 
 /// [`scan`], knowing that every offset below `recovery_point` was durable: a stop below it
@@ -198,6 +201,7 @@ pub(crate) async fn scan<F: StorageFile>(
 /// Stops at or above the recovery point end the scan as [`scan`] does.
 pub(crate) async fn scan_recovering<F: StorageFile>(
     segment: &mut Segment<F>,
+    file: &F,
     file_len: u64,
     index_interval_bytes: u32,
     recovery_point: u64,
@@ -209,6 +213,7 @@ pub(crate) async fn scan_recovering<F: StorageFile>(
     loop {
         let (end, stopped) = scan_from(
             segment,
+            file,
             file_len,
             index_interval_bytes,
             pos,
@@ -225,7 +230,7 @@ pub(crate) async fn scan_recovering<F: StorageFile>(
             });
         }
         let reason = stopped.unwrap_or_else(|| format!("zeros at byte {end}"));
-        match find_next_batch(segment, file_len, end + 1, expected).await? {
+        match find_next_batch(file, file_len, end + 1, expected).await? {
             Some((at, base)) => {
                 damaged.push(Damaged {
                     offsets: expected..base,
@@ -259,7 +264,7 @@ pub(crate) async fn scan_recovering<F: StorageFile>(
 /// whose base offset follows `after` (within one segment's offset range): where the batches
 /// go on after damaged bytes. One header parse per byte position; CRCs only for candidates.
 async fn find_next_batch<F: StorageFile>(
-    segment: &Segment<F>,
+    file: &F,
     file_len: u64,
     from: u64,
     after: u64,
@@ -267,7 +272,7 @@ async fn find_next_batch<F: StorageFile>(
     let mut next = from;
     while next + HEADER_LEN as u64 <= file_len {
         let chunk_pos = align_down(next);
-        let chunk = segment.file.read_at(chunk_pos, SCAN_READ_BYTES).await?;
+        let chunk = file.read_at(chunk_pos, SCAN_READ_BYTES).await?;
         let first = (next - chunk_pos) as usize;
         if chunk.len() < first + HEADER_LEN {
             return Ok(None);
@@ -295,7 +300,7 @@ async fn find_next_batch<F: StorageFile>(
             } else {
                 let start = align_down(pos);
                 let want = align_up(pos + meta.len as u64 - start) as usize;
-                let whole = segment.file.read_at(start, want).await?;
+                let whole = file.read_at(start, want).await?;
                 let skip = (pos - start) as usize;
                 whole.len() >= skip + meta.len && check_crc(&whole[skip..skip + meta.len]).is_ok()
             };
@@ -314,6 +319,7 @@ async fn find_next_batch<F: StorageFile>(
 /// end of the file or zeros).
 async fn scan_from<F: StorageFile>(
     segment: &mut Segment<F>,
+    file: &F,
     file_len: u64,
     index_interval_bytes: u32,
     start: u64,
@@ -323,8 +329,7 @@ async fn scan_from<F: StorageFile>(
         return Ok((start, None));
     }
     let mut chunk_pos = align_down(start);
-    let mut chunk = segment
-        .file
+    let mut chunk = file
         .read_at(
             chunk_pos,
             SCAN_READ_BYTES.min((file_len - chunk_pos) as usize),
@@ -338,7 +343,7 @@ async fn scan_from<F: StorageFile>(
         }
         if pos + HEADER_LEN as u64 > chunk_pos + chunk.len() as u64 {
             chunk_pos = align_down(pos);
-            chunk = segment.file.read_at(chunk_pos, SCAN_READ_BYTES).await?;
+            chunk = file.read_at(chunk_pos, SCAN_READ_BYTES).await?;
             if pos + HEADER_LEN as u64 > chunk_pos + chunk.len() as u64 {
                 break Some(format!("short read at byte {pos}"));
             }
@@ -364,7 +369,7 @@ async fn scan_from<F: StorageFile>(
         if pos + meta.len as u64 > chunk_pos + chunk.len() as u64 {
             chunk_pos = align_down(pos);
             let want = align_up(pos + meta.len as u64 - chunk_pos).max(SCAN_READ_BYTES as u64);
-            chunk = segment.file.read_at(chunk_pos, want as usize).await?;
+            chunk = file.read_at(chunk_pos, want as usize).await?;
             if pos + meta.len as u64 > chunk_pos + chunk.len() as u64 {
                 break Some(format!("short read at byte {pos}"));
             }

@@ -62,12 +62,24 @@ fn make_idempotent_batch(
     builder.finish()
 }
 
+thread_local! {
+    /// One small file cache shared by every log a test thread opens, as a shard's is: sealed
+    /// segments are evicted and reopened all the time, and logs reopened after a crash must
+    /// never get an earlier open's handles.
+    static FILES: files::SegmentFiles<crate::io::sim::SimFile> = files::SegmentFiles::new(2);
+}
+
+fn shared_files() -> files::SegmentFiles<crate::io::sim::SimFile> {
+    FILES.with(Clone::clone)
+}
+
 fn open(disk: &SimDisk, clock: &SimClock, config: LogConfig) -> SimLog {
-    block_on(PartitionLog::open(
+    block_on(PartitionLog::open_with(
         disk.clone(),
         clock.clone(),
         &dir(),
         config,
+        shared_files(),
     ))
     .expect("open")
 }
@@ -739,6 +751,69 @@ fn retention_deletes_whole_sealed_segments_by_size_and_time() {
     assert!(deleted >= 1);
     assert_eq!(log.segment_count(), 1, "only the active segment stays");
     assert!(log.log_start() > 0);
+}
+
+#[test]
+fn sealed_segments_are_opened_on_demand_within_the_shard_bound() {
+    let disk = SimDisk::new(6);
+    let clock = SimClock::new(T0);
+    let files = files::SegmentFiles::new(3);
+    let config = LogConfig {
+        retention_bytes: Some(600 << 10),
+        retention_ms: None,
+        segment_bytes: 64 << 10,
+        max_batch_bytes: 32 << 10,
+        ..small_config()
+    };
+    let opened = |files: &files::SegmentFiles<_>| {
+        block_on(PartitionLog::open_with(
+            disk.clone(),
+            clock.clone(),
+            &dir(),
+            config.clone(),
+            files.clone(),
+        ))
+        .expect("open")
+    };
+    let log = opened(&files);
+    let mut expected = Vec::new();
+    for i in 0..120 {
+        let batch = make_batch(i, 10, 1000, T0 + i as i64);
+        expected.push(batch.to_vec());
+        block_on(log.append(batch, Durability::Buffered)).expect("append");
+    }
+    block_on(log.sync()).expect("sync");
+    let segments = log.segment_count();
+    assert!(segments > 10, "{segments} segments");
+    assert!(files.stats().open <= 3, "rolls keep at most the bound open");
+    // Every batch reads back, twice over (the second pass reopens what the first evicted).
+    for _ in 0..2 {
+        let read = read_all(&log, 0);
+        assert_eq!(read.len(), expected.len());
+        for ((offset, bytes), want) in read.iter().zip(&expected) {
+            assert_eq!(&bytes[8..], &want[8..], "batch at {offset}");
+        }
+        assert!(files.stats().open <= 3);
+    }
+    let evicted = files.stats().evictions;
+    assert!(evicted > 0, "a cache of 3 cannot hold {segments} segments");
+    // Deleted segments leave the cache at once (their space is freed).
+    block_on(log.enforce_retention()).expect("retention");
+    let start = log.log_start();
+    assert!(start > 0);
+    block_on(log.close()).expect("close");
+    assert_eq!(files.stats().open, 0, "a closed log keeps no file open");
+    drop(log);
+    let log = opened(&files);
+    // Recovery stats every segment but keeps open only what the producer-state rebuild read.
+    assert!(
+        files.stats().open <= 3,
+        "opening a log keeps at most the bound open"
+    );
+    let read = read_all(&log, start);
+    assert_eq!(read.first().map(|r| r.0), Some(start));
+    drop(log);
+    assert_eq!(files.stats().open, 0, "a dropped log keeps no file open");
 }
 
 #[test]

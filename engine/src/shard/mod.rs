@@ -48,6 +48,7 @@ pub use mesh::Mesh;
 
 /// A partition log on real files.
 pub(crate) type Log = PartitionLog<DmaStorage, SystemClock>;
+use crate::log::files::SegmentFiles;
 
 /// A chunk of stored batches handed out by [`Shard::read`].
 pub type Chunk = crate::log::ReadChunk<glommio::io::ReadResult>;
@@ -71,6 +72,9 @@ pub struct ShardConfig {
     pub max_partitions: u64,
     /// How often each partition's flush and retention checks run.
     pub housekeeping: crate::runtime::Housekeeping,
+    /// Most sealed-segment files the shard's partitions keep open, all together
+    /// (`--max-open-segment-files`; see [`crate::log::files`]).
+    pub open_segment_files: usize,
 }
 
 /// Replies awaited by this shard's tasks, by request id.
@@ -109,6 +113,8 @@ pub struct Shard {
     next_id: Cell<u64>,
     /// Serialises topic creations and deletions (used on shard 0, which does them all).
     admin_gate: crate::sync::Gate,
+    /// The sealed-segment files this shard's partitions hold open, bounded.
+    segment_files: SegmentFiles<<DmaStorage as crate::io::Storage>::File>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -177,6 +183,7 @@ impl Shard {
             }
         }
         let groups = GroupService::new(config.coordinator.clone(), SystemClock);
+        let config_open_segment_files = config.open_segment_files;
         let shard = Shard {
             id,
             config,
@@ -195,6 +202,7 @@ impl Shard {
             pending: Pending::default(),
             next_id: Cell::new(0),
             admin_gate: crate::sync::Gate::default(),
+            segment_files: SegmentFiles::new(config_open_segment_files),
         };
         // Shard 0 pushes the replayed table; every shard applies the pushes before serving.
         let streams = if shard.id == 0 {

@@ -190,20 +190,27 @@ impl Shard {
                 continue;
             }
             let dir = partition_dir(&self.config.data_dir, name, partition);
-            let log =
-                match PartitionLog::open(DmaStorage, SystemClock, &dir, log_config.clone()).await {
-                    Ok(log) => log,
-                    Err(e) => {
-                        let reason = e.to_string();
-                        tracing::error!(shard = self.id, topic = name, partition, error = %reason,
+            let log = match PartitionLog::open_with(
+                DmaStorage,
+                SystemClock,
+                &dir,
+                log_config.clone(),
+                self.segment_files.clone(),
+            )
+            .await
+            {
+                Ok(log) => log,
+                Err(e) => {
+                    let reason = e.to_string();
+                    tracing::error!(shard = self.id, topic = name, partition, error = %reason,
                         "partition failed to open: offline, the rest of the broker serves on");
-                        failed.push(format!("{name}-{partition}: {reason}"));
-                        self.offline
-                            .borrow_mut()
-                            .insert((name.to_owned(), partition), reason);
-                        continue;
-                    }
-                };
+                    failed.push(format!("{name}-{partition}: {reason}"));
+                    self.offline
+                        .borrow_mut()
+                        .insert((name.to_owned(), partition), reason);
+                    continue;
+                }
+            };
             self.offline
                 .borrow_mut()
                 .remove(&(name.to_owned(), partition));

@@ -81,6 +81,8 @@ pub struct Serve {
     pub extra: Vec<String>,
     /// Environment variables for the broker process.
     pub env: Vec<(String, String)>,
+    /// Open-files limit (soft and hard) of the broker process, which cannot raise it.
+    pub nofile: Option<u64>,
 }
 
 impl Serve {
@@ -92,6 +94,7 @@ impl Serve {
             kafka: Kafka::Unused,
             extra: Vec::new(),
             env: Vec::new(),
+            nofile: None,
         }
     }
 
@@ -166,7 +169,26 @@ impl Broker {
         let log = dir.with_extension(format!("serve-{run}.log"));
         let deadline = Instant::now() + Duration::from_secs(60);
         'spawn: loop {
-            let child = Command::new(BIN)
+            let mut command = Command::new(BIN);
+            if let Some(limit) = serve.nofile {
+                use std::os::unix::process::CommandExt;
+                // SAFETY: between fork and exec the closure only calls setrlimit, which is
+                // async-signal-safe, on a value on its own stack.
+                unsafe {
+                    command.pre_exec(move || {
+                        let rlimit = libc::rlimit {
+                            rlim_cur: limit,
+                            rlim_max: limit,
+                        };
+                        if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) == 0 {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::last_os_error())
+                        }
+                    });
+                }
+            }
+            let child = command
                 .arg("serve")
                 .args(&args)
                 .envs(serve.env.iter().map(|(k, v)| (k, v)))
@@ -234,6 +256,11 @@ impl Broker {
         self.kafka_addr
             .as_deref()
             .expect("started with a Kafka listener")
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn stderr(&self) -> String {

@@ -8,6 +8,7 @@ mod hostile_clients;
 mod kafka_clients;
 mod kafka_protocol;
 mod native_broker;
+mod open_files;
 mod power_loss;
 mod storage_corruption;
 mod storage_crash;

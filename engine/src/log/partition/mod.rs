@@ -27,6 +27,7 @@ use bytes::{Bytes, BytesMut};
 use tidelog_wire::batch::{check_crc, stamp_base_offset};
 
 use super::cache::TailCache;
+use super::files::SegmentFiles;
 use super::producers::{ProducerStates, Verdict};
 use super::segment::{
     parse_segment_name, read_whole, scan, scan_recovering, segment_path, write_index_file,
@@ -237,6 +238,10 @@ struct State<F: StorageFile> {
 
 /// One partition's log. Shard-local: `!Send`, shared between the shard's tasks by `Rc`.
 pub struct PartitionLog<S: Storage, C: Clock> {
+    /// This open's identity in the shard's file cache.
+    id: u64,
+    /// The shard's open sealed-segment files.
+    files: SegmentFiles<S::File>,
     dir: PathBuf,
     storage: S,
     clock: C,
@@ -266,7 +271,20 @@ impl<S: Storage, C: Clock> std::fmt::Debug for PartitionLog<S, C> {
     }
 }
 
+impl<S: Storage, C: Clock> Drop for PartitionLog<S, C> {
+    fn drop(&mut self) {
+        // A log dropped without `close` (a failed open's cleanup, a shard stopping) must not
+        // leave its sealed segments' files open in the shard's cache.
+        self.files.forget_log(self.id);
+    }
+}
+
 impl<S: Storage, C: Clock> PartitionLog<S, C> {
+    /// The shard's open sealed-segment files this log uses.
+    pub fn segment_files(&self) -> &SegmentFiles<S::File> {
+        &self.files
+    }
+
     /// Number of idempotent producers whose state this partition keeps.
     pub fn producer_count(&self) -> usize {
         self.state.borrow().producers.len()

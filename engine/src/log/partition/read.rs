@@ -27,6 +27,42 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         }
     }
 
+    /// The file of segment `base`: `held` (the active segment's), else the shard's cached
+    /// handle, else opened now and cached while the segment still exists. A segment deleted
+    /// meanwhile (retention) reads as out of range at `offset`.
+    async fn segment_file(
+        &self,
+        base: u64,
+        held: Option<S::File>,
+        path: &Path,
+        offset: u64,
+    ) -> Result<S::File> {
+        if let Some(file) = held.or_else(|| self.files.get(self.id, base)) {
+            return Ok(file);
+        }
+        let opened = self.storage.open(path, OpenMode::Existing).await;
+        // No await from here on: the check and the insert see the same state.
+        let state = self.state.borrow();
+        if state.closed {
+            return Err(LogError::Closed);
+        }
+        let alive = state.segments.contains_key(&base);
+        match opened {
+            Ok(file) => {
+                if alive {
+                    self.files.insert(self.id, base, file.clone());
+                }
+                Ok(file)
+            }
+            Err(_) if !alive => Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                start: state.log_start,
+                end: state.log_end,
+            }),
+            Err(e) => Err(LogError::io("open", path, e)),
+        }
+    }
+
     /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
     /// but always at least one batch. Recent batches come from the tail cache without a copy;
     /// older ones from a DMA read of the segment, CRC-checked. Reading at the log end returns
@@ -40,7 +76,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         offset: u64,
         max_bytes: usize,
     ) -> Result<LogRead<<S::File as StorageFile>::ReadBuf>> {
-        let (file, path, position, limit, base_offset, log_start, high_watermark, segment_base) =
+        let (held, path, position, limit, base_offset, log_start, high_watermark, segment_base) =
             {
                 let state = self.state.borrow();
                 if state.closed {
@@ -107,6 +143,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                     segment.base_offset,
                 )
             };
+        let file = self.segment_file(segment_base, held, &path, offset).await?;
         bump(&self.counters.disk_reads, 1);
         let sequential = self.last_disk_read_end.get() == Some(offset);
         // A read-ahead for exactly this offset starts at its batch: no index walk needed.

@@ -19,6 +19,22 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// I/O errors, an invalid configuration, or [`LogError::Corrupt`] when a sealed segment
     /// does not hold the offsets its neighbours say it must.
     pub async fn open(storage: S, clock: C, dir: &Path, config: LogConfig) -> Result<Self> {
+        let files = SegmentFiles::new(crate::log::files::OPEN_SEGMENT_FILES_DEFAULT);
+        Self::open_with(storage, clock, dir, config, files).await
+    }
+
+    /// [`open`](Self::open), keeping sealed segments' files in `files`, the cache shared by
+    /// every partition of the shard (its capacity bounds the descriptors they hold).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub async fn open_with(
+        storage: S,
+        clock: C,
+        dir: &Path,
+        config: LogConfig,
+        files: SegmentFiles<S::File>,
+    ) -> Result<Self> {
         config.validate()?;
         let io = |op| move |e| LogError::io(op, dir, e);
         create_dir_durably(&storage, dir)
@@ -54,14 +70,20 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         for (i, &base) in bases.iter().enumerate() {
             let next_base = bases.get(i + 1).copied();
             let segment = match next_base {
-                Some(next) => open_sealed(&storage, dir, base, next, &config).await?,
+                // Sealed segments keep no file open: reads open them through `files`.
+                Some(next) => {
+                    let mut segment = open_sealed(&storage, dir, base, next, &config).await?;
+                    segment.file = None;
+                    segment
+                }
                 None => {
                     let (segment, lost_to) =
                         open_active(&storage, dir, base, &config, recovery_point).await?;
                     if let Some(resume) = lost_to {
                         // The damaged segment is sealed as it is (its index files make the
                         // next open trust it) and the log resumes at the recovery point.
-                        let sealed = seal_damaged(&storage, dir, segment, resume).await?;
+                        let mut sealed = seal_damaged(&storage, dir, segment, resume).await?;
+                        sealed.file = None;
                         segments.insert(base, sealed);
                         let fresh = create_segment(&storage, dir, resume).await?;
                         storage.sync_dir(dir).await.map_err(io("sync directory"))?;
@@ -82,11 +104,14 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         let end_bytes = active.size;
         let tail_start = align_down(end_bytes);
         let tail_len = (end_bytes - tail_start) as usize;
+        let active_file = active
+            .file
+            .clone()
+            .expect("the active segment holds its file");
         let tail = if tail_len == 0 {
             Vec::new()
         } else {
-            let page = active
-                .file
+            let page = active_file
                 .read_at(tail_start, tail_len)
                 .await
                 .map_err(|e| LogError::io("read", &active.path, e))?;
@@ -99,7 +124,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 reason: "short read of the last page".into(),
             });
         }
-        let writer = SegmentWriter::new(active.file.clone(), end_bytes, &tail, end_bytes, log_end);
+        let writer = SegmentWriter::new(active_file, end_bytes, &tail, end_bytes, log_end);
         // Recovery yields `log_start <= log_end`, segments that continue each other, and
         // never a log end below the recovery point.
         debug_assert!(log_start <= log_end);
@@ -128,6 +153,8 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             checkpoint_running: false,
         };
         let log = PartitionLog {
+            id: crate::log::files::next_log_id(),
+            files,
             dir: dir.to_path_buf(),
             storage,
             clock,
@@ -347,7 +374,8 @@ async fn open_sealed<S: Storage>(
         crate::log::topic_partition(segment.path.parent().unwrap_or(&segment.path));
     tracing::warn!(%topic, %partition, segment = %segment.path.display(),
         base_offset = segment.base_offset, "rebuilding indexes of sealed segment");
-    let scanned = scan(&mut segment, file_len, config.index_interval_bytes)
+    let file = segment.file.clone().expect("opened above");
+    let scanned = scan(&mut segment, &file, file_len, config.index_interval_bytes)
         .await
         .map_err(|e| LogError::io("read", &segment.path, e))?;
     if segment.next_offset != next_base {
@@ -392,8 +420,10 @@ async fn open_active<S: Storage>(
     recovery_point: u64,
 ) -> Result<(Segment<S::File>, Option<u64>)> {
     let (mut segment, file_len) = open_segment_file(storage, dir, base).await?;
+    let file = segment.file.clone().expect("opened above");
     let scanned = scan_recovering(
         &mut segment,
+        &file,
         file_len,
         config.index_interval_bytes,
         recovery_point,
@@ -549,6 +579,10 @@ async fn read_recovery_point<S: Storage>(storage: &S, dir: &Path) -> u64 {
 /// Truncates a segment file to `len` bytes and makes the new size durable.
 async fn cut_file<F: StorageFile>(segment: &Segment<F>, len: u64) -> Result<()> {
     let io = |e| LogError::io("truncate", &segment.path, e);
-    segment.file.truncate(len).await.map_err(io)?;
-    segment.file.fdatasync().await.map_err(io)
+    let file = segment
+        .file
+        .as_ref()
+        .ok_or_else(|| io(std::io::Error::other("segment file not open")))?;
+    file.truncate(len).await.map_err(io)?;
+    file.fdatasync().await.map_err(io)
 }

@@ -339,7 +339,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         lease.dirty = false;
         let new_segment = create_segment(&self.storage, &self.dir, new_base).await?;
         let reserve = self.config.preallocate_bytes.min(self.config.segment_bytes);
-        if let Err(e) = new_segment.file.preallocate(reserve).await {
+        let new_file = new_segment
+            .file
+            .clone()
+            .expect("a new segment holds its file");
+        if let Err(e) = new_file.preallocate(reserve).await {
             let _ = self.storage.remove_file(&new_segment.path).await;
             return Err(LogError::io("preallocate", &new_segment.path, e));
         }
@@ -358,6 +362,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 .expect("active segment");
             old.finish_time_index();
             old.sealed = true;
+            // A sealed segment holds no file: its handle moves to the shard's cache (recent
+            // data, likely read soon), which bounds how many stay open.
+            if let Some(file) = old.file.take() {
+                self.files.insert(self.id, old.base_offset, file);
+            }
             (
                 old.base_offset,
                 old.size,
@@ -365,7 +374,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 old.time_index.encode(),
             )
         };
-        let writer = SegmentWriter::new(new_segment.file.clone(), 0, &[], reserve, new_base);
+        let writer = SegmentWriter::new(new_file, 0, &[], reserve, new_base);
         lease.writer = Some(writer);
         let mut state = self.state.borrow_mut();
         state.segments.insert(new_base, new_segment);
@@ -650,6 +659,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 if let Some(segment) = state.segments.remove(&base) {
                     doomed.push((base, segment.path));
                 }
+                self.files.forget(self.id, base);
                 // A read-ahead of a deleted segment would keep its file open (and its space
                 // taken) until the next read.
                 self.forget_readahead(Some(base));
@@ -715,6 +725,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 if let Some(segment) = state.segments.remove(&base) {
                     doomed.push((base, segment.path));
                 }
+                self.files.forget(self.id, base);
                 self.forget_readahead(Some(base));
             }
             if let Some(&first) = state.segments.keys().next() {
@@ -782,8 +793,9 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         let mut state = self.state.borrow_mut();
         state.closed = true;
         state.cache.clear();
-        // Its buffer (up to a fetch's size) and its file handle go with the log's use.
+        // Its buffer (up to a fetch's size) and its file handles go with the log's use.
         self.forget_readahead(None);
+        self.files.forget_log(self.id);
         result
     }
 
@@ -798,6 +810,8 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             state.closed = true;
             state.cache.clear();
         }
+        self.forget_readahead(None);
+        self.files.forget_log(self.id);
         self.storage
             .remove_dir_all(&self.dir)
             .await
