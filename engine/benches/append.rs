@@ -414,7 +414,11 @@ fn sealed_reads(c: &mut Criterion) {
         };
         let files = SegmentFiles::new(capacity);
         let log = run(async {
-            let log = PartitionLog::open_with(DmaStorage, SystemClock, &dir, config, files)
+            let shared = tidelog_engine::log::LogResources {
+                files,
+                memory: tidelog_engine::log::memory::ReadMemory::new(256 << 20),
+            };
+            let log = PartitionLog::open_with(DmaStorage, SystemClock, &dir, config, shared)
                 .await
                 .expect("open partition log");
             for batch in pool(&template, (64u64 << 20).div_ceil(template.len() as u64)) {

@@ -44,6 +44,10 @@ pub enum LogError {
         /// What was wrong.
         reason: String,
     },
+    /// A read that must not wait found the shard's read memory spent (see
+    /// [`MemoryWait::IfFree`](crate::log::memory::MemoryWait)); nothing was read.
+    #[error("the shard's read memory is spent")]
+    MemoryBusy,
     /// The batch handed to append is malformed.
     #[error("invalid batch: {0}")]
     InvalidBatch(#[from] WireError),

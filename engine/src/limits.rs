@@ -84,3 +84,8 @@ pub const SHARD_CHANNEL_DEPTH: usize = 1024;
 /// Longest a connection's socket write may make no progress (a peer that stopped reading)
 /// before the connection is closed, releasing the buffers its responses hold.
 pub const WRITE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Memory for disk-read buffers per shard (`log::memory::ReadMemory`): fetch responses hold
+/// their buffers until sent, read-aheads theirs until used. Reads wait (or, holding memory
+/// already, go without) while it is spent.
+pub const READ_MEMORY_BYTES_PER_SHARD: usize = 256 << 20;

@@ -3,14 +3,15 @@
 mod cache;
 pub mod files;
 pub mod index;
+pub mod memory;
 mod partition;
 mod producers;
 pub mod segment;
 mod writer;
 
 pub use partition::{
-    AppendInfo, Durability, LogRead, LogStats, PartitionLog, ReadChunk, PRODUCER_STATE_FILE,
-    PRODUCER_STATE_SEGMENTS, RECOVERY_POINT_FILE,
+    AppendInfo, Durability, LogRead, LogResources, LogStats, PartitionLog, ReadChunk,
+    PRODUCER_STATE_FILE, PRODUCER_STATE_SEGMENTS, RECOVERY_POINT_FILE,
 };
 
 #[cfg(test)]

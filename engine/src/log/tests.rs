@@ -9,6 +9,7 @@ use futures_lite::future::block_on;
 use proptest::prelude::*;
 use tidelog_wire::batch::{verify, BatchBuilder, VerifyLimits};
 
+use super::memory::MemoryWait;
 use super::*;
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -74,12 +75,16 @@ fn shared_files() -> files::SegmentFiles<crate::io::sim::SimFile> {
 }
 
 fn open(disk: &SimDisk, clock: &SimClock, config: LogConfig) -> SimLog {
+    let shared = LogResources {
+        files: shared_files(),
+        memory: memory::ReadMemory::new(crate::limits::READ_MEMORY_BYTES_PER_SHARD),
+    };
     block_on(PartitionLog::open_with(
         disk.clone(),
         clock.clone(),
         &dir(),
         config,
-        shared_files(),
+        shared,
     ))
     .expect("open")
 }
@@ -771,7 +776,10 @@ fn sealed_segments_are_opened_on_demand_within_the_shard_bound() {
             clock.clone(),
             &dir(),
             config.clone(),
-            files.clone(),
+            LogResources {
+                files: files.clone(),
+                memory: memory::ReadMemory::new(1 << 30),
+            },
         ))
         .expect("open")
     };
@@ -814,6 +822,63 @@ fn sealed_segments_are_opened_on_demand_within_the_shard_bound() {
     assert_eq!(read.first().map(|r| r.0), Some(start));
     drop(log);
     assert_eq!(files.stats().open, 0, "a dropped log keeps no file open");
+}
+
+#[test]
+fn disk_reads_hold_the_shards_read_memory_until_dropped() {
+    let disk = SimDisk::new(7);
+    let clock = SimClock::new(T0);
+    let memory = memory::ReadMemory::new(512 << 10);
+    let config = LogConfig {
+        tail_cache_bytes: 16 << 10,
+        segment_bytes: 4 << 20,
+        ..small_config()
+    };
+    let log = block_on(PartitionLog::open_with(
+        disk.clone(),
+        clock.clone(),
+        &dir(),
+        config,
+        LogResources {
+            files: shared_files(),
+            memory: memory.clone(),
+        },
+    ))
+    .expect("open");
+    for i in 0..200 {
+        block_on(log.append(make_batch(i, 10, 1000, T0), Durability::Buffered)).expect("append");
+    }
+    block_on(log.sync()).expect("sync");
+    // A disk read holds its buffer's bytes (at least what it returns) while it is kept.
+    let first = block_on(log.read(0, 100 << 10)).expect("read");
+    assert!(matches!(first.chunks[..], [ReadChunk::Disk(_)]));
+    let held = memory.stats().held;
+    assert!(
+        held >= first.len() && held == first.memory.bytes(),
+        "{held}"
+    );
+    // A second sequential read would read ahead, but not past half the budget.
+    let second = block_on(log.read(first.next_offset, 100 << 10)).expect("read");
+    assert!(memory.stats().held <= 512 << 10);
+    // A reader holding memory does not wait for more: it goes without.
+    let free = (512 << 10) - memory.stats().held;
+    let big = block_on(log.read_within(0, free + (64 << 10), MemoryWait::IfFree));
+    assert!(
+        matches!(big, Err(LogError::MemoryBusy)),
+        "a read past the free memory was not refused"
+    );
+    drop((first, second));
+    log.forget_readahead(None);
+    assert_eq!(memory.stats().held, 0, "every byte comes back");
+    let big = block_on(log.read_within(0, 400 << 10, MemoryWait::IfFree))
+        .map_err(|e| e.to_string())
+        .expect("room now");
+    assert!(big.len() > 300 << 10);
+    // Tail-cache reads allocate nothing and hold nothing.
+    drop(big);
+    let tail = block_on(log.read(log.log_end() - 10, 1 << 20)).expect("read");
+    assert!(matches!(tail.chunks[..], [ReadChunk::Cache(_)]));
+    assert_eq!(tail.memory.bytes(), 0);
 }
 
 #[test]

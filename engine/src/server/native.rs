@@ -34,6 +34,7 @@ use tidelog_wire::WireError;
 use super::pipeline::{ConnError, Connection, Pending, Protocol};
 use super::{FetchBounds, Server};
 use crate::groups::OffsetCommit;
+use crate::log::memory::{MemoryWait, ReadPermit};
 use crate::log::Durability;
 use crate::meta::{Limit, TopicConfig};
 use crate::shard::{partition_index, AppendStarted, Batches, Chunk, Fetched, Route, ShardError};
@@ -632,6 +633,7 @@ impl Connection<Native> {
             let mut total = 0usize;
             let mut errors = false;
             let mut remote = false;
+            let mut holding = false;
             for want in &wanted {
                 let topic = want.topic.clone().unwrap_or_default();
                 let budget = (want.max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
@@ -643,6 +645,7 @@ impl Connection<Native> {
                     log_start: -1,
                     chunks: Vec::new(),
                     bytes: 0,
+                    memory: ReadPermit::default(),
                 };
                 let offset = u64::try_from(want.offset).unwrap_or(u64::MAX);
                 // Past the budget a partition may still return its first batch while nothing
@@ -658,10 +661,18 @@ impl Connection<Native> {
                                 high_watermark: 0,
                                 log_start: 0,
                                 chunks: Vec::new(),
+                                memory: ReadPermit::default(),
                             })
                         } else {
+                            // Holding read memory for earlier partitions, never wait for
+                            // more (see `log::memory`).
+                            let wait = if holding {
+                                MemoryWait::IfFree
+                            } else {
+                                MemoryWait::Wait
+                            };
                             shard
-                                .read(&part.topic, p, offset, budget, Route::Forward)
+                                .read(&part.topic, p, offset, budget, Route::Forward, wait)
                                 .await
                         }
                     }
@@ -674,6 +685,8 @@ impl Connection<Native> {
                         part.bytes = read.len();
                         total += part.bytes;
                         part.chunks = read.chunks;
+                        holding |= read.memory.bytes() > 0;
+                        part.memory = read.memory;
                     }
                     Err(e) => part.error = error_code(&e),
                 }
@@ -794,6 +807,8 @@ struct FetchPart {
     chunks: Vec<Chunk>,
     /// Bytes of `chunks`.
     bytes: usize,
+    /// The shard's read memory `chunks` hold, until they are sent.
+    memory: ReadPermit,
 }
 
 struct ProducePart {

@@ -8,7 +8,9 @@ use bytes::BytesMut;
 
 use super::mesh::{Forwarded, Reply};
 use super::{Chunk, Log, Shard, ShardError};
+use crate::error::LogError;
 use crate::groups::{self, Committed, OffsetCommit, OffsetStore};
+use crate::log::memory::{MemoryWait, ReadPermit};
 use crate::log::{AppendInfo, Durability, ReadChunk};
 use tidelog_wire::kafka_records::SealedBatch;
 
@@ -51,6 +53,8 @@ pub struct Fetched {
     pub log_start: u64,
     /// Whole batches in offset order; empty at the log end.
     pub chunks: Vec<Chunk>,
+    /// The shard's read memory the chunks hold: keep it until they are sent.
+    pub memory: ReadPermit,
 }
 
 impl Fetched {
@@ -190,7 +194,10 @@ impl Shard {
 
     /// Reads whole batches from `offset`, at most about `max_bytes` (at least one batch when
     /// `max_bytes > 0`): zero-copy chunks on the owner, one copy when forwarded. With
-    /// `max_bytes == 0` only the bounds are returned.
+    /// `max_bytes == 0` only the bounds are returned. A disk read takes the shard's read
+    /// memory first: waiting for it with [`MemoryWait::Wait`]; with [`MemoryWait::IfFree`]
+    /// (the caller holds read memory for this response already) returning no batches when
+    /// it is spent, so that a response never waits while holding memory.
     ///
     /// # Errors
     /// Unknown partition, [`ShardError::NotOwner`] on a local-only route,
@@ -202,6 +209,7 @@ impl Shard {
         offset: u64,
         max_bytes: usize,
         route: Route,
+        wait: MemoryWait,
     ) -> Result<Fetched, ShardError> {
         self.check_exists(topic, partition)?;
         let owner = self.owner(topic, partition);
@@ -211,6 +219,7 @@ impl Shard {
                 partition,
                 offset,
                 max_bytes,
+                wait,
             };
             return match self.forward(owner, request).await? {
                 Reply::Fetched(Ok(data)) => Ok(Fetched {
@@ -221,6 +230,7 @@ impl Shard {
                     } else {
                         vec![ReadChunk::Cache(data.bytes)]
                     },
+                    memory: ReadPermit::default(),
                 }),
                 Reply::Fetched(Err(e)) => Err(e),
                 _ => Err(ShardError::Internal("unexpected reply to a fetch")),
@@ -232,13 +242,27 @@ impl Shard {
                 high_watermark: log.log_end(),
                 log_start: log.log_start(),
                 chunks: Vec::new(),
+                memory: ReadPermit::default(),
             });
         }
-        let read = log.read(offset, max_bytes).await?;
+        let read = match log.read_within(offset, max_bytes, wait).await {
+            Ok(read) => read,
+            // Nothing for this partition in this response; the consumer asks again.
+            Err(LogError::MemoryBusy) => {
+                return Ok(Fetched {
+                    high_watermark: log.log_end(),
+                    log_start: log.log_start(),
+                    chunks: Vec::new(),
+                    memory: ReadPermit::default(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(Fetched {
             high_watermark: read.high_watermark,
             log_start: read.log_start,
             chunks: read.chunks,
+            memory: read.memory,
         })
     }
 

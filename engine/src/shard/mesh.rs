@@ -10,6 +10,7 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use super::data::{Appended, Batches, Fetched, ListedOffset};
 use super::{Shard, ShardError};
 use crate::groups::{Committed, OffsetCommit};
+use crate::log::memory::MemoryWait;
 use crate::log::Durability;
 use crate::meta::TopicConfig;
 
@@ -142,6 +143,8 @@ pub enum Forwarded {
         offset: u64,
         /// Most bytes wanted.
         max_bytes: usize,
+        /// Whether the owner's read may wait for its read memory (the requester holds none).
+        wait: MemoryWait,
     },
     /// Resolve a timestamp to an offset (to the owner).
     ListOffset {
@@ -399,8 +402,9 @@ impl Shard {
                 partition,
                 offset,
                 max_bytes,
+                wait,
             } => Reply::Fetched(
-                self.read(&topic, partition, offset, max_bytes, Route::Local)
+                self.read(&topic, partition, offset, max_bytes, Route::Local, wait)
                     .await
                     .map(copy_out),
             ),

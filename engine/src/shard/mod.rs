@@ -49,6 +49,8 @@ pub use mesh::Mesh;
 /// A partition log on real files.
 pub(crate) type Log = PartitionLog<DmaStorage, SystemClock>;
 use crate::log::files::SegmentFiles;
+use crate::log::memory::ReadMemory;
+use crate::log::LogResources;
 
 /// A chunk of stored batches handed out by [`Shard::read`].
 pub type Chunk = crate::log::ReadChunk<glommio::io::ReadResult>;
@@ -113,8 +115,8 @@ pub struct Shard {
     next_id: Cell<u64>,
     /// Serialises topic creations and deletions (used on shard 0, which does them all).
     admin_gate: crate::sync::Gate,
-    /// The sealed-segment files this shard's partitions hold open, bounded.
-    segment_files: SegmentFiles<<DmaStorage as crate::io::Storage>::File>,
+    /// What this shard's partitions share, bounded: open sealed-segment files, read memory.
+    log_resources: LogResources<<DmaStorage as crate::io::Storage>::File>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -202,7 +204,10 @@ impl Shard {
             pending: Pending::default(),
             next_id: Cell::new(0),
             admin_gate: crate::sync::Gate::default(),
-            segment_files: SegmentFiles::new(config_open_segment_files),
+            log_resources: LogResources {
+                files: SegmentFiles::new(config_open_segment_files),
+                memory: ReadMemory::new(crate::limits::READ_MEMORY_BYTES_PER_SHARD),
+            },
         };
         // Shard 0 pushes the replayed table; every shard applies the pushes before serving.
         let streams = if shard.id == 0 {

@@ -195,7 +195,7 @@ impl Shard {
                 SystemClock,
                 &dir,
                 log_config.clone(),
-                self.segment_files.clone(),
+                self.log_resources.clone(),
             )
             .await
             {

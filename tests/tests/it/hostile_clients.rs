@@ -146,3 +146,83 @@ fn announced_giant_frames_and_idle_crowds_do_not_exhaust_the_broker() {
         during >> 20
     );
 }
+
+/// Twelve consumers each ask for 64 MiB of old (on-disk) data and never read the response.
+/// Every response holds its disk-read buffer until it is sent, so before the shard's read
+/// memory existed the broker grew by 12 x 64 MiB; now the reads past the budget (256 MiB per
+/// shard) wait, the broker grows by at most about that, a tail consumer on another address is
+/// served from the cache meanwhile, and disk reads resume when the stalled consumers go.
+#[test]
+fn stalled_consumers_of_old_data_hold_at_most_the_shards_read_memory() {
+    use crate::native_broker::{batch, create_topic, fetch, fetch_request, owners, Peer};
+    use tidelog_wire::native::{BodyT, ErrorCode};
+    const TOPIC: &str = "old-data";
+    let _one = serial();
+    let tmp = crate::test_dir("hostile-stalled-fetch");
+    let mut serve = Serve::new();
+    serve.shards = 1;
+    let mut broker = Broker::start_with(&tmp.path().join("data"), 0, serve);
+    let addr: std::net::SocketAddr = broker.addr.parse().expect("addr");
+    let mut bootstrap = Peer::connect(addr);
+    assert_eq!(create_topic(&mut bootstrap, TOPIC, 1), ErrorCode::None);
+    let endpoint = owners(&mut bootstrap, TOPIC)[0];
+    let mut producer = Peer::connect(endpoint);
+    // 80 MiB: ten times the tail cache, so offset 0 is read from disk.
+    let value = vec![b'x'; 1000 << 10];
+    for i in 0..80 {
+        let response = producer
+            .produce(TOPIC, 0, 1, &batch(&[&value]))
+            .expect("acks=1 answers");
+        let BodyT::ProduceResponse(produced) = response.body else {
+            panic!("not a produce response");
+        };
+        assert_eq!(
+            produced.partitions.expect("partitions")[0].error,
+            ErrorCode::None,
+            "batch {i}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before = broker.rss_bytes();
+    let stalled: Vec<Peer> = (0..12)
+        .map(|_| {
+            let mut peer = Peer::connect(endpoint);
+            peer.send(fetch_request(TOPIC, 0, 0, 0, 64 << 20));
+            peer
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    broker.assert_alive("the stalled fetches");
+    let during = broker.rss_bytes();
+    // One shard's read memory plus slack for buffers in flight.
+    let bound = (256 << 20) + (128 << 20);
+    assert!(
+        during.saturating_sub(before) < bound,
+        "RSS grew by {} MiB with 12 stalled 64 MiB fetches (bound {} MiB)",
+        during.saturating_sub(before) >> 20,
+        bound >> 20
+    );
+    // The tail is served from the cache, whatever the disk readers wait for.
+    let started = Instant::now();
+    let mut tail = Peer::connect(endpoint);
+    let (error, bytes) = fetch(&mut tail, TOPIC, 0, 79, 0);
+    assert_eq!(error, ErrorCode::None);
+    assert!(!bytes.is_empty(), "the last batch is served");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a tail fetch waited {:?} behind stalled disk reads",
+        started.elapsed()
+    );
+    drop(stalled);
+    // With the stalled consumers gone, their memory comes back and disk reads go on.
+    let mut reader = Peer::connect(endpoint);
+    let (error, bytes) = fetch(&mut reader, TOPIC, 0, 0, 0);
+    assert_eq!(error, ErrorCode::None);
+    assert!(!bytes.is_empty(), "offset 0 is served again");
+    broker.assert_alive("the stalled consumers left");
+    eprintln!(
+        "stalled fetches: RSS {} MiB before, {} MiB during",
+        before >> 20,
+        during >> 20
+    );
+}

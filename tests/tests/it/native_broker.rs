@@ -50,6 +50,14 @@ impl Peer {
     }
 
     pub(crate) fn call(&mut self, body: BodyT) -> (MessageT, Vec<u8>) {
+        let id = self.send(body);
+        let (response, body) = self.read().expect("response");
+        assert_eq!(response.correlation_id, id);
+        (response, body)
+    }
+
+    /// Sends a request without reading its response; returns its correlation id.
+    pub(crate) fn send(&mut self, body: BodyT) -> u32 {
         let mut message = MessageT::default();
         message.correlation_id = self.next_id;
         self.next_id += 1;
@@ -59,9 +67,7 @@ impl Peer {
             .encode_message(&message, 0, &mut out)
             .expect("encode");
         self.stream.write_all(&out).expect("send");
-        let (response, body) = self.read().expect("response");
-        assert_eq!(response.correlation_id, message.correlation_id);
-        (response, body)
+        message.correlation_id
     }
 
     /// Sends a produce request without reading its response; returns its correlation id.
@@ -192,6 +198,27 @@ pub(crate) fn owners(peer: &mut Peer, topic: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// A fetch of one partition from `offset`, up to `max_bytes`.
+pub(crate) fn fetch_request(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    wait_ms: i32,
+    max_bytes: i32,
+) -> BodyT {
+    let mut part = FetchPartitionT::default();
+    part.topic = Some(topic.into());
+    part.partition = partition;
+    part.offset = offset;
+    part.max_bytes = max_bytes;
+    let mut request = FetchRequestT::default();
+    request.max_wait_ms = wait_ms;
+    request.min_bytes = 1;
+    request.max_bytes = max_bytes.max(4 << 20);
+    request.partitions = Some(vec![part]);
+    BodyT::FetchRequest(Box::new(request))
+}
+
 pub(crate) fn fetch(
     peer: &mut Peer,
     topic: &str,
@@ -199,17 +226,8 @@ pub(crate) fn fetch(
     offset: i64,
     wait_ms: i32,
 ) -> (ErrorCode, Vec<u8>) {
-    let mut part = FetchPartitionT::default();
-    part.topic = Some(topic.into());
-    part.partition = partition;
-    part.offset = offset;
-    part.max_bytes = 1 << 20;
-    let mut request = FetchRequestT::default();
-    request.max_wait_ms = wait_ms;
-    request.min_bytes = 1;
-    request.max_bytes = 4 << 20;
-    request.partitions = Some(vec![part]);
-    let (response, body) = peer.call(BodyT::FetchRequest(Box::new(request)));
+    let request = fetch_request(topic, partition, offset, wait_ms, 1 << 20);
+    let (response, body) = peer.call(request);
     let BodyT::FetchResponse(response) = response.body else {
         panic!("not a fetch response");
     };

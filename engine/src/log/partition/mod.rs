@@ -28,6 +28,7 @@ use tidelog_wire::batch::{check_crc, stamp_base_offset};
 
 use super::cache::TailCache;
 use super::files::SegmentFiles;
+use super::memory::{MemoryWait, ReadMemory, ReadPermit};
 use super::producers::{ProducerStates, Verdict};
 use super::segment::{
     parse_segment_name, read_whole, scan, scan_recovering, segment_path, write_index_file,
@@ -148,6 +149,34 @@ impl<B: Deref<Target = [u8]>> ReadChunk<B> {
     }
 }
 
+/// What a shard's partition logs share: the open sealed-segment files and the read-memory
+/// budget, each bounded for the whole shard.
+pub struct LogResources<F> {
+    /// Open sealed-segment files.
+    pub files: SegmentFiles<F>,
+    /// Memory for disk-read buffers.
+    pub memory: ReadMemory,
+}
+
+impl<F> Clone for LogResources<F> {
+    fn clone(&self) -> Self {
+        LogResources {
+            files: self.files.clone(),
+            memory: self.memory.clone(),
+        }
+    }
+}
+
+impl<F: Clone> LogResources<F> {
+    /// Resources of the default sizes, for one log on its own (tests, tools).
+    pub fn standalone() -> Self {
+        LogResources {
+            files: SegmentFiles::new(crate::log::files::OPEN_SEGMENT_FILES_DEFAULT),
+            memory: ReadMemory::new(crate::limits::READ_MEMORY_BYTES_PER_SHARD),
+        }
+    }
+}
+
 /// The result of [`PartitionLog::read`].
 #[derive(Debug, Clone)]
 pub struct LogRead<B> {
@@ -159,6 +188,9 @@ pub struct LogRead<B> {
     pub high_watermark: u64,
     /// First readable offset.
     pub log_start: u64,
+    /// The read memory the disk chunks hold (none for cache reads): keep it until they are
+    /// sent.
+    pub memory: ReadPermit,
 }
 
 impl<B: Deref<Target = [u8]>> LogRead<B> {
@@ -242,6 +274,8 @@ pub struct PartitionLog<S: Storage, C: Clock> {
     id: u64,
     /// The shard's open sealed-segment files.
     files: SegmentFiles<S::File>,
+    /// The shard's budget for disk-read buffers.
+    memory: ReadMemory,
     dir: PathBuf,
     storage: S,
     clock: C,
@@ -283,6 +317,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// The shard's open sealed-segment files this log uses.
     pub fn segment_files(&self) -> &SegmentFiles<S::File> {
         &self.files
+    }
+
+    /// The shard's read-memory budget this log reads within.
+    pub fn read_memory(&self) -> &ReadMemory {
+        &self.memory
     }
 
     /// Number of idempotent producers whose state this partition keeps.

@@ -15,12 +15,14 @@ pub(super) struct ReadAhead<B> {
     /// File position of the first byte.
     position: u64,
     future: Pin<Box<dyn Future<Output = std::io::Result<B>>>>,
+    /// The read memory its buffer holds.
+    memory: ReadPermit,
 }
 
 impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// Drops the read-ahead: any (`None`), or only one reading segment `segment` (that
     /// segment is being deleted and its file must not stay open).
-    pub(super) fn forget_readahead(&self, segment: Option<u64>) {
+    pub(crate) fn forget_readahead(&self, segment: Option<u64>) {
         let mut readahead = self.readahead.borrow_mut();
         if segment.is_none_or(|base| readahead.as_ref().is_some_and(|ra| ra.segment == base)) {
             *readahead = None;
@@ -76,6 +78,22 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         offset: u64,
         max_bytes: usize,
     ) -> Result<LogRead<<S::File as StorageFile>::ReadBuf>> {
+        self.read_within(offset, max_bytes, MemoryWait::Wait).await
+    }
+
+    /// [`read`](Self::read), its disk buffers taken from the shard's read memory: waiting for
+    /// room, or with [`MemoryWait::IfFree`] (the caller holds read memory already) failing
+    /// at once.
+    ///
+    /// # Errors
+    /// As [`read`](Self::read); [`LogError::MemoryBusy`] when `wait` is `IfFree` and the
+    /// budget has no room.
+    pub async fn read_within(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        wait: MemoryWait,
+    ) -> Result<LogRead<<S::File as StorageFile>::ReadBuf>> {
         let (held, path, position, limit, base_offset, log_start, high_watermark, segment_base) =
             {
                 let state = self.state.borrow();
@@ -95,6 +113,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                     next_offset,
                     high_watermark: log_end,
                     log_start,
+                    memory: ReadPermit::default(),
                 };
                 if offset == log_end {
                     return Ok(empty(offset));
@@ -165,14 +184,26 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         let slack = u64::from(self.config.index_interval_bytes) + max_bytes as u64;
         let window = slack.max(64 << 10);
         let mut buf_pos = position;
-        let mut buf = match ahead {
+        // Each buffer's bytes are taken from the shard's read memory before it is read; a
+        // buffer replaced below gives its bytes back first.
+        let take = |len: usize| async move {
+            match wait {
+                MemoryWait::Wait => Ok(self.memory.take(len).await),
+                MemoryWait::IfFree => self.memory.try_take(len).ok_or(LogError::MemoryBusy),
+            }
+        };
+        let (buf, mut memory) = match ahead {
             Some(ra) => {
                 bump(&self.counters.readahead_hits, 1);
-                ra.future.await
+                (ra.future.await, ra.memory)
             }
-            None => file.read_at(buf_pos, read_len(buf_pos, window)).await,
-        }
-        .map_err(|e| LogError::io("read", &path, e))?;
+            None => {
+                let len = read_len(buf_pos, window);
+                let memory = take(len).await?;
+                (file.read_at(buf_pos, len).await, memory)
+            }
+        };
+        let mut buf = buf.map_err(|e| LogError::io("read", &path, e))?;
         let mut pos = position;
         let mut first: Option<u64> = None;
         let mut next_offset = offset;
@@ -188,8 +219,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                     break;
                 }
                 buf_pos = pos;
+                let len = read_len(pos, window);
+                drop((std::mem::take(&mut memory), buf));
+                memory = take(len).await?;
                 buf = file
-                    .read_at(pos, read_len(pos, window))
+                    .read_at(pos, len)
                     .await
                     .map_err(|e| LogError::io("read", &path, e))?;
                 continue;
@@ -230,8 +264,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 }
                 // The first batch is larger than what was read: read exactly it.
                 buf_pos = pos;
+                let len = read_len(pos, meta.len as u64);
+                drop((std::mem::take(&mut memory), buf));
+                memory = take(len).await?;
                 buf = file
-                    .read_at(pos, read_len(pos, meta.len as u64))
+                    .read_at(pos, len)
                     .await
                     .map_err(|e| LogError::io("read", &path, e))?;
                 if buf.len() < meta.len {
@@ -279,9 +316,18 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             .cache
             .start_offset()
             .is_some_and(|start| next_offset >= start);
-        if sequential && end < limit && !cached_next && self.readahead.borrow().is_none() {
+        let len = read_len(end, window);
+        // A read-ahead parks its buffer until the consumer's next fetch: it takes read memory
+        // only while half the budget stays free, so parked buffers never starve reads.
+        let ahead_memory = (sequential && end < limit && !cached_next)
+            .then(|| {
+                self.memory
+                    .try_take_leaving(len, self.memory.capacity() / 2)
+            })
+            .flatten();
+        let idle = self.readahead.borrow().is_none();
+        if let (Some(ahead_memory), true) = (ahead_memory, idle) {
             let file = file.clone();
-            let len = read_len(end, window);
             let mut future: Pin<Box<dyn Future<Output = std::io::Result<_>>>> =
                 Box::pin(async move { file.read_at(end, len).await });
             // Poll once so the read is submitted now rather than when it is awaited; its
@@ -295,6 +341,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 offset: next_offset,
                 position: end,
                 future,
+                memory: ahead_memory,
             });
         }
         Ok(LogRead {
@@ -302,6 +349,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             next_offset,
             high_watermark,
             log_start,
+            memory,
         })
     }
 

@@ -19,12 +19,12 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// I/O errors, an invalid configuration, or [`LogError::Corrupt`] when a sealed segment
     /// does not hold the offsets its neighbours say it must.
     pub async fn open(storage: S, clock: C, dir: &Path, config: LogConfig) -> Result<Self> {
-        let files = SegmentFiles::new(crate::log::files::OPEN_SEGMENT_FILES_DEFAULT);
-        Self::open_with(storage, clock, dir, config, files).await
+        Self::open_with(storage, clock, dir, config, LogResources::standalone()).await
     }
 
-    /// [`open`](Self::open), keeping sealed segments' files in `files`, the cache shared by
-    /// every partition of the shard (its capacity bounds the descriptors they hold).
+    /// [`open`](Self::open) within `shared`, the resources every partition of the shard
+    /// shares: sealed segments' files are kept in its file cache (whose capacity bounds the
+    /// descriptors they hold) and disk reads take its read memory.
     ///
     /// # Errors
     /// As [`open`](Self::open).
@@ -33,8 +33,9 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         clock: C,
         dir: &Path,
         config: LogConfig,
-        files: SegmentFiles<S::File>,
+        shared: LogResources<S::File>,
     ) -> Result<Self> {
+        let LogResources { files, memory } = shared;
         config.validate()?;
         let io = |op| move |e| LogError::io(op, dir, e);
         create_dir_durably(&storage, dir)
@@ -155,6 +156,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         let log = PartitionLog {
             id: crate::log::files::next_log_id(),
             files,
+            memory,
             dir: dir.to_path_buf(),
             storage,
             clock,

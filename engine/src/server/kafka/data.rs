@@ -21,6 +21,7 @@ use tidelog_wire::kafka::generated::{
 use tidelog_wire::kafka_records::{native_to_kafka, seal_produce_batch};
 
 use super::{code, error_code, KafkaConnError, KafkaConnection, RequestMeta};
+use crate::log::memory::{MemoryWait, ReadPermit};
 use crate::log::{Durability, ReadChunk};
 use crate::server::pipeline::Pending;
 use crate::server::write_by;
@@ -103,6 +104,8 @@ struct FetchedPartition {
     log_start: i64,
     pieces: Vec<Piece>,
     bytes: usize,
+    /// The shard's read memory `pieces` hold, until they are sent.
+    memory: ReadPermit,
 }
 
 impl KafkaConnection {
@@ -243,6 +246,7 @@ impl KafkaConnection {
             let mut topics = Vec::with_capacity(request.topics.len());
             let mut total = 0usize;
             let mut errors = false;
+            let mut holding = false;
             for topic in &request.topics {
                 let mut parts = Vec::with_capacity(topic.partitions.len());
                 for want in &topic.partitions {
@@ -250,14 +254,23 @@ impl KafkaConnection {
                         .min(max_bytes.saturating_sub(total));
                     // At least one batch overall, even past the limits (KIP-74).
                     let budget = if total == 0 { budget.max(1) } else { budget };
+                    // Holding read memory for earlier partitions, never wait for more
+                    // (see `log::memory`).
+                    let wait = if holding {
+                        MemoryWait::IfFree
+                    } else {
+                        MemoryWait::Wait
+                    };
                     let part = read_partition(
                         &shard,
                         &topic.topic,
                         want.partition,
                         want.fetch_offset,
                         budget,
+                        wait,
                     )
                     .await;
+                    holding |= part.memory.bytes() > 0;
                     total += part.bytes;
                     errors |= part.error != code::NONE;
                     parts.push(part);
@@ -297,6 +310,8 @@ impl KafkaConnection {
         // they share a write with the bytes around them.
         let mut sends: Vec<(usize, Piece)> = Vec::new();
         let mut extra = 0usize;
+        // The read memory of the pieces, held until they are written.
+        let mut held: Vec<ReadPermit> = Vec::new();
         for (name, parts) in topics {
             put_string(out, name, flexible)?;
             put_array_len(out, Some(parts.len()), flexible)?;
@@ -320,6 +335,7 @@ impl KafkaConnection {
                 } else {
                     out.put_i32(i32::try_from(len).map_err(|_| EncodeError::TooLong(len))?);
                 }
+                held.push(part.memory);
                 for piece in part.pieces {
                     if piece.len() <= INLINE_PIECE_BYTES {
                         out.put_slice(&piece);
@@ -353,6 +369,7 @@ impl KafkaConnection {
             write_by(&mut self.stream, &piece, until).await?;
         }
         write_by(&mut self.stream, &self.out[sent..], until).await?;
+        drop(held);
         Ok(())
     }
 }
@@ -364,6 +381,7 @@ async fn read_partition(
     partition: i32,
     offset: i64,
     budget: usize,
+    wait: MemoryWait,
 ) -> FetchedPartition {
     let mut part = FetchedPartition {
         partition,
@@ -372,6 +390,7 @@ async fn read_partition(
         log_start: -1,
         pieces: Vec::new(),
         bytes: 0,
+        memory: ReadPermit::default(),
     };
     let index = match partition_index(partition) {
         Ok(index) => index,
@@ -381,7 +400,11 @@ async fn read_partition(
         }
     };
     let read = match u64::try_from(offset) {
-        Ok(offset) => shard.read(topic, index, offset, budget, Route::Local).await,
+        Ok(offset) => {
+            shard
+                .read(topic, index, offset, budget, Route::Local, wait)
+                .await
+        }
         Err(_) => Err(crate::shard::ShardError::OffsetOutOfRange(format!(
             "offset {offset} is negative"
         ))),
@@ -400,6 +423,7 @@ async fn read_partition(
     };
     part.high_watermark = read.high_watermark as i64;
     part.log_start = read.log_start as i64;
+    part.memory = read.memory;
     for chunk in read.chunks {
         if let Err(e) = cut_chunk(chunk, &mut part) {
             tracing::warn!(topic, partition, error = %e, "unservable stored batch");
