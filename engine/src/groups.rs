@@ -174,10 +174,39 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
     /// # Errors
     /// Errors of the slot's log.
     pub async fn commit(&self, group: &str, offsets: &[OffsetCommit]) -> Result<(), LogError> {
+        self.commit_where(group, offsets, |_| true)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`commit`](Self::commit), only when `exists` holds for every topic committed to, as
+    /// checked inside the slot's write gate; `Ok(false)`, with nothing written, otherwise. A
+    /// topic's deletion removes it from what `exists` sees before it forgets the topic's
+    /// positions, and [`forget_topics`](Self::forget_topics) waits for the commits inside the
+    /// gate: so a commit racing the deletion either lands before the tombstones (which then
+    /// cover it) or is refused, never lands after them.
+    ///
+    /// # Errors
+    /// Errors of the slot's log.
+    pub async fn commit_where(
+        &self,
+        group: &str,
+        offsets: &[OffsetCommit],
+        exists: impl Fn(&str) -> bool,
+    ) -> Result<bool, LogError> {
         if offsets.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let _turn = self.writes.shared().await;
+        if !offsets.iter().all(|commit| exists(&commit.topic)) {
+            return Ok(false);
+        }
+        self.write_commits(group, offsets).await?;
+        Ok(true)
+    }
+
+    /// Appends and applies commits; the caller holds the write gate shared.
+    async fn write_commits(&self, group: &str, offsets: &[OffsetCommit]) -> Result<(), LogError> {
         let now_ms = self.clock.now_ms();
         let mut builder = BatchBuilder::new();
         for commit in offsets {
@@ -213,12 +242,14 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
 
     /// Deletes, durably, every committed position on a topic for which `gone` holds (a
     /// deleted topic: a topic created later under its name must not inherit them). Returns how
-    /// many were deleted.
+    /// many were deleted. Waits for the commits in flight first (the write gate, exclusive),
+    /// so that none lands after its tombstones (see [`commit_where`](Self::commit_where)).
     ///
     /// # Errors
     /// Errors of the slot's log; the positions not yet deleted stay.
     pub async fn forget_topics(&self, gone: impl Fn(&str) -> bool) -> Result<usize, LogError> {
-        self.forget(|_, topic| gone(topic)).await
+        let _alone = self.writes.exclusive_wait().await;
+        self.write_tombstones(|_, topic| gone(topic)).await
     }
 
     /// Deletes, durably, the committed positions of every group that has not committed for
@@ -303,10 +334,19 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
     }
 
     async fn forget(&self, doomed: impl Fn(&str, &str) -> bool) -> Result<usize, LogError> {
+        let _turn = self.writes.shared().await;
+        self.write_tombstones(doomed).await
+    }
+
+    /// Appends tombstones for every position for which `doomed(group, topic)` holds and
+    /// removes them; the caller holds the write gate.
+    async fn write_tombstones(
+        &self,
+        doomed: impl Fn(&str, &str) -> bool,
+    ) -> Result<usize, LogError> {
         /// Tombstones per batch: keys are at most ~520 bytes, so a batch stays far below the
         /// slot's batch limit.
         const TOMBSTONES_PER_BATCH: usize = 1000;
-        let _turn = self.writes.shared().await;
         let doomed: Vec<Key> = self
             .offsets
             .borrow()
@@ -414,6 +454,60 @@ mod tests {
         );
         assert_eq!(reopened.fetch("g", "events", 1), None);
         assert_eq!(reopened.fetch("other", "events", 2), None);
+    }
+
+    #[test]
+    fn a_commit_racing_its_topics_deletion_lands_before_the_tombstones_or_not_at_all() {
+        use std::future::Future;
+        let disk = SimDisk::new(5);
+        let open = || {
+            block_on(OffsetStore::open(
+                disk.clone(),
+                SimClock::new(0),
+                Path::new("/d"),
+                2,
+            ))
+            .expect("open")
+        };
+        let store = open();
+        let at = |offset: i64| {
+            [OffsetCommit {
+                topic: "doomed".into(),
+                partition: 0,
+                offset,
+                metadata: String::new(),
+            }]
+        };
+        block_on(store.commit("g", &at(1))).expect("commit");
+        // A commit that passed its check is inside the gate when the deletion forgets.
+        let in_flight = block_on(store.writes.shared());
+        let mut forget = std::pin::pin!(store.forget_topics(|t| t == "doomed"));
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(
+            forget.as_mut().poll(&mut cx).is_pending(),
+            "the deletion waits for the commit in flight"
+        );
+        block_on(store.write_commits("g", &at(2))).expect("the in-flight commit lands");
+        drop(in_flight);
+        let std::task::Poll::Ready(forgotten) = forget.as_mut().poll(&mut cx) else {
+            panic!("the deletion goes on once the commit is out");
+        };
+        assert_eq!(forgotten.expect("forget"), 1);
+        assert_eq!(
+            store.fetch("g", "doomed", 0),
+            None,
+            "the tombstone covers it"
+        );
+        // A commit checked after the topic is gone is refused, and writes nothing.
+        let committed = block_on(store.commit_where("g", &at(3), |t| t != "doomed"));
+        assert!(!committed.expect("no error"));
+        disk.crash();
+        assert_eq!(
+            open().fetch("g", "doomed", 0),
+            None,
+            "nothing of it comes back"
+        );
     }
 
     #[test]

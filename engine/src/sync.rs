@@ -127,6 +127,19 @@ impl SharedGate {
         }
         Some(guard)
     }
+
+    /// [`exclusive`](Self::exclusive), waiting for another exclusive holder to leave first.
+    pub async fn exclusive_wait(&self) -> ExclusiveGuard<'_> {
+        loop {
+            while self.exclusive.get() {
+                self.changed.listen().await;
+            }
+            // No await since the check: the flag is still clear, so this enters.
+            if let Some(guard) = self.exclusive().await {
+                return guard;
+            }
+        }
+    }
 }
 
 /// Holding a [`SharedGate`] shared; leaving it on drop.

@@ -347,7 +347,12 @@ impl Shard {
             };
         }
         let store = self.group_store(group)?;
-        store.commit(group, &offsets).await?;
+        // Checked again inside the slot's write gate: a topic deleted since the caller's check
+        // is refused here rather than committed after its positions were forgotten.
+        let exists = |topic: &str| self.topics.borrow().contains_key(topic);
+        if !store.commit_where(group, &offsets, exists).await? {
+            return Err(ShardError::UnknownTopicOrPartition);
+        }
         Ok(())
     }
 
