@@ -9,6 +9,10 @@
 # >= 80% of solo throughput.
 #
 #   bash bench-harness/scripts/under-attack.sh [SECS]     (default 15)
+#
+# Each partition keeps at most 2 GiB (retention checked every second): on a fast disk the
+# runs write tens of GB. SERVE_ARGS adds flags to `tidelog serve` (e.g. SERVE_ARGS="--socket-receive-buffer-bytes
+# 131072"), to compare settings in one session.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-15}
@@ -21,7 +25,8 @@ if [[ -x $limits ]]; then
   "$limits" target | tail -1 | tee "$work/limits.json"
 fi
 ./target/release/tidelog serve --data-dir "$work/data" --kafka-addr 127.0.0.1:19092 \
-  --native-addr 127.0.0.1:19292 --shards 2 2>"$work/broker.log" &
+  --native-addr 127.0.0.1:19292 --shards 2 --retention-bytes 2147483648 --retention-check-ms 1000 \
+  ${SERVE_ARGS:-} 2>"$work/broker.log" &
 broker=$!
 attacker=
 cleanup() {

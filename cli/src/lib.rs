@@ -72,6 +72,16 @@ struct ServeArgs {
     /// theirs).
     #[arg(long, value_name = "N", default_value_t = tidelog_engine::log::files::OPEN_SEGMENT_FILES_DEFAULT)]
     max_open_segment_files: usize,
+    /// Receive buffer of every accepted connection, in bytes (Kafka's
+    /// `socket.receive.buffer.bytes`); -1: the kernel autotunes it. Bounds the kernel memory a
+    /// client's unread bytes take; raise (or -1) for clients across high-latency links.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 131_072,
+        allow_negative_numbers = true
+    )]
+    socket_receive_buffer_bytes: i64,
     /// Delete the committed offsets of a group with no members this long after its last
     /// commit (Kafka's `offsets.retention.minutes`).
     #[arg(long, value_name = "MINUTES", default_value_t = 10_080)]
@@ -347,6 +357,15 @@ fn serve(args: ServeArgs) -> Result<()> {
         return Err(anyhow!("--max-open-segment-files must be positive"));
     }
     config.open_segment_files_per_shard = args.max_open_segment_files;
+    config.socket_receive_buffer_bytes = match args.socket_receive_buffer_bytes {
+        -1 => None,
+        bytes if bytes >= 4096 => Some(usize::try_from(bytes)?),
+        bytes => {
+            return Err(anyhow!(
+                "--socket-receive-buffer-bytes must be -1 (kernel default) or at least 4096,                  not {bytes}"
+            ))
+        }
+    };
     if args.offsets_retention_minutes == 0 {
         return Err(anyhow!("--offsets-retention-minutes must be positive"));
     }

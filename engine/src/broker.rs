@@ -87,6 +87,10 @@ pub struct BrokerConfig {
     pub timeouts: crate::server::ConnectionTimeouts,
     /// Connections one client address may hold per shard, both protocols together.
     pub max_connections_per_ip: usize,
+    /// Receive buffer of every accepted connection (Kafka's `socket.receive.buffer.bytes`);
+    /// `None`: the kernel autotunes it. Bounds the kernel memory bytes a client sent but the
+    /// broker has not read yet can take (a client past its request-memory share waits there).
+    pub socket_receive_buffer_bytes: Option<usize>,
 }
 
 impl BrokerConfig {
@@ -103,6 +107,7 @@ impl BrokerConfig {
             default_partitions: 1,
             max_partitions_per_shard: crate::limits::PARTITIONS_PER_SHARD_DEFAULT,
             open_segment_files_per_shard: crate::log::files::OPEN_SEGMENT_FILES_DEFAULT,
+            socket_receive_buffer_bytes: crate::limits::SOCKET_RECEIVE_BUFFER_DEFAULT,
             offsets_retention: std::time::Duration::from_secs(7 * 24 * 3600),
             limits: ServerLimits::default(),
             kafka_addr: None,
@@ -398,10 +403,12 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
             .kafka
             .is_some_and(|(shared, _)| shared.ip() == std::net::Ipv4Addr::LOCALHOST))
     .then_some(std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST));
-    let bound = Bound::bind(start.native_addr, start.kafka, twin).and_then(|bound| {
-        let addrs = bound.addrs()?;
-        Ok((bound, addrs))
-    });
+    let receive_buffer = start.config.socket_receive_buffer_bytes;
+    let bound =
+        Bound::bind(start.native_addr, start.kafka, twin, receive_buffer).and_then(|bound| {
+            let addrs = bound.addrs()?;
+            Ok((bound, addrs))
+        });
     let bound = match bound {
         Ok((bound, addrs)) => {
             let _ = start.ready.send(Ok(addrs));

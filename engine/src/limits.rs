@@ -89,3 +89,10 @@ pub const WRITE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// their buffers until sent, read-aheads theirs until used. Reads wait (or, holding memory
 /// already, go without) while it is spent.
 pub const READ_MEMORY_BYTES_PER_SHARD: usize = 256 << 20;
+
+/// Default receive buffer of accepted connections (`--socket-receive-buffer-bytes`, Kafka's
+/// `socket.receive.buffer.bytes` is 100 KiB); `None` would leave it to the kernel's
+/// autotuning, which lets every connection's unread bytes take up to `tcp_rmem`'s maximum
+/// (6 MiB here) of kernel memory: 1,000 clients sending requests the broker is not reading
+/// yet then push the kernel into TCP memory pressure, which throttles every socket.
+pub const SOCKET_RECEIVE_BUFFER_DEFAULT: Option<usize> = Some(128 << 10);

@@ -131,17 +131,34 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// connections over them) and bindable while connections of a previous process on the port
 /// are in TIME_WAIT (`SO_REUSEADDR`), so a supervisor's immediate restart after `kill -9`
 /// works. (glommio's own `bind` sets only the first.)
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
+///
+/// With `receive_buffer`, the socket's receive buffer is fixed at that size (Kafka's
+/// `socket.receive.buffer.bytes`) before `listen`, so that accepted connections inherit it
+/// and their window scale is chosen for it; otherwise the kernel autotunes each connection's
+/// buffer up to `tcp_rmem`'s maximum.
+fn listen(addr: SocketAddr, receive_buffer: Option<usize>) -> std::io::Result<TcpListener> {
     use std::os::fd::{FromRawFd, IntoRawFd};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
+    let socket = listening_socket(addr, receive_buffer)?;
     // SAFETY: `into_raw_fd` hands over the only handle of a bound, listening TCP socket,
     // which is what glommio's `from_raw_fd` requires; nothing else closes that fd.
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
+/// The socket [`listen`] hands to glommio.
+fn listening_socket(
+    addr: SocketAddr,
+    receive_buffer: Option<usize>,
+) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if let Some(bytes) = receive_buffer {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket)
 }
 
 /// One shard's bound listening sockets, not yet accepting.
@@ -167,11 +184,14 @@ impl Bound {
     /// Which bind failed and why.
     /// With `twin`, the Kafka ports (as bound) are bound on that address too, best effort: a
     /// failure is logged and the broker serves on the first address alone.
+    /// Every socket gets `receive_buffer` (see `listen`).
     pub fn bind(
         native_addr: SocketAddr,
         kafka: Option<(SocketAddr, SocketAddr)>,
         twin: Option<std::net::IpAddr>,
+        receive_buffer: Option<usize>,
     ) -> Result<Bound, String> {
+        let listen = |addr| listen(addr, receive_buffer);
         let shared = listen(native_addr).map_err(|e| format!("bind {native_addr}: {e}"))?;
         let own_addr = SocketAddr::new(native_addr.ip(), 0);
         let own = listen(own_addr).map_err(|e| format!("bind {own_addr}: {e}"))?;
@@ -421,3 +441,36 @@ impl FetchBounds {
 
 /// Pause after a failed accept (e.g. out of file descriptors) before the next.
 const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The receive buffer set on the listening socket is the one every accepted connection
+    /// gets (so that what unread client bytes may take of kernel memory is bounded), and
+    /// without one the kernel's default applies.
+    #[test]
+    fn accepted_connections_inherit_the_configured_receive_buffer() {
+        let fixed = listening_socket("127.0.0.1:0".parse().expect("addr"), Some(128 << 10))
+            .expect("listen");
+        let auto = listening_socket("127.0.0.1:0".parse().expect("addr"), None).expect("listen");
+        let accepted = |listener: &socket2::Socket| {
+            let addr = listener
+                .local_addr()
+                .expect("addr")
+                .as_socket()
+                .expect("inet");
+            let _client = std::net::TcpStream::connect(addr).expect("connect");
+            let (conn, _) = listener.accept().expect("accept");
+            conn.recv_buffer_size().expect("SO_RCVBUF")
+        };
+        let fixed_size = accepted(&fixed);
+        // Linux doubles the value asked for (bookkeeping overhead) and reports that.
+        assert!(
+            (128 << 10..=256 << 10).contains(&fixed_size),
+            "accepted connection's receive buffer: {fixed_size}"
+        );
+        let auto_size = accepted(&auto);
+        assert_ne!(auto_size, fixed_size, "the kernel default differs here");
+    }
+}
