@@ -362,7 +362,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         bytes if bytes >= 4096 => Some(usize::try_from(bytes)?),
         bytes => {
             return Err(anyhow!(
-                "--socket-receive-buffer-bytes must be -1 (kernel default) or at least 4096,                  not {bytes}"
+                "--socket-receive-buffer-bytes must be -1 (kernel default) or at least 4096, \
+                 not {bytes}"
             ))
         }
     };

@@ -75,8 +75,9 @@ pub struct OffsetStore<S: Storage, C: Clock> {
     /// Per group, when it last committed (ms since the epoch): what offset retention
     /// measures. Commits written before this was recorded count from the slot's open.
     last_commit_ms: RefCell<HashMap<String, i64>>,
-    /// Commits and deletions enter shared; a compaction's snapshot exclusive (an older value
-    /// appended after a newer one would win at replay).
+    /// Commits and expiry's deletions enter shared; a compaction's snapshot exclusive (an
+    /// older value appended after a newer one would win at replay), and so does forgetting a
+    /// deleted topic (it waits for the commits in flight: see `commit_where`).
     writes: crate::sync::SharedGate,
 }
 

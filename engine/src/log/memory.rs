@@ -48,9 +48,11 @@ impl Inner {
     /// The served ticket is done (taken or cancelled): serve the next one still waiting.
     fn advance(&self) {
         let mut next = self.serving.get() + 1;
-        let mut cancelled = self.cancelled.borrow_mut();
-        while cancelled.remove(&next) {
-            next += 1;
+        {
+            let mut cancelled = self.cancelled.borrow_mut();
+            while cancelled.remove(&next) {
+                next += 1;
+            }
         }
         self.serving.set(next);
         // The next waiter may fit in what is left.
@@ -145,10 +147,16 @@ impl ReadMemory {
         })))
     }
 
-    /// `bytes` (at most the whole budget), waiting for room behind earlier waiters.
+    /// The most one read takes: half the budget, which parked read-aheads always leave free,
+    /// so a waiter at the head of the queue is served once the reads in flight finish.
+    fn largest(&self) -> usize {
+        (self.inner.capacity / 2).max(1)
+    }
+
+    /// `bytes` (at most half the budget), waiting for room behind earlier waiters.
     pub async fn take(&self, bytes: usize) -> ReadPermit {
         let inner = &self.inner;
-        let bytes = bytes.min(inner.capacity);
+        let bytes = bytes.min(self.largest());
         let ticket = inner.next_ticket.get();
         inner.next_ticket.set(ticket + 1);
         // Dropped with the future if the read is cancelled while queued.
@@ -181,7 +189,7 @@ impl ReadMemory {
     /// `bytes` now if at least `leave` bytes stay free afterwards and nobody waits.
     pub fn try_take_leaving(&self, bytes: usize, leave: usize) -> Option<ReadPermit> {
         let inner = &self.inner;
-        let bytes = bytes.min(inner.capacity);
+        let bytes = bytes.min(self.largest());
         let nobody_waits = inner.serving.get() == inner.next_ticket.get();
         if nobody_waits && inner.available.get() >= bytes.saturating_add(leave) {
             return Some(self.permit(bytes));
@@ -246,7 +254,7 @@ mod tests {
 
     #[test]
     fn permits_give_their_bytes_back_when_the_last_clone_drops() {
-        let memory = ReadMemory::new(100);
+        let memory = ReadMemory::new(200);
         let permit = block_on(memory.take(60));
         let clone = permit.clone();
         assert_eq!(memory.stats().held, 60);
@@ -258,8 +266,9 @@ mod tests {
 
     #[test]
     fn a_reader_holding_memory_goes_without_instead_of_waiting() {
-        let memory = ReadMemory::new(100);
-        let _held = memory.try_take(70).expect("room");
+        let memory = ReadMemory::new(200);
+        let _held = memory.try_take(100).expect("room");
+        let _more = memory.try_take(70).expect("room");
         assert!(memory.try_take(40).is_none());
         assert!(memory.try_take(30).is_some());
         assert_eq!(memory.stats().refusals, 1);
@@ -279,8 +288,9 @@ mod tests {
 
     #[test]
     fn waiters_are_served_in_order_and_a_cancelled_one_passes_its_turn() {
-        let memory = ReadMemory::new(100);
-        let held = memory.try_take(100).expect("all of it");
+        let memory = ReadMemory::new(200);
+        let held = memory.try_take(100).expect("half of it");
+        let also_held = memory.try_take(100).expect("the other half");
         let mut big = pin!(memory.take(80));
         assert!(poll_once(big.as_mut()).is_pending());
         let mut cancelled = Box::pin(memory.take(10));
@@ -288,6 +298,7 @@ mod tests {
         let mut small = pin!(memory.take(10));
         assert!(poll_once(small.as_mut()).is_pending());
         assert!(memory.try_take(1).is_none(), "nobody jumps the queue");
+        drop(also_held);
         drop(held);
         let Poll::Ready(big) = poll_once(big.as_mut()) else {
             panic!("the first waiter is served first");
@@ -303,9 +314,12 @@ mod tests {
     }
 
     #[test]
-    fn a_read_larger_than_the_budget_takes_all_of_it() {
+    fn a_read_larger_than_half_the_budget_takes_half_and_is_served_beside_read_aheads() {
         let memory = ReadMemory::new(100);
+        let parked = memory.try_take_leaving(50, 50).expect("a read-ahead");
         let permit = block_on(memory.take(1000));
-        assert_eq!(permit.bytes(), 100);
+        assert_eq!(permit.bytes(), 50, "never more than read-aheads leave free");
+        drop((parked, permit));
+        assert_eq!(memory.stats().held, 0);
     }
 }

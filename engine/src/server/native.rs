@@ -697,6 +697,9 @@ impl Connection<Native> {
             if total >= min_bytes.max(1) || errors || now >= deadline || shard.is_stopped() {
                 return self.send_fetch(correlation_id, parts).await;
             }
+            // Not enough yet: what was read (and its read memory) goes back while waiting; the
+            // next round reads again.
+            drop(parts);
             // Appends on other shards do not wake this one: poll forwarded partitions briefly.
             let nap = if remote {
                 (deadline - now).min(REMOTE_POLL)

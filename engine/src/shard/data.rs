@@ -197,7 +197,9 @@ impl Shard {
     /// `max_bytes == 0` only the bounds are returned. A disk read takes the shard's read
     /// memory first: waiting for it with [`MemoryWait::Wait`]; with [`MemoryWait::IfFree`]
     /// (the caller holds read memory for this response already) returning no batches when
-    /// it is spent, so that a response never waits while holding memory.
+    /// it is spent, so that a response never waits while holding memory. A forwarded read
+    /// never waits on the owner (see `Forwarded::Fetch`): it answers no batches there when
+    /// the owner's memory is spent, and the caller's long poll asks again.
     ///
     /// # Errors
     /// Unknown partition, [`ShardError::NotOwner`] on a local-only route,
@@ -219,7 +221,6 @@ impl Shard {
                 partition,
                 offset,
                 max_bytes,
-                wait,
             };
             return match self.forward(owner, request).await? {
                 Reply::Fetched(Ok(data)) => Ok(Fetched {

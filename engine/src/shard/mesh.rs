@@ -141,10 +141,10 @@ pub enum Forwarded {
         partition: u32,
         /// First offset wanted.
         offset: u64,
-        /// Most bytes wanted.
+        /// Most bytes wanted. The owner reads it only if its read memory has room now: a
+        /// forwarded fetch never waits for memory there, since it holds a request slot of
+        /// the mesh meanwhile, and shards waiting on each other's slots could deadlock.
         max_bytes: usize,
-        /// Whether the owner's read may wait for its read memory (the requester holds none).
-        wait: MemoryWait,
     },
     /// Resolve a timestamp to an offset (to the owner).
     ListOffset {
@@ -402,11 +402,17 @@ impl Shard {
                 partition,
                 offset,
                 max_bytes,
-                wait,
             } => Reply::Fetched(
-                self.read(&topic, partition, offset, max_bytes, Route::Local, wait)
-                    .await
-                    .map(copy_out),
+                self.read(
+                    &topic,
+                    partition,
+                    offset,
+                    max_bytes,
+                    Route::Local,
+                    MemoryWait::IfFree,
+                )
+                .await
+                .map(copy_out),
             ),
             Forwarded::ListOffset {
                 topic,

@@ -19,6 +19,14 @@ pub(super) struct ReadAhead<B> {
     memory: ReadPermit,
 }
 
+/// Where a disk read's first buffer comes from.
+enum FirstRead<R> {
+    /// The read-ahead that already read it.
+    Ahead(R),
+    /// A read of this many bytes, its memory taken.
+    Fresh(usize, ReadPermit),
+}
+
 impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// Drops the read-ahead: any (`None`), or only one reading segment `segment` (that
     /// segment is being deleted and its file must not stay open).
@@ -162,7 +170,6 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                     segment.base_offset,
                 )
             };
-        let file = self.segment_file(segment_base, held, &path, offset).await?;
         bump(&self.counters.disk_reads, 1);
         let sequential = self.last_disk_read_end.get() == Some(offset);
         // A read-ahead for exactly this offset starts at its batch: no index walk needed.
@@ -192,16 +199,21 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 MemoryWait::IfFree => self.memory.try_take(len).ok_or(LogError::MemoryBusy),
             }
         };
-        let (buf, mut memory) = match ahead {
-            Some(ra) => {
+        // Memory first, then the file: a reader queued for memory holds no descriptor.
+        let first_read = match ahead {
+            Some(ra) => FirstRead::Ahead(ra),
+            None => {
+                let len = read_len(buf_pos, window);
+                FirstRead::Fresh(len, take(len).await?)
+            }
+        };
+        let file = self.segment_file(segment_base, held, &path, offset).await?;
+        let (buf, mut memory) = match first_read {
+            FirstRead::Ahead(ra) => {
                 bump(&self.counters.readahead_hits, 1);
                 (ra.future.await, ra.memory)
             }
-            None => {
-                let len = read_len(buf_pos, window);
-                let memory = take(len).await?;
-                (file.read_at(buf_pos, len).await, memory)
-            }
+            FirstRead::Fresh(len, memory) => (file.read_at(buf_pos, len).await, memory),
         };
         let mut buf = buf.map_err(|e| LogError::io("read", &path, e))?;
         let mut pos = position;
@@ -261,6 +273,10 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             if at + meta.len > buf.len() {
                 if first.is_some() {
                     break;
+                }
+                // No batch is larger: a damaged length must not size a read (or its memory).
+                if meta.len > crate::limits::BATCH_BYTES_MAX {
+                    return Err(corrupt(pos, format!("batch claims {} bytes", meta.len)));
                 }
                 // The first batch is larger than what was read: read exactly it.
                 buf_pos = pos;
@@ -325,7 +341,13 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                     .try_take_leaving(len, self.memory.capacity() / 2)
             })
             .flatten();
-        let idle = self.readahead.borrow().is_none();
+        // Only for a segment still in an open log: retention or close during the awaits above
+        // must not find a read-ahead parked on a deleted file (it would keep the file's space,
+        // its descriptor and its read memory until the partition's next read).
+        let idle = self.readahead.borrow().is_none() && {
+            let state = self.state.borrow();
+            !state.closed && state.segments.contains_key(&segment_base)
+        };
         if let (Some(ahead_memory), true) = (ahead_memory, idle) {
             let file = file.clone();
             let mut future: Pin<Box<dyn Future<Output = std::io::Result<_>>>> =
