@@ -67,6 +67,38 @@ fn parse_output(stdout: impl Read) -> ChildOutput {
     out
 }
 
+/// Waits until no file in `dir` has changed for 100 ms (at most 5 s). A killed process's
+/// io_uring ring is torn down by a kernel work item after the process is reaped, so direct
+/// writes it had in flight can still land then; a copy taken before they do would be an
+/// earlier state than the one the next child recovers.
+fn wait_until_files_settle(dir: &Path) {
+    let stamp = || -> Vec<(std::ffi::OsString, u64, std::time::SystemTime)> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| {
+                        let meta = e.metadata().ok()?;
+                        Some((e.file_name(), meta.len(), meta.modified().ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut last = stamp();
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = stamp();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create snapshot dir");
     for entry in std::fs::read_dir(from).expect("list log dir") {
@@ -136,6 +168,7 @@ fn kill_9_never_loses_acked_batches_nor_serves_torn_ones() {
         assert!(!status.success(), "child was killed, not exited");
         let output = out_thread.join().expect("stdout reader");
         let _ = err_thread.join();
+        wait_until_files_settle(&dir);
 
         // The child recovered exactly what we recovered after the previous kill.
         if let (Some((start_end, start_seq)), Some(prev)) = (output.start, prev_end) {
