@@ -421,18 +421,21 @@ mod tests {
     use crate::io::sim::{SimClock, SimDisk};
     use futures_lite::future::block_on;
 
+    /// Opens (recovering) offsets slot `slot` under `/d` on `disk`.
+    fn open_slot(disk: &SimDisk, slot: u32) -> OffsetStore<SimDisk, SimClock> {
+        block_on(OffsetStore::open(
+            disk.clone(),
+            SimClock::new(0),
+            Path::new("/d"),
+            slot,
+        ))
+        .expect("open")
+    }
+
     #[test]
     fn commits_survive_a_crash_and_the_last_one_wins() {
         let disk = SimDisk::new(3);
-        let open = || {
-            block_on(OffsetStore::open(
-                disk.clone(),
-                SimClock::new(0),
-                Path::new("/d"),
-                5,
-            ))
-            .expect("open")
-        };
+        let open = || open_slot(&disk, 5);
         let store = open();
         let commit = |offset: i64| {
             vec![OffsetCommit {
@@ -461,15 +464,7 @@ mod tests {
     fn a_commit_racing_its_topics_deletion_lands_before_the_tombstones_or_not_at_all() {
         use std::future::Future;
         let disk = SimDisk::new(5);
-        let open = || {
-            block_on(OffsetStore::open(
-                disk.clone(),
-                SimClock::new(0),
-                Path::new("/d"),
-                2,
-            ))
-            .expect("open")
-        };
+        let open = || open_slot(&disk, 2);
         let store = open();
         let at = |offset: i64| {
             [OffsetCommit {
@@ -514,15 +509,7 @@ mod tests {
     #[test]
     fn positions_of_a_forgotten_topic_stay_deleted_after_a_crash() {
         let disk = SimDisk::new(4);
-        let open = || {
-            block_on(OffsetStore::open(
-                disk.clone(),
-                SimClock::new(0),
-                Path::new("/d"),
-                1,
-            ))
-            .expect("open")
-        };
+        let open = || open_slot(&disk, 1);
         let store = open();
         let at = |topic: &str, offset: i64| OffsetCommit {
             topic: topic.into(),
