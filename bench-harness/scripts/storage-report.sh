@@ -64,6 +64,6 @@ for name, _, mb_s in rows:
 text = open(log, errors="replace").read()
 for line in re.findall(r"^append/[^\n]*fsyncs per append[^\n]*$", text, re.M):
     print(line)
-for line in re.findall(r"^read/tail_cache: zero-copy[^\n]*$", text, re.M):
+for line in re.findall(r"^read/batch_cache: zero-copy[^\n]*$", text, re.M):
     print(line)
 PY

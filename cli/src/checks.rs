@@ -67,6 +67,25 @@ fn raise_to_hard_limit(resource: libc::__rlimit_resource_t) -> u64 {
 }
 
 /// The data directory must exist (it is created) and live on a filesystem with O_DIRECT.
+/// The memory this process may use: the machine's (`MemTotal`), or its cgroup's limit
+/// (`memory.max`, cgroup v2) when that is lower. `None` when neither can be read.
+pub fn usable_memory() -> Option<u64> {
+    let machine = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            kib.checked_mul(1024)
+        });
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    match (machine, cgroup) {
+        (Some(m), Some(c)) => Some(m.min(c)),
+        (m, c) => m.or(c),
+    }
+}
+
 pub fn data_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
@@ -151,6 +170,12 @@ pub fn explain_startup(error: &str, native_addr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usable_memory_is_read_from_the_machine() {
+        let bytes = usable_memory().expect("/proc/meminfo is readable on Linux");
+        assert!(bytes >= 64 << 20, "implausibly little memory: {bytes}");
+    }
 
     #[test]
     fn data_dir_on_a_real_filesystem_passes() {

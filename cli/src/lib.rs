@@ -72,6 +72,11 @@ struct ServeArgs {
     /// theirs).
     #[arg(long, value_name = "N", default_value_t = tidelog_engine::log::files::OPEN_SEGMENT_FILES_DEFAULT)]
     max_open_segment_files: usize,
+    /// Memory for recent and recently read batches, all shards together (split evenly):
+    /// consumers within it read from memory, not disk [default: half of the memory the
+    /// process may use, the smaller of the machine's and its cgroup's limit].
+    #[arg(long, value_name = "BYTES")]
+    cache_bytes: Option<u64>,
     /// Receive buffer of every accepted connection, in bytes (Kafka's
     /// `socket.receive.buffer.bytes`); -1: the kernel autotunes it. Bounds the kernel memory a
     /// client's unread bytes take; raise (or -1) for clients across high-latency links.
@@ -184,9 +189,6 @@ struct LogArgs {
     /// Delete data older than this; -1: never [default: 7 days].
     #[arg(long, value_name = "MS", allow_negative_numbers = true)]
     retention_ms: Option<i64>,
-    /// Recent batches kept in memory per partition for consumers that keep up [default: 8 MiB].
-    #[arg(long, value_name = "BYTES")]
-    tail_cache_bytes: Option<usize>,
     /// Space reserved ahead of the write head with one fallocate [default: 256 MiB].
     #[arg(long, value_name = "BYTES")]
     preallocate_bytes: Option<u64>,
@@ -214,7 +216,6 @@ impl LogArgs {
             )?
             .map(|v| v.unsigned_abs()),
             retention_ms: retention(self.retention_ms, base.retention_ms, "--retention-ms")?,
-            tail_cache_bytes: self.tail_cache_bytes.unwrap_or(base.tail_cache_bytes),
             preallocate_bytes: self.preallocate_bytes.unwrap_or(base.preallocate_bytes),
             max_batch_bytes: self.max_batch_bytes.unwrap_or(base.max_batch_bytes),
             ..base.clone()
@@ -357,6 +358,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         return Err(anyhow!("--max-open-segment-files must be positive"));
     }
     config.open_segment_files_per_shard = args.max_open_segment_files;
+    config.cache_bytes = match args.cache_bytes {
+        Some(bytes) => bytes,
+        None => checks::usable_memory().map_or(
+            tidelog_engine::limits::CACHE_BYTES_EMBEDDED_DEFAULT,
+            |bytes| bytes / 100 * tidelog_engine::limits::CACHE_SHARE_OF_MEMORY_PERCENT,
+        ),
+    };
     config.socket_receive_buffer_bytes = match args.socket_receive_buffer_bytes {
         -1 => None,
         bytes if bytes >= 4096 => Some(usize::try_from(bytes)?),

@@ -278,15 +278,15 @@ fn appends(c: &mut Criterion) {
     group.finish();
 }
 
-/// A log holding `bytes` of batches, synced, with the given tail cache.
-fn filled_log(name: &str, template: &BytesMut, bytes: u64, tail_cache_bytes: usize) -> Log {
+/// A log holding `bytes` of batches, synced, with a batch cache of `cache_bytes`.
+fn filled_log(name: &str, template: &BytesMut, bytes: u64, cache_bytes: usize) -> Log {
     let dir = fresh_dir(name);
-    let config = LogConfig {
-        tail_cache_bytes,
-        ..LogConfig::default()
-    };
+    let config = LogConfig::default();
     run(async {
-        let log = open(&dir, config).await;
+        let shared = tidelog_engine::log::LogResources::standalone(cache_bytes);
+        let log = PartitionLog::open_with(DmaStorage, SystemClock, &dir, config, shared)
+            .await
+            .expect("open partition log");
         for batch in pool(template, bytes.div_ceil(template.len() as u64)) {
             log.append(batch, Durability::Buffered)
                 .await
@@ -297,13 +297,14 @@ fn filled_log(name: &str, template: &BytesMut, bytes: u64, tail_cache_bytes: usi
     })
 }
 
-fn cache_ptrs(chunks: &[ReadChunk<glommio::io::ReadResult>]) -> Vec<*const u8> {
+fn cache_ptrs(chunks: &[ReadChunk<tidelog_engine::io::dma::DmaBytes>]) -> Vec<*const u8> {
     chunks
         .iter()
         .map(|chunk| match chunk {
             ReadChunk::Cache(bytes) => bytes.as_ptr(),
             ReadChunk::Split { head, .. } => head.as_ptr(),
-            ReadChunk::Disk(_) => panic!("expected a tail-cache read, got a disk read"),
+            // The cache serves adopted write buffers as storage buffers.
+            ReadChunk::Disk(buf) => buf.as_ptr(),
         })
         .collect()
 }
@@ -321,7 +322,7 @@ fn reads(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Bytes(read_bytes));
 
-    // Tail cache: 16 MiB of recent batches, all of them cached.
+    // Batch cache: 16 MiB of recent batches, all of them cached.
     let log = filled_log("read-cache", &template, 16 << 20, 64 << 20);
     let batches = log.log_end() / RECORDS as u64;
     let starts: Vec<u64> = (0..batches - per_read)
@@ -335,15 +336,15 @@ fn reads(c: &mut Criterion) {
         let (a, b) = (cache_ptrs(&first.chunks), cache_ptrs(&second.chunks));
         assert_eq!(
             a, b,
-            "tail-cache reads must share the cached bytes, not copy"
+            "batch-cache reads must share the cached bytes, not copy"
         );
         eprintln!(
-            "read/tail_cache: zero-copy check passed ({} chunks, same addresses on two reads, first {:?})",
+            "read/batch_cache: zero-copy check passed ({} chunks, same addresses on two reads, first {:?})",
             a.len(),
             a[0]
         );
     });
-    group.bench_function("tail_cache", |b| {
+    group.bench_function("batch_cache", |b| {
         b.iter_custom(|iters| {
             run(async {
                 let start = Instant::now();
@@ -357,10 +358,10 @@ fn reads(c: &mut Criterion) {
         })
     });
     let stats = log.stats();
-    assert_eq!(stats.disk_reads, 0, "tail-cache bench hit the disk");
+    assert_eq!(stats.disk_reads, 0, "batch-cache bench hit the disk");
     run(delete(log));
 
-    // Disk: 64 MiB of batches and a 64 KiB tail cache, read sequentially from the start as a
+    // Disk: 64 MiB of batches and a 64 KiB batch cache, read sequentially from the start as a
     // lagging consumer would (wrapping before the cached tail).
     let log = filled_log("read-disk", &template, 64 << 20, 64 << 10);
     let wrap_at = log.log_end() - 4 * per_read * RECORDS as u64;
@@ -409,7 +410,6 @@ fn sealed_reads(c: &mut Criterion) {
         let dir = fresh_dir(&format!("read-sealed-{capacity}"));
         let config = LogConfig {
             segment_bytes: 1 << 20,
-            tail_cache_bytes: 64 << 10,
             ..LogConfig::default()
         };
         let files = SegmentFiles::new(capacity);
@@ -417,6 +417,7 @@ fn sealed_reads(c: &mut Criterion) {
             let shared = tidelog_engine::log::LogResources {
                 files,
                 memory: tidelog_engine::log::memory::ReadMemory::new(256 << 20),
+                cache: tidelog_engine::log::cache::BatchCache::new(64 << 10),
             };
             let log = PartitionLog::open_with(DmaStorage, SystemClock, &dir, config, shared)
                 .await

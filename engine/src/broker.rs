@@ -59,6 +59,9 @@ pub struct BrokerConfig {
     /// Sealed-segment files each shard keeps open, all its partitions together
     /// (`--max-open-segment-files`): reads of older segments reopen what was evicted.
     pub open_segment_files_per_shard: usize,
+    /// Bytes of batch cache for the whole broker, split evenly across the shards
+    /// (`--cache-bytes`; see [`crate::log::cache`]).
+    pub cache_bytes: u64,
     /// How long an empty group's committed offsets outlive its last commit (Kafka's
     /// `offsets.retention.minutes`, 7 days).
     pub offsets_retention: std::time::Duration,
@@ -107,6 +110,7 @@ impl BrokerConfig {
             default_partitions: 1,
             max_partitions_per_shard: crate::limits::PARTITIONS_PER_SHARD_DEFAULT,
             open_segment_files_per_shard: crate::log::files::OPEN_SEGMENT_FILES_DEFAULT,
+            cache_bytes: crate::limits::CACHE_BYTES_EMBEDDED_DEFAULT,
             socket_receive_buffer_bytes: crate::limits::SOCKET_RECEIVE_BUFFER_DEFAULT,
             offsets_retention: std::time::Duration::from_secs(7 * 24 * 3600),
             limits: ServerLimits::default(),
@@ -434,6 +438,8 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         max_partitions: config.max_partitions_per_shard as u64 * config.shards as u64,
         offsets_retention: config.offsets_retention,
         open_segment_files: config.open_segment_files_per_shard,
+        cache_bytes: usize::try_from(config.cache_bytes / config.shards.max(1) as u64)
+            .unwrap_or(usize::MAX),
     };
     let shard: Rc<Shard> = match Shard::open(start.shard, shard_config, start.mesh).await {
         Ok(shard) => shard,

@@ -21,8 +21,6 @@ pub struct LogConfig {
     /// Delete sealed segments whose newest record is older than this (`None`: never; a
     /// negative value is invalid).
     pub retention_ms: Option<i64>,
-    /// Bytes of recent batches kept in memory for readers that keep up.
-    pub tail_cache_bytes: usize,
     /// Space reserved ahead of the write head with one fallocate.
     pub preallocate_bytes: u64,
     /// Largest batch accepted by append.
@@ -39,7 +37,6 @@ impl Default for LogConfig {
             flush_interval_ms: 100,
             retention_bytes: None,
             retention_ms: Some(7 * 24 * 3600 * 1000),
-            tail_cache_bytes: 8 << 20,
             preallocate_bytes: limits::PREALLOCATE_STEP_BYTES,
             max_batch_bytes: 1 << 20,
         }

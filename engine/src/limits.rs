@@ -14,7 +14,7 @@ pub const WRITE_BUFFER_BYTES: usize = 1 << 20;
 pub const WRITES_IN_FLIGHT_MAX: usize = 8;
 
 /// Default cap on partitions per shard (`BrokerConfig::max_partitions_per_shard`, times the
-/// shard count for the broker): each open partition holds file descriptors, a tail cache and
+/// shard count for the broker): each open partition holds file descriptors and
 /// a housekeeping task, so an unbounded count lets one client exhaust them.
 pub const PARTITIONS_PER_SHARD_DEFAULT: u32 = 1000;
 
@@ -42,7 +42,7 @@ pub const SEGMENT_OFFSETS_MAX: u64 = u32::MAX as u64;
 pub const PREALLOCATE_STEP_BYTES: u64 = 256 << 20;
 
 /// Most bytes of request read buffers that stored batches may keep alive per shard (the
-/// listeners' ledger, `server/pinned.rs`): the tail caches keep produced batches as slices of
+/// listeners' ledger, `server/pinned.rs`): the batch cache keeps produced batches as slices of
 /// the buffer they arrived in (no copy) while the buffers so kept total less than this; past
 /// it, batches are copied into buffers of their own. Counted at each buffer's full size.
 pub const PINNED_READ_BYTES_MAX: usize = 64 << 20;
@@ -96,3 +96,12 @@ pub const READ_MEMORY_BYTES_PER_SHARD: usize = 256 << 20;
 /// (6 MiB here) of kernel memory: 1,000 clients sending requests the broker is not reading
 /// yet then push the kernel into TCP memory pressure, which throttles every socket.
 pub const SOCKET_RECEIVE_BUFFER_DEFAULT: Option<usize> = Some(128 << 10);
+
+/// The batch cache of an embedded broker (`BrokerConfig::default`), all shards together.
+/// `tidelog serve` sizes it from the machine instead ([`CACHE_SHARE_OF_MEMORY_PERCENT`]).
+pub const CACHE_BYTES_EMBEDDED_DEFAULT: u64 = 1 << 30;
+
+/// `tidelog serve`'s default batch cache, as a share of the memory the process may use
+/// (the smaller of the machine's and its cgroup's limit), all shards together: the other
+/// half is left to request and read memory, the kernel and other processes.
+pub const CACHE_SHARE_OF_MEMORY_PERCENT: u64 = 50;

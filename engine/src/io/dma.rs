@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::future::Future;
 use std::io;
-use std::ops::Range;
+use std::ops::{Deref, Range};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::pin::Pin;
@@ -25,6 +25,80 @@ pub struct DmaFileHandle {
     file: Rc<DmaFile>,
     /// Its id in the power-loss journal ([`super::journal`]); 0 when not recording.
     journal: u64,
+}
+
+/// Bytes a DMA file hands out: a read's result, or a write buffer shared once it was handed
+/// to the kernel (the batch cache serves appended batches from it). Cloning and slicing share
+/// the memory, never copy it.
+#[derive(Clone)]
+pub enum DmaBytes {
+    /// A DMA read's buffer (or a slice of it).
+    Read(ReadResult),
+    /// `len` bytes at `start` of a submitted write buffer.
+    Written {
+        /// The buffer, shared with the write that sends it to the file.
+        buf: Rc<DmaBuffer>,
+        /// First byte of the view.
+        start: usize,
+        /// Bytes in the view.
+        len: usize,
+    },
+}
+
+impl DmaBytes {
+    /// `len` bytes at `start` of this view, sharing its memory; `None` when out of range.
+    pub fn slice(&self, start: usize, len: usize) -> Option<DmaBytes> {
+        match self {
+            DmaBytes::Read(read) => ReadResult::slice(read, start, len).map(DmaBytes::Read),
+            DmaBytes::Written {
+                buf,
+                start: at,
+                len: have,
+            } => {
+                let end = start.checked_add(len)?;
+                (end <= *have).then(|| DmaBytes::Written {
+                    buf: Rc::clone(buf),
+                    start: at + start,
+                    len,
+                })
+            }
+        }
+    }
+}
+
+impl super::Sliceable for DmaBytes {
+    fn slice_of(&self, range: Range<usize>) -> Self {
+        let len = range.end.saturating_sub(range.start);
+        // An out-of-range slice is a programmer error in the caller's bounds arithmetic.
+        self.slice(range.start, len).unwrap_or_default()
+    }
+}
+
+impl Default for DmaBytes {
+    fn default() -> Self {
+        DmaBytes::Read(ReadResult::default())
+    }
+}
+
+impl Deref for DmaBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            DmaBytes::Read(read) => read,
+            DmaBytes::Written { buf, start, len } => &buf.as_bytes()[*start..*start + *len],
+        }
+    }
+}
+
+impl std::fmt::Debug for DmaBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            DmaBytes::Read(_) => "Read",
+            DmaBytes::Written { .. } => "Written",
+        };
+        write!(f, "DmaBytes::{kind}({} bytes)", self.len())
+    }
 }
 
 fn to_io(e: glommio::GlommioError<()>) -> io::Error {
@@ -157,7 +231,7 @@ impl Storage for DmaStorage {
 }
 
 impl StorageFile for DmaFileHandle {
-    type ReadBuf = ReadResult;
+    type ReadBuf = DmaBytes;
     type WriteBuf = DmaBuffer;
     type WriteFuture = Pin<Box<dyn Future<Output = io::Result<usize>>>>;
 
@@ -183,14 +257,41 @@ impl StorageFile for DmaFileHandle {
         })
     }
 
-    async fn read_at(&self, pos: u64, len: usize) -> io::Result<ReadResult> {
-        self.file.read_at(pos, len).await.map_err(to_io)
+    fn write_shared_at(&self, buf: DmaBuffer, pos: u64) -> (DmaBytes, Self::WriteFuture) {
+        let buf = Rc::new(buf);
+        let view = DmaBytes::Written {
+            buf: Rc::clone(&buf),
+            start: 0,
+            len: buf.len(),
+        };
+        let file = Rc::clone(&self.file);
+        let journal = self.journal;
+        let future = Box::pin(async move {
+            let expected = buf.len();
+            let written = file
+                .write_rc_at(Rc::clone(&buf), pos)
+                .await
+                .map_err(to_io)?;
+            if journal != 0 {
+                record::write(journal, pos, &buf.as_bytes()[..written.min(expected)]);
+            }
+            Ok(written)
+        });
+        (view, future)
     }
 
-    fn slice(buf: &ReadResult, range: Range<usize>) -> ReadResult {
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<DmaBytes> {
+        self.file
+            .read_at(pos, len)
+            .await
+            .map(DmaBytes::Read)
+            .map_err(to_io)
+    }
+
+    fn slice(buf: &DmaBytes, range: Range<usize>) -> DmaBytes {
         let len = range.end.saturating_sub(range.start);
         // An out-of-range slice is a programmer error in the caller's bounds arithmetic.
-        ReadResult::slice(buf, range.start, len).unwrap_or_default()
+        buf.slice(range.start, len).unwrap_or_default()
     }
 
     async fn fdatasync(&self) -> io::Result<()> {

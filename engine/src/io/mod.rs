@@ -40,6 +40,19 @@ impl Clock for SystemClock {
     }
 }
 
+/// Bytes that clone and slice without a copy (what reads hand out, and the batch cache
+/// keeps).
+pub trait Sliceable: Deref<Target = [u8]> + Clone + Sized {
+    /// The bytes of `range` (within bounds), sharing memory.
+    fn slice_of(&self, range: Range<usize>) -> Self;
+}
+
+impl Sliceable for bytes::Bytes {
+    fn slice_of(&self, range: Range<usize>) -> Self {
+        self.slice(range)
+    }
+}
+
 /// How a file is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
@@ -75,7 +88,7 @@ pub trait Storage: Clone + 'static {
 #[allow(async_fn_in_trait)]
 pub trait StorageFile: Clone + 'static {
     /// Bytes returned by a read. Cloning and slicing it must not copy the bytes.
-    type ReadBuf: Deref<Target = [u8]> + Clone + 'static;
+    type ReadBuf: Sliceable + 'static;
     /// An aligned buffer for writes.
     type WriteBuf: AsRef<[u8]> + AsMut<[u8]> + 'static;
     /// The future of a write; `'static` so that several can be kept in flight.
@@ -87,6 +100,11 @@ pub trait StorageFile: Clone + 'static {
     fn trim_write_buf(buf: &mut Self::WriteBuf, len: usize);
     /// Writes the whole buffer at `pos` (aligned). The I/O is submitted on the first poll.
     fn write_at(&self, buf: Self::WriteBuf, pos: u64) -> Self::WriteFuture;
+    /// [`write_at`](Self::write_at), keeping a read-only view of the buffer's bytes that
+    /// shares its memory (no copy): the writer hands it to the batch cache, which serves
+    /// the appended batches from it while and after they go to the file. The buffer must not
+    /// change after this (it is no longer writable).
+    fn write_shared_at(&self, buf: Self::WriteBuf, pos: u64) -> (Self::ReadBuf, Self::WriteFuture);
     /// Reads up to `len` bytes at `pos`; shorter only at the end of the file.
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Self::ReadBuf>;
     /// A sub-range of a read buffer, sharing its memory.

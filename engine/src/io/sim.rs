@@ -410,6 +410,11 @@ impl StorageFile for SimFile {
         ready(self.write_now(&buf, pos))
     }
 
+    fn write_shared_at(&self, buf: Vec<u8>, pos: u64) -> (Bytes, Self::WriteFuture) {
+        let result = self.write_now(&buf, pos);
+        (Bytes::from(buf), ready(result))
+    }
+
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         self.check_live()?;
         let data = self.data.borrow();

@@ -1,6 +1,6 @@
-//! Partition logs: segments, indexes, the tail cache and recovery.
+//! Partition logs: segments, indexes, the shard's batch cache and recovery.
 
-mod cache;
+pub mod cache;
 pub mod files;
 pub mod index;
 pub mod memory;

@@ -18,7 +18,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::Poll;
 
-use crate::io::StorageFile;
+use crate::io::{Sliceable, StorageFile};
 use crate::limits::{IO_ALIGNMENT, WRITES_IN_FLIGHT_MAX, WRITE_BUFFER_BYTES};
 
 pub(crate) fn align_down(value: u64) -> u64 {
@@ -61,6 +61,9 @@ pub(crate) struct SegmentWriter<F: StorageFile> {
     /// (logical end of a batch, offset after it) for batches not yet completely written.
     pending: VecDeque<(u64, u64)>,
     written_offset: u64,
+    /// Views of the buffers submitted since the last [`take_submitted`]: (file position of
+    /// the first byte, the data bytes), for the batch cache.
+    submitted: Vec<(u64, F::ReadBuf)>,
 }
 
 impl<F: StorageFile> SegmentWriter<F> {
@@ -87,7 +90,14 @@ impl<F: StorageFile> SegmentWriter<F> {
             preallocated,
             pending: VecDeque::new(),
             written_offset: next_offset,
+            submitted: Vec::new(),
         }
+    }
+
+    /// The buffers handed to the kernel since the last call, as read-only views of their
+    /// data (file position of the first byte, bytes), oldest first.
+    pub(crate) fn take_submitted(&mut self) -> Vec<(u64, F::ReadBuf)> {
+        std::mem::take(&mut self.submitted)
     }
 
     pub(crate) fn file(&self) -> &F {
@@ -169,7 +179,10 @@ impl<F: StorageFile> SegmentWriter<F> {
         // Bytes past the data in the last page are zero so recovery sees a clean end.
         full.as_mut()[self.buf_len..write_len].fill(0);
         F::trim_write_buf(&mut full, write_len);
-        let mut future = Box::pin(self.file.write_at(full, self.buf_pos));
+        let (view, future) = self.file.write_shared_at(full, self.buf_pos);
+        self.submitted
+            .push((self.buf_pos, view.slice_of(0..self.buf_len)));
+        let mut future = Box::pin(future);
         // Poll once so the write is submitted now rather than when it is awaited.
         let early = poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
         let state = match early {

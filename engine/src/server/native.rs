@@ -556,7 +556,7 @@ impl Connection<Native> {
             rest.advance(part.range.start - cursor);
             let mut region = rest.split_to(part.range.len());
             cursor = part.range.end;
-            // The tail cache keeps the batches as a slice of the request when the shard's
+            // The batch cache keeps the batches as a slice of the request when the shard's
             // ledger of such read buffers allows it; else they get a buffer of their own.
             let shared =
                 (self.proto.server.pinned.borrow_mut()).may_share(home, &anchor, region.len());

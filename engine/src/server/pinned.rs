@@ -1,11 +1,12 @@
 //! What stored batches keep alive of the buffers their requests were read into.
 //!
-//! A produced batch is stored with one copy (into the segment's write buffer): the tail cache
-//! keeps the producer's bytes as a slice of the very buffer the request arrived in. Such a
-//! slice keeps its whole allocation alive, which several requests share (a connection reads
-//! greedily, so one read buffer holds many small frames) and which may hold batches of many
-//! partitions, each evicted from its own cache at its own time. The caches count only the
-//! batches' own bytes; this ledger bounds the rest: every read buffer a stored batch shares
+//! A produced batch is stored with one copy (into the segment's write buffer): until that
+//! buffer goes to the kernel (when it fills, or at a flush), the batch cache keeps the
+//! producer's bytes as a slice of the very buffer the request arrived in, then serves them
+//! from the write buffer and lets the slice go. Such a slice keeps its whole allocation
+//! alive, which several requests share (a connection reads greedily, so one read buffer
+//! holds many small frames) and which may hold batches of many partitions, each adopted at
+//! its own time. The cache counts only the batches' own bytes; this ledger bounds the rest: every read buffer a stored batch shares
 //! is registered here, once, at its full size, and while the registered buffers reach
 //! [`PINNED_READ_BYTES_MAX`] a listener copies the batch instead of sharing it (the copy
 //! owns exactly its bytes). A registered buffer is released once the ledger holds its last

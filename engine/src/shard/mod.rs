@@ -53,7 +53,7 @@ use crate::log::memory::ReadMemory;
 use crate::log::LogResources;
 
 /// A chunk of stored batches handed out by [`Shard::read`].
-pub type Chunk = crate::log::ReadChunk<glommio::io::ReadResult>;
+pub type Chunk = crate::log::ReadChunk<crate::io::dma::DmaBytes>;
 
 /// What every shard needs to run, whatever listens in front of it.
 #[derive(Debug, Clone)]
@@ -77,6 +77,8 @@ pub struct ShardConfig {
     /// Most sealed-segment files the shard's partitions keep open, all together
     /// (`--max-open-segment-files`; see [`crate::log::files`]).
     pub open_segment_files: usize,
+    /// Bytes of this shard's batch cache, all its partitions together.
+    pub cache_bytes: usize,
 }
 
 /// Replies awaited by this shard's tasks, by request id.
@@ -115,7 +117,8 @@ pub struct Shard {
     next_id: Cell<u64>,
     /// Serialises topic creations and deletions (used on shard 0, which does them all).
     admin_gate: crate::sync::Gate,
-    /// What this shard's partitions share, bounded: open sealed-segment files, read memory.
+    /// What this shard's partitions share, bounded: open sealed-segment files, read memory,
+    /// the batch cache.
     log_resources: LogResources<<DmaStorage as crate::io::Storage>::File>,
 }
 
@@ -186,6 +189,7 @@ impl Shard {
         }
         let groups = GroupService::new(config.coordinator.clone(), SystemClock);
         let config_open_segment_files = config.open_segment_files;
+        let config_cache_bytes = config.cache_bytes;
         let shard = Shard {
             id,
             config,
@@ -207,6 +211,7 @@ impl Shard {
             log_resources: LogResources {
                 files: SegmentFiles::new(config_open_segment_files),
                 memory: ReadMemory::new(crate::limits::READ_MEMORY_BYTES_PER_SHARD),
+                cache: crate::log::cache::BatchCache::new(config_cache_bytes),
             },
         };
         // Shard 0 pushes the replayed table; every shard applies the pushes before serving.

@@ -1,6 +1,7 @@
 //! Integration tests of the storage engine against real files (glommio, O_DIRECT), of the
 //! `tidelog` command as real processes, and of real Kafka clients against `tidelog serve`.
 
+mod batch_cache;
 mod bench_smoke;
 mod broker_process;
 mod cli;

@@ -2,12 +2,13 @@
 //!
 //! State machine of one partition:
 //! - **Appends** take the write gate, stamp the next offset into the batch, copy it into the
-//!   active segment's write buffer and put the batch (shared, not copied) into the tail cache.
+//!   active segment's write buffer and put the batch (shared, not copied) into the shard's
+//!   batch cache, which serves it from the write buffer once that goes to the kernel.
 //! - **Group commit**: [`PartitionLog::sync`] makes everything appended so far durable. One
 //!   caller at a time leads: it writes out the buffer, waits for the writes, releases the gate
 //!   and fdatasyncs; callers arriving meanwhile wait and are covered by the next leader, so N
 //!   concurrent `acks=all` appenders cost about one fdatasync per round, not N.
-//! - **Reads** never take the gate: they are served from the tail cache when the offset is
+//! - **Reads** never take the gate: they are served from the batch cache when the offset is
 //!   recent and otherwise from the segment files with DMA reads, CRC-checked before serving.
 //! - **Poison**: a failed write or fdatasync leaves the file in an unknown state, so the
 //!   partition refuses every later write until it is reopened (and recovered).
@@ -26,7 +27,7 @@ use std::task::Poll;
 use bytes::{Bytes, BytesMut};
 use tidelog_wire::batch::{check_crc, stamp_base_offset};
 
-use super::cache::TailCache;
+use super::cache::BatchCache;
 use super::files::SegmentFiles;
 use super::memory::{MemoryWait, ReadMemory, ReadPermit};
 use super::producers::{ProducerStates, Verdict};
@@ -83,9 +84,9 @@ pub const PRODUCER_STATE_SEGMENTS: usize = 2;
 /// Bytes handed out by a read: one or more whole batches.
 #[derive(Debug, Clone)]
 pub enum ReadChunk<B> {
-    /// Batches from the tail cache (shared, not copied).
+    /// Batches from the batch cache held in memory of their own (shared, not copied).
     Cache(Bytes),
-    /// One batch from the tail cache held in two pieces: a Kafka produce's `head` (the
+    /// One batch from the batch cache held in two pieces: a Kafka produce's `head` (the
     /// Tidelog header and the Kafka fields up to its CRC, written by the broker) and its
     /// `tail` (the producer's records, shared with the request they arrived in, never
     /// copied in user space).
@@ -95,7 +96,8 @@ pub enum ReadChunk<B> {
         /// The rest of the batch.
         tail: Bytes,
     },
-    /// Contiguous batches from a DMA read of a segment file.
+    /// Contiguous whole batches in a storage buffer: a DMA read of a segment file, or a
+    /// write buffer the batch cache serves them from.
     Disk(B),
 }
 
@@ -149,30 +151,35 @@ impl<B: Deref<Target = [u8]>> ReadChunk<B> {
     }
 }
 
-/// What a shard's partition logs share: the open sealed-segment files and the read-memory
-/// budget, each bounded for the whole shard.
-pub struct LogResources<F> {
+/// What a shard's partition logs share: the open sealed-segment files, the read-memory
+/// budget and the batch cache, each bounded for the whole shard.
+pub struct LogResources<F: StorageFile> {
     /// Open sealed-segment files.
     pub files: SegmentFiles<F>,
     /// Memory for disk-read buffers.
     pub memory: ReadMemory,
+    /// Recent and recently read batches.
+    pub cache: BatchCache<F::ReadBuf>,
 }
 
-impl<F> Clone for LogResources<F> {
+impl<F: StorageFile> Clone for LogResources<F> {
     fn clone(&self) -> Self {
         LogResources {
             files: self.files.clone(),
             memory: self.memory.clone(),
+            cache: self.cache.clone(),
         }
     }
 }
 
-impl<F: Clone> LogResources<F> {
-    /// Resources of the default sizes, for one log on its own (tests, tools).
-    pub fn standalone() -> Self {
+impl<F: StorageFile> LogResources<F> {
+    /// Resources for one log on its own (tests, tools): the default file and read-memory
+    /// bounds and a cache of `cache_bytes`.
+    pub fn standalone(cache_bytes: usize) -> Self {
         LogResources {
             files: SegmentFiles::new(crate::log::files::OPEN_SEGMENT_FILES_DEFAULT),
             memory: ReadMemory::new(crate::limits::READ_MEMORY_BYTES_PER_SHARD),
+            cache: BatchCache::new(cache_bytes),
         }
     }
 }
@@ -214,7 +221,7 @@ pub struct LogStats {
     pub appended_bytes: u64,
     /// fdatasync calls on segment data.
     pub fsyncs: u64,
-    /// Reads served from the tail cache.
+    /// Reads served from the batch cache.
     pub cache_reads: u64,
     /// Reads served from segment files.
     pub disk_reads: u64,
@@ -256,7 +263,6 @@ struct State<F: StorageFile> {
     appended_bytes_total: u64,
     synced_bytes_total: u64,
     oldest_unsynced_ms: Option<i64>,
-    cache: TailCache,
     poison: Option<(&'static str, String)>,
     /// Idempotent producers: read and updated only under the write gate.
     producers: ProducerStates,
@@ -276,6 +282,8 @@ pub struct PartitionLog<S: Storage, C: Clock> {
     files: SegmentFiles<S::File>,
     /// The shard's budget for disk-read buffers.
     memory: ReadMemory,
+    /// The shard's batch cache.
+    cache: BatchCache<<S::File as StorageFile>::ReadBuf>,
     dir: PathBuf,
     storage: S,
     clock: C,
@@ -308,8 +316,9 @@ impl<S: Storage, C: Clock> std::fmt::Debug for PartitionLog<S, C> {
 impl<S: Storage, C: Clock> Drop for PartitionLog<S, C> {
     fn drop(&mut self) {
         // A log dropped without `close` (a failed open's cleanup, a shard stopping) must not
-        // leave its sealed segments' files open in the shard's cache.
+        // leave its sealed segments' files open, or its batches, in the shard's caches.
         self.files.forget_log(self.id);
+        self.cache.forget_log(self.id);
     }
 }
 
@@ -317,6 +326,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// The shard's open sealed-segment files this log uses.
     pub fn segment_files(&self) -> &SegmentFiles<S::File> {
         &self.files
+    }
+
+    /// The shard's batch cache this log uses.
+    pub fn batch_cache(&self) -> &BatchCache<<S::File as StorageFile>::ReadBuf> {
+        &self.cache
     }
 
     /// The shard's read-memory budget this log reads within.

@@ -1,4 +1,4 @@
-//! The reader's side of a partition log: reads from the tail cache or the segment files
+//! The reader's side of a partition log: reads from the batch cache or the segment files
 //! (CRC-checked before serving), the read-ahead for sequential disk readers, timestamp
 //! lookups and replay. Readers never take the write gate.
 
@@ -74,7 +74,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     }
 
     /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
-    /// but always at least one batch. Recent batches come from the tail cache without a copy;
+    /// but always at least one batch. Cached batches come from the batch cache without a copy;
     /// older ones from a DMA read of the segment, CRC-checked. Reading at the log end returns
     /// no batches.
     ///
@@ -127,19 +127,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                     return Ok(empty(offset));
                 }
                 let mut cached = Vec::new();
-                if let Some(next_offset) = state.cache.read(offset, max_bytes, &mut cached) {
+                if let Some(next_offset) = self.cache.read(self.id, offset, max_bytes, &mut cached)
+                {
                     bump(&self.counters.cache_reads, 1);
                     return Ok(LogRead {
-                        chunks: cached
-                            .into_iter()
-                            .map(|(head, tail)| {
-                                if tail.is_empty() {
-                                    ReadChunk::Cache(head)
-                                } else {
-                                    ReadChunk::Split { head, tail }
-                                }
-                            })
-                            .collect(),
+                        chunks: cached,
                         ..empty(next_offset)
                     });
                 }
@@ -218,6 +210,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         let mut buf = buf.map_err(|e| LogError::io("read", &path, e))?;
         let mut pos = position;
         let mut first: Option<u64> = None;
+        let mut first_base = offset;
         let mut next_offset = offset;
         let mut end = pos;
         // The base offset is outside the CRC: check it against the offsets walked from the
@@ -302,7 +295,10 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 }
                 return Err(corrupt(pos, format!("CRC mismatch: {e}")));
             }
-            first.get_or_insert(pos);
+            if first.is_none() {
+                first = Some(pos);
+                first_base = expected_offset;
+            }
             pos += meta.len as u64;
             expected_offset = batch_next;
             end = pos;
@@ -311,9 +307,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         let chunks = match first {
             Some(start) => {
                 let range = (start - buf_pos) as usize..(end - buf_pos) as usize;
-                vec![ReadChunk::Disk(<S::File as StorageFile>::slice(
-                    &buf, range,
-                ))]
+                let bytes = <S::File as StorageFile>::slice(&buf, range);
+                // Checked whole batches: the cache keeps them (cold, unless read again).
+                self.cache
+                    .insert_read(self.id, first_base, next_offset, bytes.clone());
+                vec![ReadChunk::Disk(bytes)]
             }
             None => Vec::new(),
         };
@@ -324,14 +322,9 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             ));
         }
         self.last_disk_read_end.set(Some(next_offset));
-        // A second sequential read in a row with more written bytes after it, which the tail
+        // A second sequential read in a row with more written bytes after it, which the batch
         // cache will not serve: read them now.
-        let cached_next = self
-            .state
-            .borrow()
-            .cache
-            .start_offset()
-            .is_some_and(|start| next_offset >= start);
+        let cached_next = self.cache.holds(self.id, next_offset);
         let len = read_len(end, window);
         // A read-ahead parks its buffer until the consumer's next fetch: it takes read memory
         // only while half the budget stays free, so parked buffers never starve reads.

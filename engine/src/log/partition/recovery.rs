@@ -10,6 +10,10 @@
 
 use super::*;
 
+/// The batch cache of a log opened on its own with [`PartitionLog::open`] (the internal
+/// `__meta` and `__offsets` logs, tests, tools).
+pub const STANDALONE_CACHE_BYTES: usize = 8 << 20;
+
 impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// Opens (or creates) the partition log in `dir`, recovering it: every batch of the active
     /// segment is checked and the log is cut at the first torn or corrupt one; damaged or
@@ -19,7 +23,14 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// I/O errors, an invalid configuration, or [`LogError::Corrupt`] when a sealed segment
     /// does not hold the offsets its neighbours say it must.
     pub async fn open(storage: S, clock: C, dir: &Path, config: LogConfig) -> Result<Self> {
-        Self::open_with(storage, clock, dir, config, LogResources::standalone()).await
+        Self::open_with(
+            storage,
+            clock,
+            dir,
+            config,
+            LogResources::standalone(STANDALONE_CACHE_BYTES),
+        )
+        .await
     }
 
     /// [`open`](Self::open) within `shared`, the resources every partition of the shard
@@ -35,7 +46,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         config: LogConfig,
         shared: LogResources<S::File>,
     ) -> Result<Self> {
-        let LogResources { files, memory } = shared;
+        let LogResources {
+            files,
+            memory,
+            cache,
+        } = shared;
         config.validate()?;
         let io = |op| move |e| LogError::io(op, dir, e);
         create_dir_durably(&storage, dir)
@@ -145,7 +160,6 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             appended_bytes_total: 0,
             synced_bytes_total: 0,
             oldest_unsynced_ms: None,
-            cache: TailCache::new(config.tail_cache_bytes),
             poison: None,
             producers: ProducerStates::default(),
             sync_running: false,
@@ -153,10 +167,14 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             recovery_point,
             checkpoint_running: false,
         };
+        let id = crate::log::files::next_log_id();
+        // Everything below the log end is on disk: the cache may take disk reads of it.
+        cache.written(id, log_end);
         let log = PartitionLog {
-            id: crate::log::files::next_log_id(),
+            id,
             files,
             memory,
+            cache,
             dir: dir.to_path_buf(),
             storage,
             clock,

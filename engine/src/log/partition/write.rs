@@ -30,17 +30,31 @@ impl<S: Storage, C: Clock> WriterLease<'_, S, C> {
             .expect("a lease always holds the writer until dropped")
     }
 
-    /// Publishes how far the writer has written, and evicts what the cache may now drop.
+    /// Hands the write buffers submitted since the last call to the batch cache (which
+    /// serves their batches from them from now on), publishes how far the writer has
+    /// written, and lets the cache evict what is written.
     fn publish_progress(&mut self) {
-        let writer = self.writer.as_ref().expect("lease holds the writer");
+        let writer = self.writer.as_mut().expect("lease holds the writer");
+        let submitted = writer.take_submitted();
         let mut state = self.log.state.borrow_mut();
+        let segment = *state.segments.keys().next_back().expect("active segment");
+        for (pos, view) in &submitted {
+            self.log.cache.adopt_buffer(
+                self.log.id,
+                segment,
+                *pos,
+                view,
+                crate::limits::WRITE_BUFFER_BYTES,
+            );
+        }
         // What has been written only grows, and never passes what was appended.
         debug_assert!(writer.written_offset() >= state.written_offset);
         debug_assert!(writer.written_offset() <= state.log_end);
         state.written_offset = writer.written_offset();
         state.written_bytes = writer.completed_end();
         let written = state.written_offset;
-        state.cache.evict(written);
+        drop(state);
+        self.log.cache.written(self.log.id, written);
     }
 }
 
@@ -120,7 +134,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// Appends one batch (header and payload as built by `tidelog-wire`), assigning it the
     /// next offsets, and returns where it landed. The batch's CRC is checked first; the base
     /// offset is stamped in place (it is outside the CRC), then the batch is copied once into
-    /// the write buffer and shared with the tail cache.
+    /// the write buffer and shared with the batch cache.
     ///
     /// Idempotent producers (`producer_id >= 0` in the header) are checked under the same
     /// write gate that assigns offsets: a retry of one of the producer's last 5 batches (same
@@ -257,6 +271,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 .values_mut()
                 .next_back()
                 .expect("active segment");
+            let active_base = active.base_offset;
             active.first_append_ms.get_or_insert(now_ms);
             active.on_batch(&meta, position, self.config.index_interval_bytes);
             // Offsets are dense and only grow: this batch starts where the log ended.
@@ -265,9 +280,15 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             state.log_end = next_offset;
             state.appended_bytes_total += len as u64;
             state.oldest_unsynced_ms.get_or_insert(now_ms);
-            state
-                .cache
-                .push_parts(base_offset, next_offset, batch.freeze(), tail);
+            let segment = active_base;
+            self.cache.push_appended(
+                self.id,
+                base_offset,
+                next_offset,
+                batch.freeze(),
+                tail,
+                (segment, position),
+            );
             if let Some(producer) = &producer {
                 state
                     .producers
@@ -331,6 +352,8 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         if let Err(e) = lease.writer().flush().await {
             return Err(self.poison("write", &e));
         }
+        // The old segment's last buffers go to the cache before its writer is replaced.
+        lease.publish_progress();
         let old_file = lease.writer().file().clone();
         if let Err(e) = old_file.fdatasync().await {
             return Err(self.poison("fdatasync", &e));
@@ -668,7 +691,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 // Retention only moves the start forward, and never past the high watermark.
                 debug_assert!(first >= state.log_start && first <= state.log_end);
                 state.log_start = first;
-                state.cache.drop_below(first);
+                self.cache.drop_below(self.id, first);
             }
             doomed
         };
@@ -731,7 +754,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             if let Some(&first) = state.segments.keys().next() {
                 debug_assert!(first >= state.log_start && first <= state.log_end);
                 state.log_start = first;
-                state.cache.drop_below(first);
+                self.cache.drop_below(self.id, first);
             }
             doomed
         };
@@ -792,7 +815,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         let _gate = self.gate.enter().await;
         let mut state = self.state.borrow_mut();
         state.closed = true;
-        state.cache.clear();
+        self.cache.forget_log(self.id);
         // Its buffer (up to a fetch's size) and its file handles go with the log's use.
         self.forget_readahead(None);
         self.files.forget_log(self.id);
@@ -808,7 +831,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             let _gate = self.gate.enter().await;
             let mut state = self.state.borrow_mut();
             state.closed = true;
-            state.cache.clear();
+            self.cache.forget_log(self.id);
         }
         self.forget_readahead(None);
         self.files.forget_log(self.id);

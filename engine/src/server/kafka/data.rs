@@ -2,8 +2,9 @@
 //!
 //! Produce validates each partition's single RecordBatch v2 (KAFKA.md §2) and stores it
 //! verbatim behind a Tidelog header; the log stamps the Kafka base offset in place. Fetch
-//! writes the response's header bytes, then the stored Kafka batches themselves: tail-cache
-//! `Bytes` and DMA read buffers sliced past each 64-byte Tidelog header, never copied.
+//! writes the response's header bytes, then the stored Kafka batches themselves: batch-cache
+//! `Bytes`, cached write buffers and DMA read buffers sliced past each 64-byte Tidelog
+//! header, never copied.
 //! Batches written with the native protocol are converted to Kafka v2 on the way out (the
 //! one copy on this path, and only for them).
 
@@ -83,7 +84,7 @@ async fn complete_synced(
 /// A piece of record data sent after the response bytes before it.
 enum Piece {
     Cache(Bytes),
-    Disk(glommio::io::ReadResult),
+    Disk(crate::io::dma::DmaBytes),
     Owned(Bytes),
 }
 
@@ -162,7 +163,7 @@ impl KafkaConnection {
                     }
                 };
                 let records = part.records.unwrap_or_default();
-                // The tail cache keeps the records as a slice of the request when the
+                // The batch cache keeps the records as a slice of the request when the
                 // shard's ledger of such read buffers allows it (the one copy is then the
                 // write buffer's); else they are copied once more, into their own buffer.
                 let home = self.frame_home();
@@ -474,17 +475,15 @@ fn cut_chunk(chunk: Chunk, part: &mut FetchedPartition) -> Result<(), tidelog_wi
             let piece = match &chunk {
                 ReadChunk::Cache(bytes) => Piece::Cache(bytes.slice(start..end)),
                 ReadChunk::Split { .. } => return Ok(()),
-                ReadChunk::Disk(result) => {
-                    match glommio::io::ReadResult::slice(result, start, end - start) {
-                        Some(slice) => Piece::Disk(slice),
-                        None => {
-                            return Err(tidelog_wire::WireError::Truncated {
-                                need: end,
-                                have: len,
-                            })
-                        }
+                ReadChunk::Disk(result) => match result.slice(start, end - start) {
+                    Some(slice) => Piece::Disk(slice),
+                    None => {
+                        return Err(tidelog_wire::WireError::Truncated {
+                            need: end,
+                            have: len,
+                        })
                     }
-                }
+                },
             };
             part.bytes += piece.len();
             part.pieces.push(piece);
