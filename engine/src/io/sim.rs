@@ -15,7 +15,6 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::{ready, Ready};
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -71,6 +70,10 @@ pub struct Faults {
     /// Times an fdatasync yields to other tasks before completing, as a real one would while
     /// the device works (lets tests observe group commit).
     pub fsync_yields: u32,
+    /// Times a write's future yields before completing, as a real one would while the device
+    /// works (lets tests observe appends going on while writes are in flight). The bytes
+    /// are applied when the write is started; only its completion waits.
+    pub write_yields: u32,
 }
 
 #[derive(Debug, Default)]
@@ -283,6 +286,14 @@ impl SimFile {
         }
     }
 
+    fn start_write(&self, buf: &[u8], pos: u64) -> SimWrite {
+        let yields = self.disk.state.borrow().faults.write_yields;
+        SimWrite {
+            result: Some(self.write_now(buf, pos)),
+            yields,
+        }
+    }
+
     fn write_now(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
         self.check_live()?;
         check_aligned(pos)?;
@@ -299,6 +310,33 @@ impl SimFile {
         apply_write(&mut data.current, pos, buf);
         data.unsynced.push((pos, buf.to_vec()));
         Ok(buf.len())
+    }
+}
+
+/// A simulated write's completion: ready after [`Faults::write_yields`] polls.
+#[derive(Debug)]
+pub struct SimWrite {
+    result: Option<io::Result<usize>>,
+    yields: u32,
+}
+
+impl std::future::Future for SimWrite {
+    type Output = io::Result<usize>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<usize>> {
+        if self.yields > 0 {
+            self.yields -= 1;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(
+            self.result
+                .take()
+                .unwrap_or_else(|| Err(io::Error::other("write polled after completion"))),
+        )
     }
 }
 
@@ -396,7 +434,7 @@ impl Storage for SimDisk {
 impl StorageFile for SimFile {
     type ReadBuf = Bytes;
     type WriteBuf = Vec<u8>;
-    type WriteFuture = Ready<io::Result<usize>>;
+    type WriteFuture = SimWrite;
 
     fn alloc_write_buf(&self, len: usize) -> Vec<u8> {
         vec![0; len]
@@ -407,12 +445,12 @@ impl StorageFile for SimFile {
     }
 
     fn write_at(&self, buf: Vec<u8>, pos: u64) -> Self::WriteFuture {
-        ready(self.write_now(&buf, pos))
+        self.start_write(&buf, pos)
     }
 
     fn write_shared_at(&self, buf: Vec<u8>, pos: u64) -> (Bytes, Self::WriteFuture) {
-        let result = self.write_now(&buf, pos);
-        (Bytes::from(buf), ready(result))
+        let write = self.start_write(&buf, pos);
+        (Bytes::from(buf), write)
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {

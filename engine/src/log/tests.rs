@@ -427,6 +427,163 @@ proptest! {
 }
 
 #[test]
+fn a_sync_waits_for_its_writes_without_holding_up_appends() {
+    let disk = SimDisk::new(8);
+    // Writes take a while to complete; fdatasync is instant, so waiting for the writes is
+    // the only thing that takes time in a sync.
+    disk.set_faults(Faults {
+        write_yields: 50,
+        ..Faults::default()
+    });
+    let clock = SimClock::new(T0);
+    let log = Rc::new(open(&disk, &clock, small_config()));
+    for i in 0..3 {
+        block_on(log.append(make_batch(i, 4, 100, T0), Durability::Buffered)).expect("append");
+    }
+    let covered = log.log_end();
+    let order = Rc::new(std::cell::RefCell::new(Vec::new()));
+    block_on(async {
+        let executor = async_executor::LocalExecutor::new();
+        let sync = executor.spawn({
+            let (log, order) = (Rc::clone(&log), Rc::clone(&order));
+            async move {
+                log.sync().await.expect("sync");
+                order.borrow_mut().push("synced");
+            }
+        });
+        let appends = executor.spawn({
+            let (log, order) = (Rc::clone(&log), Rc::clone(&order));
+            async move {
+                for i in 3..8 {
+                    let batch = make_batch(i, 4, 100, T0);
+                    log.append(batch, Durability::Buffered)
+                        .await
+                        .expect("append");
+                    order.borrow_mut().push("appended");
+                }
+            }
+        });
+        executor
+            .run(async move {
+                sync.await;
+                appends.await;
+            })
+            .await;
+    });
+    let order = order.borrow();
+    assert_eq!(
+        order.iter().position(|e| *e == "synced"),
+        Some(5),
+        "appends went on while the sync waited for its writes: {order:?}"
+    );
+    assert!(log.synced_offset() >= covered);
+}
+
+#[test]
+fn the_housekeeping_tick_hands_buffered_appends_to_the_kernel_without_a_sync() {
+    let disk = SimDisk::new(11);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    block_on(log.append(make_batch(1, 4, 100, T0), Durability::Buffered)).expect("append");
+    assert!(!log.flush_due(), "a fresh small append: no fdatasync due");
+    assert!(!block_on(log.maybe_flush()).expect("tick"), "no sync");
+    assert_eq!(log.synced_offset(), 0, "nothing fdatasynced");
+    assert_eq!(log.stats().fsyncs, 0);
+    // The process dies (no close, no power loss): what reached the kernel is on the file.
+    drop(log);
+    let reopened = open(&disk, &clock, small_config());
+    assert_eq!(reopened.log_end(), 4, "the tick wrote the buffered batch");
+    assert_eq!(read_all(&reopened, 0).len(), 1);
+}
+
+#[test]
+fn a_sync_dropped_while_it_waits_for_writes_hands_them_to_the_next() {
+    let disk = SimDisk::new(9);
+    disk.set_faults(Faults {
+        write_yields: 20,
+        ..Faults::default()
+    });
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    block_on(log.append(make_batch(1, 4, 100, T0), Durability::Buffered)).expect("append");
+    let mut first = Box::pin(log.sync());
+    for _ in 0..3 {
+        assert!(
+            block_on(futures_lite::future::poll_once(&mut first)).is_none(),
+            "still waiting for the write"
+        );
+    }
+    drop(first);
+    assert_eq!(log.synced_offset(), 0);
+    assert!(
+        log.poisoned().is_none(),
+        "waiting outside the gate: nothing half-done"
+    );
+    block_on(log.sync()).expect("the next sync completes the same write");
+    assert_eq!(log.synced_offset(), log.log_end());
+    block_on(log.close()).expect("close");
+    drop(log);
+    let reopened = open(&disk, &clock, small_config());
+    assert_eq!(reopened.log_end(), 4, "the write landed and survives");
+}
+
+#[test]
+fn appends_over_the_in_flight_bound_wait_beside_a_sync() {
+    let disk = SimDisk::new(10);
+    disk.set_faults(Faults {
+        write_yields: 5,
+        ..Faults::default()
+    });
+    let clock = SimClock::new(T0);
+    let config = LogConfig {
+        segment_bytes: 64 << 20,
+        max_batch_bytes: 1 << 20,
+        ..small_config()
+    };
+    let log = Rc::new(open(&disk, &clock, config.clone()));
+    let expected: Vec<Vec<u8>> = (0..24)
+        .map(|i| make_batch(i, 2, 300_000, T0).to_vec())
+        .collect();
+    block_on(async {
+        let executor = async_executor::LocalExecutor::new();
+        let syncs = executor.spawn({
+            let log = Rc::clone(&log);
+            async move {
+                for _ in 0..10 {
+                    log.sync().await.expect("sync");
+                    futures_lite::future::yield_now().await;
+                }
+            }
+        });
+        let appends = executor.spawn({
+            let (log, expected) = (Rc::clone(&log), expected.clone());
+            async move {
+                // 7 MB: more than the write buffers in flight allow, so appends wait
+                // for writes that a sync may be driving.
+                for batch in expected {
+                    let batch = BytesMut::from(&batch[..]);
+                    log.append(batch, Durability::Buffered)
+                        .await
+                        .expect("append");
+                }
+            }
+        });
+        executor
+            .run(async move {
+                syncs.await;
+                appends.await;
+            })
+            .await;
+    });
+    block_on(log.sync()).expect("sync");
+    let read = read_all(&log, 0);
+    assert_eq!(read.len(), expected.len());
+    for ((_, got), want) in read.iter().zip(&expected) {
+        assert_eq!(&got[8..], &want[8..]);
+    }
+}
+
+#[test]
 fn group_commit_shares_fdatasync_between_concurrent_appenders() {
     let disk = SimDisk::new(7);
     disk.set_faults(Faults {

@@ -22,6 +22,7 @@ use std::future::Future;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
@@ -35,7 +36,7 @@ use super::segment::{
     parse_segment_name, read_whole, scan, scan_recovering, segment_path, write_index_file,
     BatchMeta, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
-use super::writer::{align_down, SegmentWriter};
+use super::writer::{align_down, InFlightWrites, SegmentWriter};
 use crate::config::LogConfig;
 use crate::error::{LogError, Result};
 use crate::io::{Clock, OpenMode, Storage, StorageFile};
@@ -253,6 +254,8 @@ struct State<F: StorageFile> {
     segments: BTreeMap<u64, Segment<F>>,
     /// Taken by whoever holds the write gate; `None` only while they work.
     writer: Option<SegmentWriter<F>>,
+    /// The active writer's writes in flight, for waiting on them without the gate.
+    in_flight: Rc<InFlightWrites<F>>,
     log_start: u64,
     log_end: u64,
     /// Offsets below are written to the file; bytes of the active segment below

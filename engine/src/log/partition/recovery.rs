@@ -149,9 +149,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             .values()
             .zip(segments.keys().skip(1))
             .all(|(segment, &next)| segment.next_offset == next));
+        let in_flight = Rc::clone(writer.in_flight());
         let state = State {
             segments,
             writer: Some(writer),
+            in_flight,
             log_start,
             log_end,
             written_offset: log_end,

@@ -35,6 +35,8 @@ impl<S: Storage, C: Clock> WriterLease<'_, S, C> {
     /// written, and lets the cache evict what is written.
     fn publish_progress(&mut self) {
         let writer = self.writer.as_mut().expect("lease holds the writer");
+        // Finished writes are recorded now; a failed one shows at the next wait for it.
+        let _ = writer.reap();
         let submitted = writer.take_submitted();
         let mut state = self.log.state.borrow_mut();
         let segment = *state.segments.keys().next_back().expect("active segment");
@@ -398,8 +400,10 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             )
         };
         let writer = SegmentWriter::new(new_file, 0, &[], reserve, new_base);
+        let in_flight = Rc::clone(writer.in_flight());
         lease.writer = Some(writer);
         let mut state = self.state.borrow_mut();
+        state.in_flight = in_flight;
         state.segments.insert(new_base, new_segment);
         state.written_offset = new_base;
         state.written_bytes = 0;
@@ -469,6 +473,67 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                     .is_some_and(|t| now_ms.saturating_sub(t) >= self.config.flush_interval_ms))
     }
 
+    /// Hands appended bytes still in the write buffer to the kernel, without waiting and
+    /// without fdatasync: the housekeeping does it every flush check, so that a process
+    /// crash (`kill -9`) normally loses at most the `acks=0/1` appends of the last check
+    /// (writes handed to the kernel usually complete when the process dies); a power loss
+    /// still takes what the flush policy has not fdatasynced. Returns whether there was anything.
+    ///
+    /// # Errors
+    /// [`LogError::Poisoned`] when a write failed.
+    pub async fn write_behind(&self) -> Result<bool> {
+        let buffered = {
+            let state = self.state.borrow();
+            state
+                .writer
+                .as_ref()
+                .is_some_and(SegmentWriter::has_unsubmitted)
+        };
+        if !buffered {
+            return Ok(false);
+        }
+        let mut lease = self.lease().await?;
+        lease.dirty = true;
+        if let Err(e) = lease.writer().submit().await {
+            return Err(self.poison("write", &e));
+        }
+        lease.dirty = false;
+        lease.publish_progress();
+        Ok(true)
+    }
+
+    /// Records the writes that finished since anyone looked (without waiting, without the
+    /// gate), so that what they wrote is served from disk and may leave the cache.
+    ///
+    /// # Errors
+    /// [`LogError::Poisoned`] when one of them failed.
+    pub fn observe_writes(&self) -> Result<()> {
+        let in_flight = Rc::clone(&self.state.borrow().in_flight);
+        if let Err(e) = in_flight.reap() {
+            return Err(self.poison("write", &e));
+        }
+        self.note_written(&in_flight);
+        Ok(())
+    }
+
+    /// Publishes how far `in_flight` (the active segment's writes, else nothing) has
+    /// written, and lets the cache evict what is written.
+    fn note_written(&self, in_flight: &Rc<InFlightWrites<S::File>>) {
+        let written = {
+            let mut state = self.state.borrow_mut();
+            if !Rc::ptr_eq(&state.in_flight, in_flight) {
+                return; // a rolled segment's: the roll wrote and synced it all
+            }
+            // What has been written only grows, and never passes what was appended.
+            let written = in_flight.written_offset().max(state.written_offset);
+            debug_assert!(written <= state.log_end);
+            state.written_offset = written;
+            state.written_bytes = state.written_bytes.max(in_flight.completed_end());
+            written
+        };
+        self.cache.written(self.id, written);
+    }
+
     /// True when the flush policy (bytes or interval) wants buffered appends made durable.
     pub fn flush_due(&self) -> bool {
         let now_ms = self.clock.now_ms();
@@ -480,7 +545,9 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// # Errors
     /// As [`sync`](Self::sync).
     pub async fn maybe_flush(&self) -> Result<bool> {
+        self.observe_writes()?;
         if !self.flush_due() {
+            self.write_behind().await?;
             return Ok(false);
         }
         self.sync().await?;
@@ -520,22 +587,30 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             }
             self.state.borrow_mut().sync_running = true;
             let _running = SyncRunning(self);
-            let (file, covered_offset, covered_bytes) = {
+            let (in_flight, target_end, file, covered_offset, covered_bytes) = {
                 let mut lease = self.lease().await?;
                 lease.dirty = true;
-                if let Err(e) = lease.writer().flush().await {
-                    return Err(self.poison("write", &e));
-                }
+                let end = match lease.writer().submit().await {
+                    Ok(end) => end,
+                    Err(e) => return Err(self.poison("write", &e)),
+                };
                 lease.dirty = false;
                 lease.publish_progress();
                 let state = self.state.borrow();
                 (
+                    Rc::clone(lease.writer().in_flight()),
+                    end,
                     lease.writer().file().clone(),
                     state.log_end,
                     state.appended_bytes_total,
                 )
             };
-            // The gate is free again: appends fill the buffer while the fdatasync runs.
+            // The gate is free again: appends fill the buffer while the writes land and the
+            // fdatasync runs. Waiting here never drops a write (it stays queued).
+            if let Err(e) = in_flight.complete_through(target_end).await {
+                return Err(self.poison("write", &e));
+            }
+            self.note_written(&in_flight);
             if let Err(e) = file.fdatasync().await {
                 return Err(self.poison("fdatasync", &e));
             }
