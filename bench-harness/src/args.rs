@@ -124,6 +124,19 @@ pub struct Args {
     /// `native://HOST:PORT` or `kafka://HOST:PORT`.
     #[arg(long, value_parser = parse_target)]
     pub compare: Option<Target>,
+    /// Latency at fixed rates, as a curve: a closed-loop run finds the workload's maximum
+    /// rate, then one open-loop run per PERCENT of it (e.g. `10,25,50,75,90`), each on topics
+    /// of its own (`TOPIC-sweep-N`) and each as long as --duration. Prints (and writes to
+    /// --json / --html) publish and end-to-end p50 / p99 / p99.9 against the throughput
+    /// achieved. Use with `e2e` for end-to-end latency.
+    #[arg(long, value_name = "PERCENTS", value_delimiter = ',',
+          conflicts_with_all = ["rate", "compare", "smoke", "sweep_rates"])]
+    pub sweep: Option<Vec<f64>>,
+    /// As --sweep, at these rates (records/s, all producers together) instead of
+    /// percentages of a measured maximum.
+    #[arg(long, value_name = "RATES", value_delimiter = ',',
+          conflicts_with_all = ["rate", "compare", "smoke"])]
+    pub sweep_rates: Option<Vec<f64>>,
     /// The second target's broker pid for --compare (default: --broker-pid, the usual case of
     /// one broker with a native and a Kafka listener).
     #[arg(long, requires = "compare")]
@@ -131,6 +144,15 @@ pub struct Args {
 }
 
 impl Args {
+    /// The rates of a --sweep or --sweep-rates run.
+    pub fn sweep_rates(&self) -> Option<crate::sweep::Rates> {
+        match (&self.sweep, &self.sweep_rates) {
+            (Some(percents), _) => Some(crate::sweep::Rates::PercentOfMax(percents.clone())),
+            (None, Some(rates)) => Some(crate::sweep::Rates::Absolute(rates.clone())),
+            (None, None) => None,
+        }
+    }
+
     /// The arguments of the --compare run: the same workload against the second target.
     pub fn compare_args(&self) -> Option<Args> {
         let target = self.compare.as_ref()?;

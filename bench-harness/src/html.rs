@@ -205,6 +205,75 @@ fn format_number(v: f64) -> String {
     out
 }
 
+/// The page of a `--sweep`: latency percentiles against the throughput achieved at each
+/// rate, the table of points, and the parameters.
+pub fn sweep_page(sweep: &crate::sweep::Sweep) -> String {
+    let lines: Vec<Line> = crate::sweep::curves(sweep)
+        .into_iter()
+        .map(|(name, points)| Line { name, points })
+        .collect();
+    let (publish, e2e): (Vec<Line>, Vec<Line>) = lines
+        .into_iter()
+        .partition(|l| l.name.starts_with("publish"));
+    let plain = |x: f64| format_number(x);
+    let mut html = String::new();
+    let label = sweep
+        .points
+        .first()
+        .map_or(String::new(), |p| p.run.label.clone());
+    let title = format!("tidelog-bench rate sweep on {label}");
+    let _ = write!(
+        html,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\
+         <style>body{{font-family:sans-serif;margin:2em;color:#222}}\
+         pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}\
+         .plot{{fill:#fff;stroke:#999}}.grid{{stroke:#e4e4e4}}\
+         .title{{font-weight:bold;font-size:14px}}.xtick{{text-anchor:middle;font-size:11px}}\
+         .ytick{{text-anchor:end;font-size:11px}}.xname{{text-anchor:middle;font-size:12px}}\
+         .yname{{text-anchor:middle;font-size:12px}}.legend{{text-anchor:end;font-size:12px}}\
+         </style></head><body><h1>{}</h1>",
+        escape(&title),
+        escape(&title)
+    );
+    html.push_str("<h2>Latency against throughput</h2>");
+    html.push_str(&chart(
+        "publish latency (send → ack)",
+        "MB/s achieved",
+        "ms",
+        &publish,
+        None,
+        &plain,
+    ));
+    html.push_str(&chart(
+        "end-to-end latency (send → consumed)",
+        "MB/s achieved",
+        "ms",
+        &e2e,
+        None,
+        &plain,
+    ));
+    let _ = write!(
+        html,
+        "<h2>Points</h2><pre>{}</pre>",
+        escape(&crate::sweep::table(sweep))
+    );
+    if let Some(point) = sweep.points.first() {
+        let params = serde_json::to_string_pretty(&point.run.plan.to_json()).unwrap_or_default();
+        let _ = write!(
+            html,
+            "<h2>Parameters (first point)</h2><pre>{}</pre>",
+            escape(&params)
+        );
+    }
+    let hardware = serde_json::to_string_pretty(&report::hardware()).unwrap_or_default();
+    let _ = writeln!(
+        html,
+        "<h2>Machine</h2><pre>{}</pre></body></html>",
+        escape(&hardware)
+    );
+    html
+}
+
 /// The page for one run, or two runs of --compare (lines of both in each chart).
 pub fn page(runs: &[&Run]) -> String {
     let prefix = |run: &Run, what: &str| {

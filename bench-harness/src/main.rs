@@ -20,6 +20,7 @@ mod report;
 mod run;
 mod smoke;
 mod stats;
+mod sweep;
 mod work;
 
 // Reports beyond the summary table.
@@ -42,6 +43,23 @@ fn main() {
 }
 
 fn main_with(args: &Args) -> Result<()> {
+    if let Some(rates) = args.sweep_rates() {
+        let plan = Plan::from_args(args)?;
+        let sweep = sweep::run(&plan, &args.topic, &rates, |p| {
+            let run = execute(p, args.broker.clone())?;
+            print!("{}", report::table(&run));
+            Ok(run)
+        })?;
+        print!("{}", sweep::table(&sweep));
+        if let Some(path) = &args.json {
+            report::write_json(path, &serde_json::json!({ "sweep": sweep::json(&sweep) }))?;
+        }
+        if let Some(path) = &args.html {
+            std::fs::write(path, html::sweep_page(&sweep))
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        return Ok(());
+    }
     let runs = if args.smoke {
         let mut run = None;
         smoke::smoke(&args.broker, args.smoke_kafka.as_deref(), |plan| {

@@ -610,7 +610,7 @@ pub fn hardware() -> serde_json::Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::args::Args;
     use crate::stats::Latency;
