@@ -73,7 +73,7 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = tidelog_engine::log::files::OPEN_SEGMENT_FILES_DEFAULT)]
     max_open_segment_files: usize,
     /// Memory for recent and recently read batches, all shards together (split evenly):
-    /// consumers within it read from memory, not disk [default: half of the memory the
+    /// consumers within it read from memory, not disk [default: 10% of the memory the
     /// process may use, the smaller of the machine's and its cgroup's limit].
     #[arg(long, value_name = "BYTES")]
     cache_bytes: Option<u64>,

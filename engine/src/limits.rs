@@ -102,6 +102,9 @@ pub const SOCKET_RECEIVE_BUFFER_DEFAULT: Option<usize> = Some(128 << 10);
 pub const CACHE_BYTES_EMBEDDED_DEFAULT: u64 = 1 << 30;
 
 /// `tidelog serve`'s default batch cache, as a share of the memory the process may use
-/// (the smaller of the machine's and its cgroup's limit), all shards together: the other
-/// half is left to request and read memory, the kernel and other processes.
-pub const CACHE_SHARE_OF_MEMORY_PERCENT: u64 = 50;
+/// (the smaller of the machine's and its cgroup's limit), all shards together. Modest on
+/// purpose: every byte the cache holds is memory touched for the first time as it fills,
+/// which on the development VM costs about 1-2 CPU-seconds per GiB (tuning.md), so a larger
+/// default would halve a fresh broker's produce throughput until it is full. Raise it with
+/// `--cache-bytes` on a dedicated broker.
+pub const CACHE_SHARE_OF_MEMORY_PERCENT: u64 = 10;
