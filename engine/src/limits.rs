@@ -97,6 +97,13 @@ pub const READ_MEMORY_BYTES_PER_SHARD: usize = 256 << 20;
 /// yet then push the kernel into TCP memory pressure, which throttles every socket.
 pub const SOCKET_RECEIVE_BUFFER_DEFAULT: Option<usize> = Some(128 << 10);
 
+/// Bytes appended but not yet written to their files, per shard, all partitions together
+/// (`BatchCache::pinned_bytes`): past it an appender first waits for its partition's oldest
+/// write in flight. Without it, each partition's buffer and writes in flight (9 MiB) times
+/// the partitions would be the only bound. Exceeded by at most one buffer and one batch
+/// per partition (a partition with nothing in flight appends into its buffer).
+pub const DIRTY_BYTES_PER_SHARD: usize = 256 << 20;
+
 /// The batch cache of an embedded broker (`BrokerConfig::default`), all shards together.
 /// `tidelog serve` sizes it from the machine instead ([`CACHE_SHARE_OF_MEMORY_PERCENT`]).
 pub const CACHE_BYTES_EMBEDDED_DEFAULT: u64 = 1 << 30;

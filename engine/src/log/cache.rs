@@ -129,6 +129,9 @@ pub struct CacheStats {
     pub bytes: usize,
     /// Bytes held that are not yet written to their file.
     pub pinned_bytes: usize,
+    /// Past this many unwritten bytes appenders wait for their writes
+    /// ([`crate::limits::DIRTY_BYTES_PER_SHARD`]).
+    pub dirty_budget: usize,
     /// Bytes held in the cold queue.
     pub cold_bytes: usize,
     /// Reads answered (at least in part) from the cache.
@@ -200,10 +203,24 @@ impl<B: Sliceable> BatchCache<B> {
                 next_seq: 0,
                 stats: CacheStats {
                     budget,
+                    dirty_budget: crate::limits::DIRTY_BYTES_PER_SHARD,
                     ..CacheStats::default()
                 },
             })),
         }
+    }
+
+    /// The same cache with another budget of unwritten bytes.
+    #[must_use]
+    pub fn with_dirty_budget(self, bytes: usize) -> Self {
+        self.inner.borrow_mut().stats.dirty_budget = bytes;
+        self
+    }
+
+    /// Whether the shard's unwritten bytes are past their budget.
+    pub fn over_dirty_budget(&self) -> bool {
+        let inner = self.inner.borrow();
+        inner.stats.pinned_bytes > inner.stats.dirty_budget
     }
 
     /// What it holds and has done.
@@ -910,6 +927,7 @@ mod tests {
             cache.stats(),
             CacheStats {
                 budget: 1 << 20,
+                dirty_budget: crate::limits::DIRTY_BYTES_PER_SHARD,
                 hits: 1,
                 misses: 1,
                 ..CacheStats::default()

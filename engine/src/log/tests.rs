@@ -480,6 +480,56 @@ fn a_sync_waits_for_its_writes_without_holding_up_appends() {
 }
 
 #[test]
+fn appenders_wait_for_their_writes_past_the_shards_dirty_budget() {
+    let disk = SimDisk::new(12);
+    disk.set_faults(Faults {
+        write_yields: 1_000_000,
+        ..Faults::default()
+    });
+    let clock = SimClock::new(T0);
+    let config = LogConfig {
+        segment_bytes: 256 << 20,
+        max_batch_bytes: 1 << 20,
+        ..small_config()
+    };
+    let dirty = 3 << 20;
+    let cache = cache::BatchCache::new(1 << 30).with_dirty_budget(dirty);
+    let open_at = |dir: &str| {
+        let shared = LogResources {
+            files: shared_files(),
+            memory: memory::ReadMemory::new(crate::limits::READ_MEMORY_BYTES_PER_SHARD),
+            cache: cache.clone(),
+        };
+        block_on(PartitionLog::open_with(
+            disk.clone(),
+            clock.clone(),
+            Path::new(dir),
+            config.clone(),
+            shared,
+        ))
+        .expect("open")
+    };
+    let logs = [open_at("/data/a/0"), open_at("/data/b/0")];
+    // A slow disk: a write finishes only after many polls, so writes pile up unless the
+    // appenders wait for them.
+    disk.set_faults(Faults {
+        write_yields: 20_000,
+        ..Faults::default()
+    });
+    let mut most = 0;
+    for i in 0..60 {
+        let log = &logs[i % 2];
+        block_on(log.append(make_batch(i as u64, 2, 150_000, T0), Durability::Buffered))
+            .expect("append");
+        most = most.max(cache.stats().pinned_bytes);
+    }
+    // Each partition may hold a buffer and a batch beyond the budget.
+    let bound = dirty + 2 * ((1 << 20) + 310_000);
+    assert!(most <= bound, "{most} unwritten bytes, bound {bound}");
+    assert!(most > dirty / 2, "the appends did fill the budget: {most}");
+}
+
+#[test]
 fn the_housekeeping_tick_hands_buffered_appends_to_the_kernel_without_a_sync() {
     let disk = SimDisk::new(11);
     let clock = SimClock::new(T0);

@@ -125,7 +125,7 @@ impl<F: StorageFile> InFlightWrites<F> {
     }
 
     /// Waits until at most `max` writes are queued.
-    async fn complete_down_to(&self, max: usize) -> io::Result<()> {
+    pub(crate) async fn complete_down_to(&self, max: usize) -> io::Result<()> {
         self.complete_while(|w| w.len() > max).await
     }
 

@@ -241,6 +241,18 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         if self.needs_roll(len as u64, meta.span(), now_ms) {
             self.roll(&mut lease).await?;
         }
+        // The shard's unwritten bytes are bounded: past the budget, wait for this
+        // partition's oldest write (the other partitions' appenders do so for theirs).
+        while self.cache.over_dirty_budget() {
+            let in_flight = Rc::clone(lease.writer().in_flight());
+            let Some(fewer) = in_flight.len().checked_sub(1) else {
+                break;
+            };
+            if let Err(e) = in_flight.complete_down_to(fewer).await {
+                return Err(self.poison("write", &e));
+            }
+            lease.publish_progress();
+        }
         let base_offset = self.state.borrow().log_end;
         stamp_base_offset(&mut batch, base_offset as i64)?;
         let meta = BatchMeta {
