@@ -205,6 +205,31 @@ fn format_number(v: f64) -> String {
     out
 }
 
+/// A page's start: the title and the style its charts use.
+fn head(title: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\
+         <style>body{{font-family:sans-serif;margin:2em;color:#222}}\
+         pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}\
+         .plot{{fill:#fff;stroke:#999}}.grid{{stroke:#e4e4e4}}\
+         .title{{font-weight:bold;font-size:14px}}.xtick{{text-anchor:middle;font-size:11px}}\
+         .ytick{{text-anchor:end;font-size:11px}}.xname{{text-anchor:middle;font-size:12px}}\
+         .yname{{text-anchor:middle;font-size:12px}}.legend{{text-anchor:end;font-size:12px}}\
+         </style></head><body><h1>{}</h1>",
+        escape(title),
+        escape(title)
+    )
+}
+
+/// A page's end: the machine it ran on.
+fn foot() -> String {
+    let hardware = serde_json::to_string_pretty(&report::hardware()).unwrap_or_default();
+    format!(
+        "<h2>Machine</h2><pre>{}</pre></body></html>\n",
+        escape(&hardware)
+    )
+}
+
 /// The page of a `--sweep`: latency percentiles against the throughput achieved at each
 /// rate, the table of points, and the parameters.
 pub fn sweep_page(sweep: &crate::sweep::Sweep) -> String {
@@ -222,19 +247,7 @@ pub fn sweep_page(sweep: &crate::sweep::Sweep) -> String {
         .first()
         .map_or(String::new(), |p| p.run.label.clone());
     let title = format!("tidelog-bench rate sweep on {label}");
-    let _ = write!(
-        html,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\
-         <style>body{{font-family:sans-serif;margin:2em;color:#222}}\
-         pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}\
-         .plot{{fill:#fff;stroke:#999}}.grid{{stroke:#e4e4e4}}\
-         .title{{font-weight:bold;font-size:14px}}.xtick{{text-anchor:middle;font-size:11px}}\
-         .ytick{{text-anchor:end;font-size:11px}}.xname{{text-anchor:middle;font-size:12px}}\
-         .yname{{text-anchor:middle;font-size:12px}}.legend{{text-anchor:end;font-size:12px}}\
-         </style></head><body><h1>{}</h1>",
-        escape(&title),
-        escape(&title)
-    );
+    html.push_str(&head(&title));
     html.push_str("<h2>Latency against throughput</h2>");
     html.push_str(&chart(
         "publish latency (send → ack)",
@@ -265,12 +278,7 @@ pub fn sweep_page(sweep: &crate::sweep::Sweep) -> String {
             escape(&params)
         );
     }
-    let hardware = serde_json::to_string_pretty(&report::hardware()).unwrap_or_default();
-    let _ = writeln!(
-        html,
-        "<h2>Machine</h2><pre>{}</pre></body></html>",
-        escape(&hardware)
-    );
+    html.push_str(&foot());
     html
 }
 
@@ -350,19 +358,7 @@ pub fn page(runs: &[&Run]) -> String {
         [a, ..] => format!("tidelog-bench {} on {}", a.plan.mode.name(), a.label),
         [] => "tidelog-bench".to_owned(),
     };
-    let _ = write!(
-        html,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\
-         <style>body{{font-family:sans-serif;margin:2em;color:#222}}\
-         pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}\
-         .plot{{fill:#fff;stroke:#999}}.grid{{stroke:#e4e4e4}}\
-         .title{{font-weight:bold;font-size:14px}}.xtick{{text-anchor:middle;font-size:11px}}\
-         .ytick{{text-anchor:end;font-size:11px}}.xname{{text-anchor:middle;font-size:12px}}\
-         .yname{{text-anchor:middle;font-size:12px}}.legend{{text-anchor:end;font-size:12px}}\
-         </style></head><body><h1>{}</h1>",
-        escape(&title),
-        escape(&title)
-    );
+    html.push_str(&head(&title));
     html.push_str("<h2>Throughput</h2>");
     html.push_str(&chart(
         "MB/s per second",
@@ -406,12 +402,7 @@ pub fn page(runs: &[&Run]) -> String {
             escape(&params)
         );
     }
-    let hardware = serde_json::to_string_pretty(&report::hardware()).unwrap_or_default();
-    let _ = writeln!(
-        html,
-        "<h2>Machine</h2><pre>{}</pre></body></html>",
-        escape(&hardware)
-    );
+    html.push_str(&foot());
     html
 }
 

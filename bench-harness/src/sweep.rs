@@ -89,6 +89,13 @@ fn achieved(run: &Run) -> f64 {
     })
 }
 
+/// The produce throughput a run achieved, MB/s.
+fn achieved_mb(run: &Run) -> f64 {
+    run.outcome.produce.as_ref().map_or(0.0, |p| {
+        crate::stats::rates(p.records, p.bytes, p.elapsed).1
+    })
+}
+
 /// Runs the sweep: `execute` runs one plan (the caller's progress and telemetry).
 ///
 /// # Errors
@@ -154,9 +161,7 @@ pub fn table(sweep: &Sweep) -> String {
             Some(p) => format!("{p}% of max"),
             None => format!("{}", i + 1),
         };
-        let mb = point.run.outcome.produce.as_ref().map_or(0.0, |p| {
-            crate::stats::rates(p.records, p.bytes, p.elapsed).1
-        });
+        let mb = achieved_mb(&point.run);
         let (publish, e2e) = summaries(&point.run);
         let three = |l: Option<LatencySummary>| {
             l.map_or("-".to_owned(), |l| {
@@ -208,9 +213,7 @@ pub fn curves(sweep: &Sweep) -> Vec<(String, Vec<(f64, f64)>)> {
                 .filter_map(|p| {
                     let (publish, end) = summaries(&p.run);
                     let l = if e2e { end } else { publish }?;
-                    let mb = p.run.outcome.produce.as_ref().map_or(0.0, |o| {
-                        crate::stats::rates(o.records, o.bytes, o.elapsed).1
-                    });
+                    let mb = achieved_mb(&p.run);
                     Some((mb, pick(&l) as f64 / 1000.0))
                 })
                 .collect();

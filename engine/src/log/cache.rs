@@ -35,6 +35,7 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 
 use super::partition::ReadChunk;
+use super::segment::BatchMeta;
 use crate::io::Sliceable;
 
 /// The cold queue (what disk reads brought in) holds at most this fraction of the budget
@@ -52,9 +53,6 @@ const ENTRIES_PER_BUDGET: usize = 16;
 const ENTRY_BYTES_MIN: usize = 4 << 10;
 const ENTRY_BYTES_MAX: usize = 256 << 10;
 
-/// Batch header fields the cache walks (see the batch layout in ARCHITECTURE.md).
-const HEADER_LEN: usize = 64;
-
 /// One cached batch (`Pieces`) or run of whole contiguous batches (`Owned`, `Shared`).
 enum Data<B> {
     /// One batch as it arrived: `head` holds at least its header, `tail` the rest (may be
@@ -69,6 +67,26 @@ enum Data<B> {
     Owned(Bytes),
     /// Whole batches in a view of a write buffer or of a disk read.
     Shared(B),
+}
+
+impl<B: Sliceable> Data<B> {
+    /// A run's batches (`None` for one batch held as it arrived).
+    fn run_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Data::Pieces { .. } => None,
+            Data::Owned(bytes) => Some(bytes),
+            Data::Shared(buf) => Some(buf),
+        }
+    }
+
+    /// `range` of a run, shared.
+    fn run_chunk(&self, range: std::ops::Range<usize>) -> Option<ReadChunk<B>> {
+        match self {
+            Data::Pieces { .. } => None,
+            Data::Owned(bytes) => Some(ReadChunk::Cache(bytes.slice(range))),
+            Data::Shared(buf) => Some(ReadChunk::Disk(buf.slice_of(range))),
+        }
+    }
 }
 
 impl<B: Deref<Target = [u8]>> Data<B> {
@@ -181,13 +199,9 @@ impl<B> std::fmt::Debug for BatchCache<B> {
 /// Base offset, length and next offset of the batch whose header starts `bytes`, or `None`
 /// when the bytes do not hold one (the cache only holds batches the log wrote or checked).
 fn walk_header(bytes: &[u8]) -> Option<(u64, usize, u64)> {
-    let field = |at: usize, n: usize| bytes.get(at..at + n);
-    let base = i64::from_le_bytes(field(0, 8)?.try_into().ok()?);
-    let len = u32::from_le_bytes(field(12, 4)?.try_into().ok()?) as usize;
-    let delta = i32::from_le_bytes(field(24, 4)?.try_into().ok()?);
-    let base = u64::try_from(base).ok()?;
-    let delta = u64::try_from(delta).ok()?;
-    (len >= HEADER_LEN && len <= bytes.len()).then_some((base, len, base + delta + 1))
+    let meta = BatchMeta::parse(bytes).ok()?;
+    let base = u64::try_from(meta.base_offset).ok()?;
+    (meta.len <= bytes.len()).then_some((base, meta.len, base + meta.span()))
 }
 
 impl<B: Sliceable> BatchCache<B> {
@@ -493,25 +507,17 @@ impl<B: Sliceable> BatchCache<B> {
                     });
                     (head.len() + tail.len(), entry.next_offset)
                 }
-                Data::Owned(bytes) => {
-                    match cut_run(bytes, next, max_bytes - total.min(max_bytes), total == 0) {
-                        Some((range, end)) => {
-                            let len = range.len();
-                            out.push(ReadChunk::Cache(bytes.slice(range)));
-                            (len, end)
-                        }
-                        None => break,
-                    }
-                }
-                Data::Shared(buf) => {
-                    match cut_run(buf, next, max_bytes - total.min(max_bytes), total == 0) {
-                        Some((range, end)) => {
-                            let len = range.len();
-                            out.push(ReadChunk::Disk(buf.slice_of(range)));
-                            (len, end)
-                        }
-                        None => break,
-                    }
+                run => {
+                    let room = max_bytes - total.min(max_bytes);
+                    let cut = run
+                        .run_bytes()
+                        .and_then(|bytes| cut_run(bytes, next, room, total == 0));
+                    let Some((range, end)) = cut else {
+                        break;
+                    };
+                    let len = range.len();
+                    out.extend(run.run_chunk(range));
+                    (len, end)
                 }
             };
             total += taken;
@@ -615,12 +621,13 @@ fn cut_run(
 }
 
 impl<B: Deref<Target = [u8]>> Inner<B> {
-    fn remove(&mut self, log: u64, base: u64) {
+    /// Removes an entry and returns its bytes (0 when there was none).
+    fn remove(&mut self, log: u64, base: u64) -> usize {
         let Some(entries) = self.logs.get_mut(&log) else {
-            return;
+            return 0;
         };
         let Some(entry) = entries.entries.remove(&base) else {
-            return;
+            return 0;
         };
         let len = entry.data.len();
         self.stats.bytes -= len;
@@ -632,6 +639,7 @@ impl<B: Deref<Target = [u8]>> Inner<B> {
                 self.stats.cold_bytes -= len;
             }
         }
+        len
     }
 
     /// Moves a queued entry to the back of the hot queue (a cold one becomes hot).
@@ -660,19 +668,21 @@ impl<B: Deref<Target = [u8]>> Inner<B> {
         self.compact_queues();
     }
 
+    /// Whether `ticket` still stands for its entry in `queue` (not stale).
+    fn is_live(logs: &HashMap<u64, LogEntries<B>>, ticket: &Ticket, queue: Queue) -> bool {
+        logs.get(&ticket.log)
+            .and_then(|entries| entries.entries.get(&ticket.base))
+            .is_some_and(|e| e.seq == ticket.seq && e.queue == queue)
+    }
+
     /// Drops stale tickets once they outnumber the live ones (a hit leaves one behind).
     fn compact_queues(&mut self) {
         let logs = &self.logs;
-        let live = |t: &Ticket, queue: Queue| {
-            logs.get(&t.log)
-                .and_then(|entries| entries.entries.get(&t.base))
-                .is_some_and(|e| e.seq == t.seq && e.queue == queue)
-        };
         if self.hot.len() > 2 * self.hot_live + 1024 {
-            self.hot.retain(|t| live(t, Queue::Hot));
+            self.hot.retain(|t| Self::is_live(logs, t, Queue::Hot));
         }
         if self.cold.len() > 2 * self.cold_live + 1024 {
-            self.cold.retain(|t| live(t, Queue::Cold));
+            self.cold.retain(|t| Self::is_live(logs, t, Queue::Cold));
         }
     }
 
@@ -691,19 +701,9 @@ impl<B: Deref<Target = [u8]>> Inner<B> {
                 return; // only pinned bytes left
             };
             let queue = if from_cold { Queue::Cold } else { Queue::Hot };
-            let live = self
-                .logs
-                .get(&ticket.log)
-                .and_then(|entries| entries.entries.get(&ticket.base))
-                .is_some_and(|e| e.seq == ticket.seq && e.queue == queue);
-            if live {
-                let len = self
-                    .logs
-                    .get(&ticket.log)
-                    .and_then(|entries| entries.entries.get(&ticket.base))
-                    .map_or(0, |e| e.data.len());
+            if Self::is_live(&self.logs, &ticket, queue) {
+                let len = self.remove(ticket.log, ticket.base);
                 self.stats.evicted_bytes += len as u64;
-                self.remove(ticket.log, ticket.base);
             }
         }
     }
@@ -713,6 +713,7 @@ impl<B: Deref<Target = [u8]>> Inner<B> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use tidelog_wire::batch::HEADER_LEN;
 
     const LOG: u64 = 1;
 
@@ -720,6 +721,10 @@ mod tests {
     /// delta, then `len - 64` bytes of `fill`.
     fn batch(base: u64, records: u32, len: usize, fill: u8) -> Vec<u8> {
         let mut bytes = vec![fill; len.max(HEADER_LEN)];
+        // A header the log's checks accept (the payload is not looked at).
+        bytes[..HEADER_LEN].fill(0);
+        bytes[16] = tidelog_wire::batch::FORMAT_VERSION;
+        bytes[20..24].copy_from_slice(&(records as i32).to_le_bytes());
         bytes[..8].copy_from_slice(&(base as i64).to_le_bytes());
         let len = bytes.len() as u32;
         bytes[12..16].copy_from_slice(&len.to_le_bytes());

@@ -103,9 +103,12 @@ fn fresh_data_is_read_from_memory_after_a_catch_up_scan_of_older_data() {
     let fresh_records = produce(endpoint, FRESH, 16);
 
     // A consumer catches up through the old data: from the disk.
-    let before = disk_read_bytes(broker.pid());
-    read_all(endpoint, OLD, old_records);
-    let scanned = disk_read_bytes(broker.pid()) - before;
+    let read_from_disk = |topic: &str, records: usize| {
+        let before = disk_read_bytes(broker.pid());
+        read_all(endpoint, topic, records);
+        disk_read_bytes(broker.pid()) - before
+    };
+    let scanned = read_from_disk(OLD, old_records);
     assert!(
         scanned >= 80 << 20,
         "the old data was not in memory, yet only {scanned} bytes were read from disk"
@@ -113,18 +116,14 @@ fn fresh_data_is_read_from_memory_after_a_catch_up_scan_of_older_data() {
 
     // The fresh data, 16 MiB from its start, comes from memory: the scan took only the
     // cache's cold share.
-    let before = disk_read_bytes(broker.pid());
-    read_all(endpoint, FRESH, fresh_records);
-    let fresh = disk_read_bytes(broker.pid()) - before;
+    let fresh = read_from_disk(FRESH, fresh_records);
     assert!(
         fresh < 1 << 20,
         "reading 16 MiB just produced read {fresh} bytes from disk"
     );
 
     // Read once, the old data did not displace it; read again, it still comes from disk.
-    let before = disk_read_bytes(broker.pid());
-    read_all(endpoint, OLD, old_records);
-    let again = disk_read_bytes(broker.pid()) - before;
+    let again = read_from_disk(OLD, old_records);
     assert!(
         again >= 64 << 20,
         "a second scan read {again} bytes from disk"
