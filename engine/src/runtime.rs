@@ -223,7 +223,11 @@ where
             since_producer_snapshot += every.flush_check;
             if since_producer_snapshot >= every.producer_state_checkpoint {
                 // Retried at the next tick while unsynced appends keep it from being taken.
-                if log.checkpoint_producer_state().await || !log.producer_snapshot_stale() {
+                if log
+                    .checkpoint_producer_state(crate::log::SnapshotWhen::Stale)
+                    .await
+                    || !log.producer_snapshot_stale()
+                {
                     since_producer_snapshot = std::time::Duration::ZERO;
                 }
             }

@@ -4,7 +4,8 @@
 //! Fault model (every choice drawn from one seeded generator, so a seed replays exactly):
 //! - **Crash** ([`SimDisk::crash`]): every write that completed since the file's last
 //!   `fdatasync` is independently kept whole, lost, or torn at a random 512-byte sector
-//!   boundary; files whose directory entry was never synced with `sync_dir` may vanish.
+//!   boundary; files whose directory entry was never synced with `sync_dir` may vanish,
+//!   and files removed since their directory's last `sync_dir` may come back.
 //! - **I/O errors**: each write and each `fdatasync` fails with `EIO` with a configured
 //!   probability. A failed fdatasync drops the unsynced writes, as Linux may do.
 //! - **Disk full**: with a capacity set, any write or preallocation that would grow the
@@ -84,6 +85,8 @@ struct FileData {
     unsynced: Vec<(u64, Vec<u8>)>,
     /// The directory entry survives a crash only once its directory was synced.
     entry_durable: bool,
+    /// Bytes read from the file so far (what recovery costs, for tests).
+    bytes_read: u64,
 }
 
 #[derive(Debug)]
@@ -95,6 +98,9 @@ struct DiskState {
     dirs: BTreeSet<PathBuf>,
     /// Bumped at each crash; handles from before a crash stop working.
     generation: u64,
+    /// Durable entries removed since their directory was last synced: a crash may bring
+    /// each back, as a power loss can undo an unlink that was never made durable.
+    unlinked: Vec<(PathBuf, Rc<RefCell<FileData>>)>,
 }
 
 impl DiskState {
@@ -132,6 +138,7 @@ impl SimDisk {
                 files: BTreeMap::new(),
                 dirs: BTreeSet::new(),
                 generation: 0,
+                unlinked: Vec::new(),
             })),
         }
     }
@@ -151,11 +158,29 @@ impl SimDisk {
         self.state.borrow().allocated_bytes()
     }
 
+    /// Bytes read so far from the file at `path` (0 when there is none).
+    pub fn bytes_read(&self, path: &Path) -> u64 {
+        self.state
+            .borrow()
+            .files
+            .get(path)
+            .map_or(0, |f| f.borrow().bytes_read)
+    }
+
     /// Simulates a power loss or `kill -9`: unsynced writes are kept, lost or torn, and
     /// unsynced directory entries may vanish. Open handles become invalid.
     pub fn crash(&self) {
         let mut state = self.state.borrow_mut();
         state.generation += 1;
+        for (path, data) in std::mem::take(&mut state.unlinked) {
+            if !state.files.contains_key(&path)
+                && state.dirs.iter().any(|d| path.parent() == Some(d))
+                && state.rng.chance(500_000)
+            {
+                data.borrow_mut().entry_durable = true;
+                state.files.insert(path, data);
+            }
+        }
         let paths: Vec<PathBuf> = state.files.keys().cloned().collect();
         for path in paths {
             let Some(file) = state.files.get(&path).cloned() else {
@@ -240,6 +265,7 @@ impl SimDisk {
             durable: content.to_vec(),
             unsynced: Vec::new(),
             entry_durable: true,
+            bytes_read: 0,
         };
         state
             .files
@@ -395,8 +421,14 @@ impl Storage for SimDisk {
     }
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
-        match self.state.borrow_mut().files.remove(path) {
-            Some(_) => Ok(()),
+        let mut state = self.state.borrow_mut();
+        match state.files.remove(path) {
+            Some(data) => {
+                if data.borrow().entry_durable {
+                    state.unlinked.push((path.to_path_buf(), data));
+                }
+                Ok(())
+            }
             None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
         }
     }
@@ -409,7 +441,8 @@ impl Storage for SimDisk {
     }
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        let state = self.state.borrow();
+        let mut state = self.state.borrow_mut();
+        state.unlinked.retain(|(p, _)| p.parent() != Some(path));
         for (file_path, data) in &state.files {
             if file_path.parent() == Some(path) {
                 data.borrow_mut().entry_durable = true;
@@ -455,9 +488,10 @@ impl StorageFile for SimFile {
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         self.check_live()?;
-        let data = self.data.borrow();
+        let mut data = self.data.borrow_mut();
         let start = (pos as usize).min(data.current.len());
         let end = start.saturating_add(len).min(data.current.len());
+        data.bytes_read += (end - start) as u64;
         Ok(Bytes::copy_from_slice(&data.current[start..end]))
     }
 

@@ -10,8 +10,8 @@ pub mod segment;
 mod writer;
 
 pub use partition::{
-    AppendInfo, Durability, LogRead, LogResources, LogStats, PartitionLog, ReadChunk,
-    PRODUCER_STATE_FILE, PRODUCER_STATE_SEGMENTS, RECOVERY_POINT_FILE,
+    AppendInfo, Durability, LogRead, LogResources, LogStats, PartitionLog, ReadChunk, SnapshotWhen,
+    CLEAN_SHUTDOWN_FILE, PRODUCER_STATE_FILE, PRODUCER_STATE_SEGMENTS, RECOVERY_POINT_FILE,
 };
 
 #[cfg(test)]

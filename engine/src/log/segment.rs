@@ -140,6 +140,16 @@ impl<F> Segment<F> {
         self.last_batch_relative = relative;
     }
 
+    /// Bytes of batches since the last offset-index entry (when the next entry is due).
+    pub(crate) fn bytes_since_index(&self) -> u64 {
+        self.bytes_since_index
+    }
+
+    /// Restores [`bytes_since_index`](Self::bytes_since_index) from a clean-shutdown record.
+    pub(crate) fn set_bytes_since_index(&mut self, bytes: u64) {
+        self.bytes_since_index = bytes;
+    }
+
     /// Makes the next batch accounted get an index entry of its own, so that reads of its
     /// offsets start at it (after a damaged range, never inside it).
     pub(crate) fn index_next_batch(&mut self) {

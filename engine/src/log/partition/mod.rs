@@ -43,13 +43,37 @@ use crate::io::{Clock, OpenMode, Storage, StorageFile};
 use crate::log::index::{OffsetIndex, TimeIndex};
 use crate::sync::{Event, Gate};
 
+mod clean;
 mod read;
 mod recovery;
 mod write;
 
+pub use clean::CLEAN_SHUTDOWN_FILE;
 use read::ReadAhead;
 pub use recovery::{PRODUCER_STATE_FILE, RECOVERY_POINT_FILE};
 use write::Sealing;
+
+/// The producer-state snapshot on disk: the state version it holds, the offset it covers,
+/// and whether a new one is being written.
+#[derive(Debug, Clone, Copy, Default)]
+struct SnapshotMark {
+    version: u64,
+    covered: u64,
+    running: bool,
+}
+
+/// When a producer-state snapshot is worth writing (each costs a file write, an fdatasync, a
+/// rename and a directory sync).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotWhen {
+    /// Housekeeping: the state changed, or the snapshot covers less than the active
+    /// segment, so that a crash rebuilds from at most the active segment even when no
+    /// producer is idempotent.
+    Stale,
+    /// Close: also whenever it does not cover the log end, so that the next open reads
+    /// nothing back.
+    Behind,
+}
 
 /// How durable an append must be before it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,8 +324,8 @@ pub struct PartitionLog<S: Storage, C: Clock> {
     pending_seal: RefCell<Option<Sealing<S::File>>>,
     /// The offset after the last disk read: a read starting there is sequential.
     last_disk_read_end: Cell<Option<u64>>,
-    /// The producer-state version the snapshot file holds, and whether one is being written.
-    producer_snapshot: Cell<(u64, bool)>,
+    /// What the producer-state snapshot file holds, and whether one is being written.
+    producer_snapshot: Cell<SnapshotMark>,
 }
 
 impl<S: Storage, C: Clock> std::fmt::Debug for PartitionLog<S, C> {

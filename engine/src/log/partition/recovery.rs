@@ -77,6 +77,8 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             }
         }
         let recovery_point = read_recovery_point(&storage, dir).await;
+        // Removed (durably) here, before anything can be appended: module `clean`.
+        let mut clean = clean::take(&storage, dir).await?;
         let mut segments = BTreeMap::new();
         if bases.is_empty() {
             let segment = create_segment(&storage, dir, 0).await?;
@@ -94,7 +96,8 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 }
                 None => {
                     let (segment, lost_to) =
-                        open_active(&storage, dir, base, &config, recovery_point).await?;
+                        open_active(&storage, dir, base, &config, recovery_point, clean.take())
+                            .await?;
                     if let Some(resume) = lost_to {
                         // The damaged segment is sealed as it is (its index files make the
                         // next open trust it) and the log resumes at the recovery point.
@@ -188,7 +191,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             readahead: RefCell::new(None),
             pending_seal: RefCell::new(None),
             last_disk_read_end: Cell::new(None),
-            producer_snapshot: Cell::new((0, false)),
+            producer_snapshot: Cell::new(SnapshotMark::default()),
         };
         log.restore_producer_state().await?;
         Ok(log)
@@ -209,6 +212,10 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             match decode_producer_snapshot(&bytes) {
                 Some((covered, producers)) if covered <= log_end => {
                     let from = covered.max(log_start);
+                    self.producer_snapshot.set(SnapshotMark {
+                        covered,
+                        ..SnapshotMark::default()
+                    });
                     return self.scan_producers(from, producers).await;
                 }
                 stale_or_bad => {
@@ -440,8 +447,29 @@ async fn open_active<S: Storage>(
     base: u64,
     config: &LogConfig,
     recovery_point: u64,
+    clean: Option<clean::CleanShutdown>,
 ) -> Result<(Segment<S::File>, Option<u64>)> {
     let (mut segment, file_len) = open_segment_file(storage, dir, base).await?;
+    let (topic, partition) =
+        crate::log::topic_partition(segment.path.parent().unwrap_or(&segment.path));
+    if let Some(record) = clean {
+        match record.apply(&mut segment, file_len, recovery_point) {
+            Ok(()) => {
+                tracing::debug!(%topic, %partition, segment = %segment.path.display(),
+                    size = segment.size, log_end = segment.next_offset,
+                    "clean shutdown: the active segment is trusted without a scan");
+                if file_len != segment.size {
+                    // The preallocated zeros after the data, as a scan would cut them.
+                    cut_file(&segment, segment.size).await?;
+                }
+                return Ok((segment, None));
+            }
+            Err(why) => {
+                tracing::warn!(%topic, %partition, segment = %segment.path.display(), why,
+                    "clean-shutdown record not usable: scanning the active segment");
+            }
+        }
+    }
     let file = segment.file.clone().expect("opened above");
     let scanned = scan_recovering(
         &mut segment,
@@ -452,8 +480,6 @@ async fn open_active<S: Storage>(
     )
     .await
     .map_err(|e| LogError::io("read", &segment.path, e))?;
-    let (topic, partition) =
-        crate::log::topic_partition(segment.path.parent().unwrap_or(&segment.path));
     for damaged in &scanned.damaged {
         tracing::error!(
             %topic,

@@ -686,21 +686,33 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         }
     }
 
-    /// Whether the producer state changed since its last snapshot.
+    /// Whether housekeeping should write a producer-state snapshot ([`SnapshotWhen::Stale`]).
     pub fn producer_snapshot_stale(&self) -> bool {
-        self.state.borrow().producers.version() != self.producer_snapshot.get().0
+        self.snapshot_wanted(SnapshotWhen::Stale)
+    }
+
+    fn snapshot_wanted(&self, when: SnapshotWhen) -> bool {
+        let mark = self.producer_snapshot.get();
+        let state = self.state.borrow();
+        let active_base = state.segments.keys().next_back().copied().unwrap_or(0);
+        state.producers.version() != mark.version
+            || mark.covered < active_base
+            || (when == SnapshotWhen::Behind && mark.covered != state.log_end)
     }
 
     /// Writes the producer-state snapshot (temporary file, fdatasync, rename, directory sync)
     /// when the state changed since the last one and everything appended is synced (so the
     /// snapshot covers only durable batches, which recovery never cuts). Returns whether a
     /// new snapshot is in place. Failures are logged; the next open rebuilds from the log.
-    pub async fn checkpoint_producer_state(&self) -> bool {
-        let (written_version, running) = self.producer_snapshot.get();
+    pub async fn checkpoint_producer_state(&self, when: SnapshotWhen) -> bool {
+        let mark = self.producer_snapshot.get();
+        if mark.running || !self.snapshot_wanted(when) {
+            return false;
+        }
         let (covered, bytes, version) = {
             let state = self.state.borrow();
             let version = state.producers.version();
-            if running || version == written_version || state.synced_offset != state.log_end {
+            if state.synced_offset != state.log_end {
                 return false;
             }
             let payload = state.producers.encode();
@@ -710,7 +722,10 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 version,
             )
         };
-        self.producer_snapshot.set((written_version, true));
+        self.producer_snapshot.set(SnapshotMark {
+            running: true,
+            ..mark
+        });
         let path = self.dir.join(recovery::PRODUCER_STATE_FILE);
         let written = async {
             write_index_file(&self.storage, &path, &bytes).await?;
@@ -719,17 +734,69 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         .await;
         match written {
             Ok(()) => {
-                self.producer_snapshot.set((version, false));
+                self.producer_snapshot.set(SnapshotMark {
+                    version,
+                    covered,
+                    running: false,
+                });
                 true
             }
             Err(e) => {
-                self.producer_snapshot.set((written_version, false));
+                self.producer_snapshot.set(mark);
                 if e.kind() != std::io::ErrorKind::NotFound {
                     let (topic, partition) = crate::log::topic_partition(&self.dir);
                     tracing::warn!(%topic, %partition, covered, error = %e,
                         "writing the producer-state snapshot failed");
                 }
                 false
+            }
+        }
+    }
+
+    /// Records the active segment for the next open (module `clean`) when everything
+    /// appended is durable. Called by `close` under the gate. A failure only costs the next
+    /// open a scan.
+    async fn write_clean_shutdown(&self) {
+        let (file, path) = {
+            let state = self.state.borrow();
+            let durable = state.poison.is_none()
+                && state.synced_offset == state.log_end
+                && state.recovery_point == state.log_end
+                && self.pending_seal.borrow().is_none();
+            let Some(file) = state
+                .segments
+                .values()
+                .next_back()
+                .and_then(|s| s.file.clone())
+            else {
+                return;
+            };
+            if !durable {
+                return;
+            }
+            (file, self.dir.join(clean::CLEAN_SHUTDOWN_FILE))
+        };
+        let written = async {
+            let file_len = file.size().await?;
+            // Taken after the await: the gate is held, so the segment cannot have changed.
+            let bytes = {
+                let state = self.state.borrow();
+                let active = state
+                    .segments
+                    .values()
+                    .next_back()
+                    .ok_or_else(|| std::io::Error::other("no active segment"))?;
+                clean::CleanShutdown::of(active, file_len).encode()
+            };
+            write_index_file(&self.storage, &path, &bytes).await?;
+            self.storage.sync_dir(&self.dir).await
+        }
+        .await;
+        if let Err(e) = written {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                let (topic, partition) = crate::log::topic_partition(&self.dir);
+                tracing::warn!(%topic, %partition, path = %path.display(), error = %e,
+                    "writing the clean-shutdown record failed: the next open scans");
             }
         }
     }
@@ -897,9 +964,13 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         };
         if result.is_ok() {
             self.checkpoint_recovery_point().await;
-            self.checkpoint_producer_state().await;
+            self.checkpoint_producer_state(SnapshotWhen::Behind).await;
         }
         let _gate = self.gate.enter().await;
+        // Under the gate: no append can follow the record.
+        if result.is_ok() {
+            self.write_clean_shutdown().await;
+        }
         let mut state = self.state.borrow_mut();
         state.closed = true;
         self.cache.forget_log(self.id);
