@@ -226,6 +226,13 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                         .remove_file(&path)
                         .await
                         .map_err(|e| LogError::io("remove", &path, e))?;
+                    // Durably: a stale snapshot brought back by a crash, once the log has
+                    // grown past its offset again, would pass for a valid one and describe
+                    // batches that are gone.
+                    self.storage
+                        .sync_dir(&self.dir)
+                        .await
+                        .map_err(|e| LogError::io("sync directory", &self.dir, e))?;
                 }
             }
         }
