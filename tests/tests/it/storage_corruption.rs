@@ -32,12 +32,15 @@ fn small_segments_config() -> LogConfig {
     }
 }
 
-/// Removes the partition's recovery point, so that damage to the end of the active segment
-/// reads as what it models: a torn tail after a crash (above the recovery point). With the
-/// point in place the same bytes are damage to durable data, which recovery keeps.
-fn forget_recovery_point(dir: &Path) {
+/// Leaves the closed log as a crash would, so that damage to the end of the active segment
+/// reads as what it models, a torn tail: no recovery point covering it (with the point in
+/// place the same bytes are damage to durable data, which recovery keeps) and no
+/// clean-shutdown record (a crash never leaves one; with it the open would not scan).
+fn as_after_a_crash(dir: &Path) {
     std::fs::remove_file(dir.join(tidelog_engine::log::RECOVERY_POINT_FILE))
         .expect("a closed log has a recovery point");
+    std::fs::remove_file(dir.join(tidelog_engine::log::CLEAN_SHUTDOWN_FILE))
+        .expect("a cleanly closed log has a clean-shutdown record");
 }
 
 fn first_segment(dir: &Path) -> PathBuf {
@@ -154,7 +157,7 @@ fn flipped_byte_in_last_batch_is_cut_at_recovery() {
             println!("round {round}: damage below the recovery point kept");
             continue;
         }
-        forget_recovery_point(&dir);
+        as_after_a_crash(&dir);
 
         let check_dir = dir.clone();
         run_glommio(move || async move {
@@ -323,7 +326,7 @@ fn cut_active_segment_recovers_to_last_whole_batch() {
         file.set_len(cut).expect("cut segment");
         file.sync_all().expect("sync");
         drop(file);
-        forget_recovery_point(&dir);
+        as_after_a_crash(&dir);
         let whole = on_disk.iter().filter(|b| b.pos + b.len <= cut).count();
         let expected_end = on_disk.get(whole).map_or_else(
             || on_disk.last().map_or(0, |b| b.last_offset + 1),
