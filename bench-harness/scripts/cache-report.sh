@@ -53,6 +53,8 @@ stop
 start
 run from-disk consume --topic readback --record-size 1024
 stop
+# The measurements stay; the gigabytes of segments do not (repeated runs would fill the disk).
+rm -rf "$out/data"
 
 python3 - "$out" <<'PY'
 import json, sys
