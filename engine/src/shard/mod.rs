@@ -252,17 +252,24 @@ impl Shard {
             rest
         };
         let offline = shard.offline.borrow().len();
-        let (partitions, bytes, segments) = {
+        let (partitions, bytes, segments, clean) = {
             let logs = shard.partitions.borrow();
             let all = logs.values().flat_map(|by_index| by_index.values());
-            all.fold((0usize, 0u64, 0usize), |(n, b, s), log| {
-                (n + 1, b + log.size_bytes(), s + log.segment_count())
+            all.fold((0usize, 0u64, 0usize, 0usize), |(n, b, s, c), log| {
+                (
+                    n + 1,
+                    b + log.size_bytes(),
+                    s + log.segment_count(),
+                    c + usize::from(log.opened_clean()),
+                )
             })
         };
         tracing::info!(
             shard = shard.id,
             partitions,
             offline,
+            // Opened from a clean-shutdown record; the rest scanned their active segment.
+            clean,
             segments,
             bytes,
             elapsed_ms = started.elapsed().as_millis() as u64,

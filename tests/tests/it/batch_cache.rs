@@ -19,14 +19,14 @@ const FRESH: &str = "fresh-data";
 const VALUE_BYTES: usize = 32 << 10;
 const RECORDS_PER_BATCH: usize = 16;
 
-fn value(topic: &str, i: usize) -> Vec<u8> {
+pub(crate) fn value(topic: &str, i: usize) -> Vec<u8> {
     let mut value = format!("{topic} record {i}:").into_bytes();
     value.resize(VALUE_BYTES, b'a' + (i % 26) as u8);
     value
 }
 
 /// Bytes the process has caused to be read from storage so far.
-fn disk_read_bytes(pid: u32) -> u64 {
+pub(crate) fn disk_read_bytes(pid: u32) -> u64 {
     let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("read /proc/<pid>/io");
     io.lines()
         .find_map(|line| line.strip_prefix("read_bytes: "))
@@ -35,7 +35,7 @@ fn disk_read_bytes(pid: u32) -> u64 {
 }
 
 /// Produces `mib` MiB of records to partition 0 of `topic` (acks=all batches).
-fn produce(endpoint: SocketAddr, topic: &str, mib: usize) -> usize {
+pub(crate) fn produce(endpoint: SocketAddr, topic: &str, mib: usize) -> usize {
     let mut producer = Peer::connect(endpoint);
     let records = (mib << 20) / VALUE_BYTES;
     for first in (0..records).step_by(RECORDS_PER_BATCH) {
@@ -57,7 +57,7 @@ fn produce(endpoint: SocketAddr, topic: &str, mib: usize) -> usize {
 }
 
 /// Reads partition 0 of `topic` from offset 0 to `records`, checking every record.
-fn read_all(endpoint: SocketAddr, topic: &str, records: usize) {
+pub(crate) fn read_all(endpoint: SocketAddr, topic: &str, records: usize) {
     let mut peer = Peer::connect(endpoint);
     let mut next = 0i64;
     while (next as usize) < records {

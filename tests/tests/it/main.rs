@@ -11,6 +11,7 @@ mod kafka_protocol;
 mod native_broker;
 mod open_files;
 mod power_loss;
+mod restart;
 mod storage_corruption;
 mod storage_crash;
 mod storage_disk_full;

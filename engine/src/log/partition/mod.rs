@@ -326,6 +326,9 @@ pub struct PartitionLog<S: Storage, C: Clock> {
     last_disk_read_end: Cell<Option<u64>>,
     /// What the producer-state snapshot file holds, and whether one is being written.
     producer_snapshot: Cell<SnapshotMark>,
+    /// Whether the open trusted a clean-shutdown record instead of scanning the active
+    /// segment.
+    opened_clean: bool,
 }
 
 impl<S: Storage, C: Clock> std::fmt::Debug for PartitionLog<S, C> {
@@ -403,6 +406,12 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// The recovery point last checkpointed: recovery never cuts below it.
     pub fn recovery_point(&self) -> u64 {
         self.state.borrow().recovery_point
+    }
+
+    /// Whether this log's open trusted a clean-shutdown record (the last close was clean and
+    /// nothing changed since) instead of scanning its active segment.
+    pub fn opened_clean(&self) -> bool {
+        self.opened_clean
     }
 
     /// Number of segments, sealed and active.

@@ -79,6 +79,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         let recovery_point = read_recovery_point(&storage, dir).await;
         // Removed (durably) here, before anything can be appended: module `clean`.
         let mut clean = clean::take(&storage, dir).await?;
+        let mut opened_clean = false;
         let mut segments = BTreeMap::new();
         if bases.is_empty() {
             let segment = create_segment(&storage, dir, 0).await?;
@@ -95,9 +96,10 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                     segment
                 }
                 None => {
-                    let (segment, lost_to) =
+                    let (segment, lost_to, trusted) =
                         open_active(&storage, dir, base, &config, recovery_point, clean.take())
                             .await?;
+                    opened_clean = trusted;
                     if let Some(resume) = lost_to {
                         // The damaged segment is sealed as it is (its index files make the
                         // next open trust it) and the log resumes at the recovery point.
@@ -192,6 +194,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             pending_seal: RefCell::new(None),
             last_disk_read_end: Cell::new(None),
             producer_snapshot: Cell::new(SnapshotMark::default()),
+            opened_clean,
         };
         log.restore_producer_state().await?;
         Ok(log)
@@ -455,7 +458,7 @@ async fn open_active<S: Storage>(
     config: &LogConfig,
     recovery_point: u64,
     clean: Option<clean::CleanShutdown>,
-) -> Result<(Segment<S::File>, Option<u64>)> {
+) -> Result<(Segment<S::File>, Option<u64>, bool)> {
     let (mut segment, file_len) = open_segment_file(storage, dir, base).await?;
     let (topic, partition) =
         crate::log::topic_partition(segment.path.parent().unwrap_or(&segment.path));
@@ -469,7 +472,7 @@ async fn open_active<S: Storage>(
                     // The preallocated zeros after the data, as a scan would cut them.
                     cut_file(&segment, segment.size).await?;
                 }
-                return Ok((segment, None));
+                return Ok((segment, None, true));
             }
             Err(why) => {
                 tracing::warn!(%topic, %partition, segment = %segment.path.display(), why,
@@ -502,7 +505,7 @@ async fn open_active<S: Storage>(
         );
     }
     if scanned.lost_to.is_some() {
-        return Ok((segment, scanned.lost_to));
+        return Ok((segment, scanned.lost_to, false));
     }
     if let Some(reason) = &scanned.stopped {
         tracing::warn!(
@@ -520,7 +523,7 @@ async fn open_active<S: Storage>(
     if file_len != scanned.valid_bytes {
         cut_file(&segment, scanned.valid_bytes).await?;
     }
-    Ok((segment, None))
+    Ok((segment, None, false))
 }
 
 /// Seals an active segment whose damage below the recovery point runs to its end: its
