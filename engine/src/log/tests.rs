@@ -1661,3 +1661,44 @@ fn a_clean_close_lets_the_next_open_read_back_no_log() {
     assert_eq!(log.log_end(), 800, "every synced batch survives the crash");
     assert_eq!(read_all(&log, 0), all);
 }
+
+/// A clean-shutdown record left in place by a build that did not know it (a downgrade, then
+/// an upgrade) is not trusted once batches follow its end, even when the file length and the
+/// recovery point say nothing changed (that build crashed before its next checkpoint, and
+/// preallocation made the lengths agree): the bytes after the recorded end are not zeros.
+/// Trusting it would cut batches that were synced.
+#[test]
+fn a_record_with_batches_after_its_end_is_not_trusted() {
+    let disk = SimDisk::new(41);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    for i in 0..5 {
+        block_on(log.append(make_batch(i, 5, 100, T0), Durability::Synced)).expect("append");
+    }
+    block_on(log.close()).expect("close");
+    let saved = |name: &str| block_on(segment::read_whole(&disk, &dir().join(name))).expect(name);
+    let record = saved(CLEAN_SHUTDOWN_FILE);
+    let recovery_point = saved(RECOVERY_POINT_FILE);
+    let (active, _) = active_segment(&disk);
+    let recorded_len = disk.file_len(&active).expect("segment");
+    // The other build's run: more synced batches in the same segment.
+    let log = open(&disk, &clock, small_config());
+    for i in 5..8 {
+        block_on(log.append(make_batch(i, 5, 100, T0), Durability::Synced)).expect("append");
+    }
+    let expected = read_all(&log, 0);
+    assert_eq!(expected.len(), 8);
+    drop(log);
+    disk.crash();
+    disk.install(&dir().join(CLEAN_SHUTDOWN_FILE), &record);
+    disk.install(&dir().join(RECOVERY_POINT_FILE), &recovery_point);
+    assert!(disk.set_file_len(&active, recorded_len));
+    let log = open(&disk, &clock, small_config());
+    assert!(!log.opened_clean(), "the stale record was trusted");
+    assert_eq!(
+        log.log_end(),
+        40,
+        "the synced batches after the record are kept"
+    );
+    assert_eq!(read_all(&log, 0), expected);
+}

@@ -12,8 +12,10 @@
 //!   after that open finds no record and scans the active segment as before.
 //! - Trusted only when it matches the file: same segment, same file length (a changed length
 //!   means the file is not the one the record describes), offsets at or above the recovery
-//!   point, indexes that decode inside the segment. Anything else is ignored (logged) and
-//!   the segment is scanned. Batches are CRC-checked when read either way.
+//!   point, indexes that decode inside the segment, and zeros where a batch after its end
+//!   would start (a build that did not know the record may have left it and appended).
+//!   Anything else is ignored (logged) and the segment is scanned. Batches are CRC-checked
+//!   when read either way.
 
 use super::*;
 

@@ -36,7 +36,7 @@ use super::segment::{
     parse_segment_name, read_whole, scan, scan_recovering, segment_path, write_index_file,
     BatchMeta, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
-use super::writer::{align_down, InFlightWrites, SegmentWriter};
+use super::writer::{align_down, align_up, InFlightWrites, SegmentWriter};
 use crate::config::LogConfig;
 use crate::error::{LogError, Result};
 use crate::io::{Clock, OpenMode, Storage, StorageFile};

@@ -463,7 +463,18 @@ async fn open_active<S: Storage>(
     let (topic, partition) =
         crate::log::topic_partition(segment.path.parent().unwrap_or(&segment.path));
     if let Some(record) = clean {
-        match record.apply(&mut segment, file_len, recovery_point) {
+        let applied = match record.apply(&mut segment, file_len, recovery_point) {
+            Ok(()) => {
+                let file = segment.file.clone().expect("opened above");
+                match nothing_after(&file, segment.size, file_len).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err("bytes follow its end (appended after it was written)"),
+                    Err(e) => return Err(LogError::io("read", &segment.path, e)),
+                }
+            }
+            Err(why) => Err(why),
+        };
+        match applied {
             Ok(()) => {
                 tracing::debug!(%topic, %partition, segment = %segment.path.display(),
                     size = segment.size, log_end = segment.next_offset,
@@ -477,6 +488,8 @@ async fn open_active<S: Storage>(
             Err(why) => {
                 tracing::warn!(%topic, %partition, segment = %segment.path.display(), why,
                     "clean-shutdown record not usable: scanning the active segment");
+                let file = segment.file.take().expect("opened above");
+                segment = Segment::empty(base, file, segment.path.clone());
             }
         }
     }
@@ -524,6 +537,29 @@ async fn open_active<S: Storage>(
         cut_file(&segment, scanned.valid_bytes).await?;
     }
     Ok((segment, None, false))
+}
+
+/// Whether nothing follows byte `size` of a file `file_len` bytes long: the bytes where a
+/// next batch header would start are zeros, or the file ends. Anything else was appended
+/// after a clean-shutdown record ending at `size` was written (say by a build that did not
+/// know the record and left it in place), so the record no longer describes the file.
+async fn nothing_after<F: StorageFile>(
+    file: &F,
+    size: u64,
+    file_len: u64,
+) -> std::io::Result<bool> {
+    let want = (tidelog_wire::batch::HEADER_LEN as u64).min(file_len.saturating_sub(size));
+    if want == 0 {
+        return Ok(true);
+    }
+    let start = align_down(size);
+    let len = (align_up(size + want) - start) as usize;
+    let bytes = file.read_at(start, len).await?;
+    let from = (size - start) as usize;
+    let to = from + want as usize;
+    Ok(bytes
+        .get(from..to)
+        .is_some_and(|b| b.iter().all(|&x| x == 0)))
 }
 
 /// Seals an active segment whose damage below the recovery point runs to its end: its
