@@ -1602,8 +1602,8 @@ fn sealed_kafka_batches_keep_the_producers_records_uncopied() {
 }
 
 /// A clean close leaves a record of the active segment and a producer-state snapshot that
-/// covers the log end, so the next open reads back nothing but the last page of the active
-/// segment. Before, it read the whole active segment and, with no idempotent producer, the
+/// covers the log end, so the next open reads back nothing but the last page or two of the
+/// active segment. Before, it read the whole active segment and, with no idempotent producer, the
 /// last three segments (a clean restart of a broker holding 3.4 GB read 6 GB back). The log
 /// it opens serves, indexes and appends as a scanned one does, and a crash after that open
 /// scans again (the record is gone) without losing a synced batch.
@@ -1629,8 +1629,10 @@ fn a_clean_close_lets_the_next_open_read_back_no_log() {
     let before = log_bytes_read();
     let log = open(&disk, &clock, small_config());
     let read_back = log_bytes_read() - before;
+    // The last page, for the write head and for the check that zeros follow the recorded
+    // end (which may reach into the next page): at most three pages.
     assert!(
-        read_back <= crate::limits::IO_ALIGNMENT as u64,
+        read_back <= 3 * crate::limits::IO_ALIGNMENT as u64,
         "a clean open read {read_back} bytes of the log"
     );
     assert!(
