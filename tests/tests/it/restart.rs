@@ -39,6 +39,15 @@ fn recovered(broker: &Broker) -> String {
     }
 }
 
+/// Starts the broker on `data` and waits for its recovery: the broker, its recovery
+/// summary, and the bytes it read from storage until then.
+fn restart(data: &std::path::Path, run: usize, serve: Serve) -> (Broker, String, u64) {
+    let broker = Broker::start_with(data, run, serve);
+    let summary = recovered(&broker);
+    let read = disk_read_bytes(broker.pid());
+    (broker, summary, read)
+}
+
 /// The partition's endpoint on a running broker.
 fn endpoint(broker: &Broker) -> SocketAddr {
     let addr: SocketAddr = broker.addr.parse().expect("addr");
@@ -61,9 +70,7 @@ fn a_clean_restart_reads_no_log_back_and_a_crash_scans() {
     let records = produce(endpoint(&broker), TOPIC, 48);
     let data = broker.stop();
 
-    let broker = Broker::start_with(&data, 1, serve.clone());
-    let summary = recovered(&broker);
-    let read = disk_read_bytes(broker.pid());
+    let (broker, summary, read) = restart(&data, 1, serve.clone());
     assert!(
         summary.contains("partitions=1 offline=0 clean=1"),
         "the clean restart did not open from its record: {summary}"
@@ -76,9 +83,7 @@ fn a_clean_restart_reads_no_log_back_and_a_crash_scans() {
 
     // A crash leaves no record: the next start checks the active segment batch by batch.
     let data = broker.kill_9();
-    let broker = Broker::start_with(&data, 2, serve);
-    let summary = recovered(&broker);
-    let read = disk_read_bytes(broker.pid());
+    let (broker, summary, read) = restart(&data, 2, serve);
     assert!(
         summary.contains("partitions=1 offline=0 clean=0"),
         "a restart after kill -9 must scan: {summary}"

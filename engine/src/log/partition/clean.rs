@@ -116,6 +116,11 @@ impl CleanShutdown {
         })
     }
 
+    /// The recorded size of the segment's valid batches.
+    pub(super) fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Installs the record into `segment` (just opened, not scanned, its file `file_len`
     /// bytes long) when it describes that file; otherwise says why not and leaves `segment`
     /// untouched.

@@ -463,16 +463,15 @@ async fn open_active<S: Storage>(
     let (topic, partition) =
         crate::log::topic_partition(segment.path.parent().unwrap_or(&segment.path));
     if let Some(record) = clean {
-        let applied = match record.apply(&mut segment, file_len, recovery_point) {
-            Ok(()) => {
-                let file = segment.file.clone().expect("opened above");
-                match nothing_after(&file, segment.size, file_len).await {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err("bytes follow its end (appended after it was written)"),
-                    Err(e) => return Err(LogError::io("read", &segment.path, e)),
-                }
-            }
-            Err(why) => Err(why),
+        let file = segment.file.clone().expect("opened above");
+        let followed = !nothing_after(&file, record.size(), file_len)
+            .await
+            .map_err(|e| LogError::io("read", &segment.path, e))?;
+        // `apply` changes the segment only when it succeeds.
+        let applied = if followed {
+            Err("bytes follow its end (appended after it was written)")
+        } else {
+            record.apply(&mut segment, file_len, recovery_point)
         };
         match applied {
             Ok(()) => {
@@ -488,8 +487,6 @@ async fn open_active<S: Storage>(
             Err(why) => {
                 tracing::warn!(%topic, %partition, segment = %segment.path.display(), why,
                     "clean-shutdown record not usable: scanning the active segment");
-                let file = segment.file.take().expect("opened above");
-                segment = Segment::empty(base, file, segment.path.clone());
             }
         }
     }

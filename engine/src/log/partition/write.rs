@@ -656,17 +656,9 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             state.synced_offset
         };
         let path = self.dir.join(recovery::RECOVERY_POINT_FILE);
-        let written = async {
-            write_index_file(
-                &self.storage,
-                &path,
-                &recovery::encode_recovery_point(target),
-            )
-            .await?;
-            // The rename is in place only once the directory is durable.
-            self.storage.sync_dir(&self.dir).await
-        }
-        .await;
+        let written = self
+            .persist(&path, &recovery::encode_recovery_point(target))
+            .await;
         let mut state = self.state.borrow_mut();
         state.checkpoint_running = false;
         match written {
@@ -727,11 +719,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             ..mark
         });
         let path = self.dir.join(recovery::PRODUCER_STATE_FILE);
-        let written = async {
-            write_index_file(&self.storage, &path, &bytes).await?;
-            self.storage.sync_dir(&self.dir).await
-        }
-        .await;
+        let written = self.persist(&path, &bytes).await;
         match written {
             Ok(()) => {
                 self.producer_snapshot.set(SnapshotMark {
@@ -753,29 +741,30 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         }
     }
 
+    /// Writes the small file `path` in the partition directory durably: temporary file,
+    /// fdatasync, rename, then the directory sync that makes the rename durable.
+    async fn persist(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        write_index_file(&self.storage, path, bytes).await?;
+        self.storage.sync_dir(&self.dir).await
+    }
+
     /// Records the active segment for the next open (module `clean`) when everything
     /// appended is durable. Called by `close` under the gate. A failure only costs the next
     /// open a scan.
     async fn write_clean_shutdown(&self) {
-        let (file, path) = {
+        let file = {
             let state = self.state.borrow();
             let durable = state.poison.is_none()
                 && state.synced_offset == state.log_end
                 && state.recovery_point == state.log_end
                 && self.pending_seal.borrow().is_none();
-            let Some(file) = state
-                .segments
-                .values()
-                .next_back()
-                .and_then(|s| s.file.clone())
-            else {
-                return;
-            };
-            if !durable {
-                return;
+            let active = state.segments.values().next_back();
+            match active.and_then(|s| s.file.clone()) {
+                Some(file) if durable => file,
+                _ => return,
             }
-            (file, self.dir.join(clean::CLEAN_SHUTDOWN_FILE))
         };
+        let path = self.dir.join(clean::CLEAN_SHUTDOWN_FILE);
         let written = async {
             let file_len = file.size().await?;
             // Taken after the await: the gate is held, so the segment cannot have changed.
@@ -788,8 +777,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                     .ok_or_else(|| std::io::Error::other("no active segment"))?;
                 clean::CleanShutdown::of(active, file_len).encode()
             };
-            write_index_file(&self.storage, &path, &bytes).await?;
-            self.storage.sync_dir(&self.dir).await
+            self.persist(&path, &bytes).await
         }
         .await;
         if let Err(e) = written {
