@@ -44,7 +44,7 @@ const PRODUCER_IDS_BYTES: usize = 1 + 8;
 const CONFIG_VERSION_1: u8 = 1;
 const CONFIG_VERSION: u8 = 2;
 const STORED_DEFAULT: i64 = -2;
-const CONFIG_BYTES: usize = 1 + 4 + 8 + 8 + 8 + 8;
+pub(crate) const CONFIG_BYTES: usize = 1 + 4 + 8 + 8 + 8 + 8;
 
 /// Errors of topic metadata operations.
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +177,7 @@ impl TopicConfig {
         }
     }
 
-    fn encode(&self) -> [u8; CONFIG_BYTES] {
+    pub(crate) fn encode(&self) -> [u8; CONFIG_BYTES] {
         let mut out = [0u8; CONFIG_BYTES];
         out[0] = CONFIG_VERSION;
         out[1..5].copy_from_slice(&self.partitions.to_le_bytes());
@@ -189,7 +189,7 @@ impl TopicConfig {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
         let version = *bytes.first()?;
         if bytes.len() != CONFIG_BYTES || !(CONFIG_VERSION_1..=CONFIG_VERSION).contains(&version) {
             return None;
@@ -205,7 +205,7 @@ impl TopicConfig {
         })
     }
 
-    fn validate(&self, defaults: &LogConfig) -> Result<(), MetaError> {
+    pub(crate) fn validate(&self, defaults: &LogConfig) -> Result<(), MetaError> {
         if self.partitions == 0 || self.partitions > PARTITIONS_MAX {
             return Err(MetaError::InvalidConfig(format!(
                 "partitions {} not in [1, {PARTITIONS_MAX}]",

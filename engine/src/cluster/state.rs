@@ -1,0 +1,531 @@
+//! The cluster metadata: what the Raft metadata log's committed commands add up to, the same
+//! on every node (KRaft's metadata image). Deterministic: applying the same commands in the
+//! same order gives the same state on every node, so every decision that depends on state
+//! (placement, refusals) is taken here, at apply time, never by the proposer.
+//!
+//! ```text
+//! nodes:   id -> NodeInfo (registered endpoints, shard count)
+//! topics:  name -> config, replicas per partition (first replica leads)
+//! producer ids: the next block's start
+//! ```
+
+use std::collections::BTreeMap;
+
+use super::codec::{Decoded, Reader, Writer};
+use crate::meta::{validate_topic_name, TopicConfig, CONFIG_BYTES, PARTITIONS_MAX};
+
+/// A node's id in the cluster (1..=[`NODE_ID_MAX`]; 0 is the single node without peers).
+pub type NodeId = u64;
+
+/// Largest node id: a Kafka broker id is `node * SHARDS_MAX + shard` and must fit an i32.
+pub const NODE_ID_MAX: NodeId = (i32::MAX as u64) / crate::limits::SHARDS_MAX as u64 - 1;
+/// Most nodes one cluster may register.
+pub const NODES_MAX: usize = 256;
+/// Largest replication factor.
+pub const REPLICATION_FACTOR_MAX: u16 = 16;
+/// Most topics the cluster metadata holds.
+pub const TOPICS_MAX: usize = 100_000;
+/// Longest host name a node may register.
+pub const HOST_BYTES_MAX: usize = 253;
+/// Producer ids one allocation command reserves.
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// The Kafka broker id of a node's shard.
+pub fn kafka_broker_id(node: NodeId, shard: usize) -> i32 {
+    let id = node * crate::limits::SHARDS_MAX as u64 + shard as u64;
+    i32::try_from(id).unwrap_or(i32::MAX)
+}
+
+/// What a node registers: where clients reach each of its shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The node.
+    pub id: NodeId,
+    /// Host advertised to Kafka clients.
+    pub kafka_host: String,
+    /// Each shard's own Kafka port (empty when the Kafka listener is off).
+    pub kafka_ports: Vec<u16>,
+    /// Host of the native endpoints.
+    pub native_host: String,
+    /// Each shard's own native port; its length is the node's shard count.
+    pub native_ports: Vec<u16>,
+}
+
+impl NodeInfo {
+    /// The node's shard count.
+    pub fn shards(&self) -> usize {
+        self.native_ports.len().max(1)
+    }
+
+    fn put(&self, w: &mut Writer) {
+        w.u64(self.id);
+        w.str(&self.kafka_host);
+        w.u32(self.kafka_ports.len() as u32);
+        for p in &self.kafka_ports {
+            w.u16(*p);
+        }
+        w.str(&self.native_host);
+        w.u32(self.native_ports.len() as u32);
+        for p in &self.native_ports {
+            w.u16(*p);
+        }
+    }
+
+    fn get(r: &mut Reader<'_>) -> Decoded<Self> {
+        let id = r.u64()?;
+        let kafka_host = r.str()?.to_owned();
+        let n = r.count(2, crate::limits::SHARDS_MAX)?;
+        let kafka_ports = (0..n).map(|_| r.u16()).collect::<Decoded<_>>()?;
+        let native_host = r.str()?.to_owned();
+        let n = r.count(2, crate::limits::SHARDS_MAX)?;
+        let native_ports = (0..n).map(|_| r.u16()).collect::<Decoded<_>>()?;
+        let info = NodeInfo {
+            id,
+            kafka_host,
+            kafka_ports,
+            native_host,
+            native_ports,
+        };
+        if info.id == 0 || info.id > NODE_ID_MAX {
+            return r.fail("node id out of range");
+        }
+        if info.kafka_host.len() > HOST_BYTES_MAX || info.native_host.len() > HOST_BYTES_MAX {
+            return r.fail("host name too long");
+        }
+        if info.native_ports.is_empty() {
+            return r.fail("a node has at least one shard");
+        }
+        Ok(info)
+    }
+}
+
+/// A change to the cluster metadata: the data of one Raft log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// A node announces (or updates) its endpoints.
+    RegisterNode(NodeInfo),
+    /// Create a topic; replicas are placed when the command is applied.
+    CreateTopic {
+        /// The topic.
+        name: String,
+        /// Its configuration.
+        config: TopicConfig,
+        /// Replicas per partition.
+        replication_factor: u16,
+    },
+    /// Delete a topic.
+    DeleteTopic {
+        /// The topic.
+        name: String,
+    },
+    /// Reserve a block of idempotent-producer ids.
+    AllocateProducerIds,
+}
+
+const REGISTER: u8 = 1;
+const CREATE: u8 = 2;
+const DELETE: u8 = 3;
+const PRODUCER_IDS: u8 = 4;
+
+impl Command {
+    /// The entry data.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(64);
+        match self {
+            Command::RegisterNode(info) => {
+                w.u8(REGISTER);
+                info.put(&mut w);
+            }
+            Command::CreateTopic {
+                name,
+                config,
+                replication_factor,
+            } => {
+                w.u8(CREATE);
+                w.str(name);
+                w.bytes(&config.encode());
+                w.u16(*replication_factor);
+            }
+            Command::DeleteTopic { name } => {
+                w.u8(DELETE);
+                w.str(name);
+            }
+            Command::AllocateProducerIds => w.u8(PRODUCER_IDS),
+        }
+        w.out
+    }
+
+    /// Decodes entry data.
+    ///
+    /// # Errors
+    /// Anything that [`encode`](Self::encode) could not have written.
+    pub fn decode(bytes: &[u8]) -> Decoded<Self> {
+        let mut r = Reader::new(bytes, "metadata command");
+        let command = match r.u8()? {
+            REGISTER => Command::RegisterNode(NodeInfo::get(&mut r)?),
+            CREATE => {
+                let name = r.str()?.to_owned();
+                let config = r.bytes()?;
+                let Some(config) = TopicConfig::decode(config) else {
+                    return r.fail("bad topic configuration");
+                };
+                Command::CreateTopic {
+                    name,
+                    config,
+                    replication_factor: r.u16()?,
+                }
+            }
+            DELETE => Command::DeleteTopic {
+                name: r.str()?.to_owned(),
+            },
+            PRODUCER_IDS => Command::AllocateProducerIds,
+            _ => return r.fail("unknown command"),
+        };
+        r.finish()?;
+        Ok(command)
+    }
+}
+
+/// Why a command was refused when applied (the same on every node).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// A topic of that name exists.
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    /// No topic of that name.
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    /// The name breaks the rules.
+    #[error("{0}")]
+    InvalidTopic(String),
+    /// The configuration is out of bounds.
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// More replicas than registered nodes, or none.
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    /// A bound of the metadata was reached.
+    #[error("{0}")]
+    Limit(String),
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// A node's endpoints changed.
+    Node(NodeId),
+    /// A topic was created.
+    TopicCreated(String),
+    /// A topic was deleted.
+    TopicDeleted(String),
+    /// Producer ids `[start, start + PRODUCER_ID_BLOCK)` are reserved for the proposer.
+    ProducerIds(i64),
+}
+
+/// A topic as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMeta {
+    /// Its configuration.
+    pub config: TopicConfig,
+    /// Replicas of each partition; the first leads.
+    pub replicas: Vec<Vec<NodeId>>,
+    /// Index of the command that created it: a topic deleted and created again under the
+    /// same name is another topic.
+    pub created_at: u64,
+}
+
+impl TopicMeta {
+    /// The node leading a partition.
+    pub fn leader(&self, partition: u32) -> Option<NodeId> {
+        self.replicas
+            .get(partition as usize)
+            .and_then(|r| r.first().copied())
+    }
+}
+
+/// The cluster metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterState {
+    /// The cluster's members (the Raft voters, from the peer list every node is started
+    /// with): what partitions are placed on. Not part of snapshots; set at open.
+    pub members: Vec<NodeId>,
+    /// Registered nodes.
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Topics.
+    pub topics: BTreeMap<String, TopicMeta>,
+    /// Start of the next producer-id block.
+    pub next_producer_id: i64,
+}
+
+impl ClusterState {
+    /// Applies one committed command.
+    ///
+    /// # Errors
+    /// The [`Refusal`], which changes nothing.
+    /// `index` is the command's position in the metadata log (a topic's incarnation).
+    pub fn apply(&mut self, index: u64, command: Command) -> Result<Applied, Refusal> {
+        match command {
+            Command::RegisterNode(info) => {
+                if !self.nodes.contains_key(&info.id) && self.nodes.len() >= NODES_MAX {
+                    return Err(Refusal::Limit(format!("at most {NODES_MAX} nodes")));
+                }
+                let id = info.id;
+                self.nodes.insert(id, info);
+                Ok(Applied::Node(id))
+            }
+            Command::CreateTopic {
+                name,
+                config,
+                replication_factor,
+            } => {
+                validate_topic_name(&name).map_err(|e| Refusal::InvalidTopic(e.to_string()))?;
+                if self.topics.contains_key(&name) {
+                    return Err(Refusal::TopicExists(name));
+                }
+                if self.topics.len() >= TOPICS_MAX {
+                    return Err(Refusal::Limit(format!("at most {TOPICS_MAX} topics")));
+                }
+                if config.partitions == 0 || config.partitions > PARTITIONS_MAX {
+                    return Err(Refusal::InvalidConfig(format!(
+                        "partitions {} not in [1, {PARTITIONS_MAX}]",
+                        config.partitions
+                    )));
+                }
+                let rf = usize::from(replication_factor);
+                if rf == 0 || rf > self.members.len() {
+                    return Err(Refusal::InvalidReplicationFactor(format!(
+                        "replication factor {replication_factor} with {} nodes in the cluster",
+                        self.members.len()
+                    )));
+                }
+                let replicas = place(&name, config.partitions, rf, &self.members);
+                self.topics.insert(
+                    name.clone(),
+                    TopicMeta {
+                        config,
+                        replicas,
+                        created_at: index,
+                    },
+                );
+                Ok(Applied::TopicCreated(name))
+            }
+            Command::DeleteTopic { name } => match self.topics.remove(&name) {
+                Some(_) => Ok(Applied::TopicDeleted(name)),
+                None => Err(Refusal::UnknownTopic(name)),
+            },
+            Command::AllocateProducerIds => {
+                let start = self.next_producer_id;
+                let Some(next) = start.checked_add(PRODUCER_ID_BLOCK) else {
+                    return Err(Refusal::Limit("producer ids exhausted".into()));
+                };
+                self.next_producer_id = next;
+                Ok(Applied::ProducerIds(start))
+            }
+        }
+    }
+
+    /// The snapshot data of this state.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(256);
+        w.u8(1);
+        w.u32(self.nodes.len() as u32);
+        for info in self.nodes.values() {
+            info.put(&mut w);
+        }
+        w.u32(self.topics.len() as u32);
+        for (name, topic) in &self.topics {
+            w.str(name);
+            w.u64(topic.created_at);
+            w.bytes(&topic.config.encode());
+            w.u32(topic.replicas.len() as u32);
+            for replicas in &topic.replicas {
+                w.u16(replicas.len() as u16);
+                for node in replicas {
+                    w.u64(*node);
+                }
+            }
+        }
+        w.i64(self.next_producer_id);
+        w.out
+    }
+
+    /// Decodes snapshot data.
+    ///
+    /// # Errors
+    /// Anything [`encode`](Self::encode) could not have written.
+    pub fn decode(bytes: &[u8]) -> Decoded<Self> {
+        let mut r = Reader::new(bytes, "metadata snapshot");
+        if r.u8()? != 1 {
+            return r.fail("unknown version");
+        }
+        let mut state = ClusterState::default();
+        let n = r.count(8, NODES_MAX)?;
+        for _ in 0..n {
+            let info = NodeInfo::get(&mut r)?;
+            state.nodes.insert(info.id, info);
+        }
+        let n = r.count(2 + 8 + 4 + CONFIG_BYTES + 4, TOPICS_MAX)?;
+        for _ in 0..n {
+            let name = r.str()?.to_owned();
+            let created_at = r.u64()?;
+            let Some(config) = TopicConfig::decode(r.bytes()?) else {
+                return r.fail("bad topic configuration");
+            };
+            let partitions = r.count(2, PARTITIONS_MAX as usize)?;
+            if partitions != config.partitions as usize {
+                return r.fail("replica lists do not match the partition count");
+            }
+            let mut replicas = Vec::with_capacity(partitions);
+            for _ in 0..partitions {
+                let rf = usize::from(r.u16()?);
+                if rf == 0 || rf > usize::from(REPLICATION_FACTOR_MAX) || rf * 8 > r.remaining() {
+                    return r.fail("replication factor out of bounds");
+                }
+                replicas.push((0..rf).map(|_| r.u64()).collect::<Decoded<Vec<_>>>()?);
+            }
+            state.topics.insert(
+                name,
+                TopicMeta {
+                    config,
+                    replicas,
+                    created_at,
+                },
+            );
+        }
+        state.next_producer_id = r.i64()?;
+        r.finish()?;
+        Ok(state)
+    }
+}
+
+/// Places `rf` replicas of each partition on distinct nodes: partition `p` starts at node
+/// `(crc32c(name) + p) % n` of the id-ordered nodes and takes the next `rf - 1` after it, so
+/// leaders (first replicas) go round-robin over the nodes and the followers of one node's
+/// leaders spread over the others.
+fn place(name: &str, partitions: u32, rf: usize, members: &[NodeId]) -> Vec<Vec<NodeId>> {
+    let mut ids = members.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let n = ids.len().max(1);
+    let start = crc32c::crc32c(name.as_bytes()) as usize;
+    (0..partitions as usize)
+        .map(|p| {
+            (0..rf)
+                .map(|i| ids[(start.wrapping_add(p).wrapping_add(i)) % n])
+                .collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn node(id: NodeId) -> NodeInfo {
+        NodeInfo {
+            id,
+            kafka_host: format!("127.0.0.{id}"),
+            kafka_ports: vec![9093],
+            native_host: format!("127.0.0.{id}"),
+            native_ports: vec![9293],
+        }
+    }
+
+    #[test]
+    fn placement_spreads_leaders_and_never_repeats_a_node() {
+        let mut state = ClusterState {
+            members: vec![3, 1, 2],
+            ..ClusterState::default()
+        };
+        let created = state.apply(
+            1,
+            Command::CreateTopic {
+                name: "t".into(),
+                config: TopicConfig::with_partitions(6),
+                replication_factor: 3,
+            },
+        );
+        assert_eq!(created, Ok(Applied::TopicCreated("t".into())));
+        let topic = &state.topics["t"];
+        let mut leaders = BTreeMap::new();
+        for replicas in &topic.replicas {
+            let mut distinct = replicas.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 3, "{replicas:?}");
+            *leaders.entry(replicas[0]).or_insert(0) += 1;
+        }
+        assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+        let refused = state.apply(
+            2,
+            Command::CreateTopic {
+                name: "u".into(),
+                config: TopicConfig::with_partitions(1),
+                replication_factor: 4,
+            },
+        );
+        assert!(matches!(refused, Err(Refusal::InvalidReplicationFactor(_))));
+        assert!(matches!(
+            state.apply(
+                3,
+                Command::CreateTopic {
+                    name: "t".into(),
+                    config: TopicConfig::with_partitions(1),
+                    replication_factor: 1,
+                }
+            ),
+            Err(Refusal::TopicExists(_))
+        ));
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap() {
+        let mut state = ClusterState::default();
+        let a = state.apply(1, Command::AllocateProducerIds).unwrap();
+        let b = state.apply(2, Command::AllocateProducerIds).unwrap();
+        assert_eq!(a, Applied::ProducerIds(0));
+        assert_eq!(b, Applied::ProducerIds(PRODUCER_ID_BLOCK));
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        prop_oneof![
+            (1u64..5).prop_map(|id| Command::RegisterNode(node(id))),
+            ("[a-c]{1,2}", 1u32..5, 1u16..4).prop_map(|(name, p, rf)| Command::CreateTopic {
+                name,
+                config: TopicConfig::with_partitions(p),
+                replication_factor: rf,
+            }),
+            "[a-c]{1,2}".prop_map(|name| Command::DeleteTopic { name }),
+            Just(Command::AllocateProducerIds),
+        ]
+    }
+
+    proptest! {
+        /// Commands and snapshots round-trip; any truncation is refused; junk never panics;
+        /// a state rebuilt from a snapshot equals the one that wrote it.
+        #[test]
+        fn commands_and_snapshots_round_trip(commands in proptest::collection::vec(command(), 0..30),
+                                             junk in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let mut state = ClusterState { members: vec![1, 2, 3], ..ClusterState::default() };
+            for (i, c) in commands.into_iter().enumerate() {
+                let bytes = c.encode();
+                prop_assert_eq!(Command::decode(&bytes), Ok(c.clone()));
+                for cut in 0..bytes.len() {
+                    prop_assert!(Command::decode(&bytes[..cut]).is_err());
+                }
+                let _ = state.apply(i as u64 + 1, c);
+            }
+            let snapshot = state.encode();
+            let mut back = ClusterState::decode(&snapshot).expect("decodes");
+            back.members = state.members.clone();
+            prop_assert_eq!(back, state.clone());
+            for cut in 0..snapshot.len() {
+                prop_assert!(ClusterState::decode(&snapshot[..cut]).is_err());
+            }
+            let _ = ClusterState::decode(&junk);
+            let _ = Command::decode(&junk);
+        }
+    }
+}
