@@ -120,6 +120,14 @@ struct ServeArgs {
     /// more are closed at once.
     #[arg(long, value_name = "N", default_value_t = tidelog_engine::limits::CONNECTIONS_PER_IP_PER_SHARD_DEFAULT)]
     max_connections_per_ip_per_shard: usize,
+    /// This node's id in a cluster (1..); needs --peers.
+    #[arg(long, value_name = "ID", requires = "peers")]
+    node_id: Option<u64>,
+    /// Every cluster member's id and inter-node address, this node included, the same list
+    /// on every node: `1@127.0.0.1:19392,2@127.0.0.2:19392,3@127.0.0.3:19392`. Without it the
+    /// broker is a single node.
+    #[arg(long, value_name = "ID@HOST:PORT,...", requires = "node_id")]
+    peers: Option<String>,
     /// Log lines on stderr as human-readable text or as one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -341,6 +349,16 @@ fn serve(args: ServeArgs) -> Result<()> {
         ));
     }
     config.max_connections_per_ip = args.max_connections_per_ip_per_shard;
+    if let (Some(node_id), Some(peers)) = (args.node_id, &args.peers) {
+        let cluster = tidelog_engine::cluster::ClusterConfig::parse(node_id, peers)
+            .map_err(|e| anyhow!("--peers: {e}"))?;
+        tracing::info!(
+            node_id,
+            peers = cluster.peers.len(),
+            "starting as a cluster node"
+        );
+        config.cluster = Some(cluster);
+    }
     config.timeouts = tidelog_engine::server::ConnectionTimeouts {
         idle: Duration::from_millis(args.connections_max_idle_ms),
         request_arrival: Duration::from_millis(args.request_arrival_timeout_ms),

@@ -94,6 +94,8 @@ pub struct BrokerConfig {
     /// `None`: the kernel autotunes it. Bounds the kernel memory bytes a client sent but the
     /// broker has not read yet can take (a client past its request-memory share waits there).
     pub socket_receive_buffer_bytes: Option<usize>,
+    /// This node's place in a cluster (`--node-id`, `--peers`); `None`: a single node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl BrokerConfig {
@@ -123,6 +125,7 @@ impl BrokerConfig {
             housekeeping: crate::runtime::Housekeeping::default(),
             timeouts: crate::server::ConnectionTimeouts::default(),
             max_connections_per_ip: crate::limits::CONNECTIONS_PER_IP_PER_SHARD_DEFAULT,
+            cluster: None,
         }
     }
 }
@@ -429,7 +432,24 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         .recv()
         .map_err(|_| "broker start-up aborted".to_string())?;
     let config = start.config;
+    let registration = config.cluster.as_ref().map(|cluster| {
+        let kafka_host = config.kafka_advertised_host.clone().unwrap_or_else(|| {
+            endpoints
+                .kafka
+                .first()
+                .map_or_else(|| config.advertised_host.clone(), |a| a.ip().to_string())
+        });
+        crate::cluster::NodeInfo {
+            id: cluster.node_id,
+            kafka_host,
+            kafka_ports: endpoints.kafka.iter().map(SocketAddr::port).collect(),
+            native_host: config.advertised_host.clone(),
+            native_ports: endpoints.native.iter().map(SocketAddr::port).collect(),
+        }
+    });
     let shard_config = ShardConfig {
+        cluster: config.cluster.clone(),
+        registration,
         data_dir: config.data_dir.clone(),
         shards: config.shards,
         log_defaults: config.log_defaults.clone(),

@@ -86,7 +86,8 @@ impl slog::Drain for SlogToTracing {
                 tracing::error!(target: "tidelog::raft", "{message}");
             }
             slog::Level::Warning => tracing::warn!(target: "tidelog::raft", "{message}"),
-            slog::Level::Info => tracing::info!(target: "tidelog::raft", "{message}"),
+            // raft-rs logs every dropped proposal and vote at info: routine, so debug here
+            // (leader changes are logged by the controller itself).
             _ => tracing::debug!(target: "tidelog::raft", "{message}"),
         }
         Ok(())
@@ -285,7 +286,7 @@ impl Controller {
         glommio::spawn_local(async move {
             loop {
                 let registered = controller.state().nodes.get(&info.id) == Some(&info);
-                if !registered {
+                if !registered && controller.leader().is_some() {
                     match controller
                         .propose(&Command::RegisterNode(info.clone()), Duration::from_secs(5))
                         .await
@@ -503,6 +504,11 @@ impl Controller {
     fn bump(&self) {
         self.version.set(self.version.get() + 1);
         self.changed.notify();
+    }
+
+    /// Stops the Raft node's tasks (driver, registration, transport).
+    pub fn stop(&self) {
+        self.stopping.notify();
     }
 
     /// Closes the Raft log.

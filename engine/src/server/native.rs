@@ -84,7 +84,10 @@ pub(crate) fn error_code(error: &ShardError) -> ErrorCode {
         | ShardError::InvalidRequest(_) => ErrorCode::InvalidRequest,
         ShardError::InvalidTopic(_) => ErrorCode::InvalidTopic,
         ShardError::TopicExists(_) => ErrorCode::TopicAlreadyExists,
-        ShardError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+        ShardError::InvalidConfig(_) | ShardError::InvalidReplicationFactor(_) => {
+            ErrorCode::InvalidConfig
+        }
+        ShardError::NotController(_) => ErrorCode::ShuttingDown,
         ShardError::PartitionLimit(_) => ErrorCode::InvalidPartitions,
         ShardError::ShuttingDown(_) => ErrorCode::ShuttingDown,
         ShardError::Storage(_) => ErrorCode::StorageError,

@@ -336,6 +336,9 @@ impl Shard {
         offsets: Vec<OffsetCommit>,
     ) -> Result<(), ShardError> {
         check_group(group)?;
+        if !self.coordinates_on_this_node(group) {
+            return Err(ShardError::NotOwner);
+        }
         let owner = self.group_owner(group);
         if owner != self.id {
             let request = Forwarded::CommitOffsets {
@@ -368,6 +371,9 @@ impl Shard {
         partitions: Vec<(String, i32)>,
     ) -> Result<Vec<Option<Committed>>, ShardError> {
         check_group(group)?;
+        if !self.coordinates_on_this_node(group) {
+            return Err(ShardError::NotOwner);
+        }
         let owner = self.group_owner(group);
         if owner != self.id {
             let request = Forwarded::FetchOffsets {

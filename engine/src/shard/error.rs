@@ -52,6 +52,12 @@ pub enum ShardError {
     /// A topic configuration is out of bounds.
     #[error("{0}")]
     InvalidConfig(String),
+    /// A replication factor the cluster cannot give.
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    /// The metadata change could not be committed now (no metadata leader, or not in time).
+    #[error("{0}")]
+    NotController(String),
     /// The request is malformed for the shard (e.g. an empty or oversized group name).
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),

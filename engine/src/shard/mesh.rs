@@ -105,6 +105,9 @@ pub enum ShardMessage {
     },
     /// Start-up marker from shard 0: the initial topic table is complete.
     TableComplete,
+    /// Shard 0 → all (a cluster node): the cluster as committed; not answered. Sent before
+    /// the topic pushes that depend on it, on the same channel.
+    ClusterView(std::sync::Arc<super::cluster::View>),
 }
 
 /// Requests one shard forwards to another.
@@ -359,6 +362,10 @@ impl Shard {
                 return;
             }
             ShardMessage::TableComplete => return,
+            ShardMessage::ClusterView(view) => {
+                *self.view.borrow_mut() = Some(view);
+                return;
+            }
         };
         let _ = self
             .reply_senders

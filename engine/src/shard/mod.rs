@@ -37,6 +37,7 @@ use crate::log::PartitionLog;
 use crate::meta::{shard_for, TopicConfig, TopicStore};
 use crate::sync::Event;
 
+pub mod cluster;
 mod data;
 mod error;
 pub(crate) mod mesh;
@@ -79,6 +80,10 @@ pub struct ShardConfig {
     pub open_segment_files: usize,
     /// Bytes of this shard's batch cache, all its partitions together.
     pub cache_bytes: usize,
+    /// This node's place in a cluster; `None`: a single node without peers.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// What this node registers in the cluster metadata (its endpoints), in a cluster.
+    pub registration: Option<crate::cluster::NodeInfo>,
 }
 
 /// Replies awaited by this shard's tasks, by request id.
@@ -120,6 +125,16 @@ pub struct Shard {
     /// What this shard's partitions share, bounded: open sealed-segment files, read memory,
     /// the batch cache.
     log_resources: LogResources<<DmaStorage as crate::io::Storage>::File>,
+    /// The node's metadata Raft node (shard 0 of a cluster node).
+    controller: Option<Rc<crate::cluster::Controller>>,
+    /// The cluster as last pushed by shard 0 (`None` on a single node).
+    view: RefCell<Option<std::sync::Arc<cluster::View>>>,
+    /// Shard 0 of a cluster node: producer ids `[next, end)` reserved for this node.
+    producer_block: Cell<(i64, i64)>,
+    /// Shard 0 of a cluster node: the controller version applied to this node.
+    applied_version: Cell<u64>,
+    /// Rung when `applied_version` moves.
+    applied: Event,
 }
 
 impl std::fmt::Debug for Shard {
@@ -150,7 +165,14 @@ impl Shard {
             .await
             .map_err(|e| format!("channel mesh join failed: {e}"))?;
         let data_dir = config.data_dir.clone();
-        let store = if id == 0 {
+        let controller = match (&config.cluster, id) {
+            (Some(cluster), 0) => Some(
+                crate::cluster::Controller::open(cluster, &data_dir, Rc::new(Event::default()))
+                    .await?,
+            ),
+            _ => None,
+        };
+        let store = if id == 0 && controller.is_none() {
             let store = TopicStore::open(
                 DmaStorage,
                 SystemClock,
@@ -163,7 +185,14 @@ impl Shard {
         } else {
             None
         };
-        let table = store.as_ref().map(|s| s.topics()).unwrap_or_default();
+        let mut table = store.as_ref().map(|s| s.topics()).unwrap_or_default();
+        let mut created_at = BTreeMap::new();
+        if let Some(controller) = &controller {
+            for (name, topic) in &controller.state().topics {
+                table.insert(name.clone(), topic.config);
+                created_at.insert(name.clone(), topic.created_at);
+            }
+        }
         if id == 0 {
             topics::sweep_data_dir(&data_dir, &table)
                 .await
@@ -208,6 +237,11 @@ impl Shard {
             pending: Pending::default(),
             next_id: Cell::new(0),
             admin_gate: crate::sync::Gate::default(),
+            controller,
+            view: RefCell::new(None),
+            producer_block: Cell::new((0, 0)),
+            applied_version: Cell::new(0),
+            applied: Event::default(),
             log_resources: LogResources {
                 files: SegmentFiles::new(config_open_segment_files),
                 memory: ReadMemory::new(crate::limits::READ_MEMORY_BYTES_PER_SHARD),
@@ -216,6 +250,9 @@ impl Shard {
         };
         // Shard 0 pushes the replayed table; every shard applies the pushes before serving.
         let streams = if shard.id == 0 {
+            if let Some(view) = shard.current_view() {
+                shard.push_view(view).await;
+            }
             for (name, topic) in &table {
                 // A partition that fails to open stays offline (logged); the rest serve.
                 let _ = shard.apply_upsert(name, *topic).await;
@@ -243,6 +280,9 @@ impl Shard {
                                 let _ = shard.apply_upsert(&name, config).await;
                             }
                             mesh::ShardMessage::TableComplete => break,
+                            mesh::ShardMessage::ClusterView(view) => {
+                                *shard.view.borrow_mut() = Some(view);
+                            }
                             other => return Err(format!("unexpected start-up message {other:?}")),
                         }
                     }
@@ -282,6 +322,13 @@ impl Shard {
         shard.forget_offsets(|topic| !known.contains(topic)).await;
         let shard = Rc::new(shard);
         mesh::spawn_receivers(&shard, streams, replies.streams());
+        if let Some(controller) = &shard.controller {
+            shard.applied_version.set(controller.version());
+            shard.spawn_cluster_applier(created_at);
+            if let Some(info) = shard.config.registration.clone() {
+                controller.spawn_registration(info);
+            }
+        }
         {
             let shard = Rc::clone(&shard);
             glommio::spawn_local(async move {
@@ -379,7 +426,7 @@ impl Shard {
         if partition >= config.partitions {
             return Err(ShardError::UnknownTopicOrPartition);
         }
-        if self.owner(topic, partition) != self.id {
+        if self.owner(topic, partition) != self.id || !self.leads_here(topic, partition) {
             return Err(ShardError::NotOwner);
         }
         if let Some(log) = self
@@ -425,6 +472,10 @@ impl Shard {
         }
         if let Some(store) = &self.store {
             store.close().await.map_err(|e| e.to_string())?;
+        }
+        if let Some(controller) = &self.controller {
+            controller.stop();
+            controller.close().await?;
         }
         self.senders.close();
         self.reply_senders.close();

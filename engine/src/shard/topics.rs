@@ -39,6 +39,10 @@ impl Shard {
                 _ => Err(ShardError::Internal("unexpected reply to a topic creation")),
             };
         }
+        if self.controller.is_some() {
+            let _admin = self.admin_gate.enter().await;
+            return self.cluster_create(name, config, 1).await;
+        }
         let Some(store) = &self.store else {
             return Err(ShardError::Internal("no topic store on shard 0"));
         };
@@ -102,6 +106,10 @@ impl Shard {
                 _ => Err(ShardError::Internal("unexpected reply to a topic deletion")),
             };
         }
+        if self.controller.is_some() {
+            let _admin = self.admin_gate.enter().await;
+            return self.cluster_delete(name).await;
+        }
         let Some(store) = &self.store else {
             return Err(ShardError::Internal("no topic store on shard 0"));
         };
@@ -160,6 +168,9 @@ impl Shard {
                 )),
             };
         }
+        if self.controller.is_some() {
+            return self.cluster_producer_id().await;
+        }
         let Some(store) = &self.store else {
             return Err(ShardError::Internal("no topic store on shard 0"));
         };
@@ -178,7 +189,7 @@ impl Shard {
         self.topics.borrow_mut().insert(name.to_owned(), config);
         let log_config = config.log_config(&self.config.log_defaults);
         for partition in 0..config.partitions {
-            if self.owner(name, partition) != self.id {
+            if self.owner(name, partition) != self.id || !self.replica_here(name, partition) {
                 continue;
             }
             let opened = self
@@ -310,7 +321,7 @@ fn unused_name(data_dir: &Path, prefix: &str, name: &str) -> PathBuf {
 
 /// Renames a topic's directory to a tombstone and makes the rename durable; `None` when the
 /// topic has no directory.
-async fn entomb(data_dir: &Path, name: &str) -> std::io::Result<Option<PathBuf>> {
+pub(super) async fn entomb(data_dir: &Path, name: &str) -> std::io::Result<Option<PathBuf>> {
     let dir = data_dir.join(name);
     if !dir.exists() {
         return Ok(None);

@@ -35,13 +35,13 @@ fn kafka_dir() -> PathBuf {
 }
 
 /// The provisioned clients.
-struct Clients {
+pub(crate) struct Clients {
     python: PathBuf,
 }
 
 /// The clients, or `None` when `TIDELOG_SKIP_KAFKA_CLIENTS=1`; panics with what to run when
 /// they are missing.
-fn clients() -> Option<&'static Clients> {
+pub(crate) fn clients() -> Option<&'static Clients> {
     static CLIENTS: OnceLock<Result<Clients, String>> = OnceLock::new();
     if std::env::var("TIDELOG_SKIP_KAFKA_CLIENTS").as_deref() == Ok("1") {
         eprintln!("kafka clients: skipped (TIDELOG_SKIP_KAFKA_CLIENTS=1)");
@@ -99,15 +99,20 @@ fn kafka_broker(dir: &Path) -> Broker {
 }
 
 /// What a bounded child process did.
-struct Ran {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Ran {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs `cmd` (stdin from `input`) with its output in files under `work`, killing it after
 /// `within`; panics on a timeout with what it printed.
-fn run_bounded(mut cmd: Command, input: Option<&[u8]>, within: Duration, work: &Path) -> Ran {
+pub(crate) fn run_bounded(
+    mut cmd: Command,
+    input: Option<&[u8]>,
+    within: Duration,
+    work: &Path,
+) -> Ran {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let out_path = work.join(format!("run-{n}.out"));
@@ -162,7 +167,7 @@ fn ok(ran: Ran, what: &str, broker: &Broker) -> String {
     ran.stdout
 }
 
-fn python(c: &Clients, script: &str, args: &[&str]) -> Command {
+pub(crate) fn python(c: &Clients, script: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(&c.python);
     cmd.arg(kafka_dir().join(script))
         .args(args)

@@ -5,6 +5,7 @@ mod batch_cache;
 mod bench_smoke;
 mod broker_process;
 mod cli;
+mod cluster;
 mod hostile_clients;
 mod kafka_clients;
 mod kafka_protocol;

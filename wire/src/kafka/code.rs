@@ -15,6 +15,8 @@ pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 pub const LEADER_NOT_AVAILABLE: i16 = 5;
 /// This node does not lead the partition: refresh metadata.
 pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+/// The request did not complete in time (e.g. a metadata change not yet committed).
+pub const REQUEST_TIMED_OUT: i16 = 7;
 /// A batch is larger than allowed.
 pub const MESSAGE_TOO_LARGE: i16 = 10;
 /// Commit metadata is longer than allowed.
@@ -53,6 +55,8 @@ pub const INVALID_PARTITIONS: i16 = 37;
 pub const POLICY_VIOLATION: i16 = 44;
 /// CreateTopics: a replication factor this broker cannot provide.
 pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+/// This node cannot make the metadata change now (no metadata leader): retry.
+pub const NOT_CONTROLLER: i16 = 41;
 /// CreateTopics: an unknown or malformed topic config.
 pub const INVALID_CONFIG: i16 = 40;
 /// The request is malformed or over a bound.

@@ -61,17 +61,44 @@ impl KafkaConnection {
                 }
             }
         }
-        let brokers = (0..shard.shards())
-            .map(|node| {
-                let (host, port) = self.node(node);
-                MetadataResponseBroker {
-                    node_id: node as i32,
-                    host,
-                    port,
-                    rack: None,
-                }
-            })
-            .collect();
+        let view = shard.view();
+        let brokers = match &view {
+            None => (0..shard.shards())
+                .map(|node| {
+                    let (host, port) = self.node(node);
+                    MetadataResponseBroker {
+                        node_id: node as i32,
+                        host,
+                        port,
+                        rack: None,
+                    }
+                })
+                .collect(),
+            // Every shard of every registered node is a Kafka broker.
+            Some(view) => {
+                view.state
+                    .nodes
+                    .values()
+                    .flat_map(|node| {
+                        node.kafka_ports.iter().enumerate().map(|(s, port)| {
+                            MetadataResponseBroker {
+                                node_id: crate::cluster::kafka_broker_id(node.id, s),
+                                host: node.kafka_host.clone(),
+                                port: i32::from(*port),
+                                rack: None,
+                            }
+                        })
+                    })
+                    .collect()
+            }
+        };
+        // A partition's Kafka broker id: its node's shard that owns it.
+        let broker_of = |topic: &str, p: u32, node: crate::cluster::NodeId| -> Option<i32> {
+            let view = view.as_ref()?;
+            let info = view.state.nodes.get(&node)?;
+            let s = crate::meta::shard_for(topic, p, info.shards());
+            Some(crate::cluster::kafka_broker_id(node, s))
+        };
         let topics = {
             let topics = shard.topics();
             let names: Vec<String> = match wanted {
@@ -85,16 +112,47 @@ impl KafkaConnection {
                     match topics.get(&name) {
                         Some(config) => {
                             topic.partitions = (0..config.partitions)
-                                .map(|p| {
-                                    let leader = shard.owner(&name, p) as i32;
-                                    MetadataResponsePartition {
-                                        error_code: code::NONE,
-                                        partition_index: p as i32,
-                                        leader_id: leader,
-                                        leader_epoch: 0,
-                                        replica_nodes: vec![leader],
-                                        isr_nodes: vec![leader],
-                                        offline_replicas: Vec::new(),
+                                .map(|p| match &view {
+                                    None => {
+                                        let leader = shard.owner(&name, p) as i32;
+                                        MetadataResponsePartition {
+                                            error_code: code::NONE,
+                                            partition_index: p as i32,
+                                            leader_id: leader,
+                                            leader_epoch: 0,
+                                            replica_nodes: vec![leader],
+                                            isr_nodes: vec![leader],
+                                            offline_replicas: Vec::new(),
+                                        }
+                                    }
+                                    Some(view) => {
+                                        let replicas: Vec<crate::cluster::NodeId> = view
+                                            .state
+                                            .topics
+                                            .get(&name)
+                                            .and_then(|t| t.replicas.get(p as usize))
+                                            .cloned()
+                                            .unwrap_or_default();
+                                        let ids: Vec<i32> = replicas
+                                            .iter()
+                                            .map(|&n| broker_of(&name, p, n).unwrap_or(-1))
+                                            .collect();
+                                        let leader =
+                                            replicas.first().and_then(|&n| broker_of(&name, p, n));
+                                        MetadataResponsePartition {
+                                            // The leader's node has not registered yet.
+                                            error_code: if leader.is_some() {
+                                                code::NONE
+                                            } else {
+                                                code::LEADER_NOT_AVAILABLE
+                                            },
+                                            partition_index: p as i32,
+                                            leader_id: leader.unwrap_or(-1),
+                                            leader_epoch: 0,
+                                            replica_nodes: ids.clone(),
+                                            isr_nodes: ids,
+                                            offline_replicas: Vec::new(),
+                                        }
                                     }
                                 })
                                 .collect();
@@ -114,7 +172,12 @@ impl KafkaConnection {
         let response = MetadataResponse {
             brokers,
             cluster_id: Some(CLUSTER_ID.into()),
-            controller_id: 0,
+            controller_id: match &view {
+                None => 0,
+                Some(view) => view
+                    .leader
+                    .map_or(-1, |node| crate::cluster::kafka_broker_id(node, 0)),
+            },
             topics,
             ..Default::default()
         };

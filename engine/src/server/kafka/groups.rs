@@ -41,6 +41,7 @@ type FetchedTopics = Vec<(String, Vec<(i32, i64, String, i16)>)>;
 impl KafkaConnection {
     fn coordinates(&self, group: &str) -> bool {
         self.shard().group_owner(group) == self.shard().id()
+            && self.shard().coordinates_on_this_node(group)
     }
 
     pub(super) async fn find_coordinator(
@@ -68,6 +69,15 @@ impl KafkaConnection {
                 entry.error_message = Some("transactions are not supported".into());
             } else if key.is_empty() {
                 entry.error_code = code::INVALID_GROUP_ID;
+            } else if self.shard().view().is_some() {
+                match self.shard().cluster_coordinator(&key) {
+                    Some((node, host, port)) => {
+                        entry.node_id = node;
+                        entry.host = host;
+                        entry.port = port;
+                    }
+                    None => entry.error_code = code::COORDINATOR_NOT_AVAILABLE,
+                }
             } else {
                 let node = self.shard().group_owner(&key);
                 let (host, port) = self.node(node);

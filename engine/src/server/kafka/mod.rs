@@ -507,6 +507,8 @@ pub(crate) fn error_code(error: &ShardError) -> i16 {
         ShardError::InvalidRequest(_) => code::INVALID_REQUEST,
         ShardError::DiskFull(_) | ShardError::Storage(_) => code::KAFKA_STORAGE_ERROR,
         ShardError::InvalidProducerEpoch(_) => code::INVALID_PRODUCER_EPOCH,
+        ShardError::InvalidReplicationFactor(_) => code::INVALID_REPLICATION_FACTOR,
+        ShardError::NotController(_) => code::NOT_CONTROLLER,
         ShardError::OutOfOrderSequence(_) => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         _ => code::UNKNOWN_SERVER_ERROR,
     }

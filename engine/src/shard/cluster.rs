@@ -1,0 +1,346 @@
+//! The shard runtime in a cluster: shard 0 runs the node's metadata Raft node
+//! ([`crate::cluster::Controller`]) and applies what it commits to this node (opening the
+//! partitions placed here, removing deleted topics' partitions), and every shard holds the
+//! latest [`View`] of the cluster, pushed by shard 0 before the topic changes that depend on
+//! it, to decide which partitions this node serves and to answer metadata.
+//!
+//! Topic changes, producer-id blocks and registrations are Raft commands proposed by shard 0
+//! (other shards forward to it, as in a single node); a change is acknowledged once it is
+//! committed *and* applied on this node, so the client that made it finds it here at once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::mesh::ShardMessage;
+use super::{Shard, ShardError};
+use crate::cluster::{
+    state::Applied, ClusterConfig, ClusterError, ClusterState, Command, NodeId, Refusal,
+};
+use crate::io::dma::DmaStorage;
+use crate::io::Storage;
+use crate::meta::TopicConfig;
+
+/// How long a metadata change may take to commit before the client is told to retry.
+pub const PROPOSAL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What every shard knows of the cluster: the committed metadata and the metadata leader.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// This node.
+    pub me: NodeId,
+    /// The peer list.
+    pub config: ClusterConfig,
+    /// The committed metadata.
+    pub state: ClusterState,
+    /// The metadata leader, if known.
+    pub leader: Option<NodeId>,
+}
+
+impl View {
+    /// The node leading a partition (`None`: unknown topic or partition).
+    pub fn leader_of(&self, topic: &str, partition: u32) -> Option<NodeId> {
+        self.state.topics.get(topic)?.leader(partition)
+    }
+
+    /// Whether this node holds a replica of a partition.
+    pub fn replica_here(&self, topic: &str, partition: u32) -> bool {
+        self.state
+            .topics
+            .get(topic)
+            .and_then(|t| t.replicas.get(partition as usize))
+            .is_some_and(|r| r.contains(&self.me))
+    }
+}
+
+fn refusal_to_shard(e: ClusterError) -> ShardError {
+    match e {
+        ClusterError::Refused(r) => match r {
+            Refusal::TopicExists(_) => ShardError::TopicExists(r.to_string()),
+            Refusal::UnknownTopic(_) => ShardError::UnknownTopicOrPartition,
+            Refusal::InvalidTopic(_) => ShardError::InvalidTopic(r.to_string()),
+            Refusal::InvalidConfig(_) => ShardError::InvalidConfig(r.to_string()),
+            Refusal::InvalidReplicationFactor(_) => {
+                ShardError::InvalidReplicationFactor(r.to_string())
+            }
+            Refusal::Limit(_) => ShardError::PartitionLimit(r.to_string()),
+        },
+        ClusterError::NoLeader | ClusterError::TimedOut => ShardError::NotController(e.to_string()),
+        ClusterError::Storage(reason) => ShardError::Storage(reason),
+    }
+}
+
+impl Shard {
+    /// The cluster view (`None` on a single node without peers).
+    pub fn view(&self) -> Option<Arc<View>> {
+        self.view.borrow().clone()
+    }
+
+    /// Whether this node serves reads and writes of a partition: always on a single node;
+    /// in a cluster, when it leads it.
+    pub fn leads_here(&self, topic: &str, partition: u32) -> bool {
+        match &*self.view.borrow() {
+            None => true,
+            Some(view) => view.leader_of(topic, partition) == Some(view.me),
+        }
+    }
+
+    /// Whether this node coordinates a group: always on a single node; in a cluster, when
+    /// the group's offsets slot is placed here.
+    pub fn coordinates_on_this_node(&self, group: &str) -> bool {
+        match &*self.view.borrow() {
+            None => true,
+            Some(view) => view.config.slot_node(crate::groups::slot_of(group)) == view.me,
+        }
+    }
+
+    /// The Kafka broker coordinating a group in a cluster: `(broker id, host, port)`, or
+    /// `None` while its node has not registered (or on a single node).
+    pub fn cluster_coordinator(&self, group: &str) -> Option<(i32, String, i32)> {
+        let view = self.view()?;
+        let slot = crate::groups::slot_of(group);
+        let node = view.state.nodes.get(&view.config.slot_node(slot))?;
+        let s = crate::meta::shard_for(crate::groups::OFFSETS_DIR, slot, node.shards());
+        let port = *node.kafka_ports.get(s)?;
+        Some((
+            crate::cluster::kafka_broker_id(node.id, s),
+            node.kafka_host.clone(),
+            i32::from(port),
+        ))
+    }
+
+    /// Whether this node keeps a replica of a partition on disk.
+    pub(super) fn replica_here(&self, topic: &str, partition: u32) -> bool {
+        match &*self.view.borrow() {
+            None => true,
+            Some(view) => view.replica_here(topic, partition),
+        }
+    }
+
+    /// Shard 0 in a cluster: proposes a creation and waits until it is applied here.
+    pub(super) async fn cluster_create(
+        &self,
+        name: &str,
+        config: TopicConfig,
+        replication_factor: u16,
+    ) -> Result<(), ShardError> {
+        let Some(controller) = &self.controller else {
+            return Err(ShardError::Internal("no controller on shard 0"));
+        };
+        config
+            .validate(&self.config.log_defaults)
+            .map_err(|e| ShardError::from(&e))?;
+        let command = Command::CreateTopic {
+            name: name.to_owned(),
+            config,
+            replication_factor,
+        };
+        let (_, version) = controller
+            .propose(&command, PROPOSAL_DEADLINE)
+            .await
+            .map_err(refusal_to_shard)?;
+        self.wait_applied(version).await;
+        Ok(())
+    }
+
+    /// Shard 0 in a cluster: proposes a deletion and waits until it is applied here.
+    pub(super) async fn cluster_delete(&self, name: &str) -> Result<(), ShardError> {
+        let Some(controller) = &self.controller else {
+            return Err(ShardError::Internal("no controller on shard 0"));
+        };
+        let command = Command::DeleteTopic {
+            name: name.to_owned(),
+        };
+        let (_, version) = controller
+            .propose(&command, PROPOSAL_DEADLINE)
+            .await
+            .map_err(refusal_to_shard)?;
+        self.wait_applied(version).await;
+        Ok(())
+    }
+
+    /// Shard 0 in a cluster: a producer id from this node's block, reserving a new block
+    /// through the metadata when it is spent.
+    pub(super) async fn cluster_producer_id(&self) -> Result<i64, ShardError> {
+        let Some(controller) = &self.controller else {
+            return Err(ShardError::Internal("no controller on shard 0"));
+        };
+        loop {
+            let (next, end) = self.producer_block.get();
+            if next < end {
+                self.producer_block.set((next + 1, end));
+                return Ok(next);
+            }
+            match controller
+                .propose(&Command::AllocateProducerIds, PROPOSAL_DEADLINE)
+                .await
+                .map_err(refusal_to_shard)?
+            {
+                (Applied::ProducerIds(start), _) => {
+                    // Ids are i64 and never reused: a block left over is simply skipped.
+                    self.producer_block
+                        .set((start, start + crate::cluster::state::PRODUCER_ID_BLOCK));
+                }
+                _ => return Err(ShardError::Internal("unexpected producer id outcome")),
+            }
+        }
+    }
+
+    async fn wait_applied(&self, version: u64) {
+        let deadline = std::time::Instant::now() + PROPOSAL_DEADLINE;
+        while self.applied_version.get() < version && std::time::Instant::now() < deadline {
+            let changed = self.applied.listen();
+            if self.applied_version.get() >= version {
+                break;
+            }
+            let _ = crate::cluster::transport_within(Duration::from_millis(100), changed).await;
+        }
+    }
+
+    /// Pushes a view to every shard (this one included). Sent on the same channels as the
+    /// topic pushes that follow it, so each shard has it before it opens anything.
+    pub(super) async fn push_view(&self, view: Arc<View>) {
+        *self.view.borrow_mut() = Some(Arc::clone(&view));
+        for peer in 0..self.shards() {
+            if peer != self.id {
+                let _ = self
+                    .send_to(peer, ShardMessage::ClusterView(Arc::clone(&view)))
+                    .await;
+            }
+        }
+    }
+
+    /// The view of the controller's current state.
+    pub(super) fn current_view(&self) -> Option<Arc<View>> {
+        let controller = self.controller.as_ref()?;
+        let cluster = self.config.cluster.clone()?;
+        Some(Arc::new(View {
+            me: controller.node_id(),
+            config: cluster,
+            state: (*controller.state()).clone(),
+            leader: controller.leader(),
+        }))
+    }
+
+    /// Shard 0 in a cluster: applies every committed change to this node, in order: push
+    /// the view, remove the topics that went (or were re-created), open the new ones.
+    pub(super) fn spawn_cluster_applier(self: &std::rc::Rc<Self>, applied: BTreeMap<String, u64>) {
+        let shard = std::rc::Rc::clone(self);
+        glommio::spawn_local(async move {
+            let Some(controller) = shard.controller.clone() else {
+                return;
+            };
+            let mut known = applied;
+            loop {
+                let changed = controller.changed();
+                let stopping = shard.stopping.listen();
+                let version = controller.version();
+                if version > shard.applied_version.get() {
+                    let Some(view) = shard.current_view() else {
+                        return;
+                    };
+                    shard.push_view(Arc::clone(&view)).await;
+                    let gone: Vec<String> = known
+                        .iter()
+                        .filter(|(name, created)| {
+                            view.state.topics.get(*name).map(|t| t.created_at) != Some(**created)
+                        })
+                        .map(|(name, _)| name.clone())
+                        .collect();
+                    for name in gone {
+                        known.remove(&name);
+                        shard.remove_everywhere(&name).await;
+                    }
+                    for (name, topic) in &view.state.topics {
+                        if known.get(name) == Some(&topic.created_at) {
+                            continue;
+                        }
+                        known.insert(name.clone(), topic.created_at);
+                        if let Err(e) = shard.upsert_everywhere(name, topic.config).await {
+                            tracing::error!(topic = name, error = %e,
+                                "a created topic's partitions failed to open on this node");
+                        }
+                    }
+                    shard.applied_version.set(version);
+                    shard.applied.notify();
+                    continue;
+                }
+                let go_on = futures_lite::future::or(
+                    async {
+                        changed.await;
+                        true
+                    },
+                    async {
+                        stopping.await;
+                        false
+                    },
+                )
+                .await;
+                if !go_on {
+                    return;
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// Removes a deleted topic's partitions on every shard of this node, then its files.
+    pub(super) async fn remove_everywhere(&self, name: &str) {
+        let data_dir = &self.config.data_dir;
+        let tombstone = match super::topics::entomb(data_dir, name).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(topic = name, error = %e,
+                    "renaming a deleted topic's directory failed; its files stay");
+                None
+            }
+        };
+        tracing::info!(topic = name, "topic deleted: closing its partitions");
+        self.apply_removal(name).await;
+        self.broadcast(|id| ShardMessage::TopicRemoved {
+            id,
+            name: name.to_owned(),
+        })
+        .await;
+        self.offline
+            .borrow_mut()
+            .retain(|(topic, _), _| topic != name);
+        if let Some(tomb) = tombstone {
+            if let Err(e) = DmaStorage.remove_dir_all(&tomb).await {
+                tracing::warn!(tombstone = %tomb.display(), error = %e,
+                    "removing a deleted topic's files failed; the next start retries");
+            }
+        }
+    }
+
+    /// Opens a topic's partitions placed on this node, on every shard.
+    pub(super) async fn upsert_everywhere(
+        &self,
+        name: &str,
+        config: TopicConfig,
+    ) -> Result<(), ShardError> {
+        let mut failures = Vec::new();
+        if let Err(e) = self.apply_upsert(name, config).await {
+            failures.push(e);
+        }
+        let replies = self
+            .broadcast(|id| ShardMessage::TopicUpsert {
+                id,
+                name: name.to_owned(),
+                config,
+            })
+            .await;
+        for reply in replies {
+            match reply {
+                super::mesh::Reply::Admin(Ok(())) => {}
+                super::mesh::Reply::Admin(Err(e)) => failures.push(e.to_string()),
+                _ => failures.push("a shard gave an unexpected reply".into()),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(ShardError::Storage(failures.join("; ")))
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Three `tidelog serve` processes as one cluster on 127.0.0.1, .2 and .3 (one shard each),
+//! driven by kafka-python (`tests/kafka/cluster_basic.py`): the metadata Raft elects a leader
+//! and every node registers; a topic created through one node is placed over all three, every
+//! node reports the same leaders, and records produced through one node (idempotent,
+//! acks=all) are read back through another exactly once and in order, with the group's
+//! commit kept; with one node killed (-9) the other two still commit topic changes, and the
+//! killed node, restarted, catches up and serves its partitions of the topic created while it
+//! was down.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::broker_process::{free_ports_below_ephemeral, serial, Broker, Kafka, Serve};
+use crate::kafka_clients::{clients, python, run_bounded};
+
+fn node(dir: &Path, n: usize, base: u16, peers: &str, run: usize) -> Broker {
+    let ip = format!("127.0.0.{n}");
+    let mut serve = Serve::new();
+    serve.shards = 1;
+    serve.native_addr = format!("{ip}:{base}");
+    serve.kafka = Kafka::At(format!("{ip}:{}", base + 1));
+    serve.extra = vec![
+        "--node-id".into(),
+        n.to_string(),
+        "--peers".into(),
+        peers.into(),
+        "--group-initial-rebalance-delay-ms".into(),
+        "300".into(),
+    ];
+    Broker::start_with(&dir.join(format!("n{n}")), run, serve)
+}
+
+/// Waits until `broker`'s log has `line`.
+fn wait_for(broker: &Broker, line: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !broker.stderr().contains(line) {
+        assert!(
+            Instant::now() < deadline,
+            "no {line:?} in time: {}",
+            broker.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn script(args: &[&str], work: &Path, logs: &[&Broker]) -> serde_json::Value {
+    let c = clients().expect("clients");
+    let cmd: Command = python(c, "cluster_basic.py", args);
+    let ran = run_bounded(cmd, None, Duration::from_secs(120), work);
+    let all_logs: Vec<String> = logs.iter().map(|b| b.stderr()).collect();
+    assert!(
+        ran.status.success(),
+        "cluster_basic.py {args:?}: {}\nstdout:\n{}\nstderr:\n{}\nnode logs:\n{}",
+        ran.status,
+        ran.stdout,
+        ran.stderr,
+        all_logs.join("\n-----\n")
+    );
+    serde_json::from_str(ran.stdout.lines().last().unwrap_or("{}")).expect("json")
+}
+
+#[test]
+fn three_nodes_place_topics_over_all_and_survive_a_node_kill() {
+    let _serial = serial();
+    if clients().is_none() {
+        return;
+    }
+    let dir = crate::test_dir("cluster");
+    let base = free_ports_below_ephemeral(4);
+    let peer_port = base + 3;
+    let peers = format!("1@127.0.0.1:{peer_port},2@127.0.0.2:{peer_port},3@127.0.0.3:{peer_port}");
+    let mut nodes: Vec<Broker> = (1..=3)
+        .map(|n| node(dir.path(), n, base, &peers, 0))
+        .collect();
+    for b in &nodes {
+        wait_for(
+            b,
+            "node registered in the cluster metadata",
+            Duration::from_secs(30),
+        );
+    }
+    let addrs: Vec<String> = (1..=3)
+        .map(|n| format!("127.0.0.{n}:{}", base + 1))
+        .collect();
+    let addrs = addrs.join(",");
+    let work = dir.path();
+    let refs: Vec<&Broker> = nodes.iter().collect();
+    let spread = script(&["spread", &addrs], work, &refs);
+    assert_eq!(spread["leader_nodes"], 3, "{spread}");
+    assert_eq!(spread["read"], 600, "{spread}");
+    assert_eq!(
+        spread["after_commit"], 0,
+        "the group's commit was kept: {spread}"
+    );
+    assert_eq!(
+        spread["rf2"], "refused",
+        "replication factor 2 is refused until partitions replicate: {spread}"
+    );
+
+    // Node 3 dies; nodes 1 and 2 are a majority and still commit metadata.
+    let dead = nodes.pop().expect("node 3");
+    dead.kill_9();
+    let two: Vec<&Broker> = nodes.iter().collect();
+    let first_two = addrs.split(',').take(2).collect::<Vec<_>>().join(",");
+    let created = script(&["create", &first_two, "during"], work, &two);
+    assert_eq!(created["created"], "during");
+
+    // Restarted, node 3 learns of the topic from the leader and opens its partition.
+    let back = node(dir.path(), 3, base, &peers, 1);
+    wait_for(
+        &back,
+        "metadata: topic created topic=\"during\"",
+        Duration::from_secs(30),
+    );
+    nodes.push(back);
+    let refs: Vec<&Broker> = nodes.iter().collect();
+    let read = script(&["readback", &addrs, "during"], work, &refs);
+    assert_eq!(read["read"], 150, "{read}");
+    for b in nodes {
+        b.stop();
+    }
+}
