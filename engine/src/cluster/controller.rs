@@ -37,6 +37,8 @@ pub const HEARTBEAT_TICKS: usize = 2;
 pub const INBOX_MESSAGES_MAX: usize = 8192;
 /// Proposals waiting to enter the log, all callers together.
 pub const PROPOSALS_MAX: usize = 1024;
+/// A node the metadata leader has not heard from for this long is fenced.
+pub const FENCE_AFTER: Duration = Duration::from_secs(2);
 /// Applied entries kept in the log behind a snapshot before it is compacted.
 pub const COMPACT_AFTER_ENTRIES: u64 = 10_000;
 
@@ -70,6 +72,8 @@ pub struct Controller {
     stopping: Rc<Event>,
     /// Set when the Raft log failed: the node no longer takes part.
     failed: RefCell<Option<String>>,
+    /// When each peer's last message arrived (the leader hears every follower's answers).
+    heard: RefCell<HashMap<NodeId, Instant>>,
 }
 
 /// raft-rs logs through `slog`; this forwards its records to `tracing`.
@@ -173,6 +177,7 @@ impl Controller {
             leader: Cell::new(0),
             stopping,
             failed: RefCell::new(None),
+            heard: RefCell::new(HashMap::new()),
         });
         let deliver: Rc<dyn Fn(Message)> = {
             let weak = Rc::downgrade(&controller);
@@ -222,6 +227,7 @@ impl Controller {
     }
 
     fn deliver(&self, m: Message) {
+        self.heard.borrow_mut().insert(m.from, Instant::now());
         let mut inbox = self.inbox.borrow_mut();
         if inbox.len() >= INBOX_MESSAGES_MAX {
             return; // Raft tolerates loss; the sender retries.
@@ -316,6 +322,63 @@ impl Controller {
                 };
                 if !futures_lite::future::or(stop, wait).await {
                     return;
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// While this node leads the metadata: fences the registered nodes it has not heard from
+    /// for [`FENCE_AFTER`], and unfences them once heard again.
+    pub fn spawn_fencing(self: &Rc<Self>) {
+        let controller = Rc::clone(self);
+        glommio::spawn_local(async move {
+            loop {
+                let stop = async {
+                    controller.stopping.listen().await;
+                    false
+                };
+                let tick = async {
+                    glommio::timer::sleep(FENCE_AFTER / 4).await;
+                    true
+                };
+                if !futures_lite::future::or(stop, tick).await {
+                    return;
+                }
+                let state = controller.state();
+                let now = Instant::now();
+                if controller.leader() != Some(controller.me) {
+                    // A node that becomes leader gives every node a full period to be heard
+                    // before judging it.
+                    let mut heard = controller.heard.borrow_mut();
+                    for &node in state.nodes.keys() {
+                        heard.insert(node, now);
+                    }
+                    continue;
+                }
+                for &node in state.nodes.keys() {
+                    let heard = node == controller.me
+                        || controller
+                            .heard
+                            .borrow()
+                            .get(&node)
+                            .is_some_and(|at| now.duration_since(*at) < FENCE_AFTER);
+                    let fenced = state.fenced.contains(&node);
+                    if heard == fenced {
+                        let command = Command::Fence {
+                            node,
+                            fenced: !heard,
+                        };
+                        match controller.propose(&command, Duration::from_secs(2)).await {
+                            Ok(_) if heard => tracing::info!(node, "node heard again: unfenced"),
+                            Ok(_) => tracing::warn!(
+                                node,
+                                after_ms = FENCE_AFTER.as_millis() as u64,
+                                "node not heard from: fenced (left out of metadata)"
+                            ),
+                            Err(e) => tracing::debug!(node, error = %e, "fencing not committed"),
+                        }
+                    }
                 }
             }
         })

@@ -51,6 +51,13 @@ pub struct NodeInfo {
     pub native_ports: Vec<u16>,
 }
 
+impl ClusterState {
+    /// Whether a node is registered and heard from.
+    pub fn is_live(&self, node: NodeId) -> bool {
+        self.nodes.contains_key(&node) && !self.fenced.contains(&node)
+    }
+}
+
 impl NodeInfo {
     /// The node's shard count.
     pub fn shards(&self) -> usize {
@@ -120,12 +127,21 @@ pub enum Command {
     },
     /// Reserve a block of idempotent-producer ids.
     AllocateProducerIds,
+    /// The metadata leader stopped (or resumed) hearing from a node: a fenced node's shards
+    /// are left out of Metadata, and its partitions have no leader, until it is heard again.
+    Fence {
+        /// The node.
+        node: NodeId,
+        /// Fenced (true) or back (false).
+        fenced: bool,
+    },
 }
 
 const REGISTER: u8 = 1;
 const CREATE: u8 = 2;
 const DELETE: u8 = 3;
 const PRODUCER_IDS: u8 = 4;
+const FENCE: u8 = 5;
 
 impl Command {
     /// The entry data.
@@ -151,6 +167,11 @@ impl Command {
                 w.str(name);
             }
             Command::AllocateProducerIds => w.u8(PRODUCER_IDS),
+            Command::Fence { node, fenced } => {
+                w.u8(FENCE);
+                w.u64(*node);
+                w.u8(u8::from(*fenced));
+            }
         }
         w.out
     }
@@ -179,6 +200,10 @@ impl Command {
                 name: r.str()?.to_owned(),
             },
             PRODUCER_IDS => Command::AllocateProducerIds,
+            FENCE => Command::Fence {
+                node: r.u64()?,
+                fenced: r.bool()?,
+            },
             _ => return r.fail("unknown command"),
         };
         r.finish()?;
@@ -256,6 +281,8 @@ pub struct ClusterState {
     pub topics: BTreeMap<String, TopicMeta>,
     /// Start of the next producer-id block.
     pub next_producer_id: i64,
+    /// Registered nodes the metadata leader does not hear from.
+    pub fenced: std::collections::BTreeSet<NodeId>,
 }
 
 impl ClusterState {
@@ -314,6 +341,17 @@ impl ClusterState {
                 Some(_) => Ok(Applied::TopicDeleted(name)),
                 None => Err(Refusal::UnknownTopic(name)),
             },
+            Command::Fence { node, fenced } => {
+                if !self.nodes.contains_key(&node) {
+                    return Err(Refusal::Limit(format!("node {node} is not registered")));
+                }
+                if fenced {
+                    self.fenced.insert(node);
+                } else {
+                    self.fenced.remove(&node);
+                }
+                Ok(Applied::Node(node))
+            }
             Command::AllocateProducerIds => {
                 let start = self.next_producer_id;
                 let Some(next) = start.checked_add(PRODUCER_ID_BLOCK) else {
@@ -347,6 +385,10 @@ impl ClusterState {
             }
         }
         w.i64(self.next_producer_id);
+        w.u32(self.fenced.len() as u32);
+        for node in &self.fenced {
+            w.u64(*node);
+        }
         w.out
     }
 
@@ -394,6 +436,10 @@ impl ClusterState {
             );
         }
         state.next_producer_id = r.i64()?;
+        let n = r.count(8, NODES_MAX)?;
+        for _ in 0..n {
+            state.fenced.insert(r.u64()?);
+        }
         r.finish()?;
         Ok(state)
     }
@@ -499,6 +545,7 @@ mod tests {
             }),
             "[a-c]{1,2}".prop_map(|name| Command::DeleteTopic { name }),
             Just(Command::AllocateProducerIds),
+            (1u64..5, any::<bool>()).prop_map(|(node, fenced)| Command::Fence { node, fenced }),
         ]
     }
 

@@ -43,6 +43,12 @@ impl View {
         self.state.topics.get(topic)?.leader(partition)
     }
 
+    /// The live node leading a partition (`None` also while its node is fenced).
+    pub fn live_leader_of(&self, topic: &str, partition: u32) -> Option<NodeId> {
+        self.leader_of(topic, partition)
+            .filter(|&n| self.state.is_live(n))
+    }
+
     /// Whether this node holds a replica of a partition.
     pub fn replica_here(&self, topic: &str, partition: u32) -> bool {
         self.state
@@ -99,7 +105,11 @@ impl Shard {
     pub fn cluster_coordinator(&self, group: &str) -> Option<(i32, String, i32)> {
         let view = self.view()?;
         let slot = crate::groups::slot_of(group);
-        let node = view.state.nodes.get(&view.config.slot_node(slot))?;
+        let node_id = view.config.slot_node(slot);
+        if !view.state.is_live(node_id) {
+            return None;
+        }
+        let node = view.state.nodes.get(&node_id)?;
         let s = crate::meta::shard_for(crate::groups::OFFSETS_DIR, slot, node.shards());
         let port = *node.kafka_ports.get(s)?;
         Some((

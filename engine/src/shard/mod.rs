@@ -328,6 +328,7 @@ impl Shard {
             if let Some(info) = shard.config.registration.clone() {
                 controller.spawn_registration(info);
             }
+            controller.spawn_fencing();
         }
         {
             let shard = Rc::clone(&shard);

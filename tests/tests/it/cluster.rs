@@ -101,6 +101,16 @@ fn three_nodes_place_topics_over_all_and_survive_a_node_kill() {
     // Node 3 dies; nodes 1 and 2 are a majority and still commit metadata.
     let dead = nodes.pop().expect("node 3");
     dead.kill_9();
+    // The metadata leader fences it once it has not been heard from for 2 s: Metadata then
+    // leaves it out, so clients do not try it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !nodes
+        .iter()
+        .any(|b| b.stderr().contains("node not heard from: fenced"))
+    {
+        assert!(Instant::now() < deadline, "node 3 was never fenced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let two: Vec<&Broker> = nodes.iter().collect();
     let first_two = addrs.split(',').take(2).collect::<Vec<_>>().join(",");
     let created = script(&["create", &first_two, "during"], work, &two);
@@ -113,6 +123,14 @@ fn three_nodes_place_topics_over_all_and_survive_a_node_kill() {
         "metadata: topic created topic=\"during\"",
         Duration::from_secs(30),
     );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !nodes
+        .iter()
+        .any(|b| b.stderr().contains("node heard again: unfenced"))
+    {
+        assert!(Instant::now() < deadline, "node 3 was never unfenced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     nodes.push(back);
     let refs: Vec<&Broker> = nodes.iter().collect();
     let read = script(&["readback", &addrs, "during"], work, &refs);

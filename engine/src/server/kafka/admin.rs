@@ -74,11 +74,13 @@ impl KafkaConnection {
                     }
                 })
                 .collect(),
-            // Every shard of every registered node is a Kafka broker.
+            // Every shard of every live registered node is a Kafka broker (a fenced node is
+            // left out, as Kafka leaves out fenced brokers, so clients do not try it).
             Some(view) => {
                 view.state
                     .nodes
                     .values()
+                    .filter(|node| view.state.is_live(node.id))
                     .flat_map(|node| {
                         node.kafka_ports.iter().enumerate().map(|(s, port)| {
                             MetadataResponseBroker {
@@ -137,10 +139,17 @@ impl KafkaConnection {
                                             .iter()
                                             .map(|&n| broker_of(&name, p, n).unwrap_or(-1))
                                             .collect();
-                                        let leader =
-                                            replicas.first().and_then(|&n| broker_of(&name, p, n));
+                                        let leader = replicas
+                                            .first()
+                                            .filter(|&&n| view.state.is_live(n))
+                                            .and_then(|&n| broker_of(&name, p, n));
+                                        let offline: Vec<i32> = replicas
+                                            .iter()
+                                            .filter(|&&n| !view.state.is_live(n))
+                                            .map(|&n| broker_of(&name, p, n).unwrap_or(-1))
+                                            .collect();
                                         MetadataResponsePartition {
-                                            // The leader's node has not registered yet.
+                                            // The leader's node is fenced or not registered.
                                             error_code: if leader.is_some() {
                                                 code::NONE
                                             } else {
@@ -151,7 +160,7 @@ impl KafkaConnection {
                                             leader_epoch: 0,
                                             replica_nodes: ids.clone(),
                                             isr_nodes: ids,
-                                            offline_replicas: Vec::new(),
+                                            offline_replicas: offline,
                                         }
                                     }
                                 })
@@ -172,11 +181,12 @@ impl KafkaConnection {
         let response = MetadataResponse {
             brokers,
             cluster_id: Some(CLUSTER_ID.into()),
+            // Any node takes admin requests (it proposes them to the metadata Raft, which
+            // forwards to its leader), so a client is pointed at the node it already talks
+            // to: a dead metadata leader is never advertised while a new one is elected.
             controller_id: match &view {
                 None => 0,
-                Some(view) => view
-                    .leader
-                    .map_or(-1, |node| crate::cluster::kafka_broker_id(node, 0)),
+                Some(view) => crate::cluster::kafka_broker_id(view.me, 0),
             },
             topics,
             ..Default::default()
