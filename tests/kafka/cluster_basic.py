@@ -8,6 +8,7 @@ Phases (argv[1]):
                  and in order, and commits; a new member of the group starts after them.
   create ADDRS NAME   create NAME (3 partitions) through the first address.
   readback ADDRS NAME write 50 records to every partition of NAME and read them back.
+  count ADDRS NAME    read NAME from the beginning; report the records per partition.
 Prints one JSON line of findings; exits non-zero on a failed check.
 """
 import json
@@ -88,6 +89,17 @@ def main():
         out["created"] = sys.argv[3]
     elif phase == "readback":
         out["read"] = write_and_read(addrs, sys.argv[3], 3, 50)
+    elif phase == "count":
+        topic = sys.argv[3]
+        consumer = KafkaConsumer(bootstrap_servers=addrs, auto_offset_reset="earliest",
+                                 enable_auto_commit=False, consumer_timeout_ms=8000)
+        partitions = sorted(consumer.partitions_for_topic(topic) or [])
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        counts = {p: 0 for p in partitions}
+        for record in consumer:
+            counts[record.partition] += 1
+        consumer.close()
+        out["counts"] = [counts[p] for p in partitions]
     print(json.dumps(out))
 
 

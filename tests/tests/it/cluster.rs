@@ -5,7 +5,7 @@
 //! acks=all) are read back through another exactly once and in order, with the group's
 //! commit kept; with one node killed (-9) the other two still commit topic changes, and the
 //! killed node, restarted, catches up and serves its partitions of the topic created while it
-//! was down.
+//! was down; after the whole cluster restarts, every topic and record is back.
 
 use std::path::Path;
 use std::process::Command;
@@ -135,6 +135,31 @@ fn three_nodes_place_topics_over_all_and_survive_a_node_kill() {
     let refs: Vec<&Broker> = nodes.iter().collect();
     let read = script(&["readback", &addrs, "during"], work, &refs);
     assert_eq!(read["read"], 150, "{read}");
+
+    // The whole cluster stops and starts again: the metadata (topics, placement) comes back
+    // from each node's Raft log, and every record with it.
+    let dirs: Vec<_> = nodes.into_iter().map(Broker::stop).collect();
+    assert_eq!(dirs.len(), 3);
+    let nodes: Vec<Broker> = (1..=3)
+        .map(|n| node(dir.path(), n, base, &peers, 2))
+        .collect();
+    for b in &nodes {
+        wait_for(b, "metadata leader changed", Duration::from_secs(30));
+        wait_for(b, "shard recovered its partitions", Duration::from_secs(30));
+    }
+    let refs: Vec<&Broker> = nodes.iter().collect();
+    let counts = script(&["count", &addrs, "spread"], work, &refs);
+    assert_eq!(
+        counts["counts"],
+        serde_json::json!([100, 100, 100, 100, 100, 100]),
+        "{counts}"
+    );
+    let counts = script(&["count", &addrs, "during"], work, &refs);
+    assert_eq!(
+        counts["counts"],
+        serde_json::json!([50, 50, 50]),
+        "{counts}"
+    );
     for b in nodes {
         b.stop();
     }
