@@ -70,7 +70,23 @@ def main():
             out["rf2"] = "accepted"
         except InvalidReplicationFactorError:
             out["rf2"] = "refused"
+        # A deletion reaches every node.
+        admin.create_topics([NewTopic("gone", num_partitions=3, replication_factor=1)])
+        admin.delete_topics(["gone"])
         admin.close()
+        deadline = time.time() + 20
+        while True:
+            left = []
+            for a in addrs:
+                other = KafkaAdminClient(bootstrap_servers=[a])
+                if "gone" in other.list_topics():
+                    left.append(a)
+                other.close()
+            if not left or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert not left, f"nodes still list a deleted topic: {left}"
+        out["deleted_everywhere"] = True
         views = [leaders(a, "spread") for a in addrs]
         assert all(v == views[0] for v in views), f"nodes disagree on leaders: {views}"
         out["leader_nodes"] = len(set(views[0].values()))

@@ -482,7 +482,11 @@ impl Controller {
             );
             self.bump();
         }
-        self.apply(ready.take_committed_entries());
+        // Applied only once the commit index covering them is durable here: a node restarts
+        // from its own log up to its persisted commit index, and what it applied (opened
+        // partitions, removed topics) must be in that table, or the start-up sweep would
+        // take a live topic's directory for an orphan.
+        let committed = ready.take_committed_entries();
         let entries = ready.take_entries();
         let hard_state = ready.hs().cloned();
         if !entries.is_empty() || hard_state.is_some() {
@@ -491,6 +495,7 @@ impl Controller {
                 .await
                 .map_err(|e| e.to_string())?;
         }
+        self.apply(committed);
         for m in ready.take_persisted_messages() {
             self.transport.send(&m);
         }

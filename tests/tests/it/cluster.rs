@@ -88,6 +88,7 @@ fn three_nodes_place_topics_over_all_and_survive_a_node_kill() {
     let refs: Vec<&Broker> = nodes.iter().collect();
     let spread = script(&["spread", &addrs], work, &refs);
     assert_eq!(spread["leader_nodes"], 3, "{spread}");
+    assert_eq!(spread["deleted_everywhere"], true, "{spread}");
     assert_eq!(spread["read"], 600, "{spread}");
     assert_eq!(
         spread["after_commit"], 0,
