@@ -1704,3 +1704,71 @@ fn a_record_with_batches_after_its_end_is_not_trusted() {
     );
     assert_eq!(read_all(&log, 0), expected);
 }
+
+/// A follower's truncation: after `truncate_closed` and a power loss at any later moment, the
+/// reopened log ends exactly at the cut (a batch boundary: in the active segment, in a sealed
+/// one, at a segment's base), serves every batch below it unchanged, and the next append
+/// takes the cut's offset. Each seed's crash may undo any unsynced removal, so this fails if
+/// a directory sync after a removal, or the recovery point's lowering, is left out.
+#[test]
+fn a_truncated_log_ends_at_the_cut_after_any_crash() {
+    for seed in 0..24u64 {
+        let disk = SimDisk::new(seed);
+        let clock = SimClock::new(T0);
+        let log = open(&disk, &clock, small_config());
+        for seq in 0..120u64 {
+            block_on(log.append(make_batch(seq, 4, 3000, T0), Durability::Synced)).expect("append");
+        }
+        let all = read_all(&log, 0);
+        assert!(log.segment_count() >= 3, "several segments");
+        block_on(log.close()).expect("close");
+        drop(log);
+        // Cut at a batch boundary picked by the seed (sealed segments and the active one).
+        let cut_batch = 1 + (seed as usize * 37) % (all.len() - 1);
+        let cut = all[cut_batch].0;
+        let end = block_on(truncate_closed(&disk, &dir(), cut)).expect("truncate");
+        assert_eq!(end, cut, "seed {seed}: a batch boundary is cut exactly");
+        disk.crash();
+        let log = open(&disk, &clock, small_config());
+        assert_eq!(log.log_end(), cut, "seed {seed}");
+        assert_eq!(read_all(&log, 0), all[..cut_batch].to_vec(), "seed {seed}");
+        let next = block_on(log.append(make_batch(999, 1, 10, T0), Durability::Synced))
+            .expect("append after the cut");
+        assert_eq!(next.base_offset, cut, "seed {seed}");
+        block_on(log.close()).expect("close");
+    }
+}
+
+/// A cut inside a batch removes that batch too (the log ends at or below the offset asked
+/// for); a cut at or past the end changes nothing; a cut below the log's start is refused.
+#[test]
+fn a_cut_inside_a_batch_takes_the_whole_batch() {
+    let disk = SimDisk::new(3);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    for seq in 0..10u64 {
+        block_on(log.append(make_batch(seq, 4, 100, T0), Durability::Synced)).expect("append");
+    }
+    let end = log.log_end();
+    block_on(log.close()).expect("close");
+    drop(log);
+    assert_eq!(
+        block_on(truncate_closed(&disk, &dir(), end + 5)).expect("past end"),
+        end
+    );
+    assert_eq!(
+        block_on(truncate_closed(&disk, &dir(), 22)).expect("inside"),
+        20
+    );
+    let log = open(&disk, &clock, small_config());
+    assert_eq!(log.log_end(), 20);
+    assert_eq!(log.recovery_point(), 20, "lowered to the cut");
+    block_on(log.close()).expect("close");
+    drop(log);
+    assert_eq!(
+        block_on(truncate_closed(&disk, &dir(), 0)).expect("to zero"),
+        0
+    );
+    let log = open(&disk, &clock, small_config());
+    assert_eq!(log.log_end(), 0);
+}

@@ -46,11 +46,13 @@ use crate::sync::{Event, Gate};
 mod clean;
 mod read;
 mod recovery;
+mod truncate;
 mod write;
 
 pub use clean::CLEAN_SHUTDOWN_FILE;
 use read::ReadAhead;
 pub use recovery::{PRODUCER_STATE_FILE, RECOVERY_POINT_FILE};
+pub use truncate::truncate_closed;
 use write::Sealing;
 
 /// The producer-state snapshot on disk: the state version it holds, the offset it covers,

@@ -654,7 +654,7 @@ fn decode_recovery_point(bytes: &[u8]) -> Option<u64> {
 
 /// The partition's recovery point: 0 (nothing known durable: every bad batch is a torn
 /// tail, as before recovery points existed) when the file is missing or unreadable.
-async fn read_recovery_point<S: Storage>(storage: &S, dir: &Path) -> u64 {
+pub(super) async fn read_recovery_point<S: Storage>(storage: &S, dir: &Path) -> u64 {
     let path = dir.join(RECOVERY_POINT_FILE);
     match read_whole(storage, &path).await {
         Ok(bytes) => decode_recovery_point(&bytes).unwrap_or_else(|| {
