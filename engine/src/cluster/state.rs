@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! nodes:   id -> NodeInfo (registered endpoints, shard count)
-//! topics:  name -> config, replicas per partition (first replica leads)
+//! topics:  name -> config; per partition: replicas, leader, leader epoch, in-sync set
 //! producer ids: the next block's start
 //! ```
 
@@ -127,6 +127,18 @@ pub enum Command {
     },
     /// Reserve a block of idempotent-producer ids.
     AllocateProducerIds,
+    /// A partition's leader changes its in-sync set (adds a follower that caught up);
+    /// refused unless `leader_epoch` is the partition's current one.
+    AlterIsr {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The proposing leader's epoch.
+        leader_epoch: u32,
+        /// The new in-sync set (must hold the leader).
+        isr: Vec<NodeId>,
+    },
     /// The metadata leader stopped (or resumed) hearing from a node: a fenced node's shards
     /// are left out of Metadata, and its partitions have no leader, until it is heard again.
     Fence {
@@ -142,6 +154,7 @@ const CREATE: u8 = 2;
 const DELETE: u8 = 3;
 const PRODUCER_IDS: u8 = 4;
 const FENCE: u8 = 5;
+const ALTER_ISR: u8 = 6;
 
 impl Command {
     /// The entry data.
@@ -167,6 +180,21 @@ impl Command {
                 w.str(name);
             }
             Command::AllocateProducerIds => w.u8(PRODUCER_IDS),
+            Command::AlterIsr {
+                topic,
+                partition,
+                leader_epoch,
+                isr,
+            } => {
+                w.u8(ALTER_ISR);
+                w.str(topic);
+                w.u32(*partition);
+                w.u32(*leader_epoch);
+                w.u16(isr.len() as u16);
+                for n in isr {
+                    w.u64(*n);
+                }
+            }
             Command::Fence { node, fenced } => {
                 w.u8(FENCE);
                 w.u64(*node);
@@ -200,6 +228,22 @@ impl Command {
                 name: r.str()?.to_owned(),
             },
             PRODUCER_IDS => Command::AllocateProducerIds,
+            ALTER_ISR => {
+                let topic = r.str()?.to_owned();
+                let partition = r.u32()?;
+                let leader_epoch = r.u32()?;
+                let n = usize::from(r.u16()?);
+                if n > usize::from(REPLICATION_FACTOR_MAX) {
+                    return r.fail("in-sync set too large");
+                }
+                let isr = (0..n).map(|_| r.u64()).collect::<Decoded<Vec<_>>>()?;
+                Command::AlterIsr {
+                    topic,
+                    partition,
+                    leader_epoch,
+                    isr,
+                }
+            }
             FENCE => Command::Fence {
                 node: r.u64()?,
                 fenced: r.bool()?,
@@ -233,6 +277,9 @@ pub enum Refusal {
     /// A bound of the metadata was reached.
     #[error("{0}")]
     Limit(String),
+    /// A partition change named a leader epoch that is no longer current.
+    #[error("{0}")]
+    StaleEpoch(String),
 }
 
 /// What applying a command did.
@@ -246,6 +293,39 @@ pub enum Applied {
     TopicDeleted(String),
     /// Producer ids `[start, start + PRODUCER_ID_BLOCK)` are reserved for the proposer.
     ProducerIds(i64),
+    /// A partition's in-sync set changed.
+    IsrChanged,
+}
+
+/// One partition as the cluster knows it.
+///
+/// Invariants (kept by [`ClusterState::apply`], checked by its property test): the in-sync
+/// set is a non-empty subset of the replicas; a leader is a member of it; the leader epoch
+/// grows by one at every change of leader (a leader that goes and comes back is a new
+/// epoch). The in-sync set only loses members when their node is fenced, and gains them only
+/// by the leader's [`Command::AlterIsr`] at its current epoch, so a leader is only ever
+/// elected from replicas every earlier leader counted when it acknowledged writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMeta {
+    /// The replicas, in placement order (the first is the preferred leader).
+    pub replicas: Vec<NodeId>,
+    /// The leader; `None` while every in-sync replica's node is fenced (offline).
+    pub leader: Option<NodeId>,
+    /// Bumped at every change of leader.
+    pub leader_epoch: u32,
+    /// The in-sync replicas.
+    pub isr: Vec<NodeId>,
+}
+
+impl PartitionMeta {
+    fn new(replicas: Vec<NodeId>) -> Self {
+        PartitionMeta {
+            leader: replicas.first().copied(),
+            leader_epoch: 0,
+            isr: replicas.clone(),
+            replicas,
+        }
+    }
 }
 
 /// A topic as the cluster knows it.
@@ -253,8 +333,8 @@ pub enum Applied {
 pub struct TopicMeta {
     /// Its configuration.
     pub config: TopicConfig,
-    /// Replicas of each partition; the first leads.
-    pub replicas: Vec<Vec<NodeId>>,
+    /// Its partitions.
+    pub partitions: Vec<PartitionMeta>,
     /// Index of the command that created it: a topic deleted and created again under the
     /// same name is another topic.
     pub created_at: u64,
@@ -263,9 +343,14 @@ pub struct TopicMeta {
 impl TopicMeta {
     /// The node leading a partition.
     pub fn leader(&self, partition: u32) -> Option<NodeId> {
-        self.replicas
+        self.partitions.get(partition as usize)?.leader
+    }
+
+    /// A partition's replicas.
+    pub fn replicas(&self, partition: u32) -> &[NodeId] {
+        self.partitions
             .get(partition as usize)
-            .and_then(|r| r.first().copied())
+            .map_or(&[], |p| p.replicas.as_slice())
     }
 }
 
@@ -326,12 +411,15 @@ impl ClusterState {
                         self.members.len()
                     )));
                 }
-                let replicas = place(&name, config.partitions, rf, &self.members);
+                let partitions = place(&name, config.partitions, rf, &self.members)
+                    .into_iter()
+                    .map(PartitionMeta::new)
+                    .collect();
                 self.topics.insert(
                     name.clone(),
                     TopicMeta {
                         config,
-                        replicas,
+                        partitions,
                         created_at: index,
                     },
                 );
@@ -350,7 +438,41 @@ impl ClusterState {
                 } else {
                     self.fenced.remove(&node);
                 }
+                self.elect(node, fenced);
                 Ok(Applied::Node(node))
+            }
+            Command::AlterIsr {
+                topic,
+                partition,
+                leader_epoch,
+                isr,
+            } => {
+                let Some(meta) = self
+                    .topics
+                    .get_mut(&topic)
+                    .and_then(|t| t.partitions.get_mut(partition as usize))
+                else {
+                    return Err(Refusal::UnknownTopic(topic));
+                };
+                let valid = meta.leader.is_some_and(|l| isr.contains(&l))
+                    && isr.iter().all(|n| meta.replicas.contains(n))
+                    && isr.len() <= meta.replicas.len();
+                if meta.leader_epoch != leader_epoch {
+                    return Err(Refusal::StaleEpoch(format!(
+                        "{topic}-{partition}: epoch {leader_epoch}, current {}",
+                        meta.leader_epoch
+                    )));
+                }
+                if !valid {
+                    return Err(Refusal::InvalidConfig(format!(
+                        "{topic}-{partition}: in-sync set {isr:?} must hold the leader and only replicas"
+                    )));
+                }
+                let mut isr = isr;
+                isr.sort_unstable();
+                isr.dedup();
+                meta.isr = isr;
+                Ok(Applied::IsrChanged)
             }
             Command::AllocateProducerIds => {
                 let start = self.next_producer_id;
@@ -359,6 +481,33 @@ impl ClusterState {
                 };
                 self.next_producer_id = next;
                 Ok(Applied::ProducerIds(start))
+            }
+        }
+    }
+
+    /// Elections after `node` was fenced (or came back): a fenced node leaves every in-sync
+    /// set it was in but the last member's place (a partition whose only in-sync replica is
+    /// fenced keeps it, and goes offline), and the partitions it led get the first live
+    /// member of their in-sync set as leader, at the next epoch. A node coming back leads
+    /// the offline partitions whose in-sync set it holds. Deterministic: every node elects
+    /// alike.
+    fn elect(&mut self, node: NodeId, fenced: bool) {
+        let fenced_nodes = self.fenced.clone();
+        let live = |n: &NodeId| !fenced_nodes.contains(n);
+        for topic in self.topics.values_mut() {
+            for p in &mut topic.partitions {
+                if fenced {
+                    if p.isr.contains(&node) && p.isr.len() > 1 {
+                        p.isr.retain(|&n| n != node);
+                    }
+                    if p.leader == Some(node) {
+                        p.leader = p.isr.iter().copied().find(|n| live(n));
+                        p.leader_epoch = p.leader_epoch.saturating_add(1);
+                    }
+                } else if p.leader.is_none() && p.isr.contains(&node) {
+                    p.leader = Some(node);
+                    p.leader_epoch = p.leader_epoch.saturating_add(1);
+                }
             }
         }
     }
@@ -376,12 +525,16 @@ impl ClusterState {
             w.str(name);
             w.u64(topic.created_at);
             w.bytes(&topic.config.encode());
-            w.u32(topic.replicas.len() as u32);
-            for replicas in &topic.replicas {
-                w.u16(replicas.len() as u16);
-                for node in replicas {
-                    w.u64(*node);
+            w.u32(topic.partitions.len() as u32);
+            for p in &topic.partitions {
+                for list in [&p.replicas, &p.isr] {
+                    w.u16(list.len() as u16);
+                    for node in list {
+                        w.u64(*node);
+                    }
                 }
+                w.u64(p.leader.unwrap_or(0));
+                w.u32(p.leader_epoch);
             }
         }
         w.i64(self.next_producer_id);
@@ -414,23 +567,37 @@ impl ClusterState {
             let Some(config) = TopicConfig::decode(r.bytes()?) else {
                 return r.fail("bad topic configuration");
             };
-            let partitions = r.count(2, PARTITIONS_MAX as usize)?;
+            // Each partition: replicas and in-sync set (u16 count + ids), leader, epoch.
+            let partitions = r.count(2 + 8 + 2 + 8 + 8 + 4, PARTITIONS_MAX as usize)?;
             if partitions != config.partitions as usize {
-                return r.fail("replica lists do not match the partition count");
+                return r.fail("partitions do not match the partition count");
             }
-            let mut replicas = Vec::with_capacity(partitions);
+            let mut list = Vec::with_capacity(partitions);
             for _ in 0..partitions {
-                let rf = usize::from(r.u16()?);
-                if rf == 0 || rf > usize::from(REPLICATION_FACTOR_MAX) || rf * 8 > r.remaining() {
-                    return r.fail("replication factor out of bounds");
+                let mut lists = Vec::with_capacity(2);
+                for _ in 0..2 {
+                    let n = usize::from(r.u16()?);
+                    if n == 0 || n > usize::from(REPLICATION_FACTOR_MAX) || n * 8 > r.remaining() {
+                        return r.fail("replica list out of bounds");
+                    }
+                    lists.push((0..n).map(|_| r.u64()).collect::<Decoded<Vec<_>>>()?);
                 }
-                replicas.push((0..rf).map(|_| r.u64()).collect::<Decoded<Vec<_>>>()?);
+                let leader = Some(r.u64()?).filter(|&n| n != 0);
+                let leader_epoch = r.u32()?;
+                let isr = lists.pop().unwrap_or_default();
+                let replicas = lists.pop().unwrap_or_default();
+                list.push(PartitionMeta {
+                    replicas,
+                    leader,
+                    leader_epoch,
+                    isr,
+                });
             }
             state.topics.insert(
                 name,
                 TopicMeta {
                     config,
-                    replicas,
+                    partitions: list,
                     created_at,
                 },
             );
@@ -496,7 +663,7 @@ mod tests {
         assert_eq!(created, Ok(Applied::TopicCreated("t".into())));
         let topic = &state.topics["t"];
         let mut leaders = BTreeMap::new();
-        for replicas in &topic.replicas {
+        for replicas in topic.partitions.iter().map(|p| &p.replicas) {
             let mut distinct = replicas.clone();
             distinct.sort_unstable();
             distinct.dedup();
@@ -535,6 +702,70 @@ mod tests {
         assert_eq!(b, Applied::ProducerIds(PRODUCER_ID_BLOCK));
     }
 
+    /// Elections keep the partition invariants whatever nodes are fenced and come back, and
+    /// whatever in-sync changes leaders propose (stale ones included).
+    #[test]
+    fn elections_keep_leaders_in_sync_and_epochs_growing() {
+        let mut runner = proptest::test_runner::TestRunner::default();
+        let step = prop_oneof![
+            (1u64..4, any::<bool>()).prop_map(|(node, fenced)| Command::Fence { node, fenced }),
+            (0u32..4, 0u32..6, proptest::collection::vec(1u64..4, 0..4)).prop_map(
+                |(partition, leader_epoch, isr)| Command::AlterIsr {
+                    topic: "t".into(),
+                    partition,
+                    leader_epoch,
+                    isr,
+                }
+            ),
+        ];
+        runner
+            .run(&proptest::collection::vec(step, 1..60), |steps| {
+                let mut state = ClusterState {
+                    members: vec![1, 2, 3],
+                    ..ClusterState::default()
+                };
+                for id in 1..=3 {
+                    state.apply(0, Command::RegisterNode(node(id))).unwrap();
+                }
+                state
+                    .apply(
+                        1,
+                        Command::CreateTopic {
+                            name: "t".into(),
+                            config: TopicConfig::with_partitions(4),
+                            replication_factor: 3,
+                        },
+                    )
+                    .unwrap();
+                let mut epochs: Vec<(u32, Option<NodeId>)> = state.topics["t"]
+                    .partitions
+                    .iter()
+                    .map(|p| (p.leader_epoch, p.leader))
+                    .collect();
+                for (i, c) in steps.into_iter().enumerate() {
+                    let _ = state.apply(2 + i as u64, c);
+                    for (p, meta) in state.topics["t"].partitions.iter().enumerate() {
+                        prop_assert!(!meta.isr.is_empty());
+                        prop_assert!(meta.isr.iter().all(|n| meta.replicas.contains(n)));
+                        if let Some(l) = meta.leader {
+                            prop_assert!(meta.isr.contains(&l), "leader {l} not in {:?}", meta.isr);
+                            prop_assert!(!state.fenced.contains(&l), "a fenced leader");
+                        }
+                        let (epoch, leader) = epochs[p];
+                        prop_assert!(meta.leader_epoch >= epoch);
+                        if meta.leader != leader {
+                            prop_assert!(meta.leader_epoch > epoch, "a new leader, same epoch");
+                        }
+                        epochs[p] = (meta.leader_epoch, meta.leader);
+                    }
+                    let back = ClusterState::decode(&state.encode()).expect("decodes");
+                    prop_assert_eq!(&back.topics, &state.topics);
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
     fn command() -> impl Strategy<Value = Command> {
         prop_oneof![
             (1u64..5).prop_map(|id| Command::RegisterNode(node(id))),
@@ -546,6 +777,18 @@ mod tests {
             "[a-c]{1,2}".prop_map(|name| Command::DeleteTopic { name }),
             Just(Command::AllocateProducerIds),
             (1u64..5, any::<bool>()).prop_map(|(node, fenced)| Command::Fence { node, fenced }),
+            (
+                "[a-c]{1,2}",
+                0u32..3,
+                0u32..3,
+                proptest::collection::vec(1u64..4, 0..3)
+            )
+                .prop_map(|(topic, partition, leader_epoch, isr)| Command::AlterIsr {
+                    topic,
+                    partition,
+                    leader_epoch,
+                    isr,
+                }),
         ]
     }
 

@@ -54,8 +54,7 @@ impl View {
         self.state
             .topics
             .get(topic)
-            .and_then(|t| t.replicas.get(partition as usize))
-            .is_some_and(|r| r.contains(&self.me))
+            .is_some_and(|t| t.replicas(partition).contains(&self.me))
     }
 }
 
@@ -70,6 +69,7 @@ fn refusal_to_shard(e: ClusterError) -> ShardError {
                 ShardError::InvalidReplicationFactor(r.to_string())
             }
             Refusal::Limit(_) => ShardError::PartitionLimit(r.to_string()),
+            Refusal::StaleEpoch(_) => ShardError::NotController(r.to_string()),
         },
         ClusterError::NoLeader | ClusterError::TimedOut => ShardError::NotController(e.to_string()),
         ClusterError::Storage(reason) => ShardError::Storage(reason),

@@ -128,21 +128,25 @@ impl KafkaConnection {
                                         }
                                     }
                                     Some(view) => {
-                                        let replicas: Vec<crate::cluster::NodeId> = view
+                                        let part = view
                                             .state
                                             .topics
                                             .get(&name)
-                                            .and_then(|t| t.replicas.get(p as usize))
-                                            .cloned()
-                                            .unwrap_or_default();
-                                        let ids: Vec<i32> = replicas
-                                            .iter()
-                                            .map(|&n| broker_of(&name, p, n).unwrap_or(-1))
-                                            .collect();
-                                        let leader = replicas
-                                            .first()
-                                            .filter(|&&n| view.state.is_live(n))
-                                            .and_then(|&n| broker_of(&name, p, n));
+                                            .and_then(|t| t.partitions.get(p as usize));
+                                        let replicas: Vec<crate::cluster::NodeId> =
+                                            part.map(|m| m.replicas.clone()).unwrap_or_default();
+                                        let ids_of = |nodes: &[crate::cluster::NodeId]| {
+                                            nodes
+                                                .iter()
+                                                .map(|&n| broker_of(&name, p, n).unwrap_or(-1))
+                                                .collect::<Vec<i32>>()
+                                        };
+                                        let ids = ids_of(&replicas);
+                                        let isr = part.map(|m| ids_of(&m.isr)).unwrap_or_default();
+                                        let leader = part
+                                            .and_then(|m| m.leader)
+                                            .filter(|&n| view.state.is_live(n))
+                                            .and_then(|n| broker_of(&name, p, n));
                                         let offline: Vec<i32> = replicas
                                             .iter()
                                             .filter(|&&n| !view.state.is_live(n))
@@ -157,9 +161,11 @@ impl KafkaConnection {
                                             },
                                             partition_index: p as i32,
                                             leader_id: leader.unwrap_or(-1),
-                                            leader_epoch: 0,
-                                            replica_nodes: ids.clone(),
-                                            isr_nodes: ids,
+                                            leader_epoch: part.map_or(0, |m| {
+                                                i32::try_from(m.leader_epoch).unwrap_or(i32::MAX)
+                                            }),
+                                            replica_nodes: ids,
+                                            isr_nodes: isr,
                                             offline_replicas: offline,
                                         }
                                     }
