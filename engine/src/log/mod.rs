@@ -1,6 +1,7 @@
 //! Partition logs: segments, indexes, the shard's batch cache and recovery.
 
 pub mod cache;
+pub mod epochs;
 pub mod files;
 pub mod index;
 pub mod memory;

@@ -1772,3 +1772,40 @@ fn a_cut_inside_a_batch_takes_the_whole_batch() {
     let log = open(&disk, &clock, small_config());
     assert_eq!(log.log_end(), 0);
 }
+
+/// Leader epochs are recorded at the log end before their batches, survive a power loss,
+/// answer OffsetForLeaderEpoch, and lose the epochs a truncation cut away.
+#[test]
+fn leader_epochs_survive_crashes_and_follow_truncation() {
+    for seed in 0..8u64 {
+        let disk = SimDisk::new(seed);
+        let clock = SimClock::new(T0);
+        let log = open(&disk, &clock, small_config());
+        assert!(block_on(log.assign_leader_epoch(0)).expect("epoch 0"));
+        for seq in 0..5u64 {
+            block_on(log.append(make_batch(seq, 2, 10, T0), Durability::Synced)).expect("append");
+        }
+        assert!(block_on(log.assign_leader_epoch(3)).expect("epoch 3"));
+        assert!(
+            !block_on(log.assign_leader_epoch(2)).expect("older"),
+            "not above the latest"
+        );
+        for seq in 5..8u64 {
+            block_on(log.append(make_batch(seq, 2, 10, T0), Durability::Synced)).expect("append");
+        }
+        disk.crash();
+        let log = open(&disk, &clock, small_config());
+        assert_eq!(log.latest_leader_epoch(), Some(3), "seed {seed}");
+        assert_eq!(log.epoch_end_offset(0), (0, 10));
+        assert_eq!(log.epoch_end_offset(3), (3, 16));
+        assert_eq!(log.epoch_end_offset(4), (-1, -1));
+        block_on(log.close()).expect("close");
+        drop(log);
+        // A follower cuts back into epoch 0: epoch 3 goes with its batches.
+        assert_eq!(block_on(truncate_closed(&disk, &dir(), 8)).expect("cut"), 8);
+        disk.crash();
+        let log = open(&disk, &clock, small_config());
+        assert_eq!(log.latest_leader_epoch(), Some(0), "seed {seed}");
+        assert_eq!(log.epoch_end_offset(0), (0, 8));
+    }
+}

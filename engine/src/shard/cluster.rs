@@ -9,6 +9,7 @@
 //! committed *and* applied on this node, so the client that made it finds it here at once.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,6 +120,45 @@ impl Shard {
         ))
     }
 
+    /// The leader epoch this node leads a partition at, in a cluster (`None`: single node,
+    /// or not the leader).
+    pub(super) fn leading_epoch(&self, topic: &str, partition: u32) -> Option<u32> {
+        let view = self.view.borrow();
+        let view = view.as_ref()?;
+        let meta = view
+            .state
+            .topics
+            .get(topic)?
+            .partitions
+            .get(partition as usize)?;
+        (meta.leader == Some(view.me)).then_some(meta.leader_epoch)
+    }
+
+    /// Records, in each local partition this node now leads, the leader epoch the metadata
+    /// gave it (durably, before the partition serves in it: until then `local` answers
+    /// `NotOwner` and clients retry).
+    pub(super) async fn adopt_leader_epochs(&self) {
+        let due: Vec<(String, u32, u32, Rc<super::Log>)> = {
+            let partitions = self.partitions.borrow();
+            partitions
+                .iter()
+                .flat_map(|(topic, logs)| {
+                    logs.iter().filter_map(move |(p, log)| {
+                        let epoch = self.leading_epoch(topic, *p)?;
+                        (log.latest_leader_epoch() < Some(epoch))
+                            .then(|| (topic.clone(), *p, epoch, Rc::clone(log)))
+                    })
+                })
+                .collect()
+        };
+        for (topic, partition, epoch, log) in due {
+            if let Err(e) = log.assign_leader_epoch(epoch).await {
+                tracing::error!(topic, partition, epoch, error = %e,
+                    "recording a new leader epoch failed: the partition does not serve");
+            }
+        }
+    }
+
     /// Whether this node keeps a replica of a partition on disk.
     pub(super) fn replica_here(&self, topic: &str, partition: u32) -> bool {
         match &*self.view.borrow() {
@@ -211,6 +251,7 @@ impl Shard {
     /// topic pushes that follow it, so each shard has it before it opens anything.
     pub(super) async fn push_view(&self, view: Arc<View>) {
         *self.view.borrow_mut() = Some(Arc::clone(&view));
+        self.adopt_leader_epochs().await;
         for peer in 0..self.shards() {
             if peer != self.id {
                 let _ = self

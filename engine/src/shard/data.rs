@@ -279,6 +279,26 @@ impl Shard {
         })
     }
 
+    /// OffsetForLeaderEpoch on this shard: the largest known epoch at or below `requested`
+    /// and the offset where the next one starts (the log end for the current one). On a
+    /// single node every partition has one epoch, 0, ending at the log end; in a cluster the
+    /// answer comes from the replica's leader-epoch cache.
+    ///
+    /// # Errors
+    /// As [`bounds`](Self::bounds).
+    pub fn epoch_end_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        requested: i64,
+    ) -> Result<(i64, i64), ShardError> {
+        let log = self.local(topic, partition)?;
+        if self.view.borrow().is_none() {
+            return Ok((0, log.log_end() as i64));
+        }
+        Ok(log.epoch_end_offset(requested))
+    }
+
     /// Resolves a ListOffsets timestamp (-1 latest, -2 earliest, else the first record at or
     /// after it).
     ///

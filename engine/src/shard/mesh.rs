@@ -364,6 +364,7 @@ impl Shard {
             ShardMessage::TableComplete => return,
             ShardMessage::ClusterView(view) => {
                 *self.view.borrow_mut() = Some(view);
+                self.adopt_leader_epochs().await;
                 return;
             }
         };

@@ -436,6 +436,12 @@ impl Shard {
             .get(topic)
             .and_then(|logs| logs.get(&partition))
         {
+            // A leader serves only once its log has recorded the epoch it leads in.
+            if let Some(epoch) = self.leading_epoch(topic, partition) {
+                if log.latest_leader_epoch() != Some(epoch) {
+                    return Err(ShardError::NotOwner);
+                }
+            }
             return Ok(Rc::clone(log));
         }
         match self.offline.borrow().get(&(topic.to_owned(), partition)) {

@@ -233,6 +233,7 @@ impl Shard {
                 .or_default()
                 .insert(partition, log);
         }
+        self.adopt_leader_epochs().await;
         if failed.is_empty() {
             Ok(())
         } else {

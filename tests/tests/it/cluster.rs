@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 use crate::broker_process::{free_ports_below_ephemeral, serial, Broker, Kafka, Serve};
 use crate::kafka_clients::{clients, python, run_bounded};
 
+/// The Kafka broker id of a node's shard 0 (node * 1024).
+pub fn cluster_id(node: i32) -> i32 {
+    node * 1024
+}
+
 fn node(dir: &Path, n: usize, base: u16, peers: &str, run: usize) -> Broker {
     let ip = format!("127.0.0.{n}");
     let mut serve = Serve::new();
@@ -58,6 +63,73 @@ fn script(args: &[&str], work: &Path, logs: &[&Broker]) -> serde_json::Value {
         all_logs.join("\n-----\n")
     );
     serde_json::from_str(ran.stdout.lines().last().unwrap_or("{}")).expect("json")
+}
+
+/// Node 3 was fenced (its partitions went offline: epoch + 1) and came back (it leads them
+/// again: epoch + 1), so Metadata reports a leader epoch of at least 2 for them, and
+/// OffsetForLeaderEpoch on node 3 answers from its leader-epoch cache: the old epoch ends
+/// where the new one starts (after the 100 records written before), the current one at the
+/// log end, and an epoch above every known one is undefined.
+fn node3_partitions_answer_their_leader_epochs(base: u16) {
+    use crate::kafka_protocol::Conn;
+    use tidelog_wire::kafka::generated::{
+        metadata_request::{MetadataRequest, MetadataRequestTopic},
+        metadata_response::MetadataResponse,
+        offset_for_leader_epoch_request::{
+            OffsetForLeaderEpochRequest, OffsetForLeaderPartition, OffsetForLeaderTopic,
+        },
+        offset_for_leader_epoch_response::OffsetForLeaderEpochResponse,
+    };
+    use tidelog_wire::kafka::Decoder;
+    let mut conn = Conn::open(&format!("127.0.0.1:{}", base + 1));
+    let request = MetadataRequest {
+        topics: Some(vec![MetadataRequestTopic {
+            name: Some("spread".into()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let body = conn.call(3, 9, |b| request.encode(b, 9).expect("encode"));
+    let metadata = MetadataResponse::decode(&mut Decoder::new(&body), 9).expect("decode");
+    let node3 = cluster_id(3);
+    let led: Vec<(i32, i32)> = metadata.topics[0]
+        .partitions
+        .iter()
+        .filter(|p| p.leader_id == node3)
+        .map(|p| (p.partition_index, p.leader_epoch))
+        .collect();
+    assert_eq!(
+        led.len(),
+        2,
+        "node 3 leads two of six partitions: {metadata:?}"
+    );
+    let mut on_node3 = Conn::open(&format!("127.0.0.3:{}", base + 2));
+    for (partition, epoch) in led {
+        assert!(epoch >= 2, "fenced and back: epoch {epoch}");
+        for (asked, want) in [(0, (0, 100)), (epoch, (epoch, 100)), (epoch + 3, (-1, -1))] {
+            let request = OffsetForLeaderEpochRequest {
+                replica_id: -1,
+                topics: vec![OffsetForLeaderTopic {
+                    topic: "spread".into(),
+                    partitions: vec![OffsetForLeaderPartition {
+                        partition,
+                        current_leader_epoch: -1,
+                        leader_epoch: asked,
+                    }],
+                }],
+            };
+            let body = on_node3.call(23, 4, |b| request.encode(b, 4).expect("encode"));
+            let answer =
+                OffsetForLeaderEpochResponse::decode(&mut Decoder::new(&body), 4).expect("decode");
+            let got = &answer.topics[0].partitions[0];
+            assert_eq!(got.error_code, 0, "{answer:?}");
+            assert_eq!(
+                (got.leader_epoch, got.end_offset),
+                (want.0, want.1),
+                "partition {partition}, epoch {asked} asked"
+            );
+        }
+    }
 }
 
 #[test]
@@ -136,6 +208,7 @@ fn three_nodes_place_topics_over_all_and_survive_a_node_kill() {
     let refs: Vec<&Broker> = nodes.iter().collect();
     let read = script(&["readback", &addrs, "during"], work, &refs);
     assert_eq!(read["read"], 150, "{read}");
+    node3_partitions_answer_their_leader_epochs(base);
 
     // The whole cluster stops and starts again: the metadata (topics, placement) comes back
     // from each node's Raft log, and every record with it.

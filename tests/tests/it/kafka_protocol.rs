@@ -38,13 +38,13 @@ const CREATE_TOPICS: i16 = 19;
 const DELETE_TOPICS: i16 = 20;
 
 /// A blocking Kafka connection speaking through the generated codec.
-struct Conn {
+pub(crate) struct Conn {
     stream: TcpStream,
     correlation: i32,
 }
 
 impl Conn {
-    fn open(addr: &str) -> Conn {
+    pub(crate) fn open(addr: &str) -> Conn {
         let stream = TcpStream::connect(addr).expect("connect to the Kafka listener");
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
@@ -90,7 +90,12 @@ impl Conn {
         (correlation, Bytes::from(buf).slice(skip..))
     }
 
-    fn call(&mut self, key: i16, version: i16, body: impl FnOnce(&mut BytesMut)) -> Bytes {
+    pub(crate) fn call(
+        &mut self,
+        key: i16,
+        version: i16,
+        body: impl FnOnce(&mut BytesMut),
+    ) -> Bytes {
         let sent = self.send(key, version, body);
         let (got, body) = self.receive(key, version);
         assert_eq!(got, sent, "responses come back in request order");

@@ -331,6 +331,8 @@ pub struct PartitionLog<S: Storage, C: Clock> {
     /// Whether the open trusted a clean-shutdown record instead of scanning the active
     /// segment.
     opened_clean: bool,
+    /// The replica's leader-epoch cache (`log::epochs`).
+    epochs: RefCell<crate::log::epochs::LeaderEpochs>,
 }
 
 impl<S: Storage, C: Clock> std::fmt::Debug for PartitionLog<S, C> {

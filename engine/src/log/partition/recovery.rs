@@ -195,8 +195,13 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             last_disk_read_end: Cell::new(None),
             producer_snapshot: Cell::new(SnapshotMark::default()),
             opened_clean,
+            epochs: RefCell::new(crate::log::epochs::LeaderEpochs::default()),
         };
         log.restore_producer_state().await?;
+        // Epochs that start past what recovery kept have no batches here any more.
+        let mut epochs = crate::log::epochs::LeaderEpochs::load(&log.storage, dir).await;
+        epochs.truncate_from(log.log_end() + 1);
+        *log.epochs.borrow_mut() = epochs;
         Ok(log)
     }
 

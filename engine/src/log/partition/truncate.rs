@@ -10,7 +10,8 @@
 //! 3. remove the segments wholly above the cut, highest first, syncing the directory after
 //!    each, so a crash leaves a prefix of segments, never a gap;
 //! 4. truncate the segment holding the cut there, fdatasync it, and remove its index files
-//!    (the open rebuilds them).
+//!    (the open rebuilds them);
+//! 5. drop the leader epochs that start at or past the cut.
 //!
 //! The cut lands on a batch boundary: a batch that straddles the offset goes too, so the log
 //! ends at or below the offset asked for; the offset it ends at is returned. Running it again
@@ -105,6 +106,17 @@ pub async fn truncate_closed<S: Storage>(storage: &S, dir: &Path, offset: u64) -
     }
     if removed {
         storage.sync_dir(dir).await.map_err(io("sync", dir))?;
+    }
+    // 5. Epochs starting at or past the cut have no batches left (after the cut: the file
+    // must never lack the epoch of a batch the log still holds).
+    let mut epochs = crate::log::epochs::LeaderEpochs::load(storage, dir).await;
+    let before = epochs.clone();
+    epochs.truncate_from(end);
+    if epochs != before {
+        epochs.persist(storage, dir).await.map_err(io(
+            "write",
+            &dir.join(crate::log::epochs::LEADER_EPOCHS_FILE),
+        ))?;
     }
     let (topic, partition) = crate::log::topic_partition(dir);
     tracing::info!(%topic, %partition, asked = offset, end, segment = holding,

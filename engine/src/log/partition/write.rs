@@ -322,6 +322,45 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         })
     }
 
+    /// Makes `epoch` the replica's latest leader epoch, starting at the log end (under the
+    /// write gate, so no append slips in between), durably, before the caller appends in
+    /// it. Returns false when the log already knows this epoch or a later one.
+    ///
+    /// # Errors
+    /// The I/O error of persisting the cache (the epoch is then not assigned).
+    pub async fn assign_leader_epoch(&self, epoch: u32) -> Result<bool> {
+        let _lease = self.lease().await?;
+        let before = self.epochs.borrow().clone();
+        let mut after = before.clone();
+        if !after.assign(epoch, self.log_end()) {
+            return Ok(false);
+        }
+        after.persist(&self.storage, &self.dir).await.map_err(|e| {
+            LogError::io(
+                "write",
+                self.dir.join(crate::log::epochs::LEADER_EPOCHS_FILE),
+                e,
+            )
+        })?;
+        *self.epochs.borrow_mut() = after;
+        let (topic, partition) = crate::log::topic_partition(&self.dir);
+        tracing::info!(%topic, %partition, epoch, start = self.log_end(),
+            "leader epoch starts (recorded before any batch of it)");
+        Ok(true)
+    }
+
+    /// The replica's latest leader epoch.
+    pub fn latest_leader_epoch(&self) -> Option<u32> {
+        self.epochs.borrow().latest().map(|(e, _)| e)
+    }
+
+    /// Kafka's OffsetForLeaderEpoch answer for `requested` (see `log::epochs`).
+    pub fn epoch_end_offset(&self, requested: i64) -> (i64, i64) {
+        self.epochs
+            .borrow()
+            .end_offset_for(requested, self.log_end())
+    }
+
     /// Waits until the batch [`append_unsynced`](Self::append_unsynced) returned `info` for
     /// is durable (group commit: concurrent waiters share fdatasyncs). For a duplicate, the
     /// original is what becomes durable.

@@ -376,7 +376,6 @@ impl KafkaConnection {
         meta: &RequestMeta,
         request: OffsetForLeaderEpochRequest,
     ) -> Result<(), KafkaConnError> {
-        // One leader epoch (0) per partition: its end is the log end.
         let mut response = OffsetForLeaderEpochResponse::default();
         for topic in request.topics {
             let mut result = OffsetForLeaderTopicResult {
@@ -390,12 +389,14 @@ impl KafkaConnection {
                     end_offset: -1,
                     ..Default::default()
                 };
-                let bounds = partition_index(p.partition)
-                    .and_then(|index| self.shard().bounds(&topic.topic, index));
-                match bounds {
-                    Ok(bounds) => {
-                        out.leader_epoch = 0;
-                        out.end_offset = bounds.high_watermark as i64;
+                let answer = partition_index(p.partition).and_then(|index| {
+                    self.shard()
+                        .epoch_end_offset(&topic.topic, index, i64::from(p.leader_epoch))
+                });
+                match answer {
+                    Ok((epoch, end)) => {
+                        out.leader_epoch = i32::try_from(epoch).unwrap_or(-1);
+                        out.end_offset = end;
                     }
                     Err(e) => out.error_code = error_code(&e),
                 }
