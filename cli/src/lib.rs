@@ -19,6 +19,7 @@ use tidelog_engine::broker::{self, BrokerConfig};
 use tidelog_engine::LogConfig;
 
 mod checks;
+mod cluster;
 mod connect;
 mod consume;
 mod produce;
@@ -43,6 +44,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one per line.
     Consume(consume::ConsumeArgs),
+    /// The cluster as Kafka clients see it (works against any Kafka broker).
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -260,6 +264,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Topic(command) => topic::run(command),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
+        Command::Cluster(command) => cluster::run(command),
     }
 }
 

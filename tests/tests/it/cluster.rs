@@ -65,6 +65,20 @@ fn script(args: &[&str], work: &Path, logs: &[&Broker]) -> serde_json::Value {
     serde_json::from_str(ran.stdout.lines().last().unwrap_or("{}")).expect("json")
 }
 
+/// `tidelog cluster status --json` against one bootstrap address.
+fn cluster_status(bootstrap: &str) -> serde_json::Value {
+    let out = Command::new(crate::broker_process::BIN)
+        .args(["cluster", "status", "--json", "--bootstrap", bootstrap])
+        .output()
+        .expect("run tidelog cluster status");
+    assert!(
+        out.status.success(),
+        "tidelog cluster status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status is JSON")
+}
+
 /// Node 3 was fenced (its partitions went offline: epoch + 1) and came back (it leads them
 /// again: epoch + 1), so Metadata reports a leader epoch of at least 2 for them, and
 /// OffsetForLeaderEpoch on node 3 answers from its leader-epoch cache: the old epoch ends
@@ -184,6 +198,24 @@ fn three_nodes_place_topics_over_all_and_survive_a_node_kill() {
         assert!(Instant::now() < deadline, "node 3 was never fenced");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // `tidelog cluster status` sees two brokers and node 3's partitions offline.
+    let status = cluster_status(&format!("127.0.0.1:{}", base + 1));
+    assert_eq!(
+        status["brokers"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+    let offline: Vec<String> = status["offline"]
+        .as_array()
+        .expect("offline list")
+        .iter()
+        .map(|p| p["partition"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        offline.iter().filter(|p| p.starts_with("spread-")).count(),
+        2,
+        "node 3 led two of spread's partitions: {status}"
+    );
     let two: Vec<&Broker> = nodes.iter().collect();
     let first_two = addrs.split(',').take(2).collect::<Vec<_>>().join(",");
     let created = script(&["create", &first_two, "during"], work, &two);
@@ -209,6 +241,13 @@ fn three_nodes_place_topics_over_all_and_survive_a_node_kill() {
     let read = script(&["readback", &addrs, "during"], work, &refs);
     assert_eq!(read["read"], 150, "{read}");
     node3_partitions_answer_their_leader_epochs(base);
+    let status = cluster_status(&format!("127.0.0.2:{}", base + 1));
+    assert_eq!(
+        status["brokers"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    assert_eq!(status["offline"], serde_json::json!([]), "{status}");
 
     // The whole cluster stops and starts again: the metadata (topics, placement) comes back
     // from each node's Raft log, and every record with it.
