@@ -82,6 +82,7 @@ fn native(c: &mut Criterion) {
             high_watermark: 1_000_000,
             log_start: 0,
             batches_len: batch.len(),
+            replica: None,
         })
         .collect();
     let mut encoder = FrameEncoder::new();

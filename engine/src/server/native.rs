@@ -727,6 +727,7 @@ impl Connection<Native> {
                 high_watermark: p.high_watermark,
                 log_start: p.log_start,
                 batches_len: p.bytes,
+                replica: None,
             })
             .collect();
         self.out.clear();

@@ -14,10 +14,10 @@ pub mod native {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: i16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: i16 = 19;
+pub const ENUM_MAX_ERROR_CODE: i16 = 21;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 20] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 22] = [
   ErrorCode::None,
   ErrorCode::Unknown,
   ErrorCode::InvalidFrame,
@@ -38,6 +38,8 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 20] = [
   ErrorCode::GroupNotFound,
   ErrorCode::TooManyConnections,
   ErrorCode::ShuttingDown,
+  ErrorCode::FencedLeaderEpoch,
+  ErrorCode::UnknownLeaderEpoch,
 ];
 
 /// Outcome of an operation, shared by server and client. Values are stable:
@@ -68,9 +70,13 @@ impl ErrorCode {
   pub const GroupNotFound: Self = Self(17);
   pub const TooManyConnections: Self = Self(18);
   pub const ShuttingDown: Self = Self(19);
+  /// A replica fetch named a leader epoch older than the leader's.
+  pub const FencedLeaderEpoch: Self = Self(20);
+  /// A replica fetch named a leader epoch newer than the leader's (it has not caught up).
+  pub const UnknownLeaderEpoch: Self = Self(21);
 
   pub const ENUM_MIN: i16 = 0;
-  pub const ENUM_MAX: i16 = 19;
+  pub const ENUM_MAX: i16 = 21;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::Unknown,
@@ -92,6 +98,8 @@ impl ErrorCode {
     Self::GroupNotFound,
     Self::TooManyConnections,
     Self::ShuttingDown,
+    Self::FencedLeaderEpoch,
+    Self::UnknownLeaderEpoch,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -116,6 +124,8 @@ impl ErrorCode {
       Self::GroupNotFound => Some("GroupNotFound"),
       Self::TooManyConnections => Some("TooManyConnections"),
       Self::ShuttingDown => Some("ShuttingDown"),
+      Self::FencedLeaderEpoch => Some("FencedLeaderEpoch"),
+      Self::UnknownLeaderEpoch => Some("UnknownLeaderEpoch"),
       _ => None,
     }
   }
@@ -952,6 +962,154 @@ impl BodyRefT {
     BodyRef::new(
       self.offset,
       self.len,
+    )
+  }
+}
+
+/// A leader epoch and the offset its first batch has.
+// struct EpochStart, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct EpochStart(pub [u8; 16]);
+impl Default for EpochStart { 
+  fn default() -> Self { 
+    Self([0; 16])
+  }
+}
+impl ::core::fmt::Debug for EpochStart {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("EpochStart")
+      .field("epoch", &self.epoch())
+      .field("start", &self.start())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for EpochStart {}
+impl<'a> ::flatbuffers::Follow<'a> for EpochStart {
+  type Inner = &'a EpochStart;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a EpochStart>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a EpochStart {
+  type Inner = &'a EpochStart;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<EpochStart>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for EpochStart {
+    type Output = EpochStart;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const EpochStart as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for EpochStart {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> EpochStart {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    epoch: u32,
+    start: u64,
+  ) -> Self {
+    let mut s = Self([0; 16]);
+    s.set_epoch(epoch);
+    s.set_start(start);
+    s
+  }
+
+  pub fn epoch(&self) -> u32 {
+    let mut mem = ::core::mem::MaybeUninit::<<u32 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_epoch(&mut self, x: u32) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn start(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_start(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn unpack(&self) -> EpochStartT {
+    EpochStartT {
+      epoch: self.epoch(),
+      start: self.start(),
+    }
+  }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EpochStartT {
+  pub epoch: u32,
+  pub start: u64,
+}
+impl EpochStartT {
+  pub fn pack(&self) -> EpochStart {
+    EpochStart::new(
+      self.epoch,
+      self.start,
     )
   }
 }
@@ -3829,6 +3987,8 @@ impl<'a> FetchPartition<'a> {
   pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
   pub const VT_OFFSET: ::flatbuffers::VOffsetT = 8;
   pub const VT_MAX_BYTES: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LEADER_EPOCH: ::flatbuffers::VOffsetT = 12;
+  pub const VT_LAST_FETCHED_EPOCH: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3841,6 +4001,8 @@ impl<'a> FetchPartition<'a> {
   ) -> ::flatbuffers::WIPOffset<FetchPartition<'bldr>> {
     let mut builder = FetchPartitionBuilder::new(_fbb);
     builder.add_offset(args.offset);
+    builder.add_last_fetched_epoch(args.last_fetched_epoch);
+    builder.add_leader_epoch(args.leader_epoch);
     builder.add_max_bytes(args.max_bytes);
     builder.add_partition(args.partition);
     if let Some(x) = args.topic { builder.add_topic(x); }
@@ -3854,11 +4016,15 @@ impl<'a> FetchPartition<'a> {
     let partition = self.partition();
     let offset = self.offset();
     let max_bytes = self.max_bytes();
+    let leader_epoch = self.leader_epoch();
+    let last_fetched_epoch = self.last_fetched_epoch();
     FetchPartitionT {
       topic,
       partition,
       offset,
       max_bytes,
+      leader_epoch,
+      last_fetched_epoch,
     }
   }
 
@@ -3890,6 +4056,22 @@ impl<'a> FetchPartition<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i32>(FetchPartition::VT_MAX_BYTES, Some(0)).unwrap()}
   }
+  /// Replica fetches: the leader epoch the follower believes current (-1: consumers).
+  #[inline]
+  pub fn leader_epoch(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(FetchPartition::VT_LEADER_EPOCH, Some(-1)).unwrap()}
+  }
+  /// Replica fetches: the latest epoch in the follower's leader-epoch cache (-1: none).
+  #[inline]
+  pub fn last_fetched_epoch(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(FetchPartition::VT_LAST_FETCHED_EPOCH, Some(-1)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for FetchPartition<'_> {
@@ -3902,6 +4084,8 @@ impl ::flatbuffers::Verifiable for FetchPartition<'_> {
      .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
      .visit_field::<i64>("offset", Self::VT_OFFSET, false)?
      .visit_field::<i32>("max_bytes", Self::VT_MAX_BYTES, false)?
+     .visit_field::<i32>("leader_epoch", Self::VT_LEADER_EPOCH, false)?
+     .visit_field::<i32>("last_fetched_epoch", Self::VT_LAST_FETCHED_EPOCH, false)?
      .finish();
     Ok(())
   }
@@ -3911,6 +4095,8 @@ pub struct FetchPartitionArgs<'a> {
     pub partition: i32,
     pub offset: i64,
     pub max_bytes: i32,
+    pub leader_epoch: i32,
+    pub last_fetched_epoch: i32,
 }
 impl<'a> Default for FetchPartitionArgs<'a> {
   #[inline]
@@ -3920,6 +4106,8 @@ impl<'a> Default for FetchPartitionArgs<'a> {
       partition: 0,
       offset: 0,
       max_bytes: 0,
+      leader_epoch: -1,
+      last_fetched_epoch: -1,
     }
   }
 }
@@ -3946,6 +4134,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FetchPartitionBuilder<'a, 'b,
     self.fbb_.push_slot::<i32>(FetchPartition::VT_MAX_BYTES, max_bytes, 0);
   }
   #[inline]
+  pub fn add_leader_epoch(&mut self, leader_epoch: i32) {
+    self.fbb_.push_slot::<i32>(FetchPartition::VT_LEADER_EPOCH, leader_epoch, -1);
+  }
+  #[inline]
+  pub fn add_last_fetched_epoch(&mut self, last_fetched_epoch: i32) {
+    self.fbb_.push_slot::<i32>(FetchPartition::VT_LAST_FETCHED_EPOCH, last_fetched_epoch, -1);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FetchPartitionBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     FetchPartitionBuilder {
@@ -3967,6 +4163,8 @@ impl ::core::fmt::Debug for FetchPartition<'_> {
       ds.field("partition", &self.partition());
       ds.field("offset", &self.offset());
       ds.field("max_bytes", &self.max_bytes());
+      ds.field("leader_epoch", &self.leader_epoch());
+      ds.field("last_fetched_epoch", &self.last_fetched_epoch());
       ds.finish()
   }
 }
@@ -3977,6 +4175,8 @@ pub struct FetchPartitionT {
   pub partition: i32,
   pub offset: i64,
   pub max_bytes: i32,
+  pub leader_epoch: i32,
+  pub last_fetched_epoch: i32,
 }
 impl Default for FetchPartitionT {
   fn default() -> Self {
@@ -3985,6 +4185,8 @@ impl Default for FetchPartitionT {
       partition: 0,
       offset: 0,
       max_bytes: 0,
+      leader_epoch: -1,
+      last_fetched_epoch: -1,
     }
   }
 }
@@ -3999,11 +4201,15 @@ impl FetchPartitionT {
     let partition = self.partition;
     let offset = self.offset;
     let max_bytes = self.max_bytes;
+    let leader_epoch = self.leader_epoch;
+    let last_fetched_epoch = self.last_fetched_epoch;
     FetchPartition::create(_fbb, &FetchPartitionArgs{
       topic,
       partition,
       offset,
       max_bytes,
+      leader_epoch,
+      last_fetched_epoch,
     })
   }
 }
@@ -4027,6 +4233,7 @@ impl<'a> FetchRequest<'a> {
   pub const VT_MIN_BYTES: ::flatbuffers::VOffsetT = 6;
   pub const VT_MAX_BYTES: ::flatbuffers::VOffsetT = 8;
   pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_REPLICA_NODE: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4038,6 +4245,7 @@ impl<'a> FetchRequest<'a> {
     args: &'args FetchRequestArgs<'args>
   ) -> ::flatbuffers::WIPOffset<FetchRequest<'bldr>> {
     let mut builder = FetchRequestBuilder::new(_fbb);
+    builder.add_replica_node(args.replica_node);
     if let Some(x) = args.partitions { builder.add_partitions(x); }
     builder.add_max_bytes(args.max_bytes);
     builder.add_min_bytes(args.min_bytes);
@@ -4052,11 +4260,13 @@ impl<'a> FetchRequest<'a> {
     let partitions = self.partitions().map(|x| {
       x.iter().map(|t| t.unpack()).collect()
     });
+    let replica_node = self.replica_node();
     FetchRequestT {
       max_wait_ms,
       min_bytes,
       max_bytes,
       partitions,
+      replica_node,
     }
   }
 
@@ -4088,6 +4298,15 @@ impl<'a> FetchRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FetchPartition>>>>(FetchRequest::VT_PARTITIONS, None)}
   }
+  /// The fetching follower's node id; 0 for consumers. A follower's fetch offset is the end
+  /// of what it has fdatasynced.
+  #[inline]
+  pub fn replica_node(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(FetchRequest::VT_REPLICA_NODE, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for FetchRequest<'_> {
@@ -4100,6 +4319,7 @@ impl ::flatbuffers::Verifiable for FetchRequest<'_> {
      .visit_field::<i32>("min_bytes", Self::VT_MIN_BYTES, false)?
      .visit_field::<i32>("max_bytes", Self::VT_MAX_BYTES, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<FetchPartition>>>>("partitions", Self::VT_PARTITIONS, false)?
+     .visit_field::<u64>("replica_node", Self::VT_REPLICA_NODE, false)?
      .finish();
     Ok(())
   }
@@ -4109,6 +4329,7 @@ pub struct FetchRequestArgs<'a> {
     pub min_bytes: i32,
     pub max_bytes: i32,
     pub partitions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FetchPartition<'a>>>>>,
+    pub replica_node: u64,
 }
 impl<'a> Default for FetchRequestArgs<'a> {
   #[inline]
@@ -4118,6 +4339,7 @@ impl<'a> Default for FetchRequestArgs<'a> {
       min_bytes: 0,
       max_bytes: 0,
       partitions: None,
+      replica_node: 0,
     }
   }
 }
@@ -4144,6 +4366,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FetchRequestBuilder<'a, 'b, A
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FetchRequest::VT_PARTITIONS, partitions);
   }
   #[inline]
+  pub fn add_replica_node(&mut self, replica_node: u64) {
+    self.fbb_.push_slot::<u64>(FetchRequest::VT_REPLICA_NODE, replica_node, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FetchRequestBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     FetchRequestBuilder {
@@ -4165,6 +4391,7 @@ impl ::core::fmt::Debug for FetchRequest<'_> {
       ds.field("min_bytes", &self.min_bytes());
       ds.field("max_bytes", &self.max_bytes());
       ds.field("partitions", &self.partitions());
+      ds.field("replica_node", &self.replica_node());
       ds.finish()
   }
 }
@@ -4175,6 +4402,7 @@ pub struct FetchRequestT {
   pub min_bytes: i32,
   pub max_bytes: i32,
   pub partitions: Option<alloc::vec::Vec<FetchPartitionT>>,
+  pub replica_node: u64,
 }
 impl Default for FetchRequestT {
   fn default() -> Self {
@@ -4183,6 +4411,7 @@ impl Default for FetchRequestT {
       min_bytes: 0,
       max_bytes: 0,
       partitions: None,
+      replica_node: 0,
     }
   }
 }
@@ -4197,11 +4426,13 @@ impl FetchRequestT {
     let partitions = self.partitions.as_ref().map(|x|{
       let w: alloc::vec::Vec<_> = x.iter().map(|t| t.pack(_fbb)).collect();_fbb.create_vector(&w)
     });
+    let replica_node = self.replica_node;
     FetchRequest::create(_fbb, &FetchRequestArgs{
       max_wait_ms,
       min_bytes,
       max_bytes,
       partitions,
+      replica_node,
     })
   }
 }
@@ -4227,6 +4458,10 @@ impl<'a> FetchPartitionResult<'a> {
   pub const VT_HIGH_WATERMARK: ::flatbuffers::VOffsetT = 10;
   pub const VT_LOG_START: ::flatbuffers::VOffsetT = 12;
   pub const VT_BATCHES: ::flatbuffers::VOffsetT = 14;
+  pub const VT_LEADER_EPOCH: ::flatbuffers::VOffsetT = 16;
+  pub const VT_DIVERGING_EPOCH: ::flatbuffers::VOffsetT = 18;
+  pub const VT_DIVERGING_END_OFFSET: ::flatbuffers::VOffsetT = 20;
+  pub const VT_EPOCHS: ::flatbuffers::VOffsetT = 22;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4238,8 +4473,12 @@ impl<'a> FetchPartitionResult<'a> {
     args: &'args FetchPartitionResultArgs<'args>
   ) -> ::flatbuffers::WIPOffset<FetchPartitionResult<'bldr>> {
     let mut builder = FetchPartitionResultBuilder::new(_fbb);
+    builder.add_diverging_end_offset(args.diverging_end_offset);
     builder.add_log_start(args.log_start);
     builder.add_high_watermark(args.high_watermark);
+    if let Some(x) = args.epochs { builder.add_epochs(x); }
+    builder.add_diverging_epoch(args.diverging_epoch);
+    builder.add_leader_epoch(args.leader_epoch);
     if let Some(x) = args.batches { builder.add_batches(x); }
     builder.add_partition(args.partition);
     if let Some(x) = args.topic { builder.add_topic(x); }
@@ -4258,6 +4497,12 @@ impl<'a> FetchPartitionResult<'a> {
     let batches = self.batches().map(|x| {
       x.unpack()
     });
+    let leader_epoch = self.leader_epoch();
+    let diverging_epoch = self.diverging_epoch();
+    let diverging_end_offset = self.diverging_end_offset();
+    let epochs = self.epochs().map(|x| {
+      x.iter().map(|t| t.unpack()).collect()
+    });
     FetchPartitionResultT {
       topic,
       partition,
@@ -4265,6 +4510,10 @@ impl<'a> FetchPartitionResult<'a> {
       high_watermark,
       log_start,
       batches,
+      leader_epoch,
+      diverging_epoch,
+      diverging_end_offset,
+      epochs,
     }
   }
 
@@ -4311,6 +4560,38 @@ impl<'a> FetchPartitionResult<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<BodyRef>(FetchPartitionResult::VT_BATCHES, None)}
   }
+  /// Replica fetches: the leader's epoch.
+  #[inline]
+  pub fn leader_epoch(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(FetchPartitionResult::VT_LEADER_EPOCH, Some(-1)).unwrap()}
+  }
+  /// Replica fetches: the follower's log diverges from the leader's; it must cut its log to
+  /// at most `diverging_end_offset` (the end of `diverging_epoch` on the leader) first.
+  #[inline]
+  pub fn diverging_epoch(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(FetchPartitionResult::VT_DIVERGING_EPOCH, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn diverging_end_offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(FetchPartitionResult::VT_DIVERGING_END_OFFSET, Some(-1)).unwrap()}
+  }
+  /// Replica fetches: the leader's epochs newer than the follower's last fetched one.
+  #[inline]
+  pub fn epochs(&self) -> Option<::flatbuffers::Vector<'a, EpochStart>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, EpochStart>>>(FetchPartitionResult::VT_EPOCHS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for FetchPartitionResult<'_> {
@@ -4325,6 +4606,10 @@ impl ::flatbuffers::Verifiable for FetchPartitionResult<'_> {
      .visit_field::<i64>("high_watermark", Self::VT_HIGH_WATERMARK, false)?
      .visit_field::<i64>("log_start", Self::VT_LOG_START, false)?
      .visit_field::<BodyRef>("batches", Self::VT_BATCHES, false)?
+     .visit_field::<i32>("leader_epoch", Self::VT_LEADER_EPOCH, false)?
+     .visit_field::<i32>("diverging_epoch", Self::VT_DIVERGING_EPOCH, false)?
+     .visit_field::<i64>("diverging_end_offset", Self::VT_DIVERGING_END_OFFSET, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, EpochStart>>>("epochs", Self::VT_EPOCHS, false)?
      .finish();
     Ok(())
   }
@@ -4336,6 +4621,10 @@ pub struct FetchPartitionResultArgs<'a> {
     pub high_watermark: i64,
     pub log_start: i64,
     pub batches: Option<&'a BodyRef>,
+    pub leader_epoch: i32,
+    pub diverging_epoch: i32,
+    pub diverging_end_offset: i64,
+    pub epochs: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, EpochStart>>>,
 }
 impl<'a> Default for FetchPartitionResultArgs<'a> {
   #[inline]
@@ -4347,6 +4636,10 @@ impl<'a> Default for FetchPartitionResultArgs<'a> {
       high_watermark: 0,
       log_start: 0,
       batches: None,
+      leader_epoch: -1,
+      diverging_epoch: -1,
+      diverging_end_offset: -1,
+      epochs: None,
     }
   }
 }
@@ -4381,6 +4674,22 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FetchPartitionResultBuilder<'
     self.fbb_.push_slot_always::<&BodyRef>(FetchPartitionResult::VT_BATCHES, batches);
   }
   #[inline]
+  pub fn add_leader_epoch(&mut self, leader_epoch: i32) {
+    self.fbb_.push_slot::<i32>(FetchPartitionResult::VT_LEADER_EPOCH, leader_epoch, -1);
+  }
+  #[inline]
+  pub fn add_diverging_epoch(&mut self, diverging_epoch: i32) {
+    self.fbb_.push_slot::<i32>(FetchPartitionResult::VT_DIVERGING_EPOCH, diverging_epoch, -1);
+  }
+  #[inline]
+  pub fn add_diverging_end_offset(&mut self, diverging_end_offset: i64) {
+    self.fbb_.push_slot::<i64>(FetchPartitionResult::VT_DIVERGING_END_OFFSET, diverging_end_offset, -1);
+  }
+  #[inline]
+  pub fn add_epochs(&mut self, epochs: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , EpochStart>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FetchPartitionResult::VT_EPOCHS, epochs);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FetchPartitionResultBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     FetchPartitionResultBuilder {
@@ -4404,6 +4713,10 @@ impl ::core::fmt::Debug for FetchPartitionResult<'_> {
       ds.field("high_watermark", &self.high_watermark());
       ds.field("log_start", &self.log_start());
       ds.field("batches", &self.batches());
+      ds.field("leader_epoch", &self.leader_epoch());
+      ds.field("diverging_epoch", &self.diverging_epoch());
+      ds.field("diverging_end_offset", &self.diverging_end_offset());
+      ds.field("epochs", &self.epochs());
       ds.finish()
   }
 }
@@ -4416,6 +4729,10 @@ pub struct FetchPartitionResultT {
   pub high_watermark: i64,
   pub log_start: i64,
   pub batches: Option<BodyRefT>,
+  pub leader_epoch: i32,
+  pub diverging_epoch: i32,
+  pub diverging_end_offset: i64,
+  pub epochs: Option<alloc::vec::Vec<EpochStartT>>,
 }
 impl Default for FetchPartitionResultT {
   fn default() -> Self {
@@ -4426,6 +4743,10 @@ impl Default for FetchPartitionResultT {
       high_watermark: 0,
       log_start: 0,
       batches: None,
+      leader_epoch: -1,
+      diverging_epoch: -1,
+      diverging_end_offset: -1,
+      epochs: None,
     }
   }
 }
@@ -4443,6 +4764,12 @@ impl FetchPartitionResultT {
     let log_start = self.log_start;
     let batches_tmp = self.batches.as_ref().map(|x| x.pack());
     let batches = batches_tmp.as_ref();
+    let leader_epoch = self.leader_epoch;
+    let diverging_epoch = self.diverging_epoch;
+    let diverging_end_offset = self.diverging_end_offset;
+    let epochs = self.epochs.as_ref().map(|x|{
+      let w: alloc::vec::Vec<_> = x.iter().map(|t| t.pack()).collect();_fbb.create_vector(&w)
+    });
     FetchPartitionResult::create(_fbb, &FetchPartitionResultArgs{
       topic,
       partition,
@@ -4450,6 +4777,10 @@ impl FetchPartitionResultT {
       high_watermark,
       log_start,
       batches,
+      leader_epoch,
+      diverging_epoch,
+      diverging_end_offset,
+      epochs,
     })
   }
 }

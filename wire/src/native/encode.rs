@@ -5,7 +5,7 @@ use bytes::{BufMut, BytesMut};
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
 use super::{
-    BodyRef, ErrorCode, ErrorResponse, ErrorResponseArgs, FetchPartitionResult,
+    BodyRef, EpochStart, ErrorCode, ErrorResponse, ErrorResponseArgs, FetchPartitionResult,
     FetchPartitionResultArgs, FetchResponse, FetchResponseArgs, Message, MessageArgs, MessageT,
     ProducePartition, ProducePartitionArgs, ProduceRequest, ProduceRequestArgs, FRAME_LEN_FIELD,
     FRAME_PREFIX_LEN, MESSAGE_IDENTIFIER,
@@ -43,6 +43,19 @@ pub struct FetchResponsePartition<'a> {
     /// Bytes of this partition's batches in the body (0: none), which the
     /// caller sends in partition order.
     pub batches_len: usize,
+    /// What a replica fetch is told besides (`None` for consumers).
+    pub replica: Option<&'a ReplicaAnswer>,
+}
+
+/// The replica-fetch fields of a fetch response partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaAnswer {
+    /// The leader's epoch.
+    pub leader_epoch: i32,
+    /// `(epoch, end offset)` when the follower's log diverges from the leader's.
+    pub diverging: Option<(i32, i64)>,
+    /// The leader's epochs newer than the follower's last fetched one: `(epoch, start)`.
+    pub epochs: Vec<(u32, u64)>,
 }
 
 /// Reusable encoder of native frames.
@@ -203,6 +216,16 @@ impl FrameEncoder {
             let batches = BodyRef::new(offset, p.batches_len as u32);
             offset += p.batches_len as u32;
             let topic = self.fbb.create_string(p.topic);
+            let epochs = p.replica.filter(|r| !r.epochs.is_empty()).map(|r| {
+                let starts: Vec<EpochStart> = r
+                    .epochs
+                    .iter()
+                    .map(|&(epoch, start)| EpochStart::new(epoch, start))
+                    .collect();
+                self.fbb.create_vector(&starts)
+            });
+            let (diverging_epoch, diverging_end_offset) =
+                p.replica.and_then(|r| r.diverging).unwrap_or((-1, -1));
             let part = FetchPartitionResult::create(
                 &mut self.fbb,
                 &FetchPartitionResultArgs {
@@ -212,6 +235,10 @@ impl FrameEncoder {
                     high_watermark: p.high_watermark,
                     log_start: p.log_start,
                     batches: (p.batches_len > 0).then_some(&batches),
+                    leader_epoch: p.replica.map_or(-1, |r| r.leader_epoch),
+                    diverging_epoch,
+                    diverging_end_offset,
+                    epochs,
                 },
             );
             self.fetch_parts.push(part);

@@ -49,7 +49,7 @@ mod error_code;
 mod tests;
 
 pub use crate::generated::native::*;
-pub use encode::{FetchResponsePartition, FrameEncoder, ProduceRequestPartition};
+pub use encode::{FetchResponsePartition, FrameEncoder, ProduceRequestPartition, ReplicaAnswer};
 
 /// Oldest protocol version this crate speaks.
 pub const PROTOCOL_VERSION_MIN: u16 = 1;

@@ -441,6 +441,7 @@ fn fetch_body_refs_out_of_bounds_are_rejected() {
         high_watermark: 10,
         log_start: 0,
         batches_len: 6,
+        replica: None,
     }];
     let mut out = BytesMut::new();
     enc.encode_fetch_response(1, &parts, &mut out).unwrap();
@@ -770,6 +771,7 @@ proptest! {
                 high_watermark: *hw,
                 log_start: *ls,
                 batches_len: body.len(),
+                replica: None,
             })
             .collect();
         let mut out = BytesMut::new();
