@@ -32,6 +32,8 @@ impl ErrorCode {
             Self::GroupNotFound => "consumer group not found",
             Self::TooManyConnections => "too many connections",
             Self::ShuttingDown => "broker shutting down",
+            Self::FencedLeaderEpoch => "leader epoch is stale (a newer leader exists)",
+            Self::UnknownLeaderEpoch => "leader epoch is newer than the leader's",
             _ => return None,
         })
     }
@@ -48,7 +50,12 @@ impl ErrorCode {
     pub fn is_retriable(self) -> bool {
         matches!(
             self,
-            Self::RequestTimedOut | Self::NotOwner | Self::TooManyConnections | Self::ShuttingDown
+            Self::RequestTimedOut
+                | Self::NotOwner
+                | Self::TooManyConnections
+                | Self::ShuttingDown
+                | Self::FencedLeaderEpoch
+                | Self::UnknownLeaderEpoch
         )
     }
 

@@ -253,6 +253,8 @@ fn error_codes_are_stable() {
         (ErrorCode::GroupNotFound, 17),
         (ErrorCode::TooManyConnections, 18),
         (ErrorCode::ShuttingDown, 19),
+        (ErrorCode::FencedLeaderEpoch, 20),
+        (ErrorCode::UnknownLeaderEpoch, 21),
     ];
     assert_eq!(ErrorCode::ENUM_VALUES.len(), expected.len());
     for (code, value) in expected {
