@@ -132,6 +132,14 @@ struct ServeArgs {
     /// broker is a single node.
     #[arg(long, value_name = "ID@HOST:PORT,...", requires = "node_id")]
     peers: Option<String>,
+    /// Replicas of a topic created without a replication factor (auto-created topics,
+    /// CreateTopics with -1); at most the cluster's node count.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    default_replication_factor: u16,
+    /// In-sync replicas an acks=all write to a replicated partition needs (Kafka's
+    /// `min.insync.replicas`); fewer answer NOT_ENOUGH_REPLICAS.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    min_insync_replicas: usize,
     /// Log lines on stderr as human-readable text or as one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -354,6 +362,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         ));
     }
     config.max_connections_per_ip = args.max_connections_per_ip_per_shard;
+    if args.default_replication_factor == 0 || args.min_insync_replicas == 0 {
+        return Err(anyhow!(
+            "--default-replication-factor and --min-insync-replicas must be positive"
+        ));
+    }
+    config.default_replication_factor = args.default_replication_factor;
+    config.min_insync_replicas = args.min_insync_replicas;
     if let (Some(node_id), Some(peers)) = (args.node_id, &args.peers) {
         let cluster = tidelog_engine::cluster::ClusterConfig::parse(node_id, peers)
             .map_err(|e| anyhow!("--peers: {e}"))?;

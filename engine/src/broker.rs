@@ -96,6 +96,10 @@ pub struct BrokerConfig {
     pub socket_receive_buffer_bytes: Option<usize>,
     /// This node's place in a cluster (`--node-id`, `--peers`); `None`: a single node.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// In-sync replicas an `acks=all` write to a replicated partition needs.
+    pub min_insync_replicas: usize,
+    /// Replicas of a topic created without a replication factor (auto-created, or -1).
+    pub default_replication_factor: u16,
 }
 
 impl BrokerConfig {
@@ -126,6 +130,8 @@ impl BrokerConfig {
             timeouts: crate::server::ConnectionTimeouts::default(),
             max_connections_per_ip: crate::limits::CONNECTIONS_PER_IP_PER_SHARD_DEFAULT,
             cluster: None,
+            min_insync_replicas: 1,
+            default_replication_factor: 1,
         }
     }
 }
@@ -450,6 +456,8 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
     let shard_config = ShardConfig {
         cluster: config.cluster.clone(),
         registration,
+        min_insync_replicas: config.min_insync_replicas,
+        default_replication_factor: config.default_replication_factor,
         data_dir: config.data_dir.clone(),
         shards: config.shards,
         log_defaults: config.log_defaults.clone(),

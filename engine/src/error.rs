@@ -108,6 +108,14 @@ pub enum LogError {
     /// The log was closed or deleted.
     #[error("partition log is closed")]
     Closed,
+    /// A replicated batch does not start where the follower's log ends.
+    #[error("replicated batch starts at {base}, the log ends at {end}")]
+    NotAtEnd {
+        /// The batch's base offset.
+        base: i64,
+        /// The log end.
+        end: u64,
+    },
 }
 
 impl LogError {

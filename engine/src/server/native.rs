@@ -88,6 +88,10 @@ pub(crate) fn error_code(error: &ShardError) -> ErrorCode {
             ErrorCode::InvalidConfig
         }
         ShardError::NotController(_) => ErrorCode::ShuttingDown,
+        ShardError::FencedLeaderEpoch(_) => ErrorCode::FencedLeaderEpoch,
+        ShardError::UnknownLeaderEpoch(_) => ErrorCode::UnknownLeaderEpoch,
+        ShardError::NotEnoughReplicas(_) => ErrorCode::StorageError,
+        ShardError::ReplicationTimedOut(_) => ErrorCode::RequestTimedOut,
         ShardError::PartitionLimit(_) => ErrorCode::InvalidPartitions,
         ShardError::ShuttingDown(_) => ErrorCode::ShuttingDown,
         ShardError::Storage(_) => ErrorCode::StorageError,
@@ -649,6 +653,7 @@ impl Connection<Native> {
                     chunks: Vec::new(),
                     bytes: 0,
                     memory: ReadPermit::default(),
+                    replica: None,
                 };
                 let offset = u64::try_from(want.offset).unwrap_or(u64::MAX);
                 // Past the budget a partition may still return its first batch while nothing
@@ -674,9 +679,35 @@ impl Connection<Native> {
                             } else {
                                 MemoryWait::Wait
                             };
-                            shard
-                                .read(&part.topic, p, offset, budget, Route::Forward, wait)
-                                .await
+                            if request.replica_node != 0 {
+                                // A follower fetching from its leader (this shard only).
+                                match shard
+                                    .replica_read(
+                                        &part.topic,
+                                        p,
+                                        offset,
+                                        budget,
+                                        request.replica_node,
+                                        want.leader_epoch,
+                                        want.last_fetched_epoch,
+                                        wait,
+                                    )
+                                    .await
+                                {
+                                    Ok(read) => {
+                                        if read.answer.diverging.is_some() {
+                                            errors = true;
+                                        }
+                                        part.replica = Some(read.answer);
+                                        Ok(read.fetched)
+                                    }
+                                    Err(e) => Err(e),
+                                }
+                            } else {
+                                shard
+                                    .read(&part.topic, p, offset, budget, Route::Forward, wait)
+                                    .await
+                            }
                         }
                     }
                     Err(e) => Err(e),
@@ -727,7 +758,7 @@ impl Connection<Native> {
                 high_watermark: p.high_watermark,
                 log_start: p.log_start,
                 batches_len: p.bytes,
-                replica: None,
+                replica: p.replica.as_ref(),
             })
             .collect();
         self.out.clear();
@@ -816,6 +847,8 @@ struct FetchPart {
     bytes: usize,
     /// The shard's read memory `chunks` hold, until they are sent.
     memory: ReadPermit,
+    /// A replica fetch's extra answer.
+    replica: Option<tidelog_wire::native::ReplicaAnswer>,
 }
 
 struct ProducePart {

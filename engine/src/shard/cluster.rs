@@ -209,6 +209,32 @@ impl Shard {
         Ok(())
     }
 
+    /// Proposes a metadata command from any shard (forwarded to shard 0) and waits until it
+    /// is applied on this node.
+    ///
+    /// # Errors
+    /// The command's refusal, or [`ShardError::NotController`] when it was not committed.
+    pub(crate) async fn propose(&self, command: Command) -> Result<(), ShardError> {
+        if self.id != 0 {
+            return match self
+                .forward(0, super::mesh::Forwarded::Propose(command))
+                .await?
+            {
+                super::mesh::Reply::Admin(result) => result,
+                _ => Err(ShardError::Internal("unexpected reply to a proposal")),
+            };
+        }
+        let Some(controller) = &self.controller else {
+            return Err(ShardError::Internal("no controller on shard 0"));
+        };
+        let (_, version) = controller
+            .propose(&command, PROPOSAL_DEADLINE)
+            .await
+            .map_err(refusal_to_shard)?;
+        self.wait_applied(version).await;
+        Ok(())
+    }
+
     /// Shard 0 in a cluster: a producer id from this node's block, reserving a new block
     /// through the metadata when it is spent.
     pub(super) async fn cluster_producer_id(&self) -> Result<i64, ShardError> {
@@ -252,6 +278,7 @@ impl Shard {
     pub(super) async fn push_view(&self, view: Arc<View>) {
         *self.view.borrow_mut() = Some(Arc::clone(&view));
         self.adopt_leader_epochs().await;
+        self.reconcile_roles();
         for peer in 0..self.shards() {
             if peer != self.id {
                 let _ = self

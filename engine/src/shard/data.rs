@@ -98,6 +98,8 @@ enum Started {
         log: Rc<Log>,
         base: u64,
         last: AppendInfo,
+        /// A replicated partition's leadership: the append also waits for the followers.
+        leading: Option<Rc<super::replica::Leading>>,
     },
 }
 
@@ -125,8 +127,16 @@ impl AppendStarted {
     pub async fn durable(self) -> Result<Appended, ShardError> {
         match self.0 {
             Started::Done(appended) => Ok(appended),
-            Started::Unsynced { log, base, last } => {
+            Started::Unsynced {
+                log,
+                base,
+                last,
+                leading,
+            } => {
                 log.wait_durable(&last).await?;
+                if let Some(leading) = leading {
+                    wait_replicated(&log, &leading, last.last_offset + 1).await?;
+                }
                 Ok(Appended {
                     base_offset: base,
                     log_start: log.log_start(),
@@ -173,6 +183,9 @@ impl Shard {
             };
         }
         let log = self.local(topic, partition)?;
+        if durability == Durability::Synced {
+            self.check_min_isr(topic, partition)?;
+        }
         let result = match batches {
             Batches::Stored(region) => append_all(&log, region).await,
             Batches::Kafka(sealed) => log
@@ -184,7 +197,13 @@ impl Shard {
         self.watchers.ring(topic, partition);
         let (base, last) = result?;
         if durability == Durability::Synced {
-            return Ok(AppendStarted(Started::Unsynced { log, base, last }));
+            let leading = self.leading(topic, partition);
+            return Ok(AppendStarted(Started::Unsynced {
+                log,
+                base,
+                last,
+                leading,
+            }));
         }
         Ok(AppendStarted(Started::Done(Appended {
             base_offset: base,
@@ -238,6 +257,39 @@ impl Shard {
             };
         }
         let log = self.local(topic, partition)?;
+        // Consumers read below the high watermark (the log end for one replica).
+        let end = self.readable_end(topic, partition, &log);
+        if offset > end && offset <= log.log_end() {
+            // Offsets above the high watermark exist but are not readable yet.
+            return Ok(Fetched {
+                high_watermark: end,
+                log_start: log.log_start(),
+                chunks: Vec::new(),
+                memory: ReadPermit::default(),
+            });
+        }
+        let bound = if max_bytes == 0 || offset == end {
+            0
+        } else {
+            max_bytes
+        };
+        let mut fetched = self.read_log(&log, offset, bound, wait).await?;
+        if end < log.log_end() {
+            fetched.chunks = trim_chunks(std::mem::take(&mut fetched.chunks), end);
+        }
+        fetched.high_watermark = end;
+        Ok(fetched)
+    }
+
+    /// Reads whole batches of a local log from `offset` (up to its end): the consumer and
+    /// replica reads' common part. `max_bytes == 0` reads nothing.
+    pub(crate) async fn read_log(
+        &self,
+        log: &Rc<Log>,
+        offset: u64,
+        max_bytes: usize,
+        wait: MemoryWait,
+    ) -> Result<Fetched, ShardError> {
         if max_bytes == 0 || offset == log.log_end() {
             return Ok(Fetched {
                 high_watermark: log.log_end(),
@@ -248,7 +300,7 @@ impl Shard {
         }
         let read = match log.read_within(offset, max_bytes, wait).await {
             Ok(read) => read,
-            // Nothing for this partition in this response; the consumer asks again.
+            // Nothing for this partition in this response; the reader asks again.
             Err(LogError::MemoryBusy) => {
                 return Ok(Fetched {
                     high_watermark: log.log_end(),
@@ -275,7 +327,7 @@ impl Shard {
         let log = self.local(topic, partition)?;
         Ok(Bounds {
             log_start: log.log_start(),
-            high_watermark: log.log_end(),
+            high_watermark: self.readable_end(topic, partition, &log),
         })
     }
 
@@ -485,6 +537,77 @@ fn furthest(so_far: Option<AppendInfo>, next: AppendInfo) -> AppendInfo {
     }
 }
 
+/// The batches of `chunks` that end at or below `end` (a batch boundary): what a consumer may
+/// read of a replicated partition below its high watermark. Slices share the chunks' memory.
+fn trim_chunks(chunks: Vec<Chunk>, end: u64) -> Vec<Chunk> {
+    use crate::io::Sliceable;
+    let mut out = Vec::with_capacity(chunks.len());
+    for chunk in chunks {
+        let head = chunk.head();
+        let mut pos = 0usize;
+        let mut keep = 0usize;
+        while pos + tidelog_wire::batch::HEADER_LEN <= head.len()
+            || (matches!(chunk, ReadChunk::Split { .. }) && pos == 0)
+        {
+            let Ok(meta) = crate::log::segment::BatchMeta::parse(&head[pos..]) else {
+                break;
+            };
+            let base = u64::try_from(meta.base_offset).unwrap_or(u64::MAX);
+            if base + meta.span() > end {
+                break;
+            }
+            pos += meta.len;
+            keep = pos;
+            if matches!(chunk, ReadChunk::Split { .. }) {
+                break;
+            }
+        }
+        if keep == 0 {
+            break;
+        }
+        let whole = keep >= chunk.len();
+        match chunk {
+            c if whole => out.push(c),
+            ReadChunk::Cache(bytes) => out.push(ReadChunk::Cache(bytes.slice(..keep))),
+            ReadChunk::Disk(buf) => out.push(ReadChunk::Disk(buf.slice_of(0..keep))),
+            ReadChunk::Split { .. } => {}
+        }
+        if !whole {
+            break;
+        }
+    }
+    out
+}
+
+/// Waits until a replicated partition's high watermark passes `end` (every in-sync replica
+/// has fdatasynced the append), for at most [`super::replica::REPLICATION_ACK_TIMEOUT`].
+async fn wait_replicated(
+    log: &Log,
+    leading: &super::replica::Leading,
+    end: u64,
+) -> Result<(), ShardError> {
+    let deadline = std::time::Instant::now() + super::replica::REPLICATION_ACK_TIMEOUT;
+    loop {
+        let advanced = leading.advanced.listen();
+        leading.recompute(log.synced_offset());
+        if leading.deposed() {
+            return Err(ShardError::NotOwner);
+        }
+        if leading.high_watermark() >= end {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(ShardError::ReplicationTimedOut(format!(
+                "the in-sync replicas did not confirm offset {} within {} s",
+                end - 1,
+                super::replica::REPLICATION_ACK_TIMEOUT.as_secs()
+            )));
+        }
+        let _ = crate::cluster::transport_within(left, advanced).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,5 +633,46 @@ mod tests {
         let later = info(110, 119, false);
         assert_eq!(furthest(Some(new), later), later);
         assert_eq!(furthest(None, dup_of_older), dup_of_older);
+    }
+
+    /// Consumers of a replicated partition never get a batch that ends above the high
+    /// watermark: whole batches below it are kept (sharing memory), the rest dropped.
+    #[test]
+    fn chunks_are_cut_at_the_high_watermark() {
+        let mut bytes = BytesMut::new();
+        for base in [0i64, 2, 4] {
+            let mut builder = tidelog_wire::batch::BatchBuilder::new();
+            builder.push(None, b"a", 0, &[]);
+            builder.push(None, b"b", 0, &[]);
+            let mut batch = builder.finish();
+            tidelog_wire::batch::stamp_base_offset(&mut batch, base).unwrap();
+            bytes.extend_from_slice(&batch);
+        }
+        let one = bytes.len() / 3;
+        let chunk = || vec![ReadChunk::Cache(bytes.clone().freeze())];
+        let lens = |c: Vec<Chunk>| c.iter().map(|c| c.len()).collect::<Vec<_>>();
+        assert_eq!(lens(trim_chunks(chunk(), 6)), vec![3 * one]);
+        assert_eq!(lens(trim_chunks(chunk(), 4)), vec![2 * one]);
+        assert_eq!(
+            lens(trim_chunks(chunk(), 3)),
+            vec![one],
+            "a straddling batch goes"
+        );
+        assert!(trim_chunks(chunk(), 1).is_empty());
+        let split = |end| {
+            trim_chunks(
+                vec![
+                    ReadChunk::Split {
+                        head: bytes.clone().freeze().slice(..64),
+                        tail: bytes.clone().freeze().slice(64..one),
+                    },
+                    ReadChunk::Cache(bytes.clone().freeze().slice(one..)),
+                ],
+                end,
+            )
+        };
+        assert_eq!(lens(split(2)), vec![one]);
+        assert_eq!(lens(split(4)), vec![one, one]);
+        assert!(split(1).is_empty());
     }
 }

@@ -58,6 +58,18 @@ pub enum ShardError {
     /// The metadata change could not be committed now (no metadata leader, or not in time).
     #[error("{0}")]
     NotController(String),
+    /// A replica fetch named an older leader epoch than the leader's.
+    #[error("fenced leader epoch: {0}")]
+    FencedLeaderEpoch(String),
+    /// A replica fetch named a newer leader epoch than the leader's.
+    #[error("unknown leader epoch: {0}")]
+    UnknownLeaderEpoch(String),
+    /// Fewer in-sync replicas than `min.insync.replicas` for an `acks=all` write.
+    #[error("{0}")]
+    NotEnoughReplicas(String),
+    /// An `acks=all` write was not replicated in time (it may still commit).
+    #[error("{0}")]
+    ReplicationTimedOut(String),
     /// The request is malformed for the shard (e.g. an empty or oversized group name).
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),

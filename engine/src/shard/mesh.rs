@@ -119,6 +119,8 @@ pub enum Forwarded {
         name: String,
         /// Its configuration.
         config: TopicConfig,
+        /// Replicas per partition (`None`: the default).
+        replication_factor: Option<u16>,
     },
     /// Delete a topic (to shard 0).
     DeleteTopic {
@@ -174,6 +176,8 @@ pub enum Forwarded {
     },
     /// A new idempotent-producer id, from shard 0's metadata log.
     AllocateProducerId,
+    /// Propose a metadata command (to shard 0, which runs the node's Raft node).
+    Propose(crate::cluster::Command),
 }
 
 /// Answers between shards.
@@ -365,6 +369,7 @@ impl Shard {
             ShardMessage::ClusterView(view) => {
                 *self.view.borrow_mut() = Some(view);
                 self.adopt_leader_epochs().await;
+                self.reconcile_roles();
                 return;
             }
         };
@@ -377,9 +382,14 @@ impl Shard {
     async fn serve_forwarded(&self, request: Forwarded) -> Reply {
         use super::data::Route;
         match request {
-            Forwarded::CreateTopic { name, config } => {
-                Reply::Admin(self.create_topic(&name, config).await)
-            }
+            Forwarded::CreateTopic {
+                name,
+                config,
+                replication_factor,
+            } => Reply::Admin(
+                self.create_topic_with(&name, config, replication_factor)
+                    .await,
+            ),
             Forwarded::DeleteTopic { name } => Reply::Admin(self.delete_topic(&name).await),
             Forwarded::Produce {
                 topic,
@@ -434,6 +444,7 @@ impl Shard {
                 Reply::Committed(self.commit_offsets(&group, offsets).await)
             }
             Forwarded::AllocateProducerId => Reply::ProducerId(self.allocate_producer_id().await),
+            Forwarded::Propose(command) => Reply::Admin(self.propose(command).await),
             Forwarded::FetchOffsets { group, partitions } => {
                 Reply::Offsets(self.fetch_offsets(&group, partitions).await)
             }

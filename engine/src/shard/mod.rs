@@ -41,6 +41,7 @@ pub mod cluster;
 mod data;
 mod error;
 pub(crate) mod mesh;
+pub mod replica;
 mod topics;
 
 pub use data::{AppendStarted, Appended, Batches, Bounds, Fetched, ListedOffset, Route};
@@ -84,6 +85,11 @@ pub struct ShardConfig {
     pub cluster: Option<crate::cluster::ClusterConfig>,
     /// What this node registers in the cluster metadata (its endpoints), in a cluster.
     pub registration: Option<crate::cluster::NodeInfo>,
+    /// In-sync replicas an `acks=all` write to a replicated partition needs (Kafka's
+    /// `min.insync.replicas`).
+    pub min_insync_replicas: usize,
+    /// Replicas of a topic created without a replication factor.
+    pub default_replication_factor: u16,
 }
 
 /// Replies awaited by this shard's tasks, by request id.
@@ -135,6 +141,10 @@ pub struct Shard {
     applied_version: Cell<u64>,
     /// Rung when `applied_version` moves.
     applied: Event,
+    /// Replicated partitions' roles here (leader or follower state), by partition.
+    roles: RefCell<HashMap<(String, u32), replica::Role>>,
+    /// This shard, for tasks it spawns.
+    this: RefCell<std::rc::Weak<Shard>>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -242,6 +252,8 @@ impl Shard {
             producer_block: Cell::new((0, 0)),
             applied_version: Cell::new(0),
             applied: Event::default(),
+            roles: RefCell::new(HashMap::new()),
+            this: RefCell::new(std::rc::Weak::new()),
             log_resources: LogResources {
                 files: SegmentFiles::new(config_open_segment_files),
                 memory: ReadMemory::new(crate::limits::READ_MEMORY_BYTES_PER_SHARD),
@@ -321,6 +333,8 @@ impl Shard {
             shard.topics.borrow().keys().cloned().collect();
         shard.forget_offsets(|topic| !known.contains(topic)).await;
         let shard = Rc::new(shard);
+        *shard.this.borrow_mut() = Rc::downgrade(&shard);
+        shard.reconcile_roles();
         mesh::spawn_receivers(&shard, streams, replies.streams());
         if let Some(controller) = &shard.controller {
             shard.applied_version.set(controller.version());

@@ -29,19 +29,41 @@ impl Shard {
     /// # Errors
     /// The topic store's refusal (name, existence, configuration) or a storage failure.
     pub async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<(), ShardError> {
+        self.create_topic_with(name, config, None).await
+    }
+
+    /// [`create_topic`](Self::create_topic) with a replication factor (`None`: the broker's
+    /// default). A single node has one replica of everything: more is refused.
+    ///
+    /// # Errors
+    /// As [`create_topic`](Self::create_topic); [`ShardError::InvalidReplicationFactor`].
+    pub async fn create_topic_with(
+        &self,
+        name: &str,
+        config: TopicConfig,
+        replication_factor: Option<u16>,
+    ) -> Result<(), ShardError> {
         if self.id != 0 {
             let request = Forwarded::CreateTopic {
                 name: name.to_owned(),
                 config,
+                replication_factor,
             };
             return match self.forward(0, request).await? {
                 Reply::Admin(result) => result,
                 _ => Err(ShardError::Internal("unexpected reply to a topic creation")),
             };
         }
+        let rf = replication_factor.unwrap_or(self.config.default_replication_factor);
         if self.controller.is_some() {
             let _admin = self.admin_gate.enter().await;
-            return self.cluster_create(name, config, 1).await;
+            return self.cluster_create(name, config, rf).await;
+        }
+        if rf != 1 {
+            return Err(ShardError::InvalidReplicationFactor(format!(
+                "replication factor {rf}: a single node keeps one copy (start a cluster with \
+                 --node-id and --peers for more)"
+            )));
         }
         let Some(store) = &self.store else {
             return Err(ShardError::Internal("no topic store on shard 0"));
@@ -234,6 +256,7 @@ impl Shard {
                 .insert(partition, log);
         }
         self.adopt_leader_epochs().await;
+        self.reconcile_roles();
         if failed.is_empty() {
             Ok(())
         } else {

@@ -20,6 +20,10 @@ pub fn cluster_id(node: i32) -> i32 {
 }
 
 fn node(dir: &Path, n: usize, base: u16, peers: &str, run: usize) -> Broker {
+    node_with(dir, n, base, peers, run, &[])
+}
+
+fn node_with(dir: &Path, n: usize, base: u16, peers: &str, run: usize, extra: &[&str]) -> Broker {
     let ip = format!("127.0.0.{n}");
     let mut serve = Serve::new();
     serve.shards = 1;
@@ -33,6 +37,7 @@ fn node(dir: &Path, n: usize, base: u16, peers: &str, run: usize) -> Broker {
         "--group-initial-rebalance-delay-ms".into(),
         "300".into(),
     ];
+    serve.extra.extend(extra.iter().map(|s| (*s).to_owned()));
     Broker::start_with(&dir.join(format!("n{n}")), run, serve)
 }
 
@@ -50,13 +55,17 @@ fn wait_for(broker: &Broker, line: &str, within: Duration) {
 }
 
 fn script(args: &[&str], work: &Path, logs: &[&Broker]) -> serde_json::Value {
+    run_script("cluster_basic.py", args, work, logs)
+}
+
+fn run_script(name: &str, args: &[&str], work: &Path, logs: &[&Broker]) -> serde_json::Value {
     let c = clients().expect("clients");
-    let cmd: Command = python(c, "cluster_basic.py", args);
+    let cmd: Command = python(c, name, args);
     let ran = run_bounded(cmd, None, Duration::from_secs(120), work);
     let all_logs: Vec<String> = logs.iter().map(|b| b.stderr()).collect();
     assert!(
         ran.status.success(),
-        "cluster_basic.py {args:?}: {}\nstdout:\n{}\nstderr:\n{}\nnode logs:\n{}",
+        "{name} {args:?}: {}\nstdout:\n{}\nstderr:\n{}\nnode logs:\n{}",
         ran.status,
         ran.stdout,
         ran.stderr,
@@ -274,6 +283,124 @@ fn three_nodes_place_topics_over_all_and_survive_a_node_kill() {
         "{counts}"
     );
     for b in nodes {
+        b.stop();
+    }
+}
+
+/// Replicated partitions (replication factor 3, min.insync.replicas 2) on three nodes: the
+/// leader of each partition in turn is killed (-9) between two rounds of idempotent acks=all
+/// writes, and restarted once a new leader took over; at the end every acknowledged record is
+/// read back exactly once, in the order it was sent, from every partition.
+#[test]
+fn replicated_partitions_fail_over_without_losing_acknowledged_records() {
+    let _serial = serial();
+    if clients().is_none() {
+        return;
+    }
+    let dir = crate::test_dir("cluster-rep");
+    let base = free_ports_below_ephemeral(4);
+    let peer_port = base + 3;
+    let peers = format!("1@127.0.0.1:{peer_port},2@127.0.0.2:{peer_port},3@127.0.0.3:{peer_port}");
+    let extra = ["--min-insync-replicas", "2"];
+    let mut nodes: Vec<Option<Broker>> = (1..=3)
+        .map(|n| Some(node_with(dir.path(), n, base, &peers, 0, &extra)))
+        .collect();
+    for b in nodes.iter().flatten() {
+        wait_for(
+            b,
+            "node registered in the cluster metadata",
+            Duration::from_secs(30),
+        );
+    }
+    let addrs: Vec<String> = (1..=3)
+        .map(|n| format!("127.0.0.{n}:{}", base + 1))
+        .collect();
+    let addrs = addrs.join(",");
+    let work = dir.path();
+    let logs = |nodes: &[Option<Broker>]| -> Vec<String> {
+        nodes.iter().flatten().map(Broker::stderr).collect()
+    };
+    let call = |nodes: &[Option<Broker>], args: &[&str]| {
+        let refs: Vec<&Broker> = nodes.iter().flatten().collect();
+        run_script("cluster_replicated.py", args, work, &refs)
+    };
+    call(&nodes, &["create", &addrs]);
+    let mut acked: Vec<Vec<String>> = vec![Vec::new(); 3];
+    let mut record = |answer: &serde_json::Value| {
+        for (p, list) in acked.iter_mut().enumerate() {
+            for v in answer["acked"][p.to_string()]
+                .as_array()
+                .expect("acked list")
+            {
+                list.push(v.as_str().unwrap_or_default().to_owned());
+            }
+        }
+    };
+    for round in 0..3usize {
+        let answer = call(&nodes, &["produce", &addrs, &format!("r{round}a"), "50"]);
+        record(&answer);
+        let leader = call(&nodes, &["leader", &addrs, &round.to_string()])["leader"]
+            .as_i64()
+            .expect("leader id");
+        let victim = usize::try_from(leader / 1024).expect("a node") - 1;
+        let broker = nodes[victim].take().expect("the leader runs");
+        broker.kill_9();
+        // The others elect a new leader from the in-sync replicas and take writes again.
+        let answer = call(&nodes, &["produce", &addrs, &format!("r{round}b"), "50"]);
+        record(&answer);
+        nodes[victim] = Some(node_with(
+            dir.path(),
+            victim + 1,
+            base,
+            &peers,
+            round + 1,
+            &extra,
+        ));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while call(&nodes, &["isr", &addrs])["min_isr"] != 3 {
+            assert!(
+                Instant::now() < deadline,
+                "node {} never rejoined every in-sync set: {}",
+                victim + 1,
+                logs(&nodes).join("\n-----\n")
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    let read = call(&nodes, &["read", &addrs]);
+    for (p, want) in acked.iter().enumerate() {
+        assert_eq!(
+            want.len(),
+            300,
+            "partition {p}: every send was acknowledged"
+        );
+        let got: Vec<String> = read["read"][p.to_string()]
+            .as_array()
+            .expect("read list")
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for v in &got {
+            assert!(seen.insert(v), "partition {p}: {v} read twice");
+        }
+        let positions: Vec<usize> = want
+            .iter()
+            .map(|v| {
+                got.iter().position(|g| g == v).unwrap_or_else(|| {
+                    panic!(
+                        "partition {p}: acknowledged {v} is missing: {}",
+                        logs(&nodes).join("\n-----\n")
+                    )
+                })
+            })
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "partition {p}: acknowledged records out of order"
+        );
+    }
+    for b in nodes.into_iter().flatten() {
         b.stop();
     }
 }

@@ -55,6 +55,12 @@ pub const INVALID_PARTITIONS: i16 = 37;
 pub const POLICY_VIOLATION: i16 = 44;
 /// CreateTopics: a replication factor this broker cannot provide.
 pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+/// Fewer in-sync replicas than `min.insync.replicas`: the write was not appended.
+pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+/// The leader epoch named is older than the leader's.
+pub const FENCED_LEADER_EPOCH: i16 = 74;
+/// The leader epoch named is newer than the leader's.
+pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
 /// This node cannot make the metadata change now (no metadata leader): retry.
 pub const NOT_CONTROLLER: i16 = 41;
 /// CreateTopics: an unknown or malformed topic config.

@@ -184,11 +184,24 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         batch: tidelog_wire::kafka_records::SealedBatch,
     ) -> Result<AppendInfo> {
         let (head, tail) = batch.into_parts();
-        self.append_pieces(head, tail, false).await
+        self.append_pieces(head, tail, false, false).await
     }
 
     async fn append_checked(&self, batch: BytesMut, check_crc: bool) -> Result<AppendInfo> {
-        self.append_pieces(batch, Bytes::new(), check_crc).await
+        self.append_pieces(batch, Bytes::new(), check_crc, false)
+            .await
+    }
+
+    /// Appends one batch a follower fetched from its leader, as stored there: its CRCs are
+    /// checked, its base offset must be this log's end (the follower fetched from there), and
+    /// its idempotent-producer fields are recorded but never refused (the leader decided).
+    /// Not durable until [`sync`](Self::sync).
+    ///
+    /// # Errors
+    /// [`LogError::InvalidBatch`] for a bad batch or one that does not start at the log end
+    /// (nothing is written); the write errors of [`append`](Self::append).
+    pub async fn append_replica(&self, batch: BytesMut) -> Result<AppendInfo> {
+        self.append_pieces(batch, Bytes::new(), true, true).await
     }
 
     /// Appends one batch given as `head` (at least its header; the log stamps the base
@@ -199,6 +212,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         mut batch: BytesMut,
         tail: Bytes,
         check_crc: bool,
+        replica: bool,
     ) -> Result<AppendInfo> {
         let len = batch.len() + tail.len();
         if len > self.config.max_batch_bytes {
@@ -222,7 +236,16 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         let now_ms = self.clock.now_ms();
         let mut lease = self.lease().await?;
         let producer = meta.producer();
-        if let Some(producer) = &producer {
+        if replica {
+            let end = self.state.borrow().log_end;
+            if u64::try_from(meta.base_offset).ok() != Some(end) {
+                return Err(LogError::NotAtEnd {
+                    base: meta.base_offset,
+                    end,
+                });
+            }
+        }
+        if let (Some(producer), false) = (&producer, replica) {
             let verdict = self.state.borrow().producers.check(producer)?;
             if let Verdict::Duplicate {
                 first_offset,
@@ -347,6 +370,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         tracing::info!(%topic, %partition, epoch, start = self.log_end(),
             "leader epoch starts (recorded before any batch of it)");
         Ok(true)
+    }
+
+    /// The replica's leader-epoch cache.
+    pub fn leader_epochs(&self) -> crate::log::epochs::LeaderEpochs {
+        self.epochs.borrow().clone()
     }
 
     /// The replica's latest leader epoch.

@@ -318,12 +318,19 @@ impl KafkaConnection {
                 }
                 Ok(config) if request.validate_only => {
                     result.num_partitions = config.partitions as i32;
-                    result.replication_factor = 1;
+                    result.replication_factor = topic.replication_factor.max(1);
                 }
-                Ok(config) => match shard.create_topic(&topic.name, config).await {
+                Ok(config) => match shard
+                    .create_topic_with(
+                        &topic.name,
+                        config,
+                        u16::try_from(topic.replication_factor).ok(),
+                    )
+                    .await
+                {
                     Ok(()) => {
                         result.num_partitions = config.partitions as i32;
-                        result.replication_factor = 1;
+                        result.replication_factor = topic.replication_factor.max(1);
                     }
                     Err(e) => {
                         result.error_code = error_code(&e);
@@ -424,13 +431,10 @@ fn topic_config(
             "manual replica assignment is not supported".into(),
         ));
     }
-    if topic.replication_factor != -1 && topic.replication_factor != 1 {
+    if topic.replication_factor == 0 || topic.replication_factor < -1 {
         return Err((
             code::INVALID_REPLICATION_FACTOR,
-            format!(
-                "replication factor {} is not available: Tidelog keeps one copy",
-                topic.replication_factor
-            ),
+            format!("replication factor {}", topic.replication_factor),
         ));
     }
     let mut config = TopicConfig::with_partitions(partitions);

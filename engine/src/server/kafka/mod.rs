@@ -509,6 +509,10 @@ pub(crate) fn error_code(error: &ShardError) -> i16 {
         ShardError::InvalidProducerEpoch(_) => code::INVALID_PRODUCER_EPOCH,
         ShardError::InvalidReplicationFactor(_) => code::INVALID_REPLICATION_FACTOR,
         ShardError::NotController(_) => code::NOT_CONTROLLER,
+        ShardError::FencedLeaderEpoch(_) => code::FENCED_LEADER_EPOCH,
+        ShardError::UnknownLeaderEpoch(_) => code::UNKNOWN_LEADER_EPOCH,
+        ShardError::NotEnoughReplicas(_) => code::NOT_ENOUGH_REPLICAS,
+        ShardError::ReplicationTimedOut(_) => code::REQUEST_TIMED_OUT,
         ShardError::OutOfOrderSequence(_) => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         _ => code::UNKNOWN_SERVER_ERROR,
     }

@@ -1,0 +1,662 @@
+//! Replicated partitions (replication factor above 1): the leader's high watermark and its
+//! followers' progress, the follower's fetch loop, truncation on divergence. The protocol
+//! is described in ARCHITECTURE.md ("Data replication"); in short:
+//!
+//! - a follower fetches from its leader's shard over the native protocol, from the end of
+//!   what it has fdatasynced, naming the leader epoch it believes current and the latest
+//!   epoch in its own cache;
+//! - the leader refuses a stale or future epoch, answers a diverging epoch (the follower cuts
+//!   its log back and fetches again) or the stored batches, its high watermark and the epochs
+//!   the follower lacks;
+//! - the leader's high watermark is the smallest synced end over the in-sync set, itself
+//!   included, and never goes down; consumers read below it and `acks=all` waits for it;
+//! - a follower whose synced end reaches the high watermark is added to the in-sync set by
+//!   the leader's `AlterIsr` at its epoch (removal happens when a node is fenced).
+//!
+//! State is per partition, on the shard that owns the partition on this node, `!Send`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use super::{Log, Shard, ShardError};
+use crate::cluster::{Command, NodeId};
+use crate::log::memory::MemoryWait;
+use crate::sync::Event;
+
+/// How long an `acks=all` append waits for its followers before answering a timeout (the
+/// batch stays, and may still commit).
+pub const REPLICATION_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a follower's fetch waits at the leader for new batches.
+pub const REPLICA_FETCH_WAIT_MS: i32 = 500;
+/// Bytes a follower asks for per fetch.
+pub const REPLICA_FETCH_BYTES: i32 = 1 << 20;
+/// Pause before a follower retries after an error.
+const REPLICA_RETRY: Duration = Duration::from_millis(200);
+
+/// The leader side of one replicated partition, for one leader epoch.
+#[derive(Debug)]
+pub(crate) struct Leading {
+    /// The epoch this leadership is for.
+    pub epoch: u32,
+    me: NodeId,
+    /// The committed in-sync set, as last applied here.
+    isr: RefCell<Vec<NodeId>>,
+    /// Each follower's reported synced end.
+    followers: RefCell<HashMap<NodeId, u64>>,
+    hw: Cell<u64>,
+    /// Rung when the high watermark moves or the leadership ends.
+    pub advanced: Event,
+    /// Set when this leadership ended (another epoch, another leader).
+    deposed: Cell<bool>,
+    /// An in-sync set change is being proposed.
+    proposing: Cell<bool>,
+}
+
+impl Leading {
+    fn new(epoch: u32, me: NodeId, isr: Vec<NodeId>, hw: u64) -> Self {
+        Leading {
+            epoch,
+            me,
+            isr: RefCell::new(isr),
+            followers: RefCell::new(HashMap::new()),
+            hw: Cell::new(hw),
+            advanced: Event::default(),
+            deposed: Cell::new(false),
+            proposing: Cell::new(false),
+        }
+    }
+
+    /// Offsets below this are on every in-sync replica, fdatasynced.
+    pub fn high_watermark(&self) -> u64 {
+        self.hw.get()
+    }
+
+    /// Whether this leadership ended.
+    pub fn deposed(&self) -> bool {
+        self.deposed.get()
+    }
+
+    /// In-sync replicas, the leader included.
+    pub fn isr_len(&self) -> usize {
+        self.isr.borrow().len()
+    }
+
+    /// Recomputes the high watermark from the leader's own synced end and the in-sync
+    /// followers' reports; it only moves up.
+    pub fn recompute(&self, own_synced: u64) {
+        let followers = self.followers.borrow();
+        let mut low = own_synced;
+        for node in self.isr.borrow().iter().filter(|&&n| n != self.me) {
+            low = low.min(followers.get(node).copied().unwrap_or(0));
+        }
+        if low > self.hw.get() {
+            self.hw.set(low);
+            self.advanced.notify();
+        }
+    }
+}
+
+/// The follower side of one replicated partition, for one leader and epoch.
+#[derive(Debug)]
+pub(crate) struct Following {
+    pub epoch: u32,
+    pub leader: NodeId,
+    /// The leader's high watermark, as last heard.
+    pub hw: Cell<u64>,
+}
+
+/// A replicated partition's role on this node.
+#[derive(Debug, Clone)]
+pub(crate) enum Role {
+    Leading(Rc<Leading>),
+    Following(Rc<Following>),
+}
+
+/// What a replica fetch is answered besides the batches.
+pub struct ReplicaRead {
+    /// The batches (bounded by the log end, not the high watermark).
+    pub fetched: super::Fetched,
+    /// The leader's epoch, a divergence, the epochs the follower lacks.
+    pub answer: tidelog_wire::native::ReplicaAnswer,
+}
+
+impl Shard {
+    /// The role of a replicated partition here (`None`: one replica, or not here).
+    pub(crate) fn role(&self, topic: &str, partition: u32) -> Option<Role> {
+        self.roles
+            .borrow()
+            .get(&(topic.to_owned(), partition))
+            .cloned()
+    }
+
+    /// The leader state of a replicated partition this node leads.
+    pub(crate) fn leading(&self, topic: &str, partition: u32) -> Option<Rc<Leading>> {
+        match self.role(topic, partition) {
+            Some(Role::Leading(l)) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Offsets below this are readable by consumers: the log end for a single replica, the
+    /// high watermark for a replicated partition this node leads.
+    pub(crate) fn readable_end(&self, topic: &str, partition: u32, log: &Log) -> u64 {
+        match self.leading(topic, partition) {
+            Some(l) => l.high_watermark().min(log.log_end()).max(log.log_start()),
+            None => log.log_end(),
+        }
+    }
+
+    /// Brings every local partition's replication role in line with the view: a leader of a
+    /// replicated partition gets (or keeps) its leader state for its epoch, a follower gets a
+    /// fetch loop for its leader and epoch, anything else none. Called after each view and
+    /// after partitions open.
+    pub(crate) fn reconcile_roles(&self) {
+        let Some(view) = self.view() else {
+            return;
+        };
+        let Some(this) = self.this.borrow().upgrade() else {
+            return;
+        };
+        let local: Vec<(String, u32, Rc<Log>)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .flat_map(|(t, logs)| logs.iter().map(move |(p, l)| (t.clone(), *p, Rc::clone(l))))
+            .collect();
+        let mut roles = self.roles.borrow_mut();
+        let mut keep = std::collections::HashSet::new();
+        let mut to_follow = Vec::new();
+        for (topic, partition, log) in local {
+            let Some(meta) = view
+                .state
+                .topics
+                .get(&topic)
+                .and_then(|t| t.partitions.get(partition as usize))
+            else {
+                continue;
+            };
+            if meta.replicas.len() < 2 {
+                continue;
+            }
+            let key = (topic.clone(), partition);
+            keep.insert(key.clone());
+            let previous = roles.get(&key).cloned();
+            match meta.leader {
+                Some(leader) if leader == view.me => {
+                    if let Some(Role::Leading(l)) = &previous {
+                        if l.epoch == meta.leader_epoch {
+                            *l.isr.borrow_mut() = meta.isr.clone();
+                            l.recompute(log.synced_offset());
+                            continue;
+                        }
+                    }
+                    // A new leadership starts from the high watermark learnt as a follower.
+                    let hw = match &previous {
+                        Some(Role::Following(f)) => f.hw.get(),
+                        _ => 0,
+                    }
+                    .max(log.log_start());
+                    if let Some(Role::Leading(old)) = &previous {
+                        old.deposed.set(true);
+                        old.advanced.notify();
+                    }
+                    let leading = Rc::new(Leading::new(
+                        meta.leader_epoch,
+                        view.me,
+                        meta.isr.clone(),
+                        hw,
+                    ));
+                    leading.recompute(log.synced_offset());
+                    tracing::info!(topic, partition, epoch = meta.leader_epoch, isr = ?meta.isr,
+                        high_watermark = leading.high_watermark(), "leading a replicated partition");
+                    roles.insert(key, Role::Leading(leading));
+                }
+                Some(leader) if meta.replicas.contains(&view.me) => {
+                    if let Some(Role::Following(f)) = &previous {
+                        if f.epoch == meta.leader_epoch && f.leader == leader {
+                            continue;
+                        }
+                    }
+                    let hw = match &previous {
+                        Some(Role::Following(f)) => f.hw.get(),
+                        Some(Role::Leading(l)) => {
+                            l.deposed.set(true);
+                            l.advanced.notify();
+                            l.high_watermark()
+                        }
+                        None => 0,
+                    };
+                    let following = Rc::new(Following {
+                        epoch: meta.leader_epoch,
+                        leader,
+                        hw: Cell::new(hw),
+                    });
+                    tracing::info!(
+                        topic,
+                        partition,
+                        epoch = meta.leader_epoch,
+                        leader,
+                        "following a replicated partition"
+                    );
+                    roles.insert(key, Role::Following(Rc::clone(&following)));
+                    to_follow.push((topic, partition, following));
+                }
+                _ => {
+                    // No leader (offline): nothing to serve or fetch until one is elected.
+                    if let Some(Role::Leading(l)) = roles.remove(&key) {
+                        l.deposed.set(true);
+                        l.advanced.notify();
+                    }
+                    keep.remove(&key);
+                }
+            }
+        }
+        roles.retain(|key, role| {
+            let kept = keep.contains(key);
+            if !kept {
+                if let Role::Leading(l) = role {
+                    l.deposed.set(true);
+                    l.advanced.notify();
+                }
+            }
+            kept
+        });
+        drop(roles);
+        // Spawned with the roles let go of: a task may run at once and look its role up.
+        for (topic, partition, following) in to_follow {
+            let shard = Rc::clone(&this);
+            glommio::spawn_local(async move {
+                shard.follow(topic, partition, following).await;
+            })
+            .detach();
+        }
+    }
+
+    /// The leader's side of a follower's fetch.
+    ///
+    /// # Errors
+    /// [`ShardError::NotOwner`] when this node does not lead the partition,
+    /// [`ShardError::FencedLeaderEpoch`] / [`ShardError::UnknownLeaderEpoch`] for an epoch
+    /// other than the leader's, and the read's errors.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn replica_read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        follower: NodeId,
+        leader_epoch: i32,
+        last_fetched_epoch: i32,
+        wait: MemoryWait,
+    ) -> Result<ReplicaRead, ShardError> {
+        let log = self.local(topic, partition)?;
+        let Some(leading) = self.leading(topic, partition) else {
+            return Err(ShardError::NotOwner);
+        };
+        let mine = i64::from(leading.epoch);
+        match i64::from(leader_epoch) {
+            e if e < mine => return Err(ShardError::FencedLeaderEpoch(format!("{e} < {mine}"))),
+            e if e > mine => return Err(ShardError::UnknownLeaderEpoch(format!("{e} > {mine}"))),
+            _ => {}
+        }
+        let mut answer = tidelog_wire::native::ReplicaAnswer {
+            leader_epoch: i32::try_from(leading.epoch).unwrap_or(i32::MAX),
+            ..Default::default()
+        };
+        if last_fetched_epoch >= 0 {
+            let (epoch, end) = log.epoch_end_offset(i64::from(last_fetched_epoch));
+            if epoch != i64::from(last_fetched_epoch) || end < offset as i64 {
+                answer.diverging = Some((i32::try_from(epoch).unwrap_or(-1), end));
+                let fetched = super::Fetched {
+                    high_watermark: leading.high_watermark(),
+                    log_start: log.log_start(),
+                    chunks: Vec::new(),
+                    memory: crate::log::memory::ReadPermit::default(),
+                };
+                return Ok(ReplicaRead { fetched, answer });
+            }
+        }
+        if offset <= log.log_end() {
+            leading.followers.borrow_mut().insert(follower, offset);
+            leading.recompute(log.synced_offset());
+            self.maybe_expand_isr(topic, partition, &leading, follower, offset);
+        }
+        answer.epochs = log
+            .leader_epochs()
+            .entries()
+            .iter()
+            .copied()
+            .filter(|&(e, _)| i64::from(e) > i64::from(last_fetched_epoch))
+            .collect();
+        let mut fetched = self.read_log(&log, offset, max_bytes, wait).await?;
+        fetched.high_watermark = leading.high_watermark();
+        Ok(ReplicaRead { fetched, answer })
+    }
+
+    /// Proposes adding a follower to the in-sync set once its synced end reached the high
+    /// watermark (one proposal at a time per partition).
+    fn maybe_expand_isr(
+        &self,
+        topic: &str,
+        partition: u32,
+        leading: &Rc<Leading>,
+        follower: NodeId,
+        synced: u64,
+    ) {
+        if leading.isr.borrow().contains(&follower)
+            || synced < leading.high_watermark()
+            || leading.proposing.get()
+        {
+            return;
+        }
+        let mut isr = leading.isr.borrow().clone();
+        isr.push(follower);
+        let command = Command::AlterIsr {
+            topic: topic.to_owned(),
+            partition,
+            leader_epoch: leading.epoch,
+            isr,
+        };
+        leading.proposing.set(true);
+        let leading = Rc::clone(leading);
+        let shard = self.this.borrow().clone();
+        let (topic, follower_id) = (topic.to_owned(), follower);
+        glommio::spawn_local(async move {
+            let Some(shard) = shard.upgrade() else {
+                return;
+            };
+            match shard.propose(command).await {
+                Ok(()) => tracing::info!(
+                    topic,
+                    partition,
+                    follower = follower_id,
+                    epoch = leading.epoch,
+                    "follower caught up: added to the in-sync set"
+                ),
+                Err(e) => tracing::debug!(topic, partition, error = %e,
+                    "in-sync set change not committed; retried at the next fetch"),
+            }
+            leading.proposing.set(false);
+        })
+        .detach();
+    }
+
+    /// Before an `acks=all` append to a replicated partition: enough in-sync replicas?
+    ///
+    /// # Errors
+    /// [`ShardError::NotEnoughReplicas`] below `min.insync.replicas`.
+    pub(crate) fn check_min_isr(&self, topic: &str, partition: u32) -> Result<(), ShardError> {
+        if let Some(l) = self.leading(topic, partition) {
+            let min = self.config.min_insync_replicas.max(1);
+            if l.isr_len() < min {
+                return Err(ShardError::NotEnoughReplicas(format!(
+                    "{topic}-{partition}: {} in-sync replicas, min.insync.replicas is {min}",
+                    l.isr_len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The follower's fetch loop for one partition, until its role changes.
+    async fn follow(self: Rc<Self>, topic: String, partition: u32, me: Rc<Following>) {
+        let current = |shard: &Shard| matches!(shard.role(&topic, partition), Some(Role::Following(f)) if Rc::ptr_eq(&f, &me));
+        while current(&self) && !self.is_stopped() {
+            let Some(addr) = self.replica_endpoint(&topic, partition, me.leader) else {
+                glommio::timer::sleep(REPLICA_RETRY).await;
+                continue;
+            };
+            let options = tidelog_client::ConnectOptions {
+                connect_timeout: Duration::from_secs(2),
+                request_timeout: Duration::from_secs(10),
+            };
+            let conn =
+                match tidelog_client::Connection::connect_with(addr, "tidelog-replica", options)
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(topic, partition, leader = me.leader, error = %e,
+                            "cannot reach the leader; retrying");
+                        glommio::timer::sleep(REPLICA_RETRY).await;
+                        continue;
+                    }
+                };
+            while current(&self) && !self.is_stopped() {
+                match self.fetch_once(&conn, &topic, partition, &me).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::debug!(topic, partition, leader = me.leader, error = %e,
+                            "replica fetch failed; retrying");
+                        glommio::timer::sleep(REPLICA_RETRY).await;
+                        break;
+                    }
+                }
+            }
+            conn.close();
+        }
+    }
+
+    /// One fetch from the leader and what follows: a cut on divergence, or appending the
+    /// batches (epochs first), then an fdatasync.
+    async fn fetch_once(
+        &self,
+        conn: &tidelog_client::Connection,
+        topic: &str,
+        partition: u32,
+        me: &Following,
+    ) -> Result<(), String> {
+        use tidelog_wire::native::{BodyT, ErrorCode, FetchPartitionT, FetchRequestT};
+        let log = self
+            .replica_log(topic, partition)
+            .ok_or_else(|| "the replica is not open".to_string())?;
+        let offset = log.log_end();
+        let last = log
+            .latest_leader_epoch()
+            .map_or(-1, |e| i32::try_from(e).unwrap_or(-1));
+        let mut want = FetchPartitionT::default();
+        want.topic = Some(topic.to_owned());
+        want.partition = i32::try_from(partition).unwrap_or(i32::MAX);
+        want.offset = offset as i64;
+        want.max_bytes = REPLICA_FETCH_BYTES;
+        want.leader_epoch = i32::try_from(me.epoch).unwrap_or(i32::MAX);
+        want.last_fetched_epoch = last;
+        let mut request = FetchRequestT::default();
+        request.max_wait_ms = REPLICA_FETCH_WAIT_MS;
+        request.min_bytes = 1;
+        request.max_bytes = REPLICA_FETCH_BYTES;
+        request.replica_node = self.view().map_or(0, |v| v.me);
+        request.partitions = Some(vec![want]);
+        let response = conn
+            .call(BodyT::FetchRequest(Box::new(request)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let frame = response.frame().map_err(|e| e.to_string())?;
+        let Some(body) = frame.message.body_as_fetch_response() else {
+            return Err("the leader did not answer a fetch".into());
+        };
+        let Some(part) = body.partitions().and_then(|p| p.iter().next()) else {
+            return Err("an empty fetch response".into());
+        };
+        if part.error() != ErrorCode::None {
+            return Err(format!("leader answered {}", part.error()));
+        }
+        if part.diverging_epoch() >= 0 || part.diverging_end_offset() >= 0 {
+            let leader_end = u64::try_from(part.diverging_end_offset()).unwrap_or(0);
+            let (own_epoch, own_end) = log.epoch_end_offset(i64::from(part.diverging_epoch()));
+            let mut target = leader_end;
+            if own_epoch == i64::from(part.diverging_epoch()) && own_end >= 0 {
+                target = target.min(own_end as u64);
+            }
+            drop(log);
+            return self.truncate_replica(topic, partition, target).await;
+        }
+        let epochs: Vec<(u32, u64)> = part
+            .epochs()
+            .map(|v| v.iter().map(|e| (e.epoch(), e.start())).collect())
+            .unwrap_or_default();
+        let adopt = |log: Rc<Log>, at: u64| {
+            let due: Vec<u32> = epochs
+                .iter()
+                .filter(|&&(e, s)| s <= at && log.latest_leader_epoch() < Some(e))
+                .map(|&(e, _)| e)
+                .collect();
+            async move {
+                for e in due {
+                    log.assign_leader_epoch(e)
+                        .await
+                        .map_err(|err| err.to_string())?;
+                }
+                Ok::<(), String>(())
+            }
+        };
+        if let Some(range) = part.batches() {
+            let from = range.offset() as usize;
+            let to = from + range.len() as usize;
+            let mut bytes = frame
+                .body
+                .get(from..to)
+                .ok_or_else(|| "batches outside the frame".to_string())?;
+            while !bytes.is_empty() {
+                let header = tidelog_wire::batch::peek_header(bytes).map_err(|e| e.to_string())?;
+                let len = header.batch_len() as usize;
+                if len > bytes.len() {
+                    return Err("a truncated batch from the leader".into());
+                }
+                let base = u64::try_from(header.base_offset()).unwrap_or(0);
+                adopt(Rc::clone(&log), base).await?;
+                log.append_replica(BytesMut::from(&bytes[..len]))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                bytes = &bytes[len..];
+            }
+            log.sync().await.map_err(|e| e.to_string())?;
+        }
+        adopt(Rc::clone(&log), log.log_end()).await?;
+        let hw = u64::try_from(part.high_watermark()).unwrap_or(0);
+        if hw > me.hw.get() {
+            me.hw.set(hw);
+        }
+        Ok(())
+    }
+
+    /// The native endpoint of the shard owning a partition on `node`.
+    fn replica_endpoint(
+        &self,
+        topic: &str,
+        partition: u32,
+        node: NodeId,
+    ) -> Option<std::net::SocketAddr> {
+        let view = self.view()?;
+        let info = view.state.nodes.get(&node)?;
+        let s = crate::meta::shard_for(topic, partition, info.shards());
+        let port = *info.native_ports.get(s)?;
+        let host = &info.native_host;
+        std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+            .ok()?
+            .next()
+    }
+
+    /// The open log of a local replica.
+    fn replica_log(&self, topic: &str, partition: u32) -> Option<Rc<Log>> {
+        self.partitions
+            .borrow()
+            .get(topic)
+            .and_then(|logs| logs.get(&partition))
+            .cloned()
+    }
+
+    /// Cuts a follower's log back to `offset` (its leader's log diverged from there): closes
+    /// the replica, cuts it (`truncate_closed`), opens it again in its place.
+    async fn truncate_replica(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), String> {
+        let Some(log) = self.replica_log(topic, partition) else {
+            return Err("the replica is not open".into());
+        };
+        tracing::warn!(
+            topic,
+            partition,
+            from = log.log_end(),
+            to = offset,
+            "replica diverges from its leader: truncating"
+        );
+        log.close().await.map_err(|e| e.to_string())?;
+        drop(log);
+        let dir = crate::meta::partition_dir(&self.config.data_dir, topic, partition);
+        crate::log::truncate_closed(&crate::io::dma::DmaStorage, &dir, offset)
+            .await
+            .map_err(|e| e.to_string())?;
+        let config = self
+            .topics
+            .borrow()
+            .get(topic)
+            .map(|t| t.log_config(&self.config.log_defaults))
+            .ok_or_else(|| "the topic is gone".to_string())?;
+        let reopened = crate::log::PartitionLog::open_with(
+            crate::io::dma::DmaStorage,
+            crate::io::SystemClock,
+            &dir,
+            config,
+            self.log_resources.clone(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let reopened = Rc::new(reopened);
+        crate::runtime::spawn_housekeeping(Rc::clone(&reopened), self.config.housekeeping);
+        if let Some(logs) = self.partitions.borrow_mut().get_mut(topic) {
+            logs.insert(partition, reopened);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The high watermark is the smallest synced end over the in-sync set (the leader's own
+    /// included), waits for every in-sync follower, ignores followers outside the set, and
+    /// never goes down.
+    #[test]
+    fn the_high_watermark_waits_for_every_in_sync_replica() {
+        let leading = Leading::new(3, 1, vec![1, 2, 3], 10);
+        leading.recompute(50);
+        assert_eq!(
+            leading.high_watermark(),
+            10,
+            "followers 2 and 3 reported nothing"
+        );
+        leading.followers.borrow_mut().insert(2, 40);
+        leading.recompute(50);
+        assert_eq!(
+            leading.high_watermark(),
+            10,
+            "follower 3 still reported nothing"
+        );
+        leading.followers.borrow_mut().insert(3, 30);
+        leading.recompute(50);
+        assert_eq!(leading.high_watermark(), 30);
+        leading.followers.borrow_mut().insert(4, 0);
+        leading.recompute(50);
+        assert_eq!(
+            leading.high_watermark(),
+            30,
+            "4 is not in sync: not counted"
+        );
+        leading.recompute(20);
+        assert_eq!(leading.high_watermark(), 30, "never goes down");
+        // Node 3 fenced: the committed set shrinks and the mark moves to the others.
+        *leading.isr.borrow_mut() = vec![1, 2];
+        leading.recompute(50);
+        assert_eq!(leading.high_watermark(), 40);
+    }
+}
