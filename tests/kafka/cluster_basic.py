@@ -70,6 +70,11 @@ def main():
             out["rf2"] = "accepted"
         except InvalidReplicationFactorError:
             out["rf2"] = "refused"
+        try:
+            admin.create_topics([NewTopic("too-many", num_partitions=1, replication_factor=4)])
+            out["rf4"] = "accepted"
+        except InvalidReplicationFactorError:
+            out["rf4"] = "refused"
         # A deletion reaches every node.
         admin.create_topics([NewTopic("gone", num_partitions=3, replication_factor=1)])
         admin.delete_topics(["gone"])
