@@ -34,6 +34,9 @@ pub const REPLICATION_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 pub const REPLICA_FETCH_WAIT_MS: i32 = 500;
 /// Bytes a follower asks for per fetch.
 pub const REPLICA_FETCH_BYTES: i32 = 1 << 20;
+/// An in-sync follower that has not caught up with the leader's log end for this long is
+/// removed from the in-sync set by its leader (Kafka's `replica.lag.time.max.ms`).
+pub const REPLICA_LAG_MAX: Duration = Duration::from_secs(30);
 /// Pause before a follower retries after an error.
 const REPLICA_RETRY: Duration = Duration::from_millis(200);
 
@@ -54,6 +57,12 @@ pub(crate) struct Leading {
     deposed: Cell<bool>,
     /// An in-sync set change is being proposed.
     proposing: Cell<bool>,
+    /// When each follower last fetched from at least the leader's log end as it was at its
+    /// previous fetch (Kafka's lastCaughtUpTime rule: under steady load a healthy follower
+    /// is always a little behind the live end, never behind that).
+    caught_up: RefCell<HashMap<NodeId, std::time::Instant>>,
+    /// The leader's log end when it answered each follower's previous fetch.
+    end_at_last_fetch: RefCell<HashMap<NodeId, u64>>,
 }
 
 impl Leading {
@@ -67,7 +76,23 @@ impl Leading {
             advanced: Event::default(),
             deposed: Cell::new(false),
             proposing: Cell::new(false),
+            caught_up: RefCell::new(HashMap::new()),
+            end_at_last_fetch: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// In-sync followers that have not caught up with the log end for `lag`, given when this
+    /// leadership started (a follower not heard from since counts from then).
+    fn lagging(&self, started: std::time::Instant, lag: Duration) -> Vec<NodeId> {
+        let now = std::time::Instant::now();
+        let caught_up = self.caught_up.borrow();
+        self.isr
+            .borrow()
+            .iter()
+            .copied()
+            .filter(|&n| n != self.me)
+            .filter(|n| now.duration_since(caught_up.get(n).copied().unwrap_or(started)) > lag)
+            .collect()
     }
 
     /// Offsets below this are on every in-sync replica, fdatasynced.
@@ -170,6 +195,7 @@ impl Shard {
         let mut roles = self.roles.borrow_mut();
         let mut keep = std::collections::HashSet::new();
         let mut to_follow = Vec::new();
+        let mut to_watch = Vec::new();
         for (topic, partition, log) in local {
             let Some(meta) = view
                 .state
@@ -213,6 +239,7 @@ impl Shard {
                     leading.recompute(log.synced_offset());
                     tracing::info!(topic, partition, epoch = meta.leader_epoch, isr = ?meta.isr,
                         high_watermark = leading.high_watermark(), "leading a replicated partition");
+                    to_watch.push((topic.clone(), partition, Rc::clone(&leading)));
                     roles.insert(key, Role::Leading(leading));
                 }
                 Some(leader) if meta.replicas.contains(&view.me) => {
@@ -274,6 +301,55 @@ impl Shard {
             })
             .detach();
         }
+        for (topic, partition, leading) in to_watch {
+            let shard = Rc::clone(&this);
+            glommio::spawn_local(async move {
+                shard.watch_lag(topic, partition, leading).await;
+            })
+            .detach();
+        }
+    }
+
+    /// While `leading` lasts: removes from the in-sync set the followers that have not caught
+    /// up with the log end for [`REPLICA_LAG_MAX`], so one stuck replica on a live node does
+    /// not hold every `acks=all` write. The high watermark keeps counting a removed follower
+    /// until the change is committed and applied here.
+    async fn watch_lag(self: Rc<Self>, topic: String, partition: u32, leading: Rc<Leading>) {
+        let started = std::time::Instant::now();
+        while !leading.deposed() && !self.is_stopped() {
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+            let lagging = leading.lagging(started, REPLICA_LAG_MAX);
+            if lagging.is_empty() || leading.proposing.get() || leading.deposed() {
+                continue;
+            }
+            let isr: Vec<NodeId> = leading
+                .isr
+                .borrow()
+                .iter()
+                .copied()
+                .filter(|n| !lagging.contains(n))
+                .collect();
+            leading.proposing.set(true);
+            let command = Command::AlterIsr {
+                topic: topic.clone(),
+                partition,
+                leader_epoch: leading.epoch,
+                isr,
+            };
+            match self.propose(command).await {
+                Ok(()) => tracing::warn!(
+                    topic,
+                    partition,
+                    ?lagging,
+                    lag_ms = REPLICA_LAG_MAX.as_millis() as u64,
+                    "followers lagging: removed from the in-sync set"
+                ),
+                Err(e) => {
+                    tracing::debug!(topic, partition, error = %e, "in-sync shrink not committed")
+                }
+            }
+            leading.proposing.set(false);
+        }
     }
 
     /// The leader's side of a follower's fetch.
@@ -322,6 +398,16 @@ impl Shard {
             }
         }
         if offset <= log.log_end() {
+            let previous_end = leading
+                .end_at_last_fetch
+                .borrow_mut()
+                .insert(follower, log.log_end());
+            if previous_end.is_some_and(|end| offset >= end) {
+                leading
+                    .caught_up
+                    .borrow_mut()
+                    .insert(follower, std::time::Instant::now());
+            }
             leading.followers.borrow_mut().insert(follower, offset);
             leading.recompute(log.synced_offset());
             self.maybe_expand_isr(topic, partition, &leading, follower, offset);
@@ -626,6 +712,26 @@ mod tests {
     /// The high watermark is the smallest synced end over the in-sync set (the leader's own
     /// included), waits for every in-sync follower, ignores followers outside the set, and
     /// never goes down.
+    /// A follower counts as lagging once it has not caught up with the log end for the lag
+    /// bound, measured from the leadership's start when it never did.
+    #[test]
+    fn followers_that_stop_catching_up_lag() {
+        let leading = Leading::new(1, 1, vec![1, 2, 3], 0);
+        let started = std::time::Instant::now() - Duration::from_secs(60);
+        assert_eq!(
+            leading.lagging(started, Duration::from_secs(30)),
+            vec![2, 3]
+        );
+        leading
+            .caught_up
+            .borrow_mut()
+            .insert(2, std::time::Instant::now());
+        assert_eq!(leading.lagging(started, Duration::from_secs(30)), vec![3]);
+        assert!(leading
+            .lagging(std::time::Instant::now(), Duration::from_secs(30))
+            .is_empty());
+    }
+
     #[test]
     fn the_high_watermark_waits_for_every_in_sync_replica() {
         let leading = Leading::new(3, 1, vec![1, 2, 3], 10);
