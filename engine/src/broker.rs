@@ -451,6 +451,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
             kafka_ports: endpoints.kafka.iter().map(SocketAddr::port).collect(),
             native_host: config.advertised_host.clone(),
             native_ports: endpoints.native.iter().map(SocketAddr::port).collect(),
+            incarnation: incarnation(),
         }
     });
     let shard_config = ShardConfig {
@@ -493,6 +494,18 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         glommio::timer::sleep(STOP_CHECK).await;
     }
     shard.shutdown().await
+}
+
+/// This process's incarnation: different at every start (time and process id), the same for
+/// every shard of the process.
+fn incarnation() -> u64 {
+    static ONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ONCE.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        nanos ^ (u64::from(std::process::id()) << 32)
+    })
 }
 
 /// Debug builds only (tests): `TIDELOG_FAULT_PANIC_SHARD=<n>` makes shard n panic shortly

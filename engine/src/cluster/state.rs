@@ -49,6 +49,10 @@ pub struct NodeInfo {
     pub native_host: String,
     /// Each shard's own native port; its length is the node's shard count.
     pub native_ports: Vec<u16>,
+    /// Which run of the node registered (new at every start): a new incarnation bumps the
+    /// epochs of the partitions the node leads, so followers holding records it lost in a
+    /// crash see the divergence when it writes at those offsets again.
+    pub incarnation: u64,
 }
 
 impl ClusterState {
@@ -76,6 +80,7 @@ impl NodeInfo {
         for p in &self.native_ports {
             w.u16(*p);
         }
+        w.u64(self.incarnation);
     }
 
     fn get(r: &mut Reader<'_>) -> Decoded<Self> {
@@ -86,12 +91,14 @@ impl NodeInfo {
         let native_host = r.str()?.to_owned();
         let n = r.count(2, crate::limits::SHARDS_MAX)?;
         let native_ports = (0..n).map(|_| r.u16()).collect::<Decoded<_>>()?;
+        let incarnation = r.u64()?;
         let info = NodeInfo {
             id,
             kafka_host,
             kafka_ports,
             native_host,
             native_ports,
+            incarnation,
         };
         if info.id == 0 || info.id > NODE_ID_MAX {
             return r.fail("node id out of range");
@@ -136,6 +143,8 @@ pub enum Command {
         partition: u32,
         /// The proposing leader's epoch.
         leader_epoch: u32,
+        /// The in-sync set version the proposal was made from.
+        isr_version: u32,
         /// The new in-sync set (must hold the leader).
         isr: Vec<NodeId>,
     },
@@ -184,12 +193,14 @@ impl Command {
                 topic,
                 partition,
                 leader_epoch,
+                isr_version,
                 isr,
             } => {
                 w.u8(ALTER_ISR);
                 w.str(topic);
                 w.u32(*partition);
                 w.u32(*leader_epoch);
+                w.u32(*isr_version);
                 w.u16(isr.len() as u16);
                 for n in isr {
                     w.u64(*n);
@@ -232,6 +243,7 @@ impl Command {
                 let topic = r.str()?.to_owned();
                 let partition = r.u32()?;
                 let leader_epoch = r.u32()?;
+                let isr_version = r.u32()?;
                 let n = usize::from(r.u16()?);
                 if n > usize::from(REPLICATION_FACTOR_MAX) {
                     return r.fail("in-sync set too large");
@@ -241,6 +253,7 @@ impl Command {
                     topic,
                     partition,
                     leader_epoch,
+                    isr_version,
                     isr,
                 }
             }
@@ -315,6 +328,9 @@ pub struct PartitionMeta {
     pub leader_epoch: u32,
     /// The in-sync replicas.
     pub isr: Vec<NodeId>,
+    /// Bumped at every change of the in-sync set (Kafka's partition epoch): an `AlterIsr`
+    /// made from an older set is refused, so it cannot undo a fencing it did not see.
+    pub isr_version: u32,
 }
 
 impl PartitionMeta {
@@ -324,6 +340,7 @@ impl PartitionMeta {
             leader_epoch: 0,
             isr: replicas.clone(),
             replicas,
+            isr_version: 0,
         }
     }
 }
@@ -383,7 +400,20 @@ impl ClusterState {
                     return Err(Refusal::Limit(format!("at most {NODES_MAX} nodes")));
                 }
                 let id = info.id;
+                let restarted = self
+                    .nodes
+                    .get(&id)
+                    .is_some_and(|old| old.incarnation != info.incarnation);
                 self.nodes.insert(id, info);
+                if restarted {
+                    for topic in self.topics.values_mut() {
+                        for p in &mut topic.partitions {
+                            if p.leader == Some(id) {
+                                p.leader_epoch = p.leader_epoch.saturating_add(1);
+                            }
+                        }
+                    }
+                }
                 Ok(Applied::Node(id))
             }
             Command::CreateTopic {
@@ -445,6 +475,7 @@ impl ClusterState {
                 topic,
                 partition,
                 leader_epoch,
+                isr_version,
                 isr,
             } => {
                 let Some(meta) = self
@@ -457,10 +488,11 @@ impl ClusterState {
                 let valid = meta.leader.is_some_and(|l| isr.contains(&l))
                     && isr.iter().all(|n| meta.replicas.contains(n))
                     && isr.len() <= meta.replicas.len();
-                if meta.leader_epoch != leader_epoch {
+                if meta.leader_epoch != leader_epoch || meta.isr_version != isr_version {
                     return Err(Refusal::StaleEpoch(format!(
-                        "{topic}-{partition}: epoch {leader_epoch}, current {}",
-                        meta.leader_epoch
+                        "{topic}-{partition}: epoch {leader_epoch} in-sync version {isr_version}, \
+                         current {} and {}",
+                        meta.leader_epoch, meta.isr_version
                     )));
                 }
                 if !valid {
@@ -472,6 +504,7 @@ impl ClusterState {
                 isr.sort_unstable();
                 isr.dedup();
                 meta.isr = isr;
+                meta.isr_version = meta.isr_version.saturating_add(1);
                 Ok(Applied::IsrChanged)
             }
             Command::AllocateProducerIds => {
@@ -499,6 +532,7 @@ impl ClusterState {
                 if fenced {
                     if p.isr.contains(&node) && p.isr.len() > 1 {
                         p.isr.retain(|&n| n != node);
+                        p.isr_version = p.isr_version.saturating_add(1);
                     }
                     if p.leader == Some(node) {
                         p.leader = p.isr.iter().copied().find(|n| live(n));
@@ -535,6 +569,7 @@ impl ClusterState {
                 }
                 w.u64(p.leader.unwrap_or(0));
                 w.u32(p.leader_epoch);
+                w.u32(p.isr_version);
             }
         }
         w.i64(self.next_producer_id);
@@ -568,7 +603,7 @@ impl ClusterState {
                 return r.fail("bad topic configuration");
             };
             // Each partition: replicas and in-sync set (u16 count + ids), leader, epoch.
-            let partitions = r.count(2 + 8 + 2 + 8 + 8 + 4, PARTITIONS_MAX as usize)?;
+            let partitions = r.count(2 + 8 + 2 + 8 + 8 + 4 + 4, PARTITIONS_MAX as usize)?;
             if partitions != config.partitions as usize {
                 return r.fail("partitions do not match the partition count");
             }
@@ -584,6 +619,7 @@ impl ClusterState {
                 }
                 let leader = Some(r.u64()?).filter(|&n| n != 0);
                 let leader_epoch = r.u32()?;
+                let isr_version = r.u32()?;
                 let isr = lists.pop().unwrap_or_default();
                 let replicas = lists.pop().unwrap_or_default();
                 list.push(PartitionMeta {
@@ -591,6 +627,7 @@ impl ClusterState {
                     leader,
                     leader_epoch,
                     isr,
+                    isr_version,
                 });
             }
             state.topics.insert(
@@ -643,6 +680,7 @@ mod tests {
             kafka_ports: vec![9093],
             native_host: format!("127.0.0.{id}"),
             native_ports: vec![9293],
+            incarnation: 1,
         }
     }
 
@@ -709,14 +747,25 @@ mod tests {
         let mut runner = proptest::test_runner::TestRunner::default();
         let step = prop_oneof![
             (1u64..4, any::<bool>()).prop_map(|(node, fenced)| Command::Fence { node, fenced }),
-            (0u32..4, 0u32..6, proptest::collection::vec(1u64..4, 0..4)).prop_map(
-                |(partition, leader_epoch, isr)| Command::AlterIsr {
-                    topic: "t".into(),
-                    partition,
-                    leader_epoch,
-                    isr,
-                }
-            ),
+            (
+                0u32..4,
+                0u32..6,
+                0u32..4,
+                proptest::collection::vec(1u64..4, 0..4)
+            )
+                .prop_map(|(partition, leader_epoch, isr_version, isr)| {
+                    Command::AlterIsr {
+                        topic: "t".into(),
+                        partition,
+                        leader_epoch,
+                        isr_version,
+                        isr,
+                    }
+                }),
+            (1u64..4, 1u64..3).prop_map(|(id, incarnation)| Command::RegisterNode(NodeInfo {
+                incarnation,
+                ..node(id)
+            })),
         ];
         runner
             .run(&proptest::collection::vec(step, 1..60), |steps| {
@@ -787,6 +836,7 @@ mod tests {
                     topic,
                     partition,
                     leader_epoch,
+                    isr_version: leader_epoch,
                     isr,
                 }),
         ]

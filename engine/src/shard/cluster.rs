@@ -88,7 +88,24 @@ impl Shard {
     pub fn leads_here(&self, topic: &str, partition: u32) -> bool {
         match &*self.view.borrow() {
             None => true,
-            Some(view) => view.leader_of(topic, partition) == Some(view.me),
+            Some(view) => {
+                view.leader_of(topic, partition) == Some(view.me) && self.current_incarnation(view)
+            }
+        }
+    }
+
+    /// Whether the metadata knows this node's current incarnation (this process). Until its
+    /// registration is applied, a restarted node leads nothing: the registration bumps the
+    /// epochs of what it leads, so that followers holding records it lost in the crash see
+    /// the divergence.
+    fn current_incarnation(&self, view: &View) -> bool {
+        match &self.config.registration {
+            None => true,
+            Some(mine) => view
+                .state
+                .nodes
+                .get(&view.me)
+                .is_some_and(|n| n.incarnation == mine.incarnation),
         }
     }
 
@@ -277,8 +294,10 @@ impl Shard {
     /// topic pushes that follow it, so each shard has it before it opens anything.
     pub(super) async fn push_view(&self, view: Arc<View>) {
         *self.view.borrow_mut() = Some(Arc::clone(&view));
-        self.adopt_leader_epochs().await;
+        // Roles first: a partition serves as leader only with both its leader state and its
+        // epoch recorded (`local`), so neither order can let it serve without the other.
         self.reconcile_roles();
+        self.adopt_leader_epochs().await;
         for peer in 0..self.shards() {
             if peer != self.id {
                 let _ = self

@@ -377,8 +377,9 @@ impl Shard {
             };
         }
         let log = self.local(topic, partition)?;
+        let end = self.readable_end(topic, partition, &log);
         let latest = ListedOffset {
-            offset: log.log_end() as i64,
+            offset: end as i64,
             timestamp: -1,
         };
         match timestamp {
@@ -388,6 +389,8 @@ impl Shard {
                 timestamp: -1,
             }),
             ts => match log.offset_for_timestamp(ts).await? {
+                // Nothing readable past the high watermark.
+                Some((offset, _)) if offset >= end => Ok(latest),
                 Some((offset, found)) => Ok(ListedOffset {
                     offset: offset as i64,
                     timestamp: found,

@@ -368,8 +368,8 @@ impl Shard {
             ShardMessage::TableComplete => return,
             ShardMessage::ClusterView(view) => {
                 *self.view.borrow_mut() = Some(view);
-                self.adopt_leader_epochs().await;
                 self.reconcile_roles();
+                self.adopt_leader_epochs().await;
                 return;
             }
         };

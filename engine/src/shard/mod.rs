@@ -450,9 +450,15 @@ impl Shard {
             .get(topic)
             .and_then(|logs| logs.get(&partition))
         {
-            // A leader serves only once its log has recorded the epoch it leads in.
+            // A leader serves only once its log has recorded the epoch it leads in and, for a
+            // replicated partition, its leader state for that epoch exists.
             if let Some(epoch) = self.leading_epoch(topic, partition) {
                 if log.latest_leader_epoch() != Some(epoch) {
+                    return Err(ShardError::NotOwner);
+                }
+                if self.replicated(topic, partition)
+                    && self.leading(topic, partition).map(|l| l.epoch) != Some(epoch)
+                {
                     return Err(ShardError::NotOwner);
                 }
             }

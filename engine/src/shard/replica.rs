@@ -46,8 +46,13 @@ pub(crate) struct Leading {
     /// The epoch this leadership is for.
     pub epoch: u32,
     me: NodeId,
-    /// The committed in-sync set, as last applied here.
+    /// The committed in-sync set, as last applied here, and its version.
     isr: RefCell<Vec<NodeId>>,
+    isr_version: Cell<u32>,
+    /// A follower whose addition to the in-sync set is being proposed: counted in the high
+    /// watermark from the proposal on (Kafka's "maximal ISR"), so whatever set commits, the
+    /// mark only ever covered what all of its members hold.
+    joining: Cell<Option<NodeId>>,
     /// Each follower's reported synced end.
     followers: RefCell<HashMap<NodeId, u64>>,
     hw: Cell<u64>,
@@ -71,6 +76,8 @@ impl Leading {
             epoch,
             me,
             isr: RefCell::new(isr),
+            isr_version: Cell::new(0),
+            joining: Cell::new(None),
             followers: RefCell::new(HashMap::new()),
             hw: Cell::new(hw),
             advanced: Event::default(),
@@ -115,7 +122,14 @@ impl Leading {
     pub fn recompute(&self, own_synced: u64) {
         let followers = self.followers.borrow();
         let mut low = own_synced;
-        for node in self.isr.borrow().iter().filter(|&&n| n != self.me) {
+        let joining = self.joining.get();
+        for node in self
+            .isr
+            .borrow()
+            .iter()
+            .chain(joining.as_ref())
+            .filter(|&&n| n != self.me)
+        {
             low = low.min(followers.get(node).copied().unwrap_or(0));
         }
         if low > self.hw.get() {
@@ -156,6 +170,16 @@ impl Shard {
             .borrow()
             .get(&(topic.to_owned(), partition))
             .cloned()
+    }
+
+    /// Whether a partition has more than one replica (in a cluster).
+    pub(crate) fn replicated(&self, topic: &str, partition: u32) -> bool {
+        self.view().is_some_and(|v| {
+            v.state
+                .topics
+                .get(topic)
+                .is_some_and(|t| t.replicas(partition).len() > 1)
+        })
     }
 
     /// The leader state of a replicated partition this node leads.
@@ -216,15 +240,21 @@ impl Shard {
                     if let Some(Role::Leading(l)) = &previous {
                         if l.epoch == meta.leader_epoch {
                             *l.isr.borrow_mut() = meta.isr.clone();
+                            l.isr_version.set(meta.isr_version);
+                            if l.joining.get().is_some_and(|n| meta.isr.contains(&n)) {
+                                l.joining.set(None);
+                            }
                             l.recompute(log.synced_offset());
                             continue;
                         }
                     }
-                    // A new leadership starts from the high watermark learnt as a follower.
+                    // A new leadership starts from the high watermark learnt as a follower
+                    // (never above what it holds itself).
                     let hw = match &previous {
                         Some(Role::Following(f)) => f.hw.get(),
                         _ => 0,
                     }
+                    .min(log.synced_offset())
                     .max(log.log_start());
                     if let Some(Role::Leading(old)) = &previous {
                         old.deposed.set(true);
@@ -236,6 +266,7 @@ impl Shard {
                         meta.isr.clone(),
                         hw,
                     ));
+                    leading.isr_version.set(meta.isr_version);
                     leading.recompute(log.synced_offset());
                     tracing::info!(topic, partition, epoch = meta.leader_epoch, isr = ?meta.isr,
                         high_watermark = leading.high_watermark(), "leading a replicated partition");
@@ -334,6 +365,7 @@ impl Shard {
                 topic: topic.clone(),
                 partition,
                 leader_epoch: leading.epoch,
+                isr_version: leading.isr_version.get(),
                 isr,
             };
             match self.propose(command).await {
@@ -374,6 +406,17 @@ impl Shard {
         let Some(leading) = self.leading(topic, partition) else {
             return Err(ShardError::NotOwner);
         };
+        let is_replica = self.view().is_some_and(|v| {
+            v.state
+                .topics
+                .get(topic)
+                .is_some_and(|t| t.replicas(partition).contains(&follower) && follower != v.me)
+        });
+        if !is_replica {
+            return Err(ShardError::InvalidRequest(
+                "a replica fetch from a node that holds no replica of the partition",
+            ));
+        }
         let mine = i64::from(leading.epoch);
         match i64::from(leader_epoch) {
             e if e < mine => return Err(ShardError::FencedLeaderEpoch(format!("{e} < {mine}"))),
@@ -434,8 +477,12 @@ impl Shard {
         follower: NodeId,
         synced: u64,
     ) {
+        // Kafka's rule: a follower joins once it holds everything below the high watermark
+        // *and* everything the leader held when its epoch began (the mark of a new leader
+        // can lag behind what earlier leaders acknowledged).
+        let epoch_start = log_epoch_start(self, topic, partition, leading.epoch);
         if leading.isr.borrow().contains(&follower)
-            || synced < leading.high_watermark()
+            || synced < leading.high_watermark().max(epoch_start)
             || leading.proposing.get()
         {
             return;
@@ -446,9 +493,11 @@ impl Shard {
             topic: topic.to_owned(),
             partition,
             leader_epoch: leading.epoch,
+            isr_version: leading.isr_version.get(),
             isr,
         };
         leading.proposing.set(true);
+        leading.joining.set(Some(follower));
         let leading = Rc::clone(leading);
         let shard = self.this.borrow().clone();
         let (topic, follower_id) = (topic.to_owned(), follower);
@@ -464,8 +513,11 @@ impl Shard {
                     epoch = leading.epoch,
                     "follower caught up: added to the in-sync set"
                 ),
-                Err(e) => tracing::debug!(topic, partition, error = %e,
-                    "in-sync set change not committed; retried at the next fetch"),
+                Err(e) => {
+                    tracing::debug!(topic, partition, error = %e,
+                        "in-sync set change not committed; retried at the next fetch");
+                    leading.joining.set(None);
+                }
             }
             leading.proposing.set(false);
         })
@@ -541,7 +593,11 @@ impl Shard {
         let log = self
             .replica_log(topic, partition)
             .ok_or_else(|| "the replica is not open".to_string())?;
-        let offset = log.log_end();
+        // The fetch offset tells the leader what this replica has fdatasynced: never more.
+        if log.synced_offset() < log.log_end() {
+            log.sync().await.map_err(|e| e.to_string())?;
+        }
+        let offset = log.synced_offset();
         let last = log
             .latest_leader_epoch()
             .map_or(-1, |e| i32::try_from(e).unwrap_or(-1));
@@ -562,6 +618,11 @@ impl Shard {
             .call(BodyT::FetchRequest(Box::new(request)))
             .await
             .map_err(|e| e.to_string())?;
+        // The view may have moved on while the fetch was in flight: a stale answer is dropped.
+        if !matches!(self.role(topic, partition), Some(Role::Following(f)) if f.epoch == me.epoch && f.leader == me.leader)
+        {
+            return Ok(());
+        }
         let frame = response.frame().map_err(|e| e.to_string())?;
         let Some(body) = frame.message.body_as_fetch_response() else {
             return Err("the leader did not answer a fetch".into());
@@ -574,9 +635,9 @@ impl Shard {
         }
         if part.diverging_epoch() >= 0 || part.diverging_end_offset() >= 0 {
             let leader_end = u64::try_from(part.diverging_end_offset()).unwrap_or(0);
-            let (own_epoch, own_end) = log.epoch_end_offset(i64::from(part.diverging_epoch()));
+            let (_, own_end) = log.epoch_end_offset(i64::from(part.diverging_epoch()));
             let mut target = leader_end;
-            if own_epoch == i64::from(part.diverging_epoch()) && own_end >= 0 {
+            if own_end >= 0 {
                 target = target.min(own_end as u64);
             }
             drop(log);
@@ -678,9 +739,11 @@ impl Shard {
         log.close().await.map_err(|e| e.to_string())?;
         drop(log);
         let dir = crate::meta::partition_dir(&self.config.data_dir, topic, partition);
-        crate::log::truncate_closed(&crate::io::dma::DmaStorage, &dir, offset)
+        // Whatever happens to the cut, the replica is opened again (a failed cut leaves a
+        // valid log, and the next fetch asks again).
+        let cut = crate::log::truncate_closed(&crate::io::dma::DmaStorage, &dir, offset)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string());
         let config = self
             .topics
             .borrow()
@@ -701,8 +764,22 @@ impl Shard {
         if let Some(logs) = self.partitions.borrow_mut().get_mut(topic) {
             logs.insert(partition, reopened);
         }
-        Ok(())
+        cut.map(|_| ())
     }
+}
+
+/// Where this replica's log says leader epoch `epoch` began (0 when it does not know it).
+fn log_epoch_start(shard: &Shard, topic: &str, partition: u32, epoch: u32) -> u64 {
+    shard
+        .replica_log(topic, partition)
+        .and_then(|log| {
+            log.leader_epochs()
+                .entries()
+                .iter()
+                .find(|&&(e, _)| e == epoch)
+                .map(|&(_, start)| start)
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -764,5 +841,15 @@ mod tests {
         *leading.isr.borrow_mut() = vec![1, 2];
         leading.recompute(50);
         assert_eq!(leading.high_watermark(), 40);
+        // A follower being added counts from the proposal on.
+        leading.followers.borrow_mut().insert(3, 45);
+        leading.joining.set(Some(3));
+        leading.followers.borrow_mut().insert(2, 60);
+        leading.recompute(60);
+        assert_eq!(
+            leading.high_watermark(),
+            45,
+            "the joining follower holds the mark"
+        );
     }
 }

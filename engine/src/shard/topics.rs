@@ -255,8 +255,8 @@ impl Shard {
                 .or_default()
                 .insert(partition, log);
         }
-        self.adopt_leader_epochs().await;
         self.reconcile_roles();
+        self.adopt_leader_epochs().await;
         if failed.is_empty() {
             Ok(())
         } else {

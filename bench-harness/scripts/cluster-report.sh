@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Replication on three nodes of this one machine (127.0.0.1, .2, .3; one shard each), in one
+# run: produce throughput with replication factor 3 as a share of replication factor 1 (both
+# acks=all through the Kafka listener, 1 KiB records, tidelog-bench), and failover time as an
+# idempotent acks=all producer sees it (the largest gap between two acknowledgements while the
+# partition's leader is killed with -9, KILLS times).
+#
+#   bash bench-harness/scripts/cluster-report.sh [RECORDS] [KILLS]   (default 500,000 and 5)
+#
+# Needs release builds (built here) and the Kafka client venv (tests/kafka/setup.sh). Every
+# byte is written three times and sent twice more over loopback: the nodes share this
+# machine's cores and disk, so the ratio is what one machine can show, not a cluster's.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+records=${1:-500000}
+kills=${2:-5}
+work=target/cluster-report
+rm -rf "$work" && mkdir -p "$work"
+cargo build -q --release --bin tidelog --bin tidelog-bench
+bash tests/kafka/setup.sh >/dev/null
+py=target/kafka-venv/bin/python
+limits=../shared/tools/machine-limits
+if [[ -x $limits ]]; then
+  echo "== machine limits (same run)"
+  "$limits" target | tail -1 | tee "$work/limits.json"
+fi
+peers=1@127.0.0.1:29392,2@127.0.0.2:29392,3@127.0.0.3:29392
+addrs=127.0.0.1:29092,127.0.0.2:29092,127.0.0.3:29092
+declare -a pids
+start_node() { # node extra-args...
+  local n=$1; shift
+  ./target/release/tidelog serve --node-id "$n" --peers "$peers" --shards 1 \
+    --data-dir "$work/data/n$n" --kafka-addr "127.0.0.$n:29092" --native-addr "127.0.0.$n:29292" \
+    "$@" 2>>"$work/node$n.log" &
+  pids[$n]=$!
+}
+stop_all() {
+  for n in 1 2 3; do kill "${pids[$n]}" 2>/dev/null || true; done
+  for n in 1 2 3; do wait "${pids[$n]}" 2>/dev/null || true; done
+}
+trap stop_all EXIT
+wait_registered() {
+  for n in 1 2 3; do
+    until grep -q "node registered in the cluster metadata\|metadata leader changed" "$work/node$n.log" 2>/dev/null; do sleep 0.2; done
+  done
+  sleep 2
+}
+mb() { python3 -c "print(f'{$1:.1f}')"; }
+declare -A rate
+for rf in 1 3; do
+  rm -rf "$work/data" "$work"/node*.log
+  for n in 1 2 3; do start_node "$n" --default-replication-factor "$rf" --min-insync-replicas "$(( rf > 1 ? 2 : 1 ))"; done
+  wait_registered
+  echo "== produce, replication factor $rf, acks=all, $records x 1 KiB"
+  ./target/release/tidelog-bench produce --protocol kafka --broker 127.0.0.1:29092 \
+    --topic "rf$rf" --partitions 3 --producers 3 --record-size 1024 --records "$records" \
+    --acks all --json "$work/rf$rf.json" | tail -4
+  rate[$rf]=$(python3 -c "import json; print(json.load(open('$work/rf$rf.json'))['produce']['mb_per_s'])")
+  stop_all
+done
+echo "== replicated produce: rf3 ${rate[3]} MB/s, rf1 ${rate[1]} MB/s, ratio $(python3 -c "print(f'{${rate[3]}/max(${rate[1]},1e-9):.2f}')")"
+echo "== failover: $kills leader kills under an idempotent acks=all producer"
+rm -rf "$work/data" "$work"/node*.log
+for n in 1 2 3; do start_node "$n" --default-replication-factor 3 --min-insync-replicas 2; done
+wait_registered
+"$py" - "$addrs" <<'PY'
+import sys
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+admin = KafkaAdminClient(bootstrap_servers=sys.argv[1].split(","))
+admin.create_topics([NewTopic("fo", num_partitions=1, replication_factor=3)])
+PY
+gaps=()
+for k in $(seq 1 "$kills"); do
+  "$py" tests/kafka/failover_probe.py "$addrs" 12 > "$work/probe$k.jsonl" &
+  probe=$!
+  sleep 4
+  leader=$("$py" - "$addrs" <<'PY'
+import sys
+from kafka import KafkaAdminClient
+admin = KafkaAdminClient(bootstrap_servers=sys.argv[1].split(","))
+print(admin.describe_topics(["fo"])[0]["partitions"][0]["leader_id"] // 1024)
+PY
+)
+  kill -9 "${pids[$leader]}"; wait "${pids[$leader]}" 2>/dev/null || true
+  killed_at=$(date +%s.%N)
+  wait $probe
+  gap=$(python3 -c "
+import json
+t=[json.loads(l)['acked'] for l in open('$work/probe$k.jsonl') if 'acked' in l]
+after=[x for x in t if x > $killed_at]
+before=[x for x in t if x <= $killed_at]
+print(f'{(after[0]-before[-1]):.2f}' if after and before else 'none')")
+  echo "kill $k: leader node $leader, largest ack gap across the kill ${gap} s"
+  gaps+=("$gap")
+  start_node "$leader" --default-replication-factor 3 --min-insync-replicas 2
+  sleep 6
+done
+python3 -c "
+import statistics
+g=sorted(float(x) for x in '${gaps[*]}'.split() if x!='none')
+if g:
+  p=lambda q: g[min(len(g)-1,int(round(q*(len(g)-1))))]
+  print(f'== failover gap over {len(g)} kills: p50 {p(0.5):.2f} s, max {g[-1]:.2f} s')
+"
