@@ -10,7 +10,7 @@ mod producers;
 pub mod segment;
 mod writer;
 
-pub use partition::truncate_closed;
+pub use partition::{reset_closed, truncate_closed};
 pub use partition::{
     AppendInfo, Durability, LogRead, LogResources, LogStats, PartitionLog, ReadChunk, SnapshotWhen,
     CLEAN_SHUTDOWN_FILE, PRODUCER_STATE_FILE, PRODUCER_STATE_SEGMENTS, RECOVERY_POINT_FILE,

@@ -1809,3 +1809,36 @@ fn leader_epochs_survive_crashes_and_follow_truncation() {
         assert_eq!(log.epoch_end_offset(0), (0, 8));
     }
 }
+
+/// A follower behind its leader's retention empties its log to start at the leader's log
+/// start; after a power loss the log is empty there and the next append takes that offset.
+#[test]
+fn a_reset_log_starts_at_the_given_offset_after_a_crash() {
+    for seed in 0..8u64 {
+        let disk = SimDisk::new(seed);
+        let clock = SimClock::new(T0);
+        let log = open(&disk, &clock, small_config());
+        for seq in 0..40u64 {
+            block_on(log.append(make_batch(seq, 4, 3000, T0), Durability::Synced)).expect("append");
+        }
+        assert!(block_on(log.assign_leader_epoch(2)).expect("epoch"));
+        block_on(log.close()).expect("close");
+        drop(log);
+        block_on(reset_closed(&disk, &dir(), 5000)).expect("reset");
+        disk.crash();
+        let log = open(&disk, &clock, small_config());
+        assert_eq!(
+            (log.log_start(), log.log_end()),
+            (5000, 5000),
+            "seed {seed}"
+        );
+        assert_eq!(
+            log.latest_leader_epoch(),
+            None,
+            "the follower learns epochs again"
+        );
+        let next =
+            block_on(log.append(make_batch(1, 1, 10, T0), Durability::Synced)).expect("append");
+        assert_eq!(next.base_offset, 5000);
+    }
+}

@@ -701,7 +701,16 @@ impl Connection<Native> {
                                         part.replica = Some(read.answer);
                                         Ok(read.fetched)
                                     }
-                                    Err(e) => Err(e),
+                                    Err(e) => {
+                                        // A follower below the log start is told where it
+                                        // begins, to start over there.
+                                        if let (ShardError::OffsetOutOfRange(_), Ok(bounds)) =
+                                            (&e, shard.bounds(&part.topic, p))
+                                        {
+                                            part.log_start = bounds.log_start as i64;
+                                        }
+                                        Err(e)
+                                    }
                                 }
                             } else {
                                 shard

@@ -630,6 +630,14 @@ impl Shard {
         let Some(part) = body.partitions().and_then(|p| p.iter().next()) else {
             return Err("an empty fetch response".into());
         };
+        if part.error() == ErrorCode::OffsetOutOfRange
+            && u64::try_from(part.log_start()).is_ok_and(|start| start > offset)
+        {
+            // Behind the leader's retention: start over at its log start.
+            let start = u64::try_from(part.log_start()).unwrap_or(0);
+            drop(log);
+            return self.reset_replica(topic, partition, start).await;
+        }
         if part.error() != ErrorCode::None {
             return Err(format!("leader answered {}", part.error()));
         }
@@ -726,24 +734,60 @@ impl Shard {
         partition: u32,
         offset: u64,
     ) -> Result<(), String> {
+        self.rewrite_replica(topic, partition, Rewrite::Cut(offset))
+            .await
+    }
+
+    /// Empties a follower's log to start at its leader's log start (`reset_closed`).
+    async fn reset_replica(&self, topic: &str, partition: u32, start: u64) -> Result<(), String> {
+        self.rewrite_replica(topic, partition, Rewrite::StartAt(start))
+            .await
+    }
+
+    async fn rewrite_replica(
+        &self,
+        topic: &str,
+        partition: u32,
+        how: Rewrite,
+    ) -> Result<(), String> {
+        let offset = match how {
+            Rewrite::Cut(o) | Rewrite::StartAt(o) => o,
+        };
         let Some(log) = self.replica_log(topic, partition) else {
             return Err("the replica is not open".into());
         };
-        tracing::warn!(
-            topic,
-            partition,
-            from = log.log_end(),
-            to = offset,
-            "replica diverges from its leader: truncating"
-        );
+        match how {
+            Rewrite::Cut(_) => tracing::warn!(
+                topic,
+                partition,
+                from = log.log_end(),
+                to = offset,
+                "replica diverges from its leader: truncating"
+            ),
+            Rewrite::StartAt(_) => tracing::warn!(
+                topic,
+                partition,
+                end = log.log_end(),
+                leader_start = offset,
+                "replica ends below its leader's log start: starting over there"
+            ),
+        }
         log.close().await.map_err(|e| e.to_string())?;
         drop(log);
         let dir = crate::meta::partition_dir(&self.config.data_dir, topic, partition);
         // Whatever happens to the cut, the replica is opened again (a failed cut leaves a
         // valid log, and the next fetch asks again).
-        let cut = crate::log::truncate_closed(&crate::io::dma::DmaStorage, &dir, offset)
-            .await
-            .map_err(|e| e.to_string());
+        let cut = match how {
+            Rewrite::Cut(_) => {
+                crate::log::truncate_closed(&crate::io::dma::DmaStorage, &dir, offset)
+                    .await
+                    .map(|_| ())
+            }
+            Rewrite::StartAt(_) => {
+                crate::log::reset_closed(&crate::io::dma::DmaStorage, &dir, offset).await
+            }
+        }
+        .map_err(|e| e.to_string());
         let config = self
             .topics
             .borrow()
@@ -764,8 +808,17 @@ impl Shard {
         if let Some(logs) = self.partitions.borrow_mut().get_mut(topic) {
             logs.insert(partition, reopened);
         }
-        cut.map(|_| ())
+        cut
     }
+}
+
+/// How a follower's log is rewritten.
+#[derive(Debug, Clone, Copy)]
+enum Rewrite {
+    /// Cut back to this offset (divergence).
+    Cut(u64),
+    /// Emptied to start at this offset (behind the leader's retention).
+    StartAt(u64),
 }
 
 /// Where this replica's log says leader epoch `epoch` began (0 when it does not know it).

@@ -52,7 +52,7 @@ mod write;
 pub use clean::CLEAN_SHUTDOWN_FILE;
 use read::ReadAhead;
 pub use recovery::{PRODUCER_STATE_FILE, RECOVERY_POINT_FILE};
-pub use truncate::truncate_closed;
+pub use truncate::{reset_closed, truncate_closed};
 use write::Sealing;
 
 /// The producer-state snapshot on disk: the state version it holds, the offset it covers,

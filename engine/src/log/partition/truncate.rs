@@ -151,3 +151,62 @@ async fn cut_position<F: StorageFile>(
     }
     Ok((pos, next))
 }
+
+/// Empties the closed partition log in `dir` and makes it start (and end) at `start`: what a
+/// follower does when its log ends below its leader's log start (retention removed what it
+/// would need next). Every segment and the files describing them go, newest first, each
+/// removal durable before the next (a crash leaves a prefix of the old log, which the
+/// follower resets again); then an empty segment named `start` is created and made durable,
+/// with the recovery point at `start`.
+///
+/// # Errors
+/// I/O errors (run it again).
+pub async fn reset_closed<S: Storage>(storage: &S, dir: &Path, start: u64) -> Result<()> {
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |e| LogError::io(op, path, e)
+    };
+    for name in [
+        CLEAN_SHUTDOWN_FILE,
+        PRODUCER_STATE_FILE,
+        crate::log::epochs::LEADER_EPOCHS_FILE,
+    ] {
+        let _ = storage.remove_file(&dir.join(name)).await;
+    }
+    storage.sync_dir(dir).await.map_err(io("sync", dir))?;
+    let mut bases: Vec<u64> = storage
+        .list_dir(dir)
+        .await
+        .map_err(io("list", dir))?
+        .iter()
+        .filter_map(|name| parse_segment_name(name, LOG_SUFFIX))
+        .collect();
+    bases.sort_unstable();
+    for &base in bases.iter().rev() {
+        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
+            let path = segment_path(dir, base, suffix);
+            match storage.remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::io("remove", path, e)),
+            }
+        }
+        storage.sync_dir(dir).await.map_err(io("sync", dir))?;
+    }
+    let path = segment_path(dir, start, LOG_SUFFIX);
+    let file = storage
+        .open(&path, OpenMode::Create)
+        .await
+        .map_err(io("create", &path))?;
+    file.fdatasync().await.map_err(io("sync", &path))?;
+    drop(file);
+    let point = dir.join(RECOVERY_POINT_FILE);
+    write_index_file(storage, &point, &recovery::encode_recovery_point(start))
+        .await
+        .map_err(io("write", &point))?;
+    storage.sync_dir(dir).await.map_err(io("sync", dir))?;
+    let (topic, partition) = crate::log::topic_partition(dir);
+    tracing::warn!(%topic, %partition, start,
+        "log emptied to start at the leader's log start (it was behind the leader's retention)");
+    Ok(())
+}
