@@ -1,7 +1,7 @@
 """Replicated partitions under leader kills (tests/tests/it/cluster.rs), driven by
 kafka-python. Phases (argv[1], then a comma-separated bootstrap list):
 
-  create ADDRS              create topic "rep": 3 partitions, replication factor 3
+  create ADDRS              create topic TOPIC: 3 partitions, replication factor 3
   produce ADDRS TAG N       send N records per partition with an idempotent acks=all
                             producer; print the values acknowledged, per partition, in send
                             order
@@ -9,22 +9,25 @@ kafka-python. Phases (argv[1], then a comma-separated bootstrap list):
   isr ADDRS                 print the smallest in-sync set size over the partitions
   read ADDRS                read every partition from the beginning; print the values
 
-Each prints one JSON line.
+Each prints one JSON line. Environment: TOPIC (default rep), PARTITIONS (3), RECORD_BYTES
+(values padded to this length).
 """
 import json
+import os
 import sys
 import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-PARTITIONS = 3
+PARTITIONS = int(os.environ.get("PARTITIONS", "3"))
+TOPIC = os.environ.get("TOPIC", "rep")
 
 
 def partitions(addrs):
     admin = KafkaAdminClient(bootstrap_servers=addrs, request_timeout_ms=10000)
     try:
-        return admin.describe_topics(["rep"])[0]["partitions"]
+        return admin.describe_topics([TOPIC])[0]["partitions"]
     finally:
         admin.close()
 
@@ -33,19 +36,20 @@ def main():
     phase, addrs = sys.argv[1], sys.argv[2].split(",")
     if phase == "create":
         admin = KafkaAdminClient(bootstrap_servers=addrs, request_timeout_ms=15000)
-        admin.create_topics([NewTopic("rep", num_partitions=PARTITIONS, replication_factor=3)])
+        admin.create_topics([NewTopic(TOPIC, num_partitions=PARTITIONS, replication_factor=3)])
         admin.close()
         print(json.dumps({"created": True}))
     elif phase == "produce":
         tag, n = sys.argv[3], int(sys.argv[4])
+        size = int(os.environ.get("RECORD_BYTES", "0"))
         producer = KafkaProducer(bootstrap_servers=addrs, acks="all", enable_idempotence=True,
                                  retries=100, request_timeout_ms=40000,
                                  max_in_flight_requests_per_connection=1)
         sent = []
         for i in range(n):
             for p in range(PARTITIONS):
-                value = "%s-%05d" % (tag, i)
-                sent.append((p, value, producer.send("rep", value=value.encode(), partition=p)))
+                value = ("%s-%05d" % (tag, i)).ljust(size, ".")
+                sent.append((p, value, producer.send(TOPIC, value=value.encode(), partition=p)))
         producer.flush(timeout=90)
         producer.close()
         acked = {str(p): [] for p in range(PARTITIONS)}
@@ -67,7 +71,7 @@ def main():
     elif phase == "read":
         consumer = KafkaConsumer(bootstrap_servers=addrs, auto_offset_reset="earliest",
                                  enable_auto_commit=False, consumer_timeout_ms=8000)
-        consumer.assign([TopicPartition("rep", p) for p in range(PARTITIONS)])
+        consumer.assign([TopicPartition(TOPIC, p) for p in range(PARTITIONS)])
         read = {str(p): [] for p in range(PARTITIONS)}
         for record in consumer:
             read[str(record.partition)].append(record.value.decode())

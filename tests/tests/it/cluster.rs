@@ -59,8 +59,19 @@ fn script(args: &[&str], work: &Path, logs: &[&Broker]) -> serde_json::Value {
 }
 
 fn run_script(name: &str, args: &[&str], work: &Path, logs: &[&Broker]) -> serde_json::Value {
+    run_script_env(name, args, &[], work, logs)
+}
+
+fn run_script_env(
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    work: &Path,
+    logs: &[&Broker],
+) -> serde_json::Value {
     let c = clients().expect("clients");
-    let cmd: Command = python(c, name, args);
+    let mut cmd: Command = python(c, name, args);
+    cmd.envs(env.iter().copied());
     let ran = run_bounded(cmd, None, Duration::from_secs(120), work);
     let all_logs: Vec<String> = logs.iter().map(|b| b.stderr()).collect();
     assert!(
@@ -401,6 +412,105 @@ fn replicated_partitions_fail_over_without_losing_acknowledged_records() {
             "partition {p}: acknowledged records out of order"
         );
     }
+    for b in nodes.into_iter().flatten() {
+        b.stop();
+    }
+}
+
+/// A follower that was down while its leader's retention deleted what it would fetch next
+/// starts over at the leader's log start, catches up and rejoins the in-sync set; after the
+/// leader is then killed, the partition's newest records are still all there, once each.
+#[test]
+fn a_follower_behind_the_leaders_retention_starts_over_and_rejoins() {
+    let _serial = serial();
+    if clients().is_none() {
+        return;
+    }
+    let dir = crate::test_dir("cluster-ret");
+    let base = free_ports_below_ephemeral(4);
+    let peer_port = base + 3;
+    let peers = format!("1@127.0.0.1:{peer_port},2@127.0.0.2:{peer_port},3@127.0.0.3:{peer_port}");
+    let extra = [
+        "--segment-bytes",
+        "1048576",
+        "--preallocate-bytes",
+        "1048576",
+        "--retention-bytes",
+        "2097152",
+        "--retention-check-ms",
+        "200",
+    ];
+    let mut nodes: Vec<Option<Broker>> = (1..=3)
+        .map(|n| Some(node_with(dir.path(), n, base, &peers, 0, &extra)))
+        .collect();
+    for b in nodes.iter().flatten() {
+        wait_for(
+            b,
+            "node registered in the cluster metadata",
+            Duration::from_secs(30),
+        );
+    }
+    let addrs: Vec<String> = (1..=3)
+        .map(|n| format!("127.0.0.{n}:{}", base + 1))
+        .collect();
+    let addrs = addrs.join(",");
+    let env = [
+        ("TOPIC", "ret"),
+        ("PARTITIONS", "1"),
+        ("RECORD_BYTES", "1000"),
+    ];
+    let work = dir.path();
+    let call = |nodes: &[Option<Broker>], args: &[&str]| {
+        let refs: Vec<&Broker> = nodes.iter().flatten().collect();
+        run_script_env("cluster_replicated.py", args, &env, work, &refs)
+    };
+    call(&nodes, &["create", &addrs]);
+    call(&nodes, &["produce", &addrs, "a", "2000"]);
+    let leader = call(&nodes, &["leader", &addrs, "0"])["leader"]
+        .as_i64()
+        .expect("leader");
+    let leader = usize::try_from(leader / 1024).expect("node") - 1;
+    let follower = (leader + 1) % 3;
+    nodes[follower].take().expect("runs").kill_9();
+    let written = call(&nodes, &["produce", &addrs, "b", "8000"]);
+    let tail: Vec<String> = written["acked"]["0"]
+        .as_array()
+        .expect("acked")
+        .iter()
+        .rev()
+        .take(500)
+        .rev()
+        .map(|v| v.as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(tail.len(), 500);
+    let back = node_with(dir.path(), follower + 1, base, &peers, 1, &extra);
+    wait_for(&back, "starting over there", Duration::from_secs(60));
+    nodes[follower] = Some(back);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while call(&nodes, &["isr", &addrs])["min_isr"] != 3 {
+        assert!(Instant::now() < deadline, "the follower never rejoined");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The old leader goes: the newest records must be on whoever leads now.
+    nodes[leader].take().expect("runs").kill_9();
+    let read = call(&nodes, &["read", &addrs]);
+    let got: Vec<&str> = read["read"]["0"]
+        .as_array()
+        .expect("read")
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    assert!(got.iter().all(|v| seen.insert(*v)), "a record read twice");
+    let from = got
+        .iter()
+        .position(|v| *v == tail[0])
+        .expect("the newest records survive the leader's loss");
+    assert_eq!(
+        &got[from..from + tail.len()],
+        &tail[..],
+        "in order, none missing"
+    );
     for b in nodes.into_iter().flatten() {
         b.stop();
     }
