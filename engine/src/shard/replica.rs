@@ -166,6 +166,11 @@ pub struct ReplicaRead {
 impl Shard {
     /// The role of a replicated partition here (`None`: one replica, or not here).
     pub(crate) fn role(&self, topic: &str, partition: u32) -> Option<Role> {
+        // A single node (and a cluster of single-replica topics) has none: no lookup, no
+        // allocation on the data path.
+        if self.roles.borrow().is_empty() {
+            return None;
+        }
         self.roles
             .borrow()
             .get(&(topic.to_owned(), partition))
