@@ -18,8 +18,6 @@ use super::{Shard, ShardError};
 use crate::cluster::{
     state::Applied, ClusterConfig, ClusterError, ClusterState, Command, NodeId, Refusal,
 };
-use crate::io::dma::DmaStorage;
-use crate::io::Storage;
 use crate::meta::TopicConfig;
 
 /// How long a metadata change may take to commit before the client is told to retry.
@@ -191,39 +189,23 @@ impl Shard {
         config: TopicConfig,
         replication_factor: u16,
     ) -> Result<(), ShardError> {
-        let Some(controller) = &self.controller else {
-            return Err(ShardError::Internal("no controller on shard 0"));
-        };
         config
             .validate(&self.config.log_defaults)
             .map_err(|e| ShardError::from(&e))?;
-        let command = Command::CreateTopic {
+        self.propose(Command::CreateTopic {
             name: name.to_owned(),
             config,
             replication_factor,
-        };
-        let (_, version) = controller
-            .propose(&command, PROPOSAL_DEADLINE)
-            .await
-            .map_err(refusal_to_shard)?;
-        self.wait_applied(version).await;
-        Ok(())
+        })
+        .await
     }
 
     /// Shard 0 in a cluster: proposes a deletion and waits until it is applied here.
     pub(super) async fn cluster_delete(&self, name: &str) -> Result<(), ShardError> {
-        let Some(controller) = &self.controller else {
-            return Err(ShardError::Internal("no controller on shard 0"));
-        };
-        let command = Command::DeleteTopic {
+        self.propose(Command::DeleteTopic {
             name: name.to_owned(),
-        };
-        let (_, version) = controller
-            .propose(&command, PROPOSAL_DEADLINE)
-            .await
-            .map_err(refusal_to_shard)?;
-        self.wait_applied(version).await;
-        Ok(())
+        })
+        .await
     }
 
     /// Proposes a metadata command from any shard (forwarded to shard 0) and waits until it
@@ -392,22 +374,7 @@ impl Shard {
                 None
             }
         };
-        tracing::info!(topic = name, "topic deleted: closing its partitions");
-        self.apply_removal(name).await;
-        self.broadcast(|id| ShardMessage::TopicRemoved {
-            id,
-            name: name.to_owned(),
-        })
-        .await;
-        self.offline
-            .borrow_mut()
-            .retain(|(topic, _), _| topic != name);
-        if let Some(tomb) = tombstone {
-            if let Err(e) = DmaStorage.remove_dir_all(&tomb).await {
-                tracing::warn!(tombstone = %tomb.display(), error = %e,
-                    "removing a deleted topic's files failed; the next start retries");
-            }
-        }
+        self.close_everywhere(name, tombstone).await;
     }
 
     /// Opens a topic's partitions placed on this node, on every shard.

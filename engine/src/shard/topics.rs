@@ -157,6 +157,13 @@ impl Shard {
             }
             return Err(ShardError::from(&e));
         }
+        self.close_everywhere(name, tombstone).await;
+        Ok(())
+    }
+
+    /// A deleted topic (its directory already renamed to `tombstone`): every shard closes and
+    /// forgets its partitions, then the files go.
+    pub(super) async fn close_everywhere(&self, name: &str, tombstone: Option<PathBuf>) {
         tracing::info!(topic = name, "topic deleted: closing its partitions");
         self.apply_removal(name).await;
         self.broadcast(|id| ShardMessage::TopicRemoved {
@@ -174,7 +181,6 @@ impl Shard {
                     "removing a deleted topic's files failed; the next start retries");
             }
         }
-        Ok(())
     }
 
     /// A new idempotent-producer id, unique across restarts (allocated by shard 0).

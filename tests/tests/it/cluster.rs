@@ -299,6 +299,47 @@ fn three_nodes_place_topics_over_all_and_survive_a_node_kill() {
     }
 }
 
+/// Where a three-node test cluster listens: ports from `base` (native, Kafka bootstrap, Kafka
+/// node ports, peers) on 127.0.0.1, .2 and .3.
+struct Layout {
+    base: u16,
+    peers: String,
+    /// The Kafka bootstrap addresses, comma-separated.
+    addrs: String,
+}
+
+impl Layout {
+    fn new() -> Layout {
+        let base = free_ports_below_ephemeral(4);
+        let peer_port = base + 3;
+        Layout {
+            base,
+            peers: format!(
+                "1@127.0.0.1:{peer_port},2@127.0.0.2:{peer_port},3@127.0.0.3:{peer_port}"
+            ),
+            addrs: (1..=3)
+                .map(|n| format!("127.0.0.{n}:{}", base + 1))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
+    /// Starts all three nodes with `extra` flags and waits until each registered.
+    fn start(&self, dir: &Path, extra: &[&str]) -> Vec<Option<Broker>> {
+        let nodes: Vec<Option<Broker>> = (1..=3)
+            .map(|n| Some(node_with(dir, n, self.base, &self.peers, 0, extra)))
+            .collect();
+        for b in nodes.iter().flatten() {
+            wait_for(
+                b,
+                "node registered in the cluster metadata",
+                Duration::from_secs(30),
+            );
+        }
+        nodes
+    }
+}
+
 /// Replicated partitions (replication factor 3, min.insync.replicas 2) on three nodes: the
 /// leader of each partition in turn is killed (-9) between two rounds of idempotent acks=all
 /// writes, and restarted once a new leader took over; at the end every acknowledged record is
@@ -310,24 +351,10 @@ fn replicated_partitions_fail_over_without_losing_acknowledged_records() {
         return;
     }
     let dir = crate::test_dir("cluster-rep");
-    let base = free_ports_below_ephemeral(4);
-    let peer_port = base + 3;
-    let peers = format!("1@127.0.0.1:{peer_port},2@127.0.0.2:{peer_port},3@127.0.0.3:{peer_port}");
+    let layout = Layout::new();
+    let (base, peers, addrs) = (layout.base, layout.peers.clone(), layout.addrs.clone());
     let extra = ["--min-insync-replicas", "2"];
-    let mut nodes: Vec<Option<Broker>> = (1..=3)
-        .map(|n| Some(node_with(dir.path(), n, base, &peers, 0, &extra)))
-        .collect();
-    for b in nodes.iter().flatten() {
-        wait_for(
-            b,
-            "node registered in the cluster metadata",
-            Duration::from_secs(30),
-        );
-    }
-    let addrs: Vec<String> = (1..=3)
-        .map(|n| format!("127.0.0.{n}:{}", base + 1))
-        .collect();
-    let addrs = addrs.join(",");
+    let mut nodes = layout.start(dir.path(), &extra);
     let work = dir.path();
     let logs = |nodes: &[Option<Broker>]| -> Vec<String> {
         nodes.iter().flatten().map(Broker::stderr).collect()
@@ -427,9 +454,8 @@ fn a_follower_behind_the_leaders_retention_starts_over_and_rejoins() {
         return;
     }
     let dir = crate::test_dir("cluster-ret");
-    let base = free_ports_below_ephemeral(4);
-    let peer_port = base + 3;
-    let peers = format!("1@127.0.0.1:{peer_port},2@127.0.0.2:{peer_port},3@127.0.0.3:{peer_port}");
+    let layout = Layout::new();
+    let (base, peers, addrs) = (layout.base, layout.peers.clone(), layout.addrs.clone());
     let extra = [
         "--segment-bytes",
         "1048576",
@@ -440,20 +466,7 @@ fn a_follower_behind_the_leaders_retention_starts_over_and_rejoins() {
         "--retention-check-ms",
         "200",
     ];
-    let mut nodes: Vec<Option<Broker>> = (1..=3)
-        .map(|n| Some(node_with(dir.path(), n, base, &peers, 0, &extra)))
-        .collect();
-    for b in nodes.iter().flatten() {
-        wait_for(
-            b,
-            "node registered in the cluster metadata",
-            Duration::from_secs(30),
-        );
-    }
-    let addrs: Vec<String> = (1..=3)
-        .map(|n| format!("127.0.0.{n}:{}", base + 1))
-        .collect();
-    let addrs = addrs.join(",");
+    let mut nodes = layout.start(dir.path(), &extra);
     let env = [
         ("TOPIC", "ret"),
         ("PARTITIONS", "1"),

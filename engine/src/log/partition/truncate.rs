@@ -85,15 +85,7 @@ pub async fn truncate_closed<S: Storage>(storage: &S, dir: &Path, offset: u64) -
     }
     // 3. Whole segments above the cut, highest first, each removal durable before the next.
     for &base in bases.iter().rev().filter(|&&b| b > holding) {
-        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
-            let path = segment_path(dir, base, suffix);
-            match storage.remove_file(&path).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(LogError::io("remove", path, e)),
-            }
-        }
-        storage.sync_dir(dir).await.map_err(io("sync", dir))?;
+        remove_segment(storage, dir, base).await?;
     }
     // 4. The segment holding the cut ends before the first batch at or above it.
     file.truncate(cut).await.map_err(io("truncate", &path))?;
@@ -183,15 +175,7 @@ pub async fn reset_closed<S: Storage>(storage: &S, dir: &Path, start: u64) -> Re
         .collect();
     bases.sort_unstable();
     for &base in bases.iter().rev() {
-        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
-            let path = segment_path(dir, base, suffix);
-            match storage.remove_file(&path).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(LogError::io("remove", path, e)),
-            }
-        }
-        storage.sync_dir(dir).await.map_err(io("sync", dir))?;
+        remove_segment(storage, dir, base).await?;
     }
     let path = segment_path(dir, start, LOG_SUFFIX);
     let file = storage
@@ -209,4 +193,21 @@ pub async fn reset_closed<S: Storage>(storage: &S, dir: &Path, start: u64) -> Re
     tracing::warn!(%topic, %partition, start,
         "log emptied to start at the leader's log start (it was behind the leader's retention)");
     Ok(())
+}
+
+/// Removes one segment's files (log and indexes) and makes the removal durable before the
+/// caller removes the next: removed newest first, a crash leaves a prefix of the segments.
+async fn remove_segment<S: Storage>(storage: &S, dir: &Path, base: u64) -> Result<()> {
+    for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
+        let path = segment_path(dir, base, suffix);
+        match storage.remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LogError::io("remove", path, e)),
+        }
+    }
+    storage
+        .sync_dir(dir)
+        .await
+        .map_err(|e| LogError::io("sync", dir, e))
 }
