@@ -89,29 +89,7 @@ impl Shard {
             .map_err(|e| ShardError::from(&e))?;
         // Acknowledged only when every shard opened its partitions; one that failed leaves
         // them offline (the topic exists) and the creation is reported as failed.
-        let mut failures = Vec::new();
-        if let Err(e) = self.apply_upsert(name, config).await {
-            failures.push(e);
-        }
-        let replies = self
-            .broadcast(|id| ShardMessage::TopicUpsert {
-                id,
-                name: name.to_owned(),
-                config,
-            })
-            .await;
-        for reply in replies {
-            match reply {
-                Reply::Admin(Ok(())) => {}
-                Reply::Admin(Err(e)) => failures.push(e.to_string()),
-                _ => failures.push("a shard gave an unexpected reply".into()),
-            }
-        }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(ShardError::Storage(failures.join("; ")))
-        }
+        self.upsert_everywhere(name, config).await
     }
 
     /// Deletes a topic (on shard 0, forwarding if needed) and its partitions everywhere.
