@@ -90,7 +90,9 @@ pub(crate) fn error_code(error: &ShardError) -> ErrorCode {
         ShardError::NotController(_) => ErrorCode::ShuttingDown,
         ShardError::FencedLeaderEpoch(_) => ErrorCode::FencedLeaderEpoch,
         ShardError::UnknownLeaderEpoch(_) => ErrorCode::UnknownLeaderEpoch,
-        ShardError::NotEnoughReplicas(_) => ErrorCode::RequestTimedOut,
+        ShardError::NotEnoughReplicas(_) | ShardError::NotEnoughReplicasAfterAppend(_) => {
+            ErrorCode::RequestTimedOut
+        }
         ShardError::ReplicationTimedOut(_) => ErrorCode::RequestTimedOut,
         ShardError::PartitionLimit(_) => ErrorCode::InvalidPartitions,
         ShardError::ShuttingDown(_) => ErrorCode::ShuttingDown,

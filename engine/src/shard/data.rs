@@ -98,8 +98,9 @@ enum Started {
         log: Rc<Log>,
         base: u64,
         last: AppendInfo,
-        /// A replicated partition's leadership: the append also waits for the followers.
-        leading: Option<Rc<super::replica::Leading>>,
+        /// A replicated partition's leadership and `min.insync.replicas`: the append also
+        /// waits for the followers.
+        leading: Option<(Rc<super::replica::Leading>, usize)>,
     },
 }
 
@@ -134,8 +135,8 @@ impl AppendStarted {
                 leading,
             } => {
                 log.wait_durable(&last).await?;
-                if let Some(leading) = leading {
-                    wait_replicated(&log, &leading, last.last_offset + 1).await?;
+                if let Some((leading, min_insync)) = leading {
+                    wait_replicated(&log, &leading, last.last_offset + 1, min_insync).await?;
                 }
                 Ok(Appended {
                     base_offset: base,
@@ -197,7 +198,8 @@ impl Shard {
         self.watchers.ring(topic, partition);
         let (base, last) = result?;
         if durability == Durability::Synced {
-            let leading = self.leading(topic, partition);
+            let min_insync = self.config.min_insync_replicas.max(1);
+            let leading = self.leading(topic, partition).map(|l| (l, min_insync));
             return Ok(AppendStarted(Started::Unsynced {
                 log,
                 base,
@@ -588,6 +590,7 @@ async fn wait_replicated(
     log: &Log,
     leading: &super::replica::Leading,
     end: u64,
+    min_insync: usize,
 ) -> Result<(), ShardError> {
     let deadline = std::time::Instant::now() + super::replica::REPLICATION_ACK_TIMEOUT;
     loop {
@@ -597,6 +600,16 @@ async fn wait_replicated(
             return Err(ShardError::NotOwner);
         }
         if leading.high_watermark() >= end {
+            // As Kafka checks at completion: the in-sync set may have shrunk below
+            // min.insync.replicas since the append was accepted, and then the write is on
+            // fewer copies than the producer asked for.
+            if leading.isr_len() < min_insync {
+                return Err(ShardError::NotEnoughReplicasAfterAppend(format!(
+                    "offset {} is on {} in-sync replicas, min.insync.replicas is {min_insync}",
+                    end - 1,
+                    leading.isr_len()
+                )));
+            }
             return Ok(());
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());

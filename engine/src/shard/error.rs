@@ -67,6 +67,10 @@ pub enum ShardError {
     /// Fewer in-sync replicas than `min.insync.replicas` for an `acks=all` write.
     #[error("{0}")]
     NotEnoughReplicas(String),
+    /// An `acks=all` write reached the high watermark after the in-sync set shrank below
+    /// `min.insync.replicas` (it is in the log, on fewer copies than asked for).
+    #[error("{0}")]
+    NotEnoughReplicasAfterAppend(String),
     /// An `acks=all` write was not replicated in time (it may still commit).
     #[error("{0}")]
     ReplicationTimedOut(String),

@@ -528,3 +528,90 @@ fn a_follower_behind_the_leaders_retention_starts_over_and_rejoins() {
         b.stop();
     }
 }
+
+/// `acks=all` means every in-sync replica fdatasynced the write: with both followers of a
+/// partition stopped (SIGSTOP), no write is acknowledged (the followers are still in sync, or
+/// once fenced the in-sync set is below min.insync.replicas), and once they resume every
+/// later write is. Fails if the leader acknowledged on its own fdatasync.
+#[test]
+fn acks_all_is_never_answered_while_the_followers_are_stopped() {
+    let _serial = serial();
+    if clients().is_none() {
+        return;
+    }
+    let dir = crate::test_dir("cluster-stop");
+    let layout = Layout::new();
+    let addrs = layout.addrs.clone();
+    let nodes = layout.start(dir.path(), &["--min-insync-replicas", "2"]);
+    let work = dir.path();
+    let env = [("TOPIC", "stop"), ("PARTITIONS", "1")];
+    let call = |args: &[&str]| {
+        let refs: Vec<&Broker> = nodes.iter().flatten().collect();
+        run_script_env("cluster_replicated.py", args, &env, work, &refs)
+    };
+    call(&["create", &addrs]);
+    let acked = |answer: &serde_json::Value| -> Vec<String> {
+        answer["acked"]["0"]
+            .as_array()
+            .expect("acked")
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let before = acked(&call(&["produce", &addrs, "a", "20"]));
+    assert_eq!(before.len(), 20);
+    let leader = call(&["leader", &addrs, "0"])["leader"]
+        .as_i64()
+        .expect("leader");
+    let leader = usize::try_from(leader / 1024).expect("node") - 1;
+    let signal = |sig: libc::c_int| {
+        for (i, b) in nodes.iter().enumerate() {
+            if i != leader {
+                let pid = libc::pid_t::try_from(b.as_ref().expect("runs").pid()).expect("pid");
+                // SAFETY: kill only signals our own child process.
+                assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+            }
+        }
+    };
+    signal(libc::SIGSTOP);
+    // Straight to the leader's shard (a client library would also ask the stopped nodes for
+    // metadata and hang there): the acks=all write must not be acknowledged.
+    let mut conn =
+        crate::kafka_protocol::Conn::open(&format!("127.0.0.{}:{}", leader + 1, layout.base + 2));
+    let answer = conn.produce_within(
+        "stop",
+        crate::kafka_protocol::Conn::plain_batch(5),
+        Duration::from_secs(6),
+    );
+    signal(libc::SIGCONT);
+    assert!(
+        answer.is_none_or(|code| code != 0),
+        "acks=all acknowledged while no follower could have the write: {answer:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while call(&["isr", &addrs])["min_isr"] != 3 {
+        assert!(Instant::now() < deadline, "the followers never rejoined");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let after = acked(&call(&["produce", &addrs, "c", "20"]));
+    assert_eq!(
+        after.len(),
+        20,
+        "every write acknowledged once the followers are back"
+    );
+    let read = call(&["read", &addrs]);
+    let got: Vec<&str> = read["read"]["0"]
+        .as_array()
+        .expect("read")
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    assert!(got.iter().all(|v| seen.insert(*v)), "a record read twice");
+    for v in before.iter().chain(&after) {
+        assert!(got.contains(&v.as_str()), "acknowledged {v} missing");
+    }
+    for b in nodes.into_iter().flatten() {
+        b.stop();
+    }
+}

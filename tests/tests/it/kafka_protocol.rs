@@ -147,6 +147,36 @@ impl Conn {
     }
 
     /// Produces one batch with acks=all; returns (error code, base offset).
+    /// An acks=all produce of `batch` to partition 0; the error code if the answer comes
+    /// within `wait`, else `None`.
+    pub(crate) fn produce_within(
+        &mut self,
+        topic: &str,
+        batch: Bytes,
+        wait: Duration,
+    ) -> Option<i16> {
+        let request = Conn::produce_request(topic, -1, batch);
+        self.send(PRODUCE, 9, |b| request.encode(b, 9).expect("encode"));
+        self.stream.set_read_timeout(Some(wait)).expect("timeout");
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).ok()?;
+        let mut buf = vec![0u8; i32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut buf).ok()?;
+        let skip = if response_header_version(PRODUCE, 9) >= 1 {
+            5
+        } else {
+            4
+        };
+        let body = Bytes::from(buf).slice(skip..);
+        let response = ProduceResponse::decode(&mut Decoder::new(&body), 9).expect("decode");
+        Some(response.responses[0].partition_responses[0].error_code)
+    }
+
+    /// A non-idempotent Kafka batch of `count` records.
+    pub(crate) fn plain_batch(count: i32) -> Bytes {
+        batch(-1, -1, -1, count)
+    }
+
     fn produce(&mut self, topic: &str, batch: Bytes) -> (i16, i64) {
         let request = Conn::produce_request(topic, -1, batch);
         let body = self.call(PRODUCE, 9, |b| request.encode(b, 9).expect("encode"));

@@ -57,6 +57,9 @@ pub const POLICY_VIOLATION: i16 = 44;
 pub const INVALID_REPLICATION_FACTOR: i16 = 38;
 /// Fewer in-sync replicas than `min.insync.replicas`: the write was not appended.
 pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+/// The write is in the log, but the in-sync set shrank below `min.insync.replicas` before it
+/// was replicated.
+pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 /// The leader epoch named is older than the leader's.
 pub const FENCED_LEADER_EPOCH: i16 = 74;
 /// The leader epoch named is newer than the leader's.

@@ -512,6 +512,7 @@ pub(crate) fn error_code(error: &ShardError) -> i16 {
         ShardError::FencedLeaderEpoch(_) => code::FENCED_LEADER_EPOCH,
         ShardError::UnknownLeaderEpoch(_) => code::UNKNOWN_LEADER_EPOCH,
         ShardError::NotEnoughReplicas(_) => code::NOT_ENOUGH_REPLICAS,
+        ShardError::NotEnoughReplicasAfterAppend(_) => code::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
         ShardError::ReplicationTimedOut(_) => code::REQUEST_TIMED_OUT,
         ShardError::OutOfOrderSequence(_) => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         _ => code::UNKNOWN_SERVER_ERROR,
