@@ -27,6 +27,16 @@ pub fn segment_path(dir: &Path, base_offset: u64, suffix: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{suffix}"))
 }
 
+/// The base offsets of the segments among a directory's `names`, in order.
+pub fn segment_bases(names: &[String]) -> Vec<u64> {
+    let mut bases: Vec<u64> = names
+        .iter()
+        .filter_map(|n| parse_segment_name(n, LOG_SUFFIX))
+        .collect();
+    bases.sort_unstable();
+    bases
+}
+
 /// Parses `00000000000000000042.log` into 42.
 pub fn parse_segment_name(name: &str, suffix: &str) -> Option<u64> {
     let stem = name.strip_suffix(suffix)?.strip_suffix('.')?;

@@ -299,6 +299,17 @@ fn three_nodes_place_topics_over_all_and_survive_a_node_kill() {
     }
 }
 
+/// The string values a `cluster_replicated.py` answer lists under `key` ("acked", "read") for
+/// a partition.
+fn values(answer: &serde_json::Value, key: &str, partition: usize) -> Vec<String> {
+    answer[key][partition.to_string()]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} list: {answer}"))
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 /// Where a three-node test cluster listens: ports from `base` (native, Kafka bootstrap, Kafka
 /// node ports, peers) on 127.0.0.1, .2 and .3.
 struct Layout {
@@ -367,12 +378,7 @@ fn replicated_partitions_fail_over_without_losing_acknowledged_records() {
     let mut acked: Vec<Vec<String>> = vec![Vec::new(); 3];
     let mut record = |answer: &serde_json::Value| {
         for (p, list) in acked.iter_mut().enumerate() {
-            for v in answer["acked"][p.to_string()]
-                .as_array()
-                .expect("acked list")
-            {
-                list.push(v.as_str().unwrap_or_default().to_owned());
-            }
+            list.extend(values(answer, "acked", p));
         }
     };
     for round in 0..3usize {
@@ -413,12 +419,7 @@ fn replicated_partitions_fail_over_without_losing_acknowledged_records() {
             300,
             "partition {p}: every send was acknowledged"
         );
-        let got: Vec<String> = read["read"][p.to_string()]
-            .as_array()
-            .expect("read list")
-            .iter()
-            .map(|v| v.as_str().unwrap_or_default().to_owned())
-            .collect();
+        let got = values(&read, "read", p);
         let mut seen = std::collections::HashSet::new();
         for v in &got {
             assert!(seen.insert(v), "partition {p}: {v} read twice");
@@ -486,15 +487,8 @@ fn a_follower_behind_the_leaders_retention_starts_over_and_rejoins() {
     let follower = (leader + 1) % 3;
     nodes[follower].take().expect("runs").kill_9();
     let written = call(&nodes, &["produce", &addrs, "b", "8000"]);
-    let tail: Vec<String> = written["acked"]["0"]
-        .as_array()
-        .expect("acked")
-        .iter()
-        .rev()
-        .take(500)
-        .rev()
-        .map(|v| v.as_str().unwrap_or_default().to_owned())
-        .collect();
+    let acked = values(&written, "acked", 0);
+    let tail: Vec<String> = acked[acked.len().saturating_sub(500)..].to_vec();
     assert_eq!(tail.len(), 500);
     let back = node_with(dir.path(), follower + 1, base, &peers, 1, &extra);
     wait_for(&back, "starting over there", Duration::from_secs(60));
@@ -507,14 +501,9 @@ fn a_follower_behind_the_leaders_retention_starts_over_and_rejoins() {
     // The old leader goes: the newest records must be on whoever leads now.
     nodes[leader].take().expect("runs").kill_9();
     let read = call(&nodes, &["read", &addrs]);
-    let got: Vec<&str> = read["read"]["0"]
-        .as_array()
-        .expect("read")
-        .iter()
-        .map(|v| v.as_str().unwrap_or_default())
-        .collect();
+    let got = values(&read, "read", 0);
     let mut seen = std::collections::HashSet::new();
-    assert!(got.iter().all(|v| seen.insert(*v)), "a record read twice");
+    assert!(got.iter().all(|v| seen.insert(v)), "a record read twice");
     let from = got
         .iter()
         .position(|v| *v == tail[0])
@@ -550,14 +539,7 @@ fn acks_all_is_never_answered_while_the_followers_are_stopped() {
         run_script_env("cluster_replicated.py", args, &env, work, &refs)
     };
     call(&["create", &addrs]);
-    let acked = |answer: &serde_json::Value| -> Vec<String> {
-        answer["acked"]["0"]
-            .as_array()
-            .expect("acked")
-            .iter()
-            .map(|v| v.as_str().unwrap_or_default().to_owned())
-            .collect()
-    };
+    let acked = |answer: &serde_json::Value| values(answer, "acked", 0);
     let before = acked(&call(&["produce", &addrs, "a", "20"]));
     assert_eq!(before.len(), 20);
     let leader = call(&["leader", &addrs, "0"])["leader"]
@@ -600,16 +582,11 @@ fn acks_all_is_never_answered_while_the_followers_are_stopped() {
         "every write acknowledged once the followers are back"
     );
     let read = call(&["read", &addrs]);
-    let got: Vec<&str> = read["read"]["0"]
-        .as_array()
-        .expect("read")
-        .iter()
-        .map(|v| v.as_str().unwrap_or_default())
-        .collect();
+    let got = values(&read, "read", 0);
     let mut seen = std::collections::HashSet::new();
-    assert!(got.iter().all(|v| seen.insert(*v)), "a record read twice");
+    assert!(got.iter().all(|v| seen.insert(v)), "a record read twice");
     for v in before.iter().chain(&after) {
-        assert!(got.contains(&v.as_str()), "acknowledged {v} missing");
+        assert!(got.contains(v), "acknowledged {v} missing");
     }
     for b in nodes.into_iter().flatten() {
         b.stop();

@@ -57,11 +57,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             .await
             .map_err(io("create directory"))?;
         let names = storage.list_dir(dir).await.map_err(io("list directory"))?;
-        let mut bases: Vec<u64> = names
-            .iter()
-            .filter_map(|n| parse_segment_name(n, LOG_SUFFIX))
-            .collect();
-        bases.sort_unstable();
+        let bases = crate::log::segment::segment_bases(&names);
         for name in &names {
             // Leftovers of an interrupted index write, or of a segment deleted half-way.
             let stray_tmp = name.ends_with(".tmp");

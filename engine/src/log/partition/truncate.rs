@@ -19,7 +19,7 @@
 
 use super::*;
 use crate::log::segment::{
-    parse_segment_name, segment_path, write_index_file, BatchMeta, INDEX_SUFFIX, LOG_SUFFIX,
+    segment_bases, segment_path, write_index_file, BatchMeta, INDEX_SUFFIX, LOG_SUFFIX,
     TIME_INDEX_SUFFIX,
 };
 
@@ -35,14 +35,7 @@ pub async fn truncate_closed<S: Storage>(storage: &S, dir: &Path, offset: u64) -
         let path = path.to_owned();
         move |e| LogError::io(op, path, e)
     };
-    let mut bases: Vec<u64> = storage
-        .list_dir(dir)
-        .await
-        .map_err(io("list", dir))?
-        .iter()
-        .filter_map(|name| parse_segment_name(name, LOG_SUFFIX))
-        .collect();
-    bases.sort_unstable();
+    let bases = segment_bases(&storage.list_dir(dir).await.map_err(io("list", dir))?);
     let Some(&first) = bases.first() else {
         return Ok(offset);
     };
@@ -166,14 +159,7 @@ pub async fn reset_closed<S: Storage>(storage: &S, dir: &Path, start: u64) -> Re
         let _ = storage.remove_file(&dir.join(name)).await;
     }
     storage.sync_dir(dir).await.map_err(io("sync", dir))?;
-    let mut bases: Vec<u64> = storage
-        .list_dir(dir)
-        .await
-        .map_err(io("list", dir))?
-        .iter()
-        .filter_map(|name| parse_segment_name(name, LOG_SUFFIX))
-        .collect();
-    bases.sort_unstable();
+    let bases = segment_bases(&storage.list_dir(dir).await.map_err(io("list", dir))?);
     for &base in bases.iter().rev() {
         remove_segment(storage, dir, base).await?;
     }
