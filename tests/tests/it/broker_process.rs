@@ -86,11 +86,13 @@ pub struct Serve {
 }
 
 impl Serve {
-    /// Two shards on a free native port; no Kafka clients.
+    /// Two shards on a free native port; no Kafka clients. Ports come from below the
+    /// ephemeral range: a restart on the same port must not find it taken by some client
+    /// socket of another test (the Kafka client tests open many).
     pub fn new() -> Serve {
         Serve {
             shards: 2,
-            native_addr: format!("127.0.0.1:{}", free_port()),
+            native_addr: format!("127.0.0.1:{}", free_ports_below_ephemeral(1)),
             kafka: Kafka::Unused,
             extra: Vec::new(),
             env: Vec::new(),
@@ -110,7 +112,15 @@ impl Serve {
         ];
         let kafka = match &self.kafka {
             Kafka::Unused if has_kafka_listener() => {
-                let addr = format!("127.0.0.1:{}", free_port());
+                // Not the native port, nor the node port after it.
+                let addr = loop {
+                    let port = free_ports_below_ephemeral(2);
+                    let addr = format!("127.0.0.1:{port}");
+                    let taken = |p: u16| self.native_addr.ends_with(&format!(":{p}"));
+                    if !taken(port) && !taken(port + 1) {
+                        break addr;
+                    }
+                };
                 args.extend(["--kafka-addr".into(), addr]);
                 None
             }
