@@ -232,6 +232,56 @@ pub fn stamp_base_offset(batch: &mut [u8], base_offset: i64) -> Result<(), WireE
     Ok(())
 }
 
+/// Byte range of a Kafka payload's `partitionLeaderEpoch` (big-endian i32) inside a stored
+/// batch: payload bytes `12..16`.
+const KAFKA_LEADER_EPOCH_RANGE: std::ops::Range<usize> = HEADER_LEN + 12..HEADER_LEN + 16;
+
+/// Writes the leader epoch the batch is appended in into a Kafka payload's
+/// `partitionLeaderEpoch` and refreshes the Tidelog CRC, which covers that field (the Kafka
+/// CRC does not: it starts at `attributes`). Consumers take the epoch of the last batch they
+/// read as their position's epoch and validate it after a leader change
+/// (OffsetForLeaderEpoch): a batch that claimed an older epoch than the one it was written in
+/// would look truncated there and send the consumer back.
+///
+/// `batch` is the head of a chained batch (at least [`KAFKA_CHAIN_END`] bytes; its CRC
+/// covers only those) or a whole batch. Native batches have no such field: `Ok(false)`, and
+/// nothing changes.
+///
+/// # Errors
+/// [`WireError::Truncated`] when `batch` is shorter than a header.
+pub fn stamp_kafka_leader_epoch(batch: &mut [u8], epoch: i32) -> Result<bool, WireError> {
+    let h = read_header(batch)?;
+    if h.payload_format() != PayloadFormat::Kafka {
+        return Ok(false);
+    }
+    let whole = h.batch_len() as usize;
+    let chained =
+        h.flags() == FLAG_KAFKA_CRC_CHAIN && whole >= HEADER_LEN + KAFKA_CHAIN_MIN_PAYLOAD;
+    let need = if chained { KAFKA_CHAIN_END } else { whole };
+    if batch.len() < need {
+        return Err(WireError::Truncated {
+            need,
+            have: batch.len(),
+        });
+    }
+    let Some(dst) = batch.get_mut(KAFKA_LEADER_EPOCH_RANGE) else {
+        return Ok(false);
+    };
+    if dst == epoch.to_be_bytes() {
+        return Ok(true);
+    }
+    dst.copy_from_slice(&epoch.to_be_bytes());
+    let crc = if chained {
+        chained_crc(batch.get(..KAFKA_CHAIN_END).unwrap_or_default())
+    } else {
+        compute_crc(batch.get(..whole).unwrap_or_default())
+    };
+    if let Some(dst) = batch.get_mut(CRC_RANGE) {
+        dst.copy_from_slice(&crc.to_le_bytes());
+    }
+    Ok(true)
+}
+
 /// Bounds applied by [`verify`] to untrusted input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifyLimits {

@@ -349,9 +349,9 @@ pub fn validate_produce_batch(
 /// **without copying the records**: the result is a small head (the 64-byte header and the
 /// Kafka batch's first 21 bytes, up to its CRC) and the rest of `records` as a shared slice.
 ///
-/// The head's `partitionLeaderEpoch` is set to 0: there is one replica and no leader
-/// election, and the field is outside the Kafka CRC. Nothing else of the Kafka batch
-/// changes. The CRCs are chained ([`crate::batch::FLAG_KAFKA_CRC_CHAIN`]): the Tidelog CRC
+/// The head's `partitionLeaderEpoch` is set to 0 (outside the Kafka CRC); a replicated
+/// partition's log stamps its leader epoch there at append
+/// ([`crate::batch::stamp_kafka_leader_epoch`]). Nothing else of the Kafka batch changes. The CRCs are chained ([`crate::batch::FLAG_KAFKA_CRC_CHAIN`]): the Tidelog CRC
 /// covers the head, whose Kafka CRC (checked by validation) covers the tail, so wrapping
 /// costs no CRC pass over the records.
 ///
@@ -382,7 +382,7 @@ fn wrap_for_log(records: &Bytes, info: &KafkaBatchInfo) -> SealedBatch {
     let mut head = BytesMut::with_capacity(KAFKA_CHAIN_END);
     head.put_slice(&header.0);
     head.put_slice(&records[..split]);
-    // The leader epoch is outside the Kafka CRC; with one leader it is always 0.
+    // The leader epoch is outside the Kafka CRC: 0 unless the log stamps its own.
     let epoch = HEADER_LEN + at::LEADER_EPOCH;
     if let Some(dst) = head.get_mut(epoch..epoch + 4) {
         dst.copy_from_slice(&0i32.to_be_bytes());

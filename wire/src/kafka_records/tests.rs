@@ -508,3 +508,43 @@ fn unchained_kafka_batches_still_verify_and_native_batches_cannot_chain() {
         Err(WireError::ReservedNonZero { field: "flags", .. })
     ));
 }
+
+/// The log stamps the leader epoch a batch is appended in into its `partitionLeaderEpoch`:
+/// on a sealed head (the chained CRC is refreshed from the head alone) and on a whole
+/// unchained batch, both verify afterwards and the Kafka header reads the epoch back; a
+/// native batch is left alone, and a head too short for its chain is refused.
+#[test]
+fn the_leader_epoch_is_stamped_and_the_crcs_stay_valid() {
+    use crate::batch::{check_crc, stamp_kafka_leader_epoch, BatchBuilder, KAFKA_CHAIN_END};
+    let kafka = simple();
+    let info = validate_produce_batch(&kafka, 9, MAX).unwrap();
+    let sealed = wrap_for_log(&bytes::Bytes::copy_from_slice(&kafka), &info);
+    let (mut head, tail) = sealed.into_parts();
+    assert!(stamp_kafka_leader_epoch(&mut head, 7).unwrap());
+    let mut stored = head.to_vec();
+    stored.extend_from_slice(&tail);
+    check_crc(&stored).unwrap();
+    let header = RecordBatchHeader::read(&stored[HEADER_LEN..]).unwrap();
+    assert_eq!(header.partition_leader_epoch, 7);
+    assert!(stamp_kafka_leader_epoch(&mut head[..KAFKA_CHAIN_END - 1], 8).is_err());
+
+    let mut old = stored.clone();
+    old[19] = 0; // unchained: one CRC over the whole batch
+    let crc = crate::batch::compute_crc(&old);
+    old[8..12].copy_from_slice(&crc.to_le_bytes());
+    assert!(stamp_kafka_leader_epoch(&mut old, 9).unwrap());
+    check_crc(&old).unwrap();
+    assert_eq!(
+        RecordBatchHeader::read(&old[HEADER_LEN..])
+            .unwrap()
+            .partition_leader_epoch,
+        9
+    );
+
+    let mut builder = BatchBuilder::new();
+    builder.push(None, b"v", 1, &[]);
+    let mut native = builder.finish();
+    let before = native.clone();
+    assert!(!stamp_kafka_leader_epoch(&mut native, 3).unwrap());
+    assert_eq!(native, before);
+}

@@ -278,6 +278,14 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         }
         let base_offset = self.state.borrow().log_end;
         stamp_base_offset(&mut batch, base_offset as i64)?;
+        if !replica {
+            // A leader's batch carries the epoch it is written in (a follower's came with
+            // its leader's stamp): consumers validate their position by it after a failover.
+            if let Some(epoch) = self.latest_leader_epoch() {
+                let epoch = i32::try_from(epoch).unwrap_or(i32::MAX);
+                tidelog_wire::batch::stamp_kafka_leader_epoch(&mut batch, epoch)?;
+            }
+        }
         let meta = BatchMeta {
             base_offset: base_offset as i64,
             ..meta
