@@ -4,7 +4,7 @@
 //! replicas than replicas).
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -18,6 +18,8 @@ use tidelog_wire::kafka::{request_header_version, response_header_version, Decod
 const RESPONSE_BYTES_MAX: usize = 64 << 20;
 const METADATA: i16 = 3;
 const METADATA_VERSION: i16 = 9;
+/// How long a bootstrap address may take to accept before the next one is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCommand {
@@ -42,7 +44,14 @@ pub fn run(command: ClusterCommand) -> Result<()> {
 }
 
 fn metadata(addr: &str) -> Result<MetadataResponse> {
-    let mut stream = TcpStream::connect(addr).with_context(|| format!("connect to {addr}"))?;
+    // A node that is cut off never answers the SYN: give up on it and ask the next.
+    let socket = addr
+        .to_socket_addrs()
+        .with_context(|| format!("resolve {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to nothing"))?;
+    let mut stream = TcpStream::connect_timeout(&socket, CONNECT_TIMEOUT)
+        .with_context(|| format!("connect to {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut buf = BytesMut::new();
@@ -107,10 +116,12 @@ fn status(args: &StatusArgs) -> Result<()> {
     let mut offline = Vec::new();
     let mut under = Vec::new();
     let mut partitions = 0usize;
+    let mut leaders = Vec::new();
     for topic in &m.topics {
         let name = topic.name.clone().unwrap_or_default();
         for p in &topic.partitions {
             partitions += 1;
+            leaders.push(format!("\"{name}-{}\":{}", p.partition_index, p.leader_id));
             let entry = (
                 format!("{name}-{}", p.partition_index),
                 p.leader_id,
@@ -146,11 +157,12 @@ fn status(args: &StatusArgs) -> Result<()> {
             })
             .collect();
         println!(
-            "{{\"asked\":\"{asked}\",\"cluster_id\":{:?},\"controller\":{},\"brokers\":[{}],\"topics\":{},\"partitions\":{partitions},\"offline\":[{}],\"under_replicated\":[{}]}}",
+            "{{\"asked\":\"{asked}\",\"cluster_id\":{:?},\"controller\":{},\"brokers\":[{}],\"topics\":{},\"partitions\":{partitions},\"leaders\":{{{}}},\"offline\":[{}],\"under_replicated\":[{}]}}",
             m.cluster_id.clone().unwrap_or_default(),
             m.controller_id,
             brokers.join(","),
             m.topics.len(),
+            leaders.join(","),
             list(&offline),
             list(&under)
         );

@@ -83,6 +83,9 @@ pub struct Serve {
     pub env: Vec<(String, String)>,
     /// Open-files limit (soft and hard) of the broker process, which cannot raise it.
     pub nofile: Option<u64>,
+    /// The network namespace to run in (`ip netns exec NAME`, which execs the broker itself,
+    /// so the child's pid is the broker's).
+    pub netns: Option<String>,
 }
 
 impl Serve {
@@ -97,6 +100,7 @@ impl Serve {
             extra: Vec::new(),
             env: Vec::new(),
             nofile: None,
+            netns: None,
         }
     }
 
@@ -179,7 +183,14 @@ impl Broker {
         let log = dir.with_extension(format!("serve-{run}.log"));
         let deadline = Instant::now() + Duration::from_secs(60);
         'spawn: loop {
-            let mut command = Command::new(BIN);
+            let mut command = match &serve.netns {
+                None => Command::new(BIN),
+                Some(ns) => {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", ns, BIN]);
+                    c
+                }
+            };
             if let Some(limit) = serve.nofile {
                 use std::os::unix::process::CommandExt;
                 // SAFETY: between fork and exec the closure only calls setrlimit, which is
@@ -300,6 +311,16 @@ impl Broker {
             assert!(Instant::now() < deadline, "broker did not exit in time");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGSTOP: the process stays, answering nothing, until [`Broker::resume`].
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Broker::pause`].
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
     }
 
     /// SIGTERM, and the broker must say it stopped cleanly and exit 0.

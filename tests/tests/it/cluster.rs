@@ -42,7 +42,7 @@ fn node_with(dir: &Path, n: usize, base: u16, peers: &str, run: usize, extra: &[
 }
 
 /// Waits until `broker`'s log has `line`.
-fn wait_for(broker: &Broker, line: &str, within: Duration) {
+pub(crate) fn wait_for(broker: &Broker, line: &str, within: Duration) {
     let deadline = Instant::now() + within;
     while !broker.stderr().contains(line) {
         assert!(

@@ -6,6 +6,7 @@ mod bench_smoke;
 mod broker_process;
 mod cli;
 mod cluster;
+mod faults;
 mod hostile_clients;
 mod kafka_clients;
 mod kafka_protocol;
