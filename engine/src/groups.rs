@@ -6,6 +6,12 @@
 //! only moves slots, never loses commits. A commit is one record per partition, keyed
 //! `group NUL topic NUL partition`, valued `offset (i64 LE) | metadata`, appended with
 //! `Durability::Synced`; opening a slot replays it, the last record of a key winning.
+//!
+//! In a cluster the slots are the partitions of the internal topic [`OFFSETS_TOPIC`], placed
+//! and replicated like any topic's (same directories): the node leading a slot's partition
+//! coordinates its groups, with a store laid [`over`](OffsetStore::over) the replicated log,
+//! and a commit is answered once every in-sync replica has it. Followers only replicate the
+//! log; a new leader replays it.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -22,6 +28,11 @@ use crate::log::{Durability, PartitionLog};
 pub const OFFSET_SLOTS: u32 = 16;
 /// Directory of the offset slots inside the data directory.
 pub const OFFSETS_DIR: &str = "__offsets";
+/// In a cluster, the internal replicated topic whose partitions are the offset slots (its
+/// partition directories are the slot directories).
+pub const OFFSETS_TOPIC: &str = OFFSETS_DIR;
+/// Most replicas of an offsets slot in a cluster (fewer when the cluster has fewer nodes).
+pub const OFFSETS_REPLICATION_MAX: u16 = 3;
 /// Longest group name accepted.
 pub const GROUP_BYTES_MAX: usize = 255;
 /// Longest commit metadata kept.
@@ -67,9 +78,24 @@ pub struct GroupPosition {
     pub committed: Committed,
 }
 
+/// The configuration of [`OFFSETS_TOPIC`]: one partition per slot, never deleted by
+/// retention (expiry and compaction delete what is superseded), slot-sized segments.
+pub fn offsets_topic_config() -> crate::meta::TopicConfig {
+    crate::meta::TopicConfig {
+        partitions: OFFSET_SLOTS,
+        retention_ms: crate::meta::Limit::Unlimited,
+        retention_bytes: crate::meta::Limit::Unlimited,
+        segment_bytes: Some(SLOT_SEGMENT_BYTES),
+        segment_ms: None,
+    }
+}
+
 /// One slot's committed offsets.
 pub struct OffsetStore<S: Storage, C: Clock> {
-    log: PartitionLog<S, C>,
+    log: std::rc::Rc<PartitionLog<S, C>>,
+    /// Whether the store opened the log (a single node's slot) and closes it; a cluster's
+    /// replicated slot log belongs to its partition's shard.
+    owns_log: bool,
     clock: C,
     offsets: RefCell<HashMap<Key, Committed>>,
     /// Per group, when it last committed (ms since the epoch): what offset retention
@@ -125,8 +151,25 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
         config: LogConfig,
     ) -> Result<Self, LogError> {
         let dir = data_dir.join(OFFSETS_DIR).join(slot.to_string());
-        let opened_ms = clock.now_ms();
         let log = PartitionLog::open(storage, clock.clone(), &dir, config).await?;
+        Self::load(std::rc::Rc::new(log), true, clock).await
+    }
+
+    /// A store over a slot log opened elsewhere (a cluster's replicated slot, which this node
+    /// now leads): replays it, and compacts it if due. Closing the store leaves the log open.
+    ///
+    /// # Errors
+    /// Errors of the slot's log.
+    pub async fn over(log: std::rc::Rc<PartitionLog<S, C>>, clock: C) -> Result<Self, LogError> {
+        Self::load(log, false, clock).await
+    }
+
+    async fn load(
+        log: std::rc::Rc<PartitionLog<S, C>>,
+        owns_log: bool,
+        clock: C,
+    ) -> Result<Self, LogError> {
+        let opened_ms = clock.now_ms();
         let mut offsets = HashMap::new();
         let mut last_commit_ms: HashMap<String, i64> = HashMap::new();
         log.replay(|record| {
@@ -161,6 +204,7 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
         last_commit_ms.retain(|group, _| offsets.keys().any(|(g, _, _)| g == group));
         let store = OffsetStore {
             log,
+            owns_log,
             clock,
             offsets: RefCell::new(offsets),
             last_commit_ms: RefCell::new(last_commit_ms),
@@ -395,12 +439,20 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
         found
     }
 
-    /// Flushes and closes the slot.
+    /// The end of the slot's log: every commit made so far is below it.
+    pub fn log_end(&self) -> u64 {
+        self.log.log_end()
+    }
+
+    /// Flushes and closes the slot (a log the store did not open stays open).
     ///
     /// # Errors
     /// As [`PartitionLog::close`].
     pub async fn close(&self) -> Result<(), LogError> {
-        self.log.close().await
+        if self.owns_log {
+            self.log.close().await?;
+        }
+        Ok(())
     }
 }
 

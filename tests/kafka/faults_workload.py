@@ -15,6 +15,9 @@ off. The test's nemesis injects the faults; this script only writes, reads and r
         failed    {P: [value, ...]}     delivery failed: the write may or may not be there
         observed  {P: [[offset, value], ...]}   what the live consumer read, in order
         final     {P: [[offset, value], ...]}   the log at the end
+        commits   {P: [offset, ...]}    positions the live consumer's group committed
+                                        (synchronously, acknowledged), in order
+        committed {P: offset}           the group's committed positions at the end
         fatal     [error text, ...]     librdkafka fatal errors (idempotence broken)
         errors    [error text, ...]     other client errors, for the report
 
@@ -63,6 +66,7 @@ class History:
         self.acked = {p: [] for p in range(partitions)}
         self.failed = {p: [] for p in range(partitions)}
         self.observed = {p: [] for p in range(partitions)}
+        self.commits = {p: [] for p in range(partitions)}
         self.fatal = []
         self.errors = []
 
@@ -134,7 +138,11 @@ def consume(addrs, topic, partitions, history, stop, group):
         "error_cb": on_error,
     })
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    next_commit = time.time() + 1
     while not stop.is_set():
+        if time.time() >= next_commit:
+            commit_positions(consumer, topic, partitions, history)
+            next_commit = time.time() + 1
         msg = consumer.poll(0.2)
         if msg is None:
             continue
@@ -145,6 +153,34 @@ def consume(addrs, topic, partitions, history, stop, group):
         with history.lock:
             history.observed[msg.partition()].append([msg.offset(), msg.value().decode()])
     consumer.close()
+
+
+def commit_positions(consumer, topic, partitions, history):
+    """Commits, synchronously, the next offset to read of every partition read from; an
+    acknowledged commit is recorded (the checker expects it to survive)."""
+    with history.lock:
+        positions = [(p, history.observed[p][-1][0] + 1) for p in range(partitions)
+                     if history.observed[p]]
+    if not positions:
+        return
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in positions],
+                        asynchronous=False)
+    except Exception as e:  # noqa: BLE001 - not acknowledged: nothing to expect of it
+        history.error(f"commit: {e}")
+        return
+    with history.lock:
+        for p, o in positions:
+            history.commits[p].append(o)
+
+
+def committed_at_end(addrs, topic, partitions, group, history):
+    consumer = Consumer({"bootstrap.servers": addrs, "group.id": group,
+                         "enable.auto.commit": False,
+                         "error_cb": lambda err: history.error(f"committed reader: {err}")})
+    got = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=60)
+    consumer.close()
+    return {tp.partition: tp.offset for tp in got}
 
 
 def read_all(addrs, topic, partitions, history):
@@ -194,11 +230,14 @@ def run(addrs, topic, partitions, workdir):
     for t in threads:
         t.join()
     final = read_all(addrs, topic, partitions, history)
+    committed = committed_at_end(addrs, topic, partitions, "faults-live", history)
     out = {
         "acked": history.acked,
         "failed": history.failed,
         "observed": history.observed,
         "final": final,
+        "commits": history.commits,
+        "committed": committed,
         "fatal": history.fatal,
         "errors": history.errors,
     }

@@ -286,6 +286,36 @@ impl Controller {
         }
     }
 
+    /// Once this node is registered, creates the internal committed-offsets topic if the
+    /// metadata has none yet (every node tries; all but one are told it exists): one
+    /// partition per offsets slot, replicated on up to three nodes, so that group
+    /// coordinators fail over with their commits.
+    async fn ensure_offsets_topic(&self, registered: bool) {
+        let state = self.state();
+        if !registered
+            || self.leader().is_none()
+            || state.topics.contains_key(crate::groups::OFFSETS_TOPIC)
+        {
+            return;
+        }
+        let replicas = u16::try_from(state.members.len())
+            .unwrap_or(u16::MAX)
+            .clamp(1, crate::groups::OFFSETS_REPLICATION_MAX);
+        let command = Command::CreateTopic {
+            name: crate::groups::OFFSETS_TOPIC.to_owned(),
+            config: crate::groups::offsets_topic_config(),
+            replication_factor: replicas,
+        };
+        match self.propose(&command, Duration::from_secs(5)).await {
+            Ok(_) => tracing::info!(
+                replicas,
+                "internal committed-offsets topic created (group coordinators fail over with it)"
+            ),
+            Err(ClusterError::Refused(Refusal::TopicExists(_))) => {}
+            Err(e) => tracing::debug!(error = %e, "offsets topic not created yet; retrying"),
+        }
+    }
+
     /// Keeps this node's registration (its endpoints) current in the metadata.
     pub fn spawn_registration(self: &Rc<Self>, info: NodeInfo) {
         let controller = Rc::clone(self);
@@ -306,6 +336,7 @@ impl Controller {
                         }
                     }
                 }
+                controller.ensure_offsets_topic(registered).await;
                 let wait = futures_lite::future::or(
                     async {
                         controller.changed().await;

@@ -126,15 +126,6 @@ impl ClusterConfig {
         let high = crc32c::crc32c_append(low, joined.as_bytes());
         (u64::from(high) << 32) | u64::from(low)
     }
-
-    /// The node coordinating the groups of offsets slot `slot`: the members take the slots
-    /// round-robin, in id order.
-    pub fn slot_node(&self, slot: u32) -> NodeId {
-        let n = self.peers.len().max(1);
-        self.peers
-            .get(slot as usize % n)
-            .map_or(self.node_id, |p| p.id)
-    }
 }
 
 /// Runs `fut`, or gives up after `limit`.
@@ -176,7 +167,5 @@ mod tests {
         ] {
             assert!(ClusterConfig::parse(node, bad).is_err(), "{bad}");
         }
-        assert_eq!(same.slot_node(0), 1);
-        assert_eq!(same.slot_node(4), 2);
     }
 }

@@ -156,6 +156,15 @@ pub enum Command {
         /// Fenced (true) or back (false).
         fenced: bool,
     },
+    /// Kafka's preferred-leader election (ElectLeaders, type 0): the partition's first
+    /// replica becomes its leader at the next epoch, if it is live and in the in-sync set
+    /// (so it holds every acknowledged record) and does not lead already.
+    ElectPreferred {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
 }
 
 const REGISTER: u8 = 1;
@@ -164,6 +173,7 @@ const DELETE: u8 = 3;
 const PRODUCER_IDS: u8 = 4;
 const FENCE: u8 = 5;
 const ALTER_ISR: u8 = 6;
+const ELECT_PREFERRED: u8 = 7;
 
 impl Command {
     /// The entry data.
@@ -210,6 +220,11 @@ impl Command {
                 w.u8(FENCE);
                 w.u64(*node);
                 w.u8(u8::from(*fenced));
+            }
+            Command::ElectPreferred { topic, partition } => {
+                w.u8(ELECT_PREFERRED);
+                w.str(topic);
+                w.u32(*partition);
             }
         }
         w.out
@@ -261,6 +276,10 @@ impl Command {
                 node: r.u64()?,
                 fenced: r.bool()?,
             },
+            ELECT_PREFERRED => Command::ElectPreferred {
+                topic: r.str()?.to_owned(),
+                partition: r.u32()?,
+            },
             _ => return r.fail("unknown command"),
         };
         r.finish()?;
@@ -293,6 +312,12 @@ pub enum Refusal {
     /// A partition change named a leader epoch that is no longer current.
     #[error("{0}")]
     StaleEpoch(String),
+    /// The preferred replica leads already.
+    #[error("{0}")]
+    ElectionNotNeeded(String),
+    /// The preferred replica is fenced or not in the in-sync set.
+    #[error("{0}")]
+    PreferredLeaderNotAvailable(String),
 }
 
 /// What applying a command did.
@@ -308,6 +333,8 @@ pub enum Applied {
     ProducerIds(i64),
     /// A partition's in-sync set changed.
     IsrChanged,
+    /// A partition's leader changed (preferred-leader election).
+    LeaderElected,
 }
 
 /// One partition as the cluster knows it.
@@ -421,7 +448,11 @@ impl ClusterState {
                 config,
                 replication_factor,
             } => {
-                validate_topic_name(&name).map_err(|e| Refusal::InvalidTopic(e.to_string()))?;
+                // The committed-offsets topic is the one internal topic (proposed by the
+                // nodes themselves, never by a client: see `Shard::cluster_create`).
+                if name != crate::groups::OFFSETS_TOPIC {
+                    validate_topic_name(&name).map_err(|e| Refusal::InvalidTopic(e.to_string()))?;
+                }
                 if self.topics.contains_key(&name) {
                     return Err(Refusal::TopicExists(name));
                 }
@@ -455,6 +486,9 @@ impl ClusterState {
                 );
                 Ok(Applied::TopicCreated(name))
             }
+            Command::DeleteTopic { name } if name == crate::groups::OFFSETS_TOPIC => Err(
+                Refusal::InvalidTopic(format!("{name} is internal: it cannot be deleted")),
+            ),
             Command::DeleteTopic { name } => match self.topics.remove(&name) {
                 Some(_) => Ok(Applied::TopicDeleted(name)),
                 None => Err(Refusal::UnknownTopic(name)),
@@ -478,6 +512,7 @@ impl ClusterState {
                 isr_version,
                 isr,
             } => {
+                let fenced = &self.fenced;
                 let Some(meta) = self
                     .topics
                     .get_mut(&topic)
@@ -485,6 +520,16 @@ impl ClusterState {
                 else {
                     return Err(Refusal::UnknownTopic(topic));
                 };
+                // A fenced node may not join (as KIP-841): it could not be elected, and
+                // clients are not told of it.
+                if let Some(n) = isr
+                    .iter()
+                    .find(|n| !meta.isr.contains(n) && fenced.contains(n))
+                {
+                    return Err(Refusal::InvalidConfig(format!(
+                        "{topic}-{partition}: node {n} is fenced and cannot join the in-sync set"
+                    )));
+                }
                 let valid = meta.leader.is_some_and(|l| isr.contains(&l))
                     && isr.iter().all(|n| meta.replicas.contains(n))
                     && isr.len() <= meta.replicas.len();
@@ -506,6 +551,36 @@ impl ClusterState {
                 meta.isr = isr;
                 meta.isr_version = meta.isr_version.saturating_add(1);
                 Ok(Applied::IsrChanged)
+            }
+            Command::ElectPreferred { topic, partition } => {
+                let fenced = &self.fenced;
+                let Some(meta) = self
+                    .topics
+                    .get_mut(&topic)
+                    .and_then(|t| t.partitions.get_mut(partition as usize))
+                else {
+                    return Err(Refusal::UnknownTopic(topic));
+                };
+                let Some(&preferred) = meta.replicas.first() else {
+                    return Err(Refusal::PreferredLeaderNotAvailable(format!(
+                        "{topic}-{partition} has no replicas"
+                    )));
+                };
+                if meta.leader == Some(preferred) {
+                    return Err(Refusal::ElectionNotNeeded(format!(
+                        "{topic}-{partition}: node {preferred} leads already"
+                    )));
+                }
+                if fenced.contains(&preferred) || !meta.isr.contains(&preferred) {
+                    return Err(Refusal::PreferredLeaderNotAvailable(format!(
+                        "{topic}-{partition}: preferred node {preferred} is not a live in-sync \
+                         replica (in-sync {:?})",
+                        meta.isr
+                    )));
+                }
+                meta.leader = Some(preferred);
+                meta.leader_epoch = meta.leader_epoch.saturating_add(1);
+                Ok(Applied::LeaderElected)
             }
             Command::AllocateProducerIds => {
                 let start = self.next_producer_id;
@@ -740,6 +815,82 @@ mod tests {
         assert_eq!(b, Applied::ProducerIds(PRODUCER_ID_BLOCK));
     }
 
+    /// A preferred-leader election moves leadership back to the first replica once it is a
+    /// live in-sync replica again (at the next epoch), and is refused while it is fenced and
+    /// when it leads already; a fenced node cannot rejoin the in-sync set.
+    #[test]
+    fn preferred_election_returns_leadership_to_the_first_replica() {
+        let mut state = ClusterState {
+            members: vec![1, 2, 3],
+            ..ClusterState::default()
+        };
+        for id in 1..=3 {
+            state.apply(0, Command::RegisterNode(node(id))).unwrap();
+        }
+        let create = Command::CreateTopic {
+            name: "t".into(),
+            config: TopicConfig::with_partitions(1),
+            replication_factor: 3,
+        };
+        state.apply(1, create).unwrap();
+        let elect = || Command::ElectPreferred {
+            topic: "t".into(),
+            partition: 0,
+        };
+        let preferred = state.topics["t"].partitions[0].replicas[0];
+        assert_eq!(state.topics["t"].partitions[0].leader, Some(preferred));
+        assert!(matches!(
+            state.apply(2, elect()),
+            Err(Refusal::ElectionNotNeeded(_))
+        ));
+        let fence = |fenced| Command::Fence {
+            node: preferred,
+            fenced,
+        };
+        state.apply(3, fence(true)).unwrap();
+        let after_fence = state.topics["t"].partitions[0].clone();
+        assert_ne!(after_fence.leader, Some(preferred));
+        assert!(matches!(
+            state.apply(4, elect()),
+            Err(Refusal::PreferredLeaderNotAvailable(_))
+        ));
+        // A fenced node cannot be added to the in-sync set either (KIP-841).
+        let mut with_fenced = after_fence.isr.clone();
+        with_fenced.push(preferred);
+        let add_fenced = Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: after_fence.leader_epoch,
+            isr_version: after_fence.isr_version,
+            isr: with_fenced,
+        };
+        assert!(matches!(
+            state.apply(4, add_fenced),
+            Err(Refusal::InvalidConfig(_))
+        ));
+        // Back, but out of the in-sync set until its leader adds it.
+        state.apply(5, fence(false)).unwrap();
+        assert!(matches!(
+            state.apply(6, elect()),
+            Err(Refusal::PreferredLeaderNotAvailable(_))
+        ));
+        let p = state.topics["t"].partitions[0].clone();
+        let mut isr = p.isr.clone();
+        isr.push(preferred);
+        let alter = Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: p.leader_epoch,
+            isr_version: p.isr_version,
+            isr,
+        };
+        state.apply(7, alter).unwrap();
+        assert_eq!(state.apply(8, elect()), Ok(Applied::LeaderElected));
+        let p = &state.topics["t"].partitions[0];
+        assert_eq!(p.leader, Some(preferred));
+        assert_eq!(p.leader_epoch, after_fence.leader_epoch + 1);
+    }
+
     /// Elections keep the partition invariants whatever nodes are fenced and come back, and
     /// whatever in-sync changes leaders propose (stale ones included).
     #[test]
@@ -766,6 +917,10 @@ mod tests {
                 incarnation,
                 ..node(id)
             })),
+            (0u32..5).prop_map(|partition| Command::ElectPreferred {
+                topic: "t".into(),
+                partition,
+            }),
         ];
         runner
             .run(&proptest::collection::vec(step, 1..60), |steps| {
@@ -839,6 +994,8 @@ mod tests {
                     isr_version: leader_epoch,
                     isr,
                 }),
+            ("[a-c]{1,2}", 0u32..3)
+                .prop_map(|(topic, partition)| Command::ElectPreferred { topic, partition }),
         ]
     }
 

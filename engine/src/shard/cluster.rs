@@ -69,6 +69,10 @@ fn refusal_to_shard(e: ClusterError) -> ShardError {
             }
             Refusal::Limit(_) => ShardError::PartitionLimit(r.to_string()),
             Refusal::StaleEpoch(_) => ShardError::NotController(r.to_string()),
+            Refusal::ElectionNotNeeded(_) => ShardError::ElectionNotNeeded(r.to_string()),
+            Refusal::PreferredLeaderNotAvailable(_) => {
+                ShardError::PreferredLeaderNotAvailable(r.to_string())
+            }
         },
         ClusterError::NoLeader | ClusterError::TimedOut => ShardError::NotController(e.to_string()),
         ClusterError::Storage(reason) => ShardError::Storage(reason),
@@ -108,12 +112,9 @@ impl Shard {
     }
 
     /// Whether this node coordinates a group: always on a single node; in a cluster, when
-    /// the group's offsets slot is placed here.
+    /// it leads the partition of the internal offsets topic that is the group's slot.
     pub fn coordinates_on_this_node(&self, group: &str) -> bool {
-        match &*self.view.borrow() {
-            None => true,
-            Some(view) => view.config.slot_node(crate::groups::slot_of(group)) == view.me,
-        }
+        self.leads_here(crate::groups::OFFSETS_TOPIC, crate::groups::slot_of(group))
     }
 
     /// The Kafka broker coordinating a group in a cluster: `(broker id, host, port)`, or
@@ -121,7 +122,7 @@ impl Shard {
     pub fn cluster_coordinator(&self, group: &str) -> Option<(i32, String, i32)> {
         let view = self.view()?;
         let slot = crate::groups::slot_of(group);
-        let node_id = view.config.slot_node(slot);
+        let node_id = view.leader_of(crate::groups::OFFSETS_TOPIC, slot)?;
         if !view.state.is_live(node_id) {
             return None;
         }
@@ -174,6 +175,70 @@ impl Shard {
         }
     }
 
+    /// In a cluster, this shard's committed-offsets stores follow the leadership of the
+    /// offsets topic's partitions it holds: a store is loaded (the slot's log replayed) once
+    /// this node leads the slot and its log has recorded the epoch, and dropped when the
+    /// leadership ends (a deposed coordinator answers NOT_COORDINATOR). Called after each
+    /// view's epochs are adopted.
+    pub(super) async fn reconcile_offset_stores(&self) {
+        use crate::groups::{OffsetStore, OFFSETS_TOPIC};
+        if self.view().is_none() {
+            return;
+        }
+        self.offsets.borrow_mut().retain(|slot, (epoch, _)| {
+            let keep = self.leads_here(OFFSETS_TOPIC, *slot)
+                && self.leading_epoch(OFFSETS_TOPIC, *slot) == Some(*epoch);
+            if !keep {
+                tracing::info!(
+                    shard = self.id,
+                    slot,
+                    epoch = *epoch,
+                    "no longer coordinating the groups of an offsets slot"
+                );
+            }
+            keep
+        });
+        let logs: Vec<(u32, Rc<super::Log>)> = self
+            .partitions
+            .borrow()
+            .get(OFFSETS_TOPIC)
+            .map(|logs| logs.iter().map(|(p, l)| (*p, Rc::clone(l))).collect())
+            .unwrap_or_default();
+        for (slot, log) in logs {
+            let leading_at = |shard: &Self| {
+                shard
+                    .leading_epoch(OFFSETS_TOPIC, slot)
+                    .filter(|_| shard.leads_here(OFFSETS_TOPIC, slot))
+            };
+            let Some(epoch) = leading_at(self) else {
+                continue;
+            };
+            let loaded = |shard: &Self| shard.offsets.borrow().get(&slot).map(|(e, _)| *e);
+            if log.latest_leader_epoch() != Some(epoch) || loaded(self) == Some(epoch) {
+                continue;
+            }
+            match OffsetStore::over(Rc::clone(&log), crate::io::SystemClock).await {
+                // Still leading at that epoch, and no other reconciliation loaded it meanwhile
+                // (a second store would miss the commits made through the first).
+                Ok(store) if leading_at(self) == Some(epoch) && loaded(self) != Some(epoch) => {
+                    tracing::info!(
+                        shard = self.id,
+                        slot,
+                        epoch,
+                        log_end = log.log_end(),
+                        "coordinating the groups of an offsets slot (its log replayed)"
+                    );
+                    self.offsets
+                        .borrow_mut()
+                        .insert(slot, (epoch, Rc::new(store)));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(shard = self.id, slot, epoch, error = %e,
+                    "replaying an offsets slot failed: its groups get NOT_COORDINATOR"),
+            }
+        }
+    }
+
     /// Whether this node keeps a replica of a partition on disk.
     pub(super) fn replica_here(&self, topic: &str, partition: u32) -> bool {
         match &*self.view.borrow() {
@@ -189,6 +254,8 @@ impl Shard {
         config: TopicConfig,
         replication_factor: u16,
     ) -> Result<(), ShardError> {
+        // A client's topic: the metadata itself lets the internal offsets topic through.
+        crate::meta::validate_topic_name(name).map_err(|e| ShardError::from(&e))?;
         config
             .validate(&self.config.log_defaults)
             .map_err(|e| ShardError::from(&e))?;
@@ -232,6 +299,30 @@ impl Shard {
             .map_err(refusal_to_shard)?;
         self.wait_applied(version).await;
         Ok(())
+    }
+
+    /// Kafka's preferred-leader election for one partition: its first replica leads again
+    /// (at a new epoch) if it is a live in-sync replica. On a single node every partition's
+    /// only replica leads it already.
+    ///
+    /// # Errors
+    /// [`ShardError::ElectionNotNeeded`], [`ShardError::PreferredLeaderNotAvailable`],
+    /// [`ShardError::UnknownTopicOrPartition`], or the proposal's failure.
+    pub async fn elect_preferred(&self, topic: &str, partition: u32) -> Result<(), ShardError> {
+        if self.view().is_none() {
+            let partitions = self.topics().get(topic).map(|c| c.partitions);
+            return match partitions {
+                Some(n) if partition < n => Err(ShardError::ElectionNotNeeded(format!(
+                    "{topic}-{partition} has one replica, its leader"
+                ))),
+                _ => Err(ShardError::UnknownTopicOrPartition),
+            };
+        }
+        let command = Command::ElectPreferred {
+            topic: topic.to_owned(),
+            partition,
+        };
+        self.propose(command).await
     }
 
     /// Shard 0 in a cluster: a producer id from this node's block, reserving a new block
@@ -280,6 +371,7 @@ impl Shard {
         // epoch recorded (`local`), so neither order can let it serve without the other.
         self.reconcile_roles();
         self.adopt_leader_epochs().await;
+        self.reconcile_offset_stores().await;
         for peer in 0..self.shards() {
             if peer != self.id {
                 let _ = self

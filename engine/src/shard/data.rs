@@ -164,6 +164,7 @@ impl Shard {
         durability: Durability,
         route: Route,
     ) -> Result<AppendStarted, ShardError> {
+        check_client_topic(topic)?;
         self.check_exists(topic, partition)?;
         let owner = self.owner(topic, partition);
         if owner != self.id && route == Route::Forward {
@@ -234,6 +235,7 @@ impl Shard {
         route: Route,
         wait: MemoryWait,
     ) -> Result<Fetched, ShardError> {
+        check_client_topic(topic)?;
         self.check_exists(topic, partition)?;
         let owner = self.owner(topic, partition);
         if owner != self.id && route == Route::Forward {
@@ -434,6 +436,14 @@ impl Shard {
         if !store.commit_where(group, &offsets, exists).await? {
             return Err(ShardError::UnknownTopicOrPartition);
         }
+        // In a cluster the commit is answered once every in-sync replica of the slot has it,
+        // as an acks=all write: a coordinator elected after this one's death replays it.
+        let slot = groups::slot_of(group);
+        if let Some(leading) = self.leading(groups::OFFSETS_TOPIC, slot) {
+            let log = self.local(groups::OFFSETS_TOPIC, slot)?;
+            let min_insync = self.config.min_insync_replicas.max(1);
+            wait_replicated(&log, &leading, store.log_end(), min_insync).await?;
+        }
         Ok(())
     }
 
@@ -484,18 +494,34 @@ impl Shard {
     fn group_store(
         &self,
         group: &str,
-    ) -> Result<&OffsetStore<crate::io::dma::DmaStorage, crate::io::SystemClock>, ShardError> {
+    ) -> Result<Rc<OffsetStore<crate::io::dma::DmaStorage, crate::io::SystemClock>>, ShardError>
+    {
         let slot = groups::slot_of(group);
         if let Some(reason) = self.offline_slots.get(&slot) {
             return Err(ShardError::Storage(format!(
                 "committed offsets of this group are offline: {reason}"
             )));
         }
+        // In a cluster a slot this node leads has no store until its log is replayed:
+        // NotOwner until then, and the client asks for the coordinator again.
         self.offsets
+            .borrow()
             .get(&slot)
-            .map(|store| &**store)
+            .map(|(_, store)| Rc::clone(store))
             .ok_or(ShardError::NotOwner)
     }
+}
+
+/// Clients neither write nor read the internal committed-offsets topic (its records are
+/// the coordinators' own, in the native format); its replicas fetch it by `replica_read`.
+fn check_client_topic(topic: &str) -> Result<(), ShardError> {
+    if topic == groups::OFFSETS_TOPIC {
+        return Err(ShardError::InvalidTopic(format!(
+            "{topic} is internal: committed offsets are read and written through the group \
+             APIs"
+        )));
+    }
+    Ok(())
 }
 
 fn check_group(group: &str) -> Result<(), ShardError> {

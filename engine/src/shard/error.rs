@@ -77,6 +77,12 @@ pub enum ShardError {
     /// The request is malformed for the shard (e.g. an empty or oversized group name).
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),
+    /// ElectLeaders: the preferred replica leads already.
+    #[error("{0}")]
+    ElectionNotNeeded(String),
+    /// ElectLeaders: the preferred replica is not a live in-sync replica.
+    #[error("{0}")]
+    PreferredLeaderNotAvailable(String),
     /// The shard (or the shard it needed) is stopping or unreachable.
     #[error("{0}")]
     ShuttingDown(&'static str),

@@ -370,6 +370,7 @@ impl Shard {
                 *self.view.borrow_mut() = Some(view);
                 self.reconcile_roles();
                 self.adopt_leader_epochs().await;
+                self.reconcile_offset_stores().await;
                 return;
             }
         };

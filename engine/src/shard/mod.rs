@@ -99,6 +99,9 @@ struct Pending {
     arrived: Event,
 }
 
+/// A committed-offsets slot's store on a shard.
+type SlotStore = OffsetStore<DmaStorage, SystemClock>;
+
 /// One shard's state. `!Send`: it lives and dies on its executor.
 pub struct Shard {
     id: usize,
@@ -118,7 +121,11 @@ pub struct Shard {
     /// The consumer groups this shard coordinates.
     pub groups: GroupService<SystemClock>,
     store: Option<TopicStore<DmaStorage, SystemClock>>,
-    offsets: HashMap<u32, Rc<OffsetStore<DmaStorage, SystemClock>>>,
+    /// The committed-offsets stores of the slots this shard coordinates, with the leader
+    /// epoch each was loaded at (0 on a single node, whose stores open at start). In a
+    /// cluster they come and go with the leadership of the slots' partitions
+    /// (`reconcile_offset_stores`).
+    offsets: RefCell<HashMap<u32, (u32, Rc<SlotStore>)>>,
     /// Offset slots this shard owns that failed to open, with why.
     offline_slots: HashMap<u32, String>,
     senders: mesh::Senders,
@@ -210,11 +217,14 @@ impl Shard {
         }
         let mut offsets = HashMap::new();
         let mut offline_slots = HashMap::new();
-        for slot in 0..OFFSET_SLOTS {
+        // In a cluster the slots are replicated partitions: their stores load when this node
+        // leads them.
+        let single_node = config.registration.is_none();
+        for slot in (0..OFFSET_SLOTS).filter(|_| single_node) {
             if shard_for(OFFSETS_DIR, slot, config.shards) == id {
                 match OffsetStore::open(DmaStorage, SystemClock, &data_dir, slot).await {
                     Ok(store) => {
-                        offsets.insert(slot, Rc::new(store));
+                        offsets.insert(slot, (0, Rc::new(store)));
                     }
                     Err(e) => {
                         // The groups of this slot get storage errors; every other slot and
@@ -240,7 +250,7 @@ impl Shard {
             stopped: Cell::new(false),
             groups,
             store,
-            offsets,
+            offsets: RefCell::new(offsets),
             offline_slots,
             senders,
             reply_senders,
@@ -492,7 +502,13 @@ impl Shard {
                 result = Err(format!("closing {}: {e}", log.dir().display()));
             }
         }
-        for store in self.offsets.values() {
+        let stores: Vec<_> = self
+            .offsets
+            .borrow()
+            .values()
+            .map(|(_, s)| Rc::clone(s))
+            .collect();
+        for store in stores {
             if let Err(e) = store.close().await {
                 result = Err(format!("closing offsets: {e}"));
             }
@@ -542,7 +558,13 @@ fn spawn_offsets_expiry(shard: &Rc<Shard>) {
             if shard.is_stopped() {
                 return;
             }
-            for (slot, store) in &shard.offsets {
+            let stores: Vec<_> = shard
+                .offsets
+                .borrow()
+                .iter()
+                .map(|(slot, (_, store))| (*slot, Rc::clone(store)))
+                .collect();
+            for (slot, store) in stores {
                 let live = |group: &str| !shard.groups.describe(group).members.is_empty();
                 match store.expire(retention_ms, live).await {
                     Ok(0) => {}

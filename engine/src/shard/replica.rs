@@ -486,9 +486,13 @@ impl Shard {
         // *and* everything the leader held when its epoch began (the mark of a new leader
         // can lag behind what earlier leaders acknowledged).
         let epoch_start = log_epoch_start(self, topic, partition, leading.epoch);
+        let fenced = self
+            .view()
+            .is_some_and(|v| v.state.fenced.contains(&follower));
         if leading.isr.borrow().contains(&follower)
             || synced < leading.high_watermark().max(epoch_start)
             || leading.proposing.get()
+            || fenced
         {
             return;
         }
@@ -698,6 +702,18 @@ impl Shard {
             log.sync().await.map_err(|e| e.to_string())?;
         }
         adopt(Rc::clone(&log), log.log_end()).await?;
+        // An offsets slot's leader compacts it (a snapshot, then the segments below it go):
+        // its followers drop the same superseded segments, or their copies would only grow.
+        // Regular topics' followers run their own retention.
+        let leader_start = u64::try_from(part.log_start()).unwrap_or(0);
+        if topic == crate::groups::OFFSETS_TOPIC
+            && leader_start > log.log_start()
+            && leader_start <= log.synced_offset()
+        {
+            log.truncate_before(leader_start)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         let hw = u64::try_from(part.high_watermark()).unwrap_or(0);
         if hw > me.hw.get() {
             me.hw.set(hw);

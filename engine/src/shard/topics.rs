@@ -241,6 +241,7 @@ impl Shard {
         }
         self.reconcile_roles();
         self.adopt_leader_epochs().await;
+        self.reconcile_offset_stores().await;
         if failed.is_empty() {
             Ok(())
         } else {
@@ -287,7 +288,13 @@ impl Shard {
     /// which `gone` holds (a deleted topic's, so that a topic re-created under its name does
     /// not inherit them). A failure is logged; start-up forgets what is left.
     pub(super) async fn forget_offsets(&self, gone: impl Fn(&str) -> bool) {
-        for (slot, store) in &self.offsets {
+        let stores: Vec<_> = self
+            .offsets
+            .borrow()
+            .iter()
+            .map(|(slot, (_, store))| (*slot, Rc::clone(store)))
+            .collect();
+        for (slot, store) in stores {
             match store.forget_topics(&gone).await {
                 Ok(0) => {}
                 Ok(n) => {

@@ -353,8 +353,10 @@ impl Layout {
 
 /// Replicated partitions (replication factor 3, min.insync.replicas 2) on three nodes: the
 /// leader of each partition in turn is killed (-9) between two rounds of idempotent acks=all
-/// writes, and restarted once a new leader took over; at the end every acknowledged record is
-/// read back exactly once, in the order it was sent, from every partition.
+/// writes, and restarted once a new leader took over; a preferred-leader election then moves
+/// leadership back to each partition's first replica (DescribeCluster and ElectLeaders through
+/// librdkafka's admin client), and a last round is written; at the end every acknowledged
+/// record is read back exactly once, in the order it was sent, from every partition.
 #[test]
 fn replicated_partitions_fail_over_without_losing_acknowledged_records() {
     let _serial = serial();
@@ -412,11 +414,46 @@ fn replicated_partitions_fail_over_without_losing_acknowledged_records() {
             std::thread::sleep(Duration::from_millis(300));
         }
     }
+    // The kills left leaders off their preferred (first) replicas: a preferred-leader
+    // election (ElectLeaders, through librdkafka's admin client) moves them back, and
+    // writes go on.
+    let refs: Vec<&Broker> = nodes.iter().flatten().collect();
+    let elected = run_script("cluster_admin.py", &["elect", &addrs, "rep"], work, &refs);
+    let ids = |key: &str| -> Vec<i64> {
+        elected[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {key}: {elected}"))
+            .iter()
+            .map(|v| v.as_i64().expect("an id"))
+            .collect()
+    };
+    assert_eq!(
+        ids("brokers"),
+        [1, 2, 3].map(|n| i64::from(cluster_id(n))),
+        "DescribeCluster lists every node's shard: {elected}\n{}",
+        logs(&nodes).join("\n-----\n")
+    );
+    let (before, preferred) = (ids("before"), ids("preferred"));
+    assert!(
+        before != preferred,
+        "the kills moved some leader off its preferred replica: {elected}"
+    );
+    assert_eq!(ids("after"), preferred, "{elected}");
+    for (p, code) in ids("results").into_iter().enumerate() {
+        let want = if before[p] == preferred[p] { 84 } else { 0 };
+        assert_eq!(
+            code, want,
+            "partition {p} (84: ELECTION_NOT_NEEDED): {elected}"
+        );
+    }
+    let answer = call(&nodes, &["produce", &addrs, "elected", "50"]);
+    record(&answer);
+
     let read = call(&nodes, &["read", &addrs]);
     for (p, want) in acked.iter().enumerate() {
         assert_eq!(
             want.len(),
-            300,
+            350,
             "partition {p}: every send was acknowledged"
         );
         let got = values(&read, "read", p);
@@ -588,6 +625,112 @@ fn acks_all_is_never_answered_while_the_followers_are_stopped() {
     for v in before.iter().chain(&after) {
         assert!(got.contains(v), "acknowledged {v} missing");
     }
+    for b in nodes.into_iter().flatten() {
+        b.stop();
+    }
+}
+
+/// The broker id coordinating `group`, as the node at `addr` answers FindCoordinator
+/// (`None`: no coordinator now).
+fn coordinator_of(addr: &str, group: &str) -> Option<i32> {
+    use crate::kafka_protocol::Conn;
+    use tidelog_wire::kafka::generated::{
+        find_coordinator_request::FindCoordinatorRequest,
+        find_coordinator_response::FindCoordinatorResponse,
+    };
+    use tidelog_wire::kafka::Decoder;
+    let request = FindCoordinatorRequest {
+        key: group.into(),
+        key_type: 0,
+        ..Default::default()
+    };
+    let body = Conn::open(addr).call(10, 2, |b| request.encode(b, 2).expect("encode"));
+    let answer = FindCoordinatorResponse::decode(&mut Decoder::new(&body), 2).expect("decode");
+    (answer.error_code == 0).then_some(answer.node_id)
+}
+
+/// Committed offsets are replicated like any partition (the internal offsets topic): a
+/// group commits through its coordinator, the coordinator's node is killed (-9), another
+/// node takes over the group's slot within seconds and answers the same committed offsets,
+/// and takes new commits; the killed node comes back and catches up.
+#[test]
+fn committed_offsets_survive_the_coordinators_death() {
+    let _serial = serial();
+    if clients().is_none() {
+        return;
+    }
+    let dir = crate::test_dir("cluster-coord");
+    let layout = Layout::new();
+    let (base, peers, addrs) = (layout.base, layout.peers.clone(), layout.addrs.clone());
+    let extra = ["--min-insync-replicas", "2"];
+    let mut nodes = layout.start(dir.path(), &extra);
+    let work = dir.path();
+    let call = |nodes: &[Option<Broker>], script: &str, args: &[&str]| {
+        let refs: Vec<&Broker> = nodes.iter().flatten().collect();
+        run_script(script, args, work, &refs)
+    };
+    call(&nodes, "cluster_replicated.py", &["create", &addrs]);
+    call(
+        &nodes,
+        "cluster_replicated.py",
+        &["produce", &addrs, "a", "30"],
+    );
+    let group = "survivors";
+    let answer = call(
+        &nodes,
+        "cluster_admin.py",
+        &["commit", &addrs, "rep", group, "17"],
+    );
+    assert_eq!(answer["committed"], 17, "{answer}");
+    let kafka = |n: usize| format!("127.0.0.{}:{}", n + 1, base + 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let coordinator = loop {
+        if let Some(id) = coordinator_of(&kafka(0), group) {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no coordinator for {group}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let victim = usize::try_from(coordinator / 1024).expect("a node") - 1;
+    nodes[victim].take().expect("runs").kill_9();
+    // Another node leads the group's offsets slot once the dead one is fenced.
+    let survivor = (victim + 1) % 3;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let took_over = loop {
+        match coordinator_of(&kafka(survivor), group) {
+            Some(id) if id != coordinator => break id,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the coordinator never moved off the dead node"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_ne!(usize::try_from(took_over / 1024).expect("node") - 1, victim);
+    let read = call(
+        &nodes,
+        "cluster_admin.py",
+        &["committed", &addrs, "rep", group],
+    );
+    assert_eq!(
+        read["committed"],
+        serde_json::json!([17, 17, 17]),
+        "the new coordinator has the commit: {read}"
+    );
+    let answer = call(
+        &nodes,
+        "cluster_admin.py",
+        &["commit", &addrs, "rep", group, "25"],
+    );
+    assert_eq!(answer["committed"], 25, "{answer}");
+    nodes[victim] = Some(node_with(dir.path(), victim + 1, base, &peers, 1, &extra));
+    let read = call(
+        &nodes,
+        "cluster_admin.py",
+        &["committed", &addrs, "rep", group],
+    );
+    assert_eq!(read["committed"], serde_json::json!([25, 25, 25]), "{read}");
     for b in nodes.into_iter().flatten() {
         b.stop();
     }

@@ -358,6 +358,7 @@ fn seq(value: &str, p: usize) -> Option<u64> {
 fn check(history: &serde_json::Value, healed_at: f64) -> (Vec<String>, String) {
     let mut problems = Vec::new();
     let (mut acked_total, mut failed_total, mut observed_total, mut final_total) = (0, 0, 0, 0);
+    let mut commits_total = 0;
     for fatal in history["fatal"].as_array().into_iter().flatten() {
         problems.push(format!("fatal client error: {fatal}"));
     }
@@ -406,6 +407,21 @@ fn check(history: &serde_json::Value, healed_at: f64) -> (Vec<String>, String) {
                 "p{p}: nothing acknowledged after the faults healed"
             ));
         }
+        // Every acknowledged commit survives the coordinators' failovers: the group's
+        // position at the end is at least the last one acknowledged (the live consumer
+        // commits positions that only go up), and no further than the log.
+        let commits = history["commits"][&key].as_array().expect("commits list");
+        if let Some(last) = commits.last().and_then(serde_json::Value::as_i64) {
+            let end = log.last().map_or(0, |(o, _)| o + 1);
+            match history["committed"][&key].as_i64() {
+                Some(c) if c >= last && c <= end => {}
+                other => problems.push(format!(
+                    "p{p}: the group committed {last} (acknowledged) but ends at {other:?} \
+                     (log end {end})"
+                )),
+            }
+        }
+        commits_total += commits.len();
         let observed = records(&history["observed"][&key]);
         observed_total += observed.len();
         let mut last = None;
@@ -431,7 +447,7 @@ fn check(history: &serde_json::Value, healed_at: f64) -> (Vec<String>, String) {
     problems.truncate(50);
     let summary = format!(
         "acknowledged {acked_total}, failed {failed_total}, read live {observed_total}, \
-         in the log {final_total}"
+         in the log {final_total}, group commits acknowledged {commits_total}"
     );
     (problems, summary)
 }
@@ -452,7 +468,8 @@ fn wait_healthy(within: Duration, cluster: &Cluster) {
             s["brokers"].as_array().map(Vec::len) == Some(NODES)
                 && s["offline"] == serde_json::json!([])
                 && s["under_replicated"] == serde_json::json!([])
-                && s["partitions"] == PARTITIONS
+                // The topic's partitions and the committed-offsets slots.
+                && s["partitions"] == PARTITIONS + 16
         });
         if healthy {
             return;
@@ -647,6 +664,8 @@ mod checker {
             "failed": {"0": [], "1": [], "2": []},
             "observed": observed,
             "final": final_,
+            "commits": {"0": [1], "1": [], "2": []},
+            "committed": {"0": 1, "1": -1001, "2": -1001},
             "fatal": [],
             "errors": [],
         })
@@ -681,9 +700,17 @@ mod checker {
         assert!(p.iter().any(|s| s.contains("after 1")), "{p:?}");
         assert!(p.iter().any(|s| s.contains("lost read")), "{p:?}");
         // Nothing acknowledged after healing.
-        let (p, _) = check(&history(good_final(), none), 25.0);
+        let (p, _) = check(&history(good_final(), none.clone()), 25.0);
         assert!(
             p.iter().any(|s| s.contains("after the faults healed")),
+            "{p:?}"
+        );
+        // An acknowledged commit lost.
+        let mut lost_commit = history(good_final(), none);
+        lost_commit["committed"]["0"] = json!(0);
+        let (p, _) = check(&lost_commit, 15.0);
+        assert!(
+            p.iter().any(|s| s.contains("the group committed 1")),
             "{p:?}"
         );
     }

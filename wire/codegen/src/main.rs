@@ -42,6 +42,8 @@ const MESSAGES: &[&str] = &[
     "DeleteTopics",
     "InitProducerId",
     "OffsetForLeaderEpoch",
+    "ElectLeaders",
+    "DescribeCluster",
 ];
 
 /// An inclusive version range; `lo > hi` is the empty range ("none").

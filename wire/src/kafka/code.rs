@@ -86,5 +86,12 @@ pub const MEMBER_ID_REQUIRED: i16 = 79;
 pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
 /// Another member now owns this `group_instance_id`.
 pub const FENCED_INSTANCE_ID: i16 = 82;
+/// ElectLeaders: the preferred replica is not a live in-sync replica.
+pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+/// ElectLeaders: the preferred replica leads already.
+pub const ELECTION_NOT_NEEDED: i16 = 84;
+/// DescribeCluster: controllers were asked of a broker endpoint (Tidelog's nodes answer for
+/// brokers only).
+pub const MISMATCHED_ENDPOINT_TYPE: i16 = 114;
 /// A batch breaks a record-batch rule (count, control bit, magic, ...).
 pub const INVALID_RECORD: i16 = 87;

@@ -25,7 +25,17 @@ use tidelog_wire::kafka::generated::{
 };
 
 /// The cluster id every node reports.
-const CLUSTER_ID: &str = "tidelog";
+pub(super) const CLUSTER_ID: &str = "tidelog";
+
+/// The controller a client is told of. Any node takes admin requests (it proposes them to
+/// the metadata Raft, which forwards to its leader), so a client is pointed at the node it
+/// already talks to: a dead metadata leader is never advertised while a new one is elected.
+pub(super) fn controller_id(view: Option<&crate::shard::cluster::View>) -> i32 {
+    match view {
+        None => 0,
+        Some(view) => crate::cluster::kafka_broker_id(view.me, 0),
+    }
+}
 
 impl KafkaConnection {
     pub(super) async fn metadata(
@@ -62,38 +72,16 @@ impl KafkaConnection {
             }
         }
         let view = shard.view();
-        let brokers = match &view {
-            None => (0..shard.shards())
-                .map(|node| {
-                    let (host, port) = self.node(node);
-                    MetadataResponseBroker {
-                        node_id: node as i32,
-                        host,
-                        port,
-                        rack: None,
-                    }
-                })
-                .collect(),
-            // Every shard of every live registered node is a Kafka broker (a fenced node is
-            // left out, as Kafka leaves out fenced brokers, so clients do not try it).
-            Some(view) => {
-                view.state
-                    .nodes
-                    .values()
-                    .filter(|node| view.state.is_live(node.id))
-                    .flat_map(|node| {
-                        node.kafka_ports.iter().enumerate().map(|(s, port)| {
-                            MetadataResponseBroker {
-                                node_id: crate::cluster::kafka_broker_id(node.id, s),
-                                host: node.kafka_host.clone(),
-                                port: i32::from(*port),
-                                rack: None,
-                            }
-                        })
-                    })
-                    .collect()
-            }
-        };
+        let brokers = self
+            .brokers(view.as_deref())
+            .into_iter()
+            .map(|(node_id, host, port)| MetadataResponseBroker {
+                node_id,
+                host,
+                port,
+                rack: None,
+            })
+            .collect();
         // A partition's Kafka broker id: its node's shard that owns it.
         let broker_of = |topic: &str, p: u32, node: crate::cluster::NodeId| -> Option<i32> {
             let view = view.as_ref()?;
@@ -179,6 +167,8 @@ impl KafkaConnection {
                                 .unwrap_or(code::UNKNOWN_TOPIC_OR_PARTITION);
                         }
                     }
+                    // Clients leave internal topics out of pattern subscriptions.
+                    topic.is_internal = name == crate::groups::OFFSETS_TOPIC;
                     topic.name = Some(name);
                     topic
                 })
@@ -187,17 +177,43 @@ impl KafkaConnection {
         let response = MetadataResponse {
             brokers,
             cluster_id: Some(CLUSTER_ID.into()),
-            // Any node takes admin requests (it proposes them to the metadata Raft, which
-            // forwards to its leader), so a client is pointed at the node it already talks
-            // to: a dead metadata leader is never advertised while a new one is elected.
-            controller_id: match &view {
-                None => 0,
-                Some(view) => crate::cluster::kafka_broker_id(view.me, 0),
-            },
+            controller_id: controller_id(view.as_deref()),
             topics,
             ..Default::default()
         };
         self.respond(meta, |out, v| response.encode(out, v)).await
+    }
+
+    /// The Kafka brokers as `(id, host, port)`: this node's shards on a single node; every
+    /// shard of every live registered node in a cluster (a fenced node is left out, as Kafka
+    /// leaves out fenced brokers, so clients do not try it).
+    pub(super) fn brokers(
+        &self,
+        view: Option<&crate::shard::cluster::View>,
+    ) -> Vec<(i32, String, i32)> {
+        match view {
+            None => (0..self.shard().shards())
+                .map(|node| {
+                    let (host, port) = self.node(node);
+                    (node as i32, host, port)
+                })
+                .collect(),
+            Some(view) => view
+                .state
+                .nodes
+                .values()
+                .filter(|node| view.state.is_live(node.id))
+                .flat_map(|node| {
+                    node.kafka_ports.iter().enumerate().map(|(s, port)| {
+                        (
+                            crate::cluster::kafka_broker_id(node.id, s),
+                            node.kafka_host.clone(),
+                            i32::from(*port),
+                        )
+                    })
+                })
+                .collect(),
+        }
     }
 
     pub(super) async fn list_offsets(

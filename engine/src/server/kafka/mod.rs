@@ -28,6 +28,7 @@
 //! clients use to downgrade.
 
 mod admin;
+mod cluster;
 mod data;
 mod groups;
 
@@ -108,6 +109,8 @@ pub const ADVERTISED: &[(i16, i16, i16)] = &[
     (20, 1, 6), // DeleteTopics
     (22, 0, 4), // InitProducerId
     (23, 2, 4), // OffsetForLeaderEpoch
+    (43, 0, 2), // ElectLeaders
+    (60, 0, 1), // DescribeCluster
 ];
 
 /// Lowest Produce version actually served (v3: RecordBatch v2 only).
@@ -389,6 +392,16 @@ impl KafkaConnection {
                 self.check_partitions(topics.sum::<usize>() + groups.sum::<usize>())?;
                 self.offset_fetch(&meta, r).await
             }
+            RequestBody::ElectLeaders(r) => {
+                let n = r
+                    .topic_partitions
+                    .iter()
+                    .flatten()
+                    .map(|t| t.partitions.len());
+                self.check_partitions(n.sum())?;
+                self.elect_leaders(&meta, r).await
+            }
+            RequestBody::DescribeCluster(r) => self.describe_cluster(&meta, r).await,
             RequestBody::DescribeGroups(r) => self.describe_groups(&meta, r).await,
             RequestBody::ListGroups(r) => self.list_groups(&meta, r).await,
         }
@@ -515,6 +528,8 @@ pub(crate) fn error_code(error: &ShardError) -> i16 {
         ShardError::NotEnoughReplicasAfterAppend(_) => code::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
         ShardError::ReplicationTimedOut(_) => code::REQUEST_TIMED_OUT,
         ShardError::OutOfOrderSequence(_) => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        ShardError::ElectionNotNeeded(_) => code::ELECTION_NOT_NEEDED,
+        ShardError::PreferredLeaderNotAvailable(_) => code::PREFERRED_LEADER_NOT_AVAILABLE,
         _ => code::UNKNOWN_SERVER_ERROR,
     }
 }

@@ -9,8 +9,12 @@ pub mod create_topics_request;
 pub mod create_topics_response;
 pub mod delete_topics_request;
 pub mod delete_topics_response;
+pub mod describe_cluster_request;
+pub mod describe_cluster_response;
 pub mod describe_groups_request;
 pub mod describe_groups_response;
+pub mod elect_leaders_request;
+pub mod elect_leaders_response;
 pub mod fetch_request;
 pub mod fetch_response;
 pub mod find_coordinator_request;
@@ -66,6 +70,8 @@ pub enum RequestBody {
     DeleteTopics(delete_topics_request::DeleteTopicsRequest),
     InitProducerId(init_producer_id_request::InitProducerIdRequest),
     OffsetForLeaderEpoch(offset_for_leader_epoch_request::OffsetForLeaderEpochRequest),
+    ElectLeaders(elect_leaders_request::ElectLeadersRequest),
+    DescribeCluster(describe_cluster_request::DescribeClusterRequest),
 }
 
 /// Decodes the body of request `api_key` at `version` (the header already consumed).
@@ -147,6 +153,14 @@ pub fn decode_request_body(
             offset_for_leader_epoch_request::OffsetForLeaderEpochRequest::decode(d, version)?,
         )),
         23 => Err(DecodeError::UnsupportedVersion { api_key, version }),
+        43 if (0..=2).contains(&version) => Ok(RequestBody::ElectLeaders(
+            elect_leaders_request::ElectLeadersRequest::decode(d, version)?,
+        )),
+        43 => Err(DecodeError::UnsupportedVersion { api_key, version }),
+        60 if (0..=1).contains(&version) => Ok(RequestBody::DescribeCluster(
+            describe_cluster_request::DescribeClusterRequest::decode(d, version)?,
+        )),
+        60 => Err(DecodeError::UnsupportedVersion { api_key, version }),
         _ => Err(DecodeError::UnknownApiKey(api_key)),
     }
 }
@@ -172,6 +186,8 @@ pub fn request_is_flexible(api_key: i16, version: i16) -> bool {
         20 => delete_topics_request::is_flexible(version),
         22 => init_producer_id_request::is_flexible(version),
         23 => offset_for_leader_epoch_request::is_flexible(version),
+        43 => elect_leaders_request::is_flexible(version),
+        60 => describe_cluster_request::is_flexible(version),
         _ => false,
     }
 }
@@ -197,6 +213,8 @@ pub fn response_is_flexible(api_key: i16, version: i16) -> bool {
         20 => version >= 4,
         22 => version >= 2,
         23 => version >= 4,
+        43 => version >= 2,
+        60 => true,
         _ => false,
     }
 }

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Cluster administration through confluent-kafka's AdminClient (librdkafka), for
+tests/tests/it/cluster.rs:
+
+  cluster_admin.py elect ADDRS TOPIC
+      DescribeCluster (brokers, controller); then a preferred-leader election over every
+      partition of TOPIC (ElectLeaders); then the leaders again. Prints one JSON line:
+        brokers      broker ids DescribeCluster listed
+        controller   its controller id
+        preferred    per partition, its first replica
+        before       per partition, the leader before the election
+        after        per partition, the leader after (as metadata shows once it settles)
+        results      per partition, the election's error code (0, or e.g. 84
+                     ELECTION_NOT_NEEDED)
+  cluster_admin.py commit ADDRS TOPIC GROUP OFFSET
+      GROUP commits OFFSET on every partition of TOPIC (a synchronous commit, no
+      subscription); prints {"committed": OFFSET}
+  cluster_admin.py committed ADDRS TOPIC GROUP
+      prints {"committed": [offset per partition]} as GROUP's coordinator answers
+      (-1001: none)
+"""
+
+import json
+import sys
+import time
+
+from confluent_kafka import Consumer, ElectionType, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+
+BROKERS = 3
+
+
+def leaders(admin, topic):
+    meta = admin.list_topics(topic=topic, timeout=20).topics[topic]
+    ids = sorted(meta.partitions)
+    return ([meta.partitions[p].leader for p in ids], [meta.partitions[p].replicas[0] for p in ids])
+
+
+def elect(addrs, topic):
+    admin = AdminClient({"bootstrap.servers": addrs})
+    # Nodes apply metadata one after another: a node just unfenced may be missing from the
+    # view of the one asked for a moment.
+    deadline = time.time() + 10
+    while True:
+        cluster = admin.describe_cluster(request_timeout=20).result(timeout=30)
+        if len(cluster.nodes) >= BROKERS or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    before, preferred = leaders(admin, topic)
+    partitions = [TopicPartition(topic, p) for p in range(len(before))]
+    # No timeout arguments: confluent-kafka 2.16.1's binding rejects any keyword argument
+    # of elect_leaders (SystemError from its argument parser).
+    outcome = admin.elect_leaders(ElectionType.PREFERRED, partitions).result(timeout=40)
+    results = [0] * len(before)
+    for tp, error in outcome.items():
+        if error is not None:
+            # A KafkaError, or a KafkaException wrapping one.
+            inner = error.args[0] if getattr(error, "args", None) else error
+            results[tp.partition] = inner.code()
+    # The proposing node answered once it applied the change; the node metadata comes from
+    # may apply it a moment later.
+    deadline = time.time() + 20
+    while True:
+        after, _ = leaders(admin, topic)
+        if after == preferred or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    print(json.dumps({
+        "brokers": sorted(n.id for n in cluster.nodes),
+        "controller": cluster.controller.id if cluster.controller else -1,
+        "preferred": preferred,
+        "before": before,
+        "after": after,
+        "results": results,
+    }))
+
+
+def consumer(addrs, group):
+    return Consumer({"bootstrap.servers": addrs, "group.id": group,
+                     "enable.auto.commit": False, "socket.timeout.ms": 10000})
+
+
+def partition_count(addrs, topic):
+    admin = AdminClient({"bootstrap.servers": addrs})
+    return len(admin.list_topics(topic=topic, timeout=20).topics[topic].partitions)
+
+
+def commit(addrs, topic, group, offset):
+    n = partition_count(addrs, topic)
+    c = consumer(addrs, group)
+    c.commit(offsets=[TopicPartition(topic, p, offset) for p in range(n)], asynchronous=False)
+    c.close()
+    print(json.dumps({"committed": offset}))
+
+
+def committed(addrs, topic, group):
+    n = partition_count(addrs, topic)
+    c = consumer(addrs, group)
+    got = c.committed([TopicPartition(topic, p) for p in range(n)], timeout=30)
+    c.close()
+    print(json.dumps({"committed": [tp.offset for tp in sorted(got, key=lambda t: t.partition)]}))
+
+
+def main():
+    phase = sys.argv[1]
+    if phase == "elect":
+        elect(sys.argv[2], sys.argv[3])
+    elif phase == "commit":
+        commit(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    elif phase == "committed":
+        committed(sys.argv[2], sys.argv[3], sys.argv[4])
+    else:
+        sys.exit(f"unknown phase {phase}")
+
+
+if __name__ == "__main__":
+    main()
