@@ -955,6 +955,34 @@ impl Coordinator {
         }
     }
 
+    /// Drops every group for which `doomed` holds (in a cluster: this node no longer
+    /// coordinates its slot). Parked JoinGroup and SyncGroup requests are answered
+    /// NOT_COORDINATOR, so their members look the coordinator up again; the group's
+    /// committed offsets are not kept here and stay where they are.
+    pub fn forget(&mut self, doomed: impl Fn(&str) -> bool) -> Ready {
+        let ids: Vec<String> = self.groups.keys().filter(|g| doomed(g)).cloned().collect();
+        let mut ready = Vec::new();
+        for id in ids {
+            let Some(group) = self.groups.remove(&id) else {
+                continue;
+            };
+            if let Some(armed) = group.armed_ms {
+                self.timers.remove(&(armed, id.clone()));
+            }
+            for (member_id, member) in group.members {
+                if let Some(ticket) = member.join {
+                    let answer = JoinResponse::error(codes::NOT_COORDINATOR, &member_id);
+                    ready.push((ticket, Outcome::Join(answer)));
+                }
+                if let Some(ticket) = member.sync {
+                    let answer = SyncResponse::error(codes::NOT_COORDINATOR);
+                    ready.push((ticket, Outcome::Sync(answer)));
+                }
+            }
+        }
+        ready
+    }
+
     /// Runs every timer due at `now_ms`: session and pending-member expiry, the end of the
     /// join phase (initial delay or rebalance timeout), the pending-sync timeout.
     pub fn tick(&mut self, now_ms: u64) -> Ready {

@@ -168,6 +168,13 @@ impl<C: Clock> GroupService<C> {
             .validate_commit(group_id, generation, member_id, group_instance_id)
     }
 
+    /// Drops the groups for which `doomed` holds ([`Coordinator::forget`]); their parked
+    /// requests are answered NOT_COORDINATOR.
+    pub fn forget(&self, doomed: impl Fn(&str) -> bool) {
+        let ready = self.core.borrow_mut().forget(doomed);
+        self.deliver(ready);
+    }
+
     /// DescribeGroups for one group.
     pub fn describe(&self, group_id: &str) -> GroupDescription {
         self.core.borrow().describe(group_id)

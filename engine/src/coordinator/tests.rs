@@ -112,6 +112,30 @@ fn stable_pair(c: &mut Coordinator) -> (String, String) {
     (leader, follower)
 }
 
+/// A coordinator that loses the group's slot forgets the group: a parked JoinGroup is
+/// answered NOT_COORDINATOR, the group's timers go, and another group stays.
+#[test]
+fn forgetting_a_group_answers_its_parked_requests_not_coordinator() {
+    let mut c = Coordinator::new(config(), 7);
+    let (leader, _follower) = stable_pair(&mut c);
+    // The leader re-joins: a rebalance starts and its JoinGroup is parked.
+    assert!(c
+        .join(2_000, Ticket(10), join_req(&leader, "a", 4))
+        .is_empty());
+    let mut other = join_req("", "z", 4);
+    other.group_id = "other".to_owned();
+    let _ = c.join(2_000, Ticket(11), other);
+    let ready = c.forget(|g| g == GROUP);
+    let answer = join_of(&ready, 10).expect("the parked join is answered");
+    assert_eq!(answer.error, codes::NOT_COORDINATOR);
+    assert_eq!(c.describe(GROUP).state, GroupState::Dead);
+    assert_ne!(c.describe("other").state, GroupState::Dead);
+    c.check_invariants().expect("invariants");
+    assert!(tick_until_quiet(&mut c, 100_000)
+        .iter()
+        .all(|(t, _)| *t != Ticket(10)));
+}
+
 #[test]
 fn single_member_v4_join_sync_becomes_stable() {
     let mut c = Coordinator::new(config(), 7);

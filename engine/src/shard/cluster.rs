@@ -185,6 +185,7 @@ impl Shard {
         if self.view().is_none() {
             return;
         }
+        let mut lost = Vec::new();
         self.offsets.borrow_mut().retain(|slot, (epoch, _)| {
             let keep = self.leads_here(OFFSETS_TOPIC, *slot)
                 && self.leading_epoch(OFFSETS_TOPIC, *slot) == Some(*epoch);
@@ -195,9 +196,15 @@ impl Shard {
                     epoch = *epoch,
                     "no longer coordinating the groups of an offsets slot"
                 );
+                lost.push(*slot);
             }
             keep
         });
+        if !lost.is_empty() {
+            // Their members find the new coordinator; nothing stale stays for a later return.
+            self.groups
+                .forget(|group| lost.contains(&crate::groups::slot_of(group)));
+        }
         let logs: Vec<(u32, Rc<super::Log>)> = self
             .partitions
             .borrow()

@@ -347,6 +347,9 @@ fn records(list: &serde_json::Value) -> Vec<(i64, String)> {
         .collect()
 }
 
+/// Acknowledgement gaps of a partition longer than this are reported as write pauses.
+const PAUSE_REPORTED_S: f64 = 1.0;
+
 /// The producer's sequence number in a value `P-SEQ` of partition `p`.
 fn seq(value: &str, p: usize) -> Option<u64> {
     let (part, seq) = value.split_once('-')?;
@@ -359,6 +362,9 @@ fn check(history: &serde_json::Value, healed_at: f64) -> (Vec<String>, String) {
     let mut problems = Vec::new();
     let (mut acked_total, mut failed_total, mut observed_total, mut final_total) = (0, 0, 0, 0);
     let mut commits_total = 0;
+    // Gaps between a partition's acknowledgements (the producer sends 50 a second): how long
+    // writes stalled while a fault lasted and a new leader took over.
+    let mut pauses: Vec<f64> = Vec::new();
     for fatal in history["fatal"].as_array().into_iter().flatten() {
         problems.push(format!("fatal client error: {fatal}"));
     }
@@ -393,14 +399,22 @@ fn check(history: &serde_json::Value, healed_at: f64) -> (Vec<String>, String) {
         acked_total += acked.len();
         failed_total += history["failed"][&key].as_array().map_or(0, Vec::len);
         let mut after_heal = 0;
+        let mut previous: Option<f64> = None;
         for ack in acked {
             let value = ack[0].as_str().expect("value");
             if !where_.contains_key(value) {
                 problems.push(format!("p{p}: acknowledged {value} is lost"));
             }
-            if ack[1].as_f64().expect("time") > healed_at {
+            let at = ack[1].as_f64().expect("time");
+            if at > healed_at {
                 after_heal += 1;
             }
+            if let Some(before) = previous {
+                if at - before > PAUSE_REPORTED_S {
+                    pauses.push(at - before);
+                }
+            }
+            previous = Some(at);
         }
         if after_heal == 0 {
             problems.push(format!(
@@ -445,9 +459,21 @@ fn check(history: &serde_json::Value, healed_at: f64) -> (Vec<String>, String) {
         }
     }
     problems.truncate(50);
+    pauses.sort_by(f64::total_cmp);
+    let quantile = |q: f64| {
+        let i = ((pauses.len() as f64 * q).ceil() as usize).clamp(1, pauses.len().max(1)) - 1;
+        pauses.get(i).copied().unwrap_or(0.0)
+    };
+    let pauses = format!(
+        "write pauses over {PAUSE_REPORTED_S} s: {} (p50 {:.1} s, p99 {:.1} s, max {:.1} s)",
+        pauses.len(),
+        quantile(0.5),
+        quantile(0.99),
+        pauses.last().copied().unwrap_or(0.0)
+    );
     let summary = format!(
         "acknowledged {acked_total}, failed {failed_total}, read live {observed_total}, \
-         in the log {final_total}, group commits acknowledged {commits_total}"
+         in the log {final_total}, group commits acknowledged {commits_total}; {pauses}"
     );
     (problems, summary)
 }
