@@ -20,7 +20,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Protocol::Native)]
     pub protocol: Protocol,
     /// Broker address, HOST:PORT. Native: any shard (usually the shared native port).
-    /// Kafka: the bootstrap broker (Tidelog's --kafka-addr); left at the default, it becomes
+    /// Kafka: the bootstrap brokers, HOST:PORT[,HOST:PORT...] (Tidelog's --kafka-addr of one
+    /// or more nodes), tried in order until one answers; left at the default,
     /// 127.0.0.1:9092.
     #[arg(long, default_value = BROKER_DEFAULT)]
     pub broker: String,
@@ -435,7 +436,10 @@ fn parse_cpus(s: &str) -> Result<CpuList, String> {
 pub struct Plan {
     pub mode: Mode,
     pub protocol: Protocol,
+    /// The first of `bootstrap`: the native broker, or the first Kafka bootstrap address.
     pub broker: SocketAddr,
+    /// Kafka: every bootstrap address, in the order given (one for native).
+    pub bootstrap: Vec<SocketAddr>,
     /// The topics' names (one, or `TOPIC-i` for --topics > 1).
     pub topics: Vec<String>,
     pub partitions: u32,
@@ -469,6 +473,8 @@ pub struct Plan {
 
 /// Most topics one run spreads over.
 pub const TOPICS_MAX: usize = 10_000;
+/// Most Kafka bootstrap addresses --broker may list.
+pub const BOOTSTRAP_MAX: usize = 64;
 /// Longest --group name (the broker's bound).
 pub const GROUP_BYTES_MAX: usize = 255;
 
@@ -536,11 +542,29 @@ impl Plan {
             Protocol::Kafka if args.broker == BROKER_DEFAULT => KAFKA_BROKER_DEFAULT,
             _ => args.broker.as_str(),
         };
-        let broker = broker
-            .to_socket_addrs()
-            .with_context(|| format!("cannot resolve --broker {broker}"))?
-            .next()
-            .ok_or_else(|| anyhow!("--broker {broker} resolves to no address"))?;
+        let list: Vec<&str> = broker
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .collect();
+        if list.len() > 1 && args.protocol == Protocol::Native {
+            bail!("--broker takes one address with --protocol native (any shard answers)");
+        }
+        if list.len() > BOOTSTRAP_MAX {
+            bail!("--broker lists at most {BOOTSTRAP_MAX} addresses");
+        }
+        let bootstrap = list
+            .iter()
+            .map(|addr| {
+                addr.to_socket_addrs()
+                    .with_context(|| format!("cannot resolve --broker {addr}"))?
+                    .next()
+                    .ok_or_else(|| anyhow!("--broker {addr} resolves to no address"))
+            })
+            .collect::<Result<Vec<SocketAddr>>>()?;
+        let broker = *bootstrap
+            .first()
+            .ok_or_else(|| anyhow!("--broker names no address"))?;
         let executors = match &args.cores {
             Some(CpuList(cpus)) => cpus.iter().map(|c| Some(*c)).collect(),
             None => {
@@ -558,6 +582,7 @@ impl Plan {
             mode: args.mode,
             protocol: args.protocol,
             broker,
+            bootstrap,
             topics: topic_names(&args.topic, args.topics),
             partitions: args.partitions,
             producers: if args.mode.produces() {
@@ -595,7 +620,12 @@ impl Plan {
         serde_json::json!({
             "mode": self.mode.name(),
             "protocol": self.protocol.name(),
-            "broker": self.broker.to_string(),
+            "broker": self
+                .bootstrap
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             "topic": self.topics.first(),
             "topics": self.topics.len(),
             "partitions": self.partitions,
@@ -659,6 +689,17 @@ mod tests {
         assert_eq!(Plan::from_args(&a).expect("valid").duration, None);
         assert!(parse("--records 5 --duration 3").is_err());
         assert!(parse("--acks 2").is_err());
+    }
+
+    #[test]
+    fn kafka_takes_a_bootstrap_list_and_native_one_address() {
+        let a = parse("--protocol kafka --broker 127.0.0.1:1,127.0.0.2:2").expect("parses");
+        let plan = Plan::from_args(&a).expect("valid");
+        assert_eq!(plan.bootstrap.len(), 2);
+        assert_eq!(plan.broker, plan.bootstrap[0]);
+        assert_eq!(plan.to_json()["broker"], "127.0.0.1:1,127.0.0.2:2");
+        let native = parse("--broker 127.0.0.1:1,127.0.0.2:2").expect("parses");
+        assert!(Plan::from_args(&native).is_err());
     }
 
     #[test]

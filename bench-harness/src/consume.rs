@@ -84,7 +84,7 @@ pub(crate) async fn ready(shared: Arc<Shared>, j: usize) -> Result<Option<LoadCo
             }))
         }
         Protocol::Kafka => {
-            let client = Rc::new(KafkaClient::connect(plan.broker, &plan.topics).await?);
+            let client = Rc::new(KafkaClient::connect(&plan.bootstrap, &plan.topics).await?);
             client.refresh(false).await?;
             let (tps, group) = match &plan.group {
                 Some(g) => {

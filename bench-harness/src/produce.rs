@@ -54,7 +54,7 @@ impl ProducerClient {
                 ProducerClient::Native(client)
             }
             Protocol::Kafka => {
-                let client = KafkaClient::connect(plan.broker, &plan.topics).await?;
+                let client = KafkaClient::connect(&plan.bootstrap, &plan.topics).await?;
                 client.refresh(false).await?;
                 for tp in shared.targets() {
                     client.leader(*tp).await?;
@@ -88,7 +88,17 @@ struct Acks {
 impl Acks {
     /// Records the latency of every record of an acknowledged batch, or its error (`error`:
     /// the kind).
-    fn batch(&mut self, slot: Option<usize>, first: Option<u64>, n: usize, error: Option<String>) {
+    fn batch(
+        &mut self,
+        slot: Option<usize>,
+        first: Option<u64>,
+        n: usize,
+        outcome: Result<Option<i32>, String>,
+    ) {
+        let (node, error) = match outcome {
+            Ok(node) => (node, None),
+            Err(kind) => (None, Some(kind)),
+        };
         let live = &self.shared.live;
         let n = n as u64;
         let now = now_ns();
@@ -129,6 +139,11 @@ impl Acks {
                 if measuring {
                     self.result.produced += n;
                     self.result.produced_bytes += bytes;
+                    if let Some(node) = node {
+                        let by_node = self.result.produced_by_node.entry(node).or_default();
+                        by_node.0 += n;
+                        by_node.1 += bytes;
+                    }
                 }
                 Live::add(&live.produced, n);
                 Live::add(&live.produced_bytes, bytes);
@@ -187,8 +202,11 @@ pub(crate) async fn produce(
     let ack = {
         let acks = Rc::clone(&acks);
         let windows = Rc::clone(&windows);
-        move |slot: Option<usize>, first: Option<u64>, n: usize, error: Option<String>| {
-            acks.borrow_mut().batch(slot, first, n, error);
+        move |slot: Option<usize>,
+              first: Option<u64>,
+              n: usize,
+              outcome: Result<Option<i32>, String>| {
+            acks.borrow_mut().batch(slot, first, n, outcome);
             if let Some(w) = slot.and_then(|s| windows.get(s)) {
                 w.signal(n as u64);
             }
@@ -221,7 +239,7 @@ pub(crate) async fn produce(
                     slot,
                     b.first_index,
                     b.records,
-                    b.result.err().map(error_kind),
+                    b.result.map(|_| None).map_err(error_kind),
                 );
             });
             Sender::Native(producer)
@@ -245,7 +263,7 @@ pub(crate) async fn produce(
                     Some(r.slot),
                     Some(r.first_index),
                     r.records,
-                    r.result.err().map(|e| e.kind()),
+                    r.result.map(Some).map_err(|e| e.kind().to_owned()),
                 );
             });
             Sender::Kafka(producer)

@@ -316,6 +316,18 @@ pub fn table(run: &Run) -> String {
         // publish latency above, shown so that a late generator is not taken for the broker.
         row(&mut s, "send lag", None, Some(l.summary()));
     }
+    if let (Some(p), false) = (&outcome.produce, outcome.produced_by_node.is_empty()) {
+        // Over the produce phase's whole time, so the nodes' figures add up to its total.
+        let _ = writeln!(s, "produced, by the node that acknowledged it (leader):");
+        for (node, (records, bytes)) in &outcome.produced_by_node {
+            let (rps, mbs) = rates(*records, *bytes, p.elapsed);
+            let share = 100.0 * *bytes as f64 / p.bytes.max(1) as f64;
+            let _ = writeln!(
+                s,
+                "  node {node:>8} {records:>12} {rps:>12.0} {mbs:>10.1} MB/s  {share:>5.1}%"
+            );
+        }
+    }
     if outcome.errors.0.is_empty() {
         let _ = writeln!(s, "errors: none");
     } else {
@@ -504,6 +516,26 @@ pub fn compare_json(first: &Run, second: &Run) -> serde_json::Value {
     })
 }
 
+/// Kafka: the produce phase per acknowledging node (broker id), rates over the phase's time.
+fn by_node_json(
+    p: &Phase,
+    by_node: &std::collections::BTreeMap<i32, (u64, u64)>,
+) -> serde_json::Value {
+    by_node
+        .iter()
+        .map(|(node, (records, bytes))| {
+            let (rps, mbs) = rates(*records, *bytes, p.elapsed);
+            serde_json::json!({
+                "node": node,
+                "records": records,
+                "bytes": bytes,
+                "records_per_s": rps,
+                "mb_per_s": mbs,
+            })
+        })
+        .collect()
+}
+
 fn phase_json(p: &Phase, latency: bool) -> serde_json::Value {
     let (rps, mbs) = rates(p.records, p.bytes, p.elapsed);
     let mut v = serde_json::json!({
@@ -545,7 +577,11 @@ pub fn json(run: &Run) -> serde_json::Value {
         "params": params,
         "broker": broker,
         "series": run.telemetry.series.iter().map(|p| p.to_json()).collect::<Vec<_>>(),
-        "produce": outcome.produce.as_ref().map(|p| phase_json(p, true)),
+        "produce": outcome.produce.as_ref().map(|p| {
+            let mut v = phase_json(p, true);
+            v["by_node"] = by_node_json(p, &outcome.produced_by_node);
+            v
+        }),
         "consume": outcome.consume.as_ref().map(|p| phase_json(p, false)),
         "e2e": outcome.e2e.as_ref().map(|l| serde_json::json!({ "latency_us": l.summary().to_json() })),
         "send_lag_us": outcome.send_lag.as_ref().map(|l| l.summary().to_json()),

@@ -202,7 +202,7 @@ async fn native_setup(plan: &Plan) -> Result<Setup> {
 }
 
 async fn kafka_setup(plan: &Plan) -> Result<Setup> {
-    let client = kafka::client::KafkaClient::connect(plan.broker, &plan.topics)
+    let client = kafka::client::KafkaClient::connect(&plan.bootstrap, &plan.topics)
         .await
         .with_context(|| format!("Kafka bootstrap {}", plan.broker))?;
     let counts = match client
@@ -293,6 +293,7 @@ fn merge(shared: &Shared, partitions: u32, results: Vec<WorkerResult>) -> Outcom
         send_lag: (plan.mode.produces() && plan.rate.is_some()).then_some(all.send_lag),
         errors: all.errors,
         consume_expected,
+        produced_by_node: all.produced_by_node,
     }
 }
 

@@ -3,6 +3,7 @@
 //! consumers split the targets. [`crate::run`] orchestrates; [`crate::produce`],
 //! [`crate::consume`] and [`crate::kafka`] work on this, never on the orchestration.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -42,6 +43,8 @@ pub struct Outcome {
     pub errors: Errors,
     /// Records between the consumers' start and end offsets: what they had to read.
     pub consume_expected: u64,
+    /// Kafka: records and bytes produced, by the node (broker id) that acknowledged them.
+    pub produced_by_node: BTreeMap<i32, (u64, u64)>,
 }
 
 /// State shared by the executors and the progress line.
@@ -220,6 +223,8 @@ pub(crate) struct WorkerResult {
     pub e2e_latency: Latency,
     pub consume_end: Option<Instant>,
     pub errors: Errors,
+    /// Kafka: records and bytes acknowledged, by the node (broker id) that acknowledged them.
+    pub produced_by_node: BTreeMap<i32, (u64, u64)>,
 }
 
 impl WorkerResult {
@@ -234,6 +239,11 @@ impl WorkerResult {
         self.e2e_latency.merge(&o.e2e_latency);
         self.consume_end = self.consume_end.max(o.consume_end);
         self.errors.merge(&o.errors);
+        for (node, (records, bytes)) in o.produced_by_node {
+            let entry = self.produced_by_node.entry(node).or_default();
+            entry.0 += records;
+            entry.1 += bytes;
+        }
     }
 }
 

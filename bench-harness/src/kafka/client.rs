@@ -223,7 +223,10 @@ pub use crate::work::Tp;
 /// A Kafka client for a fixed list of topics; `!Send`, one per executor (or per consumer).
 #[derive(Debug)]
 pub struct KafkaClient {
-    bootstrap: SocketAddr,
+    /// The bootstrap addresses, tried in order; the one that answered last goes first.
+    bootstrap: Vec<SocketAddr>,
+    /// Index in `bootstrap` of the address that answered last.
+    booted: Cell<usize>,
     topics: Vec<String>,
     boot: RefCell<Option<NodeConn>>,
     /// Node id → address, from the last metadata.
@@ -236,14 +239,15 @@ pub struct KafkaClient {
 }
 
 impl KafkaClient {
-    /// Connects to the bootstrap broker and negotiates versions.
+    /// Connects to the first bootstrap broker that answers and negotiates versions.
     ///
     /// # Errors
-    /// As [`NodeConn::open`].
-    pub async fn connect(bootstrap: SocketAddr, topics: &[String]) -> Result<Self> {
-        let boot = NodeConn::open(bootstrap).await?;
+    /// As [`NodeConn::open`], for the last address tried; an empty list.
+    pub async fn connect(bootstrap: &[SocketAddr], topics: &[String]) -> Result<Self> {
+        let (booted, boot) = open_any(bootstrap, 0).await?;
         Ok(KafkaClient {
-            bootstrap,
+            bootstrap: bootstrap.to_vec(),
+            booted: Cell::new(booted),
             topics: topics.to_vec(),
             boot: RefCell::new(Some(boot)),
             nodes: RefCell::new(HashMap::new()),
@@ -302,7 +306,8 @@ impl KafkaClient {
         match cached {
             Some(c) if !c.conn.is_closed() => Ok(c),
             _ => {
-                let c = NodeConn::open(self.bootstrap).await?;
+                let (booted, c) = open_any(&self.bootstrap, self.booted.get()).await?;
+                self.booted.set(booted);
                 *self.boot.borrow_mut() = Some(c.clone());
                 Ok(c)
             }
@@ -339,7 +344,7 @@ impl KafkaClient {
     pub fn learn_node(&self, id: i32, host: &str, port: i32) -> Result<()> {
         let port = u16::try_from(port)
             .map_err(|_| KafkaError::Malformed(format!("node {id} port {port}")))?;
-        let addr = resolve(host, port, self.bootstrap)?;
+        let addr = resolve(host, port, self.bootstrap[self.booted.get()])?;
         let old = self.nodes.borrow_mut().insert(id, addr);
         if old.is_some_and(|a| a != addr) {
             self.conns.borrow_mut().remove(&id);
@@ -392,7 +397,10 @@ impl KafkaClient {
                 let port = u16::try_from(b.port).map_err(|_| {
                     KafkaError::Malformed(format!("Metadata: node {} port {}", b.node_id, b.port))
                 })?;
-                nodes.insert(b.node_id, resolve(&b.host, port, self.bootstrap)?);
+                nodes.insert(
+                    b.node_id,
+                    resolve(&b.host, port, self.bootstrap[self.booted.get()])?,
+                );
             }
         }
         self.controller.set(m.controller_id);
@@ -654,6 +662,20 @@ pub fn by_topic(tps: &[Tp]) -> Vec<(usize, Vec<i32>)> {
 
 /// Resolves a node's advertised `host:port`, preferring the bootstrap address's IP family
 /// (a broker advertising `localhost` may listen on IPv4 only).
+/// Opens the first of `addrs` that answers, starting at `from` and wrapping around; returns
+/// its index.
+async fn open_any(addrs: &[SocketAddr], from: usize) -> Result<(usize, NodeConn)> {
+    let mut last = KafkaError::Connect("no bootstrap address".into());
+    for k in 0..addrs.len() {
+        let i = (from + k) % addrs.len();
+        match NodeConn::open(addrs[i]).await {
+            Ok(c) => return Ok((i, c)),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 fn resolve(host: &str, port: u16, bootstrap: SocketAddr) -> Result<SocketAddr> {
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()

@@ -63,7 +63,8 @@ pub struct Report<'a> {
     /// Index of the batch's first record among the slot's records, from 0.
     pub first_index: u64,
     pub records: usize,
-    pub result: Result<(), &'a KafkaError>,
+    /// The node (Kafka broker id) that acknowledged it: the partition's leader then.
+    pub result: Result<i32, &'a KafkaError>,
 }
 
 type Listener = Box<dyn Fn(&Report<'_>)>;
@@ -280,7 +281,7 @@ impl KafkaProducer {
         let mut attempt = 0;
         let outcome = loop {
             match self.produce_once(tp, &sealed.batch).await {
-                Ok(()) => break Ok(()),
+                Ok(node) => break Ok(node),
                 Err(e) if e.is_retriable() && attempt < PRODUCE_RETRIES => {
                     attempt += 1;
                     glommio::timer::sleep(RETRY_BACKOFF * attempt as u32).await;
@@ -295,7 +296,7 @@ impl KafkaProducer {
                 slot,
                 first_index: sealed.first_index,
                 records: sealed.records,
-                result: outcome.as_ref().map(|_| ()),
+                result: outcome.as_ref().copied(),
             });
         }
         if let Some(s) = self.slots.borrow_mut().get_mut(slot) {
@@ -305,8 +306,10 @@ impl KafkaProducer {
         self.pump(slot);
     }
 
-    /// One Produce of `records` to `tp`'s leader; with acks=0, done once written.
-    async fn produce_once(&self, tp: Tp, records: &Bytes) -> super::Result<()> {
+    /// One Produce of `records` to `tp`'s leader; with acks=0, done once written. Returns
+    /// the leader's node id.
+    async fn produce_once(&self, tp: Tp, records: &Bytes) -> super::Result<i32> {
+        let leader = self.client.leader_id(tp);
         let node = self.client.leader(tp).await?;
         let v = node.versions.produce;
         let topic = self.client.topic(tp.0);
@@ -326,7 +329,7 @@ impl KafkaProducer {
             .send(api::PRODUCE, v, &parts, self.config.acks != 0)
             .await?
         else {
-            return Ok(());
+            return Ok(leader);
         };
         let body = pending.wait().await?;
         let r = ProduceResponse::decode(&mut Decoder::new(&body), v)
@@ -338,6 +341,6 @@ impl KafkaProducer {
             .flat_map(|t| &t.partition_responses)
             .find(|p| p.index == tp.1)
             .ok_or_else(|| KafkaError::Malformed(format!("Produce without {topic}/{}", tp.1)))?;
-        check("Produce", p.error_code)
+        check("Produce", p.error_code).map(|()| leader)
     }
 }

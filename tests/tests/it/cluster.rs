@@ -735,3 +735,81 @@ fn committed_offsets_survive_the_coordinators_death() {
         b.stop();
     }
 }
+
+/// The load generator takes a bootstrap list (its first address answers nothing) and reports
+/// what each node acknowledged: a topic of three partitions placed over three nodes gives
+/// three nodes whose figures add up to the total, in the text and in the JSON.
+#[test]
+fn the_load_generator_takes_a_bootstrap_list_and_reports_each_node() {
+    let _serial = serial();
+    let dir = crate::test_dir("cluster-bench");
+    let layout = Layout::new();
+    let nodes = layout.start(dir.path(), &[]);
+    // A port of this machine that nothing listens on.
+    let nobody = format!("127.0.0.1:{}", free_ports_below_ephemeral(1));
+    let bootstrap = format!("{nobody},{}", layout.addrs);
+    let json = dir.path().join("bench.json");
+    let json_arg = json.display().to_string();
+    let args = [
+        "produce",
+        "--protocol",
+        "kafka",
+        "--topic",
+        "spread3",
+        "--partitions",
+        "3",
+        "--records",
+        "3000",
+        "--record-size",
+        "100",
+        "--acks",
+        "all",
+        "--json",
+        &json_arg,
+    ];
+    let ran = run_bounded(
+        crate::kafka_clients::bench(&bootstrap, &args),
+        None,
+        Duration::from_secs(120),
+        dir.path(),
+    );
+    let logs: Vec<String> = nodes.iter().flatten().map(Broker::stderr).collect();
+    assert!(
+        ran.status.success(),
+        "tidelog-bench: {}\n{}\n{}",
+        ran.stdout,
+        ran.stderr,
+        logs.join("\n-----\n")
+    );
+    assert!(
+        ran.stdout.contains("by the node that acknowledged it"),
+        "{}",
+        ran.stdout
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json report")).expect("json");
+    assert_eq!(report["produce"]["records"], 3000, "{report}");
+    assert_eq!(
+        report["params"]["broker"]
+            .as_str()
+            .map(|b| b.split(',').count()),
+        Some(4),
+        "{report}"
+    );
+    let by_node = report["produce"]["by_node"].as_array().expect("by_node");
+    let ids: Vec<i64> = by_node.iter().filter_map(|n| n["node"].as_i64()).collect();
+    assert_eq!(
+        ids,
+        [1, 2, 3].map(|n| i64::from(cluster_id(n))),
+        "every node leads one partition: {report}"
+    );
+    let total: i64 = by_node.iter().filter_map(|n| n["records"].as_i64()).sum();
+    assert_eq!(total, 3000, "{report}");
+    assert!(
+        by_node.iter().all(|n| n["records"].as_i64() > Some(0)),
+        "{report}"
+    );
+    for b in nodes.into_iter().flatten() {
+        b.stop();
+    }
+}

@@ -176,7 +176,7 @@ pub(crate) fn python(c: &Clients, script: &str, args: &[&str]) -> Command {
 }
 
 /// `tidelog-bench <args> --broker <bootstrap>` (the current source, built by this package).
-fn bench(bootstrap: &str, args: &[&str]) -> Command {
+pub(crate) fn bench(bootstrap: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidelog-bench-under-test"));
     cmd.args(args).args(["--broker", bootstrap]);
     cmd
