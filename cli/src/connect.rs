@@ -83,9 +83,10 @@ pub fn explain(e: ClientError, broker: &str) -> anyhow::Error {
     }
 }
 
-/// `SocketAddr` of a partition's shard endpoint, for display.
-pub fn endpoint_text(md: &tidelog_client::Metadata, shard: u16) -> String {
+/// `SocketAddr` of a partition's endpoint (by endpoint id: the shard on a single node), for
+/// display.
+pub fn endpoint_text(md: &tidelog_client::Metadata, id: u64) -> String {
     md.endpoints
-        .get(&shard)
+        .get(&id)
         .map_or_else(|| "?".to_owned(), |e| format!("{}:{}", e.host, e.port))
 }

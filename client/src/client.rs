@@ -54,9 +54,21 @@ impl Default for ClientConfig {
     }
 }
 
+/// Endpoint ids per node: a shard's endpoint id is `node * ENDPOINTS_PER_NODE + shard` (the
+/// Kafka broker id Tidelog gives it); on a single node (node 0) it is the shard.
+pub const ENDPOINTS_PER_NODE: u64 = 1024;
+
+/// The endpoint id of `shard` on `node` (see [`ENDPOINTS_PER_NODE`]).
+pub fn endpoint_id(node: u64, shard: u16) -> u64 {
+    node.saturating_mul(ENDPOINTS_PER_NODE)
+        .saturating_add(u64::from(shard))
+}
+
 /// A shard's own listener, as metadata advertises it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
+    /// The node it is on: 0 on a single node, the node id in a cluster.
+    pub node: u64,
     /// The shard.
     pub shard: u16,
     /// Host name or address.
@@ -70,8 +82,9 @@ pub struct Endpoint {
 pub struct TopicInfo {
     /// The topic.
     pub name: String,
-    /// Owning shard of each partition, by partition index.
-    pub partitions: BTreeMap<i32, u16>,
+    /// Owning endpoint id of each partition (its shard on a single node; in a cluster its
+    /// leader's shard, see [`endpoint_id`]), by partition index.
+    pub partitions: BTreeMap<i32, u64>,
     /// Retention by age (-1: broker default or none).
     pub retention_ms: i64,
     /// Retention by size (-1: broker default or none).
@@ -88,8 +101,8 @@ impl TopicInfo {
 /// A metadata snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Metadata {
-    /// Shard endpoints, by shard.
-    pub endpoints: BTreeMap<u16, Endpoint>,
+    /// Shard endpoints, by endpoint id (the shard on a single node).
+    pub endpoints: BTreeMap<u64, Endpoint>,
     /// Topics that exist, by name.
     pub topics: BTreeMap<String, TopicInfo>,
 }
@@ -112,8 +125,8 @@ struct Inner {
     /// Bumped whenever cached topic metadata changes, so users of it (the producer's
     /// partition tables) can tell their copy is current with one load.
     generation: Cell<u64>,
-    /// Resolved endpoint addresses, by shard.
-    endpoint_addrs: RefCell<HashMap<u16, SocketAddr>>,
+    /// Resolved endpoint addresses, by endpoint id.
+    endpoint_addrs: RefCell<HashMap<u64, SocketAddr>>,
     /// One connection per address, opened lazily.
     conns: RefCell<HashMap<SocketAddr, Connection>>,
     /// Serialises connecting so that concurrent requests share one new connection.
@@ -211,22 +224,43 @@ impl Client {
         }
     }
 
-    /// The connection for metadata and admin requests (any shard answers them).
+    /// The connection for metadata and admin requests (any shard answers them): the
+    /// bootstrap address, or when it does not answer (its node is down), any endpoint the
+    /// last metadata listed.
     async fn any_conn(&self) -> Result<Connection> {
-        self.conn_to(self.inner.bootstrap).await
+        let first = match self.conn_to(self.inner.bootstrap).await {
+            Ok(c) => return Ok(c),
+            Err(e) => e,
+        };
+        let mut others: Vec<SocketAddr> = self
+            .inner
+            .endpoint_addrs
+            .borrow()
+            .values()
+            .copied()
+            .filter(|a| *a != self.inner.bootstrap)
+            .collect();
+        others.sort_unstable();
+        others.dedup();
+        for addr in others {
+            if let Ok(c) = self.conn_to(addr).await {
+                return Ok(c);
+            }
+        }
+        Err(first)
     }
 
-    /// The connection to `shard`'s own endpoint, as metadata advertises it.
-    pub(crate) async fn shard_conn(&self, shard: u16) -> Result<Connection> {
-        let addr = self.inner.endpoint_addrs.borrow().get(&shard).copied();
+    /// The connection to endpoint `id`'s own listener, as metadata advertises it.
+    pub(crate) async fn shard_conn(&self, id: u64) -> Result<Connection> {
+        let addr = self.inner.endpoint_addrs.borrow().get(&id).copied();
         let addr = match addr {
             Some(a) => a,
             None => {
                 self.metadata(&[]).await?;
-                let found = self.inner.endpoint_addrs.borrow().get(&shard).copied();
+                let found = self.inner.endpoint_addrs.borrow().get(&id).copied();
                 found.ok_or_else(|| ClientError::Protocol {
                     code: ErrorCode::NotOwner,
-                    message: format!("metadata lists no endpoint for shard {shard}"),
+                    message: format!("metadata lists no endpoint {id}"),
                 })?
             }
         };
@@ -238,7 +272,7 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::UnknownTopic`] if metadata does not list it.
-    pub async fn owner(&self, topic: &str, partition: i32) -> Result<u16> {
+    pub async fn owner(&self, topic: &str, partition: i32) -> Result<u64> {
         // Cached: a lookup without cloning the topic's partition map (once per produce request).
         if let Some(t) = self.inner.metadata.borrow().topics.get(topic) {
             if let Some(shard) = t.partitions.get(&partition) {
@@ -321,8 +355,8 @@ impl Client {
             .await?;
         let md = parse_metadata(&resp)?;
         let mut addrs = HashMap::new();
-        for e in md.endpoints.values() {
-            addrs.insert(e.shard, resolve(&e.host, e.port)?);
+        for (id, e) in &md.endpoints {
+            addrs.insert(*id, resolve(&e.host, e.port)?);
         }
         *self.inner.endpoint_addrs.borrow_mut() = addrs;
         {
@@ -484,7 +518,7 @@ impl Client {
     }
 
     async fn commit_once(&self, group: &str, offsets: &[(&str, i32, i64)]) -> Result<()> {
-        let mut by_shard: BTreeMap<u16, Vec<CommitOffsetT>> = BTreeMap::new();
+        let mut by_shard: BTreeMap<u64, Vec<CommitOffsetT>> = BTreeMap::new();
         for &(topic, partition, offset) in offsets {
             let shard = self.owner(topic, partition).await?;
             let mut c = CommitOffsetT::default();
@@ -538,7 +572,7 @@ impl Client {
         group: &str,
         partitions: &[(&str, i32)],
     ) -> Result<Vec<CommittedOffset>> {
-        let mut by_shard: BTreeMap<u16, Vec<TopicPartitionT>> = BTreeMap::new();
+        let mut by_shard: BTreeMap<u64, Vec<TopicPartitionT>> = BTreeMap::new();
         for &(topic, partition) in partitions {
             let shard = self.owner(topic, partition).await?;
             let mut tp = TopicPartitionT::default();
@@ -648,8 +682,9 @@ fn parse_metadata(resp: &Response) -> Result<Metadata> {
     let mut md = Metadata::default();
     for e in m.endpoints().unwrap_or_default() {
         md.endpoints.insert(
-            e.shard(),
+            endpoint_id(e.node(), e.shard()),
             Endpoint {
+                node: e.node(),
                 shard: e.shard(),
                 host: e.host().unwrap_or_default().to_owned(),
                 port: e.port(),
@@ -665,7 +700,7 @@ fn parse_metadata(resp: &Response) -> Result<Metadata> {
             .partitions()
             .unwrap_or_default()
             .iter()
-            .map(|p| (p.partition(), p.shard()))
+            .map(|p| (p.partition(), endpoint_id(p.node(), p.shard())))
             .collect();
         md.topics.insert(
             name.clone(),

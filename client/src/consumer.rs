@@ -242,7 +242,7 @@ impl Consumer {
     ) -> Result<()> {
         let max_wait = max_wait.min(self.client.config().request_timeout / 2);
         let max_wait_ms = i32::try_from(max_wait.as_millis()).unwrap_or(i32::MAX);
-        let mut by_shard: BTreeMap<u16, Vec<FetchPartitionT>> = BTreeMap::new();
+        let mut by_shard: BTreeMap<u64, Vec<FetchPartitionT>> = BTreeMap::new();
         let positions: Vec<((String, i32), i64)> = self
             .positions
             .iter()

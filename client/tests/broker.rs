@@ -52,7 +52,7 @@ fn producer_and_consumer_move_10k_records_through_two_shards() {
             .expect("create topic");
         let info = client.topic(TOPIC).await.expect("metadata");
         assert_eq!(info.partition_count(), PARTITIONS as usize);
-        let shards: HashSet<u16> = info.partitions.values().copied().collect();
+        let shards: HashSet<u64> = info.partitions.values().copied().collect();
         assert_eq!(shards.len(), 2, "3 partitions spread over both shards");
 
         let producer = Producer::new(

@@ -333,20 +333,58 @@ impl Connection<Native> {
             }
             BodyT::MetadataRequest(request) => {
                 let mut response = MetadataResponseT::default();
-                let endpoints = server
-                    .endpoints
-                    .native
-                    .iter()
-                    .enumerate()
-                    .map(|(i, addr)| {
-                        let mut endpoint = EndpointT::default();
-                        endpoint.shard = i as u16;
-                        endpoint.host = Some(server.config.advertised_host.clone());
-                        endpoint.port = addr.port();
-                        endpoint
-                    })
-                    .collect();
+                let view = shard.view();
+                let endpoints = match &view {
+                    None => server
+                        .endpoints
+                        .native
+                        .iter()
+                        .enumerate()
+                        .map(|(i, addr)| {
+                            let mut endpoint = EndpointT::default();
+                            endpoint.shard = i as u16;
+                            endpoint.host = Some(server.config.advertised_host.clone());
+                            endpoint.port = addr.port();
+                            endpoint
+                        })
+                        .collect(),
+                    // Every shard of every live node, as Kafka Metadata lists its brokers.
+                    Some(view) => view
+                        .state
+                        .nodes
+                        .values()
+                        .filter(|node| view.state.is_live(node.id))
+                        .flat_map(|node| {
+                            node.native_ports.iter().enumerate().map(|(s, port)| {
+                                let mut endpoint = EndpointT::default();
+                                endpoint.shard = s as u16;
+                                endpoint.host = Some(node.native_host.clone());
+                                endpoint.port = *port;
+                                endpoint.node = node.id;
+                                endpoint
+                            })
+                        })
+                        .collect(),
+                };
                 response.endpoints = Some(endpoints);
+                // A partition's owner: its shard here, or in a cluster its live leader's
+                // shard on that node (node 0: no leader now).
+                let owner_of = |name: &str, p: u32| -> (u64, u16) {
+                    let Some(view) = &view else {
+                        return (0, shard.owner(name, p) as u16);
+                    };
+                    let leader = view
+                        .leader_of(name, p)
+                        .filter(|n| view.state.is_live(*n))
+                        .and_then(|n| view.state.nodes.get(&n));
+                    match leader {
+                        Some(node) => (
+                            node.id,
+                            crate::meta::shard_for(name, p, node.shards()) as u16,
+                        ),
+                        None => (0, 0),
+                    }
+                };
                 let topics = shard.topics();
                 let wanted: Vec<String> = match request.topics {
                     Some(names) if !names.is_empty() => names,
@@ -363,7 +401,7 @@ impl Connection<Native> {
                                         .map(|p| {
                                             let mut partition = PartitionMetadataT::default();
                                             partition.partition = p as i32;
-                                            partition.shard = shard.owner(&name, p) as u16;
+                                            (partition.node, partition.shard) = owner_of(&name, p);
                                             partition
                                         })
                                         .collect(),

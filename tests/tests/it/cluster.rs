@@ -738,9 +738,10 @@ fn committed_offsets_survive_the_coordinators_death() {
 
 /// The load generator takes a bootstrap list (its first address answers nothing) and reports
 /// what each node acknowledged: a topic of three partitions placed over three nodes gives
-/// three nodes whose figures add up to the total, in the text and in the JSON.
+/// three nodes whose figures add up to the total, in the text and in the JSON. The native
+/// client, through one node, writes and reads a topic placed over all three.
 #[test]
-fn the_load_generator_takes_a_bootstrap_list_and_reports_each_node() {
+fn the_load_generator_takes_a_bootstrap_list_reports_each_node_and_routes_natively() {
     let _serial = serial();
     let dir = crate::test_dir("cluster-bench");
     let layout = Layout::new();
@@ -809,6 +810,51 @@ fn the_load_generator_takes_a_bootstrap_list_and_reports_each_node() {
         by_node.iter().all(|n| n["records"].as_i64() > Some(0)),
         "{report}"
     );
+
+    // The native client routes too: through node 1's native port, a topic placed over all
+    // three nodes is written and read whole (each partition at its leader's shard).
+    let native = format!("127.0.0.1:{}", layout.base);
+    let run_native = |args: &[&str], what: &str| -> String {
+        let ran = run_bounded(
+            crate::kafka_clients::bench(&native, args),
+            None,
+            Duration::from_secs(120),
+            dir.path(),
+        );
+        let logs: Vec<String> = nodes.iter().flatten().map(Broker::stderr).collect();
+        assert!(
+            ran.status.success(),
+            "{what}: {}\n{}\n{}",
+            ran.stdout,
+            ran.stderr,
+            logs.join("\n-----\n")
+        );
+        ran.stdout
+    };
+    let common = [
+        "--protocol",
+        "native",
+        "--topic",
+        "native3",
+        "--partitions",
+        "3",
+    ];
+    let produce: Vec<&str> = ["produce"]
+        .iter()
+        .chain(&common)
+        .chain(&["--records", "3000", "--record-size", "100", "--acks", "all"])
+        .copied()
+        .collect();
+    let table = run_native(&produce, "native produce");
+    assert!(table.contains("errors: none"), "{table}");
+    let consume: Vec<&str> = ["consume"].iter().chain(&common).copied().collect();
+    let table = run_native(&consume, "native consume");
+    let read: Option<u64> = table
+        .lines()
+        .find_map(|l| l.strip_prefix("consume "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok());
+    assert_eq!(read, Some(3000), "{table}");
     for b in nodes.into_iter().flatten() {
         b.stop();
     }

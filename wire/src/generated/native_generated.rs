@@ -1634,6 +1634,7 @@ impl<'a> Endpoint<'a> {
   pub const VT_SHARD: ::flatbuffers::VOffsetT = 4;
   pub const VT_HOST: ::flatbuffers::VOffsetT = 6;
   pub const VT_PORT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1645,6 +1646,7 @@ impl<'a> Endpoint<'a> {
     args: &'args EndpointArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Endpoint<'bldr>> {
     let mut builder = EndpointBuilder::new(_fbb);
+    builder.add_node(args.node);
     if let Some(x) = args.host { builder.add_host(x); }
     builder.add_port(args.port);
     builder.add_shard(args.shard);
@@ -1657,10 +1659,12 @@ impl<'a> Endpoint<'a> {
       alloc::string::ToString::to_string(x)
     });
     let port = self.port();
+    let node = self.node();
     EndpointT {
       shard,
       host,
       port,
+      node,
     }
   }
 
@@ -1685,6 +1689,14 @@ impl<'a> Endpoint<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u16>(Endpoint::VT_PORT, Some(0)).unwrap()}
   }
+  /// The node the shard is on: 0 on a single node; in a cluster, its node id (1 or more).
+  #[inline]
+  pub fn node(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Endpoint::VT_NODE, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Endpoint<'_> {
@@ -1696,6 +1708,7 @@ impl ::flatbuffers::Verifiable for Endpoint<'_> {
      .visit_field::<u16>("shard", Self::VT_SHARD, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("host", Self::VT_HOST, false)?
      .visit_field::<u16>("port", Self::VT_PORT, false)?
+     .visit_field::<u64>("node", Self::VT_NODE, false)?
      .finish();
     Ok(())
   }
@@ -1704,6 +1717,7 @@ pub struct EndpointArgs<'a> {
     pub shard: u16,
     pub host: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub port: u16,
+    pub node: u64,
 }
 impl<'a> Default for EndpointArgs<'a> {
   #[inline]
@@ -1712,6 +1726,7 @@ impl<'a> Default for EndpointArgs<'a> {
       shard: 0,
       host: None,
       port: 0,
+      node: 0,
     }
   }
 }
@@ -1734,6 +1749,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> EndpointBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u16>(Endpoint::VT_PORT, port, 0);
   }
   #[inline]
+  pub fn add_node(&mut self, node: u64) {
+    self.fbb_.push_slot::<u64>(Endpoint::VT_NODE, node, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> EndpointBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     EndpointBuilder {
@@ -1754,6 +1773,7 @@ impl ::core::fmt::Debug for Endpoint<'_> {
       ds.field("shard", &self.shard());
       ds.field("host", &self.host());
       ds.field("port", &self.port());
+      ds.field("node", &self.node());
       ds.finish()
   }
 }
@@ -1763,6 +1783,7 @@ pub struct EndpointT {
   pub shard: u16,
   pub host: Option<alloc::string::String>,
   pub port: u16,
+  pub node: u64,
 }
 impl Default for EndpointT {
   fn default() -> Self {
@@ -1770,6 +1791,7 @@ impl Default for EndpointT {
       shard: 0,
       host: None,
       port: 0,
+      node: 0,
     }
   }
 }
@@ -1783,10 +1805,12 @@ impl EndpointT {
       _fbb.create_string(x)
     });
     let port = self.port;
+    let node = self.node;
     Endpoint::create(_fbb, &EndpointArgs{
       shard,
       host,
       port,
+      node,
     })
   }
 }
@@ -1808,6 +1832,7 @@ impl<'a> ::flatbuffers::Follow<'a> for PartitionMetadata<'a> {
 impl<'a> PartitionMetadata<'a> {
   pub const VT_PARTITION: ::flatbuffers::VOffsetT = 4;
   pub const VT_SHARD: ::flatbuffers::VOffsetT = 6;
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1819,6 +1844,7 @@ impl<'a> PartitionMetadata<'a> {
     args: &'args PartitionMetadataArgs
   ) -> ::flatbuffers::WIPOffset<PartitionMetadata<'bldr>> {
     let mut builder = PartitionMetadataBuilder::new(_fbb);
+    builder.add_node(args.node);
     builder.add_partition(args.partition);
     builder.add_shard(args.shard);
     builder.finish()
@@ -1827,9 +1853,11 @@ impl<'a> PartitionMetadata<'a> {
   pub fn unpack(&self) -> PartitionMetadataT {
     let partition = self.partition();
     let shard = self.shard();
+    let node = self.node();
     PartitionMetadataT {
       partition,
       shard,
+      node,
     }
   }
 
@@ -1840,12 +1868,22 @@ impl<'a> PartitionMetadata<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i32>(PartitionMetadata::VT_PARTITION, Some(0)).unwrap()}
   }
+  /// The owning shard on `node`.
   #[inline]
   pub fn shard(&self) -> u16 {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u16>(PartitionMetadata::VT_SHARD, Some(0)).unwrap()}
+  }
+  /// In a cluster, the node leading the partition (0: none now; ask again later); 0 on a
+  /// single node.
+  #[inline]
+  pub fn node(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PartitionMetadata::VT_NODE, Some(0)).unwrap()}
   }
 }
 
@@ -1857,6 +1895,7 @@ impl ::flatbuffers::Verifiable for PartitionMetadata<'_> {
     v.visit_table(pos)?
      .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
      .visit_field::<u16>("shard", Self::VT_SHARD, false)?
+     .visit_field::<u64>("node", Self::VT_NODE, false)?
      .finish();
     Ok(())
   }
@@ -1864,6 +1903,7 @@ impl ::flatbuffers::Verifiable for PartitionMetadata<'_> {
 pub struct PartitionMetadataArgs {
     pub partition: i32,
     pub shard: u16,
+    pub node: u64,
 }
 impl<'a> Default for PartitionMetadataArgs {
   #[inline]
@@ -1871,6 +1911,7 @@ impl<'a> Default for PartitionMetadataArgs {
     PartitionMetadataArgs {
       partition: 0,
       shard: 0,
+      node: 0,
     }
   }
 }
@@ -1887,6 +1928,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PartitionMetadataBuilder<'a, 
   #[inline]
   pub fn add_shard(&mut self, shard: u16) {
     self.fbb_.push_slot::<u16>(PartitionMetadata::VT_SHARD, shard, 0);
+  }
+  #[inline]
+  pub fn add_node(&mut self, node: u64) {
+    self.fbb_.push_slot::<u64>(PartitionMetadata::VT_NODE, node, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PartitionMetadataBuilder<'a, 'b, A> {
@@ -1908,6 +1953,7 @@ impl ::core::fmt::Debug for PartitionMetadata<'_> {
     let mut ds = f.debug_struct("PartitionMetadata");
       ds.field("partition", &self.partition());
       ds.field("shard", &self.shard());
+      ds.field("node", &self.node());
       ds.finish()
   }
 }
@@ -1916,12 +1962,14 @@ impl ::core::fmt::Debug for PartitionMetadata<'_> {
 pub struct PartitionMetadataT {
   pub partition: i32,
   pub shard: u16,
+  pub node: u64,
 }
 impl Default for PartitionMetadataT {
   fn default() -> Self {
     Self {
       partition: 0,
       shard: 0,
+      node: 0,
     }
   }
 }
@@ -1932,9 +1980,11 @@ impl PartitionMetadataT {
   ) -> ::flatbuffers::WIPOffset<PartitionMetadata<'b>> {
     let partition = self.partition;
     let shard = self.shard;
+    let node = self.node;
     PartitionMetadata::create(_fbb, &PartitionMetadataArgs{
       partition,
       shard,
+      node,
     })
   }
 }
