@@ -24,7 +24,7 @@ import json
 import sys
 import time
 
-from confluent_kafka import Consumer, ElectionType, TopicPartition
+from confluent_kafka import Consumer, ElectionType, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 
@@ -81,6 +81,23 @@ def consumer(addrs, group):
                      "enable.auto.commit": False, "socket.timeout.ms": 10000})
 
 
+def coordinator_retries(call):
+    """Right after a coordinator moved, the node a client was sent to may not have applied
+    the change yet (NOT_COORDINATOR) or may still be loading the slot
+    (COORDINATOR_LOAD_IN_PROGRESS); librdkafka hands both to the application for commit()
+    and committed(), and the application retries."""
+    deadline = time.time() + 20
+    while True:
+        try:
+            return call()
+        except KafkaException as e:
+            code = e.args[0].code()
+            retriable = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
+            if code not in retriable or time.time() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def partition_count(addrs, topic):
     admin = AdminClient({"bootstrap.servers": addrs})
     return len(admin.list_topics(topic=topic, timeout=20).topics[topic].partitions)
@@ -89,7 +106,8 @@ def partition_count(addrs, topic):
 def commit(addrs, topic, group, offset):
     n = partition_count(addrs, topic)
     c = consumer(addrs, group)
-    c.commit(offsets=[TopicPartition(topic, p, offset) for p in range(n)], asynchronous=False)
+    coordinator_retries(lambda: c.commit(
+        offsets=[TopicPartition(topic, p, offset) for p in range(n)], asynchronous=False))
     c.close()
     print(json.dumps({"committed": offset}))
 
@@ -97,7 +115,8 @@ def commit(addrs, topic, group, offset):
 def committed(addrs, topic, group):
     n = partition_count(addrs, topic)
     c = consumer(addrs, group)
-    got = c.committed([TopicPartition(topic, p) for p in range(n)], timeout=30)
+    got = coordinator_retries(
+        lambda: c.committed([TopicPartition(topic, p) for p in range(n)], timeout=30))
     c.close()
     print(json.dumps({"committed": [tp.offset for tp in sorted(got, key=lambda t: t.partition)]}))
 

@@ -31,7 +31,7 @@ import threading
 import time
 import traceback
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ERRORS_KEPT = 200
@@ -178,7 +178,19 @@ def committed_at_end(addrs, topic, partitions, group, history):
     consumer = Consumer({"bootstrap.servers": addrs, "group.id": group,
                          "enable.auto.commit": False,
                          "error_cb": lambda err: history.error(f"committed reader: {err}")})
-    got = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=60)
+    # Right after the faults a coordinator may still be moving: librdkafka hands
+    # NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS to the application here; retry.
+    deadline = time.time() + 60
+    while True:
+        try:
+            got = consumer.committed([TopicPartition(topic, p) for p in range(partitions)],
+                                     timeout=60)
+            break
+        except KafkaException as e:
+            if time.time() > deadline or e.args[0].code() not in (
+                    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS):
+                raise
+            time.sleep(0.2)
     consumer.close()
     return {tp.partition: tp.offset for tp in got}
 

@@ -95,7 +95,7 @@ pub(crate) fn error_code(error: &ShardError) -> ErrorCode {
         }
         ShardError::ReplicationTimedOut(_) => ErrorCode::RequestTimedOut,
         ShardError::PartitionLimit(_) => ErrorCode::InvalidPartitions,
-        ShardError::ShuttingDown(_) => ErrorCode::ShuttingDown,
+        ShardError::ShuttingDown(_) | ShardError::CoordinatorLoading => ErrorCode::ShuttingDown,
         ShardError::Storage(_) => ErrorCode::StorageError,
         _ => ErrorCode::Unknown,
     }

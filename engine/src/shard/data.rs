@@ -502,13 +502,21 @@ impl Shard {
                 "committed offsets of this group are offline: {reason}"
             )));
         }
-        // In a cluster a slot this node leads has no store until its log is replayed:
-        // NotOwner until then, and the client asks for the coordinator again.
-        self.offsets
+        // In a cluster a slot this node leads has no store until its log is replayed: the
+        // client is told to retry (Kafka's COORDINATOR_LOAD_IN_PROGRESS); a slot led
+        // elsewhere is not this shard's.
+        let store = self
+            .offsets
             .borrow()
             .get(&slot)
-            .map(|(_, store)| Rc::clone(store))
-            .ok_or(ShardError::NotOwner)
+            .map(|(_, store)| Rc::clone(store));
+        match store {
+            Some(store) => Ok(store),
+            None if self.view().is_some() && self.coordinates_on_this_node(group) => {
+                Err(ShardError::CoordinatorLoading)
+            }
+            None => Err(ShardError::NotOwner),
+        }
     }
 }
 

@@ -77,6 +77,10 @@ pub enum ShardError {
     /// The request is malformed for the shard (e.g. an empty or oversized group name).
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),
+    /// This node coordinates the group but is still loading its offsets slot (replaying it
+    /// after becoming its leader): retry shortly.
+    #[error("the group's committed offsets are still loading")]
+    CoordinatorLoading,
     /// ElectLeaders: the preferred replica leads already.
     #[error("{0}")]
     ElectionNotNeeded(String),

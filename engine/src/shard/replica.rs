@@ -20,8 +20,6 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-
 use super::{Log, Shard, ShardError};
 use crate::cluster::{Command, NodeId};
 use crate::log::memory::MemoryWait;
@@ -694,9 +692,9 @@ impl Shard {
                 }
                 let base = u64::try_from(header.base_offset()).unwrap_or(0);
                 adopt(Rc::clone(&log), base).await?;
-                log.append_replica(BytesMut::from(&bytes[..len]))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                // The response's own bytes, not a copy of them.
+                let batch = response.bytes().slice_ref(&bytes[..len]);
+                log.append_replica(batch).await.map_err(|e| e.to_string())?;
                 bytes = &bytes[len..];
             }
             log.sync().await.map_err(|e| e.to_string())?;

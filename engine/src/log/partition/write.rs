@@ -200,8 +200,16 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// # Errors
     /// [`LogError::InvalidBatch`] for a bad batch or one that does not start at the log end
     /// (nothing is written); the write errors of [`append`](Self::append).
-    pub async fn append_replica(&self, batch: BytesMut) -> Result<AppendInfo> {
-        self.append_pieces(batch, Bytes::new(), true, true).await
+    ///
+    /// The batch stays where it arrived (a slice of the fetch response): its CRCs are checked
+    /// there, and only its head (header and the Kafka fields up to the Kafka CRC) is copied
+    /// to be stamped; the rest goes into the write buffer straight from the response.
+    pub async fn append_replica(&self, batch: Bytes) -> Result<AppendInfo> {
+        tidelog_wire::batch::check_crc(&batch)?;
+        let split = tidelog_wire::batch::KAFKA_CHAIN_END.min(batch.len());
+        let head = BytesMut::from(&batch[..split]);
+        self.append_pieces(head, batch.slice(split..), false, true)
+            .await
     }
 
     /// Appends one batch given as `head` (at least its header; the log stamps the base

@@ -529,6 +529,7 @@ pub(crate) fn error_code(error: &ShardError) -> i16 {
         ShardError::ReplicationTimedOut(_) => code::REQUEST_TIMED_OUT,
         ShardError::OutOfOrderSequence(_) => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         ShardError::ElectionNotNeeded(_) => code::ELECTION_NOT_NEEDED,
+        ShardError::CoordinatorLoading => code::COORDINATOR_LOAD_IN_PROGRESS,
         ShardError::PreferredLeaderNotAvailable(_) => code::PREFERRED_LEADER_NOT_AVAILABLE,
         _ => code::UNKNOWN_SERVER_ERROR,
     }
