@@ -225,12 +225,24 @@ def read_all(addrs, topic, partitions, history):
     return final
 
 
+def guarded(name, history, body):
+    """Runs a client thread; an exception that ends it early is a fatal finding (the
+    checker reports it), not a silent stop."""
+    def run(*args):
+        try:
+            body(*args)
+        except Exception:  # noqa: BLE001 - reported, with its traceback
+            history.error(f"{name} thread died: {traceback.format_exc()}", fatal=True)
+    return run
+
+
 def run(addrs, topic, partitions, workdir):
     history = History(partitions)
     stop = threading.Event()
     threads = [
-        threading.Thread(target=produce, args=(addrs, topic, partitions, history, stop)),
-        threading.Thread(target=consume,
+        threading.Thread(target=guarded("producer", history, produce),
+                         args=(addrs, topic, partitions, history, stop)),
+        threading.Thread(target=guarded("consumer", history, consume),
                          args=(addrs, topic, partitions, history, stop, "faults-live")),
     ]
     for t in threads:

@@ -478,6 +478,26 @@ fn check(history: &serde_json::Value, healed_at: f64) -> (Vec<String>, String) {
     (problems, summary)
 }
 
+/// Copies the nodes' logs, the clients' history and the workload's output out of the test
+/// directory (removed when the test ends) to the target's temporary directory; says where.
+fn keep_evidence(work: &Path, seed: u64) -> String {
+    let to = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "faults-evidence-{seed}-{}",
+        std::process::id()
+    ));
+    if std::fs::create_dir_all(&to).is_err() {
+        return String::new();
+    }
+    for entry in std::fs::read_dir(work).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".log") || name.starts_with("history") || name.starts_with("workload") {
+            let _ = std::fs::copy(entry.path(), to.join(&*name));
+        }
+    }
+    format!("\nlogs and history kept in {}", to.display())
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -666,9 +686,14 @@ fn faults_in_network_namespaces_lose_no_acknowledged_record() {
             "follower caught up: added to the in-sync set",
         ])
     );
+    let kept = if problems.is_empty() {
+        String::new()
+    } else {
+        keep_evidence(work, seed)
+    };
     assert!(
         problems.is_empty(),
-        "seed {seed}: {}\nclient errors: {}\n{}",
+        "seed {seed}: {}\nclient errors: {}\n{}{kept}",
         problems.join("\n"),
         history["errors"],
         cluster.logs()

@@ -316,7 +316,12 @@ impl KafkaConnection {
         }
         if !valid.is_empty() {
             if let Err(e) = shard.commit_offsets(&group, valid).await {
-                let error = error_code(&e);
+                // The slot moved away while the commit was on its way (or before it was
+                // replicated): the client must look the coordinator up again.
+                let error = match e {
+                    crate::shard::ShardError::NotOwner => code::NOT_COORDINATOR,
+                    e => error_code(&e),
+                };
                 for p in response
                     .topics
                     .iter_mut()
