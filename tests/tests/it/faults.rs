@@ -481,10 +481,8 @@ fn check(history: &serde_json::Value, healed_at: f64) -> (Vec<String>, String) {
 /// Copies the nodes' logs, the clients' history and the workload's output out of the test
 /// directory (removed when the test ends) to the target's temporary directory; says where.
 fn keep_evidence(work: &Path, seed: u64) -> String {
-    let to = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "faults-evidence-{seed}-{}",
-        std::process::id()
-    ));
+    let to = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("faults-evidence-{seed}-{}", std::process::id()));
     if std::fs::create_dir_all(&to).is_err() {
         return String::new();
     }
