@@ -137,6 +137,26 @@ impl Leading {
     }
 }
 
+/// Whether a follower's fetch at `offset`, with `last_fetched_epoch` its latest epoch,
+/// diverges from the leader's log, given the leader's `(epoch, end)` answer for that epoch
+/// (OffsetForLeaderEpoch): the divergence to answer, or `None` when the follower's log is a
+/// prefix of the leader's. An epoch the leader cannot place has no end there (undefined,
+/// -1): on the wire that would read as "no divergence" and the follower would fetch the same
+/// offset for ever, so the answer is the high watermark instead (where Kafka's followers cut
+/// back then), which every in-sync replica holds.
+fn divergence(
+    (epoch, end): (i64, i64),
+    last_fetched_epoch: i32,
+    offset: u64,
+    hw: u64,
+) -> Option<(i32, i64)> {
+    if epoch == i64::from(last_fetched_epoch) && end >= offset as i64 {
+        return None;
+    }
+    let end = if end < 0 { hw as i64 } else { end };
+    Some((i32::try_from(epoch).unwrap_or(-1), end))
+}
+
 /// The follower side of one replicated partition, for one leader and epoch.
 #[derive(Debug)]
 pub(crate) struct Following {
@@ -431,9 +451,10 @@ impl Shard {
             ..Default::default()
         };
         if last_fetched_epoch >= 0 {
-            let (epoch, end) = log.epoch_end_offset(i64::from(last_fetched_epoch));
-            if epoch != i64::from(last_fetched_epoch) || end < offset as i64 {
-                answer.diverging = Some((i32::try_from(epoch).unwrap_or(-1), end));
+            let leader_end = log.epoch_end_offset(i64::from(last_fetched_epoch));
+            let hw = leading.high_watermark();
+            if let Some(diverging) = divergence(leader_end, last_fetched_epoch, offset, hw) {
+                answer.diverging = Some(diverging);
                 let fetched = super::Fetched {
                     high_watermark: leading.high_watermark(),
                     log_start: log.log_start(),
@@ -649,7 +670,11 @@ impl Shard {
             return Err(format!("leader answered {}", part.error()));
         }
         if part.diverging_epoch() >= 0 || part.diverging_end_offset() >= 0 {
-            let leader_end = u64::try_from(part.diverging_end_offset()).unwrap_or(0);
+            // No end for that epoch at the leader (undefined): cut to the high watermark, as
+            // Kafka's followers do, never to the log start: a replica in the in-sync set
+            // must keep what was acknowledged.
+            let leader_end = u64::try_from(part.diverging_end_offset())
+                .unwrap_or_else(|_| me.hw.get().min(log.log_end()));
             let (_, own_end) = log.epoch_end_offset(i64::from(part.diverging_epoch()));
             let mut target = leader_end;
             if own_end >= 0 {
@@ -863,6 +888,19 @@ mod tests {
     /// never goes down.
     /// A follower counts as lagging once it has not caught up with the log end for the lag
     /// bound, measured from the leadership's start when it never did.
+    /// A follower whose log is a prefix of the leader's goes on; one past the end of its
+    /// epoch at the leader is told where that epoch ends there; one whose epoch the leader
+    /// cannot place (above every epoch it knows) is told the high watermark, never the
+    /// undefined -1 that the wire would take for "no divergence".
+    #[test]
+    fn divergence_answers_are_never_undefined() {
+        assert_eq!(super::divergence((5, 300), 5, 250, 200), None);
+        assert_eq!(super::divergence((5, 300), 5, 300, 200), None);
+        assert_eq!(super::divergence((5, 300), 5, 320, 200), Some((5, 300)));
+        assert_eq!(super::divergence((4, 250), 5, 260, 200), Some((4, 250)));
+        assert_eq!(super::divergence((-1, -1), 9, 260, 200), Some((-1, 200)));
+    }
+
     #[test]
     fn followers_that_stop_catching_up_lag() {
         let leading = Leading::new(1, 1, vec![1, 2, 3], 0);
