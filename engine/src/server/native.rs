@@ -350,19 +350,14 @@ impl Connection<Native> {
                         .collect(),
                     // Every shard of every live node, as Kafka Metadata lists its brokers.
                     Some(view) => view
-                        .state
-                        .nodes
-                        .values()
-                        .filter(|node| view.state.is_live(node.id))
-                        .flat_map(|node| {
-                            node.native_ports.iter().enumerate().map(|(s, port)| {
-                                let mut endpoint = EndpointT::default();
-                                endpoint.shard = s as u16;
-                                endpoint.host = Some(node.native_host.clone());
-                                endpoint.port = *port;
-                                endpoint.node = node.id;
-                                endpoint
-                            })
+                        .live_shards()
+                        .filter_map(|(node, s)| {
+                            let mut endpoint = EndpointT::default();
+                            endpoint.shard = s as u16;
+                            endpoint.host = Some(node.native_host.clone());
+                            endpoint.port = *node.native_ports.get(s)?;
+                            endpoint.node = node.id;
+                            Some(endpoint)
                         })
                         .collect(),
                 };

@@ -37,6 +37,16 @@ pub struct View {
 }
 
 impl View {
+    /// Every shard of every live registered node, as `(node, shard)`: what clients are told
+    /// of (a fenced node is left out, so they do not try it).
+    pub fn live_shards(&self) -> impl Iterator<Item = (&crate::cluster::NodeInfo, usize)> {
+        self.state
+            .nodes
+            .values()
+            .filter(|node| self.state.is_live(node.id))
+            .flat_map(|node| (0..node.shards()).map(move |s| (node, s)))
+    }
+
     /// The node leading a partition (`None`: unknown topic or partition).
     pub fn leader_of(&self, topic: &str, partition: u32) -> Option<NodeId> {
         self.state.topics.get(topic)?.leader(partition)

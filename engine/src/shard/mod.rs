@@ -534,6 +534,18 @@ pub fn partition_index(partition: i32) -> Result<u32, ShardError> {
     u32::try_from(partition).map_err(|_| ShardError::UnknownTopicOrPartition)
 }
 
+impl Shard {
+    /// The committed-offsets stores this shard holds now, by slot (cloned out of the map, so
+    /// that no borrow is held while they are awaited).
+    pub(super) fn offset_stores(&self) -> Vec<(u32, Rc<SlotStore>)> {
+        self.offsets
+            .borrow()
+            .iter()
+            .map(|(slot, (_, store))| (*slot, Rc::clone(store)))
+            .collect()
+    }
+}
+
 /// How often a shard looks for committed offsets past retention (Kafka's
 /// `offsets.retention.check.interval.ms`), or the retention itself when shorter; slots due
 /// for compaction are compacted at the same time (and at open).
@@ -558,13 +570,7 @@ fn spawn_offsets_expiry(shard: &Rc<Shard>) {
             if shard.is_stopped() {
                 return;
             }
-            let stores: Vec<_> = shard
-                .offsets
-                .borrow()
-                .iter()
-                .map(|(slot, (_, store))| (*slot, Rc::clone(store)))
-                .collect();
-            for (slot, store) in stores {
+            for (slot, store) in shard.offset_stores() {
                 let live = |group: &str| !shard.groups.describe(group).members.is_empty();
                 match store.expire(retention_ms, live).await {
                     Ok(0) => {}

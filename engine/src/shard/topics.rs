@@ -288,13 +288,7 @@ impl Shard {
     /// which `gone` holds (a deleted topic's, so that a topic re-created under its name does
     /// not inherit them). A failure is logged; start-up forgets what is left.
     pub(super) async fn forget_offsets(&self, gone: impl Fn(&str) -> bool) {
-        let stores: Vec<_> = self
-            .offsets
-            .borrow()
-            .iter()
-            .map(|(slot, (_, store))| (*slot, Rc::clone(store)))
-            .collect();
-        for (slot, store) in stores {
+        for (slot, store) in self.offset_stores() {
             match store.forget_topics(&gone).await {
                 Ok(0) => {}
                 Ok(n) => {

@@ -199,19 +199,26 @@ impl Cluster<'_> {
         self.nodes[n] = Some(broker);
     }
 
-    /// How often the nodes' logs (every run) say each of `events`.
-    fn count(&self, events: &[&'static str]) -> Vec<(&'static str, usize)> {
-        let mut counts: Vec<(&'static str, usize)> = events.iter().map(|e| (*e, 0)).collect();
-        for n in 0..NODES {
-            for run in 0..self.runs[n] {
+    /// Every node's log of every run, as `(node index, run, text)`.
+    fn run_logs(&self) -> Vec<(usize, usize, String)> {
+        (0..NODES)
+            .flat_map(|n| (0..self.runs[n]).map(move |run| (n, run)))
+            .map(|(n, run)| {
                 let log = self
                     .dir
                     .join(format!("n{}", n + 1))
                     .with_extension(format!("serve-{run}.log"));
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                for (event, count) in &mut counts {
-                    *count += text.matches(*event).count();
-                }
+                (n, run, std::fs::read_to_string(&log).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    /// How often the nodes' logs (every run) say each of `events`.
+    fn count(&self, events: &[&'static str]) -> Vec<(&'static str, usize)> {
+        let mut counts: Vec<(&'static str, usize)> = events.iter().map(|e| (*e, 0)).collect();
+        for (_, _, text) in self.run_logs() {
+            for (event, count) in &mut counts {
+                *count += text.matches(*event).count();
             }
         }
         counts
@@ -219,19 +226,12 @@ impl Cluster<'_> {
 
     fn logs(&self) -> String {
         let mut all = String::new();
-        for n in 0..NODES {
-            for run in 0..self.runs[n] {
-                let log = self
-                    .dir
-                    .join(format!("n{}", n + 1))
-                    .with_extension(format!("serve-{run}.log"));
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(60).collect();
-                all.push_str(&format!("----- node {} run {run} (last lines)\n", n + 1));
-                for line in tail.into_iter().rev() {
-                    all.push_str(line);
-                    all.push('\n');
-                }
+        for (n, run, text) in self.run_logs() {
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
+            all.push_str(&format!("----- node {} run {run} (last lines)\n", n + 1));
+            for line in tail.into_iter().rev() {
+                all.push_str(line);
+                all.push('\n');
             }
         }
         all

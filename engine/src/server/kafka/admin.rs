@@ -199,18 +199,14 @@ impl KafkaConnection {
                 })
                 .collect(),
             Some(view) => view
-                .state
-                .nodes
-                .values()
-                .filter(|node| view.state.is_live(node.id))
-                .flat_map(|node| {
-                    node.kafka_ports.iter().enumerate().map(|(s, port)| {
-                        (
-                            crate::cluster::kafka_broker_id(node.id, s),
-                            node.kafka_host.clone(),
-                            i32::from(*port),
-                        )
-                    })
+                .live_shards()
+                .filter_map(|(node, s)| {
+                    let port = node.kafka_ports.get(s)?;
+                    Some((
+                        crate::cluster::kafka_broker_id(node.id, s),
+                        node.kafka_host.clone(),
+                        i32::from(*port),
+                    ))
                 })
                 .collect(),
         }
