@@ -195,10 +195,14 @@ impl Shard {
         if self.view().is_none() {
             return;
         }
+        // The epoch this node (its current incarnation) leads a slot at.
+        let leading_at = |slot: u32| {
+            self.leading_epoch(OFFSETS_TOPIC, slot)
+                .filter(|_| self.leads_here(OFFSETS_TOPIC, slot))
+        };
         let mut lost = Vec::new();
         self.offsets.borrow_mut().retain(|slot, (epoch, _)| {
-            let keep = self.leads_here(OFFSETS_TOPIC, *slot)
-                && self.leading_epoch(OFFSETS_TOPIC, *slot) == Some(*epoch);
+            let keep = leading_at(*slot) == Some(*epoch);
             if !keep {
                 tracing::info!(
                     shard = self.id,
@@ -222,22 +226,17 @@ impl Shard {
             .map(|logs| logs.iter().map(|(p, l)| (*p, Rc::clone(l))).collect())
             .unwrap_or_default();
         for (slot, log) in logs {
-            let leading_at = |shard: &Self| {
-                shard
-                    .leading_epoch(OFFSETS_TOPIC, slot)
-                    .filter(|_| shard.leads_here(OFFSETS_TOPIC, slot))
-            };
-            let Some(epoch) = leading_at(self) else {
+            let Some(epoch) = leading_at(slot) else {
                 continue;
             };
-            let loaded = |shard: &Self| shard.offsets.borrow().get(&slot).map(|(e, _)| *e);
-            if log.latest_leader_epoch() != Some(epoch) || loaded(self) == Some(epoch) {
+            let loaded = || self.offsets.borrow().get(&slot).map(|(e, _)| *e);
+            if log.latest_leader_epoch() != Some(epoch) || loaded() == Some(epoch) {
                 continue;
             }
             match OffsetStore::over(Rc::clone(&log), crate::io::SystemClock).await {
                 // Still leading at that epoch, and no other reconciliation loaded it meanwhile
                 // (a second store would miss the commits made through the first).
-                Ok(store) if leading_at(self) == Some(epoch) && loaded(self) != Some(epoch) => {
+                Ok(store) if leading_at(slot) == Some(epoch) && loaded() != Some(epoch) => {
                     tracing::info!(
                         shard = self.id,
                         slot,
