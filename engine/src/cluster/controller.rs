@@ -574,6 +574,20 @@ impl Controller {
                 Ok(Applied::Node(node)) => {
                     tracing::info!(node, index = entry.index, "metadata: node registered")
                 }
+                Ok(Applied::Fenced { node, fenced }) => {
+                    tracing::info!(
+                        node,
+                        fenced,
+                        index = entry.index,
+                        "metadata: node fenced or back"
+                    )
+                }
+                Ok(Applied::Reassigned) => {
+                    tracing::info!(
+                        index = entry.index,
+                        "metadata: partition reassignment changed"
+                    )
+                }
                 _ => {}
             }
             if entry.context.len() == 16 {

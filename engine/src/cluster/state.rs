@@ -165,6 +165,18 @@ pub enum Command {
         /// The partition.
         partition: u32,
     },
+    /// Kafka's AlterPartitionReassignments for one partition: move its replicas to
+    /// `target` (new replicas join as followers, catch up, enter the in-sync set; once every
+    /// target replica is in it the reassignment completes at apply time and the rest leave),
+    /// or, with `None`, cancel the reassignment under way (back to the original replicas).
+    Reassign {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The replicas wanted, in preference order; `None` cancels.
+        target: Option<Vec<NodeId>>,
+    },
 }
 
 const REGISTER: u8 = 1;
@@ -174,6 +186,7 @@ const PRODUCER_IDS: u8 = 4;
 const FENCE: u8 = 5;
 const ALTER_ISR: u8 = 6;
 const ELECT_PREFERRED: u8 = 7;
+const REASSIGN: u8 = 8;
 
 impl Command {
     /// The entry data.
@@ -225,6 +238,22 @@ impl Command {
                 w.u8(ELECT_PREFERRED);
                 w.str(topic);
                 w.u32(*partition);
+            }
+            Command::Reassign {
+                topic,
+                partition,
+                target,
+            } => {
+                w.u8(REASSIGN);
+                w.str(topic);
+                w.u32(*partition);
+                match target {
+                    None => w.u8(0),
+                    Some(nodes) => {
+                        w.u8(1);
+                        put_nodes(&mut w, nodes);
+                    }
+                }
             }
         }
         w.out
@@ -280,6 +309,20 @@ impl Command {
                 topic: r.str()?.to_owned(),
                 partition: r.u32()?,
             },
+            REASSIGN => {
+                let topic = r.str()?.to_owned();
+                let partition = r.u32()?;
+                let target = if r.bool()? {
+                    Some(get_nodes(&mut r)?)
+                } else {
+                    None
+                };
+                Command::Reassign {
+                    topic,
+                    partition,
+                    target,
+                }
+            }
             _ => return r.fail("unknown command"),
         };
         r.finish()?;
@@ -318,6 +361,12 @@ pub enum Refusal {
     /// The preferred replica is fenced or not in the in-sync set.
     #[error("{0}")]
     PreferredLeaderNotAvailable(String),
+    /// A reassignment named no replicas, a node twice, or an unregistered node.
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    /// A cancellation found no reassignment under way.
+    #[error("{0}")]
+    NoReassignmentInProgress(String),
 }
 
 /// What applying a command did.
@@ -325,6 +374,13 @@ pub enum Refusal {
 pub enum Applied {
     /// A node's endpoints changed.
     Node(NodeId),
+    /// A node was fenced (or came back).
+    Fenced {
+        /// The node.
+        node: NodeId,
+        /// Fenced (true) or back (false).
+        fenced: bool,
+    },
     /// A topic was created.
     TopicCreated(String),
     /// A topic was deleted.
@@ -335,6 +391,8 @@ pub enum Applied {
     IsrChanged,
     /// A partition's leader changed (preferred-leader election).
     LeaderElected,
+    /// A partition's reassignment started, changed, completed or was cancelled.
+    Reassigned,
 }
 
 /// One partition as the cluster knows it.
@@ -358,6 +416,10 @@ pub struct PartitionMeta {
     /// Bumped at every change of the in-sync set (Kafka's partition epoch): an `AlterIsr`
     /// made from an older set is refused, so it cannot undo a fencing it did not see.
     pub isr_version: u32,
+    /// Replicas a reassignment under way adds (in `replicas` already, catching up).
+    pub adding: Vec<NodeId>,
+    /// Replicas a reassignment under way removes once the added ones are in sync.
+    pub removing: Vec<NodeId>,
 }
 
 impl PartitionMeta {
@@ -368,7 +430,89 @@ impl PartitionMeta {
             isr: replicas.clone(),
             replicas,
             isr_version: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
+    }
+
+    /// Whether a reassignment is under way.
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas before the reassignment under way (the replicas when none is).
+    pub fn original(&self) -> Vec<NodeId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|n| !self.adding.contains(n))
+            .collect()
+    }
+
+    /// The replicas the reassignment under way ends with (the replicas when none is).
+    pub fn target(&self) -> Vec<NodeId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|n| !self.removing.contains(n))
+            .collect()
+    }
+
+    /// Makes `replicas` the partition's replica set: the in-sync set keeps only its members,
+    /// and a leader outside it gives way to the first live in-sync member (at the next
+    /// epoch). Refused, changing nothing, when no in-sync replica would be left.
+    fn narrow_to(
+        &mut self,
+        replicas: Vec<NodeId>,
+        fenced: &std::collections::BTreeSet<NodeId>,
+        what: &str,
+    ) -> Result<(), Refusal> {
+        let isr: Vec<NodeId> = self
+            .isr
+            .iter()
+            .copied()
+            .filter(|n| replicas.contains(n))
+            .collect();
+        if isr.is_empty() {
+            return Err(Refusal::InvalidReplicaAssignment(format!(
+                "{what}: none of the replicas {replicas:?} is in the in-sync set {:?}, so none \
+                 holds every acknowledged record",
+                self.isr
+            )));
+        }
+        if isr != self.isr {
+            self.isr = isr;
+            self.isr_version = self.isr_version.saturating_add(1);
+        }
+        if self.leader.is_some_and(|l| !replicas.contains(&l)) {
+            // In preference order: the first target replica that holds everything.
+            self.leader = replicas
+                .iter()
+                .copied()
+                .find(|n| self.isr.contains(n) && !fenced.contains(n));
+            self.leader_epoch = self.leader_epoch.saturating_add(1);
+        }
+        self.replicas = replicas;
+        Ok(())
+    }
+
+    /// Completes the reassignment under way once every target replica is in the in-sync
+    /// set: the removed replicas leave (the leader too, if it is one of them).
+    fn complete_reassignment(&mut self, fenced: &std::collections::BTreeSet<NodeId>) -> bool {
+        if !self.reassigning() {
+            return false;
+        }
+        let target = self.target();
+        if !target.iter().all(|n| self.isr.contains(n)) {
+            return false;
+        }
+        // Every target replica is in sync, so narrowing cannot be refused.
+        if self.narrow_to(target, fenced, "completing").is_err() {
+            return false;
+        }
+        self.adding.clear();
+        self.removing.clear();
+        true
     }
 }
 
@@ -503,7 +647,7 @@ impl ClusterState {
                     self.fenced.remove(&node);
                 }
                 self.elect(node, fenced);
-                Ok(Applied::Node(node))
+                Ok(Applied::Fenced { node, fenced })
             }
             Command::AlterIsr {
                 topic,
@@ -550,6 +694,9 @@ impl ClusterState {
                 isr.dedup();
                 meta.isr = isr;
                 meta.isr_version = meta.isr_version.saturating_add(1);
+                if meta.complete_reassignment(fenced) {
+                    return Ok(Applied::Reassigned);
+                }
                 Ok(Applied::IsrChanged)
             }
             Command::ElectPreferred { topic, partition } => {
@@ -582,6 +729,11 @@ impl ClusterState {
                 meta.leader_epoch = meta.leader_epoch.saturating_add(1);
                 Ok(Applied::LeaderElected)
             }
+            Command::Reassign {
+                topic,
+                partition,
+                target,
+            } => self.reassign(&topic, partition, target),
             Command::AllocateProducerIds => {
                 let start = self.next_producer_id;
                 let Some(next) = start.checked_add(PRODUCER_ID_BLOCK) else {
@@ -591,6 +743,80 @@ impl ClusterState {
                 Ok(Applied::ProducerIds(start))
             }
         }
+    }
+
+    /// Starts, replaces or cancels (`target: None`) a partition's reassignment. The
+    /// replicas become the target followed by the original replicas it drops (Kafka's
+    /// order: the target's first replica is the preferred leader), the in-sync set is left
+    /// as it is (new replicas join it as their leader adds them), and the reassignment
+    /// completes at once when every target replica is in sync already (a pure removal).
+    fn reassign(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        target: Option<Vec<NodeId>>,
+    ) -> Result<Applied, Refusal> {
+        let nodes = &self.nodes;
+        let fenced = &self.fenced;
+        let Some(meta) = self
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(partition as usize))
+        else {
+            return Err(Refusal::UnknownTopic(topic.to_owned()));
+        };
+        let what = format!("{topic}-{partition}");
+        let original = meta.original();
+        let Some(target) = target else {
+            if !meta.reassigning() {
+                return Err(Refusal::NoReassignmentInProgress(format!(
+                    "{what}: no reassignment under way"
+                )));
+            }
+            let mut back = meta.clone();
+            back.narrow_to(original, fenced, &what)?;
+            back.adding.clear();
+            back.removing.clear();
+            *meta = back;
+            return Ok(Applied::Reassigned);
+        };
+        if target.is_empty() || target.len() > usize::from(REPLICATION_FACTOR_MAX) {
+            return Err(Refusal::InvalidReplicaAssignment(format!(
+                "{what}: {} replicas named, 1..={REPLICATION_FACTOR_MAX} allowed",
+                target.len()
+            )));
+        }
+        for (i, n) in target.iter().enumerate() {
+            if target[..i].contains(n) {
+                return Err(Refusal::InvalidReplicaAssignment(format!(
+                    "{what}: node {n} named twice"
+                )));
+            }
+            if !nodes.contains_key(n) {
+                return Err(Refusal::InvalidReplicaAssignment(format!(
+                    "{what}: node {n} is not a registered node"
+                )));
+            }
+        }
+        let removing: Vec<NodeId> = original
+            .iter()
+            .copied()
+            .filter(|n| !target.contains(n))
+            .collect();
+        let adding: Vec<NodeId> = target
+            .iter()
+            .copied()
+            .filter(|n| !original.contains(n))
+            .collect();
+        let mut next = meta.clone();
+        // Dropping an earlier target's additions that this one does not keep.
+        let replicas: Vec<NodeId> = target.iter().chain(&removing).copied().collect();
+        next.narrow_to(replicas, fenced, &what)?;
+        next.adding = adding;
+        next.removing = removing;
+        next.complete_reassignment(fenced);
+        *meta = next;
+        Ok(Applied::Reassigned)
     }
 
     /// Elections after `node` was fenced (or came back): a fenced node leaves every in-sync
@@ -624,7 +850,7 @@ impl ClusterState {
     /// The snapshot data of this state.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(256);
-        w.u8(1);
+        w.u8(SNAPSHOT_VERSION);
         w.u32(self.nodes.len() as u32);
         for info in self.nodes.values() {
             info.put(&mut w);
@@ -645,6 +871,8 @@ impl ClusterState {
                 w.u64(p.leader.unwrap_or(0));
                 w.u32(p.leader_epoch);
                 w.u32(p.isr_version);
+                put_nodes(&mut w, &p.adding);
+                put_nodes(&mut w, &p.removing);
             }
         }
         w.i64(self.next_producer_id);
@@ -661,7 +889,9 @@ impl ClusterState {
     /// Anything [`encode`](Self::encode) could not have written.
     pub fn decode(bytes: &[u8]) -> Decoded<Self> {
         let mut r = Reader::new(bytes, "metadata snapshot");
-        if r.u8()? != 1 {
+        // Version 1 (before reassignments) has no adding and removing lists.
+        let version = r.u8()?;
+        if version != 1 && version != SNAPSHOT_VERSION {
             return r.fail("unknown version");
         }
         let mut state = ClusterState::default();
@@ -695,6 +925,11 @@ impl ClusterState {
                 let leader = Some(r.u64()?).filter(|&n| n != 0);
                 let leader_epoch = r.u32()?;
                 let isr_version = r.u32()?;
+                let (adding, removing) = if version >= 2 {
+                    (get_nodes(&mut r)?, get_nodes(&mut r)?)
+                } else {
+                    (Vec::new(), Vec::new())
+                };
                 let isr = lists.pop().unwrap_or_default();
                 let replicas = lists.pop().unwrap_or_default();
                 list.push(PartitionMeta {
@@ -703,6 +938,8 @@ impl ClusterState {
                     leader_epoch,
                     isr,
                     isr_version,
+                    adding,
+                    removing,
                 });
             }
             state.topics.insert(
@@ -722,6 +959,26 @@ impl ClusterState {
         r.finish()?;
         Ok(state)
     }
+}
+
+/// The snapshot format written (2: partitions carry their reassignment).
+const SNAPSHOT_VERSION: u8 = 2;
+
+/// A list of node ids: a u16 count, then the ids.
+fn put_nodes(w: &mut Writer, nodes: &[NodeId]) {
+    w.u16(nodes.len() as u16);
+    for n in nodes {
+        w.u64(*n);
+    }
+}
+
+/// Reads [`put_nodes`]'s list, at most [`REPLICATION_FACTOR_MAX`] long.
+fn get_nodes(r: &mut Reader<'_>) -> Decoded<Vec<NodeId>> {
+    let n = usize::from(r.u16()?);
+    if n > usize::from(REPLICATION_FACTOR_MAX) || n * 8 > r.remaining() {
+        return r.fail("node list out of bounds");
+    }
+    (0..n).map(|_| r.u64()).collect()
 }
 
 /// Places `rf` replicas of each partition on distinct nodes: partition `p` starts at node
@@ -891,6 +1148,108 @@ mod tests {
         assert_eq!(p.leader_epoch, after_fence.leader_epoch + 1);
     }
 
+    /// A reassignment adds the new replicas first, completes once they are all in the
+    /// in-sync set (the leader gives way if it is removed), can be replaced or cancelled
+    /// while under way, and refuses placements that name no node, a node twice, or an
+    /// unregistered one.
+    #[test]
+    fn reassignments_add_first_and_complete_once_the_new_replicas_are_in_sync() {
+        let mut state = ClusterState {
+            members: vec![1, 2, 3],
+            ..ClusterState::default()
+        };
+        for id in 1..=3 {
+            state.apply(0, Command::RegisterNode(node(id))).unwrap();
+        }
+        let create = Command::CreateTopic {
+            name: "t".into(),
+            config: TopicConfig::with_partitions(1),
+            replication_factor: 2,
+        };
+        state.apply(1, create).unwrap();
+        let p = state.topics["t"].partitions[0].clone();
+        let (a, b) = (p.replicas[0], p.replicas[1]);
+        let c = (1..=3).find(|n| !p.replicas.contains(n)).unwrap();
+        let reassign = |target: Option<Vec<NodeId>>| Command::Reassign {
+            topic: "t".into(),
+            partition: 0,
+            target,
+        };
+        let part = |s: &ClusterState| s.topics["t"].partitions[0].clone();
+        assert!(matches!(
+            state.apply(2, reassign(None)),
+            Err(Refusal::NoReassignmentInProgress(_))
+        ));
+        for bad in [vec![], vec![b, b], vec![b, 9]] {
+            assert!(
+                matches!(
+                    state.apply(2, reassign(Some(bad.clone()))),
+                    Err(Refusal::InvalidReplicaAssignment(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(part(&state), p, "refusals change nothing");
+
+        // Move a's copy to c: c is added (not in sync yet), a stays until c catches up.
+        assert_eq!(
+            state.apply(3, reassign(Some(vec![b, c]))),
+            Ok(Applied::Reassigned)
+        );
+        let moving = part(&state);
+        assert_eq!(moving.replicas, vec![b, c, a]);
+        assert_eq!(
+            (moving.adding.clone(), moving.removing.clone()),
+            (vec![c], vec![a])
+        );
+        assert_eq!(moving.isr, p.isr);
+        assert_eq!(
+            (moving.leader, moving.leader_epoch),
+            (Some(a), p.leader_epoch)
+        );
+        assert!(moving.reassigning());
+
+        // Cancelled: back to a and b (in the order the move left them, as Kafka does).
+        let mut cancelled = state.clone();
+        cancelled.apply(4, reassign(None)).unwrap();
+        assert_eq!(part(&cancelled).replicas, vec![b, a]);
+        assert_eq!(part(&cancelled).isr, p.isr);
+        assert!(!part(&cancelled).reassigning());
+
+        // The leader adds c once it caught up: the move completes, a leaves and b leads.
+        let join = Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: moving.leader_epoch,
+            isr_version: moving.isr_version,
+            isr: vec![a, b, c],
+        };
+        assert_eq!(state.apply(5, join), Ok(Applied::Reassigned));
+        let done = part(&state);
+        assert_eq!(done.replicas, vec![b, c]);
+        let mut isr = vec![b, c];
+        isr.sort_unstable();
+        assert_eq!(done.isr, isr);
+        assert_eq!(done.leader, Some(b));
+        assert_eq!(done.leader_epoch, moving.leader_epoch + 1);
+        assert!(!done.reassigning());
+
+        // A pure removal (every target replica in sync already) completes at once.
+        assert_eq!(
+            state.apply(6, reassign(Some(vec![c]))),
+            Ok(Applied::Reassigned)
+        );
+        let shrunk = part(&state);
+        assert_eq!(
+            (shrunk.replicas.clone(), shrunk.isr.clone()),
+            (vec![c], vec![c])
+        );
+        assert_eq!(shrunk.leader, Some(c));
+        assert!(!shrunk.reassigning());
+        let back = ClusterState::decode(&state.encode()).expect("decodes");
+        assert_eq!(back.topics, state.topics);
+    }
+
     /// Elections keep the partition invariants whatever nodes are fenced and come back, and
     /// whatever in-sync changes leaders propose (stale ones included).
     #[test]
@@ -921,6 +1280,15 @@ mod tests {
                 topic: "t".into(),
                 partition,
             }),
+            (
+                0u32..4,
+                proptest::option::weighted(0.8, proptest::collection::vec(1u64..5, 0..4))
+            )
+                .prop_map(|(partition, target)| Command::Reassign {
+                    topic: "t".into(),
+                    partition,
+                    target,
+                }),
         ];
         runner
             .run(&proptest::collection::vec(step, 1..60), |steps| {
@@ -951,6 +1319,14 @@ mod tests {
                     for (p, meta) in state.topics["t"].partitions.iter().enumerate() {
                         prop_assert!(!meta.isr.is_empty());
                         prop_assert!(meta.isr.iter().all(|n| meta.replicas.contains(n)));
+                        prop_assert!(meta.adding.iter().all(|n| meta.replicas.contains(n)));
+                        prop_assert!(meta.removing.iter().all(|n| meta.replicas.contains(n)));
+                        prop_assert!(meta.adding.iter().all(|n| !meta.removing.contains(n)));
+                        prop_assert!(!meta.target().is_empty());
+                        if meta.reassigning() {
+                            // Completed the moment every target replica is in sync.
+                            prop_assert!(!meta.target().iter().all(|n| meta.isr.contains(n)));
+                        }
                         if let Some(l) = meta.leader {
                             prop_assert!(meta.isr.contains(&l), "leader {l} not in {:?}", meta.isr);
                             prop_assert!(!state.fenced.contains(&l), "a fenced leader");
@@ -996,6 +1372,16 @@ mod tests {
                 }),
             ("[a-c]{1,2}", 0u32..3)
                 .prop_map(|(topic, partition)| Command::ElectPreferred { topic, partition }),
+            (
+                "[a-c]{1,2}",
+                0u32..3,
+                proptest::option::of(proptest::collection::vec(1u64..5, 0..4))
+            )
+                .prop_map(|(topic, partition, target)| Command::Reassign {
+                    topic,
+                    partition,
+                    target
+                }),
         ]
     }
 

@@ -67,6 +67,20 @@ impl View {
     }
 }
 
+/// Per topic, the partitions with a replica on the view's node.
+fn placed_here(view: &View) -> BTreeMap<String, Vec<u32>> {
+    view.state
+        .topics
+        .iter()
+        .map(|(name, topic)| {
+            let here = (0..topic.config.partitions)
+                .filter(|&p| topic.replicas(p).contains(&view.me))
+                .collect();
+            (name.clone(), here)
+        })
+        .collect()
+}
+
 fn refusal_to_shard(e: ClusterError) -> ShardError {
     match e {
         ClusterError::Refused(r) => match r {
@@ -82,6 +96,12 @@ fn refusal_to_shard(e: ClusterError) -> ShardError {
             Refusal::ElectionNotNeeded(_) => ShardError::ElectionNotNeeded(r.to_string()),
             Refusal::PreferredLeaderNotAvailable(_) => {
                 ShardError::PreferredLeaderNotAvailable(r.to_string())
+            }
+            Refusal::InvalidReplicaAssignment(_) => {
+                ShardError::InvalidReplicaAssignment(r.to_string())
+            }
+            Refusal::NoReassignmentInProgress(_) => {
+                ShardError::NoReassignmentInProgress(r.to_string())
             }
         },
         ClusterError::NoLeader | ClusterError::TimedOut => ShardError::NotController(e.to_string()),
@@ -341,6 +361,44 @@ impl Shard {
         self.propose(command).await
     }
 
+    /// Kafka's partition reassignment: moves a partition's replicas to `target` (nodes, in
+    /// preference order), or cancels the move under way (`None`). Returns once the change
+    /// is committed and applied here; the move itself completes when every new replica has
+    /// caught up and joined the in-sync set.
+    ///
+    /// # Errors
+    /// [`ShardError::InvalidReplicaAssignment`] (also on a single node, which keeps one
+    /// copy), [`ShardError::NoReassignmentInProgress`],
+    /// [`ShardError::UnknownTopicOrPartition`], or the proposal's failure.
+    pub async fn reassign(
+        &self,
+        topic: &str,
+        partition: u32,
+        target: Option<Vec<NodeId>>,
+    ) -> Result<(), ShardError> {
+        if self.view().is_none() {
+            let partitions = self.topics().get(topic).map(|c| c.partitions);
+            return match (partitions, target) {
+                (Some(n), _) if partition >= n => Err(ShardError::UnknownTopicOrPartition),
+                (None, _) => Err(ShardError::UnknownTopicOrPartition),
+                (Some(_), None) => Err(ShardError::NoReassignmentInProgress(format!(
+                    "{topic}-{partition}: no reassignment under way"
+                ))),
+                (Some(_), Some(_)) => Err(ShardError::InvalidReplicaAssignment(
+                    "a single node keeps one copy of each partition: start a cluster \
+                     (--node-id, --peers) to move replicas"
+                        .into(),
+                )),
+            };
+        }
+        self.propose(Command::Reassign {
+            topic: topic.to_owned(),
+            partition,
+            target,
+        })
+        .await
+    }
+
     /// Shard 0 in a cluster: a producer id from this node's block, reserving a new block
     /// through the metadata when it is spent.
     pub(super) async fn cluster_producer_id(&self) -> Result<i64, ShardError> {
@@ -418,6 +476,12 @@ impl Shard {
                 return;
             };
             let mut known = applied;
+            // Per topic, the partitions placed on this node: a reassignment that adds or
+            // removes one here has every shard open or drop it.
+            let mut placed: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+            if let Some(view) = shard.view() {
+                placed = placed_here(&view);
+            }
             loop {
                 let changed = controller.changed();
                 let stopping = shard.stopping.listen();
@@ -438,8 +502,17 @@ impl Shard {
                         known.remove(&name);
                         shard.remove_everywhere(&name).await;
                     }
+                    let now_placed = placed_here(&view);
                     for (name, topic) in &view.state.topics {
                         if known.get(name) == Some(&topic.created_at) {
+                            if placed.get(name) != now_placed.get(name) {
+                                tracing::info!(topic = name, here = ?now_placed.get(name),
+                                    "partitions placed on this node changed: opening and dropping replicas");
+                                if let Err(e) = shard.upsert_everywhere(name, topic.config).await {
+                                    tracing::error!(topic = name, error = %e,
+                                        "a replica moved here failed to open");
+                                }
+                            }
                             continue;
                         }
                         known.insert(name.clone(), topic.created_at);
@@ -448,6 +521,7 @@ impl Shard {
                                 "a created topic's partitions failed to open on this node");
                         }
                     }
+                    placed = now_placed;
                     shard.applied_version.set(version);
                     shard.applied.notify();
                     continue;

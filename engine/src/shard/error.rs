@@ -87,6 +87,12 @@ pub enum ShardError {
     /// ElectLeaders: the preferred replica is not a live in-sync replica.
     #[error("{0}")]
     PreferredLeaderNotAvailable(String),
+    /// AlterPartitionReassignments: the replicas named are not a valid placement.
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    /// AlterPartitionReassignments: a cancellation with no reassignment under way.
+    #[error("{0}")]
+    NoReassignmentInProgress(String),
     /// The shard (or the shard it needed) is stopping or unreachable.
     #[error("{0}")]
     ShuttingDown(&'static str),

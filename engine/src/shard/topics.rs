@@ -195,7 +195,14 @@ impl Shard {
         self.topics.borrow_mut().insert(name.to_owned(), config);
         let log_config = config.log_config(&self.config.log_defaults);
         for partition in 0..config.partitions {
-            if self.owner(name, partition) != self.id || !self.replica_here(name, partition) {
+            if self.owner(name, partition) != self.id {
+                continue;
+            }
+            if !self.replica_here(name, partition) {
+                // Moved off this node (a reassignment), here or while it was down: the
+                // metadata that says so is committed and durable here, so no later state
+                // can count this copy in an in-sync set (a replica added back starts over).
+                self.drop_replica(name, partition).await;
                 continue;
             }
             let opened = self
@@ -254,10 +261,6 @@ impl Shard {
 
     /// Forgets a topic and deletes the partitions this shard owns.
     pub(super) async fn apply_removal(&self, name: &str) {
-        /// How long a removal waits for other holders of a deleted partition to let go.
-        const REMOVAL_CLOSE_WAIT: Duration = Duration::from_secs(2);
-        /// How often it looks.
-        const REMOVAL_CLOSE_POLL: Duration = Duration::from_millis(5);
         self.topics.borrow_mut().remove(name);
         let doomed: Vec<Rc<Log>> = self
             .partitions
@@ -265,23 +268,58 @@ impl Shard {
             .remove(name)
             .map(|logs| logs.into_values().collect())
             .unwrap_or_default();
-        // Unlink only once the segment files are closed. The last close of an unlinked file
-        // frees its extents inside close(2), here on the shard thread: 0.7 s for a 6 GB
-        // topic, stalling every partition of the shard. Closed first, the unlinks do that work
-        // in io_uring's worker threads. The housekeeping tasks let go of their handles at
-        // their next tick, other holders (a fetch being answered) shortly after: close every
-        // partition, then wait for all of them at once.
-        for log in &doomed {
-            let _ = log.close().await;
-        }
-        let mut waited = Duration::ZERO;
-        while doomed.iter().any(|log| Rc::strong_count(log) > 1) && waited < REMOVAL_CLOSE_WAIT {
-            glommio::timer::sleep(REMOVAL_CLOSE_POLL).await;
-            waited += REMOVAL_CLOSE_POLL;
-        }
+        // Closed before anything is unlinked, all at once (see `close_all`).
+        close_all(&doomed).await;
         // The files are in the tombstone shard 0 removes once every shard got here.
         drop(doomed);
         self.forget_offsets(|topic| topic == name).await;
+    }
+
+    /// Closes this shard's replica of a partition the metadata placed elsewhere and deletes
+    /// its files (renamed to a tombstone first, durably, so a crash half-way leaves nothing
+    /// a later start could take for the partition's data).
+    pub(super) async fn drop_replica(&self, name: &str, partition: u32) {
+        let log = self
+            .partitions
+            .borrow_mut()
+            .get_mut(name)
+            .and_then(|logs| logs.remove(&partition));
+        self.offline
+            .borrow_mut()
+            .remove(&(name.to_owned(), partition));
+        let had_log = log.is_some();
+        if let Some(log) = log {
+            let doomed = [log];
+            close_all(&doomed).await;
+        }
+        let data_dir = &self.config.data_dir;
+        let dir = partition_dir(data_dir, name, partition);
+        if !dir.exists() {
+            return;
+        }
+        let tomb = unused_name(data_dir, TOMBSTONE_PREFIX, &format!("{name}.{partition}"));
+        let renamed = async {
+            DmaStorage.rename(&dir, &tomb).await?;
+            DmaStorage.sync_dir(data_dir).await?;
+            DmaStorage.sync_dir(&data_dir.join(name)).await
+        }
+        .await;
+        if let Err(e) = renamed {
+            tracing::error!(shard = self.id, topic = name, partition, error = %e,
+                "moving a replica that left this node aside failed; its files stay");
+            return;
+        }
+        tracing::info!(
+            shard = self.id,
+            topic = name,
+            partition,
+            open = had_log,
+            "replica moved off this node: closed, its files deleted"
+        );
+        if let Err(e) = DmaStorage.remove_dir_all(&tomb).await {
+            tracing::warn!(tombstone = %tomb.display(), error = %e,
+                "removing a moved replica's files failed; the next start retries");
+        }
     }
 
     /// Deletes the committed group positions this shard's offset slots hold on topics for
@@ -307,6 +345,30 @@ impl Shard {
         }
     }
 }
+
+/// Closes partitions being removed and waits (up to [`REMOVAL_CLOSE_WAIT`]) until nothing
+/// else holds them.
+///
+/// Unlink only once the segment files are closed. The last close of an unlinked file frees
+/// its extents inside close(2), on the shard thread: 0.7 s for a 6 GB topic, stalling every
+/// partition of the shard. Closed first, the unlinks do that work in io_uring's worker
+/// threads. The housekeeping tasks let go of their handles at their next tick, other holders
+/// (a fetch being answered) shortly after.
+async fn close_all(doomed: &[Rc<Log>]) {
+    /// How often it looks.
+    const REMOVAL_CLOSE_POLL: Duration = Duration::from_millis(5);
+    for log in doomed {
+        let _ = log.close().await;
+    }
+    let mut waited = Duration::ZERO;
+    while doomed.iter().any(|log| Rc::strong_count(log) > 1) && waited < REMOVAL_CLOSE_WAIT {
+        glommio::timer::sleep(REMOVAL_CLOSE_POLL).await;
+        waited += REMOVAL_CLOSE_POLL;
+    }
+}
+
+/// How long a removal waits for other holders of a removed partition to let go.
+const REMOVAL_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Directory-name prefix of a deleted topic's files until they are removed.
 pub(super) const TOMBSTONE_PREFIX: &str = "__deleted-";

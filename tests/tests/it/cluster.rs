@@ -630,6 +630,218 @@ fn acks_all_is_never_answered_while_the_followers_are_stopped() {
     }
 }
 
+/// Partition reassignment (AlterPartitionReassignments and ListPartitionReassignments through
+/// kafka-python's admin client) on three nodes, while an idempotent acks=all producer
+/// writes: node 3 is drained (every partition's replica on it moves to the node without
+/// one, the partitions it led get a new leader) and its copies are deleted from its disk;
+/// a move onto a stopped node stays listed as under way until it is cancelled (replicas
+/// back as they were); node 3 is added back to one partition and becomes an in-sync
+/// replica. Every acknowledged record is then read back once, in order.
+#[test]
+fn partitions_move_between_nodes_and_a_node_is_drained() {
+    let _serial = serial();
+    if clients().is_none() {
+        return;
+    }
+    let dir = crate::test_dir("cluster-move");
+    let layout = Layout::new();
+    let addrs = layout.addrs.clone();
+    let nodes = layout.start(dir.path(), &[]);
+    let work = dir.path();
+    let refs: Vec<&Broker> = nodes.iter().flatten().collect();
+    let env = [
+        ("TOPIC", "moves"),
+        ("REPLICATION_FACTOR", "2"),
+        ("RECORD_BYTES", "2000"),
+    ];
+    let call = |args: &[&str]| run_script_env("cluster_replicated.py", args, &env, work, &refs);
+    let logs = || -> String {
+        refs.iter()
+            .map(|b| b.stderr())
+            .collect::<Vec<_>>()
+            .join("\n-----\n")
+    };
+    call(&["create", &addrs]);
+    let mut acked: Vec<Vec<String>> = vec![Vec::new(); 3];
+    let mut record = |answer: &serde_json::Value| {
+        for (p, list) in acked.iter_mut().enumerate() {
+            list.extend(values(answer, "acked", p));
+        }
+    };
+    record(&call(&["produce", &addrs, "before", "300"]));
+    let ids = |v: &serde_json::Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("not a list: {v}"))
+            .iter()
+            .map(|x| x.as_i64().expect("an id"))
+            .collect()
+    };
+    let before = call(&["describe", &addrs]);
+    let three = i64::from(cluster_id(3));
+    // Drain node 3: each partition keeps its other replica and gains the node without one.
+    let mut spec = Vec::new();
+    let mut led_by_three = 0;
+    for p in 0..3 {
+        let replicas = ids(&before["replicas"][p.to_string()]);
+        if !replicas.contains(&three) {
+            continue;
+        }
+        led_by_three += usize::from(before["leader"][p.to_string()] == three);
+        let mut target: Vec<i64> = replicas.into_iter().filter(|&r| r != three).collect();
+        let missing = [1, 2]
+            .map(|n| i64::from(cluster_id(n)))
+            .into_iter()
+            .find(|r| !target.contains(r))
+            .expect("one node of 1 and 2 lacks a replica");
+        target.push(missing);
+        let list: Vec<String> = target.iter().map(i64::to_string).collect();
+        spec.push(format!("{p}={}", list.join(",")));
+    }
+    assert!(
+        !spec.is_empty() && led_by_three > 0,
+        "node 3 holds and leads some partition of a 3-partition RF-2 topic: {before}"
+    );
+    // The moves happen while records are being written.
+    let during = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| call(&["produce", &addrs, "during", "600"]));
+        std::thread::sleep(Duration::from_millis(300));
+        let moved = call(&["reassign", &addrs, &spec.join(";")]);
+        for (p, error) in moved["results"].as_object().expect("results") {
+            assert!(error.is_null(), "partition {p}: {moved}");
+        }
+        writer.join().expect("writer")
+    });
+    record(&during);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ongoing = call(&["reassignments", &addrs]);
+        if ongoing["ongoing"].as_object().is_some_and(|m| m.is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the moves never completed: {ongoing}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let drained = call(&["describe", &addrs]);
+    for p in 0..3 {
+        let replicas = ids(&drained["replicas"][p.to_string()]);
+        let isr = ids(&drained["isr"][p.to_string()]);
+        assert!(!replicas.contains(&three), "partition {p}: {drained}");
+        assert_eq!(
+            replicas.len(),
+            2,
+            "partition {p} kept two copies: {drained}"
+        );
+        assert_eq!(
+            isr.len(),
+            2,
+            "partition {p}: both copies in sync: {drained}"
+        );
+        assert!(replicas.contains(&drained["leader"][p.to_string()].as_i64().expect("leader")));
+    }
+    // Node 3's copies are gone from its disk once it applied the change.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (0..3).any(|p| {
+        dir.path()
+            .join("n3")
+            .join("moves")
+            .join(p.to_string())
+            .exists()
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "node 3 kept a moved replica's files\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for(
+        refs[2],
+        "replica moved off this node: closed, its files deleted",
+        Duration::from_secs(5),
+    );
+    record(&call(&["produce", &addrs, "drained", "100"]));
+
+    // A move onto a stopped node cannot complete: listed as under way, then cancelled
+    // (asking the running nodes only: a client would wait on the stopped one).
+    refs[2].pause();
+    // Until it is fenced, Metadata still lists it, and a client may wait on it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !refs[..2]
+        .iter()
+        .any(|b| b.stderr().contains("fenced (left out of metadata) node=3"))
+    {
+        assert!(Instant::now() < deadline, "node 3 never fenced\n{}", logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let addrs = addrs.split(',').take(2).collect::<Vec<_>>().join(",");
+    let spec = "0=1024,2048,3072";
+    let moved = call(&["reassign", &addrs, spec]);
+    assert!(moved["results"]["0"].is_null(), "{moved}");
+    let ongoing = call(&["reassignments", &addrs]);
+    let entry = &ongoing["ongoing"]["moves-0"];
+    assert_eq!(ids(&entry["adding_replicas"]), vec![three], "{ongoing}");
+    assert!(ids(&entry["removing_replicas"]).is_empty(), "{ongoing}");
+    assert_eq!(ids(&entry["replicas"]).len(), 3, "{ongoing}");
+    let cancelled = call(&["reassign", &addrs, "0=-"]);
+    assert!(cancelled["results"]["0"].is_null(), "{cancelled}");
+    let again = call(&["reassign", &addrs, "0=-"]);
+    assert_eq!(
+        again["results"]["0"], "NoReassignmentInProgressError",
+        "{again}"
+    );
+    let after = call(&["describe", &addrs]);
+    let mut replicas = ids(&after["replicas"]["0"]);
+    replicas.sort_unstable();
+    assert_eq!(replicas, vec![1024, 2048], "{after}");
+    let invalid = call(&["reassign", &addrs, "1=1024,1024"]);
+    assert_eq!(
+        invalid["results"]["1"], "InvalidReplicationAssignmentError",
+        "{invalid}"
+    );
+    refs[2].resume();
+
+    // Node 3 is added back to partition 0 as a third copy and catches up into the in-sync set.
+    let moved = call(&["reassign", &addrs, "0=1024,2048,3072"]);
+    assert!(moved["results"]["0"].is_null(), "{moved}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = call(&["describe", &addrs]);
+        if ids(&now["isr"]["0"]).contains(&three) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3 never caught up: {now}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    record(&call(&["produce", &addrs, "after", "100"]));
+
+    let read = call(&["read", &addrs]);
+    for (p, want) in acked.iter().enumerate() {
+        assert_eq!(
+            want.len(),
+            1100,
+            "partition {p}: every send was acknowledged"
+        );
+        let got = values(&read, "read", p);
+        assert_eq!(
+            &got, want,
+            "partition {p}: every acknowledged record, once, in order"
+        );
+    }
+    drop(refs);
+    for b in nodes.into_iter().flatten() {
+        b.stop();
+    }
+}
+
 /// The broker id coordinating `group`, as the node at `addr` answers FindCoordinator
 /// (`None`: no coordinator now).
 fn coordinator_of(addr: &str, group: &str) -> Option<i32> {

@@ -44,6 +44,8 @@ const MESSAGES: &[&str] = &[
     "OffsetForLeaderEpoch",
     "ElectLeaders",
     "DescribeCluster",
+    "AlterPartitionReassignments",
+    "ListPartitionReassignments",
 ];
 
 /// An inclusive version range; `lo > hi` is the empty range ("none").

@@ -90,6 +90,10 @@ pub const FENCED_INSTANCE_ID: i16 = 82;
 pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
 /// ElectLeaders: the preferred replica leads already.
 pub const ELECTION_NOT_NEEDED: i16 = 84;
+/// AlterPartitionReassignments: replicas named twice, none, or an unknown broker.
+pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+/// AlterPartitionReassignments: a cancellation, and no reassignment under way.
+pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
 /// DescribeCluster: controllers were asked of a broker endpoint (Tidelog's nodes answer for
 /// brokers only).
 pub const MISMATCHED_ENDPOINT_TYPE: i16 = 114;

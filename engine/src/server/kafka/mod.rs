@@ -110,6 +110,8 @@ pub const ADVERTISED: &[(i16, i16, i16)] = &[
     (22, 0, 4), // InitProducerId
     (23, 2, 4), // OffsetForLeaderEpoch
     (43, 0, 2), // ElectLeaders
+    (45, 0, 0), // AlterPartitionReassignments
+    (46, 0, 0), // ListPartitionReassignments
     (60, 0, 1), // DescribeCluster
 ];
 
@@ -401,6 +403,16 @@ impl KafkaConnection {
                 self.check_partitions(n.sum())?;
                 self.elect_leaders(&meta, r).await
             }
+            RequestBody::AlterPartitionReassignments(r) => {
+                let n = r.topics.iter().map(|t| t.partitions.len());
+                self.check_partitions(n.sum())?;
+                self.alter_partition_reassignments(&meta, r).await
+            }
+            RequestBody::ListPartitionReassignments(r) => {
+                let n = r.topics.iter().flatten().map(|t| t.partition_indexes.len());
+                self.check_partitions(n.sum())?;
+                self.list_partition_reassignments(&meta, r).await
+            }
             RequestBody::DescribeCluster(r) => self.describe_cluster(&meta, r).await,
             RequestBody::DescribeGroups(r) => self.describe_groups(&meta, r).await,
             RequestBody::ListGroups(r) => self.list_groups(&meta, r).await,
@@ -531,6 +543,8 @@ pub(crate) fn error_code(error: &ShardError) -> i16 {
         ShardError::ElectionNotNeeded(_) => code::ELECTION_NOT_NEEDED,
         ShardError::CoordinatorLoading => code::COORDINATOR_LOAD_IN_PROGRESS,
         ShardError::PreferredLeaderNotAvailable(_) => code::PREFERRED_LEADER_NOT_AVAILABLE,
+        ShardError::InvalidReplicaAssignment(_) => code::INVALID_REPLICA_ASSIGNMENT,
+        ShardError::NoReassignmentInProgress(_) => code::NO_REASSIGNMENT_IN_PROGRESS,
         _ => code::UNKNOWN_SERVER_ERROR,
     }
 }

@@ -3,6 +3,8 @@
 
 #![allow(missing_docs)]
 
+pub mod alter_partition_reassignments_request;
+pub mod alter_partition_reassignments_response;
 pub mod api_versions_request;
 pub mod api_versions_response;
 pub mod create_topics_request;
@@ -31,6 +33,8 @@ pub mod list_groups_request;
 pub mod list_groups_response;
 pub mod list_offsets_request;
 pub mod list_offsets_response;
+pub mod list_partition_reassignments_request;
+pub mod list_partition_reassignments_response;
 pub mod metadata_request;
 pub mod metadata_response;
 pub mod offset_commit_request;
@@ -71,6 +75,12 @@ pub enum RequestBody {
     InitProducerId(init_producer_id_request::InitProducerIdRequest),
     OffsetForLeaderEpoch(offset_for_leader_epoch_request::OffsetForLeaderEpochRequest),
     ElectLeaders(elect_leaders_request::ElectLeadersRequest),
+    AlterPartitionReassignments(
+        alter_partition_reassignments_request::AlterPartitionReassignmentsRequest,
+    ),
+    ListPartitionReassignments(
+        list_partition_reassignments_request::ListPartitionReassignmentsRequest,
+    ),
     DescribeCluster(describe_cluster_request::DescribeClusterRequest),
 }
 
@@ -157,6 +167,18 @@ pub fn decode_request_body(
             elect_leaders_request::ElectLeadersRequest::decode(d, version)?,
         )),
         43 => Err(DecodeError::UnsupportedVersion { api_key, version }),
+        45 if (0..=0).contains(&version) => Ok(RequestBody::AlterPartitionReassignments(
+            alter_partition_reassignments_request::AlterPartitionReassignmentsRequest::decode(
+                d, version,
+            )?,
+        )),
+        45 => Err(DecodeError::UnsupportedVersion { api_key, version }),
+        46 if (0..=0).contains(&version) => Ok(RequestBody::ListPartitionReassignments(
+            list_partition_reassignments_request::ListPartitionReassignmentsRequest::decode(
+                d, version,
+            )?,
+        )),
+        46 => Err(DecodeError::UnsupportedVersion { api_key, version }),
         60 if (0..=1).contains(&version) => Ok(RequestBody::DescribeCluster(
             describe_cluster_request::DescribeClusterRequest::decode(d, version)?,
         )),
@@ -187,6 +209,8 @@ pub fn request_is_flexible(api_key: i16, version: i16) -> bool {
         22 => init_producer_id_request::is_flexible(version),
         23 => offset_for_leader_epoch_request::is_flexible(version),
         43 => elect_leaders_request::is_flexible(version),
+        45 => alter_partition_reassignments_request::is_flexible(version),
+        46 => list_partition_reassignments_request::is_flexible(version),
         60 => describe_cluster_request::is_flexible(version),
         _ => false,
     }
@@ -214,6 +238,8 @@ pub fn response_is_flexible(api_key: i16, version: i16) -> bool {
         22 => version >= 2,
         23 => version >= 4,
         43 => version >= 2,
+        45 => true,
+        46 => true,
         60 => true,
         _ => false,
     }
