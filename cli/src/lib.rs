@@ -132,6 +132,12 @@ struct ServeArgs {
     /// broker is a single node.
     #[arg(long, value_name = "ID@HOST:PORT,...", requires = "node_id")]
     peers: Option<String>,
+    /// Join the cluster of --peers as a broker without a vote in the metadata quorum: the
+    /// node holds partitions and serves clients, follows the committed metadata from the
+    /// voters, and its --node-id is not in --peers (how a node is added to a running
+    /// cluster; move partitions onto it with AlterPartitionReassignments).
+    #[arg(long, requires = "peers")]
+    broker_only: bool,
     /// Replicas of a topic created without a replication factor (auto-created topics,
     /// CreateTopics with -1); at most the cluster's node count.
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -370,11 +376,13 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.default_replication_factor = args.default_replication_factor;
     config.min_insync_replicas = args.min_insync_replicas;
     if let (Some(node_id), Some(peers)) = (args.node_id, &args.peers) {
-        let cluster = tidelog_engine::cluster::ClusterConfig::parse(node_id, peers)
-            .map_err(|e| anyhow!("--peers: {e}"))?;
+        let cluster =
+            tidelog_engine::cluster::ClusterConfig::parse_as(node_id, peers, args.broker_only)
+                .map_err(|e| anyhow!("--peers: {e}"))?;
         tracing::info!(
             node_id,
             peers = cluster.peers.len(),
+            broker_only = cluster.broker_only,
             "starting as a cluster node"
         );
         config.cluster = Some(cluster);

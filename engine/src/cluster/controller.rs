@@ -49,15 +49,23 @@ type Outcome = Result<Applied, ClusterError>;
 struct Waiter {
     outcome: RefCell<Option<Outcome>>,
     version: Cell<u64>,
+    /// The index of the entry that carried the proposal.
+    index: Cell<u64>,
     done: Event,
 }
+
+mod observer;
 
 /// The metadata Raft node.
 pub struct Controller {
     me: NodeId,
-    raw: RefCell<RawNode<RaftStore>>,
+    /// The Raft node (`None` on a broker-only node, which follows the voters' metadata).
+    raw: Option<RefCell<RawNode<RaftStore>>>,
     log: RaftLog<DmaStorage, SystemClock>,
-    transport: Rc<Transport>,
+    /// Connections to the other voters (`None` on a broker-only node).
+    transport: Option<Rc<Transport>>,
+    /// This node's place in the cluster.
+    cluster: ClusterConfig,
     state: RefCell<Rc<ClusterState>>,
     applied: Cell<u64>,
     inbox: RefCell<VecDeque<Message>>,
@@ -114,6 +122,9 @@ impl Controller {
         let log = RaftLog::open(DmaStorage, SystemClock, data_dir, &voters)
             .await
             .map_err(|e| format!("metadata raft log: {e}"))?;
+        if cluster.broker_only {
+            return observer::open(cluster, log, stopping);
+        }
         let (snapshot, committed) = log.committed();
         let mut state = if snapshot.data.is_empty() {
             ClusterState::default()
@@ -162,9 +173,10 @@ impl Controller {
         );
         let controller = Rc::new(Controller {
             me,
-            raw: RefCell::new(raw),
+            raw: Some(RefCell::new(raw)),
             log,
-            transport,
+            transport: Some(transport),
+            cluster: cluster.clone(),
             state: RefCell::new(Rc::new(state)),
             applied: Cell::new(applied),
             inbox: RefCell::new(VecDeque::new()),
@@ -192,6 +204,7 @@ impl Controller {
             Rc::new(cluster.peers.clone()),
             fingerprint,
             deliver,
+            Rc::new(observer::Door::new(&controller)),
             Rc::clone(&controller.stopping),
         );
         {
@@ -248,6 +261,20 @@ impl Controller {
         command: &Command,
         deadline: Duration,
     ) -> Result<(Applied, u64), ClusterError> {
+        if self.raw.is_none() {
+            return self.propose_remote(command, deadline).await;
+        }
+        self.propose_indexed(command, deadline)
+            .await
+            .map(|(applied, version, _)| (applied, version))
+    }
+
+    /// [`propose`](Self::propose) on a voter, also returning the index of the entry.
+    async fn propose_indexed(
+        &self,
+        command: &Command,
+        deadline: Duration,
+    ) -> Result<(Applied, u64, u64), ClusterError> {
         let started = Instant::now();
         let data = command.encode();
         loop {
@@ -276,7 +303,9 @@ impl Controller {
             }
             let outcome = waiter.outcome.borrow_mut().take();
             match outcome {
-                Some(Ok(applied)) => return Ok((applied, waiter.version.get())),
+                Some(Ok(applied)) => {
+                    return Ok((applied, waiter.version.get(), waiter.index.get()))
+                }
                 Some(Err(ClusterError::NoLeader)) => {
                     glommio::timer::sleep(TICK).await;
                 }
@@ -293,6 +322,7 @@ impl Controller {
     async fn ensure_offsets_topic(&self, registered: bool) {
         let state = self.state();
         if !registered
+            || self.cluster.broker_only
             || self.leader().is_none()
             || state.topics.contains_key(crate::groups::OFFSETS_TOPIC)
         {
@@ -362,6 +392,9 @@ impl Controller {
     /// While this node leads the metadata: fences the registered nodes it has not heard from
     /// for [`FENCE_AFTER`], and unfences them once heard again.
     pub fn spawn_fencing(self: &Rc<Self>) {
+        if self.raw.is_none() {
+            return;
+        }
         let controller = Rc::clone(self);
         glommio::spawn_local(async move {
             loop {
@@ -417,6 +450,9 @@ impl Controller {
     }
 
     async fn run(self: Rc<Self>) {
+        if self.raw.is_none() {
+            return self.observe().await;
+        }
         let mut next_tick = Instant::now() + TICK;
         loop {
             let idle = self.inbox.borrow().is_empty() && self.proposals.borrow().is_empty();
@@ -453,8 +489,11 @@ impl Controller {
     }
 
     async fn step_once(&self, next_tick: &mut Instant) -> Result<(), String> {
+        let (Some(raw_node), Some(transport)) = (&self.raw, &self.transport) else {
+            return Ok(());
+        };
         {
-            let mut raw = self.raw.borrow_mut();
+            let mut raw = raw_node.borrow_mut();
             if Instant::now() >= *next_tick {
                 raw.tick();
                 *next_tick = Instant::now() + TICK;
@@ -469,17 +508,17 @@ impl Controller {
                 context.extend_from_slice(&self.me.to_le_bytes());
                 context.extend_from_slice(&id.to_le_bytes());
                 if raw.propose(context, data).is_err() {
-                    self.finish(id, Err(ClusterError::NoLeader), 0);
+                    self.finish(id, Err(ClusterError::NoLeader), 0, 0);
                 }
             }
-            for peer in self.transport.take_unreachable() {
+            for peer in transport.take_unreachable() {
                 raw.report_unreachable(peer);
             }
             if !raw.has_ready() {
                 return Ok(());
             }
         }
-        let mut ready = self.raw.borrow_mut().ready();
+        let mut ready = raw_node.borrow_mut().ready();
         if let Some(soft) = ready.ss() {
             let leader = if soft.raft_state == StateRole::Leader {
                 self.me
@@ -494,7 +533,7 @@ impl Controller {
             }
         }
         for m in ready.take_messages() {
-            self.transport.send(&m);
+            transport.send(&m);
         }
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();
@@ -528,11 +567,11 @@ impl Controller {
         }
         self.apply(committed);
         for m in ready.take_persisted_messages() {
-            self.transport.send(&m);
+            transport.send(&m);
         }
-        let mut light = self.raw.borrow_mut().advance(ready);
+        let mut light = raw_node.borrow_mut().advance(ready);
         if let Some(commit) = light.commit_index() {
-            let mut hs = self.raw.borrow().raft.hard_state();
+            let mut hs = raw_node.borrow().raft.hard_state();
             hs.commit = commit;
             self.log
                 .persist(&[], Some(&hs))
@@ -540,10 +579,10 @@ impl Controller {
                 .map_err(|e| e.to_string())?;
         }
         for m in light.take_messages() {
-            self.transport.send(&m);
+            transport.send(&m);
         }
         self.apply(light.take_committed_entries());
-        self.raw.borrow_mut().advance_apply();
+        raw_node.borrow_mut().advance_apply();
         let applied = self.applied.get();
         let data = self.state.borrow().encode();
         if let Err(e) = self.log.compact(applied, data, COMPACT_AFTER_ENTRIES).await {
@@ -594,22 +633,23 @@ impl Controller {
                 let node = u64::from_le_bytes(entry.context[..8].try_into().unwrap_or_default());
                 let id = u64::from_le_bytes(entry.context[8..].try_into().unwrap_or_default());
                 if node == self.me {
-                    finished.push((id, outcome.map_err(ClusterError::Refused)));
+                    finished.push((id, outcome.map_err(ClusterError::Refused), entry.index));
                 }
             }
         }
         *self.state.borrow_mut() = Rc::new(state);
         self.bump();
         let version = self.version.get();
-        for (id, outcome) in finished {
-            self.finish(id, outcome, version);
+        for (id, outcome, index) in finished {
+            self.finish(id, outcome, version, index);
         }
     }
 
-    fn finish(&self, id: u64, outcome: Outcome, version: u64) {
+    fn finish(&self, id: u64, outcome: Outcome, version: u64, index: u64) {
         if let Some(waiter) = self.waiters.borrow().get(&id) {
             *waiter.outcome.borrow_mut() = Some(outcome);
             waiter.version.set(version);
+            waiter.index.set(index);
             waiter.done.notify();
         }
     }

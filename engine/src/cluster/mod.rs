@@ -44,8 +44,13 @@ pub struct Peer {
 pub struct ClusterConfig {
     /// This node.
     pub node_id: NodeId,
-    /// Every member, this node included; the same list on every node.
+    /// The metadata quorum's members (the Raft voters); the same list on every node. A
+    /// voter is in it; a broker-only node is not.
     pub peers: Vec<Peer>,
+    /// This node holds partitions and serves clients but has no vote in the metadata
+    /// quorum: it follows the committed metadata from the voters (KRaft's broker role), so
+    /// nodes can be added to a running cluster without changing its quorum.
+    pub broker_only: bool,
 }
 
 /// Why a cluster operation failed.
@@ -73,6 +78,21 @@ impl ClusterConfig {
     /// A description of the first problem: syntax, an id out of range or repeated, an
     /// address repeated, too many peers, or `node_id` missing from the list.
     pub fn parse(node_id: NodeId, peers: &str) -> Result<Self, String> {
+        Self::parse_as(node_id, peers, false)
+    }
+
+    /// [`parse`](Self::parse) for a voter (`broker_only` false: `node_id` must be in the
+    /// list) or a broker-only node (`node_id` must not be).
+    ///
+    /// # Errors
+    /// As [`parse`](Self::parse); a broker-only node whose id is in the list.
+    pub fn parse_as(node_id: NodeId, peers: &str, broker_only: bool) -> Result<Self, String> {
+        if node_id == 0 || node_id > state::NODE_ID_MAX {
+            return Err(format!(
+                "--node-id {node_id}: node ids are 1..={}",
+                state::NODE_ID_MAX
+            ));
+        }
         let mut list: Vec<Peer> = Vec::new();
         for item in peers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (id, addr) = item
@@ -101,16 +121,27 @@ impl ClusterConfig {
         if list.len() > state::NODES_MAX {
             return Err(format!("at most {} peers", state::NODES_MAX));
         }
-        if !list.iter().any(|p| p.id == node_id) {
+        let listed = list.iter().any(|p| p.id == node_id);
+        if broker_only && listed {
             return Err(format!(
-                "--node-id {node_id} is not in the peer list (each node's own id and address \
-                 must be in it)"
+                "--node-id {node_id} is in the peer list, which names the metadata voters: a \
+                 broker-only node must not be in it"
             ));
+        }
+        if !broker_only && !listed {
+            return Err(format!(
+                "--node-id {node_id} is not in the peer list (each voter's own id and address \
+                 must be in it; a node joining as a broker without a vote takes --broker-only)"
+            ));
+        }
+        if list.is_empty() {
+            return Err("the peer list names no node".into());
         }
         list.sort_by_key(|p| p.id);
         Ok(ClusterConfig {
             node_id,
             peers: list,
+            broker_only,
         })
     }
 
@@ -167,5 +198,16 @@ mod tests {
         ] {
             assert!(ClusterConfig::parse(node, bad).is_err(), "{bad}");
         }
+        let broker = ClusterConfig::parse_as(4, "1@127.0.0.1:1,2@127.0.0.2:1", true).unwrap();
+        assert!(broker.broker_only);
+        assert_eq!(
+            broker.fingerprint(),
+            ClusterConfig::parse(1, "1@127.0.0.1:1,2@127.0.0.2:1")
+                .unwrap()
+                .fingerprint(),
+            "a broker-only node presents the voters' fingerprint"
+        );
+        assert!(ClusterConfig::parse_as(1, "1@127.0.0.1:1", true).is_err());
+        assert!(ClusterConfig::parse_as(4, "", true).is_err());
     }
 }

@@ -56,6 +56,20 @@ pub struct NodeInfo {
 }
 
 impl ClusterState {
+    /// The nodes new topics are placed on: the voters (registered or not yet: a cluster
+    /// that is starting places on all of them) and the live broker-only nodes.
+    pub fn placeable(&self) -> Vec<NodeId> {
+        let mut ids = self.members.clone();
+        ids.extend(
+            self.nodes
+                .keys()
+                .filter(|n| !self.members.contains(n) && !self.fenced.contains(n)),
+        );
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// Whether a node is registered and heard from.
     pub fn is_live(&self, node: NodeId) -> bool {
         self.nodes.contains_key(&node) && !self.fenced.contains(&node)
@@ -395,6 +409,103 @@ pub enum Applied {
     Reassigned,
 }
 
+impl Applied {
+    /// Appends the encoding (a broker-only node's proposal outcome travels in it).
+    pub fn put(&self, w: &mut Writer) {
+        match self {
+            Applied::Node(n) => {
+                w.u8(1);
+                w.u64(*n);
+            }
+            Applied::Fenced { node, fenced } => {
+                w.u8(2);
+                w.u64(*node);
+                w.u8(u8::from(*fenced));
+            }
+            Applied::TopicCreated(name) => {
+                w.u8(3);
+                w.str(name);
+            }
+            Applied::TopicDeleted(name) => {
+                w.u8(4);
+                w.str(name);
+            }
+            Applied::ProducerIds(start) => {
+                w.u8(5);
+                w.i64(*start);
+            }
+            Applied::IsrChanged => w.u8(6),
+            Applied::LeaderElected => w.u8(7),
+            Applied::Reassigned => w.u8(8),
+        }
+    }
+
+    /// Reads [`put`](Self::put)'s encoding.
+    ///
+    /// # Errors
+    /// Anything `put` could not have written.
+    pub fn get(r: &mut Reader<'_>) -> Decoded<Self> {
+        Ok(match r.u8()? {
+            1 => Applied::Node(r.u64()?),
+            2 => Applied::Fenced {
+                node: r.u64()?,
+                fenced: r.bool()?,
+            },
+            3 => Applied::TopicCreated(r.str()?.to_owned()),
+            4 => Applied::TopicDeleted(r.str()?.to_owned()),
+            5 => Applied::ProducerIds(r.i64()?),
+            6 => Applied::IsrChanged,
+            7 => Applied::LeaderElected,
+            8 => Applied::Reassigned,
+            _ => return r.fail("unknown outcome"),
+        })
+    }
+}
+
+impl Refusal {
+    /// Appends the encoding.
+    pub fn put(&self, w: &mut Writer) {
+        let (tag, text) = match self {
+            Refusal::TopicExists(t) => (1, t),
+            Refusal::UnknownTopic(t) => (2, t),
+            Refusal::InvalidTopic(t) => (3, t),
+            Refusal::InvalidConfig(t) => (4, t),
+            Refusal::InvalidReplicationFactor(t) => (5, t),
+            Refusal::Limit(t) => (6, t),
+            Refusal::StaleEpoch(t) => (7, t),
+            Refusal::ElectionNotNeeded(t) => (8, t),
+            Refusal::PreferredLeaderNotAvailable(t) => (9, t),
+            Refusal::InvalidReplicaAssignment(t) => (10, t),
+            Refusal::NoReassignmentInProgress(t) => (11, t),
+        };
+        w.u8(tag);
+        w.str(text);
+    }
+
+    /// Reads [`put`](Self::put)'s encoding.
+    ///
+    /// # Errors
+    /// Anything `put` could not have written.
+    pub fn get(r: &mut Reader<'_>) -> Decoded<Self> {
+        let tag = r.u8()?;
+        let text = r.str()?.to_owned();
+        Ok(match tag {
+            1 => Refusal::TopicExists(text),
+            2 => Refusal::UnknownTopic(text),
+            3 => Refusal::InvalidTopic(text),
+            4 => Refusal::InvalidConfig(text),
+            5 => Refusal::InvalidReplicationFactor(text),
+            6 => Refusal::Limit(text),
+            7 => Refusal::StaleEpoch(text),
+            8 => Refusal::ElectionNotNeeded(text),
+            9 => Refusal::PreferredLeaderNotAvailable(text),
+            10 => Refusal::InvalidReplicaAssignment(text),
+            11 => Refusal::NoReassignmentInProgress(text),
+            _ => return r.fail("unknown refusal"),
+        })
+    }
+}
+
 /// One partition as the cluster knows it.
 ///
 /// Invariants (kept by [`ClusterState::apply`], checked by its property test): the in-sync
@@ -610,13 +721,14 @@ impl ClusterState {
                     )));
                 }
                 let rf = usize::from(replication_factor);
-                if rf == 0 || rf > self.members.len() {
+                let eligible = self.placeable();
+                if rf == 0 || rf > eligible.len() {
                     return Err(Refusal::InvalidReplicationFactor(format!(
                         "replication factor {replication_factor} with {} nodes in the cluster",
-                        self.members.len()
+                        eligible.len()
                     )));
                 }
-                let partitions = place(&name, config.partitions, rf, &self.members)
+                let partitions = place(&name, config.partitions, rf, &eligible)
                     .into_iter()
                     .map(PartitionMeta::new)
                     .collect();

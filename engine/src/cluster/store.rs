@@ -328,6 +328,24 @@ impl<S: Storage, C: Clock> RaftLog<S, C> {
         Ok(())
     }
 
+    /// A broker-only node's copy of the committed metadata: the snapshot becomes the log's
+    /// only content (durable before it returns; the older records are dropped after).
+    ///
+    /// # Errors
+    /// As [`persist`](Self::persist); nothing is dropped then.
+    pub async fn keep_snapshot(&self, index: u64, data: Vec<u8>) -> Result<(), StoreError> {
+        let mut snapshot = Snapshot::default();
+        snapshot.data = data.into();
+        snapshot.mut_metadata().index = index;
+        let start = self.log.log_end();
+        let mut w = Writer::with_capacity(64 + snapshot.data.len());
+        codec::put_snapshot(&mut w, &snapshot);
+        self.append(&[(SNAPSHOT, w.out)]).await?;
+        self.store.core.borrow_mut().apply_snapshot(snapshot);
+        self.log.truncate_before(start).await?;
+        Ok(())
+    }
+
     /// Replaces the log up to `index` (applied) by a snapshot whose data is `data`, when more
     /// than `threshold` entries precede it: appends the snapshot, the hard state and the
     /// entries after it, then drops the segments below. Returns whether it compacted.

@@ -4,8 +4,13 @@
 //! Raft tolerates lost messages, so a full queue drops (and reports the peer unreachable to
 //! raft-rs, which then probes instead of streaming); a broken connection drops what was
 //! queued and reconnects with back-off. An incoming connection must first say who it is
-//! (`HELLO`: its node id and the fingerprint of its peer list); a node not in the peer list,
-//! or one started with another list, is refused and logged.
+//! (`HELLO`: its node id and the fingerprint of its peer list); a node started with another
+//! list is refused and logged.
+//!
+//! A node that is not in the peer list is a broker-only node (no vote in the metadata
+//! quorum): its connections carry requests and answers instead of Raft messages, one at a
+//! time: `OBSERVE` (the metadata committed after an index, long-polled) answered by
+//! `STATE`, and `PROPOSE` (a metadata command) answered by `OUTCOME`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -37,6 +42,10 @@ pub const PEER_CONNECTIONS_MAX: usize = 2 * super::state::NODES_MAX;
 
 const HELLO: u8 = 1;
 const RAFT: u8 = 2;
+const OBSERVE: u8 = 3;
+const STATE: u8 = 4;
+const PROPOSE: u8 = 5;
+const OUTCOME: u8 = 6;
 const RECONNECT_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
 
@@ -65,6 +74,85 @@ pub enum Frame {
     Hello(NodeId, u64),
     /// A Raft message.
     Raft(Message),
+    /// A broker-only node asks for the metadata committed after index `known` (answered
+    /// at once when there is some, else after a short wait).
+    Observe {
+        /// The index of the metadata it holds.
+        known: u64,
+    },
+    /// A voter's answer to [`Frame::Observe`].
+    State {
+        /// The voter's applied index.
+        applied: u64,
+        /// The metadata leader it knows (0: none).
+        leader: NodeId,
+        /// Its metadata (a snapshot's data) when newer than asked.
+        state: Option<Vec<u8>>,
+    },
+    /// A broker-only node proposes a metadata command (its encoding).
+    Propose(Vec<u8>),
+    /// A voter's answer to [`Frame::Propose`]: the encoded outcome.
+    Outcome(Vec<u8>),
+}
+
+impl Frame {
+    /// The frame's bytes, length first.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(32);
+        let kind = match self {
+            Frame::Hello(node, fingerprint) => {
+                w.u64(*node);
+                w.u64(*fingerprint);
+                HELLO
+            }
+            Frame::Raft(m) => return frame(RAFT, &codec::encode_message(m)),
+            Frame::Observe { known } => {
+                w.u64(*known);
+                OBSERVE
+            }
+            Frame::State {
+                applied,
+                leader,
+                state,
+            } => {
+                w.u64(*applied);
+                w.u64(*leader);
+                match state {
+                    None => w.u8(0),
+                    Some(bytes) => {
+                        w.u8(1);
+                        w.bytes(bytes);
+                    }
+                }
+                STATE
+            }
+            Frame::Propose(command) => {
+                w.bytes(command);
+                PROPOSE
+            }
+            Frame::Outcome(outcome) => {
+                w.bytes(outcome);
+                OUTCOME
+            }
+        };
+        frame(kind, &w.out)
+    }
+}
+
+/// What a voter does for broker-only nodes (the controller).
+pub trait ObserverService {
+    /// Answers [`Frame::Observe`] from `node`.
+    fn observe(
+        &self,
+        node: NodeId,
+        known: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Frame>>>;
+    /// Answers [`Frame::Propose`] from `node`.
+    fn propose(
+        &self,
+        node: NodeId,
+        command: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Frame>>>;
 }
 
 /// Decodes a frame's kind and body (after its length).
@@ -84,6 +172,36 @@ pub fn decode_frame(bytes: &[u8]) -> codec::Decoded<Frame> {
             let m = codec::get_message(&mut r)?;
             r.finish()?;
             Ok(Frame::Raft(m))
+        }
+        OBSERVE => {
+            let known = r.u64()?;
+            r.finish()?;
+            Ok(Frame::Observe { known })
+        }
+        STATE => {
+            let applied = r.u64()?;
+            let leader = r.u64()?;
+            let state = if r.bool()? {
+                Some(r.bytes()?.to_vec())
+            } else {
+                None
+            };
+            r.finish()?;
+            Ok(Frame::State {
+                applied,
+                leader,
+                state,
+            })
+        }
+        PROPOSE => {
+            let command = r.bytes()?.to_vec();
+            r.finish()?;
+            Ok(Frame::Propose(command))
+        }
+        OUTCOME => {
+            let outcome = r.bytes()?.to_vec();
+            r.finish()?;
+            Ok(Frame::Outcome(outcome))
         }
         _ => r.fail("unknown frame kind"),
     }
@@ -259,6 +377,7 @@ pub fn serve(
     peers: Rc<Vec<Peer>>,
     fingerprint: u64,
     deliver: Rc<dyn Fn(Message)>,
+    observers: Rc<dyn ObserverService>,
     stopping: Rc<Event>,
 ) {
     glommio::spawn_local(async move {
@@ -276,8 +395,9 @@ pub fn serve(
                 open.set(open.get() + 1);
                 let (peers, deliver, open) =
                     (Rc::clone(&peers), Rc::clone(&deliver), Rc::clone(&open));
+                let observers = Rc::clone(&observers);
                 glommio::spawn_local(async move {
-                    receive(stream, &peers, fingerprint, &*deliver).await;
+                    receive(stream, &peers, fingerprint, &*deliver, &*observers).await;
                     open.set(open.get() - 1);
                 })
                 .detach();
@@ -296,16 +416,17 @@ async fn receive(
     peers: &[Peer],
     fingerprint: u64,
     deliver: &dyn Fn(Message),
+    observers: &dyn ObserverService,
 ) {
     let from = stream.peer_addr().ok();
     let hello = within(PEER_IO_TIMEOUT, read_frame(&mut stream)).await;
     let node = match hello.map(|r| r.map(|b| decode_frame(&b))) {
         Some(Ok(Ok(Frame::Hello(node, theirs)))) => {
-            if !peers.iter().any(|p| p.id == node) {
-                tracing::error!(
+            if node == 0 || node > super::state::NODE_ID_MAX {
+                tracing::warn!(
                     ?from,
                     node,
-                    "a node not in the peer list tried to connect: refused"
+                    "a node id out of range tried to connect: refused"
                 );
                 return;
             }
@@ -321,6 +442,10 @@ async fn receive(
             return;
         }
     };
+    if !peers.iter().any(|p| p.id == node) {
+        serve_observer(stream, node, observers).await;
+        return;
+    }
     loop {
         match within(PEER_IDLE_TIMEOUT, read_frame(&mut stream)).await {
             Some(Ok(bytes)) => match decode_frame(&bytes) {
@@ -345,6 +470,86 @@ async fn receive(
     }
 }
 
+/// A broker-only node's connection: its requests, one at a time, each answered.
+async fn serve_observer(
+    mut stream: glommio::net::TcpStream,
+    node: NodeId,
+    observers: &dyn ObserverService,
+) {
+    loop {
+        let bytes = match within(PEER_IDLE_TIMEOUT, read_frame(&mut stream)).await {
+            Some(Ok(bytes)) => bytes,
+            Some(Err(_)) | None => return,
+        };
+        let answer = match decode_frame(&bytes) {
+            Ok(Frame::Observe { known }) => observers.observe(node, known).await,
+            Ok(Frame::Propose(command)) => observers.propose(node, command).await,
+            Ok(_) => {
+                tracing::warn!(node, "unexpected frame from a broker-only node: closed");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(node, error = %e, "malformed frame from a broker-only node: closed");
+                return;
+            }
+        };
+        if !matches!(
+            within(PEER_IO_TIMEOUT, stream.write_all(&answer.encode())).await,
+            Some(Ok(()))
+        ) {
+            return;
+        }
+    }
+}
+
+/// A broker-only node's connection to a voter.
+pub struct Session {
+    stream: glommio::net::TcpStream,
+    /// The voter.
+    pub peer: NodeId,
+}
+
+impl Session {
+    /// Connects to voter `peer` and says hello.
+    ///
+    /// # Errors
+    /// The connection's, or a timeout.
+    pub async fn open(me: NodeId, peer: &Peer, fingerprint: u64) -> std::io::Result<Session> {
+        let timed_out = || std::io::Error::from(std::io::ErrorKind::TimedOut);
+        let mut stream = within(PEER_IO_TIMEOUT, glommio::net::TcpStream::connect(peer.addr))
+            .await
+            .ok_or_else(timed_out)??;
+        let _ = stream.set_nodelay(true);
+        within(
+            PEER_IO_TIMEOUT,
+            stream.write_all(&Frame::Hello(me, fingerprint).encode()),
+        )
+        .await
+        .ok_or_else(timed_out)??;
+        Ok(Session {
+            stream,
+            peer: peer.id,
+        })
+    }
+
+    /// Sends a request and reads the answer, within `limit`.
+    ///
+    /// # Errors
+    /// The connection's, a timeout, or a malformed answer.
+    pub async fn call(&mut self, request: &Frame, limit: Duration) -> std::io::Result<Frame> {
+        let stream = &mut self.stream;
+        let exchange = async {
+            stream.write_all(&request.encode()).await?;
+            let bytes = read_frame(stream).await?;
+            decode_frame(&bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+        };
+        within(limit, exchange)
+            .await
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +569,27 @@ mod tests {
             decode_frame(&frame(HELLO, &hello.out)[4..]),
             Ok(Frame::Hello(3, 99))
         );
+        for f in [
+            Frame::Observe { known: 7 },
+            Frame::State {
+                applied: 9,
+                leader: 2,
+                state: Some(vec![1, 2, 3]),
+            },
+            Frame::State {
+                applied: 9,
+                leader: 0,
+                state: None,
+            },
+            Frame::Propose(vec![4, 5]),
+            Frame::Outcome(vec![6]),
+        ] {
+            let bytes = f.encode();
+            assert_eq!(decode_frame(&bytes[4..]).as_ref(), Ok(&f));
+            for cut in 5..bytes.len() {
+                assert!(decode_frame(&bytes[4..cut]).is_err(), "{f:?} cut at {cut}");
+            }
+        }
         assert!(decode_frame(&[9]).is_err());
         assert!(decode_frame(&[]).is_err());
         assert!(decode_frame(&[HELLO, 1, 2]).is_err());

@@ -842,6 +842,180 @@ fn partitions_move_between_nodes_and_a_node_is_drained() {
     }
 }
 
+/// A node is added to a running cluster and drained again: node 4 starts with
+/// `--broker-only` (its id is not in the voters' peer list), registers, and is listed to
+/// clients; a partition of a topic created before it joined is moved onto it and it is
+/// elected that partition's leader; killed (-9) and restarted, it comes back from its own
+/// durable copy of the metadata and rejoins the in-sync set; then every replica on it moves
+/// back to the voters and its files go. Every record acknowledged along the way (idempotent,
+/// acks=all) is read back once, in order.
+#[test]
+fn a_node_is_added_to_a_running_cluster_and_drained() {
+    let _serial = serial();
+    if clients().is_none() {
+        return;
+    }
+    let dir = crate::test_dir("cluster-grow");
+    let layout = Layout::new();
+    let (base, peers) = (layout.base, layout.peers.clone());
+    let nodes = layout.start(dir.path(), &[]);
+    let work = dir.path();
+    let env = [("TOPIC", "grow"), ("REPLICATION_FACTOR", "2")];
+    let call = |nodes: &[&Broker], addrs: &str, args: &[&str]| {
+        let mut all = vec![args[0], addrs];
+        all.extend_from_slice(&args[1..]);
+        run_script_env("cluster_replicated.py", &all, &env, work, nodes)
+    };
+    let voters: Vec<&Broker> = nodes.iter().flatten().collect();
+    call(&voters, &layout.addrs, &["create"]);
+    let mut acked: Vec<Vec<String>> = vec![Vec::new(); 3];
+    let mut record = |answer: &serde_json::Value| {
+        for (p, list) in acked.iter_mut().enumerate() {
+            list.extend(values(answer, "acked", p));
+        }
+    };
+    record(&call(&voters, &layout.addrs, &["produce", "before", "100"]));
+
+    let four = |run: usize| node_with(dir.path(), 4, base, &peers, run, &["--broker-only"]);
+    let node4 = four(0);
+    wait_for(
+        &node4,
+        "node registered in the cluster metadata",
+        Duration::from_secs(30),
+    );
+    let addrs = format!("{},127.0.0.4:{}", layout.addrs, base + 1);
+    for n in [1, 4] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = cluster_status(&format!("127.0.0.{n}:{}", base + 1));
+            if status["brokers"].as_array().map(Vec::len) == Some(4) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {n} lists the four nodes: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let id4 = i64::from(cluster_id(4));
+    let logs = |node4: &Broker| -> String {
+        let mut all: Vec<String> = voters.iter().map(|b| b.stderr()).collect();
+        all.push(node4.stderr());
+        all.join("\n-----\n")
+    };
+    // Partition 0 moves onto node 4, which then leads it.
+    let before = call(&voters, &addrs, &["describe"]);
+    let old: Vec<i64> = before["replicas"]["0"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .map(|v| v.as_i64().expect("id"))
+        .collect();
+    let spec = format!("0={id4},{}", old[1]);
+    let moved = call(&voters, &addrs, &["reassign", &spec]);
+    assert!(moved["results"]["0"].is_null(), "{moved}");
+    let settled = |node4: &Broker, want: &dyn Fn(&serde_json::Value) -> bool, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = call(&voters, &addrs, &["describe"]);
+            let ongoing = call(&voters, &addrs, &["reassignments"]);
+            if want(&now) && ongoing["ongoing"].as_object().is_some_and(|m| m.is_empty()) {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {now} {ongoing}\n{}",
+                logs(node4)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let on_four = settled(
+        &node4,
+        &|d| d["isr"]["0"] == serde_json::json!([old[1].min(id4), old[1].max(id4)]),
+        "partition 0 never settled on node 4",
+    );
+    assert_eq!(on_four["replicas"]["0"], serde_json::json!([id4, old[1]]));
+    let elected = run_script(
+        "cluster_admin.py",
+        &["elect", &addrs, "grow"],
+        work,
+        &voters,
+    );
+    assert_eq!(
+        elected["after"][0], id4,
+        "node 4 leads partition 0: {elected}"
+    );
+    record(&call(&voters, &addrs, &["produce", "moved", "100"]));
+
+    // Killed and restarted, node 4 starts from its own copy of the metadata.
+    node4.kill_9();
+    record(&call(&voters, &layout.addrs, &["produce", "down", "100"]));
+    let node4 = four(1);
+    wait_for(
+        &node4,
+        "broker-only node: following the metadata of the voters",
+        Duration::from_secs(10),
+    );
+    assert!(
+        !node4.stderr().contains("applied=0 "),
+        "the restart found its durable copy: {}",
+        node4.stderr()
+    );
+    settled(
+        &node4,
+        &|d| d["isr"]["0"].as_array().is_some_and(|isr| isr.len() == 2),
+        "node 4 never rejoined partition 0's in-sync set",
+    );
+
+    // Drained: partition 0 goes back to the voters, and node 4's files go.
+    let spec = format!(
+        "0={}",
+        old.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+    );
+    let moved = call(&voters, &addrs, &["reassign", &spec]);
+    assert!(moved["results"]["0"].is_null(), "{moved}");
+    let drained = settled(
+        &node4,
+        &|d| !d["replicas"]["0"].to_string().contains(&id4.to_string()),
+        "node 4 was never drained",
+    );
+    assert_eq!(
+        drained["isr"]["0"].as_array().map(Vec::len),
+        Some(2),
+        "{drained}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dir.path().join("n4").join("grow").join("0").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "node 4 kept the partition's files"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    record(&call(&voters, &layout.addrs, &["produce", "after", "100"]));
+    node4.stop();
+
+    let read = call(&voters, &layout.addrs, &["read"]);
+    for (p, want) in acked.iter().enumerate() {
+        assert_eq!(
+            want.len(),
+            400,
+            "partition {p}: every send was acknowledged"
+        );
+        let got = values(&read, "read", p);
+        assert_eq!(
+            &got, want,
+            "partition {p}: every acknowledged record, once, in order"
+        );
+    }
+    drop(voters);
+    for b in nodes.into_iter().flatten() {
+        b.stop();
+    }
+}
+
 /// The broker id coordinating `group`, as the node at `addr` answers FindCoordinator
 /// (`None`: no coordinator now).
 fn coordinator_of(addr: &str, group: &str) -> Option<i32> {
