@@ -54,7 +54,7 @@ struct Waiter {
     done: Event,
 }
 
-mod observer;
+pub mod observer;
 
 /// The metadata Raft node.
 pub struct Controller {
