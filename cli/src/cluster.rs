@@ -1,7 +1,8 @@
 //! `tidelog cluster status`: the cluster as a Kafka client sees it, over the Kafka protocol,
 //! so it works against Tidelog's Kafka port and any Kafka broker: brokers, the controller,
-//! and the partitions that are offline (no leader) or under-replicated (fewer in-sync
-//! replicas than replicas).
+//! the partitions that are offline (no leader) or under-replicated (fewer in-sync replicas
+//! than replicas, a reassignment's new replicas not counted, as Kafka counts), and the
+//! reassignments under way (ListPartitionReassignments, where the broker has it).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -10,6 +11,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
 use tidelog_wire::kafka::generated::{
+    list_partition_reassignments_request::ListPartitionReassignmentsRequest,
+    list_partition_reassignments_response::ListPartitionReassignmentsResponse,
     metadata_request::MetadataRequest, metadata_response::MetadataResponse,
 };
 use tidelog_wire::kafka::{request_header_version, response_header_version, Decoder};
@@ -18,6 +21,7 @@ use tidelog_wire::kafka::{request_header_version, response_header_version, Decod
 const RESPONSE_BYTES_MAX: usize = 64 << 20;
 const METADATA: i16 = 3;
 const METADATA_VERSION: i16 = 9;
+const LIST_REASSIGNMENTS: i16 = 46;
 /// How long a bootstrap address may take to accept before the next one is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -43,7 +47,13 @@ pub fn run(command: ClusterCommand) -> Result<()> {
     }
 }
 
-fn metadata(addr: &str) -> Result<MetadataResponse> {
+/// One request to `addr` (a fresh connection), its response body after the header.
+fn call(
+    addr: &str,
+    key: i16,
+    version: i16,
+    encode: impl FnOnce(&mut BytesMut) -> Result<()>,
+) -> Result<Bytes> {
     // A node that is cut off never answers the SYN: give up on it and ask the next.
     let socket = addr
         .to_socket_addrs()
@@ -56,22 +66,15 @@ fn metadata(addr: &str) -> Result<MetadataResponse> {
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut buf = BytesMut::new();
     buf.put_i32(0);
-    buf.put_i16(METADATA);
-    buf.put_i16(METADATA_VERSION);
+    buf.put_i16(key);
+    buf.put_i16(version);
     buf.put_i32(1);
     buf.put_i16(7);
     buf.put_slice(b"tidelog");
-    if request_header_version(METADATA, METADATA_VERSION) >= 2 {
+    if request_header_version(key, version) >= 2 {
         buf.put_u8(0);
     }
-    let request = MetadataRequest {
-        topics: None,
-        allow_auto_topic_creation: false,
-        ..Default::default()
-    };
-    request
-        .encode(&mut buf, METADATA_VERSION)
-        .map_err(|e| anyhow!("encoding Metadata: {e}"))?;
+    encode(&mut buf)?;
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     stream.write_all(&buf)?;
@@ -83,14 +86,65 @@ fn metadata(addr: &str) -> Result<MetadataResponse> {
     }
     let mut body = vec![0u8; size];
     stream.read_exact(&mut body)?;
-    let skip = if response_header_version(METADATA, METADATA_VERSION) >= 1 {
+    let skip = if response_header_version(key, version) >= 1 {
         5
     } else {
         4
     };
-    let body = Bytes::from(body).slice(skip..);
+    if body.len() < skip {
+        bail!("{addr} answered a truncated response");
+    }
+    Ok(Bytes::from(body).slice(skip..))
+}
+
+fn metadata(addr: &str) -> Result<MetadataResponse> {
+    let body = call(addr, METADATA, METADATA_VERSION, |buf| {
+        let request = MetadataRequest {
+            topics: None,
+            allow_auto_topic_creation: false,
+            ..Default::default()
+        };
+        request
+            .encode(buf, METADATA_VERSION)
+            .map_err(|e| anyhow!("encoding Metadata: {e}"))
+    })?;
     MetadataResponse::decode(&mut Decoder::new(&body), METADATA_VERSION)
         .map_err(|e| anyhow!("decoding {addr}'s Metadata: {e}"))
+}
+
+/// A reassignment under way: topic-partition, replicas, adding, removing.
+type Moving = (String, Vec<i32>, Vec<i32>, Vec<i32>);
+
+/// The reassignments under way; empty
+/// where the broker does not list them (a Kafka broker before 2.4).
+fn reassignments(addr: &str) -> Vec<Moving> {
+    let body = call(addr, LIST_REASSIGNMENTS, 0, |buf| {
+        ListPartitionReassignmentsRequest {
+            timeout_ms: 10_000,
+            topics: None,
+        }
+        .encode(buf, 0)
+        .map_err(|e| anyhow!("encoding ListPartitionReassignments: {e}"))
+    });
+    let Ok(body) = body else {
+        return Vec::new();
+    };
+    let Ok(list) = ListPartitionReassignmentsResponse::decode(&mut Decoder::new(&body), 0) else {
+        return Vec::new();
+    };
+    list.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                (
+                    format!("{}-{}", t.name, p.partition_index),
+                    p.replicas.clone(),
+                    p.adding_replicas.clone(),
+                    p.removing_replicas.clone(),
+                )
+            })
+        })
+        .collect()
 }
 
 fn status(args: &StatusArgs) -> Result<()> {
@@ -113,6 +167,7 @@ fn status(args: &StatusArgs) -> Result<()> {
     let Some((asked, m)) = found else {
         return Err(last.unwrap_or_else(|| anyhow!("no bootstrap address given")));
     };
+    let moving = reassignments(&asked);
     let mut offline = Vec::new();
     let mut under = Vec::new();
     let mut partitions = 0usize;
@@ -128,9 +183,14 @@ fn status(args: &StatusArgs) -> Result<()> {
                 p.replica_nodes.clone(),
                 p.isr_nodes.clone(),
             );
+            // A reassignment's new replicas are catching up, not missing.
+            let adding = moving
+                .iter()
+                .find(|(n, ..)| *n == entry.0)
+                .map_or(0, |(_, _, adding, _)| adding.len());
             if p.leader_id < 0 {
                 offline.push(entry);
-            } else if p.isr_nodes.len() < p.replica_nodes.len() {
+            } else if p.isr_nodes.len() < p.replica_nodes.len().saturating_sub(adding) {
                 under.push(entry);
             }
         }
@@ -156,15 +216,24 @@ fn status(args: &StatusArgs) -> Result<()> {
                 )
             })
             .collect();
+        let reassigning: Vec<String> = moving
+            .iter()
+            .map(|(name, replicas, adding, removing)| {
+                format!(
+                    "{{\"partition\":\"{name}\",\"replicas\":{replicas:?},\"adding\":{adding:?},\"removing\":{removing:?}}}"
+                )
+            })
+            .collect();
         println!(
-            "{{\"asked\":\"{asked}\",\"cluster_id\":{:?},\"controller\":{},\"brokers\":[{}],\"topics\":{},\"partitions\":{partitions},\"leaders\":{{{}}},\"offline\":[{}],\"under_replicated\":[{}]}}",
+            "{{\"asked\":\"{asked}\",\"cluster_id\":{:?},\"controller\":{},\"brokers\":[{}],\"topics\":{},\"partitions\":{partitions},\"leaders\":{{{}}},\"offline\":[{}],\"under_replicated\":[{}],\"reassigning\":[{}]}}",
             m.cluster_id.clone().unwrap_or_default(),
             m.controller_id,
             brokers.join(","),
             m.topics.len(),
             leaders.join(","),
             list(&offline),
-            list(&under)
+            list(&under),
+            reassigning.join(",")
         );
         return Ok(());
     }
@@ -183,6 +252,12 @@ fn status(args: &StatusArgs) -> Result<()> {
         offline.len(),
         under.len()
     );
+    if !moving.is_empty() {
+        println!("reassignments under way ({}):", moving.len());
+        for (name, replicas, adding, removing) in &moving {
+            println!("  {name}  replicas {replicas:?}  adding {adding:?}  removing {removing:?}");
+        }
+    }
     for (title, list) in [("offline", &offline), ("under-replicated", &under)] {
         if list.is_empty() {
             continue;

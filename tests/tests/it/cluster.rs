@@ -787,6 +787,18 @@ fn partitions_move_between_nodes_and_a_node_is_drained() {
     assert_eq!(ids(&entry["adding_replicas"]), vec![three], "{ongoing}");
     assert!(ids(&entry["removing_replicas"]).is_empty(), "{ongoing}");
     assert_eq!(ids(&entry["replicas"]).len(), 3, "{ongoing}");
+    // `tidelog cluster status` lists the move, and does not count the replica being added
+    // as missing.
+    let status = cluster_status(addrs.split(',').next().expect("an address"));
+    assert_eq!(status["reassigning"][0]["partition"], "moves-0", "{status}");
+    assert_eq!(
+        status["reassigning"][0]["adding"],
+        serde_json::json!([three])
+    );
+    assert!(
+        !status["under_replicated"].to_string().contains("moves-0"),
+        "{status}"
+    );
     let cancelled = call(&["reassign", &addrs, "0=-"]);
     assert!(cancelled["results"]["0"].is_null(), "{cancelled}");
     let again = call(&["reassign", &addrs, "0=-"]);
