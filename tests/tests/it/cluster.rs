@@ -630,6 +630,110 @@ fn acks_all_is_never_answered_while_the_followers_are_stopped() {
     }
 }
 
+/// A group commit in a cluster is answered only once every in-sync replica of the group's
+/// offsets slot has it (as an acks=all write): with both followers of the coordinator
+/// stopped (SIGSTOP), an OffsetCommit sent straight to the coordinator gets no success
+/// answer; once they run again, commits are answered and read back. Fails when the
+/// coordinator answers after its own fdatasync only.
+#[test]
+fn a_group_commit_is_not_answered_while_its_offsets_followers_are_stopped() {
+    use tidelog_wire::kafka::generated::{
+        offset_commit_request::{
+            OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        },
+        offset_commit_response::OffsetCommitResponse,
+    };
+    use tidelog_wire::kafka::Decoder;
+    let _serial = serial();
+    if clients().is_none() {
+        return;
+    }
+    let dir = crate::test_dir("cluster-commit-stop");
+    let layout = Layout::new();
+    let addrs = layout.addrs.clone();
+    let nodes = layout.start(dir.path(), &["--min-insync-replicas", "2"]);
+    let work = dir.path();
+    let refs: Vec<&Broker> = nodes.iter().flatten().collect();
+    run_script("cluster_replicated.py", &["create", &addrs], work, &refs);
+    let group = "held";
+    let kafka = |n: usize| format!("127.0.0.{}:{}", n + 1, layout.base + 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let coordinator = loop {
+        if let Some(id) = coordinator_of(&kafka(0), group) {
+            break usize::try_from(id / 1024).expect("a node") - 1;
+        }
+        assert!(Instant::now() < deadline, "no coordinator for {group}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The slot's in-sync set must hold all three before the followers stop.
+    let commit = |offset: i64, wait: Duration| -> Option<i16> {
+        let request = OffsetCommitRequest {
+            group_id: group.into(),
+            topics: vec![OffsetCommitRequestTopic {
+                name: "rep".into(),
+                partitions: vec![OffsetCommitRequestPartition {
+                    partition_index: 0,
+                    committed_offset: offset,
+                    ..Default::default()
+                }],
+            }],
+            ..Default::default()
+        };
+        let mut conn = crate::kafka_protocol::Conn::open(&format!(
+            "127.0.0.{}:{}",
+            coordinator + 1,
+            layout.base + 2
+        ));
+        let body = conn.call_within(8, 2, |b| request.encode(b, 2).expect("encode"), wait)?;
+        let answer = OffsetCommitResponse::decode(&mut Decoder::new(&body), 2).expect("decode");
+        Some(answer.topics[0].partitions[0].error_code)
+    };
+    // The first commit waits while the coordinator loads its slot (LOAD_IN_PROGRESS).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while commit(3, Duration::from_secs(20)) != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "the first commit never succeeded"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let signal = |sig: libc::c_int| {
+        for (i, b) in refs.iter().enumerate() {
+            if i != coordinator {
+                let pid = libc::pid_t::try_from(b.pid()).expect("pid");
+                // SAFETY: kill only signals our own child process.
+                assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+            }
+        }
+    };
+    signal(libc::SIGSTOP);
+    let answer = commit(7, Duration::from_secs(6));
+    signal(libc::SIGCONT);
+    assert!(
+        answer.is_none_or(|code| code != 0),
+        "a commit acknowledged while no follower of its slot could have it: {answer:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if commit(11, Duration::from_secs(10)) == Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "commits never answered again");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let read = run_script(
+        "cluster_admin.py",
+        &["committed", &addrs, "rep", group],
+        work,
+        &refs,
+    );
+    assert_eq!(read["committed"][0], 11, "{read}");
+    drop(refs);
+    for b in nodes.into_iter().flatten() {
+        b.stop();
+    }
+}
+
 /// Partition reassignment (AlterPartitionReassignments and ListPartitionReassignments through
 /// kafka-python's admin client) on three nodes, while an idempotent acks=all producer
 /// writes: node 3 is drained (every partition's replica on it moves to the node without

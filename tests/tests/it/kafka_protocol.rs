@@ -172,6 +172,29 @@ impl Conn {
         Some(response.responses[0].partition_responses[0].error_code)
     }
 
+    /// One request; its response body if it comes within `wait`, else `None` (the
+    /// connection is then no use for further requests).
+    pub(crate) fn call_within(
+        &mut self,
+        key: i16,
+        version: i16,
+        body: impl FnOnce(&mut BytesMut),
+        wait: Duration,
+    ) -> Option<Bytes> {
+        self.send(key, version, body);
+        self.stream.set_read_timeout(Some(wait)).expect("timeout");
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).ok()?;
+        let mut buf = vec![0u8; i32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut buf).ok()?;
+        let skip = if response_header_version(key, version) >= 1 {
+            5
+        } else {
+            4
+        };
+        Some(Bytes::from(buf).slice(skip..))
+    }
+
     /// A non-idempotent Kafka batch of `count` records.
     pub(crate) fn plain_batch(count: i32) -> Bytes {
         batch(-1, -1, -1, count)
