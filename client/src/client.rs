@@ -11,8 +11,8 @@ use std::time::Duration;
 use glommio::sync::Semaphore;
 use tidelog_wire::native::{
     BodyT, CommitOffsetT, CreateTopicsRequestT, DeleteTopicsRequestT, ErrorCode,
-    ListOffsetsPartitionT, ListOffsetsRequestT, MetadataRequestT, OffsetCommitRequestT,
-    OffsetFetchRequestT, TopicPartitionT, TopicSpecT,
+    FindCoordinatorRequestT, ListOffsetsPartitionT, ListOffsetsRequestT, MetadataRequestT,
+    OffsetCommitRequestT, OffsetFetchRequestT, TopicPartitionT, TopicSpecT,
 };
 
 use crate::connection::{body_name, ConnectOptions, Connection, Response};
@@ -506,8 +506,41 @@ impl Client {
         Ok(result.offset())
     }
 
-    /// Commits `offsets` (`(topic, partition, next offset to read)`) for `group`. Each
-    /// partition's offset goes to its owning shard.
+    /// The endpoint coordinating `group` (FindCoordinator): the shard leading its
+    /// committed-offsets slot, on whichever node. `None` from a broker that predates the
+    /// request (every shard of a single node reaches the coordinator itself there).
+    ///
+    /// # Errors
+    /// The broker's error (retriable while the coordinator is being elected); request
+    /// errors.
+    pub async fn coordinator(&self, group: &str) -> Result<Option<u64>> {
+        let mut req = FindCoordinatorRequestT::default();
+        req.group = Some(group.to_owned());
+        let resp = self
+            .any_conn()
+            .await?
+            .call(BodyT::FindCoordinatorRequest(Box::new(req)))
+            .await?;
+        let frame = resp.frame()?;
+        if frame.message.body_as_error_response().is_some() {
+            return Ok(None);
+        }
+        let r = frame
+            .message
+            .body_as_find_coordinator_response()
+            .ok_or_else(|| unexpected("FindCoordinatorResponse", &resp))?;
+        match r.error() {
+            ErrorCode::None => Ok(Some(r.endpoint())),
+            code => Err(ClientError::Protocol {
+                code,
+                message: format!("no coordinator for group {group:?}"),
+            }),
+        }
+    }
+
+    /// Commits `offsets` (`(topic, partition, next offset to read)`) for `group`, at the
+    /// group's coordinator (on another node, in a cluster); a broker without
+    /// FindCoordinator gets each partition's offset at its owning shard.
     ///
     /// # Errors
     /// The first partition's error; request errors after the retries.
@@ -518,9 +551,13 @@ impl Client {
     }
 
     async fn commit_once(&self, group: &str, offsets: &[(&str, i32, i64)]) -> Result<()> {
+        let coordinator = self.coordinator(group).await?;
         let mut by_shard: BTreeMap<u64, Vec<CommitOffsetT>> = BTreeMap::new();
         for &(topic, partition, offset) in offsets {
-            let shard = self.owner(topic, partition).await?;
+            let shard = match coordinator {
+                Some(endpoint) => endpoint,
+                None => self.owner(topic, partition).await?,
+            };
             let mut c = CommitOffsetT::default();
             c.topic = Some(topic.to_owned());
             c.partition = partition;
@@ -572,9 +609,13 @@ impl Client {
         group: &str,
         partitions: &[(&str, i32)],
     ) -> Result<Vec<CommittedOffset>> {
+        let coordinator = self.coordinator(group).await?;
         let mut by_shard: BTreeMap<u64, Vec<TopicPartitionT>> = BTreeMap::new();
         for &(topic, partition) in partitions {
-            let shard = self.owner(topic, partition).await?;
+            let shard = match coordinator {
+                Some(endpoint) => endpoint,
+                None => self.owner(topic, partition).await?,
+            };
             let mut tp = TopicPartitionT::default();
             tp.topic = Some(topic.to_owned());
             tp.partition = partition;

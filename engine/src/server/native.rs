@@ -532,6 +532,15 @@ impl Connection<Native> {
                 response.results = Some(results);
                 BodyT::OffsetCommitResponse(Box::new(response))
             }
+            BodyT::FindCoordinatorRequest(request) => {
+                let group = request.group.unwrap_or_default();
+                let mut response = native::FindCoordinatorResponseT::default();
+                match shard.coordinator_endpoint(&group) {
+                    Ok(endpoint) => response.endpoint = endpoint,
+                    Err(e) => response.error = error_code(&e),
+                }
+                BodyT::FindCoordinatorResponse(Box::new(response))
+            }
             BodyT::OffsetFetchRequest(request) => {
                 let group = request.group.unwrap_or_default();
                 let partitions: Vec<(String, i32)> = request

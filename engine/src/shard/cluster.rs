@@ -166,6 +166,28 @@ impl Shard {
         ))
     }
 
+    /// The native endpoint coordinating a group: `node * SHARDS_MAX + shard` of the shard
+    /// leading the group's offsets slot in a cluster, the group's shard on a single node.
+    ///
+    /// # Errors
+    /// [`ShardError::InvalidRequest`] for a bad group name; [`ShardError::ShuttingDown`]
+    /// (retriable) while the slot has no live leader.
+    pub fn coordinator_endpoint(&self, group: &str) -> Result<u64, ShardError> {
+        super::data::check_group(group)?;
+        let Some(view) = self.view() else {
+            return Ok(self.group_owner(group) as u64);
+        };
+        let slot = crate::groups::slot_of(group);
+        let node = view
+            .live_leader_of(crate::groups::OFFSETS_TOPIC, slot)
+            .and_then(|n| view.state.nodes.get(&n))
+            .ok_or(ShardError::ShuttingDown(
+                "the group's coordinator is being elected",
+            ))?;
+        let shard = crate::meta::shard_for(crate::groups::OFFSETS_DIR, slot, node.shards());
+        Ok(node.id * crate::limits::SHARDS_MAX as u64 + shard as u64)
+    }
+
     /// The leader epoch this node leads a partition at, in a cluster (`None`: single node,
     /// or not the leader).
     pub(super) fn leading_epoch(&self, topic: &str, partition: u32) -> Option<u32> {

@@ -532,7 +532,7 @@ fn check_client_topic(topic: &str) -> Result<(), ShardError> {
     Ok(())
 }
 
-fn check_group(group: &str) -> Result<(), ShardError> {
+pub(super) fn check_group(group: &str) -> Result<(), ShardError> {
     if group.is_empty() || group.len() > groups::GROUP_BYTES_MAX {
         return Err(ShardError::InvalidRequest("group name empty or too long"));
     }

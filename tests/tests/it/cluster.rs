@@ -1357,6 +1357,66 @@ fn the_load_generator_takes_a_bootstrap_list_reports_each_node_and_routes_native
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok());
     assert_eq!(read, Some(3000), "{table}");
+
+    // Native group commits reach the group's coordinator on another node (native
+    // FindCoordinator): a group coordinated away from node 1, read twice through node 1,
+    // resumes where its first read committed.
+    let kafka1 = format!("127.0.0.1:{}", layout.base + 1);
+    let group = (0..64)
+        .map(|i| format!("native-g{i}"))
+        .find(|g| coordinator_of(&kafka1, g).is_some_and(|id| id / 1024 != 1))
+        .expect("a group coordinated by node 2 or 3");
+    let cli = |args: &[&str], input: Option<String>| -> String {
+        use std::io::Write as _;
+        let mut child = Command::new(crate::broker_process::BIN)
+            .args(args)
+            .args(["--broker", &native])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("tidelog");
+        let mut stdin = child.stdin.take().expect("stdin");
+        if let Some(text) = input {
+            stdin.write_all(text.as_bytes()).expect("write stdin");
+        }
+        drop(stdin);
+        let out = child.wait_with_output().expect("tidelog");
+        assert!(
+            out.status.success(),
+            "tidelog {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    cli(&["topic", "create", "grouped", "--partitions", "3"], None);
+    let lines: String = (1..=3000).map(|i| format!("{i}\n")).collect();
+    cli(&["produce", "grouped", "--acks", "all"], Some(lines));
+    let read_group = |count: &str| -> Vec<String> {
+        let out = Command::new(crate::broker_process::BIN)
+            .args(["consume", "grouped", "--group", &group, "--from-beginning"])
+            .args(["--count", count, "--print-partition", "--print-offset"])
+            .args(["--timeout-ms", "10000", "--broker", &native])
+            .output()
+            .expect("tidelog consume");
+        assert!(
+            out.status.success(),
+            "tidelog consume --group: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let first = read_group("1500");
+    let second = read_group("1500");
+    assert_eq!((first.len(), second.len()), (1500, 1500));
+    let seen: std::collections::HashSet<&String> = first.iter().collect();
+    assert!(
+        second.iter().all(|position| !seen.contains(position)),
+        "the second read resumed from the first's commits (no record read twice)"
+    );
     for b in nodes.into_iter().flatten() {
         b.stop();
     }

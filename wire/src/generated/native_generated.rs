@@ -183,10 +183,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 19;
+pub const ENUM_MAX_BODY: u8 = 21;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 20] = [
+pub const ENUM_VALUES_BODY: [Body; 22] = [
   Body::NONE,
   Body::HandshakeRequest,
   Body::HandshakeResponse,
@@ -207,6 +207,8 @@ pub const ENUM_VALUES_BODY: [Body; 20] = [
   Body::OffsetFetchRequest,
   Body::OffsetFetchResponse,
   Body::ErrorResponse,
+  Body::FindCoordinatorRequest,
+  Body::FindCoordinatorResponse,
 ];
 
 /// Every message kind. Members are only ever appended.
@@ -235,9 +237,11 @@ impl Body {
   pub const OffsetFetchRequest: Self = Self(17);
   pub const OffsetFetchResponse: Self = Self(18);
   pub const ErrorResponse: Self = Self(19);
+  pub const FindCoordinatorRequest: Self = Self(20);
+  pub const FindCoordinatorResponse: Self = Self(21);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 19;
+  pub const ENUM_MAX: u8 = 21;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::HandshakeRequest,
@@ -259,6 +263,8 @@ impl Body {
     Self::OffsetFetchRequest,
     Self::OffsetFetchResponse,
     Self::ErrorResponse,
+    Self::FindCoordinatorRequest,
+    Self::FindCoordinatorResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -283,6 +289,8 @@ impl Body {
       Self::OffsetFetchRequest => Some("OffsetFetchRequest"),
       Self::OffsetFetchResponse => Some("OffsetFetchResponse"),
       Self::ErrorResponse => Some("ErrorResponse"),
+      Self::FindCoordinatorRequest => Some("FindCoordinatorRequest"),
+      Self::FindCoordinatorResponse => Some("FindCoordinatorResponse"),
       _ => None,
     }
   }
@@ -363,6 +371,8 @@ pub enum BodyT {
   OffsetFetchRequest(alloc::boxed::Box<OffsetFetchRequestT>),
   OffsetFetchResponse(alloc::boxed::Box<OffsetFetchResponseT>),
   ErrorResponse(alloc::boxed::Box<ErrorResponseT>),
+  FindCoordinatorRequest(alloc::boxed::Box<FindCoordinatorRequestT>),
+  FindCoordinatorResponse(alloc::boxed::Box<FindCoordinatorResponseT>),
 }
 impl Default for BodyT {
   fn default() -> Self {
@@ -392,6 +402,8 @@ impl BodyT {
       Self::OffsetFetchRequest(_) => Body::OffsetFetchRequest,
       Self::OffsetFetchResponse(_) => Body::OffsetFetchResponse,
       Self::ErrorResponse(_) => Body::ErrorResponse,
+      Self::FindCoordinatorRequest(_) => Body::FindCoordinatorRequest,
+      Self::FindCoordinatorResponse(_) => Body::FindCoordinatorResponse,
     }
   }
   pub fn pack<'b, A: ::flatbuffers::Allocator + 'b>(&self, fbb: &mut ::flatbuffers::FlatBufferBuilder<'b, A>) -> Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>> {
@@ -416,6 +428,8 @@ impl BodyT {
       Self::OffsetFetchRequest(v) => Some(v.pack(fbb).as_union_value()),
       Self::OffsetFetchResponse(v) => Some(v.pack(fbb).as_union_value()),
       Self::ErrorResponse(v) => Some(v.pack(fbb).as_union_value()),
+      Self::FindCoordinatorRequest(v) => Some(v.pack(fbb).as_union_value()),
+      Self::FindCoordinatorResponse(v) => Some(v.pack(fbb).as_union_value()),
     }
   }
   /// If the union variant matches, return the owned HandshakeRequestT, setting the union to NONE.
@@ -816,6 +830,48 @@ impl BodyT {
   /// If the union variant matches, return a mutable reference to the ErrorResponseT.
   pub fn as_error_response_mut(&mut self) -> Option<&mut ErrorResponseT> {
     if let Self::ErrorResponse(v) = self { Some(v.as_mut()) } else { None }
+  }
+  /// If the union variant matches, return the owned FindCoordinatorRequestT, setting the union to NONE.
+  pub fn take_find_coordinator_request(&mut self) -> Option<alloc::boxed::Box<FindCoordinatorRequestT>> {
+    if let Self::FindCoordinatorRequest(_) = self {
+      let v = ::core::mem::replace(self, Self::NONE);
+      if let Self::FindCoordinatorRequest(w) = v {
+        Some(w)
+      } else {
+        unreachable!()
+      }
+    } else {
+      None
+    }
+  }
+  /// If the union variant matches, return a reference to the FindCoordinatorRequestT.
+  pub fn as_find_coordinator_request(&self) -> Option<&FindCoordinatorRequestT> {
+    if let Self::FindCoordinatorRequest(v) = self { Some(v.as_ref()) } else { None }
+  }
+  /// If the union variant matches, return a mutable reference to the FindCoordinatorRequestT.
+  pub fn as_find_coordinator_request_mut(&mut self) -> Option<&mut FindCoordinatorRequestT> {
+    if let Self::FindCoordinatorRequest(v) = self { Some(v.as_mut()) } else { None }
+  }
+  /// If the union variant matches, return the owned FindCoordinatorResponseT, setting the union to NONE.
+  pub fn take_find_coordinator_response(&mut self) -> Option<alloc::boxed::Box<FindCoordinatorResponseT>> {
+    if let Self::FindCoordinatorResponse(_) = self {
+      let v = ::core::mem::replace(self, Self::NONE);
+      if let Self::FindCoordinatorResponse(w) = v {
+        Some(w)
+      } else {
+        unreachable!()
+      }
+    } else {
+      None
+    }
+  }
+  /// If the union variant matches, return a reference to the FindCoordinatorResponseT.
+  pub fn as_find_coordinator_response(&self) -> Option<&FindCoordinatorResponseT> {
+    if let Self::FindCoordinatorResponse(v) = self { Some(v.as_ref()) } else { None }
+  }
+  /// If the union variant matches, return a mutable reference to the FindCoordinatorResponseT.
+  pub fn as_find_coordinator_response_mut(&mut self) -> Option<&mut FindCoordinatorResponseT> {
+    if let Self::FindCoordinatorResponse(v) = self { Some(v.as_mut()) } else { None }
   }
 }
 /// A byte range of the frame body, relative to the body start.
@@ -6942,6 +6998,287 @@ impl OffsetFetchResponseT {
     })
   }
 }
+pub enum FindCoordinatorRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Which endpoint coordinates a group (answers its commits and committed offsets): the
+/// shard leading the group's committed-offsets slot, on whichever node that is.
+pub struct FindCoordinatorRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for FindCoordinatorRequest<'a> {
+  type Inner = FindCoordinatorRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> FindCoordinatorRequest<'a> {
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    FindCoordinatorRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args FindCoordinatorRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<FindCoordinatorRequest<'bldr>> {
+    let mut builder = FindCoordinatorRequestBuilder::new(_fbb);
+    if let Some(x) = args.group { builder.add_group(x); }
+    builder.finish()
+  }
+
+  pub fn unpack(&self) -> FindCoordinatorRequestT {
+    let group = self.group().map(|x| {
+      alloc::string::ToString::to_string(x)
+    });
+    FindCoordinatorRequestT {
+      group,
+    }
+  }
+
+  #[inline]
+  pub fn group(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(FindCoordinatorRequest::VT_GROUP, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for FindCoordinatorRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("group", Self::VT_GROUP, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FindCoordinatorRequestArgs<'a> {
+    pub group: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for FindCoordinatorRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    FindCoordinatorRequestArgs {
+      group: None,
+    }
+  }
+}
+
+pub struct FindCoordinatorRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FindCoordinatorRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_group(&mut self, group: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FindCoordinatorRequest::VT_GROUP, group);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FindCoordinatorRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FindCoordinatorRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<FindCoordinatorRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for FindCoordinatorRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("FindCoordinatorRequest");
+      ds.field("group", &self.group());
+      ds.finish()
+  }
+}
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindCoordinatorRequestT {
+  pub group: Option<alloc::string::String>,
+}
+impl Default for FindCoordinatorRequestT {
+  fn default() -> Self {
+    Self {
+      group: None,
+    }
+  }
+}
+impl FindCoordinatorRequestT {
+  pub fn pack<'b, A: ::flatbuffers::Allocator + 'b>(
+    &self,
+    _fbb: &mut ::flatbuffers::FlatBufferBuilder<'b, A>
+  ) -> ::flatbuffers::WIPOffset<FindCoordinatorRequest<'b>> {
+    let group = self.group.as_ref().map(|x|{
+      _fbb.create_string(x)
+    });
+    FindCoordinatorRequest::create(_fbb, &FindCoordinatorRequestArgs{
+      group,
+    })
+  }
+}
+pub enum FindCoordinatorResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct FindCoordinatorResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for FindCoordinatorResponse<'a> {
+  type Inner = FindCoordinatorResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> FindCoordinatorResponse<'a> {
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ENDPOINT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    FindCoordinatorResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args FindCoordinatorResponseArgs
+  ) -> ::flatbuffers::WIPOffset<FindCoordinatorResponse<'bldr>> {
+    let mut builder = FindCoordinatorResponseBuilder::new(_fbb);
+    builder.add_endpoint(args.endpoint);
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+  pub fn unpack(&self) -> FindCoordinatorResponseT {
+    let error = self.error();
+    let endpoint = self.endpoint();
+    FindCoordinatorResponseT {
+      error,
+      endpoint,
+    }
+  }
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(FindCoordinatorResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  /// The coordinating endpoint: `node * 1024 + shard` (the shard itself on a single node),
+  /// as the endpoints of MetadataResponse are numbered.
+  #[inline]
+  pub fn endpoint(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(FindCoordinatorResponse::VT_ENDPOINT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for FindCoordinatorResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<u64>("endpoint", Self::VT_ENDPOINT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FindCoordinatorResponseArgs {
+    pub error: ErrorCode,
+    pub endpoint: u64,
+}
+impl<'a> Default for FindCoordinatorResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    FindCoordinatorResponseArgs {
+      error: ErrorCode::None,
+      endpoint: 0,
+    }
+  }
+}
+
+pub struct FindCoordinatorResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FindCoordinatorResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(FindCoordinatorResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_endpoint(&mut self, endpoint: u64) {
+    self.fbb_.push_slot::<u64>(FindCoordinatorResponse::VT_ENDPOINT, endpoint, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FindCoordinatorResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FindCoordinatorResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<FindCoordinatorResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for FindCoordinatorResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("FindCoordinatorResponse");
+      ds.field("error", &self.error());
+      ds.field("endpoint", &self.endpoint());
+      ds.finish()
+  }
+}
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindCoordinatorResponseT {
+  pub error: ErrorCode,
+  pub endpoint: u64,
+}
+impl Default for FindCoordinatorResponseT {
+  fn default() -> Self {
+    Self {
+      error: ErrorCode::None,
+      endpoint: 0,
+    }
+  }
+}
+impl FindCoordinatorResponseT {
+  pub fn pack<'b, A: ::flatbuffers::Allocator + 'b>(
+    &self,
+    _fbb: &mut ::flatbuffers::FlatBufferBuilder<'b, A>
+  ) -> ::flatbuffers::WIPOffset<FindCoordinatorResponse<'b>> {
+    let error = self.error;
+    let endpoint = self.endpoint;
+    FindCoordinatorResponse::create(_fbb, &FindCoordinatorResponseArgs{
+      error,
+      endpoint,
+    })
+  }
+}
 pub enum ErrorResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7229,6 +7566,16 @@ impl<'a> Message<'a> {
       Body::ErrorResponse => BodyT::ErrorResponse(alloc::boxed::Box::new(
         self.body_as_error_response()
             .expect("Invalid union table, expected `Body::ErrorResponse`.")
+            .unpack()
+      )),
+      Body::FindCoordinatorRequest => BodyT::FindCoordinatorRequest(alloc::boxed::Box::new(
+        self.body_as_find_coordinator_request()
+            .expect("Invalid union table, expected `Body::FindCoordinatorRequest`.")
+            .unpack()
+      )),
+      Body::FindCoordinatorResponse => BodyT::FindCoordinatorResponse(alloc::boxed::Box::new(
+        self.body_as_find_coordinator_response()
+            .expect("Invalid union table, expected `Body::FindCoordinatorResponse`.")
             .unpack()
       )),
       _ => BodyT::NONE,
@@ -7546,6 +7893,36 @@ impl<'a> Message<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_find_coordinator_request(&self) -> Option<FindCoordinatorRequest<'a>> {
+    if self.body_type() == Body::FindCoordinatorRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { FindCoordinatorRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_find_coordinator_response(&self) -> Option<FindCoordinatorResponse<'a>> {
+    if self.body_type() == Body::FindCoordinatorResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { FindCoordinatorResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Message<'_> {
@@ -7576,6 +7953,8 @@ impl ::flatbuffers::Verifiable for Message<'_> {
           Body::OffsetFetchRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OffsetFetchRequest>>("Body::OffsetFetchRequest", pos),
           Body::OffsetFetchResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OffsetFetchResponse>>("Body::OffsetFetchResponse", pos),
           Body::ErrorResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ErrorResponse>>("Body::ErrorResponse", pos),
+          Body::FindCoordinatorRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FindCoordinatorRequest>>("Body::FindCoordinatorRequest", pos),
+          Body::FindCoordinatorResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FindCoordinatorResponse>>("Body::FindCoordinatorResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -7765,6 +8144,20 @@ impl ::core::fmt::Debug for Message<'_> {
         },
         Body::ErrorResponse => {
           if let Some(x) = self.body_as_error_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::FindCoordinatorRequest => {
+          if let Some(x) = self.body_as_find_coordinator_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::FindCoordinatorResponse => {
+          if let Some(x) = self.body_as_find_coordinator_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
