@@ -3,7 +3,8 @@
 # run: produce throughput with replication factor 3 as a share of replication factor 1 (both
 # acks=all through the Kafka listener, 1 KiB records, tidelog-bench), and failover time as an
 # idempotent acks=all producer sees it (the largest gap between two acknowledgements while the
-# partition's leader is killed with -9, KILLS times).
+# partition's leader is killed with -9, KILLS times), and the replication lag consumers see at
+# 75% of the replicated load (end-to-end latency of RF 3 less RF 1; E2E_SECONDS, default 15).
 #
 #   bash bench-harness/scripts/cluster-report.sh [RECORDS] [KILLS]   (default 500,000 and 5)
 #
@@ -59,6 +60,31 @@ for rf in 1 3; do
   stop_all
 done
 echo "== replicated produce: rf3 ${rate[3]} MB/s, rf1 ${rate[1]} MB/s, ratio $(python3 -c "print(f'{${rate[3]}/max(${rate[1]},1e-9):.2f}')")"
+# Replication lag as consumers see it: they read only below the high watermark, so at the
+# same offered load the end-to-end latency of RF 3 less that of RF 1 is the time a record
+# takes to reach every in-sync follower's disk. The load is 75% of what RF 3 sustained above
+# (E2E_SECONDS of it, after a warm-up).
+e2e_seconds=${E2E_SECONDS:-15}
+e2e_rate=$(python3 -c "print(int(${rate[3]} * 0.75 * 1e6 / 1024))")
+declare -A e2e
+for rf in 1 3; do
+  rm -rf "$work/data" "$work"/node*.log
+  for n in 1 2 3; do start_node "$n" --default-replication-factor "$rf" --min-insync-replicas "$(( rf > 1 ? 2 : 1 ))"; done
+  wait_registered
+  echo "== end to end, replication factor $rf, $e2e_rate records/s x 1 KiB for ${e2e_seconds}s"
+  ./target/release/tidelog-bench e2e --protocol kafka --broker 127.0.0.1:29092 \
+    --topic "e2e$rf" --partitions 3 --producers 3 --consumers 3 --record-size 1024 \
+    --rate "$e2e_rate" --duration "$e2e_seconds" --warmup 3 --acks all \
+    --json "$work/e2e$rf.json" | tail -2
+  e2e[$rf]=$(python3 -c "
+import json; l=json.load(open('$work/e2e$rf.json'))['e2e']['latency_us']
+print(l['p50'], l['p99'])")
+  stop_all
+done
+python3 -c "
+one=[int(x) for x in '${e2e[1]}'.split()]; three=[int(x) for x in '${e2e[3]}'.split()]
+print(f'== replication lag at {${e2e_rate}*1024/1e6:.0f} MB/s (end-to-end RF 3 less RF 1): p50 {(three[0]-one[0])/1000:.1f} ms, p99 {(three[1]-one[1])/1000:.1f} ms (RF 1 p50 {one[0]/1000:.1f} / p99 {one[1]/1000:.1f} ms, RF 3 p50 {three[0]/1000:.1f} / p99 {three[1]/1000:.1f} ms)')
+"
 echo "== failover: $kills leader kills under an idempotent acks=all producer"
 rm -rf "$work/data" "$work"/node*.log
 for n in 1 2 3; do start_node "$n" --default-replication-factor 3 --min-insync-replicas 2; done

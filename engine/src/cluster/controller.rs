@@ -269,6 +269,22 @@ impl Controller {
             .map(|(applied, version, _)| (applied, version))
     }
 
+    /// What is left of a proposal's `deadline`.
+    ///
+    /// # Errors
+    /// [`ClusterError::Storage`] once the metadata log failed here; [`ClusterError::TimedOut`]
+    /// past the deadline.
+    fn time_left(&self, started: Instant, deadline: Duration) -> Result<Duration, ClusterError> {
+        if let Some(reason) = self.failed.borrow().clone() {
+            return Err(ClusterError::Storage(reason));
+        }
+        let left = deadline.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(ClusterError::TimedOut);
+        }
+        Ok(left)
+    }
+
     /// [`propose`](Self::propose) on a voter, also returning the index of the entry.
     async fn propose_indexed(
         &self,
@@ -278,13 +294,7 @@ impl Controller {
         let started = Instant::now();
         let data = command.encode();
         loop {
-            if let Some(reason) = self.failed.borrow().clone() {
-                return Err(ClusterError::Storage(reason));
-            }
-            let left = deadline.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                return Err(ClusterError::TimedOut);
-            }
+            let left = self.time_left(started, deadline)?;
             if self.proposals.borrow().len() >= PROPOSALS_MAX {
                 glommio::timer::sleep(TICK).await;
                 continue;

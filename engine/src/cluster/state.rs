@@ -1128,6 +1128,24 @@ mod tests {
         }
     }
 
+    /// Three registered members and a one-partition topic `t` of replication factor `rf`.
+    fn three_nodes_and_topic_t(rf: u16) -> ClusterState {
+        let mut state = ClusterState {
+            members: vec![1, 2, 3],
+            ..ClusterState::default()
+        };
+        for id in 1..=3 {
+            state.apply(0, Command::RegisterNode(node(id))).unwrap();
+        }
+        let create = Command::CreateTopic {
+            name: "t".into(),
+            config: TopicConfig::with_partitions(1),
+            replication_factor: rf,
+        };
+        state.apply(1, create).unwrap();
+        state
+    }
+
     #[test]
     fn placement_spreads_leaders_and_never_repeats_a_node() {
         let mut state = ClusterState {
@@ -1189,19 +1207,7 @@ mod tests {
     /// when it leads already; a fenced node cannot rejoin the in-sync set.
     #[test]
     fn preferred_election_returns_leadership_to_the_first_replica() {
-        let mut state = ClusterState {
-            members: vec![1, 2, 3],
-            ..ClusterState::default()
-        };
-        for id in 1..=3 {
-            state.apply(0, Command::RegisterNode(node(id))).unwrap();
-        }
-        let create = Command::CreateTopic {
-            name: "t".into(),
-            config: TopicConfig::with_partitions(1),
-            replication_factor: 3,
-        };
-        state.apply(1, create).unwrap();
+        let mut state = three_nodes_and_topic_t(3);
         let elect = || Command::ElectPreferred {
             topic: "t".into(),
             partition: 0,
@@ -1266,19 +1272,7 @@ mod tests {
     /// unregistered one.
     #[test]
     fn reassignments_add_first_and_complete_once_the_new_replicas_are_in_sync() {
-        let mut state = ClusterState {
-            members: vec![1, 2, 3],
-            ..ClusterState::default()
-        };
-        for id in 1..=3 {
-            state.apply(0, Command::RegisterNode(node(id))).unwrap();
-        }
-        let create = Command::CreateTopic {
-            name: "t".into(),
-            config: TopicConfig::with_partitions(1),
-            replication_factor: 2,
-        };
-        state.apply(1, create).unwrap();
+        let mut state = three_nodes_and_topic_t(2);
         let p = state.topics["t"].partitions[0].clone();
         let (a, b) = (p.replicas[0], p.replicas[1]);
         let c = (1..=3).find(|n| !p.replicas.contains(n)).unwrap();

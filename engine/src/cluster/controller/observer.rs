@@ -264,13 +264,7 @@ impl Controller {
         let fingerprint = self.cluster.fingerprint();
         let mut next = 0usize;
         loop {
-            if let Some(reason) = self.failed.borrow().clone() {
-                return Err(ClusterError::Storage(reason));
-            }
-            let left = deadline.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                return Err(ClusterError::TimedOut);
-            }
+            let left = self.time_left(started, deadline)?;
             let peer = match voters.iter().find(|p| p.id == self.leader.get()) {
                 Some(p) => p.clone(),
                 None => {
