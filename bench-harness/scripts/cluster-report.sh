@@ -4,7 +4,7 @@
 # acks=all through the Kafka listener, 1 KiB records, tidelog-bench), and failover time as an
 # idempotent acks=all producer sees it (the largest gap between two acknowledgements while the
 # partition's leader is killed with -9, KILLS times), and the replication lag consumers see at
-# 75% of the replicated load (end-to-end latency of RF 3 less RF 1; E2E_SECONDS, default 15).
+# half the replicated load (end-to-end latency of RF 3 less RF 1; E2E_SHARE, E2E_SECONDS).
 #
 #   bash bench-harness/scripts/cluster-report.sh [RECORDS] [KILLS]   (default 500,000 and 5)
 #
@@ -62,10 +62,12 @@ done
 echo "== replicated produce: rf3 ${rate[3]} MB/s, rf1 ${rate[1]} MB/s, ratio $(python3 -c "print(f'{${rate[3]}/max(${rate[1]},1e-9):.2f}')")"
 # Replication lag as consumers see it: they read only below the high watermark, so at the
 # same offered load the end-to-end latency of RF 3 less that of RF 1 is the time a record
-# takes to reach every in-sync follower's disk. The load is 75% of what RF 3 sustained above
-# (E2E_SECONDS of it, after a warm-up).
+# takes to reach every in-sync follower's disk. The load is E2E_SHARE (default 0.5) of what
+# RF 3 sustained in its burst above, for E2E_SECONDS (default 15) after a warm-up: at 0.75
+# the sustained run fell behind its offered rate, and a backlog is not replication lag.
 e2e_seconds=${E2E_SECONDS:-15}
-e2e_rate=$(python3 -c "print(int(${rate[3]} * 0.75 * 1e6 / 1024))")
+e2e_share=${E2E_SHARE:-0.5}
+e2e_rate=$(python3 -c "print(int(${rate[3]} * $e2e_share * 1e6 / 1024))")
 declare -A e2e
 for rf in 1 3; do
   rm -rf "$work/data" "$work"/node*.log
@@ -83,7 +85,7 @@ print(l['p50'], l['p99'])")
 done
 python3 -c "
 one=[int(x) for x in '${e2e[1]}'.split()]; three=[int(x) for x in '${e2e[3]}'.split()]
-print(f'== replication lag at {${e2e_rate}*1024/1e6:.0f} MB/s (end-to-end RF 3 less RF 1): p50 {(three[0]-one[0])/1000:.1f} ms, p99 {(three[1]-one[1])/1000:.1f} ms (RF 1 p50 {one[0]/1000:.1f} / p99 {one[1]/1000:.1f} ms, RF 3 p50 {three[0]/1000:.1f} / p99 {three[1]/1000:.1f} ms)')
+print(f'== replication lag at {${e2e_rate}*1024/1e6:.0f} MB/s offered (end-to-end RF 3 less RF 1): p50 {(three[0]-one[0])/1000:.1f} ms, p99 {(three[1]-one[1])/1000:.1f} ms (RF 1 p50 {one[0]/1000:.1f} / p99 {one[1]/1000:.1f} ms, RF 3 p50 {three[0]/1000:.1f} / p99 {three[1]/1000:.1f} ms)')
 "
 echo "== failover: $kills leader kills under an idempotent acks=all producer"
 rm -rf "$work/data" "$work"/node*.log
