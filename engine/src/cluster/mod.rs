@@ -30,6 +30,10 @@ pub mod transport;
 pub use controller::Controller;
 pub use state::{kafka_broker_id, ClusterState, Command, NodeId, NodeInfo, Refusal, TopicMeta};
 
+/// How long a metadata change may take to commit before the client is told to retry (a
+/// broker-only node's proposal made through a voter gets the same).
+pub const PROPOSAL_DEADLINE: Duration = Duration::from_secs(10);
+
 /// A cluster member: its node id and inter-node address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {

@@ -20,8 +20,7 @@ use crate::cluster::{
 };
 use crate::meta::TopicConfig;
 
-/// How long a metadata change may take to commit before the client is told to retry.
-pub const PROPOSAL_DEADLINE: Duration = Duration::from_secs(10);
+pub use crate::cluster::PROPOSAL_DEADLINE;
 
 /// What every shard knows of the cluster: the committed metadata and the metadata leader.
 #[derive(Debug, Clone)]

@@ -359,7 +359,7 @@ impl ObserverService for Door {
                         Err(ClusterError::Storage(format!("malformed command: {e}")))
                     }
                     Ok(command) => c
-                        .propose_indexed(&command, crate::shard::cluster::PROPOSAL_DEADLINE)
+                        .propose_indexed(&command, crate::cluster::PROPOSAL_DEADLINE)
                         .await
                         .map(|(applied, _, index)| (applied, index)),
                 },
