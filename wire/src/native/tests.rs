@@ -209,6 +209,14 @@ fn every_kind() -> Vec<MessageT> {
     x.error = ErrorCode::InvalidFrame;
     x.message = Some("bad".into());
     push(BodyT::ErrorResponse(Box::new(x)));
+
+    let mut x = FindCoordinatorRequestT::default();
+    x.group = Some("g".into());
+    push(BodyT::FindCoordinatorRequest(Box::new(x)));
+
+    let mut x = FindCoordinatorResponseT::default();
+    x.endpoint = 2 * 1024 + 1;
+    push(BodyT::FindCoordinatorResponse(Box::new(x)));
     v
 }
 
