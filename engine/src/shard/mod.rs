@@ -150,6 +150,9 @@ pub struct Shard {
     applied: Event,
     /// Replicated partitions' roles here (leader or follower state), by partition.
     roles: RefCell<HashMap<(String, u32), replica::Role>>,
+    /// Replicas whose log a follower is cutting back or emptying (closed, rewritten,
+    /// reopened): one rewrite at a time per partition.
+    rewriting: RefCell<std::collections::HashSet<(String, u32)>>,
     /// This shard, for tasks it spawns.
     this: RefCell<std::rc::Weak<Shard>>,
 }
@@ -263,6 +266,7 @@ impl Shard {
             applied_version: Cell::new(0),
             applied: Event::default(),
             roles: RefCell::new(HashMap::new()),
+            rewriting: RefCell::new(std::collections::HashSet::new()),
             this: RefCell::new(std::rc::Weak::new()),
             log_resources: LogResources {
                 files: SegmentFiles::new(config_open_segment_files),

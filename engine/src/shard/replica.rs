@@ -664,7 +664,7 @@ impl Shard {
             // Behind the leader's retention: start over at its log start.
             let start = u64::try_from(part.log_start()).unwrap_or(0);
             drop(log);
-            return self.reset_replica(topic, partition, start).await;
+            return self.reset_replica(topic, partition, start, me).await;
         }
         if part.error() != ErrorCode::None {
             return Err(format!("leader answered {}", part.error()));
@@ -681,7 +681,7 @@ impl Shard {
                 target = target.min(own_end as u64);
             }
             drop(log);
-            return self.truncate_replica(topic, partition, target).await;
+            return self.truncate_replica(topic, partition, target, me).await;
         }
         let epochs: Vec<(u32, u64)> = part
             .epochs()
@@ -777,29 +777,58 @@ impl Shard {
         topic: &str,
         partition: u32,
         offset: u64,
+        me: &Following,
     ) -> Result<(), String> {
-        self.rewrite_replica(topic, partition, Rewrite::Cut(offset))
+        self.rewrite_replica(topic, partition, Rewrite::Cut(offset), me)
             .await
     }
 
     /// Empties a follower's log to start at its leader's log start (`reset_closed`).
-    async fn reset_replica(&self, topic: &str, partition: u32, start: u64) -> Result<(), String> {
-        self.rewrite_replica(topic, partition, Rewrite::StartAt(start))
+    async fn reset_replica(
+        &self,
+        topic: &str,
+        partition: u32,
+        start: u64,
+        me: &Following,
+    ) -> Result<(), String> {
+        self.rewrite_replica(topic, partition, Rewrite::StartAt(start), me)
             .await
     }
 
+    /// Closes a follower's log, cuts or empties it, and opens it again, for the following
+    /// `me` that asked. One rewrite at a time per partition, and the files are touched only
+    /// if the log closed is still the partition's and `me` is still its role: a rewrite
+    /// asked under an earlier leader whose close took long must not cut the log that a
+    /// later follow loop reopened, filled and got counted in the in-sync set with (the
+    /// fault test, seed 31338, lost acknowledged records that way).
     async fn rewrite_replica(
         &self,
         topic: &str,
         partition: u32,
         how: Rewrite,
+        me: &Following,
     ) -> Result<(), String> {
         let offset = match how {
             Rewrite::Cut(o) | Rewrite::StartAt(o) => o,
         };
+        let key = (topic.to_owned(), partition);
+        if !self.rewriting.borrow_mut().insert(key.clone()) {
+            return Err("another rewrite of this replica is under way".into());
+        }
+        struct Rewriting<'a>(&'a Shard, (String, u32));
+        impl Drop for Rewriting<'_> {
+            fn drop(&mut self) {
+                self.0.rewriting.borrow_mut().remove(&self.1);
+            }
+        }
+        let _rewriting = Rewriting(self, key);
+        let still_mine = || matches!(self.role(topic, partition), Some(Role::Following(f)) if f.epoch == me.epoch && f.leader == me.leader);
         let Some(log) = self.replica_log(topic, partition) else {
             return Err("the replica is not open".into());
         };
+        if !still_mine() {
+            return Err("the replica's role moved on before its rewrite".into());
+        }
         match how {
             Rewrite::Cut(_) => tracing::warn!(
                 topic,
@@ -817,11 +846,26 @@ impl Shard {
             ),
         }
         log.close().await.map_err(|e| e.to_string())?;
+        let same = self
+            .replica_log(topic, partition)
+            .is_some_and(|now| Rc::ptr_eq(&now, &log));
         drop(log);
+        if !same {
+            return Err("the replica was replaced while it closed: not rewritten".into());
+        }
         let dir = crate::meta::partition_dir(&self.config.data_dir, topic, partition);
         // Whatever happens to the cut, the replica is opened again (a failed cut leaves a
-        // valid log, and the next fetch asks again).
+        // valid log, and the next fetch asks again). A role that moved on while the log
+        // closed gets it back uncut: its own fetches decide.
         let cut = match how {
+            _ if !still_mine() => {
+                tracing::info!(
+                    topic,
+                    partition,
+                    "the replica's role moved on while it closed: reopened without the cut"
+                );
+                Ok(())
+            }
             Rewrite::Cut(_) => {
                 crate::log::truncate_closed(&crate::io::dma::DmaStorage, &dir, offset)
                     .await
