@@ -36,7 +36,20 @@ if ((fuzz_seconds > 0)); then
         seeds=()
         [[ -d seeds/$target ]] && seeds=("corpus/$target" "seeds/$target")
         mkdir -p "corpus/$target"
-        RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "${seeds[@]}" -- -max_total_time="$fuzz_seconds" 2>&1 | tail -n 3
+        log=$(mktemp)
+        if ! RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "${seeds[@]}" -- -max_total_time="$fuzz_seconds" >"$log" 2>&1; then
+          # Enough to diagnose from CI's output alone: libFuzzer's report, and each input it
+          # saved (base64), which `cargo fuzz run <target> <file>` replays.
+          echo "fuzz target $crate/$target failed:"
+          grep -v '^#[0-9]' "$log" | tail -n 80
+          for f in artifacts/"$target"/*; do
+            [[ -f $f ]] && echo "$f: $(base64 -w0 "$f")"
+          done
+          rm -f "$log"
+          exit 1
+        fi
+        tail -n 3 "$log"
+        rm -f "$log"
       done
     )
   done
