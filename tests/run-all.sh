@@ -7,27 +7,32 @@
 # TIDELOG_SKIP_KAFKA_CLIENTS=1 skips provisioning and those tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each phase says when it starts (seconds since the start), so CI's output shows where time goes.
+phase() { echo "== $1 (at ${SECONDS}s)"; }
 
 if [[ ${TIDELOG_SKIP_KAFKA_CLIENTS:-} != 1 ]]; then
-  echo "== kafka clients (tests/kafka/setup.sh)"
+  phase "kafka clients (tests/kafka/setup.sh)"
   bash tests/kafka/setup.sh
 fi
 
-echo "== cargo fmt"
+phase "cargo fmt"
 cargo fmt --all -- --check
 
-echo "== cargo clippy"
+phase "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
-echo "== cargo test (unit, property, integration, benches once)"
+phase "cargo test (unit, property, integration, benches once)"
 cargo test --workspace --all-targets
 
 fuzz_seconds=${TIDELOG_FUZZ_SECONDS:-20}
 if ((fuzz_seconds > 0)); then
-  echo "== fuzz smoke (${fuzz_seconds}s per target)"
+  phase "fuzz smoke (${fuzz_seconds}s per target)"
   if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked --quiet
   fi
+  # One target folder for both fuzz crates: what they share (the wire crate, libfuzzer-sys
+  # and the rest, all built with the sanitizer's flags) is built once.
+  fuzz_target_dir=$PWD/target/fuzz
   for crate in wire/fuzz engine/fuzz; do
     (
       cd "$crate"
@@ -37,7 +42,7 @@ if ((fuzz_seconds > 0)); then
         [[ -d seeds/$target ]] && seeds=("corpus/$target" "seeds/$target")
         mkdir -p "corpus/$target"
         log=$(mktemp)
-        if ! RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "${seeds[@]}" -- -max_total_time="$fuzz_seconds" >"$log" 2>&1; then
+        if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --target-dir "$fuzz_target_dir" "$target" "${seeds[@]}" -- -max_total_time="$fuzz_seconds" >"$log" 2>&1; then
           # Enough to diagnose from CI's output alone: libFuzzer's report, and each input it
           # saved (base64), which `cargo fuzz run <target> <file>` replays.
           echo "fuzz target $crate/$target failed:"
@@ -54,4 +59,4 @@ if ((fuzz_seconds > 0)); then
     )
   done
 fi
-echo "== all checks passed"
+phase "all checks passed"
