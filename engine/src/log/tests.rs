@@ -1184,6 +1184,56 @@ fn flipped_bit_in_sealed_segment_is_reported_not_served() {
     assert!(saw_corrupt);
 }
 
+/// A sealed segment whose file is shorter than the log recorded (cut on the disk while the
+/// broker was down) reports the missing part as corrupt. Before, a read past the file's end
+/// read the same short buffer again forever: the shard spun on one consumer's fetch (the
+/// recovery fuzz target found it). The reads run on their own thread so that a spin fails
+/// the test instead of hanging it.
+#[test]
+fn a_sealed_segment_cut_short_on_disk_is_reported_not_spun_on() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let disk = SimDisk::new(11);
+        let clock = SimClock::new(T0);
+        let log = open(&disk, &clock, small_config());
+        for i in 0..60 {
+            block_on(log.append(make_batch(i, 10, 1000, T0), Durability::Buffered))
+                .expect("append");
+        }
+        // Every batch has the same size: the cut lands inside segment 0's last batch header,
+        // after every index entry, so the indexes still load and nothing is scanned.
+        let batch_len = block_on(log.read(0, 1)).expect("read").chunks[0]
+            .to_vec()
+            .len();
+        block_on(log.close()).expect("close");
+        let first: &Path = &segment::segment_path(&dir(), 0, "log");
+        let sealed = disk.file_len(first).expect("segment 0 exists");
+        assert_eq!(sealed % batch_len, 0, "segment 0 holds whole batches");
+        let batches = sealed / batch_len;
+        assert!(batches > 2, "segment 0 holds {batches} batches");
+        assert!(disk.set_file_len(first, sealed - batch_len + 10));
+        let reopened = open(&disk, &clock, small_config());
+        let mut corrupt = 0;
+        for offset in (0..batches as u64 * 10).step_by(10) {
+            match block_on(reopened.read(offset, 100)) {
+                Err(LogError::Corrupt { .. }) => corrupt += 1,
+                Ok(read) => {
+                    for chunk in &read.chunks {
+                        verify(&chunk.to_vec(), &VerifyLimits::default())
+                            .expect("served bytes are valid");
+                    }
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        let _ = done.send(corrupt);
+    });
+    let corrupt = finished
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the reads finish (a read past the file's end spun)");
+    assert!(corrupt > 0, "the missing part is reported");
+}
+
 #[test]
 fn flush_policy_asks_for_sync_by_bytes_and_interval() {
     let disk = SimDisk::new(10);

@@ -231,6 +231,14 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                     .read_at(pos, len)
                     .await
                     .map_err(|e| LogError::io("read", &path, e))?;
+                // The file ends before the size the log holds for it: reading again would
+                // get the same short buffer, forever.
+                if buf.len() < tidelog_wire::batch::HEADER_LEN {
+                    return Err(corrupt(
+                        pos,
+                        format!("the segment file ends at byte {}", pos + buf.len() as u64),
+                    ));
+                }
                 continue;
             }
             // Damage after good batches ends the read there: the good ones are served, and
