@@ -38,11 +38,13 @@ if ((fuzz_seconds > 0)); then
       cd "$crate"
       for target in $(RUSTC_BOOTSTRAP=1 cargo fuzz list); do
         # A committed seed corpus (seeds/<target>) starts each run past the trivial inputs.
+        # An input running over 60 s is a hang, reported with its input (the default, 20
+        # minutes, cost CI its time budget at stop 25).
         seeds=()
         [[ -d seeds/$target ]] && seeds=("corpus/$target" "seeds/$target")
         mkdir -p "corpus/$target"
         log=$(mktemp)
-        if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --target-dir "$fuzz_target_dir" "$target" "${seeds[@]}" -- -max_total_time="$fuzz_seconds" >"$log" 2>&1; then
+        if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --target-dir "$fuzz_target_dir" "$target" "${seeds[@]}" -- -max_total_time="$fuzz_seconds" -timeout=60 >"$log" 2>&1; then
           # Enough to diagnose from CI's output alone: libFuzzer's report, and each input it
           # saved (base64), which `cargo fuzz run <target> <file>` replays.
           echo "fuzz target $crate/$target failed:"
