@@ -1022,11 +1022,16 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         Ok(doomed.len())
     }
 
-    /// Makes everything durable and refuses further use.
+    /// Makes everything durable and refuses further use. Closing a closed log does nothing:
+    /// its files may belong to a log opened since, which a second clean-shutdown record,
+    /// written from this one's state, would describe wrongly.
     ///
     /// # Errors
     /// As [`sync`](Self::sync).
     pub async fn close(&self) -> Result<()> {
+        if self.state.borrow().closed {
+            return Ok(());
+        }
         self.seal_pending().await;
         let result = if self.check_writable().is_ok() {
             self.sync().await
