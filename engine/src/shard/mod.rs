@@ -153,6 +153,9 @@ pub struct Shard {
     /// Replicas whose log a follower is cutting back or emptying (closed, rewritten,
     /// reopened): one rewrite at a time per partition.
     rewriting: RefCell<std::collections::HashSet<(String, u32)>>,
+    /// Tests: a rewrite waits after closing its log until this is notified (a slow close).
+    #[cfg(test)]
+    hold_rewrites: RefCell<Option<Rc<Event>>>,
     /// This shard, for tasks it spawns.
     this: RefCell<std::rc::Weak<Shard>>,
 }
@@ -267,6 +270,8 @@ impl Shard {
             applied: Event::default(),
             roles: RefCell::new(HashMap::new()),
             rewriting: RefCell::new(std::collections::HashSet::new()),
+            #[cfg(test)]
+            hold_rewrites: RefCell::new(None),
             this: RefCell::new(std::rc::Weak::new()),
             log_resources: LogResources {
                 files: SegmentFiles::new(config_open_segment_files),

@@ -846,6 +846,13 @@ impl Shard {
             ),
         }
         log.close().await.map_err(|e| e.to_string())?;
+        #[cfg(test)]
+        {
+            let hold = self.hold_rewrites.borrow_mut().take();
+            if let Some(hold) = hold {
+                hold.listen().await;
+            }
+        }
         let same = self
             .replica_log(topic, partition)
             .is_some_and(|now| Rc::ptr_eq(&now, &log));
@@ -926,6 +933,115 @@ fn log_epoch_start(shard: &Shard, topic: &str, partition: u32, epoch: u32) -> u6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A follower's divergence rewrite asked under one leader, whose close took long, must
+    /// not cut the log that a later role reopened and filled meanwhile: the fault test (seed
+    /// 31338) lost 49 acknowledged records that way. Here the first rewrite (epoch 5, cut to
+    /// 50) is held after its close; the role moves to epoch 6, whose own rewrite (cut to 80)
+    /// and appends follow; released, the first rewrite must leave the log alone.
+    #[test]
+    fn a_stale_rewrite_does_not_cut_the_log_a_later_role_filled() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/tmp")
+            .join(format!("unit-stale-rewrite-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test directory");
+        let data_dir = dir.clone();
+        let handle = crate::runtime::executor_builder(glommio::Placement::Unbound, 1)
+            .expect("builder")
+            .spawn(move || async move {
+                let broker = crate::broker::BrokerConfig::new(&data_dir);
+                let config = super::super::ShardConfig {
+                    data_dir: data_dir.clone(),
+                    shards: 1,
+                    log_defaults: broker.log_defaults.clone(),
+                    coordinator: broker.coordinator.clone(),
+                    offsets_retention: broker.offsets_retention,
+                    max_partitions: 100,
+                    housekeeping: broker.housekeeping,
+                    open_segment_files: 16,
+                    cache_bytes: 1 << 20,
+                    cluster: None,
+                    registration: None,
+                    min_insync_replicas: 1,
+                    default_replication_factor: 1,
+                };
+                let shard = Shard::open(0, config, super::super::mesh::build(1))
+                    .await
+                    .expect("shard");
+                shard
+                    .create_topic("t", crate::meta::TopicConfig::with_partitions(1))
+                    .await
+                    .expect("topic");
+                let append = |log: Rc<Log>, from: u64, to: u64| async move {
+                    for i in from..to {
+                        let mut b = tidelog_wire::batch::BatchBuilder::new();
+                        b.push(None, &i.to_le_bytes(), 0, &[]);
+                        if log
+                            .append(b.finish(), crate::log::Durability::Synced)
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                };
+                let log = shard.replica_log("t", 0).expect("log");
+                append(Rc::clone(&log), 0, 100).await;
+                assert_eq!(log.log_end(), 100);
+                drop(log);
+                let follow = |epoch| {
+                    let me = Rc::new(Following {
+                        epoch,
+                        leader: 2,
+                        hw: Cell::new(0),
+                    });
+                    shard
+                        .roles
+                        .borrow_mut()
+                        .insert(("t".to_owned(), 0), Role::Following(Rc::clone(&me)));
+                    me
+                };
+                let first = follow(5);
+                let hold = Rc::new(crate::sync::Event::default());
+                *shard.hold_rewrites.borrow_mut() = Some(Rc::clone(&hold));
+                let stale = {
+                    let shard = Rc::clone(&shard);
+                    glommio::spawn_local(async move {
+                        shard
+                            .rewrite_replica("t", 0, Rewrite::Cut(50), &first)
+                            .await
+                    })
+                };
+                // The first rewrite closes the log and holds.
+                for _ in 0..2000 {
+                    if shard.replica_log("t", 0).is_some_and(|l| l.is_closed()) {
+                        break;
+                    }
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+                let second = follow(6);
+                let _ = shard
+                    .rewrite_replica("t", 0, Rewrite::Cut(80), &second)
+                    .await;
+                let log = shard.replica_log("t", 0).expect("log");
+                append(Rc::clone(&log), log.log_end(), 100).await;
+                let filled = log.log_end();
+                drop(log);
+                hold.notify();
+                let _ = stale.await;
+                let end = shard.replica_log("t", 0).map_or(0, |log| log.log_end());
+                (end, filled)
+            })
+            .expect("spawn");
+        let (end, filled) = handle.join().expect("executor");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(filled >= 80, "the later role's log held {filled}");
+        assert!(
+            end >= filled,
+            "the stale rewrite cut the log to {end} (it held {filled})"
+        );
+    }
 
     /// The high watermark is the smallest synced end over the in-sync set (the leader's own
     /// included), waits for every in-sync follower, ignores followers outside the set, and
