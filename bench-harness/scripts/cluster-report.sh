@@ -8,6 +8,9 @@
 #
 #   bash bench-harness/scripts/cluster-report.sh [RECORDS] [KILLS]   (default 500,000 and 5)
 #
+# PRODUCE_ARGS adds tidelog-bench options to both produce runs (e.g. "--batch-bytes 1048576");
+# E2E_SECONDS=0 skips the lag measurement, KILLS=0 the failover one.
+#
 # Needs release builds (built here) and the Kafka client venv (tests/kafka/setup.sh). Every
 # byte is written three times and sent twice more over loopback: the nodes share this
 # machine's cores and disk, so the ratio is what one machine can show, not a cluster's.
@@ -55,7 +58,7 @@ for rf in 1 3; do
   echo "== produce, replication factor $rf, acks=all, $records x 1 KiB"
   ./target/release/tidelog-bench produce --protocol kafka --broker 127.0.0.1:29092 \
     --topic "rf$rf" --partitions 3 --producers 3 --record-size 1024 --records "$records" \
-    --acks all --json "$work/rf$rf.json" | tail -4
+    --acks all --json "$work/rf$rf.json" ${PRODUCE_ARGS:-} | tail -4
   rate[$rf]=$(python3 -c "import json; print(json.load(open('$work/rf$rf.json'))['produce']['mb_per_s'])")
   stop_all
 done
@@ -69,7 +72,7 @@ e2e_seconds=${E2E_SECONDS:-15}
 e2e_share=${E2E_SHARE:-0.5}
 e2e_rate=$(python3 -c "print(int(${rate[3]} * $e2e_share * 1e6 / 1024))")
 declare -A e2e
-for rf in 1 3; do
+for rf in $( ((e2e_seconds > 0)) && echo 1 3); do
   rm -rf "$work/data" "$work"/node*.log
   for n in 1 2 3; do start_node "$n" --default-replication-factor "$rf" --min-insync-replicas "$(( rf > 1 ? 2 : 1 ))"; done
   wait_registered
@@ -83,7 +86,7 @@ import json; l=json.load(open('$work/e2e$rf.json'))['e2e']['latency_us']
 print(l['p50'], l['p99'])")
   stop_all
 done
-python3 -c "
+((e2e_seconds > 0)) && python3 -c "
 one=[int(x) for x in '${e2e[1]}'.split()]; three=[int(x) for x in '${e2e[3]}'.split()]
 print(f'== replication lag at {${e2e_rate}*1024/1e6:.0f} MB/s offered (end-to-end RF 3 less RF 1): p50 {(three[0]-one[0])/1000:.1f} ms, p99 {(three[1]-one[1])/1000:.1f} ms (RF 1 p50 {one[0]/1000:.1f} / p99 {one[1]/1000:.1f} ms, RF 3 p50 {three[0]/1000:.1f} / p99 {three[1]/1000:.1f} ms)')
 "
