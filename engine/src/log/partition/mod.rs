@@ -296,9 +296,6 @@ struct State<F: StorageFile> {
     /// Idempotent producers: read and updated only under the write gate.
     producers: ProducerStates,
     sync_running: bool,
-    /// A close has begun: appends are refused from here on, so that everything appended
-    /// before is in what the close makes durable.
-    closing: bool,
     closed: bool,
     /// The recovery point on disk: every offset below it was durable when it was written.
     recovery_point: u64,

@@ -166,7 +166,6 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             poison: None,
             producers: ProducerStates::default(),
             sync_running: false,
-            closing: false,
             closed: false,
             recovery_point,
             checkpoint_running: false,

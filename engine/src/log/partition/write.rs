@@ -243,9 +243,6 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         }
         let now_ms = self.clock.now_ms();
         let mut lease = self.lease().await?;
-        if self.state.borrow().closing {
-            return Err(LogError::Closed);
-        }
         let producer = meta.producer();
         if replica {
             let end = self.state.borrow().log_end;
@@ -1025,22 +1022,15 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         Ok(doomed.len())
     }
 
-    /// Refuses further appends, makes everything appended durable, and refuses further use.
-    /// Closing a closed (or closing) log does nothing: its files may belong to a log opened
-    /// since, which a second clean-shutdown record, written from this one's state, would
-    /// describe wrongly.
+    /// Makes everything durable and refuses further use. Closing a closed log does nothing:
+    /// its files may belong to a log opened since, which a second clean-shutdown record,
+    /// written from this one's state, would describe wrongly.
     ///
     /// # Errors
     /// As [`sync`](Self::sync).
     pub async fn close(&self) -> Result<()> {
-        {
-            let mut state = self.state.borrow_mut();
-            if state.closed || state.closing {
-                return Ok(());
-            }
-            // From here appends are refused: one taken after the sync below would be
-            // answered and then dropped with the write buffer.
-            state.closing = true;
+        if self.state.borrow().closed {
+            return Ok(());
         }
         self.seal_pending().await;
         let result = if self.check_writable().is_ok() {
