@@ -427,6 +427,124 @@ proptest! {
     }
 }
 
+/// Appends racing a close are refused or made durable by it, never answered and then lost.
+/// Before, an append taken after the close's sync (while it wrote its checkpoints) went into
+/// the write buffer, was answered, and was dropped with the log: a leader that took appends
+/// while a follower-era rewrite closed its log lost them at the reopen.
+#[test]
+fn appends_racing_a_close_are_refused_or_made_durable() {
+    let disk = SimDisk::new(12);
+    disk.set_faults(Faults {
+        write_yields: 3,
+        fsync_yields: 3,
+        ..Faults::default()
+    });
+    let clock = SimClock::new(T0);
+    let log = Rc::new(open(&disk, &clock, small_config()));
+    block_on(log.append(make_batch(0, 4, 100, T0), Durability::Buffered)).expect("append");
+    let answered = Rc::new(std::cell::Cell::new(log.log_end()));
+    let refused = Rc::new(std::cell::Cell::new(false));
+    block_on(async {
+        let executor = async_executor::LocalExecutor::new();
+        let close = executor.spawn({
+            let log = Rc::clone(&log);
+            async move {
+                // A few appends first, then the close in the middle of them.
+                for _ in 0..5 {
+                    futures_lite::future::yield_now().await;
+                }
+                log.close().await.expect("close")
+            }
+        });
+        let appends = executor.spawn({
+            let (log, answered, refused) =
+                (Rc::clone(&log), Rc::clone(&answered), Rc::clone(&refused));
+            async move {
+                for i in 1..500 {
+                    match log
+                        .append(make_batch(i, 4, 100, T0), Durability::Buffered)
+                        .await
+                    {
+                        Ok(info) => answered.set(info.last_offset + 1),
+                        Err(LogError::Closed) => {
+                            refused.set(true);
+                            break;
+                        }
+                        Err(e) => panic!("append: {e}"),
+                    }
+                    futures_lite::future::yield_now().await;
+                }
+            }
+        });
+        executor
+            .run(async move {
+                close.await;
+                appends.await;
+            })
+            .await;
+    });
+    assert!(refused.get(), "the close ended the appends");
+    let answered = answered.get();
+    assert!(
+        answered > 4,
+        "appends were answered before the close: {answered}"
+    );
+    let reopened = open(&disk, &clock, small_config());
+    assert!(
+        reopened.log_end() >= answered,
+        "appends answered up to {answered}, the reopened log ends at {}",
+        reopened.log_end()
+    );
+}
+
+/// A close that finds another under way returns only once that one has ended: a follower's
+/// rewrite goes on to cut and reopen the files when its close returns, and the first close
+/// would then still be writing its checkpoints and clean-shutdown record over them.
+#[test]
+fn a_second_close_waits_for_the_first() {
+    let disk = SimDisk::new(13);
+    disk.set_faults(Faults {
+        write_yields: 3,
+        fsync_yields: 3,
+        ..Faults::default()
+    });
+    let clock = SimClock::new(T0);
+    let log = Rc::new(open(&disk, &clock, small_config()));
+    for i in 0..5 {
+        block_on(log.append(make_batch(i, 4, 100, T0), Durability::Buffered)).expect("append");
+    }
+    let closed_when_second_returned = Rc::new(std::cell::Cell::new(None));
+    block_on(async {
+        let executor = async_executor::LocalExecutor::new();
+        let first = executor.spawn({
+            let log = Rc::clone(&log);
+            async move { log.close().await.expect("first close") }
+        });
+        let second = executor.spawn({
+            let (log, seen) = (Rc::clone(&log), Rc::clone(&closed_when_second_returned));
+            async move {
+                // Starts while the first is in its sync.
+                futures_lite::future::yield_now().await;
+                log.close().await.expect("second close");
+                seen.set(Some(log.is_closed()));
+            }
+        });
+        executor
+            .run(async move {
+                first.await;
+                second.await;
+            })
+            .await;
+    });
+    assert_eq!(
+        closed_when_second_returned.get(),
+        Some(true),
+        "the second close returned while the first was still under way"
+    );
+    let reopened = open(&disk, &clock, small_config());
+    assert_eq!(reopened.log_end(), 20);
+}
+
 #[test]
 fn a_sync_waits_for_its_writes_without_holding_up_appends() {
     let disk = SimDisk::new(8);

@@ -296,6 +296,9 @@ struct State<F: StorageFile> {
     /// Idempotent producers: read and updated only under the write gate.
     producers: ProducerStates,
     sync_running: bool,
+    /// A close is under way: appends are refused from its start, so that everything
+    /// appended before is in what it makes durable.
+    closing: bool,
     closed: bool,
     /// The recovery point on disk: every offset below it was durable when it was written.
     recovery_point: u64,
@@ -320,6 +323,9 @@ pub struct PartitionLog<S: Storage, C: Clock> {
     state: RefCell<State<S::File>>,
     gate: Gate,
     synced: Event,
+    /// Notified when a close ends (or its caller gives up on it): a second close waits for
+    /// the first instead of returning while files are still being written.
+    close_ended: Event,
     counters: Counters,
     readahead: RefCell<Option<ReadAhead<<S::File as StorageFile>::ReadBuf>>>,
     /// The last rolled segment's trimming and index files, still to do.

@@ -243,6 +243,10 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         }
         let now_ms = self.clock.now_ms();
         let mut lease = self.lease().await?;
+        if self.state.borrow().closing {
+            // Taken now, it would be answered and then dropped with the write buffer.
+            return Err(LogError::Closed);
+        }
         let producer = meta.producer();
         if replica {
             let end = self.state.borrow().log_end;
@@ -1022,16 +1026,42 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         Ok(doomed.len())
     }
 
-    /// Makes everything durable and refuses further use. Closing a closed log does nothing:
-    /// its files may belong to a log opened since, which a second clean-shutdown record,
-    /// written from this one's state, would describe wrongly.
+    /// Refuses further appends, makes everything appended durable, and refuses further use.
+    /// Closing a closed log does nothing: its files may belong to a log opened since, which
+    /// a second clean-shutdown record, written from this one's state, would describe
+    /// wrongly. A close that finds another under way waits for it to end, so that no caller
+    /// goes on (to cut or reopen the files) while the first still writes them.
     ///
     /// # Errors
     /// As [`sync`](Self::sync).
     pub async fn close(&self) -> Result<()> {
-        if self.state.borrow().closed {
-            return Ok(());
+        loop {
+            let ended = {
+                let mut state = self.state.borrow_mut();
+                if state.closed {
+                    return Ok(());
+                }
+                if !state.closing {
+                    // From here appends are refused: one taken after the sync below would
+                    // be answered and then dropped with the write buffer.
+                    state.closing = true;
+                    break;
+                }
+                self.close_ended.listen()
+            };
+            ended.await;
         }
+        /// Ends the close on every path: a caller that drops the close half-way leaves
+        /// the log open and writable (nothing was lost), and wakes the waiting closes,
+        /// one of which then closes it.
+        struct Closing<'a, S: Storage, C: Clock>(&'a PartitionLog<S, C>);
+        impl<S: Storage, C: Clock> Drop for Closing<'_, S, C> {
+            fn drop(&mut self) {
+                self.0.state.borrow_mut().closing = false;
+                self.0.close_ended.notify();
+            }
+        }
+        let _closing = Closing(self);
         self.seal_pending().await;
         let result = if self.check_writable().is_ok() {
             self.sync().await
@@ -1049,6 +1079,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         }
         let mut state = self.state.borrow_mut();
         state.closed = true;
+        drop(state);
         self.cache.forget_log(self.id);
         // Its buffer (up to a fetch's size) and its file handles go with the log's use.
         self.forget_readahead(None);
