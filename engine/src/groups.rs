@@ -164,6 +164,11 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
         Self::load(log, false, clock).await
     }
 
+    /// Whether the store works over this very log (not one opened since in its place).
+    pub fn is_over(&self, log: &std::rc::Rc<PartitionLog<S, C>>) -> bool {
+        std::rc::Rc::ptr_eq(&self.log, log)
+    }
+
     async fn load(
         log: std::rc::Rc<PartitionLog<S, C>>,
         owns_log: bool,

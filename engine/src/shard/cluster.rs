@@ -242,8 +242,34 @@ impl Shard {
                 .filter(|_| self.leads_here(OFFSETS_TOPIC, slot))
         };
         let mut lost = Vec::new();
+        // A store over a log that a follower-era rewrite replaced since (closed, then
+        // reopened in its place) would refuse every commit: reloaded below.
+        let replaced: Vec<u32> = {
+            let partitions = self.partitions.borrow();
+            let current = partitions.get(OFFSETS_TOPIC);
+            self.offsets
+                .borrow()
+                .iter()
+                .filter(|(slot, (_, store))| {
+                    !current
+                        .and_then(|logs| logs.get(slot))
+                        .is_some_and(|log| store.is_over(log))
+                })
+                .map(|(slot, _)| *slot)
+                .collect()
+        };
         self.offsets.borrow_mut().retain(|slot, (epoch, _)| {
             let keep = leading_at(*slot) == Some(*epoch);
+            if keep && replaced.contains(slot) {
+                // Still coordinating: the groups stay, the store is loaded again below.
+                tracing::info!(
+                    shard = self.id,
+                    slot,
+                    epoch = *epoch,
+                    "an offsets slot's log was reopened: its store is loaded again"
+                );
+                return false;
+            }
             if !keep {
                 tracing::info!(
                     shard = self.id,

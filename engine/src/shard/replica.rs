@@ -903,6 +903,12 @@ impl Shard {
         if let Some(logs) = self.partitions.borrow_mut().get_mut(topic) {
             logs.insert(partition, reopened);
         }
+        // A view applied while the log was closed may have made this node its leader: the
+        // epoch it recorded then went to the closed log (or was refused by it), and a
+        // coordinator store loaded over it would refuse every commit. Both follow the log
+        // reopened in its place.
+        self.adopt_leader_epochs().await;
+        self.reconcile_offset_stores().await;
         cut
     }
 }
