@@ -407,6 +407,7 @@ impl Controller {
         }
         let controller = Rc::clone(self);
         glommio::spawn_local(async move {
+            let mut last_tick = Instant::now();
             loop {
                 let stop = async {
                     controller.stopping.listen().await;
@@ -421,7 +422,20 @@ impl Controller {
                 }
                 let state = controller.state();
                 let now = Instant::now();
-                if controller.leader() != Some(controller.me) {
+                // A tick this late means this node itself did not run (stopped, or starved):
+                // what it did not hear meanwhile says nothing of the others, whose messages
+                // wait unread in its sockets. Resumed, it gives every node a full period
+                // again instead of fencing the whole cluster at once.
+                let gap = now.duration_since(last_tick);
+                let paused = gap > FENCE_AFTER / 4 + FENCE_AFTER / 2;
+                last_tick = now;
+                if paused && controller.leader() == Some(controller.me) {
+                    tracing::info!(
+                        gap_ms = gap.as_millis() as u64,
+                        "metadata leader resumed after a pause: fencing judges from now"
+                    );
+                }
+                if controller.leader() != Some(controller.me) || paused {
                     // A node that becomes leader gives every node a full period to be heard
                     // before judging it.
                     let mut heard = controller.heard.borrow_mut();

@@ -666,7 +666,7 @@ fn a_group_commit_is_not_answered_while_its_offsets_followers_are_stopped() {
         std::thread::sleep(Duration::from_millis(200));
     };
     // The slot's in-sync set must hold all three before the followers stop.
-    let commit = |offset: i64, wait: Duration| -> Option<i16> {
+    let commit_to = |coordinator: usize, offset: i64, wait: Duration| -> Option<i16> {
         let request = OffsetCommitRequest {
             group_id: group.into(),
             topics: vec![OffsetCommitRequestTopic {
@@ -688,6 +688,7 @@ fn a_group_commit_is_not_answered_while_its_offsets_followers_are_stopped() {
         let answer = OffsetCommitResponse::decode(&mut Decoder::new(&body), 2).expect("decode");
         Some(answer.topics[0].partitions[0].error_code)
     };
+    let commit = |offset: i64, wait: Duration| commit_to(coordinator, offset, wait);
     // The first commit waits while the coordinator loads its slot (LOAD_IN_PROGRESS).
     let deadline = Instant::now() + Duration::from_secs(30);
     while commit(3, Duration::from_secs(20)) != Some(0) {
@@ -713,12 +714,29 @@ fn a_group_commit_is_not_answered_while_its_offsets_followers_are_stopped() {
         answer.is_none_or(|code| code != 0),
         "a commit acknowledged while no follower of its slot could have it: {answer:?}"
     );
+    // As a client does, the commit follows the group's coordinator if the slot moved.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if commit(11, Duration::from_secs(10)) == Some(0) {
+        let now_coordinator = coordinator_of(&kafka(coordinator), group)
+            .and_then(|id| usize::try_from(id / 1024 - 1).ok())
+            .unwrap_or(coordinator);
+        let answer = commit_to(now_coordinator, 11, Duration::from_secs(10));
+        if answer == Some(0) {
             break;
         }
-        assert!(Instant::now() < deadline, "commits never answered again");
+        assert!(
+            Instant::now() < deadline,
+            "commits never answered again: node {} (index) last answered {answer:?}; {}",
+            now_coordinator,
+            refs.iter()
+                .map(|b| {
+                    let log = b.stderr();
+                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                })
+                .collect::<Vec<_>>()
+                .join("\n-----\n")
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     let read = run_script(
@@ -1420,4 +1438,70 @@ fn the_load_generator_takes_a_bootstrap_list_reports_each_node_and_routes_native
     for b in nodes.into_iter().flatten() {
         b.stop();
     }
+}
+
+/// A metadata leader that was itself stopped judges nobody on what it did not hear while it
+/// was stopped. With the metadata leader and a second node stopped (SIGSTOP) for 6 s, the
+/// third node cannot win an election, so the leader is still leading when it resumes; it
+/// must then give the nodes a full fencing period again, not fence the one that ran all
+/// along (its coordinators and leaders would move for nothing: a group committing to it got
+/// NOT_COORDINATOR for good in CI).
+#[test]
+fn a_resumed_metadata_leader_fences_nobody_for_its_own_pause() {
+    let _serial = serial();
+    let dir = crate::test_dir("cluster-leader-pause");
+    let layout = Layout::new();
+    let nodes = layout.start(dir.path(), &[]);
+    let nodes: Vec<Broker> = nodes.into_iter().flatten().collect();
+    // The metadata leader as every node last logged it (the Kafka controller id names
+    // the node asked, not the Raft leader).
+    let leader_seen = |b: &Broker| -> Option<usize> {
+        let log = b.stderr();
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("metadata leader changed"))?;
+        let id = line.split("leader=").nth(1)?.split(' ').next()?;
+        id.parse::<usize>().ok()?.checked_sub(1)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        let seen: Vec<Option<usize>> = nodes.iter().map(leader_seen).collect();
+        if let Some(Some(l)) = seen.first() {
+            if seen.iter().all(|s| *s == Some(*l)) {
+                break *l;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no agreed metadata leader: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Settled: the offsets topic's partitions are placed and led.
+    std::thread::sleep(Duration::from_secs(3));
+    let second = (leader + 1) % 3;
+    let third = (leader + 2) % 3;
+    nodes[leader].pause();
+    nodes[second].pause();
+    std::thread::sleep(Duration::from_secs(6));
+    nodes[leader].resume();
+    nodes[second].resume();
+    // Long enough for the resumed leader's fencing to run several times.
+    std::thread::sleep(Duration::from_secs(4));
+    let logs: Vec<String> = nodes.iter().map(Broker::stderr).collect();
+    assert!(
+        !logs
+            .iter()
+            .any(|l| l.contains("node not heard from: fenced")),
+        "node {} (ran throughout) or another was fenced by the resumed leader {}:\n{}",
+        third + 1,
+        leader + 1,
+        logs[leader]
+    );
+    assert!(
+        logs[leader].contains("metadata leader resumed after a pause"),
+        "the leader saw its own pause: {}",
+        logs[leader]
+    );
 }
