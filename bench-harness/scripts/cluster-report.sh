@@ -8,8 +8,13 @@
 #
 #   bash bench-harness/scripts/cluster-report.sh [RECORDS] [KILLS]   (default 500,000 and 5)
 #
-# PRODUCE_ARGS adds tidelog-bench options to both produce runs (e.g. "--batch-bytes 1048576");
-# E2E_SECONDS=0 skips the lag measurement, KILLS=0 the failover one.
+# PRODUCE_ARGS adds tidelog-bench options to both produce runs (e.g. "--batch-bytes 1048576"),
+# NODE_ARGS `tidelog serve` options to every node (e.g. "--replica-fetch-max-bytes 4194304");
+# E2E_SECONDS=0 skips the lag measurement, KILLS=0 the failover one. WARMUP=N first writes N
+# records per node's worth (3N with replication factor 1, whose nodes each hold a third) to
+# another topic, unmeasured: with NODE_ARGS="--cache-bytes 268435456" and WARMUP=262144 every
+# node's batch cache is full before the measured run (steady state).
+
 #
 # Needs release builds (built here) and the Kafka client venv (tests/kafka/setup.sh). Every
 # byte is written three times and sent twice more over loopback: the nodes share this
@@ -35,7 +40,7 @@ start_node() { # node extra-args...
   local n=$1; shift
   ./target/release/tidelog serve --node-id "$n" --peers "$peers" --shards 1 \
     --data-dir "$work/data/n$n" --kafka-addr "127.0.0.$n:29092" --native-addr "127.0.0.$n:29292" \
-    "$@" 2>>"$work/node$n.log" &
+    ${NODE_ARGS:-} "$@" 2>>"$work/node$n.log" &
   pids[$n]=$!
 }
 stop_all() {
@@ -55,6 +60,16 @@ for rf in 1 3; do
   rm -rf "$work/data" "$work"/node*.log
   for n in 1 2 3; do start_node "$n" --default-replication-factor "$rf" --min-insync-replicas "$(( rf > 1 ? 2 : 1 ))"; done
   wait_registered
+  if [[ ${WARMUP:-0} != 0 ]]; then
+    # Steady state: each node's batch cache (NODE_ARGS --cache-bytes) filled once, so the
+    # measured run reuses memory instead of touching fresh pages (on this VM 1-2 CPU-s per
+    # GiB, and replication factor 3 caches three times the bytes per record on each node).
+    warm=$(( WARMUP * (rf == 1 ? 3 : 1) ))
+    echo "== warm-up, replication factor $rf: $warm x 1 KiB to another topic (not measured)"
+    ./target/release/tidelog-bench produce --protocol kafka --broker 127.0.0.1:29092 \
+      --topic "warm$rf" --partitions 3 --producers 3 --record-size 1024 --records "$warm" \
+      --acks all ${PRODUCE_ARGS:-} >/dev/null
+  fi
   echo "== produce, replication factor $rf, acks=all, $records x 1 KiB"
   ./target/release/tidelog-bench produce --protocol kafka --broker 127.0.0.1:29092 \
     --topic "rf$rf" --partitions 3 --producers 3 --record-size 1024 --records "$records" \

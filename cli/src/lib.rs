@@ -146,6 +146,14 @@ struct ServeArgs {
     /// `min.insync.replicas`); fewer answer NOT_ENOUGH_REPLICAS.
     #[arg(long, value_name = "N", default_value_t = 1)]
     min_insync_replicas: usize,
+    /// Bytes a follower asks its leader for per fetch (Kafka's `replica.fetch.max.bytes`),
+    /// 65536 to 33554432; a follower fdatasyncs what it got before fetching again.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    replica_fetch_max_bytes: u32,
+    /// Longest a follower's fetch waits at its leader for new batches (Kafka's
+    /// `replica.fetch.wait.max.ms`), 1 to 5000.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    replica_fetch_wait_max_ms: u32,
     /// Log lines on stderr as human-readable text or as one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -375,6 +383,26 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     config.default_replication_factor = args.default_replication_factor;
     config.min_insync_replicas = args.min_insync_replicas;
+    {
+        use tidelog_engine::shard::replica::{
+            REPLICA_FETCH_BYTES_RANGE as BYTES, REPLICA_FETCH_WAIT_MS_RANGE as WAIT,
+        };
+        if !BYTES.contains(&args.replica_fetch_max_bytes)
+            || !WAIT.contains(&args.replica_fetch_wait_max_ms)
+        {
+            return Err(anyhow!(
+                "--replica-fetch-max-bytes must be {} to {} and --replica-fetch-wait-max-ms {} to {}",
+                BYTES.start(),
+                BYTES.end(),
+                WAIT.start(),
+                WAIT.end()
+            ));
+        }
+    }
+    config.replica_fetch = tidelog_engine::shard::replica::ReplicaFetch {
+        max_bytes: args.replica_fetch_max_bytes,
+        max_wait_ms: args.replica_fetch_wait_max_ms,
+    };
     if let (Some(node_id), Some(peers)) = (args.node_id, &args.peers) {
         let cluster =
             tidelog_engine::cluster::ClusterConfig::parse_as(node_id, peers, args.broker_only)

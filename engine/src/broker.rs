@@ -100,6 +100,8 @@ pub struct BrokerConfig {
     pub min_insync_replicas: usize,
     /// Replicas of a topic created without a replication factor (auto-created, or -1).
     pub default_replication_factor: u16,
+    /// How this node's followers fetch from their leaders.
+    pub replica_fetch: crate::shard::replica::ReplicaFetch,
 }
 
 impl BrokerConfig {
@@ -132,6 +134,7 @@ impl BrokerConfig {
             cluster: None,
             min_insync_replicas: 1,
             default_replication_factor: 1,
+            replica_fetch: crate::shard::replica::ReplicaFetch::default(),
         }
     }
 }
@@ -459,6 +462,7 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         registration,
         min_insync_replicas: config.min_insync_replicas,
         default_replication_factor: config.default_replication_factor,
+        replica_fetch: config.replica_fetch,
         data_dir: config.data_dir.clone(),
         shards: config.shards,
         log_defaults: config.log_defaults.clone(),

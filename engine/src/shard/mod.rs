@@ -90,6 +90,8 @@ pub struct ShardConfig {
     pub min_insync_replicas: usize,
     /// Replicas of a topic created without a replication factor.
     pub default_replication_factor: u16,
+    /// How this node's followers fetch from their leaders.
+    pub replica_fetch: replica::ReplicaFetch,
 }
 
 /// Replies awaited by this shard's tasks, by request id.

@@ -28,15 +28,42 @@ use crate::sync::Event;
 /// How long an `acks=all` append waits for its followers before answering a timeout (the
 /// batch stays, and may still commit).
 pub const REPLICATION_ACK_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest a follower's fetch waits at the leader for new batches.
-pub const REPLICA_FETCH_WAIT_MS: i32 = 500;
-/// Bytes a follower asks for per fetch.
-pub const REPLICA_FETCH_BYTES: i32 = 1 << 20;
+/// How a follower fetches from its leader (`--replica-fetch-max-bytes`,
+/// `--replica-fetch-wait-max-ms`; Kafka's `replica.fetch.max.bytes` and
+/// `replica.fetch.wait.max.ms`, with Kafka's defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaFetch {
+    /// Bytes a follower asks for per fetch (at least one whole batch comes back); what it
+    /// got is fdatasynced before it fetches again.
+    pub max_bytes: u32,
+    /// Longest a follower's fetch waits at the leader for new batches.
+    pub max_wait_ms: u32,
+}
+
+impl Default for ReplicaFetch {
+    fn default() -> Self {
+        ReplicaFetch {
+            max_bytes: 1 << 20,
+            max_wait_ms: 500,
+        }
+    }
+}
+
+/// Bounds of [`ReplicaFetch`]: the bytes stay well below a native frame's limit, and a
+/// follower parked longer than this would not notice a dead leader in time.
+pub const REPLICA_FETCH_BYTES_RANGE: std::ops::RangeInclusive<u32> = (64 << 10)..=(32 << 20);
+/// See [`REPLICA_FETCH_BYTES_RANGE`].
+pub const REPLICA_FETCH_WAIT_MS_RANGE: std::ops::RangeInclusive<u32> = 1..=5_000;
 /// An in-sync follower that has not caught up with the leader's log end for this long is
 /// removed from the in-sync set by its leader (Kafka's `replica.lag.time.max.ms`).
 pub const REPLICA_LAG_MAX: Duration = Duration::from_secs(30);
-/// Pause before a follower retries after an error.
+/// Pause before a follower retries after an error: the first retry waits
+/// [`REPLICA_RETRY_FIRST`], each further one twice as long, up to this. A follower whose
+/// new leader has not taken up its role yet (the common error, right after a topic is
+/// created or a leader elected) retries within milliseconds, not a fixed 200 ms.
 const REPLICA_RETRY: Duration = Duration::from_millis(200);
+/// See [`REPLICA_RETRY`].
+const REPLICA_RETRY_FIRST: Duration = Duration::from_millis(5);
 
 /// The leader side of one replicated partition, for one leader epoch.
 #[derive(Debug)]
@@ -572,9 +599,10 @@ impl Shard {
     /// The follower's fetch loop for one partition, until its role changes.
     async fn follow(self: Rc<Self>, topic: String, partition: u32, me: Rc<Following>) {
         let current = |shard: &Shard| matches!(shard.role(&topic, partition), Some(Role::Following(f)) if Rc::ptr_eq(&f, &me));
+        let mut backoff = Backoff::default();
         while current(&self) && !self.is_stopped() {
             let Some(addr) = self.replica_endpoint(&topic, partition, me.leader) else {
-                glommio::timer::sleep(REPLICA_RETRY).await;
+                glommio::timer::sleep(backoff.next()).await;
                 continue;
             };
             let options = tidelog_client::ConnectOptions {
@@ -589,17 +617,17 @@ impl Shard {
                     Err(e) => {
                         tracing::debug!(topic, partition, leader = me.leader, error = %e,
                             "cannot reach the leader; retrying");
-                        glommio::timer::sleep(REPLICA_RETRY).await;
+                        glommio::timer::sleep(backoff.next()).await;
                         continue;
                     }
                 };
             while current(&self) && !self.is_stopped() {
                 match self.fetch_once(&conn, &topic, partition, &me).await {
-                    Ok(()) => {}
+                    Ok(()) => backoff.reset(),
                     Err(e) => {
                         tracing::debug!(topic, partition, leader = me.leader, error = %e,
                             "replica fetch failed; retrying");
-                        glommio::timer::sleep(REPLICA_RETRY).await;
+                        glommio::timer::sleep(backoff.next()).await;
                         break;
                     }
                 }
@@ -633,13 +661,15 @@ impl Shard {
         want.topic = Some(topic.to_owned());
         want.partition = i32::try_from(partition).unwrap_or(i32::MAX);
         want.offset = offset as i64;
-        want.max_bytes = REPLICA_FETCH_BYTES;
+        let fetch = self.config.replica_fetch;
+        let max_bytes = i32::try_from(fetch.max_bytes).unwrap_or(i32::MAX);
+        want.max_bytes = max_bytes;
         want.leader_epoch = i32::try_from(me.epoch).unwrap_or(i32::MAX);
         want.last_fetched_epoch = last;
         let mut request = FetchRequestT::default();
-        request.max_wait_ms = REPLICA_FETCH_WAIT_MS;
+        request.max_wait_ms = i32::try_from(fetch.max_wait_ms).unwrap_or(i32::MAX);
         request.min_bytes = 1;
-        request.max_bytes = REPLICA_FETCH_BYTES;
+        request.max_bytes = max_bytes;
         request.replica_node = self.view().map_or(0, |v| v.me);
         request.partitions = Some(vec![want]);
         let response = conn
@@ -913,6 +943,27 @@ impl Shard {
     }
 }
 
+/// A follower's pause between retries: [`REPLICA_RETRY_FIRST`], doubling up to
+/// [`REPLICA_RETRY`], back to the first after a fetch that worked.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let pause = REPLICA_RETRY_FIRST
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(REPLICA_RETRY);
+        self.failures = self.failures.saturating_add(1);
+        pause
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
 /// How a follower's log is rewritten.
 #[derive(Debug, Clone, Copy)]
 enum Rewrite {
@@ -939,6 +990,18 @@ fn log_epoch_start(shard: &Shard, topic: &str, partition: u32, epoch: u32) -> u6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_start_fast_double_to_the_cap_and_start_over_after_a_success() {
+        let mut backoff = Backoff::default();
+        let pauses: Vec<u64> = (0..8).map(|_| backoff.next().as_millis() as u64).collect();
+        assert_eq!(pauses, [5, 10, 20, 40, 80, 160, 200, 200]);
+        for _ in 0..100 {
+            assert_eq!(backoff.next(), REPLICA_RETRY, "capped, never overflowing");
+        }
+        backoff.reset();
+        assert_eq!(backoff.next(), REPLICA_RETRY_FIRST);
+    }
 
     /// A follower's divergence rewrite asked under one leader, whose close took long, must
     /// not cut the log that a later role reopened and filled meanwhile: the fault test (seed
@@ -971,6 +1034,7 @@ mod tests {
                     registration: None,
                     min_insync_replicas: 1,
                     default_replication_factor: 1,
+                    replica_fetch: ReplicaFetch::default(),
                 };
                 let shard = Shard::open(0, config, super::super::mesh::build(1))
                     .await

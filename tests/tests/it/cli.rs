@@ -505,6 +505,27 @@ fn errors_are_one_actionable_line() {
     assert_eq!(out.status.code(), Some(2), "clap's usage error");
     assert!(text(&out.stderr).contains("--no-such-flag"), "{out:?}");
     broker.stop();
+
+    // Replica fetch settings outside their bounds are refused before anything starts.
+    for bad in [
+        ["--replica-fetch-max-bytes", "1024"],
+        ["--replica-fetch-max-bytes", "1073741824"],
+        ["--replica-fetch-wait-max-ms", "0"],
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--data-dir"])
+            .arg(tmp.path().join("bounds"))
+            .args(bad)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1), "{bad:?}");
+        assert_eq!(
+            text(&out.stderr),
+            "tidelog: --replica-fetch-max-bytes must be 65536 to 33554432 and \
+             --replica-fetch-wait-max-ms 1 to 5000\n",
+            "{bad:?}"
+        );
+    }
 }
 
 /// `consume --group`: (partition, offset) of each record printed.
