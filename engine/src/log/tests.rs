@@ -427,13 +427,10 @@ proptest! {
     }
 }
 
-/// Appends racing a close are refused or made durable by it, never answered and then lost.
-/// Before, an append taken after the close's sync (while it wrote its checkpoints) went into
-/// the write buffer, was answered, and was dropped with the log: a leader that took appends
-/// while a follower-era rewrite closed its log lost them at the reopen.
-#[test]
-fn appends_racing_a_close_are_refused_or_made_durable() {
-    let disk = SimDisk::new(12);
+/// A log on a simulated disk whose writes and fdatasyncs yield a few times, so that tasks
+/// racing its close interleave with it.
+fn yielding_log(seed: u64) -> (SimDisk, SimClock, Rc<PartitionLog<SimDisk, SimClock>>) {
+    let disk = SimDisk::new(seed);
     disk.set_faults(Faults {
         write_yields: 3,
         fsync_yields: 3,
@@ -441,6 +438,16 @@ fn appends_racing_a_close_are_refused_or_made_durable() {
     });
     let clock = SimClock::new(T0);
     let log = Rc::new(open(&disk, &clock, small_config()));
+    (disk, clock, log)
+}
+
+/// Appends racing a close are refused or made durable by it, never answered and then lost.
+/// Before, an append taken after the close's sync (while it wrote its checkpoints) went into
+/// the write buffer, was answered, and was dropped with the log: a leader that took appends
+/// while a follower-era rewrite closed its log lost them at the reopen.
+#[test]
+fn appends_racing_a_close_are_refused_or_made_durable() {
+    let (disk, clock, log) = yielding_log(12);
     block_on(log.append(make_batch(0, 4, 100, T0), Durability::Buffered)).expect("append");
     let answered = Rc::new(std::cell::Cell::new(log.log_end()));
     let refused = Rc::new(std::cell::Cell::new(false));
@@ -502,14 +509,7 @@ fn appends_racing_a_close_are_refused_or_made_durable() {
 /// would then still be writing its checkpoints and clean-shutdown record over them.
 #[test]
 fn a_second_close_waits_for_the_first() {
-    let disk = SimDisk::new(13);
-    disk.set_faults(Faults {
-        write_yields: 3,
-        fsync_yields: 3,
-        ..Faults::default()
-    });
-    let clock = SimClock::new(T0);
-    let log = Rc::new(open(&disk, &clock, small_config()));
+    let (disk, clock, log) = yielding_log(13);
     for i in 0..5 {
         block_on(log.append(make_batch(i, 4, 100, T0), Durability::Buffered)).expect("append");
     }
