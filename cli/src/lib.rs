@@ -23,6 +23,7 @@ mod cluster;
 mod connect;
 mod consume;
 mod produce;
+mod settings;
 mod topic;
 
 /// Tidelog: a persistent, partitioned log broker.
@@ -35,7 +36,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the broker in the foreground until SIGINT or SIGTERM.
+    /// Run the broker in the foreground until SIGINT or SIGTERM. Every flag may also come
+    /// from a TOML file (--config, or TIDELOG_CONFIG: `data_dir = "d"`, `peers = [...]`) or a
+    /// TIDELOG_* environment variable (TIDELOG_DATA_DIR=d); flags win over the environment,
+    /// the environment over the file.
+    #[command(args_override_self = true)]
     Serve(Box<ServeArgs>),
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
@@ -51,6 +56,14 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
+    /// A TOML file of serve settings, named like the flags (`min_insync_replicas = 2`);
+    /// default: $TIDELOG_CONFIG, else none.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective settings (flags over environment over file over defaults), each
+    /// with where it came from, as TOML, and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Directory for partitions and metadata (ext4 or xfs: O_DIRECT is required).
     #[arg(long, default_value = "./tidelog-data")]
     data_dir: PathBuf,
@@ -274,7 +287,31 @@ fn retention(flag: Option<i64>, base: Option<i64>, what: &str) -> Result<Option<
 /// The `tidelog` command: parses the arguments, runs the command, and on failure prints
 /// `tidelog: <message>` and exits with status 1.
 pub fn main() {
-    if let Err(e) = run(Cli::parse()) {
+    use clap::{CommandFactory, FromArgMatches};
+    let command = Cli::command();
+    let Some(serve) = command.find_subcommand("serve").cloned() else {
+        unreachable!("the serve command is declared above");
+    };
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let (argv, sources) = match settings::expand(std::env::args_os().collect(), env, &serve) {
+        Ok(expanded) => expanded,
+        Err(e) => {
+            eprintln!("tidelog: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let matches = command.get_matches_from(argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Serve(args), Some(serve_matches)) =
+        (&cli.command, matches.subcommand_matches("serve"))
+    {
+        if args.print_config {
+            print!("{}", settings::print(serve_matches, &serve, &sources));
+            return;
+        }
+    }
+    if let Err(e) = run(cli) {
         eprintln!("tidelog: {e:#}");
         std::process::exit(1);
     }

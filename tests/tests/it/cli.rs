@@ -786,3 +786,100 @@ fn a_panicking_shard_aborts_the_whole_broker() {
         broker.stderr()
     );
 }
+
+/// `serve --config FILE`: the file's settings (named like the flags), `TIDELOG_*` variables
+/// over them, flags over both; `--print-config` shows each effective value and its source.
+/// A broker started from the file alone serves where the file says, and a typo in the file
+/// stops it with the name at fault.
+#[test]
+fn serve_takes_a_config_file_and_the_environment_under_its_flags() {
+    let _one = serial();
+    let tmp = crate::test_dir("cli-config");
+    let base = crate::broker_process::free_ports_below_ephemeral(2);
+    let data = tmp.path().join("from-file");
+    let file = tmp.path().join("tidelog.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "data_dir = {:?}\nnative_addr = \"127.0.0.1:{base}\"\nkafka_addr = \"127.0.0.1:{}\"\n\
+             shards = 1\nnode_id = 1\npeers = [\"1@127.0.0.1:19392\", \"2@127.0.0.2:19392\"]\n\
+             min_insync_replicas = 2\ndefault_replication_factor = 2\n",
+            data.display(),
+            base + 1
+        ),
+    )
+    .expect("write the config file");
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .args(["--default-replication-factor", "3", "--print-config"])
+        .env("TIDELOG_MIN_INSYNC_REPLICAS", "3")
+        .env("TIDELOG_DEFAULT_REPLICATION_FACTOR", "1")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let printed = text(&out.stdout);
+    for line in [
+        format!("data_dir = {:?}  # config file", data.display().to_string()),
+        "peers = \"1@127.0.0.1:19392,2@127.0.0.2:19392\"  # config file".to_owned(),
+        "min_insync_replicas = \"3\"  # environment".to_owned(),
+        "default_replication_factor = \"3\"  # flag".to_owned(),
+        "replica_fetch_max_bytes = \"1048576\"  # default".to_owned(),
+    ] {
+        assert!(
+            printed.lines().any(|l| l == line),
+            "{line:?} in:\n{printed}"
+        );
+    }
+
+    // A single node from the file alone (the peers dropped): it serves on the file's ports
+    // from the file's data directory.
+    let text_of = std::fs::read_to_string(&file).expect("read");
+    let single: String = text_of
+        .lines()
+        .filter(|l| !l.starts_with("peers") && !l.starts_with("node_id"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&file, single).expect("write");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let expect = format!("serving {} on 127.0.0.1:{base}", data.display());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let served = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                let hit = line.contains(&expect);
+                seen.push(line);
+                if hit {
+                    break true;
+                }
+            }
+            _ => break false,
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(served, "{expect:?} never logged:\n{}", seen.join("\n"));
+    assert!(data.exists(), "the file's data directory was used");
+
+    std::fs::write(&file, "data_dirr = \"x\"\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unknown setting `data_dirr`"),
+        "{out:?}"
+    );
+}
