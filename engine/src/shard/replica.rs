@@ -410,6 +410,23 @@ impl Shard {
                 .copied()
                 .filter(|n| !lagging.contains(n))
                 .collect();
+            // How far behind each one is (offsets below the leader's end): the replication
+            // lag the operator sees in the log line.
+            let end = self
+                .replica_log(&topic, partition)
+                .map_or(0, |l| l.log_end());
+            let behind: Vec<(NodeId, u64)> = {
+                let followers = leading.followers.borrow();
+                lagging
+                    .iter()
+                    .map(|n| {
+                        (
+                            *n,
+                            end.saturating_sub(followers.get(n).copied().unwrap_or(0)),
+                        )
+                    })
+                    .collect()
+            };
             leading.proposing.set(true);
             let command = Command::AlterIsr {
                 topic: topic.clone(),
@@ -423,6 +440,7 @@ impl Shard {
                     topic,
                     partition,
                     ?lagging,
+                    ?behind,
                     lag_ms = REPLICA_LAG_MAX.as_millis() as u64,
                     "followers lagging: removed from the in-sync set"
                 ),
