@@ -246,8 +246,13 @@ pub fn print(
                     continue;
                 }
             }
-        } else {
+        } else if matches!(
+            arg.get_action(),
+            clap::ArgAction::SetTrue | clap::ArgAction::SetFalse
+        ) {
             matches.get_flag(id).to_string()
+        } else {
+            continue;
         };
         let source = sources.get(long).copied().unwrap_or(Source::Default);
         out.push_str(&format!("{key} = {value}  # {}\n", source.name()));
