@@ -51,13 +51,26 @@ def elect(addrs, topic):
     partitions = [TopicPartition(topic, p) for p in range(len(before))]
     # No timeout arguments: confluent-kafka 2.16.1's binding rejects any keyword argument
     # of elect_leaders (SystemError from its argument parser).
-    outcome = admin.elect_leaders(ElectionType.PREFERRED, partitions).result(timeout=40)
     results = [0] * len(before)
-    for tp, error in outcome.items():
-        if error is not None:
-            # A KafkaError, or a KafkaException wrapping one.
-            inner = error.args[0] if getattr(error, "args", None) else error
-            results[tp.partition] = inner.code()
+    # PREFERRED_LEADER_NOT_AVAILABLE (80) while the preferred replica is briefly out of the
+    # in-sync set (a node starved past the fencing period under a loaded CI machine is
+    # fenced, then rejoins): retried for those partitions, as an operator would.
+    deadline = time.time() + 30
+    while partitions:
+        outcome = admin.elect_leaders(ElectionType.PREFERRED, partitions).result(timeout=40)
+        retry = []
+        for tp, error in outcome.items():
+            code = 0
+            if error is not None:
+                # A KafkaError, or a KafkaException wrapping one.
+                inner = error.args[0] if getattr(error, "args", None) else error
+                code = inner.code()
+            results[tp.partition] = code
+            if code == 80 and time.time() < deadline:
+                retry.append(TopicPartition(topic, tp.partition))
+        partitions = retry
+        if partitions:
+            time.sleep(0.5)
     # The proposing node answered once it applied the change; the node metadata comes from
     # may apply it a moment later.
     deadline = time.time() + 20
