@@ -121,6 +121,17 @@ struct ServeArgs {
     /// How long a new consumer group waits for more members before its first rebalance.
     #[arg(long, default_value_t = 300)]
     group_initial_rebalance_delay_ms: u64,
+    /// Shortest session timeout a group member may ask for (Kafka's
+    /// `group.min.session.timeout.ms`, 6,000 there); shorter joins are refused with
+    /// INVALID_SESSION_TIMEOUT.
+    #[arg(long, value_name = "MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(i32).range(1..=3_600_000))]
+    group_min_session_timeout_ms: i32,
+    /// Longest session timeout a group member may ask for (Kafka's
+    /// `group.max.session.timeout.ms`).
+    #[arg(long, value_name = "MS", default_value_t = 1_800_000,
+          value_parser = clap::value_parser!(i32).range(1..=86_400_000))]
+    group_max_session_timeout_ms: i32,
     /// Close a connection that sent no request for this long (Kafka's
     /// `connections.max.idle.ms`).
     #[arg(long, value_name = "MS", default_value_t = 600_000)]
@@ -394,6 +405,13 @@ fn serve(args: ServeArgs) -> Result<()> {
     (config.kafka_addr, config.kafka_ipv6_loopback_too) = kafka_addr(&args.kafka_addr)?;
     config.kafka_node_port_base = args.kafka_node_port_base;
     config.coordinator.initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms;
+    if args.group_min_session_timeout_ms > args.group_max_session_timeout_ms {
+        return Err(anyhow!(
+            "--group-min-session-timeout-ms must not exceed --group-max-session-timeout-ms"
+        ));
+    }
+    config.coordinator.session_timeout_ms_min = args.group_min_session_timeout_ms;
+    config.coordinator.session_timeout_ms_max = args.group_max_session_timeout_ms;
     if args.retention_check_ms == 0 {
         return Err(anyhow!("--retention-check-ms must be positive"));
     }

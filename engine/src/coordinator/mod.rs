@@ -72,7 +72,10 @@ pub use tidelog_wire::kafka::code as codes;
 /// Bounds and timings of the coordinator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoordinatorConfig {
-    /// Smallest session timeout accepted (Kafka `group.min.session.timeout.ms`).
+    /// Smallest session timeout accepted (Kafka `group.min.session.timeout.ms`, 6,000 there;
+    /// 1,000 here so that consumers configured for fast failure detection, e.g.
+    /// `session.timeout.ms=3000`, join instead of failing with INVALID_SESSION_TIMEOUT: a
+    /// heartbeat costs the coordinator one in-memory lookup).
     pub session_timeout_ms_min: i32,
     /// Largest session timeout accepted (Kafka `group.max.session.timeout.ms`).
     pub session_timeout_ms_max: i32,
@@ -97,7 +100,7 @@ pub struct CoordinatorConfig {
 impl Default for CoordinatorConfig {
     fn default() -> Self {
         CoordinatorConfig {
-            session_timeout_ms_min: 6_000,
+            session_timeout_ms_min: 1_000,
             session_timeout_ms_max: 1_800_000,
             initial_rebalance_delay_ms: 300,
             groups_max: 10_000,

@@ -526,6 +526,20 @@ fn errors_are_one_actionable_line() {
             "{bad:?}"
         );
     }
+    // A group session-timeout floor above its ceiling is refused the same way.
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(tmp.path().join("bounds"))
+        .args(["--group-min-session-timeout-ms", "7000"])
+        .args(["--group-max-session-timeout-ms", "6000"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "tidelog: --group-min-session-timeout-ms must not exceed \
+         --group-max-session-timeout-ms\n"
+    );
 }
 
 /// `consume --group`: (partition, offset) of each record printed.

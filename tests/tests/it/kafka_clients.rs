@@ -1159,6 +1159,41 @@ fn a_member_killed_without_leaving_expires_and_its_partitions_move() {
     broker.stop();
 }
 
+/// Four kafka-python consumer processes joining one group at once, with
+/// `session.timeout.ms=3000` (below Kafka's 6,000 minimum, so refused with
+/// INVALID_SESSION_TIMEOUT before `--group-min-session-timeout-ms` defaulted to 1,000), settle
+/// within a few seconds with one partition each, stay settled, and read their records.
+#[test]
+fn four_consumers_joining_at_once_settle_within_seconds() {
+    let Some(c) = clients() else { return };
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-join-together");
+    let broker = kafka_broker(&tmp.path().join("data"));
+    let ran = run_bounded(
+        python(
+            c,
+            "kp_join_together.py",
+            &[
+                "--bootstrap",
+                broker.kafka(),
+                "--topic",
+                "together",
+                "--group",
+                "together-group",
+                "--session-ms",
+                "3000",
+            ],
+        ),
+        None,
+        Duration::from_secs(100),
+        tmp.path(),
+    );
+    let out = ok(ran, "kp_join_together.py", &broker);
+    assert!(out.starts_with("kp_join_together:"), "{out}");
+    eprintln!("{}", out.trim());
+    broker.stop();
+}
+
 /// `tests/kafka/kill9_soak.py`: cycles of idempotent acks=all confluent-kafka load and group
 /// commits, `kill -9` at a random moment, an immediate restart on the same ports, and a check
 /// that every acknowledged record is there byte for byte, in order, no offset handed out
