@@ -1229,7 +1229,7 @@ fn disk_reads_hold_the_shards_read_memory_until_dropped() {
 }
 
 #[test]
-fn timestamp_lookup_finds_first_batch_at_or_after() {
+fn timestamp_lookup_finds_the_first_record_at_or_after() {
     let disk = SimDisk::new(6);
     let clock = SimClock::new(T0);
     let log = open(&disk, &clock, small_config());
@@ -1240,18 +1240,55 @@ fn timestamp_lookup_finds_first_batch_at_or_after() {
         ))
         .expect("append");
     }
-    // Batch i holds timestamps T0 + 1000 i .. T0 + 1000 i + 4, offsets 5 i .. 5 i + 4.
-    let found = block_on(log.offset_for_timestamp(T0 + 1000 * 37 + 2)).expect("lookup");
-    assert_eq!(found, Some((37 * 5, T0 + 1000 * 37 + 4)));
-    let found = block_on(log.offset_for_timestamp(T0 + 1000 * 37 + 10)).expect("lookup");
-    assert_eq!(found, Some((38 * 5, T0 + 1000 * 38 + 4)));
+    let end = log.log_end();
+    let at = |ts| block_on(log.offset_for_timestamp(ts, end)).expect("lookup");
+    // Batch i holds timestamps T0 + 1000 i .. T0 + 1000 i + 4, offsets 5 i .. 5 i + 4: the
+    // answer is the record, not its batch.
     assert_eq!(
-        block_on(log.offset_for_timestamp(0)).expect("lookup"),
-        Some((0, T0 + 4))
+        at(T0 + 1000 * 37 + 2),
+        Some((37 * 5 + 2, T0 + 1000 * 37 + 2))
+    );
+    assert_eq!(at(T0 + 1000 * 37 + 10), Some((38 * 5, T0 + 1000 * 38)));
+    assert_eq!(at(0), Some((0, T0)));
+    assert_eq!(at(T0 + 1_000_000), None, "every record is older");
+    // Records at or past `end` (e.g. above the high watermark) are not answered.
+    assert_eq!(
+        block_on(log.offset_for_timestamp(T0 + 1000 * 37 + 2, 37 * 5 + 2)).expect("lookup"),
+        None
     );
     assert_eq!(
-        block_on(log.offset_for_timestamp(T0 + 1_000_000)).expect("lookup"),
-        None
+        block_on(log.offset_for_timestamp(T0 + 1000 * 37 + 1, 37 * 5 + 2)).expect("lookup"),
+        Some((37 * 5 + 1, T0 + 1000 * 37 + 1))
+    );
+}
+
+#[test]
+fn max_timestamp_lookup_finds_the_record_holding_it() {
+    let disk = SimDisk::new(61);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    assert_eq!(
+        block_on(log.offset_of_max_timestamp(0)).expect("lookup"),
+        None,
+        "an empty log has none"
+    );
+    // Timestamps rise to a peak at batch 120 (records 600..605, peak record 604), then fall:
+    // the peak sits in the middle of the log, in an older segment than the end.
+    for i in 0..200u64 {
+        let ts = T0 + 1000 * (i as i64).min(240 - i as i64);
+        block_on(log.append(make_batch(i, 5, 500, ts), Durability::Buffered)).expect("append");
+    }
+    let peak = T0 + 1000 * 120 + 4;
+    let end = log.log_end();
+    assert_eq!(
+        block_on(log.offset_of_max_timestamp(end)).expect("lookup"),
+        Some((604, peak))
+    );
+    // With the peak's batch past `end` (a high watermark, at a batch boundary), the largest
+    // readable timestamp is answered.
+    assert_eq!(
+        block_on(log.offset_of_max_timestamp(600)).expect("lookup"),
+        Some((599, T0 + 1000 * 119 + 4))
     );
 }
 
@@ -1809,8 +1846,8 @@ fn a_clean_close_lets_the_next_open_read_back_no_log() {
     );
     assert_eq!(read_all(&log, 0), expected);
     assert_eq!(
-        block_on(log.offset_for_timestamp(T0 + 1000 * 57 + 2)).expect("lookup"),
-        Some((57 * 10, T0 + 1000 * 57 + 9)),
+        block_on(log.offset_for_timestamp(T0 + 1000 * 57 + 2, log.log_end())).expect("lookup"),
+        Some((57 * 10 + 2, T0 + 1000 * 57 + 2)),
         "the active segment's time index came back"
     );
     let mut all = expected;

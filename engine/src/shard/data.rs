@@ -386,22 +386,31 @@ impl Shard {
             offset: end as i64,
             timestamp: -1,
         };
-        match timestamp {
-            -1 => Ok(latest),
-            -2 => Ok(ListedOffset {
-                offset: log.log_start() as i64,
-                timestamp: -1,
-            }),
-            ts => match log.offset_for_timestamp(ts).await? {
-                // Nothing readable past the high watermark.
-                Some((offset, _)) if offset >= end => Ok(latest),
-                Some((offset, found)) => Ok(ListedOffset {
-                    offset: offset as i64,
-                    timestamp: found,
-                }),
-                None => Ok(latest),
-            },
-        }
+        let none = ListedOffset {
+            offset: -1,
+            timestamp: -1,
+        };
+        let found = match timestamp {
+            -1 => return Ok(latest),
+            -2 => {
+                return Ok(ListedOffset {
+                    offset: log.log_start() as i64,
+                    timestamp: -1,
+                })
+            }
+            // MAX_TIMESTAMP (ListOffsets v7): the record with the largest timestamp.
+            -3 => log.offset_of_max_timestamp(end).await?,
+            // Other negative specials (-4 earliest-local, -5 earliest-pending-upload) are
+            // not advertised; any other negative timestamp matches no record.
+            ts if ts < 0 => return Ok(none),
+            ts => log.offset_for_timestamp(ts, end).await?,
+        };
+        // No readable record at or after the time: offset -1, as Kafka answers (clients
+        // read it as "none", e.g. kafka-python's offsets_for_times gives None).
+        Ok(found.map_or(none, |(offset, timestamp)| ListedOffset {
+            offset: offset as i64,
+            timestamp,
+        }))
     }
 
     /// Commits a group's positions on the group's coordinator shard (forwarding if needed);

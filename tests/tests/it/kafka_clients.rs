@@ -1194,6 +1194,31 @@ fn four_consumers_joining_at_once_settle_within_seconds() {
     broker.stop();
 }
 
+/// `tests/kafka/admin_apis.py`: admin and lookup APIs through kafka-python and
+/// confluent-kafka (each phase is described in the script).
+#[test]
+fn admin_and_lookup_apis_through_real_clients() {
+    let Some(c) = clients() else { return };
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-admin-apis");
+    let mut broker = kafka_broker(&tmp.path().join("data"));
+    let ran = run_bounded(
+        python(
+            c,
+            "admin_apis.py",
+            &["--bootstrap", broker.kafka(), "--topic", "admin"],
+        ),
+        None,
+        Duration::from_secs(150),
+        tmp.path(),
+    );
+    let out = ok(ran, "admin_apis.py", &broker);
+    assert!(out.contains("admin_apis: timestamps:"), "{out}");
+    eprintln!("{}", out.trim());
+    broker.assert_alive("the admin clients afterwards");
+    broker.stop();
+}
+
 /// `tests/kafka/kill9_soak.py`: cycles of idempotent acks=all confluent-kafka load and group
 /// commits, `kill -9` at a random moment, an immediate restart on the same ports, and a check
 /// that every acknowledged record is there byte for byte, in order, no offset handed out

@@ -376,13 +376,20 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         })
     }
 
-    /// The first batch whose max timestamp is at or after `timestamp`: its base offset and
-    /// max timestamp, or `None` when every record is older.
+    /// The first record below `end` whose timestamp is at or after `timestamp` (Kafka's
+    /// ListOffsets by time): its offset and timestamp, or `None` when every readable record
+    /// is older. Exact to the record: the batch found is opened (inflated when compressed);
+    /// a batch whose records cannot be read answers with its first offset and its max
+    /// timestamp.
     ///
     /// # Errors
     /// As [`read`](Self::read).
-    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(u64, i64)>> {
-        let start = {
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+        end: u64,
+    ) -> Result<Option<(u64, i64)>> {
+        let (start, log_start) = {
             let state = self.state.borrow();
             let found = state
                 .segments
@@ -391,31 +398,136 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             match found {
                 Some(segment) => {
                     let relative = segment.time_index.scan_start(timestamp);
-                    (segment.base_offset + u64::from(relative)).max(state.log_start)
+                    (
+                        (segment.base_offset + u64::from(relative)).max(state.log_start),
+                        state.log_start,
+                    )
                 }
                 None => return Ok(None),
             }
         };
-        let mut offset = start;
-        loop {
+        let found = self
+            .find_record(start, end, |max| max >= timestamp, |t| t >= timestamp)
+            .await?;
+        Ok(found.filter(|&(offset, _)| offset >= log_start))
+    }
+
+    /// The first record below `end` holding the largest timestamp of the log (Kafka's
+    /// ListOffsets `MAX_TIMESTAMP`, -3): its offset and timestamp, or `None` for an empty
+    /// log. The segment with the largest max timestamp is searched first; only when its
+    /// record lies past `end` (not yet replicated) is every readable batch scanned.
+    ///
+    /// # Errors
+    /// As [`read`](Self::read).
+    pub async fn offset_of_max_timestamp(&self, end: u64) -> Result<Option<(u64, i64)>> {
+        let (segment_start, max, log_start) = {
+            let state = self.state.borrow();
+            let mut best: Option<(u64, i64)> = None;
+            for segment in state.segments.values().filter(|s| s.size > 0) {
+                if best.is_none_or(|(_, max)| segment.max_timestamp > max) {
+                    best = Some((segment.base_offset, segment.max_timestamp));
+                }
+            }
+            match best {
+                Some((base, max)) => (base.max(state.log_start), max, state.log_start),
+                None => return Ok(None),
+            }
+        };
+        if let Some(found) = self
+            .find_record(segment_start, end, |m| m == max, |t| t == max)
+            .await?
+        {
+            return Ok(Some(found));
+        }
+        // The newest timestamps are past `end`: the largest among the readable batches.
+        let mut best: Option<i64> = None;
+        let mut offset = log_start;
+        while offset < end {
             let read = self.read(offset, 1 << 20).await?;
             if read.is_empty() {
-                return Ok(None);
+                break;
             }
             for chunk in &read.chunks {
-                // A split chunk is one batch whose header lies in its head.
                 let mut bytes: &[u8] = chunk.head();
                 while !bytes.is_empty() {
                     let meta = BatchMeta::parse(bytes)?;
-                    let batch_next = meta.base_offset as u64 + meta.span();
-                    if batch_next > offset && meta.max_timestamp >= timestamp {
-                        return Ok(Some((meta.base_offset as u64, meta.max_timestamp)));
+                    if (meta.base_offset as u64) < end {
+                        best = Some(best.map_or(meta.max_timestamp, |b| b.max(meta.max_timestamp)));
                     }
                     bytes = bytes.get(meta.len..).unwrap_or_default();
                 }
             }
             offset = read.next_offset;
         }
+        match best {
+            Some(max) => {
+                self.find_record(log_start, end, |m| m == max, |t| t == max)
+                    .await
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// From `start`, the first batch below `end` whose max timestamp passes `batch`, and in
+    /// it the first record at or after `start` whose timestamp passes `record`.
+    async fn find_record(
+        &self,
+        start: u64,
+        end: u64,
+        batch: impl Fn(i64) -> bool,
+        record: impl Fn(i64) -> bool,
+    ) -> Result<Option<(u64, i64)>> {
+        let mut offset = start;
+        while offset < end {
+            let read = self.read(offset, 1 << 20).await?;
+            if read.is_empty() {
+                return Ok(None);
+            }
+            for chunk in &read.chunks {
+                // A split chunk is one batch whose header lies in its head.
+                let copied;
+                let whole: &[u8] = match chunk.contiguous() {
+                    Some(bytes) => bytes,
+                    None => {
+                        copied = chunk.to_vec();
+                        &copied
+                    }
+                };
+                let mut bytes = whole;
+                while !bytes.is_empty() {
+                    let meta = BatchMeta::parse(bytes)?;
+                    let base = meta.base_offset as u64;
+                    if base >= end {
+                        return Ok(None);
+                    }
+                    let batch_next = base + meta.span();
+                    if batch_next > offset && batch(meta.max_timestamp) {
+                        let this = bytes.get(..meta.len).unwrap_or(bytes);
+                        match record_times(this) {
+                            Some(times) => {
+                                let hit = times.into_iter().find(|&(o, t)| {
+                                    o >= offset as i64 && (o as u64) < end && record(t)
+                                });
+                                if let Some((o, t)) = hit {
+                                    return Ok(Some((o as u64, t)));
+                                }
+                            }
+                            None => {
+                                tracing::warn!(
+                                    base_offset = base,
+                                    "a batch's records did not decode for a timestamp lookup; \
+                                     answering with the batch's first offset"
+                                );
+                                return Ok(Some((base.max(offset), meta.max_timestamp)));
+                            }
+                        }
+                    }
+                    bytes = bytes.get(meta.len..).unwrap_or_default();
+                }
+            }
+            offset = read.next_offset;
+        }
+        Ok(None)
     }
 
     /// Calls `apply` with every record of the log, in offset order (native batches only), e.g.
@@ -453,4 +565,45 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         }
         Ok(())
     }
+}
+
+/// Most bytes a compressed batch may inflate to for a timestamp lookup; a batch past it is
+/// answered at batch granularity (its first offset).
+const RECORD_TIMES_INFLATE_MAX: usize = 64 << 20;
+
+/// (offset, timestamp) of every record of the stored batch `stored` (either payload format,
+/// compressed or not), or `None` when its records cannot be read.
+fn record_times(stored: &[u8]) -> Option<Vec<(i64, i64)>> {
+    use tidelog_wire::kafka_records::{self as records, RecordBatchHeader};
+    let header = tidelog_wire::batch::peek_header(stored).ok()?;
+    let base_offset = header.base_offset();
+    let kafka: std::borrow::Cow<'_, [u8]> =
+        if header.payload_format() == tidelog_wire::batch::PayloadFormat::Kafka {
+            {
+                let payload = records::kafka_payload(stored).ok()?;
+                if RecordBatchHeader::read(payload)?.compression()
+                    == tidelog_wire::batch::Compression::None
+                {
+                    std::borrow::Cow::Borrowed(payload)
+                } else {
+                    let inflated = records::inflate(payload, RECORD_TIMES_INFLATE_MAX).ok()?;
+                    std::borrow::Cow::Owned(inflated.to_vec())
+                }
+            }
+        } else {
+            {
+                let limits = tidelog_wire::batch::VerifyLimits::default();
+                let view = tidelog_wire::batch::verify(stored, &limits).ok()?;
+                let mut out = bytes::BytesMut::new();
+                records::native_to_kafka(&view, &mut out).ok()?;
+                std::borrow::Cow::Owned(out.to_vec())
+            }
+        };
+    let decoded = records::decode_records(&kafka, base_offset).ok()?;
+    Some(
+        decoded
+            .into_iter()
+            .map(|r| (r.offset, r.timestamp))
+            .collect(),
+    )
 }

@@ -234,19 +234,11 @@ impl KafkaConnection {
                 };
                 let listed = match partition_index(p.partition_index) {
                     Err(e) => Err(e),
-                    Ok(index) => match shard.bounds(&topic.name, index) {
-                        Err(e) => Err(e),
-                        // -3 (max timestamp, v7): the last offset stands in for it.
-                        Ok(bounds) if p.timestamp == -3 => Ok(ListedOffset {
-                            offset: (bounds.high_watermark as i64 - 1).max(0),
-                            timestamp: -1,
-                        }),
-                        Ok(_) => {
-                            shard
-                                .list_offset(&topic.name, index, p.timestamp, Route::Local)
-                                .await
-                        }
-                    },
+                    Ok(index) => {
+                        shard
+                            .list_offset(&topic.name, index, p.timestamp, Route::Local)
+                            .await
+                    }
                 };
                 match listed {
                     Ok(ListedOffset { offset, timestamp }) => {
