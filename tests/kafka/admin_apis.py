@@ -4,6 +4,7 @@
   admin_apis.py --bootstrap B --topic T [--phase NAME ...]
 
 Phases (all by default, in this order):
+  versions    kafka-python infers a current broker (4.0 or later) from ApiVersions.
   timestamps  A topic of 1 partition gets 300 records in gzip batches of 10 (confluent-kafka,
               explicit CreateTime timestamps T0 + 10 i, except record 150 at T0 + 100000, the
               largest). Then: kafka-python's offsets_for_times and librdkafka's
@@ -105,7 +106,20 @@ def timestamps(a):
           f"max timestamp at {results['max'][0]}", flush=True)
 
 
-PHASES = {"timestamps": timestamps}
+def versions(a):
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=a.bootstrap)
+    inferred = admin._client.check_version()
+    admin.close()
+    # kafka-python infers the broker's version from the API versions advertised; 4.0 needs
+    # ListOffsets v10 (it inferred 3.0 from v7).
+    if inferred < (4, 0):
+        fail(f"kafka-python infers broker version {inferred}, want 4.0 or later")
+    print(f"admin_apis: versions: kafka-python infers broker {inferred}", flush=True)
+
+
+PHASES = {"versions": versions, "timestamps": timestamps}
 
 
 def main():

@@ -400,8 +400,15 @@ impl Shard {
             }
             // MAX_TIMESTAMP (ListOffsets v7): the record with the largest timestamp.
             -3 => log.offset_of_max_timestamp(end).await?,
-            // Other negative specials (-4 earliest-local, -5 earliest-pending-upload) are
-            // not advertised; any other negative timestamp matches no record.
+            // EARLIEST_LOCAL (v8, KIP-405): every record is local, so the log start.
+            -4 => {
+                return Ok(ListedOffset {
+                    offset: log.log_start() as i64,
+                    timestamp: -1,
+                })
+            }
+            // LATEST_TIERED (v9, KIP-1005): nothing is tiered, so none, as Kafka answers
+            // without remote storage; any other negative timestamp matches no record.
             ts if ts < 0 => return Ok(none),
             ts => log.offset_for_timestamp(ts, end).await?,
         };

@@ -239,7 +239,8 @@ impl Conn {
         )
     }
 
-    /// ListOffsets of partition 0 at `timestamp` (-1 latest, -2 earliest).
+    /// ListOffsets (v10) of partition 0 at `timestamp` (-1 latest, -2 earliest, -3 max
+    /// timestamp, -4 earliest local, -5 latest tiered).
     fn offset_at(&mut self, topic: &str, timestamp: i64) -> (i16, i64) {
         let request = ListOffsetsRequest {
             replica_id: -1,
@@ -253,8 +254,8 @@ impl Conn {
             }],
             ..Default::default()
         };
-        let body = self.call(LIST_OFFSETS, 7, |b| request.encode(b, 7).expect("encode"));
-        let response = ListOffsetsResponse::decode(&mut Decoder::new(&body), 7).expect("decode");
+        let body = self.call(LIST_OFFSETS, 10, |b| request.encode(b, 10).expect("encode"));
+        let response = ListOffsetsResponse::decode(&mut Decoder::new(&body), 10).expect("decode");
         let p = &response.topics[0].partitions[0];
         (p.error_code, p.offset)
     }
@@ -458,7 +459,21 @@ fn fetch_serves_whole_batches_the_first_even_past_the_limit() {
     assert_eq!(c.offset_at("fetch", -2), (0, 0));
     assert_eq!(c.offset_at("fetch", -1), (0, 405));
     assert_eq!(c.offset_at("fetch", 1_700_000_000_000), (0, 0));
-    assert_eq!(c.offset_at("fetch", 1_700_000_000_001), (0, 405));
+    assert_eq!(
+        c.offset_at("fetch", 1_700_000_000_001),
+        (0, -1),
+        "no record at or after the time: -1, as Kafka answers"
+    );
+    assert_eq!(
+        c.offset_at("fetch", -4),
+        (0, 0),
+        "earliest local: the log start"
+    );
+    assert_eq!(
+        c.offset_at("fetch", -5),
+        (0, -1),
+        "latest tiered: nothing is tiered"
+    );
 
     // After a restart the tail cache is empty: the same bytes come from disk (DMA buffers
     // sliced past each Tidelog header).

@@ -93,7 +93,7 @@ pub(crate) use tidelog_wire::kafka::code;
 pub const ADVERTISED: &[(i16, i16, i16)] = &[
     (0, 0, 10), // Produce
     (1, 4, 12), // Fetch
-    (2, 1, 7),  // ListOffsets
+    (2, 1, 10), // ListOffsets
     (3, 0, 12), // Metadata
     (8, 2, 9),  // OffsetCommit
     (9, 1, 9),  // OffsetFetch
