@@ -87,6 +87,7 @@ pub fn offsets_topic_config() -> crate::meta::TopicConfig {
         retention_bytes: crate::meta::Limit::Unlimited,
         segment_bytes: Some(SLOT_SEGMENT_BYTES),
         segment_ms: None,
+        overrides: Default::default(),
     }
 }
 

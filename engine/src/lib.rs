@@ -28,6 +28,7 @@ pub mod runtime;
 pub mod server;
 pub mod shard;
 pub mod sync;
+pub mod topic_configs;
 
 pub use config::LogConfig;
 pub use error::{LogError, Result};

@@ -41,9 +41,13 @@ const PRODUCER_IDS_BYTES: usize = 1 + 8;
 /// Version 1 stored -1 for "unset" and had no "unlimited"; version 2 stores
 /// [`Limit::Default`] as -2 and [`Limit::Unlimited`] as -1 (Kafka's value for it, as
 /// [`Limit::to_kafka`] gives).
+/// Version 3 appends the other overrides: a count (u8), then `(tag u8, value i64)` each
+/// ([`crate::topic_configs`]); a tag this build does not know is skipped.
 const CONFIG_VERSION_1: u8 = 1;
-const CONFIG_VERSION: u8 = 2;
+const CONFIG_VERSION_2: u8 = 2;
+const CONFIG_VERSION: u8 = 3;
 const STORED_DEFAULT: i64 = -2;
+/// Bytes of a configuration's fixed part (all of it before version 3).
 pub(crate) const CONFIG_BYTES: usize = 1 + 4 + 8 + 8 + 8 + 8;
 
 /// Errors of topic metadata operations.
@@ -149,6 +153,8 @@ pub struct TopicConfig {
     pub segment_bytes: Option<u64>,
     /// Segment age.
     pub segment_ms: Option<i64>,
+    /// Every other Kafka topic config this topic overrides.
+    pub overrides: crate::topic_configs::Overrides,
 }
 
 impl TopicConfig {
@@ -160,6 +166,7 @@ impl TopicConfig {
             retention_bytes: Limit::Default,
             segment_bytes: None,
             segment_ms: None,
+            overrides: crate::topic_configs::Overrides::default(),
         }
     }
 
@@ -177,8 +184,8 @@ impl TopicConfig {
         }
     }
 
-    pub(crate) fn encode(&self) -> [u8; CONFIG_BYTES] {
-        let mut out = [0u8; CONFIG_BYTES];
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = vec![0u8; CONFIG_BYTES];
         out[0] = CONFIG_VERSION;
         out[1..5].copy_from_slice(&self.partitions.to_le_bytes());
         out[5..13].copy_from_slice(&self.retention_ms.stored().to_le_bytes());
@@ -186,22 +193,46 @@ impl TopicConfig {
         let segment_bytes = self.segment_bytes.map_or(-1, |b| b as i64);
         out[21..29].copy_from_slice(&segment_bytes.to_le_bytes());
         out[29..37].copy_from_slice(&self.segment_ms.unwrap_or(-1).to_le_bytes());
+        let overrides: Vec<(u8, i64)> = self.overrides.iter().collect();
+        out.push(overrides.len() as u8);
+        for (tag, value) in overrides {
+            out.push(tag);
+            out.extend_from_slice(&value.to_le_bytes());
+        }
         out
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
         let version = *bytes.first()?;
-        if bytes.len() != CONFIG_BYTES || !(CONFIG_VERSION_1..=CONFIG_VERSION).contains(&version) {
-            return None;
+        let fixed = bytes.get(..CONFIG_BYTES)?;
+        let tail = &bytes[CONFIG_BYTES..];
+        match version {
+            CONFIG_VERSION_1 | CONFIG_VERSION_2 if tail.is_empty() => {}
+            CONFIG_VERSION if !tail.is_empty() => {}
+            _ => return None,
         }
-        let i64_at = |at: usize| bytes[at..at + 8].try_into().ok().map(i64::from_le_bytes);
+        let i64_at = |at: usize| fixed[at..at + 8].try_into().ok().map(i64::from_le_bytes);
         let optional = |v: i64| (v >= 0).then_some(v);
+        let mut overrides = crate::topic_configs::Overrides::default();
+        if version == CONFIG_VERSION {
+            let count = usize::from(tail[0]);
+            let entries = &tail[1..];
+            if entries.len() != count * 9 {
+                return None;
+            }
+            for entry in entries.chunks_exact(9) {
+                let value = i64::from_le_bytes(entry[1..9].try_into().ok()?);
+                // A tag from a newer build is skipped, not an error.
+                overrides.restore(entry[0], value);
+            }
+        }
         Some(TopicConfig {
-            partitions: u32::from_le_bytes(bytes[1..5].try_into().ok()?),
+            partitions: u32::from_le_bytes(fixed[1..5].try_into().ok()?),
             retention_ms: Limit::from_stored(version, i64_at(5)?)?,
             retention_bytes: Limit::from_stored(version, i64_at(13)?)?,
             segment_bytes: optional(i64_at(21)?).map(|v| v as u64),
             segment_ms: optional(i64_at(29)?),
+            overrides,
         })
     }
 
@@ -400,7 +431,7 @@ impl<S: Storage, C: Clock> TopicStore<S, C> {
             .topics
             .borrow()
             .iter()
-            .map(|(name, config)| (name.clone().into_bytes(), config.encode().to_vec(), 0))
+            .map(|(name, config)| (name.clone().into_bytes(), config.encode(), 0))
             .chain(std::iter::once((
                 PRODUCER_IDS_KEY.as_bytes().to_vec(),
                 encode_producer_ids(self.producer_ids.borrow().end).to_vec(),
@@ -479,6 +510,39 @@ impl<S: Storage, C: Clock> TopicStore<S, C> {
             return Err(MetaError::TopicExists(name.to_owned()));
         }
         topics.insert(name.to_owned(), config);
+        Ok(())
+    }
+
+    /// Replaces a topic's configuration; durable when this returns.
+    ///
+    /// # Errors
+    /// [`MetaError::UnknownTopic`], [`MetaError::InvalidConfig`] (also for a changed
+    /// partition count), or a failure of the metadata log.
+    pub async fn alter(&self, name: &str, config: TopicConfig) -> Result<(), MetaError> {
+        let _write = self.writes.shared().await;
+        config.validate(&self.defaults)?;
+        let old = self
+            .topic(name)
+            .ok_or_else(|| MetaError::UnknownTopic(name.to_owned()))?;
+        if old.partitions != config.partitions {
+            return Err(MetaError::InvalidConfig(format!(
+                "the partition count of {name:?} cannot change with its configuration"
+            )));
+        }
+        self.append(name, &config.encode()).await?;
+        // A deletion racing the append's await wins: the topic stays deleted (the record
+        // after its tombstone would bring it back at the next start, so write one again).
+        let replaced = match self.topics.borrow_mut().get_mut(name) {
+            Some(slot) => {
+                *slot = config;
+                true
+            }
+            None => false,
+        };
+        if !replaced {
+            self.append(name, &[]).await?;
+            return Err(MetaError::UnknownTopic(name.to_owned()));
+        }
         Ok(())
     }
 
@@ -675,10 +739,60 @@ mod tests {
                 retention_bytes,
                 segment_bytes: Some(1 << 20),
                 segment_ms: None,
+                overrides: Default::default(),
             };
             assert_eq!(TopicConfig::decode(&config.encode()), Some(config));
         }
         assert_eq!(TopicConfig::decode(&[0; 3]), None);
+    }
+
+    /// Records written before version 3 (no overrides) still decode; a version-3 record
+    /// with a tag this build does not know keeps the rest; a truncated tail is refused.
+    #[test]
+    fn older_and_newer_config_records_decode() {
+        let mut config = TopicConfig::with_partitions(3);
+        config.retention_ms = Limit::At(5000);
+        let mut v2 = config.encode();
+        v2.truncate(CONFIG_BYTES);
+        v2[0] = CONFIG_VERSION_2;
+        assert_eq!(TopicConfig::decode(&v2), Some(config));
+
+        crate::topic_configs::apply(&mut config, "cleanup.policy", Some("compact")).expect("ok");
+        let mut v3 = config.encode();
+        // One more entry with an unknown tag.
+        v3[CONFIG_BYTES] += 1;
+        v3.push(200);
+        v3.extend_from_slice(&7i64.to_le_bytes());
+        assert_eq!(TopicConfig::decode(&v3), Some(config));
+        v3.pop();
+        assert_eq!(TopicConfig::decode(&v3), None, "a torn entry");
+    }
+
+    #[test]
+    fn a_config_change_survives_a_crash_and_keeps_the_partition_count() {
+        let disk = SimDisk::new(17);
+        let store = open(&disk);
+        block_on(store.create("orders", TopicConfig::with_partitions(3))).expect("create");
+        let mut changed = TopicConfig::with_partitions(3);
+        crate::topic_configs::apply(&mut changed, "retention.bytes", Some("1048576"))
+            .expect("valid");
+        crate::topic_configs::apply(&mut changed, "max.message.bytes", Some("2000"))
+            .expect("valid");
+        block_on(store.alter("orders", changed)).expect("alter");
+        let more = TopicConfig::with_partitions(4);
+        assert!(matches!(
+            block_on(store.alter("orders", more)),
+            Err(MetaError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            block_on(store.alter("nothing", changed)),
+            Err(MetaError::UnknownTopic(_))
+        ));
+        disk.crash();
+        let reopened = open(&disk);
+        assert_eq!(reopened.topic("orders"), Some(changed));
+        assert_eq!(reopened.topic("nothing"), None);
+        assert_eq!(changed.max_message_bytes(), Some(2000));
     }
 
     /// Kafka's "keep forever" (-1) is stored as such: it neither deletes anything (a limit
@@ -712,6 +826,7 @@ mod tests {
     #[test]
     fn version_1_records_read_negative_values_as_the_default() {
         let mut old = TopicConfig::with_partitions(2).encode();
+        old.truncate(CONFIG_BYTES);
         old[0] = CONFIG_VERSION_1;
         old[5..13].copy_from_slice(&(-1i64).to_le_bytes());
         old[13..21].copy_from_slice(&4096i64.to_le_bytes());

@@ -12,6 +12,12 @@ Phases (all by default, in this order):
               (not its batch's first record); for a time after every record they answer "none"
               (offset -1); AdminClient.list_offsets with OffsetSpec.max_timestamp() answers
               record 150 with its timestamp; earliest and latest answer 0 and 300.
+  configs     Topic configs through confluent-kafka and kafka-python: creation with overrides
+              (including Kafka UI's max.message.bytes 1048588), DescribeConfigs with values and
+              sources, IncrementalAlterConfigs SET/DELETE and validate_only, INVALID_CONFIG for
+              unknown names and bad values, retention.bytes applied to the running partition at
+              once, AlterConfigs replacing the whole set, the broker resource (read-only).
+  configs-after-restart (only when named) The overrides `configs` left survive a restart.
 
 Exits 0 with one line per phase, or 1 with the reason. Bounded by --timeout.
 """
@@ -119,7 +125,141 @@ def versions(a):
     print(f"admin_apis: versions: kafka-python infers broker {inferred}", flush=True)
 
 
-PHASES = {"versions": versions, "timestamps": timestamps}
+def configs(a):
+    """Topic configs: create with overrides, describe, incremental and full alters,
+    validate_only, refusals, a retention change applied at once, broker describe."""
+    from confluent_kafka import Producer, Consumer, TopicPartition
+    from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry,
+                                       ConfigResource, ConfigSource, NewTopic)
+    from confluent_kafka.error import KafkaException
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource as KResource, ConfigResourceType
+
+    topic = f"{a.topic}-cfg"
+    admin = AdminClient({"bootstrap.servers": a.bootstrap})
+    # Kafka UI's create form sends max.message.bytes 1048588 (Kafka's default), above
+    # Tidelog's own batch cap: accepted.
+    admin.create_topics([NewTopic(topic, 1, 1, config={
+        "cleanup.policy": "delete", "retention.ms": "600000", "segment.bytes": "1048576",
+        "max.message.bytes": "1048588", "unclean.leader.election.enable": "false"})])[topic].result(30)
+
+    def describe(name=topic, rtype=ConfigResource.Type.TOPIC):
+        res = ConfigResource(rtype, name)
+        return admin.describe_configs([res])[res].result(30)
+
+    d = describe()
+    want_set = {"retention.ms": "600000", "segment.bytes": "1048576",
+                "max.message.bytes": "1048588", "cleanup.policy": "delete",
+                "unclean.leader.election.enable": "false"}
+    for name, value in want_set.items():
+        e = d.get(name)
+        if e is None or e.value != value or e.source != ConfigSource.DYNAMIC_TOPIC_CONFIG.value:
+            fail(f"describe {name}: {e and (e.value, e.source)}, want {value} from the topic")
+    r = d.get("retention.bytes")
+    if r is None or r.value != "-1" or r.source != ConfigSource.DEFAULT_CONFIG.value:
+        fail(f"describe retention.bytes (not set): {r and (r.value, r.source)}")
+    for must in ["compression.type", "message.timestamp.type", "min.insync.replicas",
+                 "delete.retention.ms", "min.cleanable.dirty.ratio"]:
+        if must not in d:
+            fail(f"describe lacks {must}: {sorted(d)}")
+
+    # Incremental: set one, delete one; validate_only changes nothing.
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("max.message.bytes", None, incremental_operation=AlterConfigOpType.DELETE)])
+    admin.incremental_alter_configs([res], validate_only=True)[res].result(30)
+    if describe()["retention.ms"].value != "600000":
+        fail("validate_only changed retention.ms")
+    admin.incremental_alter_configs([res])[res].result(30)
+    d = describe()
+    if d["retention.ms"].value != "3600000":
+        fail(f"incremental SET: retention.ms = {d['retention.ms'].value}")
+    if d["max.message.bytes"].source != ConfigSource.DEFAULT_CONFIG.value:
+        fail(f"incremental DELETE: max.message.bytes still from {d['max.message.bytes'].source}")
+
+    # Refusals: an unknown name and a bad value, as INVALID_CONFIG; nothing changes.
+    for bad in [ConfigEntry("no.such.config", "1", incremental_operation=AlterConfigOpType.SET),
+                ConfigEntry("retention.ms", "-7", incremental_operation=AlterConfigOpType.SET),
+                ConfigEntry("cleanup.policy", "shred", incremental_operation=AlterConfigOpType.SET)]:
+        res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[bad])
+        try:
+            admin.incremental_alter_configs([res])[res].result(30)
+            fail(f"{bad.name}={bad.value} accepted")
+        except KafkaException as e:
+            if e.args[0].code() != 40:  # INVALID_CONFIG
+                fail(f"{bad.name}={bad.value}: {e}")
+    res = ConfigResource(ConfigResource.Type.TOPIC, "no-such-topic", incremental_configs=[
+        ConfigEntry("retention.ms", "1", incremental_operation=AlterConfigOpType.SET)])
+    try:
+        admin.incremental_alter_configs([res])[res].result(30)
+        fail("altering an unknown topic succeeded")
+    except KafkaException:
+        pass
+
+    # A retention change applies to the running partition at once: 3 MiB in 1 MiB segments,
+    # then retention.bytes 1 MiB deletes the oldest segments within a few retention checks.
+    producer = Producer({"bootstrap.servers": a.bootstrap, "linger.ms": 5})
+    for i in range(3000):
+        producer.produce(topic, value=b"x" * 1024, key=str(i).encode(), partition=0)
+        if i % 500 == 0:
+            producer.poll(0)
+    producer.flush(30)
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.bytes", "1048576", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([res])[res].result(30)
+    consumer = Consumer({"bootstrap.servers": a.bootstrap, "group.id": f"{topic}-g"})
+    deadline = time.time() + 20
+    while True:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        if low > 0:
+            break
+        if time.time() > deadline:
+            fail(f"retention.bytes set to 1 MiB deleted nothing in 20 s (offsets {low}..{high})")
+        time.sleep(0.2)
+    consumer.close()
+
+    # AlterConfigs (not incremental) replaces the whole set: unnamed overrides go.
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic,
+                         set_config={"cleanup.policy": "compact,delete", "retention.ms": "-1"})
+    admin.alter_configs([res])[res].result(30)
+    d = describe()
+    if d["cleanup.policy"].value != "compact,delete" or d["retention.ms"].value != "-1":
+        fail(f"alter_configs: {d['cleanup.policy'].value} {d['retention.ms'].value}")
+    if d["segment.bytes"].source != ConfigSource.DEFAULT_CONFIG.value:
+        fail("alter_configs kept an override it did not name")
+
+    # The broker resource: described, read-only.
+    b = describe("0", ConfigResource.Type.BROKER)
+    if "log.retention.ms" not in b or not b["num.partitions"].is_read_only:
+        fail(f"broker describe: {sorted(b)[:10]}")
+
+    # kafka-python sees the same (its filter 'modified' lists the topic's own overrides).
+    kadmin = KafkaAdminClient(bootstrap_servers=a.bootstrap)
+    got = kadmin.describe_configs([KResource(ConfigResourceType.TOPIC, topic)])
+    text = repr(got)
+    if "compact,delete" not in text:
+        fail(f"kafka-python describe_configs: {text[:500]}")
+    kadmin.close()
+    print(f"admin_apis: configs: created with overrides, described with sources, "
+          f"incremental and full alters, refusals, retention applied at once (start {low})",
+          flush=True)
+
+
+def configs_after_restart(a):
+    from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
+
+    topic = f"{a.topic}-cfg"
+    admin = AdminClient({"bootstrap.servers": a.bootstrap})
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    d = admin.describe_configs([res])[res].result(30)
+    if (d["cleanup.policy"].value, d["retention.ms"].value) != ("compact,delete", "-1") \
+            or d["cleanup.policy"].source != ConfigSource.DYNAMIC_TOPIC_CONFIG.value:
+        fail(f"after restart: {d['cleanup.policy'].value} {d['retention.ms'].value}")
+    print("admin_apis: configs-after-restart: overrides survived the restart", flush=True)
+
+
+PHASES = {"versions": versions, "timestamps": timestamps, "configs": configs,
+          "configs-after-restart": configs_after_restart}
 
 
 def main():
@@ -130,7 +270,7 @@ def main():
     p.add_argument("--timeout", type=float, default=120.0)
     a = p.parse_args()
     watchdog(a.timeout)
-    for name in a.phase or list(PHASES):
+    for name in a.phase or [p for p in PHASES if p != "configs-after-restart"]:
         PHASES[name](a)
 
 

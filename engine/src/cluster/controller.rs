@@ -634,6 +634,13 @@ impl Controller {
                 Ok(Applied::TopicDeleted(name)) => {
                     tracing::info!(topic = name, index = entry.index, "metadata: topic deleted")
                 }
+                Ok(Applied::TopicConfigChanged(name)) => {
+                    tracing::info!(
+                        topic = name,
+                        index = entry.index,
+                        "metadata: topic configuration changed"
+                    )
+                }
                 Ok(Applied::Node(node)) => {
                     tracing::info!(node, index = entry.index, "metadata: node registered")
                 }

@@ -146,6 +146,13 @@ pub enum Command {
         /// The topic.
         name: String,
     },
+    /// Replace a topic's configuration (same partition count).
+    AlterTopicConfig {
+        /// The topic.
+        name: String,
+        /// Its new configuration.
+        config: TopicConfig,
+    },
     /// Reserve a block of idempotent-producer ids.
     AllocateProducerIds,
     /// A partition's leader changes its in-sync set (adds a follower that caught up);
@@ -201,6 +208,7 @@ const FENCE: u8 = 5;
 const ALTER_ISR: u8 = 6;
 const ELECT_PREFERRED: u8 = 7;
 const REASSIGN: u8 = 8;
+const ALTER_CONFIG: u8 = 9;
 
 impl Command {
     /// The entry data.
@@ -224,6 +232,11 @@ impl Command {
             Command::DeleteTopic { name } => {
                 w.u8(DELETE);
                 w.str(name);
+            }
+            Command::AlterTopicConfig { name, config } => {
+                w.u8(ALTER_CONFIG);
+                w.str(name);
+                w.bytes(&config.encode());
             }
             Command::AllocateProducerIds => w.u8(PRODUCER_IDS),
             Command::AlterIsr {
@@ -296,6 +309,13 @@ impl Command {
             DELETE => Command::DeleteTopic {
                 name: r.str()?.to_owned(),
             },
+            ALTER_CONFIG => {
+                let name = r.str()?.to_owned();
+                let Some(config) = TopicConfig::decode(r.bytes()?) else {
+                    return r.fail("bad topic configuration");
+                };
+                Command::AlterTopicConfig { name, config }
+            }
             PRODUCER_IDS => Command::AllocateProducerIds,
             ALTER_ISR => {
                 let topic = r.str()?.to_owned();
@@ -399,6 +419,8 @@ pub enum Applied {
     TopicCreated(String),
     /// A topic was deleted.
     TopicDeleted(String),
+    /// A topic's configuration changed.
+    TopicConfigChanged(String),
     /// Producer ids `[start, start + PRODUCER_ID_BLOCK)` are reserved for the proposer.
     ProducerIds(i64),
     /// A partition's in-sync set changed.
@@ -437,6 +459,10 @@ impl Applied {
             Applied::IsrChanged => w.u8(6),
             Applied::LeaderElected => w.u8(7),
             Applied::Reassigned => w.u8(8),
+            Applied::TopicConfigChanged(name) => {
+                w.u8(9);
+                w.str(name);
+            }
         }
     }
 
@@ -457,6 +483,7 @@ impl Applied {
             6 => Applied::IsrChanged,
             7 => Applied::LeaderElected,
             8 => Applied::Reassigned,
+            9 => Applied::TopicConfigChanged(r.str()?.to_owned()),
             _ => return r.fail("unknown outcome"),
         })
     }
@@ -748,6 +775,18 @@ impl ClusterState {
             Command::DeleteTopic { name } => match self.topics.remove(&name) {
                 Some(_) => Ok(Applied::TopicDeleted(name)),
                 None => Err(Refusal::UnknownTopic(name)),
+            },
+            Command::AlterTopicConfig { name, config } => match self.topics.get_mut(&name) {
+                None => Err(Refusal::UnknownTopic(name)),
+                Some(topic) if topic.config.partitions != config.partitions => {
+                    Err(Refusal::InvalidConfig(format!(
+                        "the partition count of {name:?} cannot change with its configuration"
+                    )))
+                }
+                Some(topic) => {
+                    topic.config = config;
+                    Ok(Applied::TopicConfigChanged(name))
+                }
             },
             Command::Fence { node, fenced } => {
                 if !self.nodes.contains_key(&node) {

@@ -13,7 +13,8 @@ mod writer;
 pub use partition::{reset_closed, truncate_closed};
 pub use partition::{
     AppendInfo, Durability, LogRead, LogResources, LogStats, PartitionLog, ReadChunk, SnapshotWhen,
-    CLEAN_SHUTDOWN_FILE, PRODUCER_STATE_FILE, PRODUCER_STATE_SEGMENTS, RECOVERY_POINT_FILE,
+    Tunables, CLEAN_SHUTDOWN_FILE, PRODUCER_STATE_FILE, PRODUCER_STATE_SEGMENTS,
+    RECOVERY_POINT_FILE,
 };
 
 #[cfg(test)]

@@ -435,6 +435,7 @@ impl Connection<Native> {
                                 segment_bytes: (spec.segment_bytes >= 0)
                                     .then_some(spec.segment_bytes as u64),
                                 segment_ms: None,
+                                overrides: Default::default(),
                             };
                             shard.create_topic(&name, config).await
                         }

@@ -526,8 +526,13 @@ impl Shard {
             // Per topic, the partitions placed on this node: a reassignment that adds or
             // removes one here has every shard open or drop it.
             let mut placed: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+            // Per topic, the configuration this node's shards last applied.
+            let mut configs: BTreeMap<String, TopicConfig> = BTreeMap::new();
             if let Some(view) = shard.view() {
                 placed = placed_here(&view);
+                for (name, topic) in &view.state.topics {
+                    configs.insert(name.clone(), topic.config);
+                }
             }
             loop {
                 let changed = controller.changed();
@@ -547,6 +552,7 @@ impl Shard {
                         .collect();
                     for name in gone {
                         known.remove(&name);
+                        configs.remove(&name);
                         shard.remove_everywhere(&name).await;
                     }
                     let now_placed = placed_here(&view);
@@ -559,9 +565,16 @@ impl Shard {
                                     tracing::error!(topic = name, error = %e,
                                         "a replica moved here failed to open");
                                 }
+                            } else if configs.get(name) != Some(&topic.config) {
+                                if let Err(e) = shard.upsert_everywhere(name, topic.config).await {
+                                    tracing::error!(topic = name, error = %e,
+                                        "a topic's new configuration failed to apply");
+                                }
                             }
+                            configs.insert(name.clone(), topic.config);
                             continue;
                         }
+                        configs.insert(name.clone(), topic.config);
                         known.insert(name.clone(), topic.created_at);
                         if let Err(e) = shard.upsert_everywhere(name, topic.config).await {
                             tracing::error!(topic = name, error = %e,

@@ -122,6 +122,13 @@ pub enum Forwarded {
         /// Replicas per partition (`None`: the default).
         replication_factor: Option<u16>,
     },
+    /// Change a topic's configuration (to shard 0).
+    AlterTopic {
+        /// The topic.
+        name: String,
+        /// Its new configuration (same partition count).
+        config: TopicConfig,
+    },
     /// Delete a topic (to shard 0).
     DeleteTopic {
         /// The topic.
@@ -392,6 +399,9 @@ impl Shard {
                     .await,
             ),
             Forwarded::DeleteTopic { name } => Reply::Admin(self.delete_topic(&name).await),
+            Forwarded::AlterTopic { name, config } => {
+                Reply::Admin(self.alter_topic(&name, config).await)
+            }
             Forwarded::Produce {
                 topic,
                 partition,

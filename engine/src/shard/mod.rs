@@ -392,6 +392,11 @@ impl Shard {
         &self.config.log_defaults
     }
 
+    /// The shard's settings.
+    pub fn settings(&self) -> &ShardConfig {
+        &self.config
+    }
+
     /// The topic table (every shard holds all of it).
     pub fn topics(&self) -> Ref<'_, BTreeMap<String, TopicConfig>> {
         self.topics.borrow()

@@ -92,6 +92,49 @@ impl Shard {
         self.upsert_everywhere(name, config).await
     }
 
+    /// Replaces a topic's configuration (on shard 0, forwarding if needed): persisted in the
+    /// metadata log, then applied by every shard to its open partitions (segment and
+    /// retention settings take effect at once) before this returns. The partition count
+    /// cannot change here.
+    ///
+    /// # Errors
+    /// [`ShardError::UnknownTopicOrPartition`], an invalid configuration, a changed partition
+    /// count, or a storage failure.
+    pub async fn alter_topic(&self, name: &str, config: TopicConfig) -> Result<(), ShardError> {
+        if self.id != 0 {
+            let request = Forwarded::AlterTopic {
+                name: name.to_owned(),
+                config,
+            };
+            return match self.forward(0, request).await? {
+                Reply::Admin(result) => result,
+                _ => Err(ShardError::Internal("unexpected reply to a config change")),
+            };
+        }
+        config
+            .validate(&self.config.log_defaults)
+            .map_err(|e| ShardError::from(&e))?;
+        if self.controller.is_some() {
+            let _admin = self.admin_gate.enter().await;
+            return self
+                .propose(crate::cluster::Command::AlterTopicConfig {
+                    name: name.to_owned(),
+                    config,
+                })
+                .await;
+        }
+        let Some(store) = &self.store else {
+            return Err(ShardError::Internal("no topic store on shard 0"));
+        };
+        let _admin = self.admin_gate.enter().await;
+        store
+            .alter(name, config)
+            .await
+            .map_err(|e| ShardError::from(&e))?;
+        tracing::info!(topic = name, "topic configuration changed");
+        self.upsert_everywhere(name, config).await
+    }
+
     /// Deletes a topic (on shard 0, forwarding if needed) and its partitions everywhere.
     ///
     /// # Errors
@@ -211,6 +254,18 @@ impl Shard {
                 .get(name)
                 .is_some_and(|logs| logs.contains_key(&partition));
             if opened {
+                // A configuration change: the open log takes the new segment and retention
+                // settings now.
+                let log = self
+                    .partitions
+                    .borrow()
+                    .get(name)
+                    .and_then(|logs| logs.get(&partition).cloned());
+                if let Some(log) = log {
+                    if let Err(e) = log.retune(&log_config) {
+                        failed.push(format!("{name}-{partition}: {e}"));
+                    }
+                }
                 continue;
             }
             let dir = partition_dir(&self.config.data_dir, name, partition);

@@ -1195,27 +1195,42 @@ fn four_consumers_joining_at_once_settle_within_seconds() {
 }
 
 /// `tests/kafka/admin_apis.py`: admin and lookup APIs through kafka-python and
-/// confluent-kafka (each phase is described in the script).
+/// confluent-kafka (each phase is described in the script); then `kill -9` and a restart,
+/// after which the topic config overrides are still there.
 #[test]
 fn admin_and_lookup_apis_through_real_clients() {
     let Some(c) = clients() else { return };
     let _one = serial();
     let tmp = crate::test_dir("kafka-admin-apis");
-    let mut broker = kafka_broker(&tmp.path().join("data"));
-    let ran = run_bounded(
-        python(
-            c,
-            "admin_apis.py",
-            &["--bootstrap", broker.kafka(), "--topic", "admin"],
-        ),
-        None,
-        Duration::from_secs(150),
-        tmp.path(),
-    );
-    let out = ok(ran, "admin_apis.py", &broker);
-    assert!(out.contains("admin_apis: timestamps:"), "{out}");
-    eprintln!("{}", out.trim());
+    let mut serve = Serve::new();
+    serve.kafka = Kafka::At(format!("127.0.0.1:{}", free_port()));
+    // Retention checks every half second, so a retention change shows within the test.
+    serve.extra = vec!["--retention-check-ms".into(), "500".into()];
+    let mut broker = Broker::start_with(&tmp.path().join("data"), 0, serve.clone());
+    let run = |broker: &Broker, phases: &[&str]| {
+        let mut args = vec!["--bootstrap", broker.kafka(), "--topic", "admin"];
+        for phase in phases {
+            args.extend(["--phase", phase]);
+        }
+        let ran = run_bounded(
+            python(c, "admin_apis.py", &args),
+            None,
+            Duration::from_secs(150),
+            tmp.path(),
+        );
+        let out = ok(ran, "admin_apis.py", broker);
+        eprintln!("{}", out.trim());
+        out
+    };
+    let out = run(&broker, &["versions", "timestamps", "configs"]);
+    for phase in ["versions", "timestamps", "configs"] {
+        assert!(out.contains(&format!("admin_apis: {phase}:")), "{out}");
+    }
     broker.assert_alive("the admin clients afterwards");
+    let dir = broker.kill_9();
+    let broker = Broker::start_with(&dir, 1, serve);
+    let out = run(&broker, &["configs-after-restart"]);
+    assert!(out.contains("admin_apis: configs-after-restart:"), "{out}");
     broker.stop();
 }
 

@@ -46,6 +46,9 @@ const MESSAGES: &[&str] = &[
     "DescribeCluster",
     "AlterPartitionReassignments",
     "ListPartitionReassignments",
+    "DescribeConfigs",
+    "AlterConfigs",
+    "IncrementalAlterConfigs",
 ];
 
 /// An inclusive version range; `lo > hi` is the empty range ("none").

@@ -320,6 +320,9 @@ pub struct PartitionLog<S: Storage, C: Clock> {
     storage: S,
     clock: C,
     config: LogConfig,
+    /// The settings a topic config change alters while the log is open (its `config`
+    /// fields of the same names are the values it opened with).
+    tunables: Cell<Tunables>,
     state: RefCell<State<S::File>>,
     gate: Gate,
     synced: Event,
@@ -362,6 +365,30 @@ impl<S: Storage, C: Clock> Drop for PartitionLog<S, C> {
     }
 }
 
+/// The settings of [`LogConfig`] that change while a log is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunables {
+    /// As [`LogConfig::segment_bytes`].
+    pub segment_bytes: u64,
+    /// As [`LogConfig::segment_ms`].
+    pub segment_ms: i64,
+    /// As [`LogConfig::retention_bytes`].
+    pub retention_bytes: Option<u64>,
+    /// As [`LogConfig::retention_ms`].
+    pub retention_ms: Option<i64>,
+}
+
+impl Tunables {
+    fn of(config: &LogConfig) -> Self {
+        Tunables {
+            segment_bytes: config.segment_bytes,
+            segment_ms: config.segment_ms,
+            retention_bytes: config.retention_bytes,
+            retention_ms: config.retention_ms,
+        }
+    }
+}
+
 impl<S: Storage, C: Clock> PartitionLog<S, C> {
     /// The shard's open sealed-segment files this log uses.
     pub fn segment_files(&self) -> &SegmentFiles<S::File> {
@@ -388,9 +415,33 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         &self.dir
     }
 
-    /// The configuration in force.
+    /// The configuration the log opened with (see [`tunables`](Self::tunables) for the
+    /// settings changed since).
     pub fn config(&self) -> &LogConfig {
         &self.config
+    }
+
+    /// Segment and retention settings in force.
+    pub fn tunables(&self) -> Tunables {
+        self.tunables.get()
+    }
+
+    /// Applies `config`'s segment and retention settings to the open log (a topic config
+    /// change): the next append rolls by the new segment limits, the next retention check
+    /// deletes by the new retention. Other fields of `config` are ignored.
+    ///
+    /// # Errors
+    /// [`LogError::InvalidConfig`] when `config` does not validate (nothing changes).
+    pub fn retune(&self, config: &LogConfig) -> Result<()> {
+        config.validate()?;
+        let new = Tunables::of(config);
+        let old = self.tunables.replace(new);
+        if old != new {
+            tracing::info!(dir = %self.dir.display(), segment_bytes = new.segment_bytes,
+                segment_ms = new.segment_ms, retention_bytes = ?new.retention_bytes,
+                retention_ms = ?new.retention_ms, "partition settings changed");
+        }
+        Ok(())
     }
 
     /// First readable offset.

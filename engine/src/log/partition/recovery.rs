@@ -182,6 +182,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             dir: dir.to_path_buf(),
             storage,
             clock,
+            tunables: Cell::new(Tunables::of(&config)),
             config,
             state: RefCell::new(state),
             gate: Gate::default(),

@@ -304,7 +304,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         };
         let next_offset = base_offset + meta.span();
         let position = lease.writer().end();
-        let segment_bytes = self.config.segment_bytes;
+        let segment_bytes = self.tunables.get().segment_bytes;
         let step = self.config.preallocate_bytes;
         lease
             .writer()
@@ -432,10 +432,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         if active.size == 0 {
             return false;
         }
-        let full = active.size + len > self.config.segment_bytes;
+        let tunables = self.tunables.get();
+        let full = active.size + len > tunables.segment_bytes;
         let old = active
             .first_append_ms
-            .is_some_and(|t| now_ms.saturating_sub(t) >= self.config.segment_ms);
+            .is_some_and(|t| now_ms.saturating_sub(t) >= tunables.segment_ms);
         let offsets_full =
             active.next_offset + span - active.base_offset > crate::limits::SEGMENT_OFFSETS_MAX;
         full || old || offsets_full
@@ -462,7 +463,10 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         bump(&self.counters.fsyncs, 1);
         lease.dirty = false;
         let new_segment = create_segment(&self.storage, &self.dir, new_base).await?;
-        let reserve = self.config.preallocate_bytes.min(self.config.segment_bytes);
+        let reserve = self
+            .config
+            .preallocate_bytes
+            .min(self.tunables.get().segment_bytes);
         let new_file = new_segment
             .file
             .clone()
@@ -896,12 +900,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 .map(|s| (s.base_offset, s.size, s.max_timestamp))
                 .collect();
             for (base, size, max_timestamp) in sealed {
-                let by_size = self
-                    .config
+                let tunables = self.tunables.get();
+                let by_size = tunables
                     .retention_bytes
                     .is_some_and(|limit| total - size >= limit);
-                let by_age = self
-                    .config
+                let by_age = tunables
                     .retention_ms
                     .is_some_and(|ms| max_timestamp < now_ms.saturating_sub(ms));
                 if !(by_size || by_age) {

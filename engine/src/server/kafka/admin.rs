@@ -1,7 +1,7 @@
 //! Metadata, topics, offsets lookups and producer ids over the Kafka protocol.
 
 use super::{code, error_code, KafkaConnError, KafkaConnection, RequestMeta};
-use crate::meta::{Limit, TopicConfig};
+use crate::meta::TopicConfig;
 use crate::shard::{partition_index, ListedOffset, Route, ShardError};
 use tidelog_wire::kafka::generated::{
     create_topics_request::CreateTopicsRequest,
@@ -443,27 +443,9 @@ fn topic_config(
     }
     let mut config = TopicConfig::with_partitions(partitions);
     for entry in &topic.configs {
-        let value = entry.value.as_deref().unwrap_or_default();
-        let bad = || (code::INVALID_CONFIG, format!("{} = {value:?}", entry.name));
-        match entry.name.as_str() {
-            // -1 is Kafka's "no limit"; any other negative value is refused.
-            "retention.ms" => {
-                let ms: i64 = value.parse().map_err(|_| bad())?;
-                config.retention_ms = Limit::from_kafka(ms).ok_or_else(bad)?;
-            }
-            "retention.bytes" => {
-                let bytes: i64 = value.parse().map_err(|_| bad())?;
-                config.retention_bytes = Limit::from_kafka(bytes).ok_or_else(bad)?;
-            }
-            "segment.bytes" => config.segment_bytes = Some(value.parse().map_err(|_| bad())?),
-            "segment.ms" => config.segment_ms = Some(value.parse().map_err(|_| bad())?),
-            other => {
-                return Err((
-                    code::INVALID_CONFIG,
-                    format!("unsupported topic config {other:?}"),
-                ))
-            }
-        }
+        // Kafka's names and values; an unknown name is INVALID_CONFIG, as Kafka answers.
+        crate::topic_configs::apply(&mut config, &entry.name, entry.value.as_deref())
+            .map_err(|e| (code::INVALID_CONFIG, e.0))?;
     }
     Ok(config)
 }
@@ -471,6 +453,7 @@ fn topic_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta::Limit;
     use tidelog_wire::kafka::generated::create_topics_request::{
         CreatableTopic, CreatableTopicConfig,
     };

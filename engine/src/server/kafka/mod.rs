@@ -29,6 +29,7 @@
 
 mod admin;
 mod cluster;
+mod configs;
 mod data;
 mod groups;
 
@@ -109,7 +110,10 @@ pub const ADVERTISED: &[(i16, i16, i16)] = &[
     (20, 1, 6), // DeleteTopics
     (22, 0, 4), // InitProducerId
     (23, 2, 4), // OffsetForLeaderEpoch
+    (32, 0, 4), // DescribeConfigs
+    (33, 0, 2), // AlterConfigs
     (43, 0, 2), // ElectLeaders
+    (44, 0, 1), // IncrementalAlterConfigs
     (45, 0, 0), // AlterPartitionReassignments
     (46, 0, 0), // ListPartitionReassignments
     (60, 0, 1), // DescribeCluster
@@ -358,6 +362,20 @@ impl KafkaConnection {
                 self.list_offsets(&meta, r).await
             }
             RequestBody::InitProducerId(r) => self.init_producer_id(&meta, r).await,
+            RequestBody::DescribeConfigs(r) => {
+                self.check_partitions(r.resources.len())?;
+                self.describe_configs(&meta, r).await
+            }
+            RequestBody::AlterConfigs(r) => {
+                let n = r.resources.iter().map(|x| x.configs.len() + 1).sum();
+                self.check_partitions(n)?;
+                self.alter_configs(&meta, r).await
+            }
+            RequestBody::IncrementalAlterConfigs(r) => {
+                let n = r.resources.iter().map(|x| x.configs.len() + 1).sum();
+                self.check_partitions(n)?;
+                self.incremental_alter_configs(&meta, r).await
+            }
             RequestBody::CreateTopics(r) => {
                 self.check_partitions(r.topics.len())?;
                 self.create_topics(&meta, r).await

@@ -3,6 +3,8 @@
 
 #![allow(missing_docs)]
 
+pub mod alter_configs_request;
+pub mod alter_configs_response;
 pub mod alter_partition_reassignments_request;
 pub mod alter_partition_reassignments_response;
 pub mod api_versions_request;
@@ -13,6 +15,8 @@ pub mod delete_topics_request;
 pub mod delete_topics_response;
 pub mod describe_cluster_request;
 pub mod describe_cluster_response;
+pub mod describe_configs_request;
+pub mod describe_configs_response;
 pub mod describe_groups_request;
 pub mod describe_groups_response;
 pub mod elect_leaders_request;
@@ -23,6 +27,8 @@ pub mod find_coordinator_request;
 pub mod find_coordinator_response;
 pub mod heartbeat_request;
 pub mod heartbeat_response;
+pub mod incremental_alter_configs_request;
+pub mod incremental_alter_configs_response;
 pub mod init_producer_id_request;
 pub mod init_producer_id_response;
 pub mod join_group_request;
@@ -74,7 +80,10 @@ pub enum RequestBody {
     DeleteTopics(delete_topics_request::DeleteTopicsRequest),
     InitProducerId(init_producer_id_request::InitProducerIdRequest),
     OffsetForLeaderEpoch(offset_for_leader_epoch_request::OffsetForLeaderEpochRequest),
+    DescribeConfigs(describe_configs_request::DescribeConfigsRequest),
+    AlterConfigs(alter_configs_request::AlterConfigsRequest),
     ElectLeaders(elect_leaders_request::ElectLeadersRequest),
+    IncrementalAlterConfigs(incremental_alter_configs_request::IncrementalAlterConfigsRequest),
     AlterPartitionReassignments(
         alter_partition_reassignments_request::AlterPartitionReassignmentsRequest,
     ),
@@ -163,10 +172,22 @@ pub fn decode_request_body(
             offset_for_leader_epoch_request::OffsetForLeaderEpochRequest::decode(d, version)?,
         )),
         23 => Err(DecodeError::UnsupportedVersion { api_key, version }),
+        32 if (0..=4).contains(&version) => Ok(RequestBody::DescribeConfigs(
+            describe_configs_request::DescribeConfigsRequest::decode(d, version)?,
+        )),
+        32 => Err(DecodeError::UnsupportedVersion { api_key, version }),
+        33 if (0..=2).contains(&version) => Ok(RequestBody::AlterConfigs(
+            alter_configs_request::AlterConfigsRequest::decode(d, version)?,
+        )),
+        33 => Err(DecodeError::UnsupportedVersion { api_key, version }),
         43 if (0..=2).contains(&version) => Ok(RequestBody::ElectLeaders(
             elect_leaders_request::ElectLeadersRequest::decode(d, version)?,
         )),
         43 => Err(DecodeError::UnsupportedVersion { api_key, version }),
+        44 if (0..=1).contains(&version) => Ok(RequestBody::IncrementalAlterConfigs(
+            incremental_alter_configs_request::IncrementalAlterConfigsRequest::decode(d, version)?,
+        )),
+        44 => Err(DecodeError::UnsupportedVersion { api_key, version }),
         45 if (0..=0).contains(&version) => Ok(RequestBody::AlterPartitionReassignments(
             alter_partition_reassignments_request::AlterPartitionReassignmentsRequest::decode(
                 d, version,
@@ -208,7 +229,10 @@ pub fn request_is_flexible(api_key: i16, version: i16) -> bool {
         20 => delete_topics_request::is_flexible(version),
         22 => init_producer_id_request::is_flexible(version),
         23 => offset_for_leader_epoch_request::is_flexible(version),
+        32 => describe_configs_request::is_flexible(version),
+        33 => alter_configs_request::is_flexible(version),
         43 => elect_leaders_request::is_flexible(version),
+        44 => incremental_alter_configs_request::is_flexible(version),
         45 => alter_partition_reassignments_request::is_flexible(version),
         46 => list_partition_reassignments_request::is_flexible(version),
         60 => describe_cluster_request::is_flexible(version),
@@ -237,7 +261,10 @@ pub fn response_is_flexible(api_key: i16, version: i16) -> bool {
         20 => version >= 4,
         22 => version >= 2,
         23 => version >= 4,
+        32 => version >= 4,
+        33 => version >= 2,
         43 => version >= 2,
+        44 => version >= 1,
         45 => true,
         46 => true,
         60 => true,
