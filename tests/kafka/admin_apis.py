@@ -16,7 +16,8 @@ Phases (all by default, in this order):
               (including Kafka UI's max.message.bytes 1048588), DescribeConfigs with values and
               sources, IncrementalAlterConfigs SET/DELETE and validate_only, INVALID_CONFIG for
               unknown names and bad values, retention.bytes applied to the running partition at
-              once, AlterConfigs replacing the whole set, the broker resource (read-only).
+              once, max.message.bytes enforced, AlterConfigs replacing the whole set, the
+              broker resource (read-only).
   configs-after-restart (only when named) The overrides `configs` left survive a restart.
 
 Exits 0 with one line per phase, or 1 with the reason. Bounded by --timeout.
@@ -217,6 +218,21 @@ def configs(a):
             fail(f"retention.bytes set to 1 MiB deleted nothing in 20 s (offsets {low}..{high})")
         time.sleep(0.2)
     consumer.close()
+
+    # max.message.bytes is enforced per topic: 2000 refuses a 4000-byte batch
+    # (MESSAGE_TOO_LARGE) and takes a small one.
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("max.message.bytes", "2000", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([res])[res].result(30)
+    reports = []
+    producer = Producer({"bootstrap.servers": a.bootstrap, "acks": "all", "retries": 0})
+    for value in [b"y" * 4000, b"z" * 100]:
+        producer.produce(topic, value=value, partition=0,
+                         on_delivery=lambda err, msg: reports.append(err and err.code()))
+        producer.flush(30)
+    from confluent_kafka import KafkaError
+    if reports != [KafkaError.MSG_SIZE_TOO_LARGE, None]:
+        fail(f"max.message.bytes 2000: delivery reports {reports}")
 
     # AlterConfigs (not incremental) replaces the whole set: unnamed overrides go.
     res = ConfigResource(ConfigResource.Type.TOPIC, topic,

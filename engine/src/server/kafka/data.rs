@@ -139,6 +139,12 @@ impl KafkaConnection {
         for topic in request.topic_data {
             let topic_index = response.responses.len();
             let mut results = Vec::with_capacity(topic.partition_data.len());
+            // The topic's `max.message.bytes`, within the broker's own cap.
+            let max_batch = shard
+                .topics()
+                .get(&topic.name)
+                .and_then(|config| config.max_message_bytes())
+                .map_or(max_batch, |topic_max| topic_max.min(max_batch));
             for part in topic.partition_data {
                 let mut result = PartitionProduceResponse {
                     index: part.index,
