@@ -15,6 +15,10 @@ tests/tests/it/cluster.rs:
   cluster_admin.py commit ADDRS TOPIC GROUP OFFSET
       GROUP commits OFFSET on every partition of TOPIC (a synchronous commit, no
       subscription); prints {"committed": OFFSET}
+  cluster_admin.py config ADDRS TOPIC
+      IncrementalAlterConfigs sets TOPIC's retention.ms to 123456000 through the first
+      address; then DescribeConfigs asks every node (each address alone) until all report it
+      (up to 20 s). Prints {"retention_ms": [value per node], "source": [source per node]}
   cluster_admin.py committed ADDRS TOPIC GROUP
       prints {"committed": [offset per partition]} as GROUP's coordinator answers
       (-1001: none)
@@ -134,12 +138,37 @@ def committed(addrs, topic, group):
     print(json.dumps({"committed": [tp.offset for tp in sorted(got, key=lambda t: t.partition)]}))
 
 
+def config(addrs, topic):
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    first = addrs.split(",")[0]
+    admin = AdminClient({"bootstrap.servers": first})
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", "123456000", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([res])[res].result(30)
+    values, sources = [], []
+    for addr in addrs.split(","):
+        node = AdminClient({"bootstrap.servers": addr})
+        deadline = time.time() + 20
+        while True:
+            res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+            entry = node.describe_configs([res])[res].result(30)["retention.ms"]
+            if entry.value == "123456000" or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        values.append(entry.value)
+        sources.append(entry.source)
+    print(json.dumps({"retention_ms": values, "source": sources}))
+
+
 def main():
     phase = sys.argv[1]
     if phase == "elect":
         elect(sys.argv[2], sys.argv[3])
     elif phase == "commit":
         commit(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    elif phase == "config":
+        config(sys.argv[2], sys.argv[3])
     elif phase == "committed":
         committed(sys.argv[2], sys.argv[3], sys.argv[4])
     else:

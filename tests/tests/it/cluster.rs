@@ -448,6 +448,15 @@ fn replicated_partitions_fail_over_without_losing_acknowledged_records() {
     }
     let answer = call(&nodes, &["produce", &addrs, "elected", "50"]);
     record(&answer);
+    // A topic config change through one node reaches every node's DescribeConfigs (the
+    // metadata Raft carries it).
+    let configured = run_script("cluster_admin.py", &["config", &addrs, "rep"], work, &refs);
+    assert_eq!(
+        configured["retention_ms"],
+        serde_json::json!(["123456000", "123456000", "123456000"]),
+        "{configured}"
+    );
+    assert_eq!(configured["source"], serde_json::json!([1, 1, 1]), "{configured}");
 
     let read = call(&nodes, &["read", &addrs]);
     for (p, want) in acked.iter().enumerate() {
