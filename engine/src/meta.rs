@@ -8,7 +8,7 @@
 //! One shard owns the store; the broker pushes the resulting table to every other shard.
 //!
 //! The same log also persists the idempotent producer id high-water mark, under the key
-//! [`PRODUCER_IDS_KEY`] (reserved: topic names cannot start with "__"). Ids are handed out
+//! [`PRODUCER_IDS_KEY`] (reserved: no topic may have it, see [`RESERVED_NAMES`]). Ids are handed out
 //! from an in-memory block of [`PRODUCER_ID_BLOCK`]; the block's end is made durable before
 //! its first id is handed out, so after a restart (even `kill -9`) allocation resumes above
 //! every id ever given, at the cost of skipping the rest of the last block.
@@ -25,13 +25,13 @@ use crate::io::{Clock, Storage};
 use crate::limits::NAME_BYTES_MAX;
 use crate::log::{Durability, PartitionLog};
 
-/// Directory of the metadata log inside the data directory. Topic names cannot start with
-/// "__", so it never collides with a topic.
+/// Directory of the metadata log inside the data directory; reserved ([`RESERVED_NAMES`]), so
+/// it never collides with a topic.
 pub const META_DIR: &str = "__meta";
 /// Most partitions one topic may have.
 pub const PARTITIONS_MAX: u32 = 10_000;
-/// Key of the metadata records that persist the producer id high-water mark. Starts with
-/// "__", so no topic can have it.
+/// Key of the metadata records that persist the producer id high-water mark; reserved
+/// ([`RESERVED_NAMES`]), so no topic can have it.
 pub const PRODUCER_IDS_KEY: &str = "__producer_ids";
 /// Producer ids reserved by one durable metadata record. Larger blocks cost fewer synced
 /// appends and skip more ids at each restart; ids are i64, so skipping is harmless.
@@ -249,8 +249,34 @@ impl TopicConfig {
     }
 }
 
+/// Names in the data directory and the metadata log that are the broker's own: no topic may
+/// have one. (A topic is a directory of the data directory, named as the topic.)
+pub const RESERVED_NAMES: &[&str] = &[
+    META_DIR,
+    PRODUCER_IDS_KEY,
+    crate::groups::OFFSETS_DIR,
+    crate::cluster::store::RAFT_DIR,
+    crate::broker::DATA_DIR_LOCK,
+    // The start-up O_DIRECT probe file (cli/src/checks.rs).
+    "__odirect-probe",
+    // Kafka's own internal topics: a client creating one expects Kafka's semantics.
+    "__consumer_offsets",
+    "__transaction_state",
+    "__cluster_metadata",
+];
+
+/// Name prefixes that are the broker's own: deletion tombstones, orphaned directories moved
+/// aside, and `__tidelog` kept for internal names to come.
+pub const RESERVED_PREFIXES: &[&str] = &[
+    crate::shard::TOMBSTONE_PREFIX,
+    crate::shard::ORPHAN_PREFIX,
+    "__tidelog",
+];
+
 /// Checks a topic name against Kafka's rules: 1 to 249 characters of `[a-zA-Z0-9._-]`, not
-/// `.` or `..`; and Tidelog's: no leading `__` (reserved for internal logs).
+/// `.` or `..`; and Tidelog's: none of its own names ([`RESERVED_NAMES`],
+/// [`RESERVED_PREFIXES`]). Other names starting `__` are allowed (Debezium's heartbeat topics
+/// are `__debezium-heartbeat.<prefix>`).
 ///
 /// # Errors
 /// [`MetaError::InvalidTopic`] naming the broken rule.
@@ -270,8 +296,8 @@ pub fn validate_topic_name(name: &str) -> Result<(), MetaError> {
     if name == "." || name == ".." {
         return fail("'.' and '..' are not allowed");
     }
-    if name.starts_with("__") {
-        return fail("names starting with '__' are reserved");
+    if RESERVED_NAMES.contains(&name) || RESERVED_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        return fail("the name is one of the broker's own (internal logs and files)");
     }
     if !name
         .bytes()
@@ -667,13 +693,30 @@ mod tests {
     fn creation_is_refused_for_bad_names_counts_and_duplicates() {
         let disk = SimDisk::new(2);
         let store = open(&disk);
-        for bad in ["", ".", "..", "__meta", "a b", "ä", &"x".repeat(250)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "__meta",
+            "__offsets",
+            "__raft",
+            "__producer_ids",
+            "__deleted-x-1",
+            "__orphaned-y-2",
+            "__consumer_offsets",
+            "a b",
+            "ä",
+            &"x".repeat(250),
+        ] {
             let result = block_on(store.create(bad, TopicConfig::with_partitions(1)));
             assert!(
                 matches!(result, Err(MetaError::InvalidTopic { .. })),
                 "{bad:?}: {result:?}"
             );
         }
+        // Other names starting "__" are topics like any other (Debezium's heartbeats).
+        block_on(store.create("__debezium-heartbeat.db1", TopicConfig::with_partitions(1)))
+            .expect("a __ name that is not the broker's");
         let zero = block_on(store.create("t", TopicConfig::with_partitions(0)));
         assert!(matches!(zero, Err(MetaError::InvalidConfig(_))));
         block_on(store.create("t", TopicConfig::with_partitions(2))).expect("create");

@@ -144,6 +144,18 @@ def configs(a):
         "cleanup.policy": "delete", "retention.ms": "600000", "segment.bytes": "1048576",
         "max.message.bytes": "1048588", "unclean.leader.election.enable": "false"})])[topic].result(30)
 
+    # Names starting "__" that are not the broker's own are topics (Debezium's heartbeats);
+    # the broker's own and Kafka's internal ones are refused.
+    heartbeat = f"__debezium-heartbeat.{a.topic}"
+    admin.create_topics([NewTopic(heartbeat, 1, 1)])[heartbeat].result(30)
+    for internal in ["__consumer_offsets", "__meta"]:
+        try:
+            admin.create_topics([NewTopic(internal, 1, 1)])[internal].result(30)
+            fail(f"{internal} was created")
+        except KafkaException as e:
+            if e.args[0].code() != 17:  # INVALID_TOPIC_EXCEPTION
+                fail(f"creating {internal}: {e}")
+
     def describe(name=topic, rtype=ConfigResource.Type.TOPIC):
         res = ConfigResource(rtype, name)
         return admin.describe_configs([res])[res].result(30)

@@ -47,6 +47,7 @@ mod topics;
 pub use data::{AppendStarted, Appended, Batches, Bounds, Fetched, ListedOffset, Route};
 pub use error::ShardError;
 pub use mesh::Mesh;
+pub use topics::{ORPHAN_PREFIX, TOMBSTONE_PREFIX};
 
 /// A partition log on real files.
 pub(crate) type Log = PartitionLog<DmaStorage, SystemClock>;

@@ -426,9 +426,9 @@ async fn close_all(doomed: &[Rc<Log>]) {
 const REMOVAL_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Directory-name prefix of a deleted topic's files until they are removed.
-pub(super) const TOMBSTONE_PREFIX: &str = "__deleted-";
+pub const TOMBSTONE_PREFIX: &str = "__deleted-";
 /// Directory-name prefix of a topic directory found at start with no topic in the metadata.
-pub(super) const ORPHAN_PREFIX: &str = "__orphaned-";
+pub const ORPHAN_PREFIX: &str = "__orphaned-";
 
 /// A directory name that no topic can have and no earlier one took: `prefix`, the name, a
 /// number.

@@ -456,7 +456,11 @@ fn replicated_partitions_fail_over_without_losing_acknowledged_records() {
         serde_json::json!(["123456000", "123456000", "123456000"]),
         "{configured}"
     );
-    assert_eq!(configured["source"], serde_json::json!([1, 1, 1]), "{configured}");
+    assert_eq!(
+        configured["source"],
+        serde_json::json!([1, 1, 1]),
+        "{configured}"
+    );
 
     let read = call(&nodes, &["read", &addrs]);
     for (p, want) in acked.iter().enumerate() {
