@@ -300,7 +300,44 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
     /// Errors of the slot's log; the positions not yet deleted stay.
     pub async fn forget_topics(&self, gone: impl Fn(&str) -> bool) -> Result<usize, LogError> {
         let _alone = self.writes.exclusive_wait().await;
-        self.write_tombstones(|_, topic| gone(topic)).await
+        self.write_tombstones(|_, topic| gone(topic), None).await
+    }
+
+    /// Deletes, durably, committed positions of `group`: all of them (DeleteGroups,
+    /// `partitions` `None`), or those on the given (topic, partition)s (OffsetDelete).
+    /// Commits in flight land first (the write gate, exclusive), so none outlives its
+    /// tombstone. Returns how many went.
+    ///
+    /// # Errors
+    /// Errors of the slot's log; the positions not yet deleted stay.
+    pub async fn delete_positions(
+        &self,
+        group: &str,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Result<usize, LogError> {
+        let _alone = self.writes.exclusive_wait().await;
+        let doomed: Vec<Key> = self
+            .offsets
+            .borrow()
+            .keys()
+            .filter(|(g, topic, partition)| {
+                g == group
+                    && partitions.is_none_or(|wanted| {
+                        wanted.iter().any(|(t, p)| t == topic && p == partition)
+                    })
+            })
+            .cloned()
+            .collect();
+        let n = self.write_tombstones(|_, _| true, Some(&doomed)).await?;
+        if partitions.is_none() {
+            self.last_commit_ms.borrow_mut().remove(group);
+        }
+        Ok(n)
+    }
+
+    /// Whether `group` has any committed position here.
+    pub fn has_positions(&self, group: &str) -> bool {
+        self.offsets.borrow().keys().any(|(g, _, _)| g == group)
     }
 
     /// Deletes, durably, the committed positions of every group that has not committed for
@@ -386,25 +423,29 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
 
     async fn forget(&self, doomed: impl Fn(&str, &str) -> bool) -> Result<usize, LogError> {
         let _turn = self.writes.shared().await;
-        self.write_tombstones(doomed).await
+        self.write_tombstones(doomed, None).await
     }
 
-    /// Appends tombstones for every position for which `doomed(group, topic)` holds and
-    /// removes them; the caller holds the write gate.
+    /// Appends tombstones for every position for which `doomed(group, topic)` holds (or
+    /// exactly the `keys` given) and removes them; the caller holds the write gate.
     async fn write_tombstones(
         &self,
         doomed: impl Fn(&str, &str) -> bool,
+        keys: Option<&[Key]>,
     ) -> Result<usize, LogError> {
         /// Tombstones per batch: keys are at most ~520 bytes, so a batch stays far below the
         /// slot's batch limit.
         const TOMBSTONES_PER_BATCH: usize = 1000;
-        let doomed: Vec<Key> = self
-            .offsets
-            .borrow()
-            .keys()
-            .filter(|(group, topic, _)| doomed(group, topic))
-            .cloned()
-            .collect();
+        let doomed: Vec<Key> = match keys {
+            Some(keys) => keys.to_vec(),
+            None => self
+                .offsets
+                .borrow()
+                .keys()
+                .filter(|(group, topic, _)| doomed(group, topic))
+                .cloned()
+                .collect(),
+        };
         for chunk in doomed.chunks(TOMBSTONES_PER_BATCH) {
             let mut builder = BatchBuilder::new();
             for (group, topic, partition) in chunk {

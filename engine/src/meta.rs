@@ -539,6 +539,31 @@ impl<S: Storage, C: Clock> TopicStore<S, C> {
         Ok(())
     }
 
+    /// Grows a topic to `count` partitions; durable when this returns.
+    ///
+    /// # Errors
+    /// [`MetaError::UnknownTopic`], [`MetaError::InvalidConfig`] for a count that is not
+    /// more than the topic has (or past [`PARTITIONS_MAX`]), or a failure of the metadata log.
+    pub async fn grow(&self, name: &str, count: u32) -> Result<TopicConfig, MetaError> {
+        let _write = self.writes.shared().await;
+        let mut config = self
+            .topic(name)
+            .ok_or_else(|| MetaError::UnknownTopic(name.to_owned()))?;
+        if count <= config.partitions {
+            return Err(MetaError::InvalidConfig(format!(
+                "{name} has {} partitions: the new count must be more, not {count}",
+                config.partitions
+            )));
+        }
+        config.partitions = count;
+        config.validate(&self.defaults)?;
+        self.append(name, &config.encode()).await?;
+        if let Some(slot) = self.topics.borrow_mut().get_mut(name) {
+            *slot = config;
+        }
+        Ok(config)
+    }
+
     /// Replaces a topic's configuration; durable when this returns.
     ///
     /// # Errors

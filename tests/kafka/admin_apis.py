@@ -18,7 +18,13 @@ Phases (all by default, in this order):
               unknown names and bad values, retention.bytes applied to the running partition at
               once, max.message.bytes enforced, AlterConfigs replacing the whole set, the
               broker resource (read-only).
-  configs-after-restart (only when named) The overrides `configs` left survive a restart.
+  records     DeleteRecords (both clients; a consumer from the beginning starts at the new low
+              watermark; past the end is OFFSET_OUT_OF_RANGE), CreatePartitions 2 -> 4 (fewer
+              refused; the new partitions take records), DescribeLogDirs sizes.
+  groups      DeleteGroups (then GROUP_ID_NOT_FOUND; a group with a member NON_EMPTY_GROUP),
+              OffsetDelete of one partition (a subscribed topic GROUP_SUBSCRIBED_TO_TOPIC).
+  configs-after-restart (only when named, after `configs` and `records`) The overrides and
+              the moved low watermark survive a restart.
 
 Exits 0 with one line per phase, or 1 with the reason. Bounded by --timeout.
 """
@@ -273,6 +279,158 @@ def configs(a):
           flush=True)
 
 
+def records(a):
+    """DeleteRecords, CreatePartitions and DescribeLogDirs."""
+    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+    from kafka import KafkaAdminClient
+    from kafka import TopicPartition as KTP
+
+    topic = f"{a.topic}-rec"
+    admin = AdminClient({"bootstrap.servers": a.bootstrap})
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": a.bootstrap, "acks": "all"})
+    for i in range(500):
+        producer.produce(topic, value=f"v{i}".encode(), partition=i % 2)
+    producer.flush(30)
+
+    # DeleteRecords through both clients: librdkafka on partition 0, kafka-python on 1.
+    tp0 = TopicPartition(topic, 0, 100)
+    got = admin.delete_records([tp0])[tp0].result(30)
+    if got.low_watermark != 100:
+        fail(f"delete_records low watermark {got.low_watermark}, want 100")
+    kadmin = KafkaAdminClient(bootstrap_servers=a.bootstrap)
+    kgot = kadmin.delete_records({KTP(topic, 1): 40})
+    if kgot[KTP(topic, 1)]["low_watermark"] != 40:
+        fail(f"kafka-python delete_records: {kgot}")
+    consumer = Consumer({"bootstrap.servers": a.bootstrap, "group.id": f"{topic}-g",
+                         "auto.offset.reset": "earliest"})
+    for p, low in [(0, 100), (1, 40)]:
+        lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        if (lo, hi) != (low, 250):
+            fail(f"partition {p} watermarks {(lo, hi)}, want {(low, 250)}")
+    # A consumer from the beginning starts at the new low watermark.
+    consumer.assign([TopicPartition(topic, 0, -2)])
+    first = None
+    deadline = time.time() + 20
+    while first is None and time.time() < deadline:
+        m = consumer.poll(1)
+        if m is not None and not m.error():
+            first = m.offset()
+    consumer.close()
+    if first != 100:
+        fail(f"a consumer from the beginning first read offset {first}, want 100")
+    # Past the high watermark: OFFSET_OUT_OF_RANGE.
+    far = TopicPartition(topic, 0, 10_000)
+    try:
+        admin.delete_records([far])[far].result(30)
+        fail("delete_records past the end succeeded")
+    except KafkaException as e:
+        if e.args[0].code() != 1:
+            fail(f"delete_records past the end: {e}")
+
+    # CreatePartitions: 2 -> 4; fewer is refused (INVALID_PARTITIONS); the new ones work.
+    f = admin.create_partitions([NewPartitions(topic, 4)])[topic]
+    f.result(30)
+    try:
+        admin.create_partitions([NewPartitions(topic, 3)])[topic].result(30)
+        fail("shrinking to 3 partitions succeeded")
+    except KafkaException as e:
+        if e.args[0].code() != 37:
+            fail(f"shrinking: {e}")
+    meta = admin.list_topics(topic, timeout=10).topics[topic]
+    if sorted(meta.partitions) != [0, 1, 2, 3]:
+        fail(f"partitions after growing: {sorted(meta.partitions)}")
+    reports = []
+    producer = Producer({"bootstrap.servers": a.bootstrap, "acks": "all"})
+    for i in range(20):
+        producer.produce(topic, value=b"new", partition=3,
+                         on_delivery=lambda err, msg: reports.append((err, msg.offset())))
+    producer.flush(30)
+    if [r for r in reports if r[0] is not None] or len(reports) != 20:
+        fail(f"producing to the new partition: {reports[:3]}")
+
+    # DescribeLogDirs: every partition of the topic, with its size.
+    dirs = kadmin.describe_log_dirs()
+    sizes = {}
+    for broker in dirs:
+        for d in broker.get("log_dirs", broker.get("results", [])):
+            for t in d.get("topics", []):
+                if t.get("name", t.get("topic")) == topic:
+                    for part in t["partitions"]:
+                        sizes[part["partition_index"]] = part["partition_size"]
+    if sorted(sizes) != [0, 1, 2, 3] or not all(sizes[p] > 0 for p in (0, 1, 3)):
+        fail(f"describe_log_dirs sizes {sizes}: {str(dirs)[:600]}")
+    kadmin.close()
+    print(f"admin_apis: records: delete_records moved low watermarks to 100 and 40, "
+          f"partitions 2 -> 4, log dir sizes {sizes}", flush=True)
+
+
+def groups(a):
+    """DeleteGroups and OffsetDelete."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from kafka import KafkaAdminClient
+    from kafka import TopicPartition as KTP
+
+    topic = f"{a.topic}-grp"
+    admin = AdminClient({"bootstrap.servers": a.bootstrap})
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+
+    def commit(group, offsets):
+        c = Consumer({"bootstrap.servers": a.bootstrap, "group.id": group})
+        c.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets], asynchronous=False)
+        c.close()
+
+    def committed(group):
+        c = Consumer({"bootstrap.servers": a.bootstrap, "group.id": group})
+        got = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=10)
+        c.close()
+        return [t.offset for t in got]
+
+    commit("doomed", [(0, 5), (1, 7)])
+    commit("pruned", [(0, 3), (1, 4)])
+    if committed("doomed") != [5, 7]:
+        fail(f"committed before deletion: {committed('doomed')}")
+    admin.delete_consumer_groups(["doomed"])["doomed"].result(30)
+    if committed("doomed") != [-1001, -1001]:
+        fail(f"a deleted group's offsets: {committed('doomed')}")
+    try:
+        admin.delete_consumer_groups(["doomed"])["doomed"].result(30)
+        fail("deleting a deleted group succeeded")
+    except KafkaException as e:
+        if e.args[0].code() != 69:  # GROUP_ID_NOT_FOUND
+            fail(f"deleting again: {e}")
+    # A group with a live member is not deleted (NON_EMPTY_GROUP).
+    live = Consumer({"bootstrap.servers": a.bootstrap, "group.id": "busy",
+                     "session.timeout.ms": 6000})
+    live.subscribe([topic])
+    deadline = time.time() + 20
+    while not live.assignment() and time.time() < deadline:
+        live.poll(0.2)
+    try:
+        admin.delete_consumer_groups(["busy"])["busy"].result(30)
+        fail("deleting a group with a member succeeded")
+    except KafkaException as e:
+        if e.args[0].code() != 68:  # NON_EMPTY_GROUP
+            fail(f"deleting a live group: {e}")
+    # OffsetDelete (kafka-python): one partition's position goes, the other stays; the live
+    # group's subscribed topic is refused per partition.
+    kadmin = KafkaAdminClient(bootstrap_servers=a.bootstrap)
+    result = kadmin.delete_group_offsets("pruned", [KTP(topic, 0)])
+    if [e.__name__ for e in result.values()] != ["NoError"]:
+        fail(f"delete_group_offsets: {result}")
+    if committed("pruned") != [-1001, 4]:
+        fail(f"after delete_group_offsets: {committed('pruned')}")
+    result = kadmin.delete_group_offsets("busy", [KTP(topic, 0)])
+    if [e.__name__ for e in result.values()] != ["GroupSubscribedToTopicError"]:
+        fail(f"delete_group_offsets of a subscribed topic: {result}")
+    kadmin.close()
+    live.close()
+    print("admin_apis: groups: a group deleted (then not found), a live one refused, "
+          "one partition's offset deleted", flush=True)
+
+
 def configs_after_restart(a):
     from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
 
@@ -283,10 +441,19 @@ def configs_after_restart(a):
     if (d["cleanup.policy"].value, d["retention.ms"].value) != ("compact,delete", "-1") \
             or d["cleanup.policy"].source != ConfigSource.DYNAMIC_TOPIC_CONFIG.value:
         fail(f"after restart: {d['cleanup.policy'].value} {d['retention.ms'].value}")
-    print("admin_apis: configs-after-restart: overrides survived the restart", flush=True)
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": a.bootstrap, "group.id": f"{topic}-g2"})
+    lo, _ = consumer.get_watermark_offsets(TopicPartition(f"{a.topic}-rec", 0), timeout=10)
+    consumer.close()
+    if lo != 100:
+        fail(f"after restart the low watermark of {a.topic}-rec/0 is {lo}, want 100")
+    print("admin_apis: configs-after-restart: overrides and deleted records survived the "
+          "restart", flush=True)
 
 
 PHASES = {"versions": versions, "timestamps": timestamps, "configs": configs,
+          "records": records, "groups": groups,
           "configs-after-restart": configs_after_restart}
 
 

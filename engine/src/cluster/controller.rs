@@ -634,6 +634,13 @@ impl Controller {
                 Ok(Applied::TopicDeleted(name)) => {
                     tracing::info!(topic = name, index = entry.index, "metadata: topic deleted")
                 }
+                Ok(Applied::PartitionsCreated(name)) => {
+                    tracing::info!(
+                        topic = name,
+                        index = entry.index,
+                        "metadata: partitions created"
+                    )
+                }
                 Ok(Applied::TopicConfigChanged(name)) => {
                     tracing::info!(
                         topic = name,

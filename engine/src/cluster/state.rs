@@ -146,6 +146,13 @@ pub enum Command {
         /// The topic.
         name: String,
     },
+    /// Grow a topic to `count` partitions; the new ones are placed when applied.
+    CreatePartitions {
+        /// The topic.
+        name: String,
+        /// Its new partition count (more than it has).
+        count: u32,
+    },
     /// Replace a topic's configuration (same partition count).
     AlterTopicConfig {
         /// The topic.
@@ -209,6 +216,7 @@ const ALTER_ISR: u8 = 6;
 const ELECT_PREFERRED: u8 = 7;
 const REASSIGN: u8 = 8;
 const ALTER_CONFIG: u8 = 9;
+const CREATE_PARTITIONS: u8 = 10;
 
 impl Command {
     /// The entry data.
@@ -232,6 +240,11 @@ impl Command {
             Command::DeleteTopic { name } => {
                 w.u8(DELETE);
                 w.str(name);
+            }
+            Command::CreatePartitions { name, count } => {
+                w.u8(CREATE_PARTITIONS);
+                w.str(name);
+                w.u32(*count);
             }
             Command::AlterTopicConfig { name, config } => {
                 w.u8(ALTER_CONFIG);
@@ -308,6 +321,10 @@ impl Command {
             }
             DELETE => Command::DeleteTopic {
                 name: r.str()?.to_owned(),
+            },
+            CREATE_PARTITIONS => Command::CreatePartitions {
+                name: r.str()?.to_owned(),
+                count: r.u32()?,
             },
             ALTER_CONFIG => {
                 let name = r.str()?.to_owned();
@@ -421,6 +438,8 @@ pub enum Applied {
     TopicDeleted(String),
     /// A topic's configuration changed.
     TopicConfigChanged(String),
+    /// A topic gained partitions.
+    PartitionsCreated(String),
     /// Producer ids `[start, start + PRODUCER_ID_BLOCK)` are reserved for the proposer.
     ProducerIds(i64),
     /// A partition's in-sync set changed.
@@ -463,6 +482,10 @@ impl Applied {
                 w.u8(9);
                 w.str(name);
             }
+            Applied::PartitionsCreated(name) => {
+                w.u8(10);
+                w.str(name);
+            }
         }
     }
 
@@ -484,6 +507,7 @@ impl Applied {
             7 => Applied::LeaderElected,
             8 => Applied::Reassigned,
             9 => Applied::TopicConfigChanged(r.str()?.to_owned()),
+            10 => Applied::PartitionsCreated(r.str()?.to_owned()),
             _ => return r.fail("unknown outcome"),
         })
     }
@@ -776,6 +800,35 @@ impl ClusterState {
                 Some(_) => Ok(Applied::TopicDeleted(name)),
                 None => Err(Refusal::UnknownTopic(name)),
             },
+            Command::CreatePartitions { name, count } => {
+                let eligible = self.placeable();
+                let Some(topic) = self.topics.get_mut(&name) else {
+                    return Err(Refusal::UnknownTopic(name));
+                };
+                let have = topic.config.partitions;
+                if count <= have || count > PARTITIONS_MAX {
+                    return Err(Refusal::InvalidConfig(format!(
+                        "{name} has {have} partitions: the new count must be more, at most \
+                         {PARTITIONS_MAX}, not {count}"
+                    )));
+                }
+                let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
+                if rf == 0 || rf > eligible.len() {
+                    return Err(Refusal::InvalidReplicationFactor(format!(
+                        "replication factor {rf} with {} nodes in the cluster",
+                        eligible.len()
+                    )));
+                }
+                let placed = place(&name, count, rf, &eligible);
+                topic.partitions.extend(
+                    placed
+                        .into_iter()
+                        .skip(have as usize)
+                        .map(PartitionMeta::new),
+                );
+                topic.config.partitions = count;
+                Ok(Applied::PartitionsCreated(name))
+            }
             Command::AlterTopicConfig { name, config } => match self.topics.get_mut(&name) {
                 None => Err(Refusal::UnknownTopic(name)),
                 Some(topic) if topic.config.partitions != config.partitions => {

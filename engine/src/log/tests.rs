@@ -1049,6 +1049,74 @@ fn segments_roll_by_size_and_by_age() {
     assert_eq!(read_all(&reopened, 0).len(), 41);
 }
 
+/// DeleteRecords: the start moves inside a segment, whole segments below go, reads below
+/// it are out of range, the start survives a crash (it is persisted before the call
+/// returns), and retention afterwards never moves it back to a segment base below it.
+#[test]
+fn deleted_records_stay_deleted_across_a_crash_and_retention() {
+    let disk = SimDisk::new(41);
+    let clock = SimClock::new(T0);
+    let log = open(&disk, &clock, small_config());
+    for i in 0..100 {
+        block_on(log.append(make_batch(i, 10, 1000, T0 + i as i64), Durability::Synced))
+            .expect("append");
+    }
+    let end = log.log_end();
+    let segments = log.segment_count();
+    assert!(matches!(
+        block_on(log.delete_records_before(end + 1, end)),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(
+        block_on(log.delete_records_before(555, end)).expect("delete"),
+        555
+    );
+    assert_eq!(log.log_start(), 555);
+    assert!(log.segment_count() < segments, "whole segments below went");
+    assert!(matches!(
+        block_on(log.read(554, 1000)),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(
+        block_on(log.delete_records_before(100, end)).expect("no-op"),
+        555,
+        "an offset below the start changes nothing"
+    );
+    disk.crash();
+    let log = open(&disk, &clock, small_config());
+    assert_eq!(log.log_start(), 555, "the start survived the crash");
+    assert!(matches!(
+        block_on(log.read(554, 1000)),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    let first = read_all(&log, 555);
+    assert_eq!(
+        first.first().map(|b| b.0),
+        Some(550),
+        "the batch holding 555 is served"
+    );
+    // Retention by size with a limit that keeps the segment holding 555: the start stays.
+    let keep_all = LogConfig {
+        retention_bytes: Some(u64::MAX >> 1),
+        ..small_config()
+    };
+    log.retune(&keep_all).expect("valid");
+    block_on(log.enforce_retention()).expect("retention");
+    assert_eq!(
+        log.log_start(),
+        555,
+        "retention does not move the start back"
+    );
+    // Retention that deletes more moves it forward past it.
+    let tight = LogConfig {
+        retention_bytes: Some(1),
+        ..small_config()
+    };
+    log.retune(&tight).expect("valid");
+    assert!(block_on(log.enforce_retention()).expect("retention") > 0);
+    assert!(log.log_start() > 555);
+}
+
 #[test]
 fn retention_deletes_whole_sealed_segments_by_size_and_time() {
     let disk = SimDisk::new(4);

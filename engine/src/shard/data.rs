@@ -420,6 +420,34 @@ impl Shard {
         }))
     }
 
+    /// Kafka's DeleteRecords on a partition this shard leads: records below `offset` (-1:
+    /// the high watermark) are deleted; answers the new log start (the low watermark).
+    /// Durable when this returns. In a cluster only the leader's copy moves its start now:
+    /// followers keep theirs until their own retention (a later leader may serve records
+    /// below it again).
+    ///
+    /// # Errors
+    /// Unknown partition, [`ShardError::NotOwner`], [`ShardError::OffsetOutOfRange`] past
+    /// the high watermark or below -1, storage errors.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+    ) -> Result<u64, ShardError> {
+        let log = self.local(topic, partition)?;
+        let end = self.readable_end(topic, partition, &log);
+        let target = match offset {
+            -1 => end,
+            o => u64::try_from(o).map_err(|_| {
+                ShardError::OffsetOutOfRange(format!("offset {o} for {topic}-{partition}"))
+            })?,
+        };
+        log.delete_records_before(target, end)
+            .await
+            .map_err(|e| ShardError::from(&e))
+    }
+
     /// Commits a group's positions on the group's coordinator shard (forwarding if needed);
     /// durable when this returns.
     ///
@@ -493,6 +521,37 @@ impl Shard {
             .iter()
             .map(|(topic, partition)| store.fetch(group, topic, *partition))
             .collect())
+    }
+
+    /// Deletes, durably, committed positions of a group this shard coordinates: all of them
+    /// (`partitions` `None`: DeleteGroups) or the given ones (OffsetDelete). In a cluster,
+    /// answered once the slot's in-sync replicas hold the tombstones, as a commit. Returns how
+    /// many positions went.
+    ///
+    /// # Errors
+    /// [`ShardError::NotOwner`] when another shard coordinates the group, storage errors.
+    pub async fn delete_group_positions(
+        &self,
+        group: &str,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Result<usize, ShardError> {
+        let store = self.group_store(group)?;
+        let n = store.delete_positions(group, partitions).await?;
+        let slot = groups::slot_of(group);
+        if let Some(leading) = self.leading(groups::OFFSETS_TOPIC, slot) {
+            let log = self.local(groups::OFFSETS_TOPIC, slot)?;
+            let min_insync = self.config.min_insync_replicas.max(1);
+            wait_replicated(&log, &leading, store.log_end(), min_insync).await?;
+        }
+        Ok(n)
+    }
+
+    /// Whether a group this shard coordinates has committed positions.
+    ///
+    /// # Errors
+    /// [`ShardError::NotOwner`] when another shard coordinates the group.
+    pub fn group_has_positions(&self, group: &str) -> Result<bool, ShardError> {
+        Ok(self.group_store(group)?.has_positions(group))
     }
 
     /// Every partition a group this shard coordinates has committed.

@@ -52,6 +52,9 @@ pub enum ShardError {
     /// A topic configuration is out of bounds.
     #[error("{0}")]
     InvalidConfig(String),
+    /// A partition count that cannot be (CreatePartitions to fewer or as many).
+    #[error("{0}")]
+    InvalidPartitions(String),
     /// A replication factor the cluster cannot give.
     #[error("{0}")]
     InvalidReplicationFactor(String),

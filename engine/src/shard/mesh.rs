@@ -122,6 +122,13 @@ pub enum Forwarded {
         /// Replicas per partition (`None`: the default).
         replication_factor: Option<u16>,
     },
+    /// Grow a topic's partition count (to shard 0).
+    CreatePartitions {
+        /// The topic.
+        name: String,
+        /// The new count.
+        count: u32,
+    },
     /// Change a topic's configuration (to shard 0).
     AlterTopic {
         /// The topic.
@@ -399,6 +406,9 @@ impl Shard {
                     .await,
             ),
             Forwarded::DeleteTopic { name } => Reply::Admin(self.delete_topic(&name).await),
+            Forwarded::CreatePartitions { name, count } => {
+                Reply::Admin(self.create_partitions(&name, count).await)
+            }
             Forwarded::AlterTopic { name, config } => {
                 Reply::Admin(self.alter_topic(&name, config).await)
             }

@@ -403,6 +403,23 @@ impl Shard {
         self.topics.borrow()
     }
 
+    /// Every partition copy this shard holds (leader or follower): topic, partition, its
+    /// size on disk in bytes, and its offset lag (reported as 0: not tracked per copy yet),
+    /// sorted.
+    pub fn local_partitions(&self) -> Vec<(String, u32, u64, u64)> {
+        let mut out: Vec<(String, u32, u64, u64)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .flat_map(|(topic, logs)| {
+                logs.iter()
+                    .map(move |(&p, log)| (topic.clone(), p, log.size_bytes(), 0))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Whether a topic exists.
     pub fn has_topic(&self, name: &str) -> bool {
         self.topics.borrow().contains_key(name)

@@ -135,6 +135,69 @@ impl Shard {
         self.upsert_everywhere(name, config).await
     }
 
+    /// Grows a topic to `count` partitions (on shard 0, forwarding if needed): persisted in
+    /// the metadata, then every shard opens the new partitions it owns (placed like the
+    /// rest) before this returns. Records keep their partitions; keyed producers map keys
+    /// to the new count from their next metadata refresh, as with Kafka.
+    ///
+    /// # Errors
+    /// [`ShardError::UnknownTopicOrPartition`], [`ShardError::InvalidPartitions`] for a count
+    /// that is not more, [`ShardError::PartitionLimit`], or a storage failure.
+    pub async fn create_partitions(&self, name: &str, count: u32) -> Result<(), ShardError> {
+        if self.id != 0 {
+            let request = Forwarded::CreatePartitions {
+                name: name.to_owned(),
+                count,
+            };
+            return match self.forward(0, request).await? {
+                Reply::Admin(result) => result,
+                _ => Err(ShardError::Internal(
+                    "unexpected reply to a partition creation",
+                )),
+            };
+        }
+        let _admin = self.admin_gate.enter().await;
+        let have = match self.topics.borrow().get(name) {
+            Some(config) => config.partitions,
+            None => return Err(ShardError::UnknownTopicOrPartition),
+        };
+        if count <= have {
+            return Err(ShardError::InvalidPartitions(format!(
+                "{name} has {have} partitions: the new count must be more, not {count}"
+            )));
+        }
+        let held: u64 = self
+            .topics
+            .borrow()
+            .values()
+            .map(|t| u64::from(t.partitions))
+            .sum();
+        if held + u64::from(count - have) > self.config.max_partitions {
+            return Err(ShardError::PartitionLimit(format!(
+                "growing {name:?} to {count} partitions would exceed the broker's {} \
+                 partitions ({held} held; --max-partitions-per-shard)",
+                self.config.max_partitions
+            )));
+        }
+        if self.controller.is_some() {
+            return self
+                .propose(crate::cluster::Command::CreatePartitions {
+                    name: name.to_owned(),
+                    count,
+                })
+                .await;
+        }
+        let Some(store) = &self.store else {
+            return Err(ShardError::Internal("no topic store on shard 0"));
+        };
+        let config = store
+            .grow(name, count)
+            .await
+            .map_err(|e| ShardError::from(&e))?;
+        tracing::info!(topic = name, from = have, to = count, "partitions created");
+        self.upsert_everywhere(name, config).await
+    }
+
     /// Deletes a topic (on shard 0, forwarding if needed) and its partitions everywhere.
     ///
     /// # Errors

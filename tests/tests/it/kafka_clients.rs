@@ -1196,7 +1196,8 @@ fn four_consumers_joining_at_once_settle_within_seconds() {
 
 /// `tests/kafka/admin_apis.py`: admin and lookup APIs through kafka-python and
 /// confluent-kafka (each phase is described in the script); then `kill -9` and a restart,
-/// after which the topic config overrides are still there.
+/// after which the topic config overrides and a DeleteRecords' low watermark are still
+/// there.
 #[test]
 fn admin_and_lookup_apis_through_real_clients() {
     let Some(c) = clients() else { return };
@@ -1222,8 +1223,9 @@ fn admin_and_lookup_apis_through_real_clients() {
         eprintln!("{}", out.trim());
         out
     };
-    let out = run(&broker, &["versions", "timestamps", "configs"]);
-    for phase in ["versions", "timestamps", "configs"] {
+    let phases = ["versions", "timestamps", "configs", "records", "groups"];
+    let out = run(&broker, &phases);
+    for phase in phases {
         assert!(out.contains(&format!("admin_apis: {phase}:")), "{out}");
     }
     broker.assert_alive("the admin clients afterwards");

@@ -49,6 +49,11 @@ const MESSAGES: &[&str] = &[
     "DescribeConfigs",
     "AlterConfigs",
     "IncrementalAlterConfigs",
+    "DeleteRecords",
+    "CreatePartitions",
+    "DeleteGroups",
+    "OffsetDelete",
+    "DescribeLogDirs",
 ];
 
 /// An inclusive version range; `lo > hi` is the empty range ("none").

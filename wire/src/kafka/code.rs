@@ -99,3 +99,9 @@ pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
 pub const MISMATCHED_ENDPOINT_TYPE: i16 = 114;
 /// A batch breaks a record-batch rule (count, control bit, magic, ...).
 pub const INVALID_RECORD: i16 = 87;
+/// DeleteGroups: the group still has members.
+pub const NON_EMPTY_GROUP: i16 = 68;
+/// DeleteGroups: no such group (no members, no committed offsets).
+pub const GROUP_ID_NOT_FOUND: i16 = 69;
+/// OffsetDelete: a member of the group is subscribed to the topic.
+pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;

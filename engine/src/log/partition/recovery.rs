@@ -112,12 +112,17 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             };
             segments.insert(base, segment);
         }
-        let (log_start, active) = {
+        let (first, active) = {
             let first = segments.keys().next().copied().unwrap_or(0);
             let active = segments.values().next_back().expect("at least one segment");
             (first, active)
         };
         let log_end = active.next_offset;
+        // A DeleteRecords moved the start inside the first segment: it stays there (never
+        // past what recovery kept).
+        let log_start = read_log_start(&storage, dir)
+            .await
+            .clamp(first, log_end.max(first));
         let end_bytes = active.size;
         let tail_start = align_down(end_bytes);
         let tail_len = (end_bytes - tail_start) as usize;
@@ -633,8 +638,18 @@ const RECOVERY_POINT_BYTES: usize = 4 + 1 + 8 + 4;
 
 /// The recovery point file's bytes: magic, version, offset, CRC-32C of what precedes it.
 pub(super) fn encode_recovery_point(offset: u64) -> [u8; RECOVERY_POINT_BYTES] {
+    encode_point(offset, RECOVERY_POINT_MAGIC)
+}
+
+fn decode_recovery_point(bytes: &[u8]) -> Option<u64> {
+    decode_point(bytes, RECOVERY_POINT_MAGIC)
+}
+
+/// An offset file's bytes (recovery point, log start): `magic`, version, offset, CRC-32C of
+/// what precedes it.
+fn encode_point(offset: u64, magic: [u8; 4]) -> [u8; RECOVERY_POINT_BYTES] {
     let mut out = [0u8; RECOVERY_POINT_BYTES];
-    out[..4].copy_from_slice(&RECOVERY_POINT_MAGIC);
+    out[..4].copy_from_slice(&magic);
     out[4] = RECOVERY_POINT_VERSION;
     out[5..13].copy_from_slice(&offset.to_le_bytes());
     let crc = crc32c::crc32c(&out[..13]);
@@ -642,9 +657,9 @@ pub(super) fn encode_recovery_point(offset: u64) -> [u8; RECOVERY_POINT_BYTES] {
     out
 }
 
-fn decode_recovery_point(bytes: &[u8]) -> Option<u64> {
+fn decode_point(bytes: &[u8], magic: [u8; 4]) -> Option<u64> {
     if bytes.len() != RECOVERY_POINT_BYTES
-        || bytes[..4] != RECOVERY_POINT_MAGIC
+        || bytes[..4] != magic
         || bytes[4] != RECOVERY_POINT_VERSION
     {
         return None;
@@ -669,6 +684,31 @@ pub(super) async fn read_recovery_point<S: Storage>(storage: &S, dir: &Path) -> 
         }),
         Err(_) => 0,
     }
+}
+
+/// Name of the file in a partition directory that holds a log start moved by DeleteRecords
+/// (Kafka's `log-start-offset-checkpoint`): same layout as the recovery point, its own magic.
+pub const LOG_START_FILE: &str = "log-start";
+const LOG_START_MAGIC: [u8; 4] = *b"TLLS";
+
+/// The log start file's bytes (the recovery point's layout, its own magic).
+pub(super) fn encode_log_start(offset: u64) -> [u8; RECOVERY_POINT_BYTES] {
+    encode_point(offset, LOG_START_MAGIC)
+}
+
+/// The persisted log start, 0 when there is none. An unreadable file is 0 too (the records
+/// a DeleteRecords removed may come back readable, which loses nothing), and logged.
+pub(super) async fn read_log_start<S: Storage>(storage: &S, dir: &Path) -> u64 {
+    let path = dir.join(LOG_START_FILE);
+    let Ok(bytes) = read_whole(storage, &path).await else {
+        return 0;
+    };
+    decode_point(&bytes, LOG_START_MAGIC).unwrap_or_else(|| {
+        let (topic, partition) = crate::log::topic_partition(dir);
+        tracing::warn!(%topic, %partition, path = %path.display(),
+            "unreadable log start file: ignored (records below it may be readable again)");
+        0
+    })
 }
 
 /// Truncates a segment file to `len` bytes and makes the new size durable.

@@ -154,6 +154,7 @@ pub async fn reset_closed<S: Storage>(storage: &S, dir: &Path, start: u64) -> Re
     for name in [
         CLEAN_SHUTDOWN_FILE,
         PRODUCER_STATE_FILE,
+        recovery::LOG_START_FILE,
         crate::log::epochs::LEADER_EPOCHS_FILE,
     ] {
         let _ = storage.remove_file(&dir.join(name)).await;

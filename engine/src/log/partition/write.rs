@@ -920,10 +920,11 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 self.forget_readahead(Some(base));
             }
             if let Some(&first) = state.segments.keys().next() {
-                // Retention only moves the start forward, and never past the high watermark.
-                debug_assert!(first >= state.log_start && first <= state.log_end);
-                state.log_start = first;
-                self.cache.drop_below(self.id, first);
+                // Retention only moves the start forward (a DeleteRecords may have moved it
+                // past the first segment's base already), never past the high watermark.
+                debug_assert!(first <= state.log_end);
+                state.log_start = state.log_start.max(first);
+                self.cache.drop_below(self.id, state.log_start);
             }
             doomed
         };
@@ -984,14 +985,67 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 self.forget_readahead(Some(base));
             }
             if let Some(&first) = state.segments.keys().next() {
-                debug_assert!(first >= state.log_start && first <= state.log_end);
-                state.log_start = first;
-                self.cache.drop_below(self.id, first);
+                debug_assert!(first <= state.log_end);
+                state.log_start = state.log_start.max(first);
+                self.cache.drop_below(self.id, state.log_start);
             }
             doomed
         };
         self.remove_segments(&doomed, "superseded segments deleted (snapshot)")
             .await
+    }
+
+    /// Kafka's DeleteRecords: moves the log start to `offset` (records below it are no longer
+    /// readable) and deletes the sealed segments wholly below it. The new start is durable
+    /// (file [`LOG_START_FILE`](super::recovery::LOG_START_FILE), written and synced) before
+    /// anything is dropped or this returns. An offset at or below the start changes nothing.
+    /// Returns the log start after it.
+    ///
+    /// # Errors
+    /// [`LogError::OffsetOutOfRange`] past the log end (`limit`: the high watermark when the
+    /// caller serves only below it); I/O errors persisting the start (nothing moved then).
+    pub async fn delete_records_before(&self, offset: u64, limit: u64) -> Result<u64> {
+        let _lease = self.lease().await?;
+        let (start, end) = (self.log_start(), self.log_end().min(limit));
+        if offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                start,
+                end,
+            });
+        }
+        if offset <= start {
+            return Ok(start);
+        }
+        let path = self.dir.join(recovery::LOG_START_FILE);
+        self.persist(&path, &recovery::encode_log_start(offset))
+            .await
+            .map_err(|e| LogError::io("write the log start", &path, e))?;
+        let doomed: Vec<(u64, PathBuf)> = {
+            let mut state = self.state.borrow_mut();
+            state.log_start = state.log_start.max(offset);
+            let bases: Vec<u64> = state.segments.keys().copied().collect();
+            let mut doomed = Vec::new();
+            for pair in bases.windows(2) {
+                let (base, next) = (pair[0], pair[1]);
+                let sealed = state.segments.get(&base).is_some_and(|s| s.sealed);
+                if next > offset || !sealed {
+                    break;
+                }
+                if let Some(segment) = state.segments.remove(&base) {
+                    doomed.push((base, segment.path));
+                }
+                self.files.forget(self.id, base);
+                self.forget_readahead(Some(base));
+            }
+            self.cache.drop_below(self.id, state.log_start);
+            doomed
+        };
+        let (topic, partition) = crate::log::topic_partition(&self.dir);
+        tracing::info!(%topic, %partition, log_start = offset, "records deleted: log start moved");
+        self.remove_segments(&doomed, "segments below a DeleteRecords deleted")
+            .await?;
+        Ok(offset)
     }
 
     /// Removes the files of segments already taken out of the log, then syncs the directory.

@@ -4,6 +4,8 @@
 
 use bytes::Bytes;
 use tidelog_wire::kafka::generated::{
+    delete_groups_request::DeleteGroupsRequest,
+    delete_groups_response::{DeletableGroupResult, DeleteGroupsResponse},
     describe_groups_request::DescribeGroupsRequest,
     describe_groups_response::{DescribeGroupsResponse, DescribedGroup, DescribedGroupMember},
     find_coordinator_request::FindCoordinatorRequest,
@@ -20,6 +22,10 @@ use tidelog_wire::kafka::generated::{
     offset_commit_response::{
         OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
     },
+    offset_delete_request::OffsetDeleteRequest,
+    offset_delete_response::{
+        OffsetDeleteResponse, OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+    },
     offset_fetch_request::OffsetFetchRequest,
     offset_fetch_response::{
         OffsetFetchResponse, OffsetFetchResponseGroup, OffsetFetchResponsePartition,
@@ -30,7 +36,7 @@ use tidelog_wire::kafka::generated::{
 };
 
 use super::{code, error_code, KafkaConnError, KafkaConnection, RequestMeta};
-use crate::coordinator::{JoinRequest, LeaveMember, SyncRequest};
+use crate::coordinator::{GroupState, JoinRequest, LeaveMember, SyncRequest};
 use crate::groups::{Committed, OffsetCommit, METADATA_BYTES_MAX};
 use crate::shard::partition_index;
 
@@ -545,5 +551,150 @@ impl KafkaConnection {
             ..Default::default()
         };
         self.respond(meta, |out, v| response.encode(out, v)).await
+    }
+
+    pub(super) async fn delete_groups(
+        &mut self,
+        meta: &RequestMeta,
+        request: DeleteGroupsRequest,
+    ) -> Result<(), KafkaConnError> {
+        let shard = std::rc::Rc::clone(self.shard());
+        let mut response = DeleteGroupsResponse::default();
+        for group in request.groups_names {
+            let error_code = if !self.coordinates(&group) {
+                code::NOT_COORDINATOR
+            } else {
+                let described = shard.groups.describe(&group);
+                if !described.members.is_empty() {
+                    code::NON_EMPTY_GROUP
+                } else {
+                    match shard.group_has_positions(&group) {
+                        Err(e) => error_code(&e),
+                        Ok(false) if described.state == GroupState::Dead => {
+                            code::GROUP_ID_NOT_FOUND
+                        }
+                        Ok(_) => match shard.delete_group_positions(&group, None).await {
+                            Ok(n) => {
+                                shard.groups.forget(|g| g == group);
+                                tracing::info!(group, positions = n, "group deleted");
+                                code::NONE
+                            }
+                            Err(e) => error_code(&e),
+                        },
+                    }
+                }
+            };
+            response.results.push(DeletableGroupResult {
+                group_id: group,
+                error_code,
+            });
+        }
+        self.respond(meta, |out, v| response.encode(out, v)).await
+    }
+
+    pub(super) async fn offset_delete(
+        &mut self,
+        meta: &RequestMeta,
+        request: OffsetDeleteRequest,
+    ) -> Result<(), KafkaConnError> {
+        let shard = std::rc::Rc::clone(self.shard());
+        let group = request.group_id;
+        let mut response = OffsetDeleteResponse::default();
+        let group_error = if !self.coordinates(&group) {
+            code::NOT_COORDINATOR
+        } else {
+            match shard.group_has_positions(&group) {
+                Err(e) => error_code(&e),
+                Ok(false) if shard.groups.describe(&group).state == GroupState::Dead => {
+                    code::GROUP_ID_NOT_FOUND
+                }
+                Ok(_) => code::NONE,
+            }
+        };
+        if group_error != code::NONE {
+            response.error_code = group_error;
+            return self.respond(meta, |out, v| response.encode(out, v)).await;
+        }
+        // Topics a live member subscribes to keep their positions (Kafka's rule).
+        let subscribed: Vec<String> = shard
+            .groups
+            .describe(&group)
+            .members
+            .iter()
+            .flat_map(|m| consumer_subscription(&m.metadata))
+            .collect();
+        let mut doomed = Vec::new();
+        for topic in &request.topics {
+            let mut result = OffsetDeleteResponseTopic {
+                name: topic.name.clone(),
+                partitions: Vec::with_capacity(topic.partitions.len()),
+            };
+            let busy = subscribed.contains(&topic.name);
+            for p in &topic.partitions {
+                let error_code = if busy {
+                    code::GROUP_SUBSCRIBED_TO_TOPIC
+                } else if !shard.has_topic(&topic.name) {
+                    code::UNKNOWN_TOPIC_OR_PARTITION
+                } else {
+                    doomed.push((topic.name.clone(), p.partition_index));
+                    code::NONE
+                };
+                result.partitions.push(OffsetDeleteResponsePartition {
+                    partition_index: p.partition_index,
+                    error_code,
+                });
+            }
+            response.topics.push(result);
+        }
+        if let Err(e) = shard.delete_group_positions(&group, Some(&doomed)).await {
+            response.error_code = error_code(&e);
+            response.topics.clear();
+        }
+        self.respond(meta, |out, v| response.encode(out, v)).await
+    }
+}
+
+/// The topics of a consumer-protocol subscription (JoinGroup metadata: version i16, topic
+/// count i32, then each topic as i16 length + UTF-8); empty for anything else.
+fn consumer_subscription(metadata: &[u8]) -> Vec<String> {
+    let mut topics = Vec::new();
+    let Some(count) = metadata.get(2..6) else {
+        return topics;
+    };
+    let count = i32::from_be_bytes([count[0], count[1], count[2], count[3]]);
+    let mut rest = &metadata[6..];
+    for _ in 0..count.max(0) {
+        let Some(len) = rest.get(..2) else { break };
+        let len = i16::from_be_bytes([len[0], len[1]]);
+        let Ok(len) = usize::try_from(len) else { break };
+        let Some(name) = rest.get(2..2 + len) else {
+            break;
+        };
+        topics.push(String::from_utf8_lossy(name).into_owned());
+        rest = &rest[2 + len..];
+    }
+    topics
+}
+
+#[cfg(test)]
+mod tests {
+    use super::consumer_subscription;
+
+    #[test]
+    fn subscriptions_parse_and_junk_gives_none() {
+        let mut meta = vec![0, 3, 0, 0, 0, 2];
+        for topic in ["orders", "logs"] {
+            meta.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+            meta.extend_from_slice(topic.as_bytes());
+        }
+        meta.extend_from_slice(&[0, 0, 0, 0]); // user data and more, ignored
+        assert_eq!(consumer_subscription(&meta), ["orders", "logs"]);
+        assert!(consumer_subscription(&[1, 2, 3]).is_empty());
+        assert_eq!(
+            consumer_subscription(&meta[..14]),
+            ["orders"],
+            "a torn second topic"
+        );
+        assert!(consumer_subscription(&[0, 0, 0x7f, 0xff, 0xff, 0xff]).is_empty());
     }
 }

@@ -32,6 +32,7 @@ mod cluster;
 mod configs;
 mod data;
 mod groups;
+mod records;
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -108,14 +109,19 @@ pub const ADVERTISED: &[(i16, i16, i16)] = &[
     (18, 0, 4), // ApiVersions
     (19, 2, 7), // CreateTopics
     (20, 1, 6), // DeleteTopics
+    (21, 0, 2), // DeleteRecords
     (22, 0, 4), // InitProducerId
     (23, 2, 4), // OffsetForLeaderEpoch
     (32, 0, 4), // DescribeConfigs
     (33, 0, 2), // AlterConfigs
+    (35, 0, 4), // DescribeLogDirs
+    (37, 0, 3), // CreatePartitions
+    (42, 0, 2), // DeleteGroups
     (43, 0, 2), // ElectLeaders
     (44, 0, 1), // IncrementalAlterConfigs
     (45, 0, 0), // AlterPartitionReassignments
     (46, 0, 0), // ListPartitionReassignments
+    (47, 0, 0), // OffsetDelete
     (60, 0, 1), // DescribeCluster
 ];
 
@@ -362,6 +368,32 @@ impl KafkaConnection {
                 self.list_offsets(&meta, r).await
             }
             RequestBody::InitProducerId(r) => self.init_producer_id(&meta, r).await,
+            RequestBody::DeleteRecords(r) => {
+                let n = r.topics.iter().map(|t| t.partitions.len()).sum();
+                self.check_partitions(n)?;
+                self.delete_records(&meta, r).await
+            }
+            RequestBody::DescribeLogDirs(r) => {
+                let n = r
+                    .topics
+                    .as_ref()
+                    .map_or(0, |t| t.iter().map(|t| t.partitions.len() + 1).sum());
+                self.check_partitions(n)?;
+                self.describe_log_dirs(&meta, r).await
+            }
+            RequestBody::DeleteGroups(r) => {
+                self.check_partitions(r.groups_names.len())?;
+                self.delete_groups(&meta, r).await
+            }
+            RequestBody::OffsetDelete(r) => {
+                let n = r.topics.iter().map(|t| t.partitions.len() + 1).sum();
+                self.check_partitions(n)?;
+                self.offset_delete(&meta, r).await
+            }
+            RequestBody::CreatePartitions(r) => {
+                self.check_partitions(r.topics.len())?;
+                self.create_partitions(&meta, r).await
+            }
             RequestBody::DescribeConfigs(r) => {
                 self.check_partitions(r.resources.len())?;
                 self.describe_configs(&meta, r).await
@@ -546,6 +578,7 @@ pub(crate) fn error_code(error: &ShardError) -> i16 {
         ShardError::InvalidTopic(_) => code::INVALID_TOPIC_EXCEPTION,
         ShardError::TopicExists(_) => code::TOPIC_ALREADY_EXISTS,
         ShardError::InvalidConfig(_) => code::INVALID_CONFIG,
+        ShardError::InvalidPartitions(_) => code::INVALID_PARTITIONS,
         ShardError::PartitionLimit(_) => code::POLICY_VIOLATION,
         ShardError::InvalidRequest(_) => code::INVALID_REQUEST,
         ShardError::DiskFull(_) | ShardError::Storage(_) => code::KAFKA_STORAGE_ERROR,

@@ -9,8 +9,14 @@ pub mod alter_partition_reassignments_request;
 pub mod alter_partition_reassignments_response;
 pub mod api_versions_request;
 pub mod api_versions_response;
+pub mod create_partitions_request;
+pub mod create_partitions_response;
 pub mod create_topics_request;
 pub mod create_topics_response;
+pub mod delete_groups_request;
+pub mod delete_groups_response;
+pub mod delete_records_request;
+pub mod delete_records_response;
 pub mod delete_topics_request;
 pub mod delete_topics_response;
 pub mod describe_cluster_request;
@@ -19,6 +25,8 @@ pub mod describe_configs_request;
 pub mod describe_configs_response;
 pub mod describe_groups_request;
 pub mod describe_groups_response;
+pub mod describe_log_dirs_request;
+pub mod describe_log_dirs_response;
 pub mod elect_leaders_request;
 pub mod elect_leaders_response;
 pub mod fetch_request;
@@ -45,6 +53,8 @@ pub mod metadata_request;
 pub mod metadata_response;
 pub mod offset_commit_request;
 pub mod offset_commit_response;
+pub mod offset_delete_request;
+pub mod offset_delete_response;
 pub mod offset_fetch_request;
 pub mod offset_fetch_response;
 pub mod offset_for_leader_epoch_request;
@@ -78,10 +88,14 @@ pub enum RequestBody {
     ApiVersions(api_versions_request::ApiVersionsRequest),
     CreateTopics(create_topics_request::CreateTopicsRequest),
     DeleteTopics(delete_topics_request::DeleteTopicsRequest),
+    DeleteRecords(delete_records_request::DeleteRecordsRequest),
     InitProducerId(init_producer_id_request::InitProducerIdRequest),
     OffsetForLeaderEpoch(offset_for_leader_epoch_request::OffsetForLeaderEpochRequest),
     DescribeConfigs(describe_configs_request::DescribeConfigsRequest),
     AlterConfigs(alter_configs_request::AlterConfigsRequest),
+    DescribeLogDirs(describe_log_dirs_request::DescribeLogDirsRequest),
+    CreatePartitions(create_partitions_request::CreatePartitionsRequest),
+    DeleteGroups(delete_groups_request::DeleteGroupsRequest),
     ElectLeaders(elect_leaders_request::ElectLeadersRequest),
     IncrementalAlterConfigs(incremental_alter_configs_request::IncrementalAlterConfigsRequest),
     AlterPartitionReassignments(
@@ -90,6 +104,7 @@ pub enum RequestBody {
     ListPartitionReassignments(
         list_partition_reassignments_request::ListPartitionReassignmentsRequest,
     ),
+    OffsetDelete(offset_delete_request::OffsetDeleteRequest),
     DescribeCluster(describe_cluster_request::DescribeClusterRequest),
 }
 
@@ -164,6 +179,10 @@ pub fn decode_request_body(
             delete_topics_request::DeleteTopicsRequest::decode(d, version)?,
         )),
         20 => Err(DecodeError::UnsupportedVersion { api_key, version }),
+        21 if (0..=2).contains(&version) => Ok(RequestBody::DeleteRecords(
+            delete_records_request::DeleteRecordsRequest::decode(d, version)?,
+        )),
+        21 => Err(DecodeError::UnsupportedVersion { api_key, version }),
         22 if (0..=5).contains(&version) => Ok(RequestBody::InitProducerId(
             init_producer_id_request::InitProducerIdRequest::decode(d, version)?,
         )),
@@ -180,6 +199,18 @@ pub fn decode_request_body(
             alter_configs_request::AlterConfigsRequest::decode(d, version)?,
         )),
         33 => Err(DecodeError::UnsupportedVersion { api_key, version }),
+        35 if (0..=4).contains(&version) => Ok(RequestBody::DescribeLogDirs(
+            describe_log_dirs_request::DescribeLogDirsRequest::decode(d, version)?,
+        )),
+        35 => Err(DecodeError::UnsupportedVersion { api_key, version }),
+        37 if (0..=3).contains(&version) => Ok(RequestBody::CreatePartitions(
+            create_partitions_request::CreatePartitionsRequest::decode(d, version)?,
+        )),
+        37 => Err(DecodeError::UnsupportedVersion { api_key, version }),
+        42 if (0..=2).contains(&version) => Ok(RequestBody::DeleteGroups(
+            delete_groups_request::DeleteGroupsRequest::decode(d, version)?,
+        )),
+        42 => Err(DecodeError::UnsupportedVersion { api_key, version }),
         43 if (0..=2).contains(&version) => Ok(RequestBody::ElectLeaders(
             elect_leaders_request::ElectLeadersRequest::decode(d, version)?,
         )),
@@ -200,6 +231,10 @@ pub fn decode_request_body(
             )?,
         )),
         46 => Err(DecodeError::UnsupportedVersion { api_key, version }),
+        47 if (0..=0).contains(&version) => Ok(RequestBody::OffsetDelete(
+            offset_delete_request::OffsetDeleteRequest::decode(d, version)?,
+        )),
+        47 => Err(DecodeError::UnsupportedVersion { api_key, version }),
         60 if (0..=1).contains(&version) => Ok(RequestBody::DescribeCluster(
             describe_cluster_request::DescribeClusterRequest::decode(d, version)?,
         )),
@@ -227,14 +262,19 @@ pub fn request_is_flexible(api_key: i16, version: i16) -> bool {
         18 => api_versions_request::is_flexible(version),
         19 => create_topics_request::is_flexible(version),
         20 => delete_topics_request::is_flexible(version),
+        21 => delete_records_request::is_flexible(version),
         22 => init_producer_id_request::is_flexible(version),
         23 => offset_for_leader_epoch_request::is_flexible(version),
         32 => describe_configs_request::is_flexible(version),
         33 => alter_configs_request::is_flexible(version),
+        35 => describe_log_dirs_request::is_flexible(version),
+        37 => create_partitions_request::is_flexible(version),
+        42 => delete_groups_request::is_flexible(version),
         43 => elect_leaders_request::is_flexible(version),
         44 => incremental_alter_configs_request::is_flexible(version),
         45 => alter_partition_reassignments_request::is_flexible(version),
         46 => list_partition_reassignments_request::is_flexible(version),
+        47 => offset_delete_request::is_flexible(version),
         60 => describe_cluster_request::is_flexible(version),
         _ => false,
     }
@@ -259,14 +299,19 @@ pub fn response_is_flexible(api_key: i16, version: i16) -> bool {
         18 => version >= 3,
         19 => version >= 5,
         20 => version >= 4,
+        21 => version >= 2,
         22 => version >= 2,
         23 => version >= 4,
         32 => version >= 4,
         33 => version >= 2,
+        35 => version >= 2,
+        37 => version >= 2,
+        42 => version >= 2,
         43 => version >= 2,
         44 => version >= 1,
         45 => true,
         46 => true,
+        47 => false,
         60 => true,
         _ => false,
     }
