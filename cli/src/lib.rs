@@ -121,6 +121,12 @@ struct ServeArgs {
     /// How long a new consumer group waits for more members before its first rebalance.
     #[arg(long, default_value_t = 300)]
     group_initial_rebalance_delay_ms: u64,
+    /// Metrics endpoint address: Prometheus text at /metrics, plus /health and /ready ("off"
+    /// disables it). Default: the native address's host, port 9644 (if that is taken, e.g.
+    /// by a second broker, the endpoint stays off with a warning; an address given here must
+    /// bind or the start fails)
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
     /// Shortest session timeout a group member may ask for (Kafka's
     /// `group.min.session.timeout.ms`, 6,000 there); shorter joins are refused with
     /// INVALID_SESSION_TIMEOUT.
@@ -338,6 +344,9 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The metrics endpoint's default port (Redpanda's admin and metrics port).
+const METRICS_PORT_DEFAULT: u16 = 9644;
+
 fn resolve(addr: &str) -> Result<SocketAddr> {
     addr.to_socket_addrs()
         .with_context(|| format!("cannot resolve {addr}"))?
@@ -404,6 +413,17 @@ fn serve(args: ServeArgs) -> Result<()> {
         .unwrap_or_else(|| native_addr.ip().to_string());
     (config.kafka_addr, config.kafka_ipv6_loopback_too) = kafka_addr(&args.kafka_addr)?;
     config.kafka_node_port_base = args.kafka_node_port_base;
+    config.metrics = match args.metrics_addr.as_deref() {
+        Some("off") => None,
+        Some(addr) => Some(tidelog_engine::broker::MetricsListen {
+            addr: resolve(addr)?,
+            required: true,
+        }),
+        None => Some(tidelog_engine::broker::MetricsListen {
+            addr: SocketAddr::new(native_addr.ip(), METRICS_PORT_DEFAULT),
+            required: false,
+        }),
+    };
     config.coordinator.initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms;
     if args.group_min_session_timeout_ms > args.group_max_session_timeout_ms {
         return Err(anyhow!(
@@ -582,6 +602,9 @@ fn serve(args: ServeArgs) -> Result<()> {
             "tidelog: Kafka protocol on {on} (node ports {}); unauthenticated, {reach}",
             nodes.join(", ")
         );
+    }
+    if let Some(metrics) = handle.metrics_addr() {
+        eprintln!("tidelog: metrics on http://{metrics}/metrics (and /health, /ready)");
     }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

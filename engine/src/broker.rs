@@ -102,6 +102,20 @@ pub struct BrokerConfig {
     pub default_replication_factor: u16,
     /// How this node's followers fetch from their leaders.
     pub replica_fetch: crate::shard::replica::ReplicaFetch,
+    /// The metrics endpoint (`/metrics`, `/health`, `/ready`, served by shard 0); `None`:
+    /// off.
+    pub metrics: Option<MetricsListen>,
+}
+
+/// Where the metrics endpoint listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsListen {
+    /// The address (port 0: any free port).
+    pub addr: SocketAddr,
+    /// Whether a failure to bind stops the start (an address the operator chose) or only
+    /// turns the endpoint off with a warning (the default address, which a second broker on
+    /// the machine may hold).
+    pub required: bool,
 }
 
 impl BrokerConfig {
@@ -135,6 +149,7 @@ impl BrokerConfig {
             min_insync_replicas: 1,
             default_replication_factor: 1,
             replica_fetch: crate::shard::replica::ReplicaFetch::default(),
+            metrics: None,
         }
     }
 }
@@ -171,6 +186,7 @@ pub struct BrokerHandle {
     shard_addrs: Vec<SocketAddr>,
     kafka_addr: Option<SocketAddr>,
     kafka_node_addrs: Vec<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     /// Set to ask every shard to stop (they check it every [`STOP_CHECK`]).
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<glommio::ExecutorJoinHandle<Result<(), String>>>,
@@ -197,6 +213,11 @@ impl BrokerHandle {
     /// Each shard's own Kafka endpoint (node id = index).
     pub fn kafka_node_addrs(&self) -> Vec<SocketAddr> {
         self.kafka_node_addrs.clone()
+    }
+
+    /// The metrics endpoint's address, when it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Stops accepting, lets in-flight requests finish, flushes every partition and waits for
@@ -250,6 +271,33 @@ pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         reason: format!("create {}: {e}", config.data_dir.display()),
     })?;
     let lock = lock_data_dir(&config.data_dir)?;
+    // The metrics listener is bound here, before any shard starts, so that a taken address
+    // the operator chose stops the start; shard 0 serves it.
+    let mut metrics_fd = None;
+    let mut metrics_addr = None;
+    if let Some(listen) = config.metrics {
+        let bound = std::net::TcpListener::bind(listen.addr).and_then(|l| {
+            l.set_nonblocking(true)?;
+            let addr = l.local_addr()?;
+            Ok((l, addr))
+        });
+        match bound {
+            Ok((listener, addr)) => {
+                metrics_addr = Some(addr);
+                metrics_fd = Some(std::os::fd::IntoRawFd::into_raw_fd(listener));
+            }
+            Err(e) if listen.required => {
+                return Err(BrokerError::Startup {
+                    shard: 0,
+                    reason: format!("metrics address {}: {e}", listen.addr),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(addr = %listen.addr, error = %e,
+                    "the default metrics address is taken: metrics endpoint off (--metrics-addr)");
+            }
+        }
+    }
     let mesh = crate::shard::mesh::build(config.shards);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Shard 0 binds the shared port first (it may be port 0), the others bind what it got.
@@ -287,6 +335,7 @@ pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         });
         let start = ShardStart {
             shard,
+            metrics_fd: if shard == 0 { metrics_fd.take() } else { None },
             config: config.clone(),
             native_addr,
             kafka,
@@ -347,6 +396,7 @@ pub fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         shard_addrs,
         kafka_addr,
         kafka_node_addrs,
+        metrics_addr,
         stop,
         threads,
         _lock: lock,
@@ -400,6 +450,8 @@ enum Ready {
 /// What one shard thread starts from.
 struct ShardStart {
     shard: usize,
+    /// Shard 0: the bound metrics listener, to serve.
+    metrics_fd: Option<std::os::fd::RawFd>,
     config: BrokerConfig,
     native_addr: SocketAddr,
     /// The shared Kafka bootstrap address (as bound by shard 0) and this shard's own Kafka
@@ -494,6 +546,13 @@ async fn run_shard(start: ShardStart) -> Result<(), String> {
         max_connections_per_ip: config.max_connections_per_ip,
     };
     crate::server::serve(Rc::clone(&shard), listeners, endpoints, bound);
+    if let Some(fd) = start.metrics_fd {
+        // SAFETY: `fd` is the listening socket broker::start bound and gave up with
+        // `into_raw_fd`; it reaches this shard alone, once, and is owned from here on.
+        let listener =
+            unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        crate::server::metrics_http::serve(Rc::clone(&shard), listener);
+    }
     while !start.stop.load(Ordering::SeqCst) {
         glommio::timer::sleep(STOP_CHECK).await;
     }

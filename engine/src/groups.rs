@@ -335,6 +335,21 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
         Ok(n)
     }
 
+    /// Up to `max` committed positions (group, topic, partition, offset), and how many more
+    /// there are.
+    pub fn positions(&self, max: usize) -> (Vec<(String, String, u32, i64)>, usize) {
+        let offsets = self.offsets.borrow();
+        let out: Vec<_> = offsets
+            .iter()
+            .filter_map(|((g, t, p), c)| {
+                Some((g.clone(), t.clone(), u32::try_from(*p).ok()?, c.offset))
+            })
+            .take(max)
+            .collect();
+        let dropped = offsets.len().saturating_sub(out.len());
+        (out, dropped)
+    }
+
     /// Whether `group` has any committed position here.
     pub fn has_positions(&self, group: &str) -> bool {
         self.offsets.borrow().keys().any(|(g, _, _)| g == group)

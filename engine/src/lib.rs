@@ -24,6 +24,7 @@ pub mod io;
 pub mod limits;
 pub mod log;
 pub mod meta;
+pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod shard;

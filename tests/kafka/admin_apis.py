@@ -23,6 +23,10 @@ Phases (all by default, in this order):
               refused; the new partitions take records), DescribeLogDirs sizes.
   groups      DeleteGroups (then GROUP_ID_NOT_FOUND; a group with a member NON_EMPTY_GROUP),
               OffsetDelete of one partition (a subscribed topic GROUP_SUBSCRIBED_TO_TOPIC).
+  metrics     (only when named, with --metrics) /health, /ready and /metrics parsed by
+              prometheus_client: families with their types, per-partition records and ends,
+              group lag from committed offsets, produce request counts and latencies, and
+              series that move with more load.
   configs-after-restart (only when named, after `configs` and `records`) The overrides and
               the moved low watermark survive a restart.
 
@@ -431,6 +435,105 @@ def groups(a):
           "one partition's offset deleted", flush=True)
 
 
+def metrics(a):
+    """The metrics endpoint, parsed by Prometheus' own Python parser."""
+    import urllib.request
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if not a.metrics:
+        fail("the metrics phase needs --metrics HOST:PORT")
+    base = f"http://{a.metrics}"
+
+    def get(path):
+        try:
+            with urllib.request.urlopen(base + path, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def scrape():
+        status, text = get("/metrics")
+        if status != 200:
+            fail(f"/metrics answered {status}")
+        samples = {}
+        families = {}
+        for family in text_string_to_metric_families(text):
+            families[family.name] = family.type
+            for s in family.samples:
+                samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return families, samples
+
+    def value(samples, name, **labels):
+        want = set(labels.items())
+        return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
+
+    if get("/health")[0] != 200 or get("/ready")[0] != 200:
+        fail(f"/health {get('/health')} /ready {get('/ready')}")
+    if get("/nope")[0] != 404:
+        fail("an unknown path is not 404")
+
+    topic = f"{a.topic}-met"
+    admin = AdminClient({"bootstrap.servers": a.bootstrap})
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": a.bootstrap, "acks": "all"})
+
+    def produce(n):
+        for i in range(n):
+            producer.produce(topic, value=b"m" * 100, partition=i % 2)
+        producer.flush(30)
+
+    produce(100)
+    group = f"{topic}-g"
+    c = Consumer({"bootstrap.servers": a.bootstrap, "group.id": group})
+    c.commit(offsets=[TopicPartition(topic, 0, 10), TopicPartition(topic, 1, 50)],
+             asynchronous=False)
+    c.close()
+    families, first = scrape()
+    for name, kind in [("tidelog_partition_in_bytes", "counter"),
+                       ("tidelog_partition_records_in", "counter"),
+                       ("tidelog_partition_log_end_offset", "gauge"),
+                       ("tidelog_partition_size_bytes", "gauge"),
+                       ("tidelog_kafka_requests", "counter"),
+                       ("tidelog_kafka_request_duration_seconds", "histogram"),
+                       ("tidelog_fsync_duration_seconds", "histogram"),
+                       ("tidelog_fsyncs", "counter"),
+                       ("tidelog_connections", "gauge"),
+                       ("tidelog_cache_used_bytes", "gauge"),
+                       ("tidelog_group_lag", "gauge")]:
+        if families.get(name) != kind:
+            fail(f"family {name}: {families.get(name)}, want {kind}")
+    records = value(first, "tidelog_partition_records_in_total", topic=topic)
+    ends = value(first, "tidelog_partition_log_end_offset", topic=topic)
+    if records != 100 or ends != 100:
+        fail(f"records in {records}, log ends {ends}, want 100 each")
+    lag = {p: value(first, "tidelog_group_lag", group=group, topic=topic, partition=str(p))
+           for p in (0, 1)}
+    if lag != {0: 40, 1: 0}:
+        fail(f"group lag {lag}, want {{0: 40, 1: 0}}")
+    produces = value(first, "tidelog_kafka_requests_total", api="produce")
+    synced = value(first, "tidelog_kafka_request_duration_seconds_count", api="produce",
+                   acks="all")
+    if produces < 1 or synced < 1:
+        fail(f"produce requests {produces}, acks=all latencies {synced}")
+    # The series move with the load.
+    produce(100)
+    _, second = scrape()
+    moved = {
+        "bytes in": (value(first, "tidelog_partition_in_bytes_total", topic=topic),
+                     value(second, "tidelog_partition_in_bytes_total", topic=topic)),
+        "fsyncs": (value(first, "tidelog_fsyncs_total"), value(second, "tidelog_fsyncs_total")),
+        "lag": (lag[0], value(second, "tidelog_group_lag", group=group, topic=topic,
+                              partition="0")),
+    }
+    for what, (before, after) in moved.items():
+        if not after > before:
+            fail(f"{what} did not move: {before} -> {after}")
+    print(f"admin_apis: metrics: /health, /ready, {len(families)} families parsed by "
+          f"prometheus_client, lag {lag}, series moving {moved}", flush=True)
+
+
 def configs_after_restart(a):
     from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
 
@@ -453,7 +556,7 @@ def configs_after_restart(a):
 
 
 PHASES = {"versions": versions, "timestamps": timestamps, "configs": configs,
-          "records": records, "groups": groups,
+          "records": records, "groups": groups, "metrics": metrics,
           "configs-after-restart": configs_after_restart}
 
 
@@ -462,10 +565,12 @@ def main():
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--topic", required=True)
     p.add_argument("--phase", action="append", choices=sorted(PHASES))
+    p.add_argument("--metrics", help="the broker's metrics address (HOST:PORT)")
     p.add_argument("--timeout", type=float, default=120.0)
     a = p.parse_args()
     watchdog(a.timeout)
-    for name in a.phase or [p for p in PHASES if p != "configs-after-restart"]:
+    skipped = {"configs-after-restart", "metrics"}
+    for name in a.phase or [p for p in PHASES if p not in skipped]:
         PHASES[name](a)
 
 

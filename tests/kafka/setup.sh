@@ -56,7 +56,7 @@ if ! command -v kcat >/dev/null 2>&1; then
 fi
 
 "$venv/bin/python" - <<'PY'
-import confluent_kafka, kafka, lz4, snappy, zstandard
+import confluent_kafka, kafka, lz4, prometheus_client, snappy, zstandard
 print(
     f"kafka clients: kafka-python {kafka.__version__}, "
     f"confluent-kafka {confluent_kafka.__version__} (librdkafka {confluent_kafka.libversion()[0]}), "

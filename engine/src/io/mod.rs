@@ -25,6 +25,15 @@ pub mod sim;
 pub trait Clock: Clone + 'static {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> i64;
+
+    /// A monotonic reading in microseconds, for measuring durations (metrics); only
+    /// differences mean anything. Defaults to [`now_ms`](Self::now_ms) in microseconds (the
+    /// simulator's clock, so simulated runs stay deterministic).
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.now_ms())
+            .unwrap_or(0)
+            .saturating_mul(1000)
+    }
 }
 
 /// The system clock.
@@ -37,6 +46,12 @@ impl Clock for SystemClock {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn now_us(&self) -> u64 {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let start = START.get_or_init(std::time::Instant::now);
+        u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 }
 

@@ -14,6 +14,7 @@ use glommio::net::TcpListener;
 use crate::shard::Shard;
 
 pub mod kafka;
+pub mod metrics_http;
 pub mod native;
 mod pinned;
 mod pipeline;
@@ -267,6 +268,15 @@ pub(crate) struct Server {
     /// Open connections by client address (both protocols); addresses with none are
     /// removed, so it holds at most one entry per open connection.
     pub per_ip: RefCell<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+impl Server {
+    /// Tells the shard's metrics the open connection counts (after one opens or closes).
+    pub(crate) fn publish_connections(&self) {
+        self.shard
+            .metrics
+            .set_connections(self.kafka_connections.get(), self.native_connections.get());
+    }
 }
 
 /// A connection's place in [`Server::per_ip`], given back when dropped.

@@ -173,6 +173,7 @@ fn admin_outcome(outcome: Result<(), ShardError>) -> (ErrorCode, String) {
 pub(super) async fn serve_connection(server: Rc<Server>, stream: TcpStream) {
     let count = server.native_connections.get() + 1;
     server.native_connections.set(count);
+    server.publish_connections();
     let limits = server.config.limits;
     let shard_id = server.shard.id();
     let proto = Native {
@@ -200,6 +201,7 @@ pub(super) async fn serve_connection(server: Rc<Server>, stream: TcpStream) {
     server
         .native_connections
         .set(server.native_connections.get() - 1);
+    server.publish_connections();
 }
 
 /// The native protocol's per-connection state.

@@ -122,6 +122,8 @@ pub enum Forwarded {
         /// Replicas per partition (`None`: the default).
         replication_factor: Option<u16>,
     },
+    /// This shard's metrics, for a scrape (from shard 0).
+    Metrics,
     /// Grow a topic's partition count (to shard 0).
     CreatePartitions {
         /// The topic.
@@ -213,6 +215,8 @@ pub enum Reply {
     Offsets(Result<Vec<Option<Committed>>, ShardError>),
     /// A producer id.
     ProducerId(Result<i64, ShardError>),
+    /// A shard's metrics.
+    Metrics(Box<crate::metrics::ShardSnapshot>),
 }
 
 /// A fetch answered by another shard: the batches copied once into `Bytes` to cross threads.
@@ -406,6 +410,7 @@ impl Shard {
                     .await,
             ),
             Forwarded::DeleteTopic { name } => Reply::Admin(self.delete_topic(&name).await),
+            Forwarded::Metrics => Reply::Metrics(Box::new(self.metrics_snapshot())),
             Forwarded::CreatePartitions { name, count } => {
                 Reply::Admin(self.create_partitions(&name, count).await)
             }

@@ -123,6 +123,8 @@ pub struct Shard {
     stopped: Cell<bool>,
     /// The consumer groups this shard coordinates.
     pub groups: GroupService<SystemClock>,
+    /// Kafka request counters and latencies, and open connections (metrics).
+    pub metrics: crate::metrics::ShardMetrics,
     store: Option<TopicStore<DmaStorage, SystemClock>>,
     /// The committed-offsets stores of the slots this shard coordinates, with the leader
     /// epoch each was loaded at (0 on a single node, whose stores open at start). In a
@@ -258,6 +260,7 @@ impl Shard {
             stopping: Event::default(),
             stopped: Cell::new(false),
             groups,
+            metrics: crate::metrics::ShardMetrics::default(),
             store,
             offsets: RefCell::new(offsets),
             offline_slots,
@@ -401,6 +404,70 @@ impl Shard {
     /// The topic table (every shard holds all of it).
     pub fn topics(&self) -> Ref<'_, BTreeMap<String, TopicConfig>> {
         self.topics.borrow()
+    }
+
+    /// This shard's metrics now (a scrape): its partitions, request counters, fsync and
+    /// cache figures, and the committed positions of the groups it coordinates (bounded).
+    pub fn metrics_snapshot(&self) -> crate::metrics::ShardSnapshot {
+        let mut snapshot = crate::metrics::ShardSnapshot {
+            shard: self.id,
+            offline: self.offline.borrow().len(),
+            ..Default::default()
+        };
+        let mut fsync = crate::metrics::HistogramSnapshot::default();
+        for (topic, logs) in self.partitions.borrow().iter() {
+            for (&partition, log) in logs {
+                let stats = log.stats();
+                snapshot.fsyncs += stats.fsyncs;
+                snapshot.cache_reads += stats.cache_reads;
+                snapshot.disk_reads += stats.disk_reads;
+                snapshot.readahead_hits += stats.readahead_hits;
+                fsync.merge(&log.fsync_latency());
+                snapshot.partitions.push(crate::metrics::PartitionSnapshot {
+                    topic: topic.clone(),
+                    partition,
+                    leader: self.owner(topic, partition) == self.id
+                        && self.leads_here(topic, partition),
+                    log_start: log.log_start(),
+                    log_end: self.readable_end(topic, partition, log),
+                    size_bytes: log.size_bytes(),
+                    bytes_in: stats.appended_bytes,
+                    records_in: stats.appended_records,
+                    bytes_out: stats.read_bytes,
+                });
+            }
+        }
+        snapshot.fsync_latency = fsync;
+        let cache = self.log_resources.cache.stats();
+        snapshot.cache_bytes = cache.bytes;
+        snapshot.cache_budget = cache.budget;
+        let memory = self.log_resources.memory.stats();
+        snapshot.read_memory_bytes = memory.held;
+        snapshot.read_memory_capacity = memory.capacity;
+        (snapshot.kafka_connections, snapshot.native_connections) = self.metrics.connections();
+        self.metrics.fill(&mut snapshot);
+        let mut room = crate::metrics::GROUP_LAG_SERIES_MAX;
+        for (_, store) in self.offset_stores() {
+            let (positions, dropped) = store.positions(room);
+            room -= positions.len();
+            snapshot.committed.extend(positions);
+            snapshot.committed_dropped += dropped;
+        }
+        snapshot
+    }
+
+    /// Every shard's metrics (this one's and, over the mesh, the others'), for a scrape.
+    /// A shard that does not answer is left out.
+    pub async fn metrics_all(&self) -> Vec<crate::metrics::ShardSnapshot> {
+        let mut out = vec![self.metrics_snapshot()];
+        for shard in (0..self.config.shards).filter(|&s| s != self.id) {
+            if let Ok(mesh::Reply::Metrics(snapshot)) =
+                self.forward(shard, mesh::Forwarded::Metrics).await
+            {
+                out.push(*snapshot);
+            }
+        }
+        out
     }
 
     /// Every partition copy this shard holds (leader or follower): topic, partition, its

@@ -142,6 +142,10 @@ impl Serve {
                  is not in this tree yet, so the Kafka client tests cannot run"
             );
         }
+        // Tests run brokers side by side: the metrics endpoint only where a test asks for it.
+        if !self.extra.iter().any(|a| a == "--metrics-addr") {
+            args.extend(["--metrics-addr".into(), "off".into()]);
+        }
         args.extend(self.extra.iter().cloned());
         (args, kafka)
     }

@@ -1206,10 +1206,25 @@ fn admin_and_lookup_apis_through_real_clients() {
     let mut serve = Serve::new();
     serve.kafka = Kafka::At(format!("127.0.0.1:{}", free_port()));
     // Retention checks every half second, so a retention change shows within the test.
-    serve.extra = vec!["--retention-check-ms".into(), "500".into()];
+    let metrics = format!("127.0.0.1:{}", free_port());
+    serve.extra = [
+        "--retention-check-ms",
+        "500",
+        "--metrics-addr",
+        metrics.as_str(),
+    ]
+    .map(String::from)
+    .to_vec();
     let mut broker = Broker::start_with(&tmp.path().join("data"), 0, serve.clone());
     let run = |broker: &Broker, phases: &[&str]| {
-        let mut args = vec!["--bootstrap", broker.kafka(), "--topic", "admin"];
+        let mut args = vec![
+            "--bootstrap",
+            broker.kafka(),
+            "--topic",
+            "admin",
+            "--metrics",
+            metrics.as_str(),
+        ];
         for phase in phases {
             args.extend(["--phase", phase]);
         }
@@ -1223,7 +1238,14 @@ fn admin_and_lookup_apis_through_real_clients() {
         eprintln!("{}", out.trim());
         out
     };
-    let phases = ["versions", "timestamps", "configs", "records", "groups"];
+    let phases = [
+        "versions",
+        "timestamps",
+        "configs",
+        "records",
+        "groups",
+        "metrics",
+    ];
     let out = run(&broker, &phases);
     for phase in phases {
         assert!(out.contains(&format!("admin_apis: {phase}:")), "{out}");

@@ -258,6 +258,10 @@ pub struct LogStats {
     pub rolls: u64,
     /// Segments deleted by retention.
     pub segments_deleted: u64,
+    /// Offsets (records) appended.
+    pub appended_records: u64,
+    /// Bytes handed out by reads (consumers and followers).
+    pub read_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -270,6 +274,9 @@ struct Counters {
     readahead_hits: Cell<u64>,
     rolls: Cell<u64>,
     segments_deleted: Cell<u64>,
+    appended_records: Cell<u64>,
+    read_bytes: Cell<u64>,
+    fsync_latency: crate::metrics::LatencyHistogram,
 }
 
 fn bump(counter: &Cell<u64>, by: u64) {
@@ -512,6 +519,13 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
             readahead_hits: c.readahead_hits.get(),
             rolls: c.rolls.get(),
             segments_deleted: c.segments_deleted.get(),
+            appended_records: c.appended_records.get(),
+            read_bytes: c.read_bytes.get(),
         }
+    }
+
+    /// Latency of this log's fdatasyncs of segment data.
+    pub fn fsync_latency(&self) -> crate::metrics::HistogramSnapshot {
+        self.counters.fsync_latency.snapshot()
     }
 }

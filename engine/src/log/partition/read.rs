@@ -91,12 +91,24 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
 
     /// [`read`](Self::read), its disk buffers taken from the shard's read memory: waiting for
     /// room, or with [`MemoryWait::IfFree`] (the caller holds read memory already) failing
-    /// at once.
+    /// at once. The bytes handed out are counted ([`LogStats::read_bytes`]).
     ///
     /// # Errors
     /// As [`read`](Self::read); [`LogError::MemoryBusy`] when `wait` is `IfFree` and the
     /// budget has no room.
     pub async fn read_within(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        wait: MemoryWait,
+    ) -> Result<LogRead<<S::File as StorageFile>::ReadBuf>> {
+        let read = self.read_within_counted(offset, max_bytes, wait).await?;
+        bump(&self.counters.read_bytes, read.len() as u64);
+        Ok(read)
+    }
+
+    /// [`read_within`](Self::read_within) before its bytes are counted.
+    async fn read_within_counted(
         &self,
         offset: u64,
         max_bytes: usize,

@@ -357,6 +357,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         drop(lease);
         bump(&self.counters.appends, 1);
         bump(&self.counters.appended_bytes, len as u64);
+        bump(&self.counters.appended_records, next_offset - base_offset);
         Ok(AppendInfo {
             base_offset,
             last_offset: next_offset - 1,
@@ -457,10 +458,14 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         // The old segment's last buffers go to the cache before its writer is replaced.
         lease.publish_progress();
         let old_file = lease.writer().file().clone();
+        let started = self.clock.now_us();
         if let Err(e) = old_file.fdatasync().await {
             return Err(self.poison("fdatasync", &e));
         }
         bump(&self.counters.fsyncs, 1);
+        self.counters
+            .fsync_latency
+            .observe(self.clock.now_us().saturating_sub(started));
         lease.dirty = false;
         let new_segment = create_segment(&self.storage, &self.dir, new_base).await?;
         let reserve = self
@@ -714,10 +719,14 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
                 return Err(self.poison("write", &e));
             }
             self.note_written(&in_flight);
+            let started = self.clock.now_us();
             if let Err(e) = file.fdatasync().await {
                 return Err(self.poison("fdatasync", &e));
             }
             bump(&self.counters.fsyncs, 1);
+            self.counters
+                .fsync_latency
+                .observe(self.clock.now_us().saturating_sub(started));
             let mut state = self.state.borrow_mut();
             state.synced_offset = state.synced_offset.max(covered_offset);
             state.synced_bytes_total = state.synced_bytes_total.max(covered_bytes);

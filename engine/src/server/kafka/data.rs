@@ -48,6 +48,7 @@ struct Unsynced {
 async fn complete_synced(
     mut response: ProduceResponse,
     unsynced: Vec<Unsynced>,
+    done: ProduceDone,
 ) -> ProduceResponse {
     let waits: Vec<_> = unsynced
         .into_iter()
@@ -78,7 +79,31 @@ async fn complete_synced(
             result.error_message = Some(failure.1);
         }
     }
+    done.record(&response);
     response
+}
+
+/// Records a produce's latency and error codes once its response is complete.
+struct ProduceDone {
+    shard: Rc<crate::shard::Shard>,
+    acks: i8,
+    started_us: u64,
+}
+
+impl ProduceDone {
+    fn record(&self, response: &ProduceResponse) {
+        use crate::io::Clock as _;
+        let metrics = &self.shard.metrics;
+        let took = crate::io::SystemClock
+            .now_us()
+            .saturating_sub(self.started_us);
+        metrics.latency(0, self.acks, took);
+        for topic in &response.responses {
+            for p in &topic.partition_responses {
+                metrics.error(0, p.error_code);
+            }
+        }
+    }
 }
 
 /// A piece of record data sent after the response bytes before it.
@@ -118,6 +143,14 @@ impl KafkaConnection {
         let shard = Rc::clone(self.shard());
         let limits = self.server().config.kafka_limits;
         let acks = request.acks;
+        let done = ProduceDone {
+            shard: Rc::clone(&shard),
+            acks: i8::try_from(acks).unwrap_or(-2),
+            started_us: {
+                use crate::io::Clock as _;
+                crate::io::SystemClock.now_us()
+            },
+        };
         let durability = if acks == -1 {
             Durability::Synced
         } else {
@@ -215,12 +248,16 @@ impl KafkaConnection {
         }
         if acks == 0 {
             // acks=0 gets no response at all (its appends are not waited for either).
+            done.record(&response);
             return Ok(());
         }
         let response = if unsynced.is_empty() {
+            done.record(&response);
             Pending::Ready(response)
         } else {
-            Pending::Waiting(glommio::spawn_local(complete_synced(response, unsynced)).detach())
+            Pending::Waiting(
+                glommio::spawn_local(complete_synced(response, unsynced, done)).detach(),
+            )
         };
         self.queue(meta.clone(), response).await
     }
@@ -304,6 +341,7 @@ impl KafkaConnection {
     ) -> Result<(), KafkaConnError> {
         let version = meta.version;
         let flexible = version >= 12;
+        let shard = Rc::clone(self.shard());
         self.begin(meta);
         let out = &mut self.out;
         out.put_i32(0); // throttle_time_ms
@@ -323,6 +361,7 @@ impl KafkaConnection {
             put_string(out, name, flexible)?;
             put_array_len(out, Some(parts.len()), flexible)?;
             for part in parts {
+                shard.metrics.error(1, part.error);
                 out.put_i32(part.partition);
                 out.put_i16(part.error);
                 out.put_i64(part.high_watermark);

@@ -46,6 +46,7 @@ use tidelog_wire::kafka::{self as kwire, DecodeError, Decoder};
 
 use super::pipeline::{ConnError, Connection, Protocol};
 use super::Server;
+use crate::io::Clock as _;
 use crate::shard::{Shard, ShardError};
 
 /// Bounds of the Kafka listener.
@@ -142,6 +143,7 @@ fn advertised(api_key: i16) -> Option<(i16, i16)> {
 pub(super) async fn serve_connection(server: Rc<Server>, stream: TcpStream) {
     let count = server.kafka_connections.get() + 1;
     server.kafka_connections.set(count);
+    server.publish_connections();
     let limits = server.config.kafka_limits;
     if count <= limits.max_connections_per_shard {
         let advertised_host = match &server.config.kafka_advertised_host {
@@ -175,6 +177,7 @@ pub(super) async fn serve_connection(server: Rc<Server>, stream: TcpStream) {
     server
         .kafka_connections
         .set(server.kafka_connections.get() - 1);
+    server.publish_connections();
 }
 
 /// Why a Kafka request was refused (the connection closes after the pending responses).
@@ -346,6 +349,25 @@ impl KafkaConnection {
             correlation_id,
             client_id: header.client_id.unwrap_or_default(),
         };
+        let metrics_shard = Rc::clone(self.shard());
+        metrics_shard.metrics.request(api_key);
+        // Produce records its own latency (its response may wait for the fdatasync after
+        // this returns).
+        let started = (api_key != PRODUCE_KEY).then(|| crate::io::SystemClock.now_us());
+        let outcome = self.dispatch(&meta, body).await;
+        if let Some(started) = started {
+            let took = crate::io::SystemClock.now_us().saturating_sub(started);
+            metrics_shard.metrics.latency(api_key, -2, took);
+        }
+        outcome
+    }
+
+    async fn dispatch(
+        &mut self,
+        meta: &RequestMeta,
+        body: RequestBody,
+    ) -> Result<(), KafkaConnError> {
+        let meta = meta.clone();
         match body {
             RequestBody::ApiVersions(_) => self.api_versions(&meta).await,
             RequestBody::Metadata(r) => {
