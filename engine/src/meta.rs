@@ -170,9 +170,13 @@ impl TopicConfig {
         }
     }
 
-    /// The log configuration of this topic's partitions on top of the broker's defaults.
+    /// The log configuration of this topic's partitions on top of the broker's defaults. A
+    /// topic whose `cleanup.policy` is `compact` alone is never deleted by retention (as in
+    /// Kafka: its records go only by compaction).
     pub fn log_config(&self, defaults: &LogConfig) -> LogConfig {
-        LogConfig {
+        let compact_only = crate::topic_configs::def("cleanup.policy").and_then(|d| self.get(d))
+            == Some(crate::topic_configs::CLEANUP_COMPACT);
+        let config = LogConfig {
             retention_ms: self
                 .retention_ms
                 .resolve(defaults.retention_ms.and_then(|v| u64::try_from(v).ok()))
@@ -181,6 +185,15 @@ impl TopicConfig {
             segment_bytes: self.segment_bytes.unwrap_or(defaults.segment_bytes),
             segment_ms: self.segment_ms.unwrap_or(defaults.segment_ms),
             ..defaults.clone()
+        };
+        if compact_only {
+            LogConfig {
+                retention_ms: None,
+                retention_bytes: None,
+                ..config
+            }
+        } else {
+            config
         }
     }
 
@@ -816,6 +829,21 @@ mod tests {
 
     /// Records written before version 3 (no overrides) still decode; a version-3 record
     /// with a tag this build does not know keeps the rest; a truncated tail is refused.
+    /// `cleanup.policy=compact` (alone) turns retention off, as Kafka does; with `delete`
+    /// beside it retention applies.
+    #[test]
+    fn compacted_topics_are_not_deleted_by_retention() {
+        let defaults = LogConfig::default();
+        let mut config = TopicConfig::with_partitions(1);
+        crate::topic_configs::apply(&mut config, "retention.ms", Some("1000")).expect("ok");
+        crate::topic_configs::apply(&mut config, "cleanup.policy", Some("compact")).expect("ok");
+        let log = config.log_config(&defaults);
+        assert_eq!((log.retention_ms, log.retention_bytes), (None, None));
+        crate::topic_configs::apply(&mut config, "cleanup.policy", Some("compact,delete"))
+            .expect("ok");
+        assert_eq!(config.log_config(&defaults).retention_ms, Some(1000));
+    }
+
     #[test]
     fn older_and_newer_config_records_decode() {
         let mut config = TopicConfig::with_partitions(3);

@@ -77,6 +77,8 @@ const fn num(min: i64, max: i64, ty: ConfigType) -> Kind {
 
 /// `cleanup.policy` values (index = stored value).
 pub const CLEANUP_POLICIES: &[&str] = &["delete", "compact", "compact,delete"];
+/// The stored value of `cleanup.policy=compact` (alone).
+pub const CLEANUP_COMPACT: i64 = 1;
 /// `message.timestamp.type` values.
 pub const TIMESTAMP_TYPES: &[&str] = &["CreateTime", "LogAppendTime"];
 /// `compression.type` values.
@@ -89,7 +91,7 @@ const EXTRA: usize = 19;
 /// Every topic configuration Tidelog accepts, in the order DescribeConfigs lists them.
 pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef { name: "cleanup.policy", synonym: "log.cleanup.policy", kind: Kind::Choice(CLEANUP_POLICIES), tag: 1, honoured: false,
-        doc: "delete: old segments are deleted by retention; compact: only the latest record per key is kept" },
+        doc: "delete: old segments are deleted by retention; compact: retention deletes nothing (no cleaner runs yet, so every record is kept)" },
     ConfigDef { name: "compression.type", synonym: "compression.type", kind: Kind::Choice(COMPRESSION_TYPES), tag: 2, honoured: false,
         doc: "producer keeps each batch as sent; a codec name would recompress on append" },
     ConfigDef { name: "delete.retention.ms", synonym: "log.cleaner.delete.retention.ms", kind: num(0, i64::MAX, LONG), tag: 3, honoured: false,
