@@ -396,6 +396,56 @@ impl Group {
         }
     }
 
+    /// KIP-345: a static member's new process joins a Stable group with the protocols it had.
+    /// Its old member id is replaced by the new one in place (the assignment kept, the old
+    /// process's parked requests fenced) and the join is answered at once without a
+    /// rebalance: the other members notice nothing. The answer names the leader as it was,
+    /// so a returning leader does not assign again (Kafka does the same); its SyncGroup then
+    /// gets the kept assignment.
+    fn replace_static_member(
+        &mut self,
+        now_ms: u64,
+        old_id: &str,
+        new_id: String,
+        ticket: Ticket,
+        request: JoinRequest,
+        out: &mut Ready,
+    ) {
+        let Some(mut member) = self.members.remove(old_id) else {
+            return;
+        };
+        if let Some(old) = member.join.take() {
+            out.push((
+                old,
+                Outcome::Join(JoinResponse::error(codes::FENCED_INSTANCE_ID, old_id)),
+            ));
+        }
+        if let Some(old) = member.sync.take() {
+            out.push((
+                old,
+                Outcome::Sync(SyncResponse::error(codes::FENCED_INSTANCE_ID)),
+            ));
+        }
+        let leader_before = self.leader.clone().unwrap_or_default();
+        if self.leader.as_deref() == Some(old_id) {
+            self.leader = Some(new_id.clone());
+        }
+        if let Some(instance) = &request.group_instance_id {
+            self.instances.insert(instance.clone(), new_id.clone());
+        }
+        member.session_timeout_ms = session_ms(request.session_timeout_ms);
+        member.rebalance_timeout_ms =
+            rebalance_ms(request.rebalance_timeout_ms, request.session_timeout_ms);
+        member.client_id = request.client_id;
+        member.client_host = request.client_host;
+        member.session_deadline_ms = now_ms.saturating_add(member.session_timeout_ms);
+        self.members.insert(new_id.clone(), member);
+        let mut response = self.join_result(&new_id);
+        response.leader = leader_before;
+        response.members.clear();
+        out.push((ticket, Outcome::Join(response)));
+    }
+
     /// Re-join of a known member: new protocols and timeouts, and its JoinGroup parked.
     fn update_member(
         &mut self,
@@ -696,6 +746,15 @@ impl Coordinator {
                 .and_then(|i| group.instances.get(i))
                 .cloned();
             if let Some(old_id) = replaced {
+                let quiet = group.state == GroupState::Stable
+                    && group
+                        .members
+                        .get(&old_id)
+                        .is_some_and(|m| m.same_protocols(&request.protocols));
+                if quiet {
+                    group.replace_static_member(now_ms, &old_id, new_id, ticket, request, out);
+                    return Ok(());
+                }
                 group.remove_member(&old_id, codes::FENCED_INSTANCE_ID, out);
                 group.add_member(config, now_ms, new_id.clone(), ticket, request, out);
                 return Ok(());

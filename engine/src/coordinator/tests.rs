@@ -533,6 +533,72 @@ fn static_member_replacement_fences_the_old_id() {
     c.check_invariants().expect("invariants");
 }
 
+/// KIP-345: a static member's new process joining a Stable group with the protocols it had
+/// replaces its old id without a rebalance: answered at once at the same generation, the
+/// leader named as before, its SyncGroup gets the kept assignment, the other member's
+/// heartbeats stay NONE, and the old id is fenced. (Before, every such rejoin rebalanced the
+/// group: librdkafka's other static member saw its partitions revoked and assigned again.)
+#[test]
+fn a_static_member_restarting_in_a_stable_group_causes_no_rebalance() {
+    let mut c = Coordinator::new(config(), 7);
+    let mut a = join_req("", "a", 5);
+    a.group_instance_id = Some("inst-a".to_owned());
+    let mut b = join_req("", "b", 5);
+    b.group_instance_id = Some("inst-b".to_owned());
+    assert!(c.join(0, Ticket(1), a.clone()).is_empty());
+    assert!(c.join(10, Ticket(2), b).is_empty());
+    let ready = tick_until_quiet(&mut c, 1_000);
+    let (ja, jb) = (
+        join_of(&ready, 1).expect("a"),
+        join_of(&ready, 2).expect("b"),
+    );
+    assert_eq!((ja.generation, jb.generation), (1, 1));
+    let leader = ja.leader.clone();
+    let (old_a, id_b) = (ja.member_id.clone(), jb.member_id.clone());
+    let mut sync_a = sync_req(&old_a, 1, vec![]);
+    sync_a.group_instance_id = Some("inst-a".to_owned());
+    let mut sync_b = sync_req(&id_b, 1, vec![]);
+    sync_b.group_instance_id = Some("inst-b".to_owned());
+    let assignments = vec![
+        (old_a.clone(), b"A".to_vec()),
+        (id_b.clone(), b"B".to_vec()),
+    ];
+    if leader == old_a {
+        sync_a.assignments = assignments;
+    } else {
+        sync_b.assignments = assignments;
+    }
+    let mut ready = c.sync(1_000, Ticket(3), sync_a);
+    ready.extend(c.sync(1_000, Ticket(4), sync_b));
+    assert_eq!(sync_of(&ready, 3).expect("a synced").assignment, b"A");
+    assert_eq!(c.describe(GROUP).state, GroupState::Stable);
+
+    // a's process restarts: same instance id, same protocols, no member id.
+    let ready = c.join(2_000, Ticket(5), a);
+    let rejoined = join_of(&ready, 5).expect("answered at once");
+    assert_eq!(rejoined.error, codes::NONE);
+    assert_eq!(rejoined.generation, 1, "no new generation");
+    assert_eq!(rejoined.leader, leader, "the leader as it was");
+    assert!(rejoined.members.is_empty(), "nobody assigns again");
+    let new_a = rejoined.member_id.clone();
+    assert_ne!(new_a, old_a);
+    assert_eq!(c.describe(GROUP).state, GroupState::Stable);
+    assert_eq!(
+        c.heartbeat(2_100, GROUP, 1, &id_b, Some("inst-b")),
+        codes::NONE,
+        "the other member is not asked to rebalance"
+    );
+    let mut sync = sync_req(&new_a, 1, vec![]);
+    sync.group_instance_id = Some("inst-a".to_owned());
+    let ready = c.sync(2_200, Ticket(6), sync);
+    assert_eq!(sync_of(&ready, 6).expect("synced").assignment, b"A", "kept");
+    assert_eq!(
+        c.heartbeat(2_300, GROUP, 1, &old_a, Some("inst-a")),
+        codes::FENCED_INSTANCE_ID
+    );
+    c.check_invariants().expect("invariants");
+}
+
 #[test]
 fn describe_and_list() {
     let mut c = Coordinator::new(config(), 7);

@@ -1258,6 +1258,32 @@ fn admin_and_lookup_apis_through_real_clients() {
     broker.stop();
 }
 
+/// `tests/kafka/ck_groups.py`: librdkafka's cooperative-sticky rebalancing (incremental
+/// revocation, records consumed once) and static membership (a restarted static member gets
+/// its partitions back and the other member sees no rebalance).
+#[test]
+fn librdkafka_cooperative_rebalancing_and_static_membership() {
+    let Some(c) = clients() else { return };
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-ck-groups");
+    let broker = kafka_broker(&tmp.path().join("data"));
+    let ran = run_bounded(
+        python(
+            c,
+            "ck_groups.py",
+            &["--bootstrap", broker.kafka(), "--topic", "ck-groups"],
+        ),
+        None,
+        Duration::from_secs(170),
+        tmp.path(),
+    );
+    let out = ok(ran, "ck_groups.py", &broker);
+    assert!(out.contains("ck_groups: cooperative:"), "{out}");
+    assert!(out.contains("ck_groups: static:"), "{out}");
+    eprintln!("{}", out.trim());
+    broker.stop();
+}
+
 /// `tests/kafka/kill9_soak.py`: cycles of idempotent acks=all confluent-kafka load and group
 /// commits, `kill -9` at a random moment, an immediate restart on the same ports, and a check
 /// that every acknowledged record is there byte for byte, in order, no offset handed out
