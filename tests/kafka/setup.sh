@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Provisions the Kafka clients the compatibility tests run (tests/tests/it/kafka_clients.rs):
 # a Python venv at target/kafka-venv with the pinned packages of tests/kafka/requirements.txt
-# (kafka-python, confluent-kafka and kafka-python's compression codecs), and kcat.
+# (kafka-python, confluent-kafka, kafka-python's compression codecs, prometheus_client), kcat,
+# and kafkajs (npm, with Debian's nodejs) under target/kafkajs.
 #
 #   bash tests/kafka/setup.sh
 #
@@ -55,6 +56,19 @@ if ! command -v kcat >/dev/null 2>&1; then
   apt_install kcat
 fi
 
+# kafkajs (Node.js), pinned, under target/kafkajs (TIDELOG_KAFKAJS_DIR overrides).
+kafkajs_version=2.2.4
+kafkajs_dir=${TIDELOG_KAFKAJS_DIR:-target/kafkajs}
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "== kafka clients: installing nodejs and npm"
+  apt_install nodejs npm
+fi
+if ! grep -qs "\"version\": \"$kafkajs_version\"" "$kafkajs_dir/node_modules/kafkajs/package.json"; then
+  echo "== kafka clients: installing kafkajs $kafkajs_version into $kafkajs_dir"
+  mkdir -p "$kafkajs_dir"
+  npm install --prefix "$kafkajs_dir" --no-audit --no-fund --silent "kafkajs@$kafkajs_version"
+fi
+
 "$venv/bin/python" - <<'PY'
 import confluent_kafka, kafka, lz4, prometheus_client, snappy, zstandard
 print(
@@ -63,4 +77,5 @@ print(
     f"lz4 {lz4.__version__}, zstandard {zstandard.__version__}"
 )
 PY
+echo "kafka clients: kafkajs $kafkajs_version (node $(node --version))"
 echo "kafka clients: kcat $(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\) .*\(librdkafka [^ ]*\).*/\1 (\2)/p')"

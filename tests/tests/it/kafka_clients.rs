@@ -37,6 +37,8 @@ fn kafka_dir() -> PathBuf {
 /// The provisioned clients.
 pub(crate) struct Clients {
     python: PathBuf,
+    /// Where kafkajs is installed (`<dir>/node_modules/kafkajs`).
+    kafkajs: PathBuf,
 }
 
 /// The clients, or `None` when `TIDELOG_SKIP_KAFKA_CLIENTS=1`; panics with what to run when
@@ -56,7 +58,7 @@ pub(crate) fn clients() -> Option<&'static Clients> {
         let imports = Command::new(&python)
             .args([
                 "-c",
-                "import kafka, confluent_kafka, lz4, snappy, zstandard",
+                "import kafka, confluent_kafka, lz4, prometheus_client, snappy, zstandard",
             ])
             .output();
         match imports {
@@ -71,9 +73,24 @@ pub(crate) fn clients() -> Option<&'static Clients> {
             Err(e) => return Err(format!("no venv Python at {}: {e}", python.display())),
         }
         match Command::new("kcat").arg("-V").output() {
-            Ok(out) if out.status.success() => Ok(Clients { python }),
-            Ok(out) => Err(format!("kcat -V failed: {}", out.status)),
-            Err(e) => Err(format!("kcat is not on the PATH: {e}")),
+            Ok(out) if out.status.success() => {}
+            Ok(out) => return Err(format!("kcat -V failed: {}", out.status)),
+            Err(e) => return Err(format!("kcat is not on the PATH: {e}")),
+        }
+        let kafkajs = std::env::var_os("TIDELOG_KAFKAJS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("target/kafkajs"));
+        let kafkajs = repo_root().join(kafkajs);
+        if !kafkajs.join("node_modules/kafkajs/package.json").exists() {
+            return Err(format!(
+                "kafkajs is not installed under {}",
+                kafkajs.display()
+            ));
+        }
+        match Command::new("node").arg("--version").output() {
+            Ok(out) if out.status.success() => Ok(Clients { python, kafkajs }),
+            Ok(out) => Err(format!("node --version failed: {}", out.status)),
+            Err(e) => Err(format!("node is not on the PATH: {e}")),
         }
     });
     match found {
@@ -1280,6 +1297,26 @@ fn librdkafka_cooperative_rebalancing_and_static_membership() {
     let out = ok(ran, "ck_groups.py", &broker);
     assert!(out.contains("ck_groups: cooperative:"), "{out}");
     assert!(out.contains("ck_groups: static:"), "{out}");
+    eprintln!("{}", out.trim());
+    broker.stop();
+}
+
+/// `tests/kafka/kafkajs_basic.js`: kafkajs (Node.js) admin calls (create with a config,
+/// describeConfigs, createPartitions, groups, offsets, deleteTopicRecords), idempotent
+/// acks=-1 produce, and a two-member consumer group reading every record once.
+#[test]
+fn kafkajs_admin_produce_consume_and_groups() {
+    let Some(c) = clients() else { return };
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-kafkajs");
+    let broker = kafka_broker(&tmp.path().join("data"));
+    let mut cmd = Command::new("node");
+    cmd.arg(kafka_dir().join("kafkajs_basic.js"))
+        .args([broker.kafka(), "kafkajs"])
+        .env("KAFKAJS_DIR", &c.kafkajs);
+    let ran = run_bounded(cmd, None, Duration::from_secs(150), tmp.path());
+    let out = ok(ran, "kafkajs_basic.js", &broker);
+    assert!(out.starts_with("kafkajs_basic:"), "{out}");
     eprintln!("{}", out.trim());
     broker.stop();
 }
