@@ -2,7 +2,7 @@
 # Provisions the Kafka clients the compatibility tests run (tests/tests/it/kafka_clients.rs):
 # a Python venv at target/kafka-venv with the pinned packages of tests/kafka/requirements.txt
 # (kafka-python, confluent-kafka, kafka-python's compression codecs, prometheus_client), kcat,
-# and kafkajs (npm, with Debian's nodejs) under target/kafkajs.
+# kafkajs (npm, with Debian's nodejs) under target/kafkajs, and rsyslog with omkafka.
 #
 #   bash tests/kafka/setup.sh
 #
@@ -56,6 +56,12 @@ if ! command -v kcat >/dev/null 2>&1; then
   apt_install kcat
 fi
 
+# A real log shipper: rsyslog with omkafka (librdkafka), from Debian.
+if ! command -v rsyslogd >/dev/null 2>&1 || ! compgen -G "/usr/lib/*/rsyslog/omkafka.so" >/dev/null; then
+  echo "== kafka clients: installing rsyslog and rsyslog-kafka"
+  apt_install rsyslog rsyslog-kafka
+fi
+
 # kafkajs (Node.js), pinned, under target/kafkajs (TIDELOG_KAFKAJS_DIR overrides).
 kafkajs_version=2.2.4
 kafkajs_dir=${TIDELOG_KAFKAJS_DIR:-target/kafkajs}
@@ -78,4 +84,5 @@ print(
 )
 PY
 echo "kafka clients: kafkajs $kafkajs_version (node $(node --version))"
+echo "kafka clients: $(rsyslogd -v 2>/dev/null | sed -n 1p | tr -s " ") with omkafka"
 echo "kafka clients: kcat $(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\) .*\(librdkafka [^ ]*\).*/\1 (\2)/p')"

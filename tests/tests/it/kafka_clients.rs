@@ -1321,6 +1321,38 @@ fn kafkajs_admin_produce_consume_and_groups() {
     broker.stop();
 }
 
+/// `tests/kafka/rsyslog_ship.py`: a real log shipper, rsyslog's omkafka, ships 100,000 lines
+/// with lz4 and acks=all; every line arrives exactly once and is stored compressed.
+#[test]
+fn rsyslog_ships_every_line_exactly_once() {
+    let Some(c) = clients() else { return };
+    let _one = serial();
+    let tmp = crate::test_dir("kafka-rsyslog");
+    let broker = kafka_broker(&tmp.path().join("data"));
+    let work = tmp.path().join("rsyslog");
+    let ran = run_bounded(
+        python(
+            c,
+            "rsyslog_ship.py",
+            &[
+                "--bootstrap",
+                broker.kafka(),
+                "--topic",
+                "shipped",
+                "--work",
+                work.to_str().expect("utf-8 path"),
+            ],
+        ),
+        None,
+        Duration::from_secs(260),
+        tmp.path(),
+    );
+    let out = ok(ran, "rsyslog_ship.py", &broker);
+    assert!(out.starts_with("rsyslog_ship: 100000 lines"), "{out}");
+    eprintln!("{}", out.trim());
+    broker.stop();
+}
+
 /// `tests/kafka/kill9_soak.py`: cycles of idempotent acks=all confluent-kafka load and group
 /// commits, `kill -9` at a random moment, an immediate restart on the same ports, and a check
 /// that every acknowledged record is there byte for byte, in order, no offset handed out
