@@ -28,6 +28,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCommand {
     /// Brokers, controller, offline and under-replicated partitions.
+    #[command(alias = "info")]
     Status(StatusArgs),
 }
 
@@ -48,7 +49,7 @@ pub fn run(command: ClusterCommand) -> Result<()> {
 }
 
 /// One request to `addr` (a fresh connection), its response body after the header.
-fn call(
+pub(crate) fn call(
     addr: &str,
     key: i16,
     version: i16,
@@ -97,7 +98,7 @@ fn call(
     Ok(Bytes::from(body).slice(skip..))
 }
 
-fn metadata(addr: &str) -> Result<MetadataResponse> {
+pub(crate) fn metadata(addr: &str) -> Result<MetadataResponse> {
     let body = call(addr, METADATA, METADATA_VERSION, |buf| {
         let request = MetadataRequest {
             topics: None,

@@ -22,6 +22,8 @@ mod checks;
 mod cluster;
 mod connect;
 mod consume;
+mod group;
+mod kafka_admin;
 mod produce;
 mod settings;
 mod topic;
@@ -52,6 +54,10 @@ enum Command {
     /// The cluster as Kafka clients see it (works against any Kafka broker).
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Consumer groups: list, describe (lag), delete, reset offsets (over the Kafka
+    /// protocol: works against any Kafka broker).
+    #[command(subcommand)]
+    Group(group::GroupCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -341,6 +347,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Cluster(command) => cluster::run(command),
+        Command::Group(command) => group::run(command),
     }
 }
 

@@ -350,6 +350,20 @@ impl<S: Storage, C: Clock> OffsetStore<S, C> {
         (out, dropped)
     }
 
+    /// Up to `max` groups with committed positions here.
+    pub fn groups(&self, max: usize) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (g, _, _) in self.offsets.borrow().keys() {
+            if out.last() != Some(g) {
+                if out.len() == max {
+                    break;
+                }
+                out.push(g.clone());
+            }
+        }
+        out
+    }
+
     /// Whether `group` has any committed position here.
     pub fn has_positions(&self, group: &str) -> bool {
         self.offsets.borrow().keys().any(|(g, _, _)| g == group)

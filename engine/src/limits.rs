@@ -115,3 +115,7 @@ pub const CACHE_BYTES_EMBEDDED_DEFAULT: u64 = 1 << 30;
 /// default would halve a fresh broker's produce throughput until it is full. Raise it with
 /// `--cache-bytes` on a dedicated broker.
 pub const CACHE_SHARE_OF_MEMORY_PERCENT: u64 = 10;
+
+/// Groups one ListGroups answer names from committed offsets alone (groups with members are
+/// bounded by the coordinator's own `groups_max`).
+pub const GROUPS_LISTED_MAX: usize = 10_000;

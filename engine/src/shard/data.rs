@@ -546,6 +546,18 @@ impl Shard {
         Ok(n)
     }
 
+    /// Groups with committed positions in the slots this shard coordinates (at most
+    /// `limits::GROUPS_LISTED_MAX`): ListGroups reports them, as Kafka does, even with no
+    /// members.
+    pub fn groups_with_positions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (_, store) in self.offset_stores() {
+            let room = crate::limits::GROUPS_LISTED_MAX.saturating_sub(out.len());
+            out.extend(store.groups(room));
+        }
+        out
+    }
+
     /// Whether a group this shard coordinates has committed positions.
     ///
     /// # Errors

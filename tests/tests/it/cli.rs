@@ -897,3 +897,134 @@ fn serve_takes_a_config_file_and_the_environment_under_its_flags() {
         "{out:?}"
     );
 }
+
+/// `tidelog` over the Kafka protocol (`--bootstrap`): group list, describe (committed, log
+/// end, lag), reset-offsets (earliest, latest, an offset; refused while the group has a
+/// member), delete; topic alter-config and describe --configs, add-partitions,
+/// delete-records; cluster info.
+#[test]
+fn kafka_admin_commands_manage_groups_configs_partitions_and_records() {
+    let _one = serial();
+    let tmp = crate::test_dir("cli-kafka-admin");
+    let mut serve = Serve::new();
+    serve.kafka = crate::broker_process::Kafka::At(format!(
+        "127.0.0.1:{}",
+        crate::broker_process::free_port()
+    ));
+    let broker = Broker::start_with(&tmp.path().join("data"), 0, serve);
+    let b = broker.addr.clone();
+    let k = broker.kafka().to_owned();
+    let kafka = |args: &[&str]| -> Output {
+        Command::new(BIN)
+            .args(args)
+            .args(["--bootstrap", &k])
+            .output()
+            .expect("run tidelog")
+    };
+    let kafka_ok = |args: &[&str]| ok(kafka(args), &args.join(" "));
+    run_ok(&b, &["topic", "create", "admin", "--partitions", "2"]);
+    let (input, _) = lines("a", 0..100);
+    ok(produce(&b, "admin", &[], input), "produce");
+
+    // A group that exists only through its committed offsets.
+    kafka_ok(&[
+        "group",
+        "reset-offsets",
+        "g1",
+        "--topic",
+        "admin",
+        "--to-latest",
+    ]);
+    let listed = kafka_ok(&["group", "list"]);
+    assert!(listed.lines().any(|l| l.starts_with("g1\t")), "{listed}");
+    let lag = |out: &str| -> Vec<i64> {
+        out.lines()
+            .filter(|l| l.trim_start().starts_with("admin\t"))
+            .map(|l| {
+                l.split('\t')
+                    .nth(4)
+                    .expect("lag column")
+                    .parse()
+                    .expect("lag")
+            })
+            .collect()
+    };
+    let described = kafka_ok(&["group", "describe", "g1"]);
+    assert_eq!(lag(&described), [0, 0], "{described}");
+    kafka_ok(&[
+        "group",
+        "reset-offsets",
+        "g1",
+        "--topic",
+        "admin",
+        "--to-earliest",
+    ]);
+    let described = kafka_ok(&["group", "describe", "g1"]);
+    assert_eq!(lag(&described).iter().sum::<i64>(), 100, "{described}");
+    let moved = kafka_ok(&[
+        "group",
+        "reset-offsets",
+        "g1",
+        "--topic",
+        "admin",
+        "--to-offset",
+        "10",
+    ]);
+    assert_eq!(moved.lines().count(), 2, "{moved}");
+    assert!(moved.lines().all(|l| l.ends_with("\t10")), "{moved}");
+
+    // Topic configs.
+    kafka_ok(&[
+        "topic",
+        "alter-config",
+        "admin",
+        "--set",
+        "retention.ms=123456",
+        "--set",
+        "cleanup.policy=compact,delete",
+    ]);
+    let configs = kafka_ok(&["topic", "describe", "admin", "--configs"]);
+    assert!(configs.contains("retention.ms\t123456\ttopic"), "{configs}");
+    assert!(
+        configs.contains("cleanup.policy\tcompact,delete\ttopic"),
+        "{configs}"
+    );
+    kafka_ok(&["topic", "alter-config", "admin", "--delete", "retention.ms"]);
+    let configs = kafka_ok(&["topic", "describe", "admin", "--configs"]);
+    assert!(!configs.contains("retention.ms"), "{configs}");
+    let all = kafka_ok(&["topic", "describe", "admin", "--configs", "--all"]);
+    assert!(all.contains("retention.ms\t"), "{all}");
+    let bad = kafka(&["topic", "alter-config", "admin", "--set", "no.such=1"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("INVALID_CONFIG"), "{bad:?}");
+
+    // Partitions and records.
+    kafka_ok(&["topic", "add-partitions", "admin", "--count", "3"]);
+    let described = run_ok(&b, &["topic", "describe", "admin"]);
+    assert!(described.contains("partitions 3"), "{described}");
+    let deleted = kafka_ok(&[
+        "topic",
+        "delete-records",
+        "admin",
+        "--partition",
+        "0",
+        "--before",
+        "-1",
+    ]);
+    assert!(deleted.starts_with("admin\t0\tlow watermark "), "{deleted}");
+    let low: i64 = deleted
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("a low watermark");
+    assert!(low > 0, "{deleted}");
+
+    // Deleting the group takes its offsets; describing it then fails.
+    kafka_ok(&["group", "delete", "g1"]);
+    let gone = kafka(&["group", "describe", "g1"]);
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+    let info = kafka_ok(&["cluster", "info"]);
+    assert!(info.starts_with("cluster tidelog"), "{info}");
+    broker.stop();
+}

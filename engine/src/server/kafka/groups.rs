@@ -502,6 +502,12 @@ impl KafkaConnection {
             } else {
                 let d = self.shard().groups.describe(&group);
                 described.group_state = d.state.as_str().into();
+                // A group known only by its committed offsets is Empty, as in Kafka.
+                if d.state == GroupState::Dead
+                    && self.shard().group_has_positions(&group).unwrap_or(false)
+                {
+                    described.group_state = GroupState::Empty.as_str().into();
+                }
                 described.protocol_type = d.protocol_type;
                 described.protocol_data = d.protocol_name;
                 described.members = d
@@ -545,7 +551,28 @@ impl KafkaConnection {
                 group_state: g.state.as_str().into(),
                 group_type: "classic".into(),
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // Groups that exist only through their committed offsets are Empty, as in Kafka.
+        let wants_empty = request.states_filter.is_empty()
+            || request
+                .states_filter
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case("Empty"));
+        let mut groups = groups;
+        if wants_empty {
+            let known: std::collections::HashSet<String> =
+                groups.iter().map(|g| g.group_id.clone()).collect();
+            for group in self.shard().groups_with_positions() {
+                if !known.contains(&group) {
+                    groups.push(ListedGroup {
+                        group_id: group,
+                        protocol_type: String::new(),
+                        group_state: "Empty".into(),
+                        group_type: "classic".into(),
+                    });
+                }
+            }
+        }
         let response = ListGroupsResponse {
             groups,
             ..Default::default()
