@@ -108,12 +108,12 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         doc: "longest a record may stay uncompacted" },
     ConfigDef { name: "max.message.bytes", synonym: "message.max.bytes", kind: num(0, i32::MAX as i64, INT), tag: 9, honoured: true,
         doc: "largest record batch accepted (capped by the broker's own batch limit)" },
-    ConfigDef { name: "message.timestamp.after.max.ms", synonym: "log.message.timestamp.after.max.ms", kind: num(0, i64::MAX, LONG), tag: 10, honoured: false,
+    ConfigDef { name: "message.timestamp.after.max.ms", synonym: "log.message.timestamp.after.max.ms", kind: num(0, i64::MAX, LONG), tag: 10, honoured: true,
         doc: "how far in the future a CreateTime timestamp may be" },
-    ConfigDef { name: "message.timestamp.before.max.ms", synonym: "log.message.timestamp.before.max.ms", kind: num(0, i64::MAX, LONG), tag: 11, honoured: false,
+    ConfigDef { name: "message.timestamp.before.max.ms", synonym: "log.message.timestamp.before.max.ms", kind: num(0, i64::MAX, LONG), tag: 11, honoured: true,
         doc: "how far in the past a CreateTime timestamp may be" },
-    ConfigDef { name: "message.timestamp.type", synonym: "log.message.timestamp.type", kind: Kind::Choice(TIMESTAMP_TYPES), tag: 12, honoured: false,
-        doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps each batch on append" },
+    ConfigDef { name: "message.timestamp.type", synonym: "log.message.timestamp.type", kind: Kind::Choice(TIMESTAMP_TYPES), tag: 12, honoured: true,
+        doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps each batch with the broker's time on append" },
     ConfigDef { name: "min.cleanable.dirty.ratio", synonym: "log.cleaner.min.cleanable.ratio", kind: Kind::Ratio, tag: 13, honoured: false,
         doc: "share of uncompacted bytes past which a compacted topic is cleaned" },
     ConfigDef { name: "min.compaction.lag.ms", synonym: "log.cleaner.min.compaction.lag.ms", kind: num(0, i64::MAX, LONG), tag: 14, honoured: false,
@@ -324,6 +324,28 @@ impl TopicConfig {
     pub fn effective(&self, def: &ConfigDef, log: &LogConfig, max_batch_bytes: usize) -> i64 {
         self.get(def)
             .unwrap_or_else(|| def.broker_default(log, max_batch_bytes))
+    }
+
+    /// The topic's rules for produced timestamps at time `now_ms`: LogAppendTime stamps the
+    /// batch with `now_ms`; otherwise the `message.timestamp.before/after.max.ms` window,
+    /// when either is set.
+    pub fn timestamp_policy(&self, now_ms: i64) -> tidelog_wire::kafka_records::TimestampPolicy {
+        let value = |name| def(name).and_then(|d| self.get(d));
+        let mut policy = tidelog_wire::kafka_records::TimestampPolicy::default();
+        if value("message.timestamp.type") == Some(1) {
+            policy.log_append_time = Some(now_ms);
+            return policy;
+        }
+        let before = value("message.timestamp.before.max.ms");
+        let after = value("message.timestamp.after.max.ms");
+        if before.is_some() || after.is_some() {
+            policy.create_time_bounds = Some((
+                now_ms,
+                before.unwrap_or(i64::MAX),
+                after.unwrap_or(i64::MAX),
+            ));
+        }
+        policy
     }
 
     /// The largest batch this topic accepts, when it overrides `max.message.bytes`.

@@ -11,7 +11,10 @@ Phases (all by default, in this order):
               offsets_for_times find, for a time inside a batch, the exact record at or after it
               (not its batch's first record); for a time after every record they answer "none"
               (offset -1); AdminClient.list_offsets with OffsetSpec.max_timestamp() answers
-              record 150 with its timestamp; earliest and latest answer 0 and 300.
+              record 150 with its timestamp; earliest and latest answer 0 and 300. A topic
+              with message.timestamp.type=LogAppendTime gives its record the append time
+              (TIMESTAMP_LOG_APPEND_TIME); one with message.timestamp.after.max.ms=1h refuses
+              a record 2 h ahead (INVALID_TIMESTAMP) and takes one at the current time.
   configs     Topic configs through confluent-kafka and kafka-python: creation with overrides
               (including Kafka UI's max.message.bytes 1048588), DescribeConfigs with values and
               sources, IncrementalAlterConfigs SET/DELETE and validate_only, INVALID_CONFIG for
@@ -119,8 +122,49 @@ def timestamps(a):
         fail(f"list_offsets MAX_TIMESTAMP = {results['max']}, want {(PEAK, T0 + 100_000)}")
     if results["earliest"][0] != 0 or results["latest"][0] != RECORDS:
         fail(f"list_offsets earliest/latest = {results}")
+    # message.timestamp.type=LogAppendTime: the broker's time replaces the producer's.
+    from confluent_kafka import KafkaError, TIMESTAMP_LOG_APPEND_TIME
+
+    lat = f"{a.topic}-lat"
+    admin.create_topics([NewTopic(lat, 1, 1, config={
+        "message.timestamp.type": "LogAppendTime"})])[lat].result(30)
+    bounded = f"{a.topic}-bounded"
+    admin.create_topics([NewTopic(bounded, 1, 1, config={
+        "message.timestamp.after.max.ms": "3600000"})])[bounded].result(30)
+    before = int(time.time() * 1000)
+    reports = []
+    p = Producer({"bootstrap.servers": a.bootstrap, "acks": "all", "retries": 0})
+    p.produce(lat, value=b"old", partition=0, timestamp=T0,
+              on_delivery=lambda err, msg: reports.append(("lat", err, msg.timestamp())))
+    p.produce(bounded, value=b"future", partition=0, timestamp=before + 2 * 3600_000,
+              on_delivery=lambda err, msg: reports.append(("future", err and err.code(), None)))
+    # Separate batches: Kafka refuses a whole batch for one record outside the window.
+    p.flush(30)
+    p.produce(bounded, value=b"now", partition=0, timestamp=before,
+              on_delivery=lambda err, msg: reports.append(("now", err and err.code(), None)))
+    p.flush(30)
+    after = int(time.time() * 1000) + 1000
+    got = {name: (err, ts) for name, err, ts in reports}
+    if got.get("future", (None,))[0] != KafkaError.INVALID_TIMESTAMP or got.get("now") != (None, None):
+        fail(f"message.timestamp.after.max.ms: delivery reports {reports}")
+    c = Consumer({"bootstrap.servers": a.bootstrap, "group.id": f"{lat}-g"})
+    c.assign([TopicPartition(lat, 0, 0)])
+    m = None
+    deadline = time.time() + 20
+    while m is None and time.time() < deadline:
+        m = c.poll(1)
+        if m is not None and m.error():
+            m = None
+    c.close()
+    if m is None:
+        fail("nothing read back from the LogAppendTime topic")
+    kind, stamp = m.timestamp()
+    if kind != TIMESTAMP_LOG_APPEND_TIME or not before - 1000 <= stamp <= after:
+        fail(f"LogAppendTime record timestamp {(kind, stamp)}, want the append time "
+             f"within [{before}, {after}]")
     print(f"admin_apis: timestamps: exact record lookups in gzip batches, none past the end, "
-          f"max timestamp at {results['max'][0]}", flush=True)
+          f"max timestamp at {results['max'][0]}; LogAppendTime stamped, a timestamp past "
+          f"message.timestamp.after.max.ms refused", flush=True)
 
 
 def versions(a):

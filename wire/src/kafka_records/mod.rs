@@ -189,6 +189,17 @@ pub enum KafkaBatchError {
     /// zstd before Produce v7.
     #[error("zstd compression requires produce version 7 or later, got {0}")]
     ZstdNeedsV7(i16),
+    /// A CreateTime timestamp outside the topic's `message.timestamp.before.max.ms` /
+    /// `after.max.ms` window.
+    #[error("timestamp {timestamp} is outside the topic's window [{earliest}, {latest}]")]
+    TimestampOutOfRange {
+        /// The batch's offending timestamp.
+        timestamp: i64,
+        /// The earliest accepted.
+        earliest: i64,
+        /// The latest accepted.
+        latest: i64,
+    },
     /// The producer set the LogAppendTime timestamp type.
     #[error("producers may not set the LogAppendTime timestamp type")]
     LogAppendTime,
@@ -208,7 +219,7 @@ impl KafkaBatchError {
             Self::TooLarge { .. } => MESSAGE_TOO_LARGE,
             Self::CrcMismatch { .. } => CORRUPT_MESSAGE,
             Self::UnknownCompression(_) | Self::ZstdNeedsV7(_) => UNSUPPORTED_COMPRESSION_TYPE,
-            Self::LogAppendTime => INVALID_TIMESTAMP,
+            Self::LogAppendTime | Self::TimestampOutOfRange { .. } => INVALID_TIMESTAMP,
         }
     }
 }
@@ -406,8 +417,69 @@ pub fn seal_produce_batch(
     produce_version: i16,
     max_batch_bytes: usize,
 ) -> Result<(KafkaBatchInfo, SealedBatch), KafkaBatchError> {
+    seal_produce_batch_with(
+        records,
+        produce_version,
+        max_batch_bytes,
+        &TimestampPolicy::default(),
+    )
+}
+
+/// A topic's rules for produced timestamps (`message.timestamp.*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimestampPolicy {
+    /// `message.timestamp.type=LogAppendTime`: the batch is stamped with this time (ms since
+    /// the epoch): the LogAppendTime bit set, `maxTimestamp` the append time, CRC redone.
+    pub log_append_time: Option<i64>,
+    /// CreateTime batches must lie within `[now - before, now + after]` (ms), checked on
+    /// `baseTimestamp` (the first record's) and `maxTimestamp`: `(now, before, after)`.
+    pub create_time_bounds: Option<(i64, i64, i64)>,
+}
+
+/// [`seal_produce_batch`] under a topic's [`TimestampPolicy`]. A LogAppendTime stamp costs a
+/// copy of the batch and a second CRC pass (Kafka rewrites the batch the same way); a
+/// CreateTime batch outside the bounds is refused with INVALID_TIMESTAMP.
+///
+/// # Errors
+/// As [`seal_produce_batch`]; [`KafkaBatchError::TimestampOutOfRange`].
+pub fn seal_produce_batch_with(
+    records: &Bytes,
+    produce_version: i16,
+    max_batch_bytes: usize,
+    policy: &TimestampPolicy,
+) -> Result<(KafkaBatchInfo, SealedBatch), KafkaBatchError> {
     let info = validate_produce_batch(records, produce_version, max_batch_bytes)?;
+    if let Some(now) = policy.log_append_time {
+        let mut stamped = BytesMut::from(&records[..]);
+        let attributes = info_attributes(&stamped) | LOG_APPEND_TIME;
+        stamped[at::ATTRIBUTES..at::ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+        stamped[at::MAX_TIMESTAMP..at::MAX_TIMESTAMP + 8].copy_from_slice(&now.to_be_bytes());
+        seal_kafka_crc(&mut stamped);
+        let info = KafkaBatchInfo {
+            max_timestamp: now,
+            ..info
+        };
+        return Ok((info, wrap_for_log(&stamped.freeze(), &info)));
+    }
+    if let Some((now, before, after)) = policy.create_time_bounds {
+        let earliest = now.saturating_sub(before);
+        let latest = now.saturating_add(after);
+        for timestamp in [info.base_timestamp, info.max_timestamp] {
+            if timestamp < earliest || timestamp > latest {
+                return Err(KafkaBatchError::TimestampOutOfRange {
+                    timestamp,
+                    earliest,
+                    latest,
+                });
+            }
+        }
+    }
     Ok((info, wrap_for_log(records, &info)))
+}
+
+/// The `attributes` of a batch at least [`BATCH_OVERHEAD`] long.
+fn info_attributes(batch: &[u8]) -> i16 {
+    i16::from_be_bytes([batch[at::ATTRIBUTES], batch[at::ATTRIBUTES + 1]])
 }
 
 /// A stored-format batch whose CRCs this crate computed over input it had checked: made

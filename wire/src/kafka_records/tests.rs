@@ -548,3 +548,52 @@ fn the_leader_epoch_is_stamped_and_the_crcs_stay_valid() {
     assert!(!stamp_kafka_leader_epoch(&mut native, 3).unwrap());
     assert_eq!(native, before);
 }
+
+/// LogAppendTime: the stored batch carries the LogAppendTime bit and the append time as
+/// `maxTimestamp` (in both headers), every CRC holds, and decoding gives every record the
+/// append time. CreateTime bounds refuse a batch outside the window with INVALID_TIMESTAMP.
+#[test]
+fn timestamp_policies_stamp_or_bound_the_batch() {
+    let kafka = bytes::Bytes::copy_from_slice(&simple());
+    let policy = TimestampPolicy {
+        log_append_time: Some(5_000),
+        create_time_bounds: None,
+    };
+    let (info, sealed) = seal_produce_batch_with(&kafka, 9, MAX, &policy).unwrap();
+    assert_eq!(info.max_timestamp, 5_000);
+    let mut stored = sealed.into_bytes();
+    stamp_base_offset(&mut stored, 7).unwrap();
+    let view = verify(&stored, &VerifyLimits::default()).unwrap();
+    assert_eq!(
+        view.header().max_timestamp(),
+        5_000,
+        "the time index sees the stamp"
+    );
+    let served = kafka_payload(&stored).unwrap();
+    let header = RecordBatchHeader::read(served).unwrap();
+    assert_ne!(header.attributes & LOG_APPEND_TIME, 0);
+    assert_eq!(header.max_timestamp, 5_000);
+    assert_eq!(kafka_crc(served), header.crc, "the Kafka CRC was redone");
+    let records = decode_records(served, 7).unwrap();
+    assert!(records.iter().all(|r| r.timestamp == 5_000), "{records:?}");
+    assert_eq!(
+        &kafka[..],
+        &simple()[..],
+        "the producer's bytes are untouched"
+    );
+
+    // CreateTime windows: records at 10 and 12.
+    let window = |now, before, after| TimestampPolicy {
+        log_append_time: None,
+        create_time_bounds: Some((now, before, after)),
+    };
+    assert!(seal_produce_batch_with(&kafka, 9, MAX, &window(11, 1, 1)).is_ok());
+    for refused in [window(100, 50, 0), window(0, 0, 11)] {
+        let e = seal_produce_batch_with(&kafka, 9, MAX, &refused).unwrap_err();
+        assert!(
+            matches!(e, KafkaBatchError::TimestampOutOfRange { .. }),
+            "{e}"
+        );
+        assert_eq!(e.kafka_code(), INVALID_TIMESTAMP);
+    }
+}

@@ -19,7 +19,7 @@ use tidelog_wire::kafka::generated::{
     produce_request::ProduceRequest,
     produce_response::{PartitionProduceResponse, ProduceResponse, TopicProduceResponse},
 };
-use tidelog_wire::kafka_records::{native_to_kafka, seal_produce_batch};
+use tidelog_wire::kafka_records::{native_to_kafka, seal_produce_batch_with};
 
 use super::{code, error_code, KafkaConnError, KafkaConnection, RequestMeta};
 use crate::log::memory::{MemoryWait, ReadPermit};
@@ -172,12 +172,18 @@ impl KafkaConnection {
         for topic in request.topic_data {
             let topic_index = response.responses.len();
             let mut results = Vec::with_capacity(topic.partition_data.len());
-            // The topic's `max.message.bytes`, within the broker's own cap.
-            let max_batch = shard
-                .topics()
-                .get(&topic.name)
+            // The topic's `max.message.bytes`, within the broker's own cap, and its rules for
+            // timestamps (LogAppendTime stamps every batch with this request's time).
+            let config = shard.topics().get(&topic.name).copied();
+            let max_batch = config
                 .and_then(|config| config.max_message_bytes())
                 .map_or(max_batch, |topic_max| topic_max.min(max_batch));
+            let policy = config
+                .map(|config| {
+                    use crate::io::Clock as _;
+                    config.timestamp_policy(crate::io::SystemClock.now_ms())
+                })
+                .unwrap_or_default();
             for part in topic.partition_data {
                 let mut result = PartitionProduceResponse {
                     index: part.index,
@@ -211,21 +217,25 @@ impl KafkaConnection {
                     .pinned
                     .borrow_mut()
                     .share_or_copy(home, records);
-                let appended = match seal_produce_batch(&records, meta.version, max_batch) {
-                    Ok((_, sealed)) => {
-                        let batch = Batches::Kafka(sealed);
-                        shard
-                            .append(&topic.name, index, batch, durability, Route::Local)
-                            .await
-                            .map_err(|e| (error_code(&e), e.to_string()))
-                    }
-                    Err(e) => Err((e.kafka_code(), e.to_string())),
-                };
+                let appended =
+                    match seal_produce_batch_with(&records, meta.version, max_batch, &policy) {
+                        Ok((_, sealed)) => {
+                            let batch = Batches::Kafka(sealed);
+                            shard
+                                .append(&topic.name, index, batch, durability, Route::Local)
+                                .await
+                                .map_err(|e| (error_code(&e), e.to_string()))
+                        }
+                        Err(e) => Err((e.kafka_code(), e.to_string())),
+                    };
                 match appended {
                     Ok(started) => {
                         let at = started.appended();
                         result.base_offset = at.base_offset as i64;
                         result.log_start_offset = at.log_start as i64;
+                        if let Some(stamp) = policy.log_append_time {
+                            result.log_append_time_ms = stamp;
+                        }
                         if started.is_waiting() {
                             unsynced.push(Unsynced {
                                 topic_index,
