@@ -45,6 +45,12 @@ pub struct ConsumeArgs {
     /// Print the offset.
     #[arg(long)]
     print_offset: bool,
+    /// Output format: `text` (the value, after the --print-* columns, tab-separated) or
+    /// `json` (one object per line: topic, partition, offset, timestamp, key, value; key
+    /// and value as UTF-8 strings, or `{"base64": ...}` when they are not UTF-8; a null key
+    /// is null).
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
     /// Exit after this many milliseconds without a record (default: run until SIGINT).
     #[arg(long, value_name = "MS")]
     timeout_ms: Option<u64>,
@@ -64,15 +70,85 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
     on_executor(move || consume(args, stop))
 }
 
+/// `--format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Tab-separated columns, the value last.
+    Text,
+    /// One JSON object per record.
+    Json,
+}
+
 struct Printer {
     out: std::io::BufWriter<std::io::Stdout>,
     key: bool,
     partition: bool,
     offset: bool,
+    format: Format,
+}
+
+/// `bytes` as a JSON value: a string when they are UTF-8, else `{"base64": "..."}`.
+fn json_bytes(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => json_string(text),
+        Err(_) => format!("{{\"base64\":\"{}\"}}", base64(bytes)),
+    }
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 impl Printer {
     fn record(&mut self, r: &ConsumerRecord) -> std::io::Result<()> {
+        if self.format == Format::Json {
+            let key = r
+                .key
+                .as_deref()
+                .map_or_else(|| "null".to_owned(), json_bytes);
+            return writeln!(
+                self.out,
+                "{{\"topic\":{},\"partition\":{},\"offset\":{},\"timestamp\":{},\"key\":{key},\"value\":{}}}",
+                json_string(&r.topic),
+                r.partition,
+                r.offset,
+                r.timestamp,
+                json_bytes(&r.value)
+            );
+        }
         if self.partition {
             write!(self.out, "{}\t", r.partition)?;
         }
@@ -169,6 +245,7 @@ async fn consume(a: ConsumeArgs, stop: Arc<AtomicBool>) -> Result<()> {
         key: a.print_key,
         partition: a.print_partition,
         offset: a.print_offset,
+        format: a.format,
     };
     let timeout = a.timeout_ms.map(Duration::from_millis);
     let commit_interval = Duration::from_millis(a.commit_interval_ms);
@@ -234,4 +311,18 @@ async fn consume(a: ConsumeArgs, stop: Arc<AtomicBool>) -> Result<()> {
         commit(&client, &a, group, &positions).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{base64, json_bytes};
+
+    #[test]
+    fn json_values_escape_and_fall_back_to_base64() {
+        assert_eq!(json_bytes(b"a\"b\\c\nd\x01"), r#""a\"b\\c\nd\u0001""#);
+        assert_eq!(json_bytes(&[0xff, 0x00, 0x10]), r#"{"base64":"/wAQ"}"#);
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(base64(b""), "");
+    }
 }

@@ -1026,5 +1026,38 @@ fn kafka_admin_commands_manage_groups_configs_partitions_and_records() {
     assert_eq!(gone.status.code(), Some(1), "{gone:?}");
     let info = kafka_ok(&["cluster", "info"]);
     assert!(info.starts_with("cluster tidelog"), "{info}");
+
+    // `consume --format json`: one object per record, parsed here.
+    let json = run_ok(
+        &b,
+        &[
+            "consume",
+            "admin",
+            "--partition",
+            "1",
+            "--from-beginning",
+            "--format",
+            "json",
+            "--count",
+            "3",
+            "--timeout-ms",
+            "5000",
+        ],
+    );
+    let objects: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(objects.len(), 3, "{json}");
+    for (i, o) in objects.iter().enumerate() {
+        assert_eq!(o["topic"], "admin", "{o}");
+        assert_eq!(o["partition"], 1, "{o}");
+        assert_eq!(o["offset"], i as i64, "{o}");
+        assert!(o["timestamp"].as_i64().is_some_and(|t| t > 0), "{o}");
+        assert!(
+            o["value"].as_str().is_some_and(|v| v.contains(":a-")),
+            "{o}"
+        );
+    }
     broker.stop();
 }
