@@ -92,8 +92,8 @@ const EXTRA: usize = 19;
 pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef { name: "cleanup.policy", synonym: "log.cleanup.policy", kind: Kind::Choice(CLEANUP_POLICIES), tag: 1, honoured: false,
         doc: "delete: old segments are deleted by retention; compact: retention deletes nothing (no cleaner runs yet, so every record is kept)" },
-    ConfigDef { name: "compression.type", synonym: "compression.type", kind: Kind::Choice(COMPRESSION_TYPES), tag: 2, honoured: false,
-        doc: "producer keeps each batch as sent; a codec name would recompress on append" },
+    ConfigDef { name: "compression.type", synonym: "compression.type", kind: Kind::Choice(COMPRESSION_TYPES), tag: 2, honoured: true,
+        doc: "producer keeps each batch as sent; a codec name (or uncompressed) recompresses each produced batch on append" },
     ConfigDef { name: "delete.retention.ms", synonym: "log.cleaner.delete.retention.ms", kind: num(0, i64::MAX, LONG), tag: 3, honoured: false,
         doc: "how long tombstones stay readable in a compacted topic" },
     ConfigDef { name: "file.delete.delay.ms", synonym: "log.segment.delete.delay.ms", kind: num(0, i64::MAX, LONG), tag: 4, honoured: false,
@@ -346,6 +346,20 @@ impl TopicConfig {
             ));
         }
         policy
+    }
+
+    /// The codec produced batches are stored with, when `compression.type` names one
+    /// (`producer`, the default, keeps each batch as sent).
+    pub fn compression_target(&self) -> Option<tidelog_wire::batch::Compression> {
+        use tidelog_wire::batch::Compression;
+        match def("compression.type").and_then(|d| self.get(d))? {
+            1 => Some(Compression::None),
+            2 => Some(Compression::Gzip),
+            3 => Some(Compression::Snappy),
+            4 => Some(Compression::Lz4),
+            5 => Some(Compression::Zstd),
+            _ => None,
+        }
     }
 
     /// The largest batch this topic accepts, when it overrides `max.message.bytes`.

@@ -23,7 +23,9 @@ Phases (all by default, in this order):
               broker resource (read-only).
   records     DeleteRecords (both clients; a consumer from the beginning starts at the new low
               watermark; past the end is OFFSET_OUT_OF_RANGE), CreatePartitions 2 -> 4 (fewer
-              refused; the new partitions take records), DescribeLogDirs sizes.
+              refused; the new partitions take records), DescribeLogDirs sizes; a topic with
+              compression.type=zstd stores uncompressed batches recompressed (far smaller on
+              disk) and serves every record back.
   groups      DeleteGroups (then GROUP_ID_NOT_FOUND; a group with a member NON_EMPTY_GROUP),
               OffsetDelete of one partition (a subscribed topic GROUP_SUBSCRIBED_TO_TOPIC).
   metrics     (only when named, with --metrics) /health, /ready and /metrics parsed by
@@ -409,9 +411,39 @@ def records(a):
                         sizes[part["partition_index"]] = part["partition_size"]
     if sorted(sizes) != [0, 1, 2, 3] or not all(sizes[p] > 0 for p in (0, 1, 3)):
         fail(f"describe_log_dirs sizes {sizes}: {str(dirs)[:600]}")
+    # compression.type=zstd: uncompressed batches are stored recompressed, read back whole.
+    zt = f"{a.topic}-zstd"
+    admin.create_topics([NewTopic(zt, 1, 1, config={"compression.type": "zstd"})])[zt].result(30)
+    plain = Producer({"bootstrap.servers": a.bootstrap, "acks": "all",
+                      "compression.type": "none", "linger.ms": 50})
+    texts = [f"{i:05d} " + "the same words again and again " * 30 for i in range(300)]
+    for t in texts:
+        plain.produce(zt, value=t.encode(), partition=0)
+    plain.flush(30)
+    c = Consumer({"bootstrap.servers": a.bootstrap, "group.id": f"{zt}-g"})
+    c.assign([TopicPartition(zt, 0, 0)])
+    read = []
+    deadline = time.time() + 30
+    while len(read) < len(texts) and time.time() < deadline:
+        m = c.poll(1)
+        if m is not None and not m.error():
+            read.append(m.value().decode())
+    c.close()
+    if read != texts:
+        fail(f"read back {len(read)} of {len(texts)} records from the zstd topic")
+    stored = 0
+    for broker in kadmin.describe_log_dirs():
+        for d in broker.get("log_dirs", broker.get("results", [])):
+            for t in d.get("topics", []):
+                if t.get("name", t.get("topic")) == zt:
+                    stored += sum(part["partition_size"] for part in t["partitions"])
+    raw = sum(len(t) for t in texts)
+    if not 0 < stored < raw // 4:
+        fail(f"the zstd topic takes {stored} bytes for {raw} bytes sent uncompressed")
     kadmin.close()
     print(f"admin_apis: records: delete_records moved low watermarks to 100 and 40, "
-          f"partitions 2 -> 4, log dir sizes {sizes}", flush=True)
+          f"partitions 2 -> 4, log dir sizes {sizes}; compression.type=zstd stored "
+          f"{stored} bytes for {raw} sent uncompressed", flush=True)
 
 
 def groups(a):

@@ -239,6 +239,50 @@ pub fn inflate(whole: &[u8], limit: usize) -> Result<bytes::BytesMut, InflateErr
     Ok(out)
 }
 
+/// `whole` (one Kafka batch whose CRC is checked here) with its records compressed by
+/// `target` instead (Kafka's `compression.type` set to a codec: the broker recompresses on
+/// append). The records section is the same bytes under either codec, so only the codec bits,
+/// `batchLength` and the CRC change. A batch already in `target` comes back as it is (no
+/// copy); the inflated records may take at most `limit` bytes.
+///
+/// # Errors
+/// As [`inflate`].
+#[cfg(feature = "codecs")]
+pub fn recompress(
+    whole: &bytes::Bytes,
+    target: Compression,
+    limit: usize,
+) -> Result<bytes::Bytes, InflateError> {
+    use bytes::BufMut;
+    let header =
+        super::RecordBatchHeader::read(whole).ok_or(RecordsError::Malformed("truncated"))?;
+    if header.compression() == target {
+        return Ok(whole.clone());
+    }
+    if super::kafka_crc(whole) != header.crc {
+        return Err(RecordsError::Malformed("crc mismatch").into());
+    }
+    let records = super::codec::decompress(
+        header.compression(),
+        whole.get(BATCH_OVERHEAD..).unwrap_or_default(),
+        limit,
+    )?;
+    let mut packed = Vec::with_capacity(records.len() / 2 + 64);
+    super::codec::compress(target, &records, &mut packed)?;
+    let mut out = bytes::BytesMut::with_capacity(BATCH_OVERHEAD + packed.len());
+    out.put_slice(whole.get(..BATCH_OVERHEAD).unwrap_or_default());
+    out.put_slice(&packed);
+    let length =
+        i32::try_from(out.len() - super::LOG_OVERHEAD).map_err(|_| InflateError::TooLarge)?;
+    out[super::at::BATCH_LENGTH..super::at::BATCH_LENGTH + 4]
+        .copy_from_slice(&length.to_be_bytes());
+    let attributes = (header.attributes & !CODEC_MASK) | i16::from(target.0);
+    out[super::at::ATTRIBUTES..super::at::ATTRIBUTES + 2]
+        .copy_from_slice(&attributes.to_be_bytes());
+    super::seal_kafka_crc(&mut out);
+    Ok(out.freeze())
+}
+
 /// Why [`inflate`] failed.
 #[cfg(feature = "codecs")]
 #[derive(Debug, thiserror::Error)]
@@ -327,6 +371,45 @@ mod tests {
             let last = damaged.len() - 1;
             damaged[last] ^= 1;
             assert!(inflate(&damaged, 1 << 20).is_err(), "CRC checked first");
+        }
+    }
+
+    /// Recompression keeps the records and offsets, changes only the codec, length and CRC,
+    /// from and to every codec; a batch already in the target comes back unchanged.
+    #[cfg(feature = "codecs")]
+    #[test]
+    fn recompression_keeps_every_record() {
+        use crate::kafka_records::{kafka_crc, RecordBatchBuilder, RecordBatchHeader};
+        let codecs = [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ];
+        for from in codecs {
+            let mut builder = RecordBatchBuilder::with_capacity(1024);
+            for i in 0..30u8 {
+                builder.push(Some(&[i]), &[i; 64], 9_000 + i64::from(i));
+            }
+            let batch = builder.finish_compressed(1024, from).expect("known codec");
+            let want = decode_records(&inflate(&batch, 1 << 20).expect("inflates"), 0)
+                .expect("decodes")
+                .len();
+            for to in codecs {
+                let out = recompress(&batch, to, 1 << 20).expect("recompresses");
+                let header = RecordBatchHeader::read(&out).expect("a header");
+                assert_eq!(header.compression(), to, "{from:?} -> {to:?}");
+                assert_eq!(kafka_crc(&out), header.crc, "{from:?} -> {to:?}");
+                let plain = inflate(&out, 1 << 20).expect("inflates");
+                let records = decode_records(&plain, 0).expect("decodes");
+                assert_eq!(records.len(), want);
+                assert_eq!(&plain[records[29].value.clone()], &[29u8; 64][..]);
+                assert_eq!(records[29].timestamp, 9_029);
+                if from == to {
+                    assert_eq!(out, batch, "unchanged");
+                }
+            }
         }
     }
 }

@@ -48,7 +48,7 @@ pub mod varint;
 
 pub use decode::{decode_records, KafkaRecord, RecordsError};
 #[cfg(feature = "codecs")]
-pub use decode::{inflate, InflateError};
+pub use decode::{inflate, recompress, InflateError};
 pub use encode::RecordBatchBuilder;
 pub use header::{kafka_crc, RecordBatchHeader};
 use varint::{put_varint, varint_len};

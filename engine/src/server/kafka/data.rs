@@ -83,6 +83,37 @@ async fn complete_synced(
     response
 }
 
+/// Most bytes a produced batch may inflate to when the topic recompresses it.
+const RECOMPRESS_INFLATED_MAX: usize = 64 << 20;
+
+/// `records` recompressed with `target` (when the topic names a codec), and the produce
+/// version to validate them at (zstd needs v7, which the recompression, not the producer,
+/// chose). An error is (Kafka error code, message) for the partition.
+fn recompress_for(
+    records: &Bytes,
+    target: Option<tidelog_wire::batch::Compression>,
+    version: i16,
+) -> Result<(Bytes, i16), (i16, String)> {
+    let Some(target) = target else {
+        return Ok((records.clone(), version));
+    };
+    let recompressed =
+        tidelog_wire::kafka_records::recompress(records, target, RECOMPRESS_INFLATED_MAX).map_err(
+            |e| {
+                (
+                    code::CORRUPT_MESSAGE,
+                    format!("recompressing the batch: {e}"),
+                )
+            },
+        )?;
+    let version = if target == tidelog_wire::batch::Compression::Zstd {
+        version.max(tidelog_wire::kafka_records::ZSTD_MIN_PRODUCE_VERSION)
+    } else {
+        version
+    };
+    Ok((recompressed, version))
+}
+
 /// Records a produce's latency and error codes once its response is complete.
 struct ProduceDone {
     shard: Rc<crate::shard::Shard>,
@@ -178,6 +209,7 @@ impl KafkaConnection {
             let max_batch = config
                 .and_then(|config| config.max_message_bytes())
                 .map_or(max_batch, |topic_max| topic_max.min(max_batch));
+            let target = config.and_then(|config| config.compression_target());
             let policy = config
                 .map(|config| {
                     use crate::io::Clock as _;
@@ -217,17 +249,27 @@ impl KafkaConnection {
                     .pinned
                     .borrow_mut()
                     .share_or_copy(home, records);
-                let appended =
-                    match seal_produce_batch_with(&records, meta.version, max_batch, &policy) {
-                        Ok((_, sealed)) => {
-                            let batch = Batches::Kafka(sealed);
-                            shard
-                                .append(&topic.name, index, batch, durability, Route::Local)
-                                .await
-                                .map_err(|e| (error_code(&e), e.to_string()))
-                        }
-                        Err(e) => Err((e.kafka_code(), e.to_string())),
-                    };
+                // `compression.type` naming a codec: the batch is stored recompressed.
+                let (records, version) = match recompress_for(&records, target, meta.version) {
+                    Ok(done) => done,
+                    Err(refused) => {
+                        result.error_code = refused.0;
+                        result.error_message = Some(refused.1);
+                        results.push(result);
+                        continue;
+                    }
+                };
+                let appended = match seal_produce_batch_with(&records, version, max_batch, &policy)
+                {
+                    Ok((_, sealed)) => {
+                        let batch = Batches::Kafka(sealed);
+                        shard
+                            .append(&topic.name, index, batch, durability, Route::Local)
+                            .await
+                            .map_err(|e| (error_code(&e), e.to_string()))
+                    }
+                    Err(e) => Err((e.kafka_code(), e.to_string())),
+                };
                 match appended {
                     Ok(started) => {
                         let at = started.appended();
