@@ -316,6 +316,7 @@ pub fn api_name(key: i16) -> String {
         46 => "list_partition_reassignments",
         47 => "offset_delete",
         60 => "describe_cluster",
+        61 => "describe_producers",
         other => return format!("api_{other}"),
     };
     name.to_owned()

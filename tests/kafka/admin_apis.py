@@ -25,7 +25,8 @@ Phases (all by default, in this order):
               watermark; past the end is OFFSET_OUT_OF_RANGE), CreatePartitions 2 -> 4 (fewer
               refused; the new partitions take records), DescribeLogDirs sizes; a topic with
               compression.type=zstd stores uncompressed batches recompressed (far smaller on
-              disk) and serves every record back.
+              disk) and serves every record back; DescribeProducers (kafka-python) shows an
+              idempotent producer with its last sequence.
   groups      DeleteGroups (then GROUP_ID_NOT_FOUND; a group with a member NON_EMPTY_GROUP),
               OffsetDelete of one partition (a subscribed topic GROUP_SUBSCRIBED_TO_TOPIC).
   metrics     (only when named, with --metrics) /health, /ready and /metrics parsed by
@@ -411,6 +412,15 @@ def records(a):
                         sizes[part["partition_index"]] = part["partition_size"]
     if sorted(sizes) != [0, 1, 2, 3] or not all(sizes[p] > 0 for p in (0, 1, 3)):
         fail(f"describe_log_dirs sizes {sizes}: {str(dirs)[:600]}")
+    # DescribeProducers: an idempotent producer's id, epoch and last sequence.
+    idem = Producer({"bootstrap.servers": a.bootstrap, "enable.idempotence": True})
+    for _ in range(10):
+        idem.produce(topic, value=b"idem", partition=1)
+    idem.flush(30)
+    states = kadmin.describe_producers([KTP(topic, 1)])[KTP(topic, 1)].active_producers
+    if len(states) != 1 or states[0].producer_id < 0 or states[0].last_sequence != 9:
+        fail(f"describe_producers: {states}")
+
     # compression.type=zstd: uncompressed batches are stored recompressed, read back whole.
     zt = f"{a.topic}-zstd"
     admin.create_topics([NewTopic(zt, 1, 1, config={"compression.type": "zstd"})])[zt].result(30)

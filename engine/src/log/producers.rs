@@ -211,6 +211,17 @@ impl ProducerStates {
     }
 
     /// Number of producers with state.
+    /// Every producer kept: (id, epoch, last sequence written), by id.
+    pub(crate) fn describe(&self) -> Vec<(i64, i16, i32)> {
+        let mut out: Vec<(i64, i16, i32)> = self
+            .producers
+            .iter()
+            .map(|(&id, e)| (id, e.epoch, e.batches.back().map_or(-1, |b| b.last_seq)))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.producers.len()
     }

@@ -448,6 +448,19 @@ impl Shard {
             .map_err(|e| ShardError::from(&e))
     }
 
+    /// The idempotent producers of a partition this shard leads: (id, epoch, last
+    /// sequence).
+    ///
+    /// # Errors
+    /// Unknown partition, [`ShardError::NotOwner`].
+    pub fn describe_producers(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Vec<(i64, i16, i32)>, ShardError> {
+        Ok(self.local(topic, partition)?.producers())
+    }
+
     /// Commits a group's positions on the group's coordinator shard (forwarding if needed);
     /// durable when this returns.
     ///

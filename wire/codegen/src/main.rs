@@ -54,6 +54,7 @@ const MESSAGES: &[&str] = &[
     "DeleteGroups",
     "OffsetDelete",
     "DescribeLogDirs",
+    "DescribeProducers",
 ];
 
 /// An inclusive version range; `lo > hi` is the empty range ("none").

@@ -412,6 +412,12 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         &self.memory
     }
 
+    /// The idempotent producers this partition keeps: (producer id, epoch, last sequence
+    /// written), by id (Kafka's DescribeProducers).
+    pub fn producers(&self) -> Vec<(i64, i16, i32)> {
+        self.state.borrow().producers.describe()
+    }
+
     /// Number of idempotent producers whose state this partition keeps.
     pub fn producer_count(&self) -> usize {
         self.state.borrow().producers.len()

@@ -124,6 +124,7 @@ pub const ADVERTISED: &[(i16, i16, i16)] = &[
     (46, 0, 0), // ListPartitionReassignments
     (47, 0, 0), // OffsetDelete
     (60, 0, 1), // DescribeCluster
+    (61, 0, 0), // DescribeProducers
 ];
 
 /// Lowest Produce version actually served (v3: RecordBatch v2 only).
@@ -402,6 +403,11 @@ impl KafkaConnection {
                     .map_or(0, |t| t.iter().map(|t| t.partitions.len() + 1).sum());
                 self.check_partitions(n)?;
                 self.describe_log_dirs(&meta, r).await
+            }
+            RequestBody::DescribeProducers(r) => {
+                let n = r.topics.iter().map(|t| t.partition_indexes.len() + 1).sum();
+                self.check_partitions(n)?;
+                self.describe_producers(&meta, r).await
             }
             RequestBody::DeleteGroups(r) => {
                 self.check_partitions(r.groups_names.len())?;

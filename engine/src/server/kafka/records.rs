@@ -1,4 +1,5 @@
-//! DeleteRecords, DescribeLogDirs and CreatePartitions over the Kafka protocol.
+//! DeleteRecords, DescribeLogDirs, CreatePartitions and DescribeProducers over the Kafka
+//! protocol.
 
 use super::{code, error_code, KafkaConnError, KafkaConnection, RequestMeta};
 use crate::shard::partition_index;
@@ -14,9 +15,61 @@ use tidelog_wire::kafka::generated::{
         DescribeLogDirsPartition, DescribeLogDirsResponse, DescribeLogDirsResult,
         DescribeLogDirsTopic,
     },
+    describe_producers_request::DescribeProducersRequest,
+    describe_producers_response::{
+        DescribeProducersResponse, PartitionResponse as ProducersPartition, ProducerState,
+        TopicResponse as ProducersTopic,
+    },
 };
 
 impl KafkaConnection {
+    /// The idempotent producers of partitions this shard leads (no transactions: coordinator
+    /// epoch and transaction start -1; the last timestamp is not kept: -1).
+    pub(super) async fn describe_producers(
+        &mut self,
+        meta: &RequestMeta,
+        request: DescribeProducersRequest,
+    ) -> Result<(), KafkaConnError> {
+        let shard = std::rc::Rc::clone(self.shard());
+        let mut response = DescribeProducersResponse::default();
+        for topic in request.topics {
+            let mut out = ProducersTopic {
+                name: topic.name.clone(),
+                partitions: Vec::with_capacity(topic.partition_indexes.len()),
+            };
+            for index in topic.partition_indexes {
+                let mut part = ProducersPartition {
+                    partition_index: index,
+                    ..Default::default()
+                };
+                let producers =
+                    partition_index(index).and_then(|p| shard.describe_producers(&topic.name, p));
+                match producers {
+                    Ok(list) => {
+                        part.active_producers = list
+                            .into_iter()
+                            .map(|(id, epoch, last_seq)| ProducerState {
+                                producer_id: id,
+                                producer_epoch: i32::from(epoch),
+                                last_sequence: last_seq,
+                                last_timestamp: -1,
+                                coordinator_epoch: -1,
+                                current_txn_start_offset: -1,
+                            })
+                            .collect();
+                    }
+                    Err(e) => {
+                        part.error_code = error_code(&e);
+                        part.error_message = Some(e.to_string());
+                    }
+                }
+                out.partitions.push(part);
+            }
+            response.topics.push(out);
+        }
+        self.respond(meta, |out, v| response.encode(out, v)).await
+    }
+
     pub(super) async fn create_partitions(
         &mut self,
         meta: &RequestMeta,

@@ -27,6 +27,8 @@ pub mod describe_groups_request;
 pub mod describe_groups_response;
 pub mod describe_log_dirs_request;
 pub mod describe_log_dirs_response;
+pub mod describe_producers_request;
+pub mod describe_producers_response;
 pub mod elect_leaders_request;
 pub mod elect_leaders_response;
 pub mod fetch_request;
@@ -106,6 +108,7 @@ pub enum RequestBody {
     ),
     OffsetDelete(offset_delete_request::OffsetDeleteRequest),
     DescribeCluster(describe_cluster_request::DescribeClusterRequest),
+    DescribeProducers(describe_producers_request::DescribeProducersRequest),
 }
 
 /// Decodes the body of request `api_key` at `version` (the header already consumed).
@@ -239,6 +242,10 @@ pub fn decode_request_body(
             describe_cluster_request::DescribeClusterRequest::decode(d, version)?,
         )),
         60 => Err(DecodeError::UnsupportedVersion { api_key, version }),
+        61 if (0..=0).contains(&version) => Ok(RequestBody::DescribeProducers(
+            describe_producers_request::DescribeProducersRequest::decode(d, version)?,
+        )),
+        61 => Err(DecodeError::UnsupportedVersion { api_key, version }),
         _ => Err(DecodeError::UnknownApiKey(api_key)),
     }
 }
@@ -276,6 +283,7 @@ pub fn request_is_flexible(api_key: i16, version: i16) -> bool {
         46 => list_partition_reassignments_request::is_flexible(version),
         47 => offset_delete_request::is_flexible(version),
         60 => describe_cluster_request::is_flexible(version),
+        61 => describe_producers_request::is_flexible(version),
         _ => false,
     }
 }
@@ -313,6 +321,7 @@ pub fn response_is_flexible(api_key: i16, version: i16) -> bool {
         46 => true,
         47 => false,
         60 => true,
+        61 => true,
         _ => false,
     }
 }
