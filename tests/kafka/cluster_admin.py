@@ -19,6 +19,11 @@ tests/tests/it/cluster.rs:
       IncrementalAlterConfigs sets TOPIC's retention.ms to 123456000 through the first
       address; then DescribeConfigs asks every node (each address alone) until all report it
       (up to 20 s). Prints {"retention_ms": [value per node], "source": [source per node]}
+  cluster_admin.py delete-records ADDRS TOPIC PARTITION OFFSET
+      DeleteRecords below OFFSET on the partition's leader; prints {"low": low watermark}
+  cluster_admin.py low ADDRS TOPIC PARTITION
+      the partition's low watermark as its leader answers, once it has one (up to 30 s);
+      prints {"low": offset}
   cluster_admin.py committed ADDRS TOPIC GROUP
       prints {"committed": [offset per partition]} as GROUP's coordinator answers
       (-1001: none)
@@ -161,6 +166,30 @@ def config(addrs, topic):
     print(json.dumps({"retention_ms": values, "source": sources}))
 
 
+def delete_records(addrs, topic, partition, offset):
+    admin = AdminClient({"bootstrap.servers": addrs})
+    tp = TopicPartition(topic, partition, offset)
+    got = admin.delete_records([tp])[tp].result(30)
+    print(json.dumps({"low": got.low_watermark}))
+
+
+def low(addrs, topic, partition):
+    deadline = time.time() + 30
+    last = None
+    while time.time() < deadline:
+        c = Consumer({"bootstrap.servers": addrs, "group.id": "cluster-admin-low"})
+        try:
+            lo, _ = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+            print(json.dumps({"low": lo}))
+            return
+        except KafkaException as e:  # no leader yet
+            last = e
+        finally:
+            c.close()
+        time.sleep(0.5)
+    sys.exit(f"no low watermark for {topic}-{partition}: {last}")
+
+
 def main():
     phase = sys.argv[1]
     if phase == "elect":
@@ -169,6 +198,10 @@ def main():
         commit(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     elif phase == "config":
         config(sys.argv[2], sys.argv[3])
+    elif phase == "delete-records":
+        delete_records(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    elif phase == "low":
+        low(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif phase == "committed":
         committed(sys.argv[2], sys.argv[3], sys.argv[4])
     else:

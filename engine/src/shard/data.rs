@@ -422,9 +422,8 @@ impl Shard {
 
     /// Kafka's DeleteRecords on a partition this shard leads: records below `offset` (-1:
     /// the high watermark) are deleted; answers the new log start (the low watermark).
-    /// Durable when this returns. In a cluster only the leader's copy moves its start now:
-    /// followers keep theirs until their own retention (a later leader may serve records
-    /// below it again).
+    /// Durable when this returns. In a cluster the followers move their starts to it at
+    /// their next fetch (`shard::replica`).
     ///
     /// # Errors
     /// Unknown partition, [`ShardError::NotOwner`], [`ShardError::OffsetOutOfRange`] past

@@ -773,17 +773,22 @@ impl Shard {
             log.sync().await.map_err(|e| e.to_string())?;
         }
         adopt(Rc::clone(&log), log.log_end()).await?;
-        // An offsets slot's leader compacts it (a snapshot, then the segments below it go):
-        // its followers drop the same superseded segments, or their copies would only grow.
-        // Regular topics' followers run their own retention.
+        // The leader's log start, where this copy holds it durably: an offsets slot's leader
+        // compacts it (a snapshot, then the segments below it go) and its followers drop the
+        // same superseded segments, or their copies would only grow; a regular topic's start
+        // moved by DeleteRecords (or retention) moves here too, as Kafka's followers do, so a
+        // later leader does not serve deleted records again.
         let leader_start = u64::try_from(part.log_start()).unwrap_or(0);
-        if topic == crate::groups::OFFSETS_TOPIC
-            && leader_start > log.log_start()
-            && leader_start <= log.synced_offset()
-        {
-            log.truncate_before(leader_start)
-                .await
-                .map_err(|e| e.to_string())?;
+        if leader_start > log.log_start() && leader_start <= log.synced_offset() {
+            if topic == crate::groups::OFFSETS_TOPIC {
+                log.truncate_before(leader_start)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            } else {
+                log.delete_records_before(leader_start, log.synced_offset())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
         }
         let hw = u64::try_from(part.high_watermark()).unwrap_or(0);
         if hw > me.hw.get() {

@@ -490,6 +490,35 @@ fn replicated_partitions_fail_over_without_losing_acknowledged_records() {
             "partition {p}: acknowledged records out of order"
         );
     }
+
+    // DeleteRecords moves the start on the leader, and its followers follow at their next
+    // fetch: after the leader dies, the new leader does not serve the deleted records again.
+    let deleted = run_script(
+        "cluster_admin.py",
+        &["delete-records", &addrs, "rep", "0", "10"],
+        work,
+        &nodes.iter().flatten().collect::<Vec<_>>(),
+    );
+    assert_eq!(deleted["low"], 10, "{deleted}");
+    std::thread::sleep(Duration::from_secs(3));
+    let leader = call(&nodes, &["leader", &addrs, "0"])["leader"]
+        .as_i64()
+        .expect("leader id");
+    let victim = usize::try_from(leader / 1024).expect("a node") - 1;
+    nodes[victim].take().expect("the leader runs").kill_9();
+    let refs: Vec<&Broker> = nodes.iter().flatten().collect();
+    let after = run_script(
+        "cluster_admin.py",
+        &["low", &addrs, "rep", "0"],
+        work,
+        &refs,
+    );
+    assert_eq!(
+        after["low"],
+        10,
+        "the new leader keeps the moved start: {after}\n{}",
+        logs(&nodes).join("\n-----\n")
+    );
     for b in nodes.into_iter().flatten() {
         b.stop();
     }
