@@ -65,6 +65,18 @@ def watchdog(seconds):
     t.start()
 
 
+def topic_size(kadmin, topic):
+    """Bytes of `topic`'s partitions on disk (DescribeLogDirs): partition -> size."""
+    sizes = {}
+    for broker in kadmin.describe_log_dirs():
+        for d in broker.get("log_dirs", broker.get("results", [])):
+            for t in d.get("topics", []):
+                if t.get("name", t.get("topic")) == topic:
+                    for part in t["partitions"]:
+                        sizes[part["partition_index"]] = part["partition_size"]
+    return sizes
+
+
 def ts_of(i):
     return T0 + 100_000 if i == PEAK else T0 + 10 * i
 
@@ -402,16 +414,9 @@ def records(a):
         fail(f"producing to the new partition: {reports[:3]}")
 
     # DescribeLogDirs: every partition of the topic, with its size.
-    dirs = kadmin.describe_log_dirs()
-    sizes = {}
-    for broker in dirs:
-        for d in broker.get("log_dirs", broker.get("results", [])):
-            for t in d.get("topics", []):
-                if t.get("name", t.get("topic")) == topic:
-                    for part in t["partitions"]:
-                        sizes[part["partition_index"]] = part["partition_size"]
+    sizes = topic_size(kadmin, topic)
     if sorted(sizes) != [0, 1, 2, 3] or not all(sizes[p] > 0 for p in (0, 1, 3)):
-        fail(f"describe_log_dirs sizes {sizes}: {str(dirs)[:600]}")
+        fail(f"describe_log_dirs sizes {sizes}")
     # DescribeProducers: an idempotent producer's id, epoch and last sequence.
     idem = Producer({"bootstrap.servers": a.bootstrap, "enable.idempotence": True})
     for _ in range(10):
@@ -441,12 +446,7 @@ def records(a):
     c.close()
     if read != texts:
         fail(f"read back {len(read)} of {len(texts)} records from the zstd topic")
-    stored = 0
-    for broker in kadmin.describe_log_dirs():
-        for d in broker.get("log_dirs", broker.get("results", [])):
-            for t in d.get("topics", []):
-                if t.get("name", t.get("topic")) == zt:
-                    stored += sum(part["partition_size"] for part in t["partitions"])
+    stored = sum(topic_size(kadmin, zt).values())
     raw = sum(len(t) for t in texts)
     if not 0 < stored < raw // 4:
         fail(f"the zstd topic takes {stored} bytes for {raw} bytes sent uncompressed")

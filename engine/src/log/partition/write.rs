@@ -979,20 +979,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         let doomed: Vec<(u64, PathBuf)> = {
             let _lease = self.lease().await?;
             let mut state = self.state.borrow_mut();
-            let bases: Vec<u64> = state.segments.keys().copied().collect();
-            let mut doomed = Vec::new();
-            for pair in bases.windows(2) {
-                let (base, next) = (pair[0], pair[1]);
-                let sealed = state.segments.get(&base).is_some_and(|s| s.sealed);
-                if next > offset || !sealed {
-                    break;
-                }
-                if let Some(segment) = state.segments.remove(&base) {
-                    doomed.push((base, segment.path));
-                }
-                self.files.forget(self.id, base);
-                self.forget_readahead(Some(base));
-            }
+            let doomed = self.take_segments_below(&mut state, offset);
             if let Some(&first) = state.segments.keys().next() {
                 debug_assert!(first <= state.log_end);
                 state.log_start = state.log_start.max(first);
@@ -1002,6 +989,27 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         };
         self.remove_segments(&doomed, "superseded segments deleted (snapshot)")
             .await
+    }
+
+    /// Takes the sealed segments that lie wholly below `offset` out of the log (their files
+    /// forgotten, a read-ahead of them dropped) and returns them for
+    /// [`remove_segments`](Self::remove_segments); the caller holds the write gate.
+    fn take_segments_below(&self, state: &mut State<S::File>, offset: u64) -> Vec<(u64, PathBuf)> {
+        let bases: Vec<u64> = state.segments.keys().copied().collect();
+        let mut doomed = Vec::new();
+        for pair in bases.windows(2) {
+            let (base, next) = (pair[0], pair[1]);
+            let sealed = state.segments.get(&base).is_some_and(|s| s.sealed);
+            if next > offset || !sealed {
+                break;
+            }
+            if let Some(segment) = state.segments.remove(&base) {
+                doomed.push((base, segment.path));
+            }
+            self.files.forget(self.id, base);
+            self.forget_readahead(Some(base));
+        }
+        doomed
     }
 
     /// Kafka's DeleteRecords: moves the log start to `offset` (records below it are no longer
@@ -1033,20 +1041,7 @@ impl<S: Storage, C: Clock> PartitionLog<S, C> {
         let doomed: Vec<(u64, PathBuf)> = {
             let mut state = self.state.borrow_mut();
             state.log_start = state.log_start.max(offset);
-            let bases: Vec<u64> = state.segments.keys().copied().collect();
-            let mut doomed = Vec::new();
-            for pair in bases.windows(2) {
-                let (base, next) = (pair[0], pair[1]);
-                let sealed = state.segments.get(&base).is_some_and(|s| s.sealed);
-                if next > offset || !sealed {
-                    break;
-                }
-                if let Some(segment) = state.segments.remove(&base) {
-                    doomed.push((base, segment.path));
-                }
-                self.files.forget(self.id, base);
-                self.forget_readahead(Some(base));
-            }
+            let doomed = self.take_segments_below(&mut state, offset);
             self.cache.drop_below(self.id, state.log_start);
             doomed
         };
