@@ -174,7 +174,7 @@ impl TopicConfig {
     /// topic whose `cleanup.policy` is `compact` alone is never deleted by retention (as in
     /// Kafka: its records go only by compaction).
     pub fn log_config(&self, defaults: &LogConfig) -> LogConfig {
-        let compact_only = crate::topic_configs::def("cleanup.policy").and_then(|d| self.get(d))
+        let compact_only = self.overrides.get(crate::topic_configs::TAG_CLEANUP_POLICY)
             == Some(crate::topic_configs::CLEANUP_COMPACT);
         let config = LogConfig {
             retention_ms: self

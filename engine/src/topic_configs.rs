@@ -85,14 +85,28 @@ pub const TIMESTAMP_TYPES: &[&str] = &["CreateTime", "LogAppendTime"];
 pub const COMPRESSION_TYPES: &[&str] =
     &["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"];
 
+/// Tags of the overrides the produce path and the log configuration read directly (an
+/// array index, not a search of [`TOPIC_CONFIGS`] by name on every produce request).
+pub const TAG_CLEANUP_POLICY: u8 = 1;
+/// See [`TAG_CLEANUP_POLICY`].
+pub const TAG_COMPRESSION_TYPE: u8 = 2;
+/// See [`TAG_CLEANUP_POLICY`].
+pub const TAG_MAX_MESSAGE_BYTES: u8 = 9;
+/// See [`TAG_CLEANUP_POLICY`].
+pub const TAG_TIMESTAMP_AFTER: u8 = 10;
+/// See [`TAG_CLEANUP_POLICY`].
+pub const TAG_TIMESTAMP_BEFORE: u8 = 11;
+/// See [`TAG_CLEANUP_POLICY`].
+pub const TAG_TIMESTAMP_TYPE: u8 = 12;
+
 /// Overrides held in [`Overrides`]; the index into its array.
 const EXTRA: usize = 19;
 
 /// Every topic configuration Tidelog accepts, in the order DescribeConfigs lists them.
 pub const TOPIC_CONFIGS: &[ConfigDef] = &[
-    ConfigDef { name: "cleanup.policy", synonym: "log.cleanup.policy", kind: Kind::Choice(CLEANUP_POLICIES), tag: 1, honoured: false,
+    ConfigDef { name: "cleanup.policy", synonym: "log.cleanup.policy", kind: Kind::Choice(CLEANUP_POLICIES), tag: TAG_CLEANUP_POLICY, honoured: false,
         doc: "delete: old segments are deleted by retention; compact: retention deletes nothing (no cleaner runs yet, so every record is kept)" },
-    ConfigDef { name: "compression.type", synonym: "compression.type", kind: Kind::Choice(COMPRESSION_TYPES), tag: 2, honoured: true,
+    ConfigDef { name: "compression.type", synonym: "compression.type", kind: Kind::Choice(COMPRESSION_TYPES), tag: TAG_COMPRESSION_TYPE, honoured: true,
         doc: "producer keeps each batch as sent; a codec name (or uncompressed) recompresses each produced batch on append" },
     ConfigDef { name: "delete.retention.ms", synonym: "log.cleaner.delete.retention.ms", kind: num(0, i64::MAX, LONG), tag: 3, honoured: false,
         doc: "how long tombstones stay readable in a compacted topic" },
@@ -106,13 +120,13 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         doc: "accepted for compatibility; the sparse index interval is the broker's" },
     ConfigDef { name: "max.compaction.lag.ms", synonym: "log.cleaner.max.compaction.lag.ms", kind: num(1, i64::MAX, LONG), tag: 8, honoured: false,
         doc: "longest a record may stay uncompacted" },
-    ConfigDef { name: "max.message.bytes", synonym: "message.max.bytes", kind: num(0, i32::MAX as i64, INT), tag: 9, honoured: true,
+    ConfigDef { name: "max.message.bytes", synonym: "message.max.bytes", kind: num(0, i32::MAX as i64, INT), tag: TAG_MAX_MESSAGE_BYTES, honoured: true,
         doc: "largest record batch accepted (capped by the broker's own batch limit)" },
-    ConfigDef { name: "message.timestamp.after.max.ms", synonym: "log.message.timestamp.after.max.ms", kind: num(0, i64::MAX, LONG), tag: 10, honoured: true,
+    ConfigDef { name: "message.timestamp.after.max.ms", synonym: "log.message.timestamp.after.max.ms", kind: num(0, i64::MAX, LONG), tag: TAG_TIMESTAMP_AFTER, honoured: true,
         doc: "how far in the future a CreateTime timestamp may be" },
-    ConfigDef { name: "message.timestamp.before.max.ms", synonym: "log.message.timestamp.before.max.ms", kind: num(0, i64::MAX, LONG), tag: 11, honoured: true,
+    ConfigDef { name: "message.timestamp.before.max.ms", synonym: "log.message.timestamp.before.max.ms", kind: num(0, i64::MAX, LONG), tag: TAG_TIMESTAMP_BEFORE, honoured: true,
         doc: "how far in the past a CreateTime timestamp may be" },
-    ConfigDef { name: "message.timestamp.type", synonym: "log.message.timestamp.type", kind: Kind::Choice(TIMESTAMP_TYPES), tag: 12, honoured: true,
+    ConfigDef { name: "message.timestamp.type", synonym: "log.message.timestamp.type", kind: Kind::Choice(TIMESTAMP_TYPES), tag: TAG_TIMESTAMP_TYPE, honoured: true,
         doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps each batch with the broker's time on append" },
     ConfigDef { name: "min.cleanable.dirty.ratio", synonym: "log.cleaner.min.cleanable.ratio", kind: Kind::Ratio, tag: 13, honoured: false,
         doc: "share of uncompacted bytes past which a compacted topic is cleaned" },
@@ -326,21 +340,23 @@ impl TopicConfig {
             .unwrap_or_else(|| def.broker_default(log, max_batch_bytes))
     }
 
-    /// The topic's rules for produced timestamps at time `now_ms`: LogAppendTime stamps the
-    /// batch with `now_ms`; otherwise the `message.timestamp.before/after.max.ms` window,
-    /// when either is set.
-    pub fn timestamp_policy(&self, now_ms: i64) -> tidelog_wire::kafka_records::TimestampPolicy {
-        let value = |name| def(name).and_then(|d| self.get(d));
+    /// The topic's rules for produced timestamps, `now_ms` read only when a rule needs it:
+    /// LogAppendTime stamps the batch with it; otherwise the
+    /// `message.timestamp.before/after.max.ms` window, when either is set.
+    pub fn timestamp_policy(
+        &self,
+        now_ms: impl FnOnce() -> i64,
+    ) -> tidelog_wire::kafka_records::TimestampPolicy {
+        let o = &self.overrides;
         let mut policy = tidelog_wire::kafka_records::TimestampPolicy::default();
-        if value("message.timestamp.type") == Some(1) {
-            policy.log_append_time = Some(now_ms);
+        if o.get(TAG_TIMESTAMP_TYPE) == Some(1) {
+            policy.log_append_time = Some(now_ms());
             return policy;
         }
-        let before = value("message.timestamp.before.max.ms");
-        let after = value("message.timestamp.after.max.ms");
+        let (before, after) = (o.get(TAG_TIMESTAMP_BEFORE), o.get(TAG_TIMESTAMP_AFTER));
         if before.is_some() || after.is_some() {
             policy.create_time_bounds = Some((
-                now_ms,
+                now_ms(),
                 before.unwrap_or(i64::MAX),
                 after.unwrap_or(i64::MAX),
             ));
@@ -352,7 +368,7 @@ impl TopicConfig {
     /// (`producer`, the default, keeps each batch as sent).
     pub fn compression_target(&self) -> Option<tidelog_wire::batch::Compression> {
         use tidelog_wire::batch::Compression;
-        match def("compression.type").and_then(|d| self.get(d))? {
+        match self.overrides.get(TAG_COMPRESSION_TYPE)? {
             1 => Some(Compression::None),
             2 => Some(Compression::Gzip),
             3 => Some(Compression::Snappy),
@@ -364,8 +380,8 @@ impl TopicConfig {
 
     /// The largest batch this topic accepts, when it overrides `max.message.bytes`.
     pub fn max_message_bytes(&self) -> Option<usize> {
-        def("max.message.bytes")
-            .and_then(|d| self.get(d))
+        self.overrides
+            .get(TAG_MAX_MESSAGE_BYTES)
             .and_then(|v| usize::try_from(v).ok())
     }
 }

@@ -213,7 +213,7 @@ impl KafkaConnection {
             let policy = config
                 .map(|config| {
                     use crate::io::Clock as _;
-                    config.timestamp_policy(crate::io::SystemClock.now_ms())
+                    config.timestamp_policy(|| crate::io::SystemClock.now_ms())
                 })
                 .unwrap_or_default();
             for part in topic.partition_data {
